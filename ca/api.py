@@ -1,0 +1,174 @@
+"""JSON REST API under /api/v1 (documented in static/openapi.json). Thin: parse, call a service, serialise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ca.business_server import issue_business_server_certificate
+from ca.errors import InvalidCsr, InvalidInput
+from ca.inquiry import export_certificate, get_certificate, list_certificates
+from ca.models import Certificate
+from ca.views import ca_settings, read_upload
+from db import get_session, new_session
+from operators.audit import AuditAction, audited_unit_of_work
+from operators.auth import current_actor, requires
+from operators.business_systems import (
+    LABELS,
+    BusinessSystemData,
+    get_by_business_id,
+    list_business_systems,
+    save_and_audit,
+)
+from operators.models import BusinessSystem
+from operators.permissions import Permission
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "static" / "openapi.json"
+
+
+def certificate_json(cert: Certificate) -> dict[str, Any]:
+    return {
+        "id": cert.id,
+        "serial": cert.serial,
+        "profile": str(cert.profile),
+        "subject": cert.subject,
+        "common_name": cert.common_name,
+        "sans": cert.sans,
+        "not_before": cert.not_before.isoformat(),
+        "not_after": cert.not_after.isoformat(),
+        "status": cert.status,
+        "fingerprint_sha256": cert.fingerprint_sha256,
+        "business_id": cert.business_system.business_id if cert.business_system else None,
+        "issued_by": cert.issued_by,
+        "created_at": cert.created_at.isoformat(),
+        "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
+        "revocation_reason": str(cert.revocation_reason) if cert.revocation_reason else None,
+        "replaces_id": cert.replaces_id,
+        "links": {fmt: f"/api/v1/certificates/{cert.serial}/{fmt}" for fmt in ("pem", "der", "chain.pem", "p7b")},
+    }
+
+
+def business_system_json(system: BusinessSystem) -> dict[str, Any]:
+    data = {field: getattr(system, field) for field in LABELS}
+    data.update(image=system.image_name, enabled=system.enabled, updated_at=system.updated_at.isoformat())
+    return data
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("send a JSON object (Content-Type: application/json)")
+    return body
+
+
+@bp.route("/openapi.json")
+def openapi() -> Any:
+    return Response(OPENAPI_PATH.read_bytes(), mimetype="application/json")
+
+
+@bp.route("/business-systems")
+@requires(Permission.MANAGE_BUSINESS_SYSTEMS)
+def business_systems() -> Any:
+    return jsonify(items=[business_system_json(s) for s in list_business_systems(get_session())])
+
+
+@bp.route("/business-systems/<business_id>")
+@requires(Permission.MANAGE_BUSINESS_SYSTEMS)
+def business_system(business_id: str) -> Any:
+    return jsonify(business_system_json(get_by_business_id(get_session(), business_id[:2])))
+
+
+@bp.route("/business-systems/<business_id>", methods=["PUT"])
+@requires(Permission.MANAGE_BUSINESS_SYSTEMS)
+def put_business_system(business_id: str) -> Any:
+    """Create or modify a business system (業務ID from the URL)."""
+    session = get_session()
+    actor = current_actor()
+
+    def work() -> tuple[BusinessSystem, bool]:
+        body = _json_body()
+        body["business_id"] = business_id[:3]
+        return save_and_audit(session, BusinessSystemData.from_mapping(body), actor)
+
+    system, created = audited_unit_of_work(session, new_session, work=work,
+                                           failure_action=AuditAction.BUSINESS_SYSTEM_REJECTED,
+                                           actor=actor, target=f"business_system:{business_id[:3]}")
+    return jsonify(business_system_json(system)), (201 if created else 200)
+
+
+@bp.route("/business-server-certificates", methods=["POST"])
+@requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+def issue_business_server() -> Any:
+    """Issue from JSON ``{business system fields..., "csr": "<PEM>"}`` or multipart with a ``csr`` file."""
+    session = get_session()
+    actor = current_actor()
+    limit = current_app.config["MAX_CSR_BYTES"]
+    fields: dict[str, Any] = {}
+
+    def work() -> Certificate:
+        nonlocal fields
+        if request.mimetype == "multipart/form-data":
+            fields = dict(request.form)
+            csr_bytes = read_upload(request.files.get("csr"), limit)
+        else:
+            fields = _json_body()
+            csr_text = fields.get("csr")
+            if not isinstance(csr_text, str) or not csr_text.strip():
+                raise InvalidCsr("'csr' must be the PEM text of the certificate signing request")
+            csr_bytes = csr_text.encode("utf-8", errors="replace")
+        return issue_business_server_certificate(
+            session, settings=ca_settings(), data=BusinessSystemData.from_mapping(fields),
+            csr_bytes=csr_bytes, actor=actor)
+
+    cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
+                                actor=actor, target=f"business_system:{str(fields.get('business_id', ''))[:3]}")
+    response = jsonify(certificate_json(cert))
+    response.status_code = 201
+    response.headers["Location"] = f"/api/v1/certificates/{cert.serial}"
+    return response
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer") from None
+
+
+@bp.route("/certificates")
+@requires(Permission.VIEW_CERTIFICATES)
+def certificates() -> Any:
+    page = list_certificates(
+        get_session(),
+        profile=request.args.get("profile"), business_id=request.args.get("business_id"),
+        status=request.args.get("status"), text=request.args.get("q"),
+        page=_int_arg("page", 1), per_page=_int_arg("per_page", current_app.config["PAGE_SIZE"]))
+    return jsonify(items=[certificate_json(c) for c in page.items], page=page.page,
+                   per_page=page.per_page, total=page.total, pages=page.pages)
+
+
+@bp.route("/certificates/<serial>")
+@requires(Permission.VIEW_CERTIFICATES)
+def certificate(serial: str) -> Any:
+    return jsonify(certificate_json(get_certificate(get_session(), serial=serial)))
+
+
+@bp.route("/certificates/<serial>/<fmt>")
+@requires(Permission.VIEW_CERTIFICATES)
+def certificate_download(serial: str, fmt: str) -> Any:
+    session = get_session()
+    body, media_type, filename = export_certificate(session, get_certificate(session, serial=serial), fmt)
+    return Response(body, mimetype=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def api_routes() -> list[str]:
+    """Every documented path template, for tests comparing the spec with the app."""
+    return sorted(json.loads(OPENAPI_PATH.read_text())["paths"])

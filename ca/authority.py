@@ -1,0 +1,169 @@
+"""The CA hierarchy: created once at init (root + issuing CA), then loaded to sign."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ca.errors import CaNotInitialised
+from ca.issuance import Issuer, issue_certificate
+from ca.keys import Signer, SoftwareSigner, generate_private_key, load_signer, store_software_key
+from ca.models import CaKind, CertificateAuthority, CertificateProfile
+from ca.profiles import pki_urls, validity_days
+from db import utcnow
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    """The part of the configuration the CA needs (explicit, so services need no Flask)."""
+
+    instance_dir: Path
+    passphrase: bytes
+    key_algorithm: str
+    pki_base_url: str
+    organization: str
+    config: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CaSettings:
+        from ca.keys import ensure_passphrase
+
+        instance = Path(config["INSTANCE_DIR"])
+        return cls(
+            instance_dir=instance,
+            passphrase=ensure_passphrase(instance, config["KEY_PASSPHRASE"]),
+            key_algorithm=config["KEY_ALGORITHM"],
+            pki_base_url=config["PKI_BASE_URL"],
+            organization=config["ORGANIZATION"],
+            config=config,
+        )
+
+
+_signer_cache: dict[tuple[str, str], Signer] = {}
+_signer_lock = threading.Lock()
+
+
+def _signer(settings: CaSettings, key_uri: str) -> Signer:
+    cache_key = (str(settings.instance_dir), key_uri)
+    with _signer_lock:
+        signer = _signer_cache.get(cache_key)
+        if signer is None:
+            signer = load_signer(key_uri, base=settings.instance_dir, passphrase=settings.passphrase)
+            _signer_cache[cache_key] = signer
+        return signer
+
+
+def active_authority(session: Session, kind: CaKind = CaKind.ISSUING) -> CertificateAuthority:
+    ca = session.scalar(
+        select(CertificateAuthority)
+        .where(CertificateAuthority.kind == kind, CertificateAuthority.active.is_(True))
+        .order_by(CertificateAuthority.id.desc())
+    )
+    if ca is None:
+        raise CaNotInitialised("the CA is not initialised: run `flask --app app init`")
+    return ca
+
+
+def issuer_for(settings: CaSettings, ca: CertificateAuthority, signer: Signer | None = None) -> Issuer:
+    """An ``Issuer`` that signs with ``ca``'s key (loaded from its key URI unless given)."""
+    cert = x509.load_der_x509_certificate(ca.cert_der)
+    return Issuer(
+        authority_id=ca.id,
+        name=cert.subject,
+        signer=signer or _signer(settings, ca.key_uri),
+        urls=pki_urls(settings.pki_base_url, ca.id),
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def current_issuer(session: Session, settings: CaSettings) -> Issuer:
+    """The active issuing CA, ready to sign."""
+    return issuer_for(settings, active_authority(session))
+
+
+def authorities(session: Session) -> list[CertificateAuthority]:
+    """All CAs, root first."""
+    return list(session.scalars(select(CertificateAuthority).order_by(CertificateAuthority.id)))
+
+
+def chain_certificates(session: Session) -> list[x509.Certificate]:
+    """The active issuing CA's certificate followed by its root's."""
+    issuing = active_authority(session)
+    chain = [x509.load_der_x509_certificate(issuing.cert_der)]
+    parent = issuing.parent
+    while parent is not None:
+        chain.append(x509.load_der_x509_certificate(parent.cert_der))
+        parent = parent.parent
+    return chain
+
+
+def _ca_name(settings: CaSettings, common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, settings.organization),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def _new_authority(session: Session, settings: CaSettings, *, kind: CaKind, name: str,
+                   parent: CertificateAuthority | None) -> tuple[CertificateAuthority, Signer]:
+    key = generate_private_key(settings.key_algorithm)
+    stamp = utcnow().strftime("%Y%m%d%H%M%S")
+    key_uri = f"file:keys/{kind.value}-ca-{stamp}.key.pem"
+    store_software_key(key, uri=key_uri, base=settings.instance_dir, passphrase=settings.passphrase)
+    ca = CertificateAuthority(name=name, kind=kind, parent_id=parent.id if parent else None,
+                              subject="", cert_der=b"", key_uri=key_uri,
+                              not_before=utcnow(), not_after=utcnow(), active=True)
+    session.add(ca)
+    session.flush()  # the id names the CA's URLs
+    return ca, SoftwareSigner(key)
+
+
+def init_hierarchy(session: Session, settings: CaSettings, *, actor: str) -> CertificateAuthority:
+    """Create root and issuing CA unless an active issuing CA exists; return the issuing CA."""
+    existing = session.scalar(select(CertificateAuthority).where(
+        CertificateAuthority.kind == CaKind.ISSUING, CertificateAuthority.active.is_(True)))
+    if existing is not None:
+        return existing
+    org = settings.organization
+    root, root_signer = _new_authority(session, settings, kind=CaKind.ROOT, name=f"{org} Root CA",
+                                       parent=None)
+    root_name = _ca_name(settings, f"{org} Root CA")
+    root_cert_row = issue_certificate(
+        session,
+        issuer=Issuer(authority_id=root.id, name=root_name, signer=root_signer, urls=None, not_after=None),
+        profile=CertificateProfile.ROOT_CA, subject=root_name, public_key=root_signer.public_key(),
+        days=validity_days(CertificateProfile.ROOT_CA, settings.config), issued_by=actor, self_signed=True)
+    _attach_certificate(root, root_cert_row.der)
+
+    issuing, issuing_signer = _new_authority(session, settings, kind=CaKind.ISSUING,
+                                             name=f"{org} Issuing CA 1", parent=root)
+    issuing_name = _ca_name(settings, f"{org} Issuing CA 1")
+    issuing_cert_row = issue_certificate(
+        session, issuer=issuer_for(settings, root, root_signer),
+        profile=CertificateProfile.ISSUING_CA, subject=issuing_name,
+        public_key=issuing_signer.public_key(),
+        days=validity_days(CertificateProfile.ISSUING_CA, settings.config), issued_by=actor)
+    _attach_certificate(issuing, issuing_cert_row.der)
+    session.flush()
+    return issuing
+
+
+def _attach_certificate(ca: CertificateAuthority, der: bytes) -> None:
+    cert = x509.load_der_x509_certificate(der)
+    ca.cert_der = der
+    ca.subject = cert.subject.rfc4514_string()
+    ca.not_before = cert.not_valid_before_utc
+    ca.not_after = cert.not_valid_after_utc
+
+
+def pem_bundle(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)

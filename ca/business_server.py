@@ -1,0 +1,124 @@
+"""業務サーバ証明書: business server certificates issued from a CSR (seed 001 I.2.2(2)).
+
+One service function, ``issue_business_server_certificate``, backs the web UI,
+the REST API and the CLI. ``preview`` computes exactly what would be issued,
+for the confirmation screen, with the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ca.authority import CaSettings, current_issuer
+from ca.csr import parse_csr
+from ca.errors import InvalidInput
+from ca.issuance import issue_certificate
+from ca.models import Certificate, CertificateProfile
+from ca.profiles import validity_days
+from operators.audit import Actor, AuditAction, record_event
+from operators.business_systems import (
+    BusinessSystemData,
+    general_name_for_host,
+    host_of,
+    save_and_audit,
+)
+
+# The subject as the seed's result screen shows it: 国名/地域, 都道府県, 市区町村, 組織, 部門名, 一般名.
+SUBJECT_ORDER = (
+    (NameOID.COUNTRY_NAME, "証明書の発行先(国名/地域)"),
+    (NameOID.STATE_OR_PROVINCE_NAME, "証明書の発行先(都道府県)"),
+    (NameOID.LOCALITY_NAME, "証明書の発行先(市区町村)"),
+    (NameOID.ORGANIZATION_NAME, "証明書の発行先(組織)"),
+    (NameOID.ORGANIZATIONAL_UNIT_NAME, "証明書の発行先(部門名)"),
+    (NameOID.COMMON_NAME, "証明書の発行先(一般名)"),
+)
+
+
+@dataclass(frozen=True)
+class BusinessServerPreview:
+    """What will be certified: subject (C forced to JP) and SANs from the system's URL hosts."""
+
+    csr: x509.CertificateSigningRequest
+    subject: x509.Name
+    sans: tuple[x509.GeneralName, ...]
+
+    def subject_rows(self) -> list[tuple[str, str]]:
+        rows = []
+        for oid, label in SUBJECT_ORDER:
+            attrs = self.subject.get_attributes_for_oid(oid)
+            rows.append((label, str(attrs[0].value) if attrs else ""))
+        return rows
+
+
+def preview(data: BusinessSystemData, csr_bytes: bytes, *, max_csr_bytes: int) -> BusinessServerPreview:
+    """Validate the CSR and compute subject and SANs; raises ``InvalidCsr``/``InvalidInput``."""
+    csr = parse_csr(csr_bytes, max_bytes=max_csr_bytes)
+    hosts = data.hosts()
+    attrs: list[x509.NameAttribute[str]] = [x509.NameAttribute(NameOID.COUNTRY_NAME, "JP")]
+    for oid, _label in SUBJECT_ORDER[1:-1]:
+        for attr in csr.subject.get_attributes_for_oid(oid):
+            value = attr.value if isinstance(attr.value, str) else attr.value.decode(errors="replace")
+            if value.strip():
+                attrs.append(x509.NameAttribute(oid, value.strip()[:64]))
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn_value = cns[0].value if cns else ""
+    common_name = cn_value.strip() if isinstance(cn_value, str) else ""
+    if not common_name:
+        common_name = hosts[0]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]))
+    if "." in common_name and " " not in common_name:
+        try:
+            cn_host = host_of(f"https://{common_name}/", "common_name")
+        except InvalidInput:
+            cn_host = ""
+        if cn_host and cn_host not in hosts:
+            hosts.append(cn_host)
+    sans = tuple(general_name_for_host(h) for h in hosts)
+    return BusinessServerPreview(csr=csr, subject=x509.Name(attrs), sans=sans)
+
+
+def latest_certificate(session: Session, business_system_id: int) -> Certificate | None:
+    """The newest business server certificate of a business system."""
+    return session.scalar(
+        select(Certificate)
+        .where(Certificate.business_system_id == business_system_id,
+               Certificate.profile == CertificateProfile.BUSINESS_SERVER)
+        .order_by(Certificate.id.desc()))
+
+
+def issue_business_server_certificate(
+    session: Session,
+    *,
+    settings: CaSettings,
+    data: BusinessSystemData,
+    csr_bytes: bytes,
+    actor: Actor,
+) -> Certificate:
+    """Save the business system and issue its server certificate, in the caller's transaction."""
+    planned = preview(data, csr_bytes, max_csr_bytes=settings.config["MAX_CSR_BYTES"])
+    system, created = save_and_audit(session, data, actor)
+    previous = None if created else latest_certificate(session, system.id)
+    public_key = planned.csr.public_key()
+    cert = issue_certificate(
+        session,
+        issuer=current_issuer(session, settings),
+        profile=CertificateProfile.BUSINESS_SERVER,
+        subject=planned.subject,
+        public_key=public_key,  # type: ignore[arg-type]  # vetted by parse_csr
+        sans=planned.sans,
+        days=validity_days(CertificateProfile.BUSINESS_SERVER, settings.config),
+        issued_by=actor.name,
+        business_system_id=system.id,
+        replaces_id=previous.id if previous else None,
+    )
+    record_event(session, action=AuditAction.CERTIFICATE_ISSUED, actor=actor,
+                 target=f"certificate:{cert.serial}",
+                 detail={"profile": str(cert.profile), "subject": cert.subject, "sans": cert.sans,
+                         "business_id": system.business_id,
+                         "replaces": previous.serial if previous else None})
+    return cert

@@ -1,0 +1,182 @@
+"""Flask CLI commands (``flask --app app ...``); thin wrappers over the same services as the UI and API."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+import db
+from ca.authority import CaSettings
+from ca.business_server import issue_business_server_certificate
+from ca.errors import OpauthError
+from ca.inquiry import export_certificate, get_certificate, list_certificates
+from config import settings_markdown
+from db import get_session, new_session
+from operators.audit import Actor, AuditAction, audited_unit_of_work, verify_chain
+from operators.bootstrap import BOOTSTRAP_ADMIN_ID, init_instance, tls_paths
+from operators.business_systems import BusinessSystemData, list_business_systems
+
+
+def cli_actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(name=f"cli:{user}", tenant="system", source="cli")
+
+
+def _fail(exc: OpauthError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    sys.exit(2)
+
+
+@click.command("init")
+@with_appcontext
+def init_command() -> None:
+    """Create the database schema, CA hierarchy, bootstrap administrator and TLS certificate (idempotent)."""
+    db.upgrade(current_app.config["DATABASE_URL"])
+    settings = CaSettings.from_config(current_app.config)
+    report = init_instance(get_session(), settings)
+    click.echo("CA hierarchy created." if report.created_ca else "CA hierarchy already present: reused.")
+    if report.tls_issued:
+        click.echo(f"TLS certificate for localhost written to {tls_paths(settings.instance_dir)['cert']}")
+    if report.admin_password:
+        click.echo("")
+        click.echo("  Bootstrap administrator (shown once; change it at first login):")
+        click.echo("    tenant:      system (システム管理)")
+        click.echo(f"    operator ID: {BOOTSTRAP_ADMIN_ID}")
+        click.echo(f"    password:    {report.admin_password}")
+        click.echo("")
+
+
+@click.command("settings")
+def settings_command() -> None:
+    """Print every setting as a Markdown table (the README's settings section)."""
+    click.echo(settings_markdown())
+
+
+@click.group("business-system", cls=AppGroup)
+def business_system_group() -> None:
+    """業務システム: list business systems."""
+
+
+@business_system_group.command("list")
+def business_system_list() -> None:
+    for s in list_business_systems(get_session()):
+        click.echo(f"{s.business_id}\t{s.name}\t{s.top_url}")
+
+
+@click.group("cert", cls=AppGroup)
+def cert_group() -> None:
+    """Certificates: issue, list, show."""
+
+
+def _business_options(fn: Any) -> Any:
+    for name, required in reversed((("business-id", True), ("name", True), ("admin-org", False),
+                                    ("top-url", True), ("operator-admin-url", True),
+                                    ("personalize-url", True), ("phone", False), ("email", False))):
+        fn = click.option(f"--{name}", required=required, default="" if not required else None)(fn)
+    return fn
+
+
+@cert_group.command("issue-business-server")
+@_business_options
+@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSR file (PEM or DER)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the certificate here")
+@click.option("--format", "fmt", default="pem", type=click.Choice(["pem", "der", "chain.pem", "p7b"]))
+def issue_business_server(csr_path: Path, out: Path | None, fmt: str, **fields: str) -> None:
+    """業務サーバ証明書発行: save the business system and issue its server certificate from a CSR."""
+    session = get_session()
+    actor = cli_actor()
+    limit = current_app.config["MAX_CSR_BYTES"]
+    try:
+        def work() -> Any:
+            data = BusinessSystemData.from_mapping(fields)
+            with csr_path.open("rb") as fh:
+                csr_bytes = fh.read(limit + 1)
+            return issue_business_server_certificate(session, settings=CaSettings.from_config(current_app.config),
+                                                     data=data, csr_bytes=csr_bytes, actor=actor)
+
+        cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
+                                    actor=actor, target=f"business_system:{fields['business_id'][:3]}")
+        body, _media, _name = export_certificate(session, cert, fmt)
+    except OpauthError as exc:
+        _fail(exc)
+        return
+    click.echo(f"issued serial {cert.serial} for {cert.subject}", err=True)
+    if out is None:
+        click.echo(body.decode() if fmt.endswith("pem") else body.hex())
+    else:
+        out.write_bytes(body)
+
+
+@cert_group.command("list")
+@click.option("--profile")
+@click.option("--business-id")
+@click.option("--status")
+@click.option("--page", default=1, type=int)
+def cert_list(profile: str | None, business_id: str | None, status: str | None, page: int) -> None:
+    try:
+        result = list_certificates(get_session(), profile=profile, business_id=business_id, status=status,
+                                   page=page, per_page=current_app.config["PAGE_SIZE"])
+    except OpauthError as exc:
+        _fail(exc)
+        return
+    for c in result.items:
+        click.echo(f"{c.serial}\t{c.profile}\t{c.status}\t{c.not_after:%Y-%m-%d}\t{c.subject}")
+    click.echo(f"page {result.page}/{result.pages}, {result.total} certificates", err=True)
+
+
+@cert_group.command("show")
+@click.argument("serial")
+@click.option("--format", "fmt", default="pem", type=click.Choice(["pem", "der", "chain.pem", "p7b"]))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
+def cert_show(serial: str, fmt: str, out: Path | None) -> None:
+    session = get_session()
+    try:
+        body, _media, _name = export_certificate(session, get_certificate(session, serial=serial), fmt)
+    except OpauthError as exc:
+        _fail(exc)
+        return
+    if out is None:
+        click.echo(body.decode() if fmt.endswith("pem") else body.hex())
+    else:
+        out.write_bytes(body)
+
+
+@click.group("audit", cls=AppGroup)
+def audit_group() -> None:
+    """Audit log."""
+
+
+@audit_group.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 and name the first broken entry if it was tampered with."""
+    verdict = verify_chain(get_session())
+    if verdict.ok:
+        click.echo(f"audit chain OK: {verdict.checked} entries")
+        return
+    where = f"entry {verdict.first_broken_id}" if verdict.first_broken_id else "the end of the log"
+    click.echo(f"audit chain BROKEN at {where}: {verdict.reason} ({verdict.checked} entries verified before it)",
+               err=True)
+    sys.exit(1)
+
+
+@click.command("db-upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Apply database migrations (Alembic) up to the newest revision."""
+    db.upgrade(current_app.config["DATABASE_URL"])
+    click.echo("database schema is up to date")
+
+
+def init_app(app: Flask) -> None:
+    for command in (init_command, settings_command, business_system_group, cert_group, audit_group, db_upgrade):
+        app.cli.add_command(command)

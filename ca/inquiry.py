@@ -1,0 +1,149 @@
+"""照会: finding certificates (filters, pagination) and exporting them in the usual formats."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from ca.errors import InvalidInput, NotFound
+from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
+from db import utcnow
+from operators.models import BusinessSystem
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+class StatusFilter(enum.StrEnum):
+    VALID = "valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    ON_HOLD = "on_hold"
+
+
+def _parse_enum(cls: type[enum.StrEnum], value: str | None, field: str) -> enum.StrEnum | None:
+    if not value:
+        return None
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise InvalidInput(f"{field} must be one of: {allowed}") from None
+
+
+def list_certificates(
+    session: Session,
+    *,
+    profile: str | None = None,
+    business_id: str | None = None,
+    status: str | None = None,
+    text: str | None = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> Page[Certificate]:
+    """Certificates, newest first, filtered by profile, 業務ID, status and a text match."""
+    if page < 1 or per_page < 1 or per_page > 500:
+        raise InvalidInput("page must be ≥ 1 and per_page between 1 and 500")
+    query = select(Certificate)
+    wanted_profile = _parse_enum(CertificateProfile, profile, "profile")
+    if wanted_profile is not None:
+        query = query.where(Certificate.profile == wanted_profile)
+    if business_id:
+        query = query.join(BusinessSystem, Certificate.business_system_id == BusinessSystem.id).where(
+            BusinessSystem.business_id == business_id)
+    wanted_status = _parse_enum(StatusFilter, status, "status")
+    now = utcnow()
+    if wanted_status is StatusFilter.VALID:
+        query = query.where(Certificate.revoked_at.is_(None), Certificate.not_after >= now)
+    elif wanted_status is StatusFilter.EXPIRED:
+        query = query.where(Certificate.revoked_at.is_(None), Certificate.not_after < now)
+    elif wanted_status is StatusFilter.REVOKED:
+        query = query.where(Certificate.revoked_at.is_not(None),
+                            Certificate.revocation_reason != RevocationReason.CERTIFICATE_HOLD)
+    elif wanted_status is StatusFilter.ON_HOLD:
+        query = query.where(Certificate.revocation_reason == RevocationReason.CERTIFICATE_HOLD)
+    if text:
+        like = f"%{text.strip()[:100]}%"
+        query = query.where(or_(Certificate.common_name.ilike(like), Certificate.subject.ilike(like),
+                                Certificate.serial.ilike(like)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    items = list(session.scalars(query.order_by(Certificate.id.desc())
+                                 .offset((page - 1) * per_page).limit(per_page)))
+    return Page(items=items, page=page, per_page=per_page, total=total)
+
+
+def get_certificate(session: Session, *, serial: str | None = None, cert_id: int | None = None) -> Certificate:
+    """One certificate by hex serial or id; ``NotFound`` otherwise (also for malformed serials)."""
+    cert = None
+    if cert_id is not None:
+        cert = session.get(Certificate, cert_id)
+    elif serial is not None:
+        normalised = serial.strip().lower().replace(":", "").lstrip("0")
+        if normalised and len(normalised) <= 40 and all(c in "0123456789abcdef" for c in normalised):
+            cert = session.scalar(select(Certificate).where(Certificate.serial == normalised))
+    if cert is None:
+        raise NotFound("no such certificate")
+    return cert
+
+
+class ExportFormat(enum.StrEnum):
+    PEM = "pem"
+    DER = "der"
+    CHAIN_PEM = "chain.pem"
+    PKCS7 = "p7b"
+
+
+EXPORT_MEDIA_TYPES = {
+    ExportFormat.PEM: "application/x-pem-file",
+    ExportFormat.DER: "application/pkix-cert",
+    ExportFormat.CHAIN_PEM: "application/x-pem-file",
+    ExportFormat.PKCS7: "application/pkcs7-mime",
+}
+
+
+def export_certificate(session: Session, cert: Certificate, fmt: str) -> tuple[bytes, str, str]:
+    """(body, media type, file name) of ``cert`` as PEM, DER, PEM chain or PKCS#7 (DER) chain."""
+    wanted = _parse_enum(ExportFormat, fmt, "format")
+    assert isinstance(wanted, ExportFormat)
+    leaf = x509.load_der_x509_certificate(cert.der)
+    name = f"{cert.serial}.{wanted.value}"
+    if wanted is ExportFormat.DER:
+        body = cert.der
+    elif wanted is ExportFormat.PEM:
+        body = leaf.public_bytes(serialization.Encoding.PEM)
+    else:
+        chain = [leaf, *chain_for(session, cert)]
+        if wanted is ExportFormat.CHAIN_PEM:
+            body = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        else:
+            body = pkcs7.serialize_certificates(chain, serialization.Encoding.DER)
+    return body, EXPORT_MEDIA_TYPES[wanted], name
+
+
+def chain_for(session: Session, cert: Certificate) -> list[x509.Certificate]:
+    """The issuer chain above ``cert`` (issuing CA, then root; nothing above a root itself)."""
+    chain = []
+    ca: CertificateAuthority | None = cert.authority
+    while ca is not None:
+        if ca.cert_der != cert.der:
+            chain.append(x509.load_der_x509_certificate(ca.cert_der))
+        ca = ca.parent
+    return chain

@@ -1,0 +1,187 @@
+"""Administrator web UI for business systems and business server certificates (thin views)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from cryptography import x509
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from werkzeug.datastructures import FileStorage
+
+from ca.authority import CaSettings, authorities
+from ca.business_server import issue_business_server_certificate, preview
+from ca.errors import InvalidCsr, OpauthError
+from ca.inquiry import chain_for, export_certificate, get_certificate, list_certificates
+from ca.models import CertificateProfile
+from db import get_session, new_session
+from operators.audit import AuditAction, audited_unit_of_work
+from operators.auth import current_actor, requires
+from operators.business_systems import (
+    LABELS,
+    BusinessSystemData,
+    find_by_business_id,
+    get_by_business_id,
+    list_business_systems,
+    save_and_audit,
+)
+from operators.permissions import Permission
+
+bp = Blueprint("ca_admin", __name__)
+
+
+def ca_settings() -> CaSettings:
+    return CaSettings.from_config(current_app.config)
+
+
+def read_upload(upload: FileStorage | None, limit: int) -> bytes:
+    """The uploaded file's bytes, reading at most ``limit + 1`` so huge files are refused cheaply."""
+    if upload is None or not upload.filename:
+        raise InvalidCsr("choose the CSR file (証明書発行要求ファイル) to upload")
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidCsr(f"the CSR is too large (at most {limit} bytes)")
+    return data
+
+
+def _page_arg() -> int:
+    try:
+        return max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+@bp.route("/")
+def root() -> Any:
+    return redirect(url_for("ca_admin.index"))
+
+
+@bp.route("/admin/")
+@requires(Permission.VIEW_CERTIFICATES)
+def index() -> Any:
+    """システム管理 menu."""
+    return render_template("ca/index.html", authorities=authorities(get_session()))
+
+
+@bp.route("/admin/business-server-certificates/new")
+@requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+def new_business_server_certificate() -> Any:
+    """業務サーバ証明書発行 ①: the business system's server information and the CSR."""
+    values: dict[str, str] = {}
+    existing = find_by_business_id(get_session(), request.args.get("business_id", "")[:2])
+    if existing is not None:
+        values = {field: getattr(existing, field) for field in LABELS}
+    return render_template("ca/business_server_form.html", values=values, labels=LABELS, error=None)
+
+
+@bp.route("/admin/business-server-certificates/confirm", methods=["POST"])
+@requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+def confirm_business_server_certificate() -> Any:
+    """Confirmation screen: exactly what will be issued, computed by the issuing code itself."""
+    values = {field: request.form.get(field, "") for field in LABELS}
+    limit = current_app.config["MAX_CSR_BYTES"]
+    session = get_session()
+    try:
+        def work() -> Any:
+            data = BusinessSystemData.from_mapping(values)
+            csr_bytes = read_upload(request.files.get("csr"), limit)
+            return data, csr_bytes, preview(data, csr_bytes, max_csr_bytes=limit)
+
+        data, csr_bytes, planned = audited_unit_of_work(
+            session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
+            actor=current_actor(), target=f"business_system:{values['business_id'][:2]}")
+    except OpauthError as exc:
+        return render_template("ca/business_server_form.html", values=values, labels=LABELS,
+                               error=exc.message), exc.status
+    return render_template("ca/business_server_confirm.html", data=data, labels=LABELS, planned=planned,
+                           csr_b64=base64.b64encode(csr_bytes).decode(),
+                           existing=find_by_business_id(session, data.business_id))
+
+
+@bp.route("/admin/business-server-certificates/issue", methods=["POST"])
+@requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+def issue_business_server() -> Any:
+    """Issue after confirmation; the CSR and fields are validated again by the same service."""
+    values = {field: request.form.get(field, "") for field in LABELS}
+    session = get_session()
+    actor = current_actor()
+    try:
+        def work() -> Any:
+            try:
+                csr_bytes = base64.b64decode(request.form.get("csr_b64", ""), validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidCsr("the confirmed CSR was altered; start again") from None
+            return issue_business_server_certificate(
+                session, settings=ca_settings(), data=BusinessSystemData.from_mapping(values),
+                csr_bytes=csr_bytes, actor=actor)
+
+        cert = audited_unit_of_work(session, new_session, work=work,
+                                    failure_action=AuditAction.ISSUANCE_REJECTED, actor=actor,
+                                    target=f"business_system:{values['business_id'][:2]}")
+    except OpauthError as exc:
+        return render_template("ca/business_server_form.html", values=values, labels=LABELS,
+                               error=exc.message), exc.status
+    return redirect(url_for("ca_admin.certificate_detail", cert_id=cert.id, issued=1))
+
+
+@bp.route("/admin/certificates")
+@requires(Permission.VIEW_CERTIFICATES)
+def certificate_list() -> Any:
+    """照会: certificates with filters and pagination."""
+    filters = {k: request.args.get(k, "")[:100] for k in ("profile", "business_id", "status", "text")}
+    page = list_certificates(get_session(), page=_page_arg(), per_page=current_app.config["PAGE_SIZE"],
+                             **{k: v or None for k, v in filters.items()})
+    return render_template("ca/certificate_list.html", page=page, filters=filters,
+                           profiles=list(CertificateProfile))
+
+
+@bp.route("/admin/certificates/<int:cert_id>")
+@requires(Permission.VIEW_CERTIFICATES)
+def certificate_detail(cert_id: int) -> Any:
+    session = get_session()
+    cert = get_certificate(session, cert_id=cert_id)
+    parsed = x509.load_der_x509_certificate(cert.der)
+    return render_template("ca/certificate_detail.html", cert=cert, parsed=parsed,
+                           chain=chain_for(session, cert), issued=request.args.get("issued") == "1")
+
+
+@bp.route("/admin/certificates/<int:cert_id>/download/<fmt>")
+@requires(Permission.VIEW_CERTIFICATES)
+def certificate_download(cert_id: int, fmt: str) -> Any:
+    session = get_session()
+    body, media_type, filename = export_certificate(session, get_certificate(session, cert_id=cert_id), fmt)
+    return Response(body, mimetype=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.route("/admin/business-systems")
+@requires(Permission.MANAGE_BUSINESS_SYSTEMS)
+def business_system_list() -> Any:
+    return render_template("ca/business_system_list.html", systems=list_business_systems(get_session()))
+
+
+@bp.route("/admin/business-systems/<business_id>/edit", methods=["GET", "POST"])
+@requires(Permission.MANAGE_BUSINESS_SYSTEMS)
+def business_system_edit(business_id: str) -> Any:
+    """修正: change a business system's data (the certificate is re-issued separately)."""
+    session = get_session()
+    system = get_by_business_id(session, business_id[:2])
+    values = {field: getattr(system, field) for field in LABELS}
+    if request.method == "POST":
+        values = {field: request.form.get(field, "") for field in LABELS}
+        values["business_id"] = system.business_id  # the ID itself is not editable
+        actor = current_actor()
+        try:
+            def work() -> Any:
+                return save_and_audit(session, BusinessSystemData.from_mapping(values), actor)
+
+            audited_unit_of_work(session, new_session, work=work,
+                                 failure_action=AuditAction.BUSINESS_SYSTEM_REJECTED, actor=actor,
+                                 target=f"business_system:{system.business_id}")
+        except OpauthError as exc:
+            return render_template("ca/business_system_edit.html", values=values, labels=LABELS,
+                                   system=system, error=exc.message), exc.status
+        return redirect(url_for("ca_admin.business_system_list"))
+    return render_template("ca/business_system_edit.html", values=values, labels=LABELS, system=system,
+                           error=None)

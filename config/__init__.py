@@ -1,0 +1,134 @@
+"""opauth settings: defaults for the embedded instance, overridable by OPAUTH_* environment variables.
+
+Every setting is declared once in ``SETTINGS`` below with its type, default and
+description; the README's settings table is generated from the same list
+(``flask --app app settings``), so documentation and code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "OPAUTH_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"not an integer: {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration knob: the Flask config key, its parser, default and meaning."""
+
+    key: str
+    parse: Callable[[str], Any]
+    default: Any
+    description: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key
+
+
+KEY_ALGORITHMS = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")
+
+
+def _key_algorithm(value: str) -> str:
+    value = value.strip().lower()
+    if value not in KEY_ALGORITHMS:
+        raise ConfigError(f"KEY_ALGORITHM must be one of {', '.join(KEY_ALGORITHMS)}")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("INSTANCE_DIR", str, str(PROJECT_ROOT / "instance"),
+            "Directory holding the embedded database, encrypted CA keys and the TLS certificate."),
+    Setting("DATABASE_URL", str, "",
+            "SQLAlchemy URL. Empty: SQLite file `opauth.db` in INSTANCE_DIR. "
+            "PostgreSQL: `postgresql+psycopg://user@host/db`."),
+    Setting("SECRET_KEY", str, "",
+            "Flask session signing key. Empty: a random key generated once and kept in INSTANCE_DIR/secret_key."),
+    Setting("KEY_PASSPHRASE", str, "",
+            "Passphrase protecting the CA private keys (PKCS#8, AES-256). Empty: a random passphrase "
+            "generated at init and kept in INSTANCE_DIR/keys/passphrase (mode 0600). Set it in production."),
+    Setting("KEY_ALGORITHM", _key_algorithm, "ec-p256",
+            "Key algorithm for new CA keys and server-generated keys: ec-p256, ec-p384, rsa-2048, rsa-3072."),
+    Setting("PUBLIC_BASE_URL", str, "https://localhost:8443",
+            "Base URL of the web UI and API as users reach it."),
+    Setting("PKI_BASE_URL", str, "",
+            "Base URL written into certificates for CRL distribution points, OCSP and caIssuers. "
+            "Empty: PUBLIC_BASE_URL. Production: a plain-http host serving /pki/ (RFC 5280 4.2.1.13)."),
+    Setting("ORGANIZATION", str, "opauth",
+            "Organisation name (O) in the CA certificates' subjects."),
+    Setting("ROOT_CA_VALIDITY_DAYS", _int, 7305, "Validity of the root CA certificate (days)."),
+    Setting("ISSUING_CA_VALIDITY_DAYS", _int, 3653, "Validity of the issuing CA certificate (days)."),
+    Setting("BUSINESS_SERVER_VALIDITY_DAYS", _int, 397, "Validity of business server certificates (days)."),
+    Setting("OPERATOR_VALIDITY_DAYS", _int, 365, "Validity of operator certificates (days)."),
+    Setting("TLS_VALIDITY_DAYS", _int, 397, "Validity of SSL communication certificates (days)."),
+    Setting("OCSP_SIGNING_VALIDITY_DAYS", _int, 30,
+            "Validity of the OCSP responder's signing certificate (days); renewed before it ends."),
+    Setting("MAX_UPLOAD_BYTES", _int, 1024 * 1024,
+            "Largest request body accepted (bytes); larger uploads get 413."),
+    Setting("MAX_CSR_BYTES", _int, 64 * 1024, "Largest CSR accepted (bytes)."),
+    Setting("PAGE_SIZE", _int, 50, "Rows per page in lists (web UI and API)."),
+    Setting("SESSION_COOKIE_SECURE", _bool, True,
+            "Send the session cookie over HTTPS only."),
+    Setting("BIND", str, "0.0.0.0:8443", "Address gunicorn listens on (make run)."),
+    Setting("WORKERS", _int, 2, "gunicorn worker processes."),
+)
+
+
+def load_settings(overrides: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Return the effective settings: defaults, then OPAUTH_* variables, then explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env)
+        if raw is None:
+            values[setting.key] = setting.default
+        else:
+            try:
+                values[setting.key] = setting.parse(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"{setting.env}: {exc}") from exc
+    if overrides:
+        values.update(overrides)
+    instance = Path(values["INSTANCE_DIR"])
+    if not values["DATABASE_URL"]:
+        values["DATABASE_URL"] = f"sqlite:///{instance / 'opauth.db'}"
+    if not values["PKI_BASE_URL"]:
+        values["PKI_BASE_URL"] = values["PUBLIC_BASE_URL"]
+    values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"].rstrip("/")
+    values["PKI_BASE_URL"] = values["PKI_BASE_URL"].rstrip("/")
+    return values
+
+
+def settings_markdown() -> str:
+    """The README's settings table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = "instance/ (in the project)" if s.key == "INSTANCE_DIR" else s.default
+        lines.append(f"| `{s.env}` | `{default}` | {s.description} |")
+    return "\n".join(lines)

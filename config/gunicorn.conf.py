@@ -1,0 +1,54 @@
+"""gunicorn settings for `make run`: HTTPS only, TLS 1.2+, encrypted server key, optional client certificates.
+
+Everything comes from the same OPAUTH_* settings as the app (config/__init__.py).
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ca.keys import ensure_passphrase
+from config import load_settings
+from operators.bootstrap import tls_paths
+
+_settings = load_settings()
+_paths = tls_paths(Path(_settings["INSTANCE_DIR"]))
+
+wsgi_app = "app:create_app()"
+bind = [_settings["BIND"]]
+workers = _settings["WORKERS"]
+worker_class = "gthread"
+threads = 4
+certfile = str(_paths["cert"])
+keyfile = str(_paths["key"])
+ca_certs = str(_paths["ca"])
+accesslog = "-"
+errorlog = "-"
+control_socket_disable = True
+forwarded_allow_ips = "127.0.0.1"
+
+_context: ssl.SSLContext | None = None
+
+
+def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+    """One context per worker: TLS 1.2+, the encrypted key opened with the instance passphrase.
+
+    Client certificates are requested but optional at the TLS layer (password
+    operators connect without one); the application decides what a route needs.
+    """
+    global _context
+    if _context is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1")
+        passphrase = ensure_passphrase(Path(_settings["INSTANCE_DIR"]), _settings["KEY_PASSPHRASE"])
+        ctx.load_cert_chain(conf.certfile, conf.keyfile, password=passphrase)
+        ctx.load_verify_locations(cafile=conf.ca_certs)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        _context = ctx
+    return _context

@@ -1,0 +1,165 @@
+"""The audit log: one ``record_event`` for every security-relevant action.
+
+Entries are append-only (database triggers refuse UPDATE and DELETE) and each
+one's SHA-256 hash covers its own fields and the previous entry's hash, so an
+edited, removed or reordered row breaks the chain that ``verify_chain`` walks.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db import utcnow
+from operators.models import AuditEvent, AuditHead, AuditResult
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditAction(enum.StrEnum):
+    CA_INITIALISED = "ca.initialised"
+    CERTIFICATE_ISSUED = "certificate.issued"
+    CSR_REJECTED = "certificate.csr_rejected"
+    ISSUANCE_REJECTED = "certificate.issuance_rejected"
+    BUSINESS_SYSTEM_CREATED = "business_system.created"
+    BUSINESS_SYSTEM_UPDATED = "business_system.updated"
+    BUSINESS_SYSTEM_REJECTED = "business_system.rejected"
+    BOOTSTRAP_ADMIN_CREATED = "operator.bootstrap_created"
+    LOGIN_SUCCESS = "auth.login_success"
+    LOGIN_FAILURE = "auth.login_failure"
+    LOGOUT = "auth.logout"
+    PASSWORD_CHANGED = "auth.password_changed"
+    ACCESS_DENIED = "auth.access_denied"
+    AUDIT_VERIFIED = "audit.verified"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it, for which tenant, from where."""
+
+    name: str
+    tenant: str = ""
+    source: str = ""
+
+
+SYSTEM_ACTOR = Actor(name="system")
+
+
+def _entry_hash(prev_hash: str, event: AuditEvent) -> str:
+    payload = json.dumps(
+        {
+            "prev": prev_hash,
+            "at": event.created_at.isoformat(),
+            "actor": event.actor,
+            "tenant": event.tenant,
+            "source": event.source,
+            "action": event.action,
+            "target": event.target,
+            "result": str(event.result),
+            "detail": event.detail,
+        },
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def record_event(
+    session: Session,
+    *,
+    action: AuditAction,
+    actor: Actor,
+    result: AuditResult = AuditResult.SUCCESS,
+    target: str = "",
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one entry in ``session``'s transaction (committed with the work it describes)."""
+    # Write to the head row first: this takes the row lock (PostgreSQL) or the write
+    # lock (SQLite) before the previous hash is read, so the chain cannot fork.
+    now = utcnow()
+    updated = session.execute(update(AuditHead).where(AuditHead.id == 1).values(updated_at=now))
+    if getattr(updated, "rowcount", 0) == 0:
+        session.add(AuditHead(id=1, last_hash=GENESIS_HASH, last_id=0, updated_at=now))
+        session.flush()
+    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+    event = AuditEvent(
+        created_at=now, actor=actor.name[:200], tenant=actor.tenant[:20], source=actor.source[:64],
+        action=str(action), target=target[:400], result=result,
+        detail=json.loads(json.dumps(detail or {}, default=str)), prev_hash=head.last_hash,
+    )
+    event.entry_hash = _entry_hash(head.last_hash, event)
+    session.add(event)
+    session.flush()
+    head.last_hash = event.entry_hash
+    head.last_id = event.id
+    return event
+
+
+def record_event_separately(session_factory: Callable[[], Session], **kwargs: Any) -> None:
+    """Record an entry in its own transaction, for work that was refused and rolled back."""
+    session: Session = session_factory()
+    try:
+        record_event(session, **kwargs)
+        session.commit()
+    finally:
+        session.close()
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    ok: bool
+    checked: int
+    first_broken_id: int | None = None
+    reason: str = ""
+
+
+def verify_chain(session: Session, *, batch: int = 1000) -> ChainVerdict:
+    """Walk the log in order and report the first entry whose hash or link does not match."""
+    prev = GENESIS_HASH
+    checked = 0
+    for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id).execution_options(
+            yield_per=batch)):
+        if event.prev_hash != prev:
+            return ChainVerdict(False, checked, event.id, "link to the previous entry is broken "
+                                "(an entry was removed, inserted or reordered)")
+        if _entry_hash(prev, event) != event.entry_hash:
+            return ChainVerdict(False, checked, event.id, "entry content does not match its hash "
+                                "(the entry was edited)")
+        prev = event.entry_hash
+        checked += 1
+    head = session.get(AuditHead, 1)
+    if head is not None and head.last_hash != prev:
+        return ChainVerdict(False, checked, None, "the newest entries were removed (head hash mismatch)")
+    return ChainVerdict(True, checked)
+
+
+T = TypeVar("T")
+
+
+def audited_unit_of_work(session: Session, session_factory: Callable[[], Session], *, work: Callable[[], T],
+                         failure_action: AuditAction, actor: Actor, target: str = "") -> T:
+    """Run ``work`` and commit; on a refused request roll back and audit the refusal, then re-raise.
+
+    This is the unit-of-work boundary shared by the web UI, the API and the CLI.
+    """
+    from ca.errors import OpauthError
+
+    try:
+        result = work()
+        session.commit()
+        return result
+    except OpauthError as exc:
+        session.rollback()
+        record_event_separately(session_factory, action=failure_action, actor=actor,
+                                result=AuditResult.FAILURE, target=target,
+                                detail={"reason": exc.message, "error": exc.code})
+        raise
+    except BaseException:
+        session.rollback()
+        raise

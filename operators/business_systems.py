@@ -1,0 +1,157 @@
+"""Business systems (業務システム): validation and create/update."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ca.errors import InvalidInput, NotFound
+from operators.audit import Actor, AuditAction, record_event
+from operators.models import BusinessSystem
+
+_BUSINESS_ID = re.compile(r"^[0-9]{2}$")
+_PHONE = re.compile(r"^[0-9][0-9-]{0,19}$")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+URL_FIELDS = ("top_url", "operator_admin_url", "personalize_url")
+LABELS = {
+    "business_id": "業務ID",
+    "name": "業務システム名",
+    "admin_org": "管理組織名",
+    "top_url": "業務トップURL",
+    "operator_admin_url": "オペレータ管理URL",
+    "personalize_url": "パーソナライズURL",
+    "phone": "連絡先電話",
+    "email": "E-mail",
+}
+
+
+@dataclass(frozen=True)
+class BusinessSystemData:
+    """Validated input for a business system record (the fields of the seed's screen)."""
+
+    business_id: str
+    name: str
+    admin_org: str
+    top_url: str
+    operator_admin_url: str
+    personalize_url: str
+    phone: str
+    email: str
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> BusinessSystemData:
+        """Validate form or JSON input; raise ``InvalidInput`` naming the first bad field."""
+        values: dict[str, str] = {}
+        for field in LABELS:
+            raw = data.get(field, "")
+            if raw is None:
+                raw = ""
+            if not isinstance(raw, str):
+                raise InvalidInput(f"{LABELS[field]} ({field}) must be a string")
+            values[field] = raw.strip()
+        if not _BUSINESS_ID.match(values["business_id"]):
+            raise InvalidInput("業務ID (business_id) must be exactly two digits, e.g. 05")
+        if not values["name"]:
+            raise InvalidInput("業務システム名 (name) is required")
+        for field in ("name", "admin_org"):
+            if len(values[field]) > 200:
+                raise InvalidInput(f"{LABELS[field]} ({field}) is longer than 200 characters")
+        for field in URL_FIELDS:
+            host_of(values[field], field)
+        if values["phone"] and not _PHONE.match(values["phone"]):
+            raise InvalidInput("連絡先電話 (phone) may contain digits and hyphens only (at most 20)")
+        if values["email"] and (len(values["email"]) > 320 or not _EMAIL.match(values["email"])):
+            raise InvalidInput("E-mail (email) is not a valid address")
+        return cls(**values)
+
+    def hosts(self) -> list[str]:
+        """Distinct host names of the three URLs, in screen order."""
+        seen: list[str] = []
+        for field in URL_FIELDS:
+            host = host_of(getattr(self, field), field)
+            if host not in seen:
+                seen.append(host)
+        return seen
+
+
+def host_of(url: str, field: str = "url") -> str:
+    """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
+    label = LABELS.get(field, field)
+    if not url:
+        raise InvalidInput(f"{label} ({field}) is required")
+    if len(url) > 2000:
+        raise InvalidInput(f"{label} ({field}) is longer than 2000 characters")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InvalidInput(f"{label} ({field}) is not a valid URL") from None
+    if parts.scheme != "https" or not hostname:
+        raise InvalidInput(f"{label} ({field}) must be an https:// URL with a host name")
+    try:
+        ipaddress.ip_address(hostname)
+        return hostname
+    except ValueError:
+        pass
+    try:
+        ascii_host = hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidInput(f"{label} ({field}) has an invalid host name") from None
+    if not _HOSTNAME.match(ascii_host):
+        raise InvalidInput(f"{label} ({field}) has an invalid host name")
+    return ascii_host.lower()
+
+
+def general_name_for_host(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def get_by_business_id(session: Session, business_id: str) -> BusinessSystem:
+    system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
+    if system is None:
+        raise NotFound(f"no business system with 業務ID {business_id!r}")
+    return system
+
+
+def find_by_business_id(session: Session, business_id: str) -> BusinessSystem | None:
+    return session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
+
+
+def save_business_system(session: Session, data: BusinessSystemData) -> tuple[BusinessSystem, bool]:
+    """Create the system for ``data.business_id`` or update it; returns (system, created)."""
+    system = find_by_business_id(session, data.business_id)
+    created = system is None
+    if system is None:
+        system = BusinessSystem(business_id=data.business_id)
+        session.add(system)
+    for field, value in asdict(data).items():
+        setattr(system, field, value)
+    session.flush()
+    return system, created
+
+
+def save_and_audit(session: Session, data: BusinessSystemData, actor: Actor) -> tuple[BusinessSystem, bool]:
+    """Create or update the business system and record the change in the audit log."""
+    system, created = save_business_system(session, data)
+    record_event(session, action=AuditAction.BUSINESS_SYSTEM_CREATED if created
+                 else AuditAction.BUSINESS_SYSTEM_UPDATED, actor=actor,
+                 target=f"business_system:{system.business_id}", detail=asdict(data))
+    return system, created
+
+
+def list_business_systems(session: Session) -> list[BusinessSystem]:
+    return list(session.scalars(select(BusinessSystem).order_by(BusinessSystem.business_id)))
