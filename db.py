@@ -111,12 +111,23 @@ def alembic_config(url: str) -> Any:
 
 
 def upgrade(url: str) -> None:
-    """Bring the database schema to the newest Alembic revision."""
+    """Bring the database schema to the newest Alembic revision(s)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "heads")
 
 
 def str_enum(cls: type[enum.Enum]) -> Enum:
     """Store an enum by its value in a VARCHAR column (portable; no native enum types to migrate)."""
     return Enum(cls, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
+
+
+MODEL_MODULES = ("ca.models", "operators.models")
+
+
+def import_models() -> None:
+    """Import every module that defines tables, so Base.metadata is complete (migrations, tests)."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        importlib.import_module(name)

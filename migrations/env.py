@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-import ca.models  # noqa: F401 - registers tables
-import operators.models  # noqa: F401 - registers tables
-from db import Base
+from db import Base, import_models
+
+import_models()
 
 config = context.config
 target_metadata = Base.metadata
