@@ -129,6 +129,11 @@ def settings_markdown() -> str:
     """The README's settings table."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = "instance/ (in the project)" if s.key == "INSTANCE_DIR" else s.default
-        lines.append(f"| `{s.env}` | `{default}` | {s.description} |")
+        if s.key == "INSTANCE_DIR":
+            default = "`instance/` (in the project)"
+        elif s.default == "":
+            default = "(empty)"
+        else:
+            default = f"`{s.default}`"
+        lines.append(f"| `{s.env}` | {default} | {s.description} |")
     return "\n".join(lines)
