@@ -38,6 +38,9 @@ class AuditAction(enum.StrEnum):
     PASSWORD_CHANGED = "auth.password_changed"
     ACCESS_DENIED = "auth.access_denied"
     AUDIT_VERIFIED = "audit.verified"
+    CERTIFICATE_REVOKED = "certificate.revoked"
+    CERTIFICATE_HOLD_RELEASED = "certificate.hold_released"
+    REVOCATION_REJECTED = "certificate.revocation_rejected"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,119 @@
+"""失効: revoking certificates (RFC 5280 reasons), releasing a certificateHold.
+
+``revoke`` and ``release_hold`` change the certificate row and record the audit
+entry in the caller's transaction; like every service they never commit.
+certificateHold is the only reversible reason: releasing it is what RFC 5280
+calls removeFromCRL (the entry simply disappears from the next full CRL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from ca.errors import Conflict, InvalidInput
+from ca.inquiry import get_certificate
+from ca.models import Certificate, CertificateProfile, RevocationReason
+from db import utcnow
+from operators.audit import Actor, AuditAction, record_event
+
+# RFC 5280 5.3.1: removeFromCRL is not a revocation reason a certificate keeps; it is how a
+# CRL (or our API/CLI) says "the hold is released".
+REMOVE_FROM_CRL = "removeFromCRL"
+
+# An invalidity date may lie in the past, never in the future (a little clock skew is tolerated).
+_FUTURE_SKEW = timedelta(minutes=5)
+
+
+def parse_reason(name: str) -> RevocationReason | None:
+    """The reason named ``name`` (RFC 5280 spelling); None means removeFromCRL (release a hold)."""
+    if name == REMOVE_FROM_CRL:
+        return None
+    try:
+        return RevocationReason(name)
+    except ValueError:
+        allowed = ", ".join([*(r.value for r in RevocationReason), REMOVE_FROM_CRL])
+        raise InvalidInput(f"reason must be one of: {allowed}") from None
+
+
+def revoke(
+    session: Session,
+    *,
+    certificate: Certificate,
+    reason: RevocationReason,
+    actor: Actor,
+    invalidity_date: datetime | None = None,
+) -> Certificate:
+    """Revoke ``certificate`` now with ``reason``; ``Conflict`` if it is already revoked or on hold.
+
+    A held certificate must be released before it can be revoked for good; this
+    keeps "revoking twice" one clear error instead of a silent reason change.
+    """
+    if certificate.revoked_at is not None:
+        state = "on hold" if certificate.revocation_reason is RevocationReason.CERTIFICATE_HOLD else "revoked"
+        raise Conflict(f"certificate {certificate.serial} is already {state} "
+                       f"({certificate.revocation_reason}, {certificate.revoked_at:%Y-%m-%d %H:%M:%S} UTC)")
+    if certificate.profile is CertificateProfile.ROOT_CA:
+        raise Conflict("a root CA certificate cannot be revoked; remove it from the trust stores instead")
+    now = utcnow()
+    if invalidity_date is not None:
+        if invalidity_date.tzinfo is None:
+            raise InvalidInput("invalidity_date needs a time zone (e.g. 2026-11-25T09:00:00Z)")
+        if invalidity_date > now + _FUTURE_SKEW:
+            raise InvalidInput("invalidity_date cannot be in the future")
+    if reason is RevocationReason.CERTIFICATE_HOLD and invalidity_date is not None:
+        raise InvalidInput("certificateHold takes no invalidity_date")
+    certificate.revoked_at = now.replace(microsecond=0)  # CRLs and OCSP carry whole seconds
+    certificate.revocation_reason = reason
+    certificate.invalidity_date = invalidity_date.replace(microsecond=0) if invalidity_date else None
+    _status_changed(session, certificate)
+    record_event(session, action=AuditAction.CERTIFICATE_REVOKED, actor=actor,
+                 target=f"certificate:{certificate.serial}",
+                 detail={"reason": reason.value, "profile": str(certificate.profile),
+                         "subject": certificate.subject,
+                         "invalidity_date": certificate.invalidity_date.isoformat()
+                         if certificate.invalidity_date else None})
+    return certificate
+
+
+def release_hold(session: Session, *, certificate: Certificate, actor: Actor) -> Certificate:
+    """Release a certificateHold (removeFromCRL): the certificate is good again."""
+    if certificate.revoked_at is None or certificate.revocation_reason is not RevocationReason.CERTIFICATE_HOLD:
+        state = "not revoked" if certificate.revoked_at is None else \
+            f"revoked for good ({certificate.revocation_reason})"
+        raise Conflict(f"certificate {certificate.serial} is not on hold: it is {state}")
+    held_since = certificate.revoked_at
+    certificate.revoked_at = None
+    certificate.revocation_reason = None
+    certificate.invalidity_date = None
+    _status_changed(session, certificate)
+    record_event(session, action=AuditAction.CERTIFICATE_HOLD_RELEASED, actor=actor,
+                 target=f"certificate:{certificate.serial}",
+                 detail={"reason": REMOVE_FROM_CRL, "held_since": held_since.isoformat()})
+    return certificate
+
+
+def revoke_by_serial(
+    session: Session,
+    *,
+    serial: str,
+    reason: RevocationReason | None,
+    actor: Actor,
+    invalidity_date: datetime | None = None,
+) -> Certificate:
+    """Find the certificate by hex serial (``NotFound`` otherwise) and revoke it.
+
+    ``reason=None`` stands for removeFromCRL and releases a hold.
+    """
+    certificate = get_certificate(session, serial=serial)
+    if reason is None:
+        if invalidity_date is not None:
+            raise InvalidInput("removeFromCRL takes no invalidity_date")
+        return release_hold(session, certificate=certificate, actor=actor)
+    return revoke(session, certificate=certificate, reason=reason, actor=actor, invalidity_date=invalidity_date)
+
+
+def _status_changed(session: Session, certificate: Certificate) -> None:
+    """Flush the new status so CRL and OCSP production in this transaction see it."""
+    session.flush()
