@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db import Base, UtcDateTime, str_enum, utcnow
@@ -68,6 +68,22 @@ class AuthMethod(enum.StrEnum):
     BIOMETRIC = "biometric"
 
 
+class Gender(enum.StrEnum):
+    """性別 as the registration screen offers it."""
+
+    UNSPECIFIED = "unspecified"  # 指定なし
+    MALE = "male"  # 男性
+    FEMALE = "female"  # 女性
+
+
+# 許可業務: the business systems an operator may use (a subset of the tenant's joint use).
+operator_business_system = Table(
+    "operator_business_system", Base.metadata,
+    Column("operator_id", ForeignKey("operator.id", ondelete="CASCADE"), primary_key=True),
+    Column("business_system_id", ForeignKey("business_system.id"), primary_key=True, index=True),
+)
+
+
 class Operator(Base):
     """操作者: a person who logs in; identified by (tenant, operator_id)."""
 
@@ -85,8 +101,21 @@ class Operator(Base):
     session_version: Mapped[int] = mapped_column(default=1)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Operator registration fields of seed 001 I.2.1(5) (issue 5).
+    department: Mapped[str] = mapped_column(String(200), default="")  # 部門
+    gender: Mapped[Gender] = mapped_column(str_enum(Gender), default=Gender.UNSPECIFIED)  # 性別
+    phone: Mapped[str] = mapped_column(String(40), default="")  # 連絡先電話
+    extension: Mapped[str] = mapped_column(String(20), default="")  # 内線
+    email: Mapped[str] = mapped_column(String(320), default="")  # E-Mail
+    info: Mapped[str] = mapped_column(String(1000), default="")  # 情報
+    extra_info: Mapped[str] = mapped_column(String(1000), default="")  # 付帯情報
+    # For Role.BUSINESS_ADMIN: the one business system whose in-business IDs they manage.
+    administers_business_system_id: Mapped[int | None] = mapped_column(ForeignKey("business_system.id"))
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, onupdate=utcnow)
 
     tenant: Mapped[Tenant] = relationship()
+    permitted_systems: Mapped[list[BusinessSystem]] = relationship(
+        secondary=operator_business_system, order_by="BusinessSystem.business_id")
 
 
 class AuditResult(enum.StrEnum):
@@ -122,3 +151,58 @@ class AuditHead(Base):
     last_id: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class JointUse(Base):
+    """共同利用: a tenant permitted to use a business system."""
+
+    __tablename__ = "joint_use"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenant.id"), primary_key=True)
+    business_system_id: Mapped[int] = mapped_column(ForeignKey("business_system.id"), primary_key=True,
+                                                    index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class InBusinessId(Base):
+    """業務内ID: an operator's identity and permission set inside one business system."""
+
+    __tablename__ = "in_business_id"
+    __table_args__ = (UniqueConstraint("operator_id", "business_system_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operator.id", ondelete="CASCADE"), index=True)
+    business_system_id: Mapped[int] = mapped_column(ForeignKey("business_system.id"), index=True)
+    in_business_id: Mapped[str] = mapped_column(String(64))
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    operator: Mapped[Operator] = relationship()
+    business_system: Mapped[BusinessSystem] = relationship()
+
+
+class OperatorCertificate(Base):
+    """Links an operator to each operator certificate (オペレータ証明書) issued for them."""
+
+    __tablename__ = "operator_certificate"
+
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificate.id"), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operator.id"), index=True)
+
+
+class StagedOperator(Base):
+    """登録対象リスト: an operator entered by a manager and waiting for 証明書発行.
+
+    Holds the validated fields (JSON) and the password's hash only, never the password.
+    """
+
+    __tablename__ = "staged_operator"
+    __table_args__ = (UniqueConstraint("manager_id", "tenant_id", "operator_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manager_id: Mapped[int] = mapped_column(ForeignKey("operator.id", ondelete="CASCADE"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenant.id"), index=True)
+    operator_id: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    password_hash: Mapped[str] = mapped_column(String(400), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
