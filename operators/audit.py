@@ -41,6 +41,18 @@ class AuditAction(enum.StrEnum):
     CERTIFICATE_REVOKED = "certificate.revoked"
     CERTIFICATE_HOLD_RELEASED = "certificate.hold_released"
     REVOCATION_REJECTED = "certificate.revocation_rejected"
+    # Login hardening and biometrics (issue 6)
+    LOGIN_LOCKED = "auth.locked"
+    LOGIN_UNLOCKED = "auth.unlocked"
+    LOGIN_THROTTLED = "auth.throttled"
+    REAUTHENTICATED = "auth.reauthenticated"
+    SESSION_EXPIRED = "auth.session_expired"
+    BIO_ENROLLED = "bio.enrolled"
+    BIO_ENROLMENT_FAILED = "bio.enrolment_failed"
+    BIO_CREDENTIAL_DELETED = "bio.credential_deleted"
+    BIO_CLONE_SUSPECTED = "bio.clone_suspected"
+    BIO_ENROLMENT_CODE_ISSUED = "bio.enrolment_code_issued"
+    BIO_ENROLMENT_CODE_REDEEMED = "bio.enrolment_code_redeemed"
 
 
 @dataclass(frozen=True)
