@@ -12,12 +12,18 @@ class Permission(enum.StrEnum):
     ISSUE_BUSINESS_SERVER_CERTIFICATES = "business_server_certificates.issue"
     MANAGE_BUSINESS_SYSTEMS = "business_systems.manage"
     VIEW_AUDIT = "audit.view"
+    # Tenancy (issue 5). Which tenant's data a permission reaches is decided by operators/tenancy.py.
+    MANAGE_TENANTS = "tenants.manage"  # 市町村・任意団体設定, 表示順変更
+    MANAGE_JOINT_USE = "joint_use.manage"  # 共同利用業務設定
+    ALL_TENANTS = "tenants.all"  # act on any tenant's data (システム管理者)
+    MANAGE_OPERATORS = "operators.manage"  # 操作者登録・失効, オペレータ証明書, 出力・移行, パスワード一括変更
+    MANAGE_IN_BUSINESS_IDS = "in_business_ids.manage"  # 業務内ID管理 / 操作者権限登録
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SYSTEM_ADMIN: frozenset(Permission),
-    Role.TENANT_MANAGER: frozenset(),
-    Role.BUSINESS_ADMIN: frozenset(),
+    Role.TENANT_MANAGER: frozenset({Permission.MANAGE_OPERATORS, Permission.MANAGE_IN_BUSINESS_IDS}),
+    Role.BUSINESS_ADMIN: frozenset({Permission.MANAGE_IN_BUSINESS_IDS}),
     Role.OPERATOR: frozenset(),
 }
 

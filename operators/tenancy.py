@@ -1,0 +1,179 @@
+"""The one tenancy guard: every read and write of tenant data goes through here.
+
+A tenant's information must never be reachable from another tenant (seed 001
+I.1.3(1)). Services take a ``Scope`` (who acts, and what they may reach) and
+obtain tenants, operators, staged entries and business systems only through
+the functions below. Anything outside the scope is reported as ``NotFound``
+(404), exactly as if it did not exist, so IDs of other tenants cannot be probed.
+
+- システム管理者 (``Permission.ALL_TENANTS``): every tenant.
+- 運用管理部門 (tenant manager): their own tenant only.
+- 業務システムの管理者 (business admin): operators of tenants permitted to use
+  (共同利用) the one business system they administer, for in-business IDs only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session
+
+from ca.errors import NotFound
+from operators.models import BusinessSystem, JointUse, Operator, Role, StagedOperator, Tenant
+from operators.permissions import Permission, has_permission
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the acting operator may reach."""
+
+    actor_id: int
+    actor_name: str
+    tenant_id: int
+    all_tenants: bool
+    manages_operators: bool
+    business_system_id: int | None  # set for business system administrators
+
+
+def scope_of(operator: Operator) -> Scope:
+    """The scope of a logged-in operator (revoked operators reach nothing)."""
+    active = operator.revoked_at is None
+    return Scope(
+        actor_id=operator.id,
+        actor_name=operator.operator_id,
+        tenant_id=operator.tenant_id,
+        all_tenants=active and has_permission(operator, Permission.ALL_TENANTS),
+        manages_operators=active and has_permission(operator, Permission.MANAGE_OPERATORS),
+        business_system_id=operator.administers_business_system_id
+        if active and operator.role is Role.BUSINESS_ADMIN else None,
+    )
+
+
+def _not_found_tenant() -> NotFound:
+    return NotFound("no such tenant (市町村・任意団体)")
+
+
+def _joint_use_exists(tenant_id: int, business_system_id: int) -> object:
+    return exists().where(JointUse.tenant_id == tenant_id, JointUse.business_system_id == business_system_id)
+
+
+# --- tenants -------------------------------------------------------------------------------------
+
+def visible_tenants(scope: Scope) -> Select[tuple[Tenant]]:
+    """Tenants the scope may see, in display order."""
+    query = select(Tenant).order_by(Tenant.display_order, Tenant.code)
+    if scope.all_tenants:
+        return query
+    if scope.business_system_id is not None:
+        return query.where((Tenant.id == scope.tenant_id) | Tenant.id.in_(
+            select(JointUse.tenant_id).where(JointUse.business_system_id == scope.business_system_id)))
+    return query.where(Tenant.id == scope.tenant_id)
+
+
+def get_tenant(session: Session, scope: Scope, code: str) -> Tenant:
+    """The tenant with ``code`` if the scope may see it; ``NotFound`` otherwise."""
+    tenant = session.scalar(visible_tenants(scope).where(Tenant.code == code[:20]))
+    if tenant is None:
+        raise _not_found_tenant()
+    return tenant
+
+
+def ensure_can_manage_operators(scope: Scope, tenant: Tenant) -> None:
+    """Operator registration, revocation, export, passwords: own tenant, or any for システム管理者."""
+    if scope.all_tenants:
+        return
+    if not scope.manages_operators or tenant.id != scope.tenant_id:
+        raise _not_found_tenant()
+
+
+def managed_tenant(session: Session, scope: Scope, code: str) -> Tenant:
+    """The tenant whose operators the scope manages; ``NotFound`` otherwise."""
+    tenant = get_tenant(session, scope, code)
+    ensure_can_manage_operators(scope, tenant)
+    return tenant
+
+
+# --- operators -----------------------------------------------------------------------------------
+
+def operators_of(scope: Scope, tenant: Tenant) -> Select[tuple[Operator]]:
+    """The operators of ``tenant`` the scope may see (call after obtaining ``tenant`` here)."""
+    query = select(Operator).where(Operator.tenant_id == tenant.id)
+    if scope.all_tenants or (scope.manages_operators and tenant.id == scope.tenant_id):
+        return query
+    if scope.business_system_id is not None:
+        return query.where(
+            _joint_use_exists(tenant.id, scope.business_system_id),  # type: ignore[arg-type]
+            Operator.permitted_systems.any(BusinessSystem.id == scope.business_system_id))
+    return query.where(Operator.id == -1)
+
+
+def get_operator(session: Session, scope: Scope, tenant: Tenant, operator_id: str) -> Operator:
+    """One operator of ``tenant`` by オペレータID; ``NotFound`` when outside the scope."""
+    operator = session.scalar(operators_of(scope, tenant).where(Operator.operator_id == operator_id[:64]))
+    if operator is None:
+        raise NotFound(f"no operator {operator_id[:64]!r} in this tenant")
+    return operator
+
+
+def managed_operator(session: Session, scope: Scope, tenant: Tenant, operator_id: str) -> Operator:
+    """An operator the scope may register, modify or revoke."""
+    ensure_can_manage_operators(scope, tenant)
+    return get_operator(session, scope, tenant, operator_id)
+
+
+# --- business systems and joint use --------------------------------------------------------------
+
+def joint_use_systems(session: Session, tenant: Tenant) -> list[BusinessSystem]:
+    """The business systems ``tenant`` may use (共同利用), by 業務ID."""
+    return list(session.scalars(
+        select(BusinessSystem).join(JointUse, JointUse.business_system_id == BusinessSystem.id)
+        .where(JointUse.tenant_id == tenant.id).order_by(BusinessSystem.business_id)))
+
+
+def in_business_system(session: Session, scope: Scope, tenant: Tenant, business_id: str) -> BusinessSystem:
+    """A business system whose in-business IDs the scope may manage for ``tenant``.
+
+    The tenant must be permitted to use it; business admins only reach their own system;
+    tenant managers only their own tenant.
+    """
+    system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id[:2]))
+    if system is None or session.get(JointUse, (tenant.id, system.id)) is None:
+        raise NotFound(f"no business system {business_id[:2]!r} in this tenant's joint use")
+    if scope.all_tenants:
+        return system
+    if scope.business_system_id is not None and scope.business_system_id == system.id:
+        return system
+    if scope.manages_operators and tenant.id == scope.tenant_id:
+        return system
+    raise NotFound(f"no business system {business_id[:2]!r} in this tenant's joint use")
+
+
+def administered_systems(session: Session, scope: Scope) -> list[BusinessSystem]:
+    """Business systems the scope may open the 業務内ID管理 screen for."""
+    query = select(BusinessSystem).order_by(BusinessSystem.business_id)
+    if scope.all_tenants:
+        return list(session.scalars(query))
+    if scope.business_system_id is not None:
+        return list(session.scalars(query.where(BusinessSystem.id == scope.business_system_id)))
+    if scope.manages_operators:
+        return list(session.scalars(query.join(JointUse, JointUse.business_system_id == BusinessSystem.id)
+                                    .where(JointUse.tenant_id == scope.tenant_id)))
+    return []
+
+
+# --- the registration target list ----------------------------------------------------------------
+
+def staged_of(scope: Scope, tenant: Tenant) -> Select[tuple[StagedOperator]]:
+    """The acting manager's own 登録対象リスト for ``tenant``."""
+    ensure_can_manage_operators(scope, tenant)
+    return (select(StagedOperator)
+            .where(StagedOperator.manager_id == scope.actor_id, StagedOperator.tenant_id == tenant.id)
+            .order_by(StagedOperator.id))
+
+
+def get_staged(session: Session, scope: Scope, tenant: Tenant, staged_id: int) -> StagedOperator:
+    staged = session.scalar(staged_of(scope, tenant).where(StagedOperator.id == staged_id))
+    if staged is None:
+        raise NotFound("no such entry in the registration target list (登録対象リスト)")
+    return staged
