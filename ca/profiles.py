@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn1crypto import core
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
@@ -18,10 +19,59 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from ca.models import CertificateProfile
 
-# opauth's OID arc: a UUID-derived OID (ITU-T X.667, 2.25.<uuid>) needs no registration.
-OPAUTH_ARC = "2.25.287471147951195946185896941797366432038"
-# Operator certificates: SEQUENCE OF PrintableString, the operator's permitted 業務ID values.
-PERMITTED_BUSINESS_IDS_OID = x509.ObjectIdentifier(OPAUTH_ARC + ".1")
+# Operator certificates name their permitted 業務IDs as X.509 roles (id-at-role, RFC 5755 RoleSyntax)
+# in the standard subjectDirectoryAttributes extension (RFC 5280 4.2.1.8): one role per business
+# system, roleName = URI "urn:opauth:business:<業務ID>". No private OID arc is needed, and
+# generic tools (openssl, pkilint, asn1 decoders) can read it.
+ID_AT_ROLE = "2.5.4.72"
+BUSINESS_ROLE_PREFIX = "urn:opauth:business:"
+
+
+class _RoleSyntax(core.Sequence):
+    _fields = [  # noqa: RUF012 - asn1crypto's declaration style
+        ("role_authority", asn1_x509.GeneralNames, {"implicit": 0, "optional": True}),
+        ("role_name", asn1_x509.GeneralName, {"explicit": 1}),
+    ]
+
+
+class _AttributeValues(core.SetOf):
+    _child_spec = core.Any
+
+
+class _Attribute(core.Sequence):
+    _fields = [("type", core.ObjectIdentifier), ("values", _AttributeValues)]  # noqa: RUF012
+
+
+class _SubjectDirectoryAttributes(core.SequenceOf):
+    _child_spec = _Attribute
+
+
+def _business_roles(business_ids: Sequence[str]) -> x509.UnrecognizedExtension:
+    roles = [
+        core.Any.load(_RoleSyntax({"role_name": asn1_x509.GeneralName(
+            name="uniform_resource_identifier", value=BUSINESS_ROLE_PREFIX + business_id)}).dump())
+        for business_id in business_ids
+    ]
+    value = _SubjectDirectoryAttributes([_Attribute({"type": ID_AT_ROLE, "values": roles})])
+    return x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.9"), value.dump())
+
+
+def permitted_business_ids(cert: x509.Certificate) -> list[str]:
+    """The 業務IDs an operator certificate permits (empty when it carries none)."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier("2.5.29.9"))
+    except x509.ExtensionNotFound:
+        return []
+    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    ids: list[str] = []
+    for attribute in _SubjectDirectoryAttributes.load(ext.value.value):
+        if attribute["type"].dotted != ID_AT_ROLE:
+            continue
+        for value in attribute["values"]:
+            name = _RoleSyntax.load(value.dump())["role_name"].native
+            if isinstance(name, str) and name.startswith(BUSINESS_ROLE_PREFIX):
+                ids.append(name[len(BUSINESS_ROLE_PREFIX):])
+    return ids
 
 
 @dataclass(frozen=True)
@@ -48,13 +98,6 @@ def _key_usage(*, digital_signature: bool = False, key_encipherment: bool = Fals
         digital_signature=digital_signature, content_commitment=False,
         key_encipherment=key_encipherment, data_encipherment=False, key_agreement=False,
         key_cert_sign=cert_sign, crl_sign=cert_sign, encipher_only=False, decipher_only=False)
-
-
-def _permitted_business_ids(business_ids: Sequence[str]) -> x509.UnrecognizedExtension:
-    class _Ids(core.SequenceOf):
-        _child_spec = core.PrintableString
-
-    return x509.UnrecognizedExtension(PERMITTED_BUSINESS_IDS_OID, _Ids(list(business_ids)).dump())
 
 
 def extensions_for(
@@ -102,7 +145,7 @@ def extensions_for(
         if sans:
             exts.append((x509.SubjectAlternativeName(list(sans)), False))
         if profile is CertificateProfile.OPERATOR and business_ids:
-            exts.append((_permitted_business_ids(business_ids), False))
+            exts.append((_business_roles(business_ids), False))
 
     exts.append((x509.SubjectKeyIdentifier.from_public_key(public_key), False))
     if issuer_public_key is not None:
