@@ -18,11 +18,15 @@ class Permission(enum.StrEnum):
     ALL_TENANTS = "tenants.all"  # act on any tenant's data (システム管理者)
     MANAGE_OPERATORS = "operators.manage"  # 操作者登録・失効, オペレータ証明書, 出力・移行, パスワード一括変更
     MANAGE_IN_BUSINESS_IDS = "in_business_ids.manage"  # 業務内ID管理 / 操作者権限登録
+    # Login and biometrics (issue 6); the tenant reached is decided by operators/tenancy.py.
+    MANAGE_BIOMETRICS = "biometrics.manage"  # 生体情報管理: enrol, delete, enrolment codes
+    UNLOCK_OPERATORS = "operators.unlock"  # lift a login lock
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SYSTEM_ADMIN: frozenset(Permission),
-    Role.TENANT_MANAGER: frozenset({Permission.MANAGE_OPERATORS, Permission.MANAGE_IN_BUSINESS_IDS}),
+    Role.TENANT_MANAGER: frozenset({Permission.MANAGE_OPERATORS, Permission.MANAGE_IN_BUSINESS_IDS,
+                                    Permission.MANAGE_BIOMETRICS}),
     Role.BUSINESS_ADMIN: frozenset({Permission.MANAGE_IN_BUSINESS_IDS}),
     Role.OPERATOR: frozenset(),
 }
