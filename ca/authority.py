@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +48,13 @@ class CaSettings:
         )
 
 
-_signer_cache: dict[tuple[str, str], Signer] = {}
+_signer_cache: dict[tuple[str, str, str], Signer] = {}
 _signer_lock = threading.Lock()
 
 
 def _signer(settings: CaSettings, key_uri: str) -> Signer:
-    cache_key = (str(settings.instance_dir), key_uri)
+    # The passphrase is part of the key: a wrong one must fail even if the key was opened before.
+    cache_key = (str(settings.instance_dir), key_uri, hashlib.sha256(settings.passphrase).hexdigest())
     with _signer_lock:
         signer = _signer_cache.get(cache_key)
         if signer is None:

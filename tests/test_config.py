@@ -1,0 +1,72 @@
+"""Settings: defaults, OPAUTH_* overrides, bad values refused; each key algorithm builds a valid hierarchy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select
+
+from ca.models import CertificateAuthority
+from config import ConfigError, load_settings
+from db import get_session
+from tests.conftest import initialise, make_app
+from tests.helpers import run
+
+
+def test_environment_overrides_defaults() -> None:
+    settings = load_settings(environ={"OPAUTH_DATABASE_URL": "postgresql+psycopg://u@h/db",
+                                      "OPAUTH_KEY_ALGORITHM": "RSA-3072", "OPAUTH_PAGE_SIZE": "7",
+                                      "OPAUTH_SESSION_COOKIE_SECURE": "false",
+                                      "OPAUTH_PUBLIC_BASE_URL": "https://opauth.city.example.jp/"})
+    assert settings["DATABASE_URL"] == "postgresql+psycopg://u@h/db"
+    assert settings["KEY_ALGORITHM"] == "rsa-3072" and settings["PAGE_SIZE"] == 7
+    assert settings["SESSION_COOKIE_SECURE"] is False
+    assert settings["PUBLIC_BASE_URL"] == "https://opauth.city.example.jp"
+    assert settings["PKI_BASE_URL"] == "https://opauth.city.example.jp"  # follows the public URL unless set
+
+
+def test_defaults_give_an_embedded_sqlite_instance() -> None:
+    settings = load_settings(environ={"OPAUTH_INSTANCE_DIR": "/srv/opauth"})
+    assert settings["DATABASE_URL"] == "sqlite:////srv/opauth/opauth.db"
+    assert settings["KEY_ALGORITHM"] == "ec-p256"
+
+
+@pytest.mark.parametrize(("name", "value"), [("OPAUTH_KEY_ALGORITHM", "dsa-1024"), ("OPAUTH_PAGE_SIZE", "many"),
+                                             ("OPAUTH_SESSION_COOKIE_SECURE", "maybe")])
+def test_bad_values_are_refused_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(environ={name: value})
+
+
+@pytest.mark.parametrize(("algorithm", "check"), [
+    ("ec-p384", lambda k: isinstance(k, ec.EllipticCurvePublicKey) and k.curve.key_size == 384),
+    ("rsa-2048", lambda k: isinstance(k, rsa.RSAPublicKey) and k.key_size == 2048),
+    ("rsa-3072", lambda k: isinstance(k, rsa.RSAPublicKey) and k.key_size == 3072),
+])
+def test_each_key_algorithm_builds_a_hierarchy_openssl_accepts(tmp_path: Path, sqlite_url: str, algorithm: str,
+                                                                check: object) -> None:
+    app = make_app(tmp_path / "instance", sqlite_url, KEY_ALGORITHM=algorithm)
+    initialise(app)
+    with app.app_context():
+        cas = get_session().scalars(select(CertificateAuthority).order_by(CertificateAuthority.id)).all()
+        certs = [x509.load_der_x509_certificate(ca.cert_der) for ca in cas]
+    assert all(check(c.public_key()) for c in certs)  # type: ignore[operator]
+    tls = tmp_path / "instance" / "tls"
+    result = run("openssl", "verify", "-CAfile", tls / "ca-bundle.pem", "-untrusted", tls / "server.pem",
+                 tls / "server.pem")
+    assert result.returncode == 0, result.stderr
+    app.extensions["opauth.engine"].dispose()
+
+
+def test_wrong_key_passphrase_is_a_clear_error(tmp_path: Path, sqlite_url: str) -> None:
+    from ca.authority import CaSettings, current_issuer
+    from ca.keys import KeyStoreError
+
+    app = make_app(tmp_path / "instance", sqlite_url)
+    initialise(app)
+    wrong = make_app(tmp_path / "instance", sqlite_url, KEY_PASSPHRASE="not-the-passphrase")
+    with wrong.app_context(), pytest.raises(KeyStoreError, match="wrong passphrase"):
+        current_issuer(get_session(), CaSettings.from_config(wrong.config))

@@ -1,0 +1,126 @@
+"""`make run`'s path, end to end: `flask init` twice (idempotent), then gunicorn serving HTTPS to curl and openssl."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BUSINESS, make_csr, run
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env(instance: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPAUTH_")}
+    env.update(OPAUTH_INSTANCE_DIR=str(instance), **extra)
+    return env
+
+
+def _flask(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "flask"), "--app", "app", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("served") / "instance"
+
+
+@pytest.fixture(scope="module")
+def first_init(instance: Path) -> str:
+    result = _flask(_env(instance), "init")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def server(instance: Path, first_init: str) -> Iterator[str]:
+    port = _free_port()
+    env = _env(instance, OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="1")
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield f"https://localhost:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_first_init_prints_the_one_time_password_once(instance: Path, first_init: str) -> None:
+    assert "password:" in first_init and "CA hierarchy created" in first_init
+    again = _flask(_env(instance), "init")
+    assert again.returncode == 0, again.stderr
+    assert "already present: reused" in again.stdout and "password:" not in again.stdout
+    keys = sorted(p.name for p in (instance / "keys").iterdir())
+    assert len([k for k in keys if k.endswith(".key.pem")]) == 2, keys  # no second CA
+    assert all(p.stat().st_mode & 0o077 == 0 for p in (instance / "keys").iterdir())
+    assert b"ENCRYPTED PRIVATE KEY" in (instance / "keys" / keys[0]).read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in (instance / "tls" / "server.key").read_bytes()
+
+
+def test_https_is_served_and_verifies_against_the_ca_bundle(instance: Path, server: str) -> None:
+    bundle = instance / "tls" / "ca-bundle.pem"
+    result = run("curl", "-sS", "--fail", "--cacert", bundle, f"{server}/pki/ca-bundle.pem")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("BEGIN CERTIFICATE") == 2
+    login = run("curl", "-sS", "--cacert", bundle, f"{server}/login")
+    assert "操作者用ポータルメニューログイン" in login.stdout
+
+
+def test_old_tls_versions_are_refused(instance: Path, server: str) -> None:
+    host, port = server.removeprefix("https://").split(":")
+    result = run("openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_1", "-servername", host)
+    assert "Cipher is (NONE)" in result.stdout or result.returncode != 0
+    ok = run("openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2", "-servername", host,
+             "-CAfile", instance / "tls" / "ca-bundle.pem")
+    assert "Verify return code: 0 (ok)" in ok.stdout
+
+
+def test_cli_issues_lists_and_shows_a_business_server_certificate(instance: Path, first_init: str,
+                                                                    tmp_path: Path) -> None:
+    env = _env(instance)
+    csr = tmp_path / "certreq.pem"
+    csr.write_bytes(make_csr())
+    out = tmp_path / "cert.pem"
+    args = ["cert", "issue-business-server", "--csr", csr, "--out", out, "--format", "chain.pem"]
+    for field, value in BUSINESS.items():
+        args += [f"--{field.replace('_', '-')}", value]
+    result = _flask(env, *args)
+    assert result.returncode == 0, result.stderr
+    serial = result.stderr.split("issued serial ")[1].split()[0]
+    verify = run("openssl", "verify", "-CAfile", instance / "tls" / "ca-bundle.pem", "-untrusted", out, out)
+    assert verify.returncode == 0, verify.stderr
+    listing = _flask(env, "cert", "list", "--profile", "business_server")
+    assert serial in listing.stdout
+    shown = _flask(env, "cert", "show", serial)
+    assert shown.returncode == 0 and "BEGIN CERTIFICATE" in shown.stdout
+    assert _flask(env, "business-system", "list").stdout.startswith("05\t")
+    bad = tmp_path / "bad.csr"
+    bad.write_bytes(b"junk")
+    args[args.index(csr)] = bad
+    refused = _flask(env, *args)
+    assert refused.returncode == 2 and "error: not a CSR" in refused.stderr
+    assert _flask(env, "cert", "show", "ffff").returncode == 2
+    assert _flask(env, "audit", "verify").stdout.startswith("audit chain OK")
