@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db import Base, UtcDateTime, str_enum, utcnow
@@ -71,6 +71,8 @@ class Certificate(Base):
     __tablename__ = "certificate"
     __table_args__ = (
         Index("ix_certificate_profile_created", "profile", "created_at"),
+        # CRL production streams one CA's revoked certificates through this index.
+        Index("ix_certificate_authority_revoked", "authority_id", "revoked_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -109,3 +111,52 @@ class Certificate(Base):
         if self.not_after < utcnow():
             return "expired"
         return "valid"
+
+
+class RevocationState(Base):
+    """Per CA: a counter bumped by every status change, and the last CRL number handed out.
+
+    Writing this row is the lock that serialises CRL production per CA (a row lock
+    on PostgreSQL, the write lock on SQLite), which keeps CRL numbers monotonic.
+    """
+
+    __tablename__ = "revocation_state"
+
+    authority_id: Mapped[int] = mapped_column(ForeignKey("certificate_authority.id"), primary_key=True)
+    status_version: Mapped[int] = mapped_column(Integer, default=0)
+    crl_number: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Crl(Base):
+    """A signed CRL, kept for good so earlier CRLs stay retrievable by number."""
+
+    __tablename__ = "crl"
+    __table_args__ = (UniqueConstraint("authority_id", "number", name="uq_crl_authority_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority_id: Mapped[int] = mapped_column(ForeignKey("certificate_authority.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    this_update: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_update: Mapped[datetime] = mapped_column(UtcDateTime)
+    status_version: Mapped[int] = mapped_column(Integer)  # RevocationState.status_version it reflects
+    entries: Mapped[int] = mapped_column(Integer)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OcspResponse(Base):
+    """A pre-signed OCSP response for one certificate and one CertID hash algorithm."""
+
+    __tablename__ = "ocsp_response"
+    __table_args__ = (UniqueConstraint("certificate_id", "hash_algorithm", name="uq_ocsp_response_cert_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificate.id"))
+    hash_algorithm: Mapped[str] = mapped_column(String(16))  # of the CertID: sha1, sha256 ...
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the status it states
+    revocation_reason: Mapped[RevocationReason | None] = mapped_column(str_enum(RevocationReason))
+    responder_id: Mapped[int] = mapped_column(ForeignKey("certificate.id"))  # the OCSP signing certificate
+    this_update: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_update: Mapped[datetime] = mapped_column(UtcDateTime)
+    der: Mapped[bytes] = mapped_column(LargeBinary)

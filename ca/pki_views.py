@@ -1,16 +1,32 @@
-"""Public PKI endpoints relying parties fetch without logging in: CA certificates, CRLs, OCSP."""
+"""Public PKI endpoints relying parties fetch without logging in: CA certificates, CRLs, OCSP.
+
+Thin: CRLs come from ``ca/crl.py`` (served from storage, re-signed when a status
+changed or nextUpdate is near), OCSP answers from ``ca/ocsp.py``.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import logging
+from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from cryptography import x509
-from flask import Blueprint, Response
+from cryptography.x509 import ocsp as x509_ocsp
+from flask import Blueprint, Response, current_app, request
+from werkzeug.http import http_date
 
-from ca.authority import authorities, pem_bundle
+from ca import ocsp
+from ca.authority import CaSettings, authorities, pem_bundle
+from ca.crl import crl_by_number, crl_pem, current_crl
 from ca.errors import NotFound
-from ca.models import CertificateAuthority
-from db import get_session
+from ca.models import CertificateAuthority, Crl
+from db import get_session, utcnow
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("pki", __name__, url_prefix="/pki")
 
@@ -44,3 +60,105 @@ def ca_bundle() -> Any:
     return Response(pem_bundle(certs), mimetype="application/x-pem-file",
                     headers={"Cache-Control": CACHE_CA,
                              "Content-Disposition": 'attachment; filename="opauth-ca-bundle.pem"'})
+
+
+def _caching_headers(response: Response, *, body: bytes, this_update: datetime | None,
+                     next_update: datetime | None, cacheable: bool) -> Response:
+    """RFC 5019 6.2: ETag, Last-Modified, Expires; max-age never beyond nextUpdate."""
+    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    if this_update is not None:
+        response.headers["Last-Modified"] = http_date(this_update)
+    if next_update is not None:
+        response.headers["Expires"] = http_date(next_update)
+    if cacheable and next_update is not None:
+        max_age = min(int(current_app.config["PKI_CACHE_MAX_AGE_SECONDS"]),
+                      max(0, int((next_update - utcnow()).total_seconds())))
+        response.headers["Cache-Control"] = f"public, max-age={max_age}, no-transform, must-revalidate"
+    else:
+        response.headers["Cache-Control"] = "no-store"
+    return response.make_conditional(request)  # type: ignore[return-value]
+
+
+def _crl_response(crl: Crl, fmt: str) -> Response:
+    if fmt == "pem":
+        body, mimetype = crl_pem(crl.der), "application/x-pem-file"
+    else:
+        body, mimetype = crl.der, "application/pkix-crl"
+    response = Response(body, mimetype=mimetype)
+    return _caching_headers(response, body=body, this_update=crl.this_update, next_update=crl.next_update,
+                            cacheable=True)
+
+
+def _current_crl(authority_id: int) -> Crl:
+    session = get_session()
+    crl = current_crl(session, CaSettings.from_config(current_app.config), _authority(authority_id))
+    session.commit()  # keep a re-signed CRL (no-op when it was served from storage)
+    return crl
+
+
+@bp.route("/crl/<int:authority_id>.crl")
+def crl_der(authority_id: int) -> Any:
+    """The CRL distribution point (RFC 5280 4.2.1.13): the CA's current CRL in DER."""
+    return _crl_response(_current_crl(authority_id), "der")
+
+
+@bp.route("/crl/<int:authority_id>.pem")
+def crl_pem_view(authority_id: int) -> Any:
+    """The current CRL in PEM."""
+    return _crl_response(_current_crl(authority_id), "pem")
+
+
+@bp.route("/crl/<int:authority_id>/<int:number>.<any(crl, pem):fmt>")
+def crl_numbered(authority_id: int, number: int, fmt: str) -> Any:
+    """An earlier (or the current) CRL by its CRL number."""
+    _authority(authority_id)
+    return _crl_response(crl_by_number(get_session(), authority_id, number), "pem" if fmt == "pem" else "der")
+
+
+def _ocsp_response(request_der: bytes | None, *, via_get: bool) -> Response:
+    session = get_session()
+    try:
+        if request_der is None:
+            result = ocsp.unsuccessful(x509_ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        else:
+            result = ocsp.answer(session, CaSettings.from_config(current_app.config), request_der)
+            session.commit()  # keep a freshly signed response for the next client
+    except Exception:  # a client must get an OCSP answer, never an HTML 500
+        session.rollback()
+        log.exception("OCSP responder failed")
+        result = ocsp.unsuccessful(x509_ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+    response = Response(result.der, mimetype="application/ocsp-response")
+    return _caching_headers(response, body=result.der, this_update=result.this_update,
+                            next_update=result.next_update, cacheable=result.cacheable and via_get)
+
+
+@bp.route("/ocsp", methods=["POST"])
+def ocsp_post() -> Any:
+    """OCSP over POST (RFC 6960 A.1): the DER request as the body."""
+    data = request.get_data(cache=False)
+    return _ocsp_response(data if len(data) <= ocsp.MAX_REQUEST_BYTES else None, via_get=False)
+
+
+@bp.route("/ocsp/<path:encoded>", methods=["GET"], merge_slashes=False)
+def ocsp_get(encoded: str) -> Any:
+    """OCSP over GET (RFC 6960 A.1): the base64 (then URL-encoded) DER request in the path."""
+    return _ocsp_response(_decode_get(encoded), via_get=True)
+
+
+@bp.route("/ocsp", methods=["GET"])
+@bp.route("/ocsp/", methods=["GET"])
+def ocsp_get_empty() -> Any:
+    return _ocsp_response(None, via_get=True)
+
+
+def _decode_get(encoded: str) -> bytes | None:
+    text = unquote(encoded).strip().replace(" ", "+")  # a '+' left unencoded may arrive as a space
+    if len(text) > ocsp.MAX_REQUEST_BYTES * 2:
+        return None
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            return None

@@ -8,13 +8,17 @@ calls removeFromCRL (the entry simply disappears from the next full CRL).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from ca.authority import CaSettings, authorities
+from ca.crl import bump_status_version, current_crl, issue_crl
 from ca.errors import Conflict, InvalidInput
 from ca.inquiry import get_certificate
-from ca.models import Certificate, CertificateProfile, RevocationReason
+from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
+from ca.ocsp import ensure_responder, presign, stale_responses
 from db import utcnow
 from operators.audit import Actor, AuditAction, record_event
 
@@ -115,5 +119,45 @@ def revoke_by_serial(
 
 
 def _status_changed(session: Session, certificate: Certificate) -> None:
-    """Flush the new status so CRL and OCSP production in this transaction see it."""
+    """Flush the new status and mark the CA's CRL out of date (re-signed before it is served again)."""
     session.flush()
+    bump_status_version(session, certificate.authority_id)
+
+
+def publish(session: Session, settings: CaSettings, certificate: Certificate) -> None:
+    """After a status change: sign the CA's next CRL and the certificate's OCSP responses now.
+
+    Not required for correctness (CRL and OCSP notice the change by themselves on the
+    next fetch), but it moves the signing cost out of the relying parties' requests.
+    """
+    authority = session.get(CertificateAuthority, certificate.authority_id)
+    assert authority is not None
+    issue_crl(session, settings, authority)
+    presign(session, settings, certificate)
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What ``refresh`` re-signed."""
+
+    crls: tuple[tuple[int, int], ...]  # (authority id, CRL number) of each CA's current CRL
+    responders: tuple[tuple[int, str], ...]  # (authority id, serial) of each CA's OCSP signing certificate
+    ocsp_resigned: int
+
+
+def refresh(session: Session, settings: CaSettings) -> RefreshReport:
+    """The scheduled refresh (cron): renew responders, re-sign CRLs and OCSP responses that are due."""
+    crls = []
+    responders = []
+    for authority in authorities(session):
+        if not authority.active:
+            continue
+        responder = ensure_responder(session, settings, authority)
+        responders.append((authority.id, format(responder.certificate.serial_number, "x")))
+        crls.append((authority.id, current_crl(session, settings, authority).number))
+    due = stale_responses(session, settings)
+    for certificate_id in due:
+        certificate = session.get(Certificate, certificate_id)
+        if certificate is not None:
+            presign(session, settings, certificate)
+    return RefreshReport(crls=tuple(crls), responders=tuple(responders), ocsp_resigned=len(due))

@@ -23,6 +23,7 @@ from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
 from ca.models import CertificateAuthority, CertificateProfile
 from ca.profiles import validity_days
+from ca.revocation import refresh
 from db import utcnow
 from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
 from operators.auth import ensure_system_tenant
@@ -66,6 +67,8 @@ def init_instance(session: Session, settings: CaSettings) -> InitReport:
                      target=f"operator:{tenant.code}/{BOOTSTRAP_ADMIN_ID}")
     session.commit()
     tls_issued = ensure_tls_certificate(session, settings)
+    refresh(session, settings)  # OCSP responders and first CRLs: the PKI URLs answer from the start
+    session.commit()
     return InitReport(created_ca=not had_ca, admin_password=password, tls_issued=tls_issued)
 
 

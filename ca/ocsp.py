@@ -1,0 +1,322 @@
+"""OCSP responder (RFC 6960, with the RFC 5019 profile for caching).
+
+Responses are signed by a delegated responder: an OCSP-signing certificate
+(``CertificateProfile.OCSP_SIGNING``: id-kp-OCSPSigning, id-pkix-ocsp-nocheck)
+issued by the CA that is asked about, with its own encrypted PKCS#8 key,
+replaced ``OCSP_SIGNING_RENEW_DAYS`` before it expires.
+
+Pre-signed responses: the answer for a certificate (per CertID hash
+algorithm) is stored and served again while it still states the
+certificate's current status and its nextUpdate is further than
+``OCSP_REFRESH_HOURS`` away. Every request compares the stored status with the
+certificate row, so a revocation is visible on the very next request even if
+nobody re-signed anything. A request carrying a nonce cannot be answered from
+storage (the nonce must be echoed inside the signed data): it is signed fresh
+and not stored. Clients that send nonces (openssl by default) therefore cost
+one signature each; browsers and RFC 5019 clients send none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from ca.authority import CaSettings, issuer_for
+from ca.crl import dialect_insert, lock_state
+from ca.issuance import issue_certificate
+from ca.keys import Signer, generate_private_key, load_signer, store_software_key
+from ca.models import Certificate, CertificateAuthority, CertificateProfile, OcspResponse, RevocationReason
+from ca.profiles import validity_days
+from db import utcnow
+from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 16 * 1024
+# CertID hashes only identify the issuer (RFC 6960 4.1.1); SHA-1 is what most clients still send.
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha1": hashes.SHA1(),  # noqa: S303
+    "sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+
+
+class OcspAnswerKind:
+    """What an answer says, for logs and tests (the DER is what clients read)."""
+
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+    MALFORMED = "malformedRequest"
+    UNAUTHORIZED = "unauthorized"
+    INTERNAL_ERROR = "internalError"
+
+
+@dataclass(frozen=True)
+class OcspAnswer:
+    """A DER OCSPResponse and what HTTP caching may do with it."""
+
+    der: bytes
+    kind: str
+    this_update: datetime | None = None
+    next_update: datetime | None = None
+    cacheable: bool = False  # True when the same bytes answer everyone asking (no nonce)
+    from_storage: bool = False
+
+
+_UNSUCCESSFUL_KINDS = {
+    ocsp.OCSPResponseStatus.MALFORMED_REQUEST: OcspAnswerKind.MALFORMED,
+    ocsp.OCSPResponseStatus.UNAUTHORIZED: OcspAnswerKind.UNAUTHORIZED,
+    ocsp.OCSPResponseStatus.INTERNAL_ERROR: OcspAnswerKind.INTERNAL_ERROR,
+}
+
+
+def unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspAnswer:
+    """An unsigned error response (malformedRequest, unauthorized, internalError)."""
+    der = ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
+    return OcspAnswer(der=der, kind=_UNSUCCESSFUL_KINDS[status])
+
+
+# --- the responder certificate ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Responder:
+    """A CA's current OCSP signing certificate and its key."""
+
+    certificate_id: int
+    certificate: x509.Certificate
+    signer: Signer
+    not_after: datetime
+
+
+_signers: dict[tuple[str, str], Signer] = {}
+_signers_lock = threading.Lock()
+
+
+def _responder_signer(settings: CaSettings, key_uri: str) -> Signer:
+    cache_key = (str(settings.instance_dir), key_uri)
+    with _signers_lock:
+        signer = _signers.get(cache_key)
+        if signer is None:
+            signer = load_signer(key_uri, base=settings.instance_dir, passphrase=settings.passphrase)
+            _signers[cache_key] = signer
+        return signer
+
+
+def _newest_responder(session: Session, authority_id: int) -> Certificate | None:
+    return session.scalar(
+        select(Certificate).where(Certificate.authority_id == authority_id,
+                                  Certificate.profile == CertificateProfile.OCSP_SIGNING,
+                                  Certificate.revoked_at.is_(None))
+        .order_by(Certificate.id.desc()).limit(1).execution_options(populate_existing=True))
+
+
+def _usable(row: Certificate | None, settings: CaSettings) -> bool:
+    renew = timedelta(days=settings.config["OCSP_SIGNING_RENEW_DAYS"])
+    return row is not None and row.not_after - renew > utcnow() and "key_uri" in row.details
+
+
+def ensure_responder(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Responder:
+    """The CA's OCSP signing certificate, issued (new key) if missing or due for renewal."""
+    row = _newest_responder(session, authority.id)
+    if not _usable(row, settings):
+        lock_state(session, authority.id)  # one renewal per CA even with several workers
+        row = _newest_responder(session, authority.id)
+        if not _usable(row, settings):
+            row = _issue_responder(session, settings, authority)
+    assert row is not None
+    return Responder(certificate_id=row.id, certificate=x509.load_der_x509_certificate(row.der),
+                     signer=_responder_signer(settings, row.details["key_uri"]), not_after=row.not_after)
+
+
+def _issue_responder(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Certificate:
+    key = generate_private_key(settings.key_algorithm)
+    stamp = utcnow().strftime("%Y%m%d%H%M%S")
+    key_uri = f"file:keys/ocsp-{authority.id}-{stamp}-{secrets.token_hex(4)}.key.pem"
+    store_software_key(key, uri=key_uri, base=settings.instance_dir, passphrase=settings.passphrase)
+    ca_cert = x509.load_der_x509_certificate(authority.cert_der)
+    ca_cn = [str(a.value) for a in ca_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, settings.organization),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{ca_cn[0] if ca_cn else authority.name} OCSP Responder"),
+    ])
+    row = issue_certificate(session, issuer=issuer_for(settings, authority), profile=CertificateProfile.OCSP_SIGNING,
+                            subject=subject, public_key=key.public_key(),
+                            days=validity_days(CertificateProfile.OCSP_SIGNING, settings.config),
+                            issued_by=SYSTEM_ACTOR.name, details={"key_uri": key_uri, "purpose": "OCSP responder"})
+    record_event(session, action=AuditAction.CERTIFICATE_ISSUED, actor=SYSTEM_ACTOR,
+                 target=f"certificate:{row.serial}",
+                 detail={"profile": str(row.profile), "subject": row.subject, "authority_id": authority.id})
+    return row
+
+
+# --- finding the CA a request asks about -----------------------------------------------------------
+
+_ca_hashes: dict[tuple[int, bytes], dict[str, tuple[bytes, bytes]]] = {}
+
+
+def _issuer_hashes(authority_id: int, cert_der: bytes) -> dict[str, tuple[bytes, bytes]]:
+    """(issuerNameHash, issuerKeyHash) of a CA certificate for each supported hash algorithm."""
+    cache_key = (authority_id, hashlib.sha256(cert_der).digest())
+    cached = _ca_hashes.get(cache_key)
+    if cached is None:
+        parsed = asn1_x509.Certificate.load(cert_der)
+        name_der = parsed.subject.dump()
+        key_bits = parsed.public_key["public_key"].contents[1:]  # the BIT STRING's bytes, no unused-bits octet
+        cached = {alg: (hashlib.new(alg, name_der).digest(), hashlib.new(alg, key_bits).digest())
+                  for alg in _HASHES}
+        _ca_hashes[cache_key] = cached
+    return cached
+
+
+def find_authority(session: Session, algorithm: str, name_hash: bytes, key_hash: bytes) -> CertificateAuthority | None:
+    """The CA whose name and key hashes the CertID carries, if it is one of ours."""
+    for authority_id, cert_der in session.execute(
+            select(CertificateAuthority.id, CertificateAuthority.cert_der)).tuples():
+        hashes_ = _issuer_hashes(authority_id, cert_der).get(algorithm)
+        if hashes_ is not None and secrets.compare_digest(hashes_[0], name_hash) \
+                and secrets.compare_digest(hashes_[1], key_hash):
+            return session.get(CertificateAuthority, authority_id)
+    return None
+
+
+# --- answering ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CertId:
+    algorithm: str
+    name_hash: bytes
+    key_hash: bytes
+    serial: int
+    nonce: bytes | None
+
+
+def _parse(request_der: bytes) -> _CertId | None:
+    if not request_der or len(request_der) > MAX_REQUEST_BYTES:
+        return None
+    try:
+        req = ocsp.load_der_ocsp_request(request_der)  # refuses multi-certificate requests too
+        algorithm = req.hash_algorithm.name
+        nonce = None
+        for ext in req.extensions:
+            if isinstance(ext.value, x509.OCSPNonce):
+                nonce = ext.value.nonce
+            elif ext.critical:
+                return None  # a critical extension we do not understand
+        return _CertId(algorithm=algorithm, name_hash=req.issuer_name_hash, key_hash=req.issuer_key_hash,
+                       serial=req.serial_number, nonce=nonce)
+    except Exception:  # malformed DER, unsupported algorithm: all the client's fault
+        return None
+
+
+def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAnswer:
+    """The OCSP response for a DER OCSPRequest; never raises for bad input.
+
+    May store a (re-)signed response in ``session`` (flushed): the caller commits.
+    """
+    cert_id = _parse(request_der)
+    if cert_id is None:
+        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    if cert_id.algorithm not in _HASHES:
+        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    authority = find_authority(session, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
+    if authority is None:
+        return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    row = session.execute(
+        select(Certificate.id, Certificate.revoked_at, Certificate.revocation_reason,
+               OcspResponse.revoked_at, OcspResponse.revocation_reason, OcspResponse.this_update,
+               OcspResponse.next_update, OcspResponse.der)
+        .outerjoin(OcspResponse, and_(OcspResponse.certificate_id == Certificate.id,
+                                      OcspResponse.hash_algorithm == cert_id.algorithm))
+        .where(Certificate.serial == format(cert_id.serial, "x"), Certificate.authority_id == authority.id)
+    ).first()
+    now = utcnow()
+    if row is None:
+        return _sign(session, settings, authority, cert_id, status=None, now=now)
+    certificate_id, revoked_at, reason, stored_revoked_at, stored_reason, stored_this, stored_next, stored_der = row
+    refresh = timedelta(hours=settings.config["OCSP_REFRESH_HOURS"])
+    if (cert_id.nonce is None and stored_der is not None and stored_revoked_at == revoked_at
+            and stored_reason == reason and stored_next - refresh > now):
+        kind = OcspAnswerKind.GOOD if revoked_at is None else OcspAnswerKind.REVOKED
+        return OcspAnswer(der=stored_der, kind=kind, this_update=stored_this, next_update=stored_next,
+                          cacheable=True, from_storage=True)
+    return _sign(session, settings, authority, cert_id, status=(certificate_id, revoked_at, reason), now=now)
+
+
+def _sign(session: Session, settings: CaSettings, authority: CertificateAuthority, cert_id: _CertId, *,
+          status: tuple[int, datetime | None, RevocationReason | None] | None, now: datetime) -> OcspAnswer:
+    """Sign an answer; store it for reuse when it carries no nonce and the certificate is ours."""
+    responder = ensure_responder(session, settings, authority)
+    this_update = now.replace(microsecond=0)
+    next_update = min(this_update + timedelta(hours=settings.config["OCSP_VALIDITY_HOURS"]), responder.not_after)
+    if status is None:
+        cert_status, revoked_at, reason, kind = ocsp.OCSPCertStatus.UNKNOWN, None, None, OcspAnswerKind.UNKNOWN
+    else:
+        _id, revoked_at, reason = status
+        if revoked_at is None:
+            cert_status, kind = ocsp.OCSPCertStatus.GOOD, OcspAnswerKind.GOOD
+        else:
+            cert_status, kind = ocsp.OCSPCertStatus.REVOKED, OcspAnswerKind.REVOKED
+    flag = None
+    if reason is not None and reason is not RevocationReason.UNSPECIFIED:
+        flag = x509.ReasonFlags(reason.value)
+    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+        issuer_name_hash=cert_id.name_hash, issuer_key_hash=cert_id.key_hash, serial_number=cert_id.serial,
+        algorithm=_HASHES[cert_id.algorithm], cert_status=cert_status, this_update=this_update,
+        next_update=next_update, revocation_time=revoked_at, revocation_reason=flag,
+    ).responder_id(ocsp.OCSPResponderEncoding.HASH, responder.certificate).certificates([responder.certificate])
+    if cert_id.nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(cert_id.nonce), critical=False)
+    der = builder.sign(responder.signer.private_key, responder.signer.hash_algorithm).public_bytes(Encoding.DER)
+    if cert_id.nonce is None and status is not None:
+        _store(session, certificate_id=status[0], algorithm=cert_id.algorithm, revoked_at=revoked_at, reason=reason,
+               responder_id=responder.certificate_id, this_update=this_update, next_update=next_update, der=der)
+    return OcspAnswer(der=der, kind=kind, this_update=this_update, next_update=next_update,
+                      cacheable=cert_id.nonce is None)
+
+
+def _store(session: Session, *, certificate_id: int, algorithm: str, revoked_at: datetime | None,
+           reason: RevocationReason | None, responder_id: int, this_update: datetime, next_update: datetime,
+           der: bytes) -> None:
+    """Insert or replace the stored response (an upsert: concurrent workers may race here)."""
+    values = {"certificate_id": certificate_id, "hash_algorithm": algorithm, "revoked_at": revoked_at,
+              "revocation_reason": reason, "responder_id": responder_id, "this_update": this_update,
+              "next_update": next_update, "der": der}
+    stmt = dialect_insert(session)(OcspResponse).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["certificate_id", "hash_algorithm"],
+        set_={k: stmt.excluded[k] for k in values if k not in ("certificate_id", "hash_algorithm")})
+    session.execute(stmt)
+
+
+def presign(session: Session, settings: CaSettings, certificate: Certificate,
+            algorithms: tuple[str, ...] = ("sha1", "sha256")) -> None:
+    """(Re-)sign and store the responses for ``certificate`` (after a status change, or ahead of time)."""
+    authority = session.get(CertificateAuthority, certificate.authority_id)
+    assert authority is not None
+    now = utcnow()
+    for algorithm in algorithms:
+        name_hash, key_hash = _issuer_hashes(authority.id, authority.cert_der)[algorithm]
+        cert_id = _CertId(algorithm=algorithm, name_hash=name_hash, key_hash=key_hash,
+                          serial=int(certificate.serial, 16), nonce=None)
+        _sign(session, settings, authority, cert_id,
+              status=(certificate.id, certificate.revoked_at, certificate.revocation_reason), now=now)
+
+
+def stale_responses(session: Session, settings: CaSettings) -> list[int]:
+    """Ids of certificates whose stored responses are due for re-signing (nextUpdate within the margin)."""
+    due = utcnow() + timedelta(hours=settings.config["OCSP_REFRESH_HOURS"])
+    return list(session.scalars(select(OcspResponse.certificate_id).where(OcspResponse.next_update <= due)
+                                .distinct()))
