@@ -21,6 +21,8 @@ class Permission(enum.StrEnum):
     # Login and biometrics (issue 6); the tenant reached is decided by operators/tenancy.py.
     MANAGE_BIOMETRICS = "biometrics.manage"  # 生体情報管理: enrol, delete, enrolment codes
     UNLOCK_OPERATORS = "operators.unlock"  # lift a login lock
+    # Revocation (issue 4)
+    REVOKE_CERTIFICATES = "certificates.revoke"  # 失効, 保留解除 (certificateHold release)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
