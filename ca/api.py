@@ -12,6 +12,7 @@ from ca.business_server import issue_business_server_certificate
 from ca.errors import InvalidCsr, InvalidInput
 from ca.inquiry import export_certificate, get_certificate, list_certificates
 from ca.models import Certificate
+from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
 from ca.views import ca_settings, read_upload
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
@@ -47,6 +48,7 @@ def certificate_json(cert: Certificate) -> dict[str, Any]:
         "created_at": cert.created_at.isoformat(),
         "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
         "revocation_reason": str(cert.revocation_reason) if cert.revocation_reason else None,
+        "invalidity_date": cert.invalidity_date.isoformat() if cert.invalidity_date else None,
         "replaces_id": cert.replaces_id,
         "links": {fmt: f"/api/v1/certificates/{cert.serial}/{fmt}" for fmt in ("pem", "der", "chain.pem", "p7b")},
     }
@@ -167,6 +169,37 @@ def certificate_download(serial: str, fmt: str) -> Any:
     body, media_type, filename = export_certificate(session, get_certificate(session, serial=serial), fmt)
     return Response(body, mimetype=media_type,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _revocation(serial: str, *, release: bool) -> Any:
+    session = get_session()
+    actor = current_actor()
+
+    def work() -> Certificate:
+        body = {} if release else _json_body()
+        reason = None if release else parse_reason(body.get("reason"))
+        cert = revoke_by_serial(session, serial=serial, reason=reason, actor=actor,
+                                invalidity_date=parse_invalidity_date(body.get("invalidity_date")))
+        publish(session, ca_settings(), cert)
+        return cert
+
+    cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.REVOCATION_REJECTED,
+                                actor=actor, target=f"certificate:{serial[:40]}")
+    return jsonify(certificate_json(cert))
+
+
+@bp.route("/certificates/<serial>/revoke", methods=["POST"])
+@requires(Permission.REVOKE_CERTIFICATES)
+def revoke_certificate(serial: str) -> Any:
+    """失効: ``{"reason": "keyCompromise", "invalidity_date": "...Z"?}``; removeFromCRL releases a hold."""
+    return _revocation(serial, release=False)
+
+
+@bp.route("/certificates/<serial>/release-hold", methods=["POST"])
+@requires(Permission.REVOKE_CERTIFICATES)
+def release_certificate_hold(serial: str) -> Any:
+    """保留解除: release a certificateHold (removeFromCRL)."""
+    return _revocation(serial, release=True)
 
 
 def api_routes() -> list[str]:

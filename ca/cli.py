@@ -16,6 +16,15 @@ from ca.authority import CaSettings
 from ca.business_server import issue_business_server_certificate
 from ca.errors import OpauthError
 from ca.inquiry import export_certificate, get_certificate, list_certificates
+from ca.models import RevocationReason
+from ca.revocation import (
+    REMOVE_FROM_CRL,
+    parse_invalidity_date,
+    parse_reason,
+    publish,
+    refresh,
+    revoke_by_serial,
+)
 from config import settings_markdown
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, audited_unit_of_work, verify_chain
@@ -151,6 +160,66 @@ def cert_show(serial: str, fmt: str, out: Path | None) -> None:
         out.write_bytes(body)
 
 
+def _revocation_command(serial: str, reason: RevocationReason | None, invalidity_date: str | None) -> None:
+    session = get_session()
+    actor = cli_actor()
+    try:
+        def work() -> Any:
+            cert = revoke_by_serial(session, serial=serial, reason=reason, actor=actor,
+                                    invalidity_date=parse_invalidity_date(invalidity_date))
+            publish(session, CaSettings.from_config(current_app.config), cert)
+            return cert
+
+        cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.REVOCATION_REJECTED,
+                                    actor=actor, target=f"certificate:{serial[:40]}")
+    except OpauthError as exc:
+        _fail(exc)
+        return
+    state = f"{cert.status} ({cert.revocation_reason})" if cert.revocation_reason else cert.status
+    click.echo(f"{cert.serial}\t{state}\t{cert.subject}")
+
+
+@cert_group.command("revoke")
+@click.argument("serial")
+@click.option("--reason", required=True, metavar="REASON",
+              help="RFC 5280 reason: " + ", ".join([*(r.value for r in RevocationReason), REMOVE_FROM_CRL])
+              + " (removeFromCRL releases a certificateHold)")
+@click.option("--invalidity-date", help="ISO 8601 with time zone, e.g. 2026-11-25T09:00:00Z")
+def cert_revoke(serial: str, reason: str, invalidity_date: str | None) -> None:
+    """失効: revoke a certificate (audited; a new CRL and OCSP responses are signed at once)."""
+    try:
+        parsed = parse_reason(reason)
+    except OpauthError as exc:
+        _fail(exc)
+        return
+    _revocation_command(serial, parsed, invalidity_date)
+
+
+@cert_group.command("release-hold")
+@click.argument("serial")
+def cert_release_hold(serial: str) -> None:
+    """保留解除: release a certificateHold (removeFromCRL)."""
+    _revocation_command(serial, None, None)
+
+
+@click.group("pki", cls=AppGroup)
+def pki_group() -> None:
+    """CRL and OCSP upkeep."""
+
+
+@pki_group.command("refresh")
+def pki_refresh() -> None:
+    """Renew OCSP responders, re-sign due CRLs and OCSP responses (run from cron, e.g. hourly)."""
+    session = get_session()
+    report = refresh(session, CaSettings.from_config(current_app.config))
+    session.commit()
+    for authority_id, number in report.crls:
+        click.echo(f"CA {authority_id}: CRL number {number}")
+    for authority_id, serial in report.responders:
+        click.echo(f"CA {authority_id}: OCSP signing certificate {serial}")
+    click.echo(f"OCSP responses re-signed: {report.ocsp_resigned}")
+
+
 @click.group("audit", cls=AppGroup)
 def audit_group() -> None:
     """Audit log."""
@@ -178,5 +247,6 @@ def db_upgrade() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_command, settings_command, business_system_group, cert_group, audit_group, db_upgrade):
+    for command in (init_command, settings_command, business_system_group, cert_group, audit_group, db_upgrade,
+                    pki_group):
         app.cli.add_command(command)

@@ -30,15 +30,32 @@ REMOVE_FROM_CRL = "removeFromCRL"
 _FUTURE_SKEW = timedelta(minutes=5)
 
 
-def parse_reason(name: str) -> RevocationReason | None:
+def parse_reason(name: object) -> RevocationReason | None:
     """The reason named ``name`` (RFC 5280 spelling); None means removeFromCRL (release a hold)."""
     if name == REMOVE_FROM_CRL:
         return None
     try:
+        if not isinstance(name, str):
+            raise ValueError(name)
         return RevocationReason(name)
     except ValueError:
         allowed = ", ".join([*(r.value for r in RevocationReason), REMOVE_FROM_CRL])
         raise InvalidInput(f"reason must be one of: {allowed}") from None
+
+
+def parse_invalidity_date(value: object) -> datetime | None:
+    """An ISO 8601 date-time with time zone (``2026-11-25T09:00:00Z``), or None when absent/empty."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("invalidity_date must be an ISO 8601 date-time string")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInput("invalidity_date must be an ISO 8601 date-time such as 2026-11-25T09:00:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidInput("invalidity_date needs a time zone (e.g. 2026-11-25T09:00:00Z)")
+    return moment
 
 
 def revoke(

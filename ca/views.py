@@ -7,17 +7,19 @@ import binascii
 from typing import Any
 
 from cryptography import x509
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from ca.authority import CaSettings, authorities
 from ca.business_server import issue_business_server_certificate, preview
 from ca.errors import InvalidCsr, OpauthError
 from ca.inquiry import chain_for, export_certificate, get_certificate, list_certificates
-from ca.models import CertificateProfile
+from ca.models import Certificate, CertificateProfile, RevocationReason
+from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, requires
+from operators.auth import current_actor, current_operator, requires
 from operators.business_systems import (
     LABELS,
     BusinessSystemData,
@@ -26,7 +28,7 @@ from operators.business_systems import (
     list_business_systems,
     save_and_audit,
 )
-from operators.permissions import Permission
+from operators.permissions import Permission, has_permission
 
 bp = Blueprint("ca_admin", __name__)
 
@@ -140,10 +142,64 @@ def certificate_list() -> Any:
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_detail(cert_id: int) -> Any:
     session = get_session()
+    return _detail(session, get_certificate(session, cert_id=cert_id))
+
+
+def _detail(session: Session, cert: Certificate, *, error: str | None = None) -> Any:
+    operator = current_operator()
+    return render_template("ca/certificate_detail.html", cert=cert, parsed=x509.load_der_x509_certificate(cert.der),
+                           chain=chain_for(session, cert), issued=request.args.get("issued") == "1",
+                           can_revoke=operator is not None and has_permission(operator,
+                                                                              Permission.REVOKE_CERTIFICATES),
+                           reasons=list(RevocationReason), error=error)
+
+
+def _revocation_form() -> tuple[str, str]:
+    """(reason name, invalidity date) from the 失効 form; a date without zone is taken as UTC."""
+    reason = request.form.get("reason", "")[:40]
+    invalidity = request.form.get("invalidity_date", "").strip()[:40]
+    if invalidity and "Z" not in invalidity and "+" not in invalidity[10:] and "-" not in invalidity[10:]:
+        invalidity += "+00:00"
+    return reason, invalidity
+
+
+@bp.route("/admin/certificates/<int:cert_id>/revoke/confirm", methods=["POST"])
+@requires(Permission.REVOKE_CERTIFICATES)
+def confirm_revocation(cert_id: int) -> Any:
+    """失効確認: what will happen, before it happens (nothing is changed here)."""
+    session = get_session()
     cert = get_certificate(session, cert_id=cert_id)
-    parsed = x509.load_der_x509_certificate(cert.der)
-    return render_template("ca/certificate_detail.html", cert=cert, parsed=parsed,
-                           chain=chain_for(session, cert), issued=request.args.get("issued") == "1")
+    reason_name, invalidity = _revocation_form()
+    try:
+        reason = parse_reason(reason_name)
+        parse_invalidity_date(invalidity)
+    except OpauthError as exc:
+        return _detail(session, cert, error=exc.message), exc.status
+    return render_template("ca/certificate_revoke_confirm.html", cert=cert, reason_name=reason_name,
+                           invalidity_date=invalidity, release=reason is None)
+
+
+@bp.route("/admin/certificates/<int:cert_id>/revoke", methods=["POST"])
+@requires(Permission.REVOKE_CERTIFICATES)
+def revoke_certificate(cert_id: int) -> Any:
+    """失効 (or 保留解除 with removeFromCRL) after confirmation; CRL and OCSP are re-signed at once."""
+    session = get_session()
+    actor = current_actor()
+    serial = get_certificate(session, cert_id=cert_id).serial
+    reason_name, invalidity = _revocation_form()
+    try:
+        def work() -> Certificate:
+            cert = revoke_by_serial(session, serial=serial, reason=parse_reason(reason_name), actor=actor,
+                                    invalidity_date=parse_invalidity_date(invalidity))
+            publish(session, ca_settings(), cert)
+            return cert
+
+        cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.REVOCATION_REJECTED,
+                                    actor=actor, target=f"certificate:{serial}")
+    except OpauthError as exc:
+        return _detail(session, get_certificate(session, cert_id=cert_id), error=exc.message), exc.status
+    flash("保留を解除しました。" if cert.revoked_at is None else f"証明書を失効しました（{cert.revocation_reason}）。")
+    return redirect(url_for("ca_admin.certificate_detail", cert_id=cert_id))
 
 
 @bp.route("/admin/certificates/<int:cert_id>/download/<fmt>")
