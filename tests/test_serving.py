@@ -74,7 +74,7 @@ def test_first_init_prints_the_one_time_password_once(instance: Path, first_init
     assert again.returncode == 0, again.stderr
     assert "already present: reused" in again.stdout and "password:" not in again.stdout
     keys = sorted(p.name for p in (instance / "keys").iterdir())
-    assert len([k for k in keys if k.endswith(".key.pem")]) == 2, keys  # no second CA
+    assert len([k for k in keys if k.endswith(".key.pem") and "-ca-" in k]) == 2, keys  # no second CA
     assert all(p.stat().st_mode & 0o077 == 0 for p in (instance / "keys").iterdir())
     assert b"ENCRYPTED PRIVATE KEY" in (instance / "keys" / keys[0]).read_bytes()
     assert b"ENCRYPTED PRIVATE KEY" in (instance / "tls" / "server.key").read_bytes()
