@@ -65,6 +65,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(pki_views.bp)
     app.register_blueprint(api.bp)
+    from operators import api as operators_api
+    from operators import cli as operators_cli
+    from operators import tenant_views
+    from operators import views as operators_views
+
+    app.register_blueprint(operators_views.bp)
+    app.register_blueprint(tenant_views.bp)
+    app.register_blueprint(operators_api.bp)
+    csrf.exempt(operators_api.bp)  # like ca.api: HTTP Basic on every request
+    operators_cli.init_app(app)
     csrf.exempt(api.bp)  # machine clients authenticate each request; no ambient cookies
     csrf.exempt(pki_views.bp)
     cli.init_app(app)

@@ -60,7 +60,7 @@ def _joint_use_exists(tenant_id: int, business_system_id: int) -> object:
 
 # --- tenants -------------------------------------------------------------------------------------
 
-def visible_tenants(scope: Scope) -> Select[tuple[Tenant]]:
+def visible_tenants(scope: Scope) -> Select[Tenant]:
     """Tenants the scope may see, in display order."""
     query = select(Tenant).order_by(Tenant.display_order, Tenant.code)
     if scope.all_tenants:
@@ -96,7 +96,7 @@ def managed_tenant(session: Session, scope: Scope, code: str) -> Tenant:
 
 # --- operators -----------------------------------------------------------------------------------
 
-def operators_of(scope: Scope, tenant: Tenant) -> Select[tuple[Operator]]:
+def operators_of(scope: Scope, tenant: Tenant) -> Select[Operator]:
     """The operators of ``tenant`` the scope may see (call after obtaining ``tenant`` here)."""
     query = select(Operator).where(Operator.tenant_id == tenant.id)
     if scope.all_tenants or (scope.manages_operators and tenant.id == scope.tenant_id):
@@ -164,7 +164,7 @@ def administered_systems(session: Session, scope: Scope) -> list[BusinessSystem]
 
 # --- the registration target list ----------------------------------------------------------------
 
-def staged_of(scope: Scope, tenant: Tenant) -> Select[tuple[StagedOperator]]:
+def staged_of(scope: Scope, tenant: Tenant) -> Select[StagedOperator]:
     """The acting manager's own 登録対象リスト for ``tenant``."""
     ensure_can_manage_operators(scope, tenant)
     return (select(StagedOperator)

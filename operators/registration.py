@@ -1,0 +1,319 @@
+"""操作者登録・修正・失効 and the registration target list (登録対象リスト).
+
+Every function takes the session and a tenancy ``Scope`` and never commits;
+the view, API handler or CLI command owns the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from ca.authority import CaSettings
+from ca.errors import Conflict, Forbidden, InvalidInput, NotFound
+from ca.models import Certificate, RevocationReason
+from db import Base, utcnow
+from operators.audit import Actor, AuditAction, record_event
+from operators.models import (
+    BusinessSystem,
+    InBusinessId,
+    Operator,
+    Role,
+    StagedOperator,
+    Tenant,
+    TenantKind,
+)
+from operators.operator_certs import (
+    IssuedOperatorCertificate,
+    issue_operator_certificate,
+    reissue_for_permissions,
+    revoke_all,
+)
+from operators.operator_data import OperatorData
+from operators.passwords import check_policy, generate_password, hash_password
+from operators.tenancy import (
+    Scope,
+    ensure_can_manage_operators,
+    joint_use_systems,
+    staged_of,
+)
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """A registered operator, their one-time login password (if generated) and their certificate."""
+
+    operator: Operator
+    password: str | None
+    issued: IssuedOperatorCertificate | None
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    operator: Operator
+    reissued: list[Certificate]
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    operator: Operator
+    certificates: list[Certificate]
+    biometric_credentials_removed: int
+
+
+def target(tenant: Tenant, operator_id: str) -> str:
+    return f"operator:{tenant.code}/{operator_id}"
+
+
+def permitted_systems(session: Session, tenant: Tenant, business_ids: Sequence[str]) -> list[BusinessSystem]:
+    """The systems named by ``business_ids``; each must be in ``tenant``'s joint use (共同利用)."""
+    allowed = {s.business_id: s for s in joint_use_systems(session, tenant)}
+    missing = [b for b in business_ids if b not in allowed]
+    if missing:
+        raise InvalidInput(f"許可業務: {', '.join(missing)} is not a business system this tenant may use "
+                           "(共同利用業務設定)")
+    return [allowed[b] for b in business_ids]
+
+
+def check_role(session: Session, scope: Scope, tenant: Tenant, data: OperatorData) -> BusinessSystem | None:
+    """Managers may create operators and managers of their tenant; only システム管理者 more."""
+    if data.role in (Role.SYSTEM_ADMIN, Role.BUSINESS_ADMIN) and not scope.all_tenants:
+        raise Forbidden(f"only a system administrator may register a {data.role.value}")
+    if data.role is Role.SYSTEM_ADMIN and tenant.kind is not TenantKind.SYSTEM:
+        raise InvalidInput("system administrators belong to the system tenant (システム管理)")
+    if data.role is Role.BUSINESS_ADMIN:
+        system = session.scalar(select(BusinessSystem).where(
+            BusinessSystem.business_id == data.administers_business_id))
+        if system is None:
+            raise InvalidInput(f"管理する業務: no business system {data.administers_business_id}")
+        return system
+    return None
+
+
+def _check_password(password: str, operator_id: str) -> str:
+    reason = check_policy(password, operator_id=operator_id)
+    if reason is not None:
+        raise InvalidInput(f"パスワード (password): {reason}")
+    return hash_password(password)
+
+
+def _ensure_new_operator_id(session: Session, tenant: Tenant, operator_id: str) -> None:
+    taken = session.scalar(select(Operator.id).where(Operator.tenant_id == tenant.id,
+                                                     Operator.operator_id == operator_id))
+    if taken is not None:
+        raise Conflict(f"オペレータID {operator_id} is already registered in this tenant")
+
+
+def _apply(session: Session, operator: Operator, data: OperatorData, systems: list[BusinessSystem],
+           administers: BusinessSystem | None) -> None:
+    for name in ("name", "department", "gender", "phone", "extension", "email", "info", "extra_info",
+                 "auth_method", "role"):
+        setattr(operator, name, getattr(data, name))
+    operator.administers_business_system_id = administers.id if administers else None
+    operator.permitted_systems = systems
+    if data.in_business_id:
+        existing = {m.business_system_id: m for m in session.scalars(
+            select(InBusinessId).where(InBusinessId.operator_id == operator.id))}
+        for system in systems:
+            mapping = existing.get(system.id)
+            if mapping is None:
+                session.add(InBusinessId(operator_id=operator.id, business_system_id=system.id,
+                                         in_business_id=data.in_business_id, permissions=[]))
+            else:
+                mapping.in_business_id = data.in_business_id
+
+
+def register_operator(session: Session, *, scope: Scope, tenant: Tenant, data: OperatorData,
+                      password_hash: str, actor: Actor) -> Operator:
+    """操作者登録 without a certificate (the caller issues one); ``Conflict`` for a taken ID."""
+    ensure_can_manage_operators(scope, tenant)
+    administers = check_role(session, scope, tenant, data)
+    systems = permitted_systems(session, tenant, data.business_ids)
+    _ensure_new_operator_id(session, tenant, data.operator_id)
+    operator = Operator(tenant_id=tenant.id, operator_id=data.operator_id, name=data.name,
+                        password_hash=password_hash, must_change_password=True, tenant=tenant)
+    session.add(operator)
+    session.flush()
+    _apply(session, operator, data, systems, administers)
+    session.flush()
+    record_event(session, action=AuditAction.OPERATOR_REGISTERED, actor=actor,
+                 target=target(tenant, data.operator_id), detail=data.as_json())
+    return operator
+
+
+def register_and_issue(session: Session, *, scope: Scope, settings: CaSettings, tenant: Tenant,
+                       data: OperatorData, password: str | None, actor: Actor,
+                       csr_bytes: bytes | None = None) -> RegistrationResult:
+    """Register one operator and issue their certificate (PKCS#12, or from ``csr_bytes``)."""
+    generated = None
+    if not password:
+        password = generated = generate_password()
+    operator = register_operator(session, scope=scope, tenant=tenant, data=data,
+                                 password_hash=_check_password(password, data.operator_id), actor=actor)
+    issued = issue_operator_certificate(session, settings=settings, operator=operator, actor=actor,
+                                        csr_bytes=csr_bytes)
+    return RegistrationResult(operator=operator, password=generated, issued=issued)
+
+
+def update_operator(session: Session, *, scope: Scope, settings: CaSettings, operator: Operator,
+                    data: OperatorData, actor: Actor) -> UpdateResult:
+    """照会・修正: change the operator's fields; a change of 許可業務 re-issues their certificates."""
+    tenant = operator.tenant
+    ensure_can_manage_operators(scope, tenant)
+    if operator.revoked_at is not None:
+        raise Conflict(f"operator {operator.operator_id} is revoked and cannot be modified")
+    if data.operator_id != operator.operator_id:
+        raise InvalidInput("オペレータID cannot be changed")
+    if operator.role is Role.SYSTEM_ADMIN and not scope.all_tenants:
+        raise NotFound(f"no operator {operator.operator_id!r} in this tenant")
+    if data.role is not operator.role:
+        check_role(session, scope, tenant, data)
+    administers = check_role(session, scope, tenant, data) if data.role is Role.BUSINESS_ADMIN else None
+    systems = permitted_systems(session, tenant, data.business_ids)
+    before = sorted(s.business_id for s in operator.permitted_systems)
+    _apply(session, operator, data, systems, administers)
+    removed = [s.id for s in session.scalars(select(BusinessSystem).where(BusinessSystem.business_id.in_(
+        set(before) - set(data.business_ids))))]
+    if removed:  # an in-business ID without the permission would be a dangling grant
+        session.execute(delete(InBusinessId).where(InBusinessId.operator_id == operator.id,
+                                                   InBusinessId.business_system_id.in_(removed)))
+    session.flush()
+    record_event(session, action=AuditAction.OPERATOR_UPDATED, actor=actor,
+                 target=target(tenant, operator.operator_id),
+                 detail=dict(data.as_json(), business_ids_before=before))
+    reissued: list[Certificate] = []
+    if before != list(data.business_ids):
+        reissued = reissue_for_permissions(session, settings=settings, operator=operator, actor=actor)
+    return UpdateResult(operator=operator, reissued=reissued)
+
+
+def _remove_biometrics(session: Session, operator: Operator) -> int:
+    """Delete the operator's biometric (WebAuthn) credentials, if the bio package defines them."""
+    try:
+        from bio import models as bio_models
+    except ImportError:  # pragma: no cover - bio/ is optional
+        return 0
+    removed = 0
+    for name in ("WebAuthnCredential", "WebAuthnUser"):
+        model = getattr(bio_models, name, None)
+        if isinstance(model, type) and issubclass(model, Base) and hasattr(model, "operator_pk"):
+            result = session.execute(delete(model).where(model.operator_pk == operator.id))
+            if name == "WebAuthnCredential":
+                removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed
+
+
+def revoke_operator(session: Session, *, scope: Scope, operator: Operator, actor: Actor) -> RevocationResult:
+    """操作者失効: no login anywhere, every certificate revoked, biometrics removed; the record stays."""
+    ensure_can_manage_operators(scope, operator.tenant)
+    if operator.revoked_at is not None:
+        raise Conflict(f"operator {operator.operator_id} is already revoked")
+    if operator.id == scope.actor_id:
+        raise InvalidInput("you cannot revoke yourself")
+    if operator.role is Role.SYSTEM_ADMIN and not scope.all_tenants:
+        raise NotFound(f"no operator {operator.operator_id!r} in this tenant")
+    operator.revoked_at = utcnow()
+    operator.session_version += 1  # ends every browser session at its next request
+    operator.password_hash = ""
+    certificates = revoke_all(session, operator=operator, actor=actor,
+                              reason=RevocationReason.PRIVILEGE_WITHDRAWN)
+    removed = _remove_biometrics(session, operator)
+    mappings = session.execute(delete(InBusinessId).where(InBusinessId.operator_id == operator.id))
+    session.flush()
+    record_event(session, action=AuditAction.OPERATOR_REVOKED, actor=actor,
+                 target=target(operator.tenant, operator.operator_id),
+                 detail={"certificates": [c.serial for c in certificates],
+                         "biometric_credentials_removed": removed,
+                         "in_business_ids_removed": int(getattr(mappings, "rowcount", 0) or 0)})
+    return RevocationResult(operator=operator, certificates=certificates, biometric_credentials_removed=removed)
+
+
+# --- 登録対象リスト -------------------------------------------------------------------------------
+
+MAX_STAGED = 200
+
+
+def stage_operator(session: Session, *, scope: Scope, tenant: Tenant, data: OperatorData, password: str,
+                   actor: Actor, staged: StagedOperator | None = None) -> StagedOperator:
+    """Validate and put an operator on (or change an entry of) the manager's registration target list."""
+    ensure_can_manage_operators(scope, tenant)
+    check_role(session, scope, tenant, data)
+    permitted_systems(session, tenant, data.business_ids)
+    _ensure_new_operator_id(session, tenant, data.operator_id)
+    others = staged_of(scope, tenant).where(StagedOperator.operator_id == data.operator_id)
+    if staged is not None:
+        others = others.where(StagedOperator.id != staged.id)
+    if session.scalar(others) is not None:
+        raise Conflict(f"オペレータID {data.operator_id} is already on the registration target list")
+    if staged is None:
+        count = session.scalar(select(func.count()).select_from(staged_of(scope, tenant).subquery())) or 0
+        if count >= MAX_STAGED:
+            raise InvalidInput(f"the registration target list holds at most {MAX_STAGED} operators; "
+                               "issue them first or use CSV import")
+        if not password:
+            raise InvalidInput("パスワード (password) is required (use 生成 to generate one)")
+        staged = StagedOperator(manager_id=scope.actor_id, tenant_id=tenant.id, operator_id=data.operator_id)
+        session.add(staged)
+    staged.operator_id = data.operator_id
+    staged.fields = data.as_json()
+    if password:
+        staged.password_hash = _check_password(password, data.operator_id)
+    session.flush()
+    record_event(session, action=AuditAction.OPERATOR_STAGED, actor=actor, target=target(tenant, data.operator_id),
+                 detail=data.as_json())
+    return staged
+
+
+def unstage(session: Session, *, scope: Scope, tenant: Tenant, staged: StagedOperator, actor: Actor) -> None:
+    """Remove an entry from the registration target list (選択データを削除する)."""
+    ensure_can_manage_operators(scope, tenant)
+    session.delete(staged)
+    session.flush()
+    record_event(session, action=AuditAction.OPERATOR_UNSTAGED, actor=actor,
+                 target=target(tenant, staged.operator_id))
+
+
+def issue_staged(session: Session, *, scope: Scope, settings: CaSettings, tenant: Tenant,
+                 actor: Actor) -> list[RegistrationResult]:
+    """証明書発行: register every staged operator and issue each one's PKCS#12, all or nothing."""
+    entries = list(session.scalars(staged_of(scope, tenant)))
+    if not entries:
+        raise InvalidInput("the registration target list is empty")
+    results = []
+    for entry in entries:
+        data = OperatorData.from_mapping(entry.fields)
+        operator = register_operator(session, scope=scope, tenant=tenant, data=data,
+                                     password_hash=entry.password_hash, actor=actor)
+        issued = issue_operator_certificate(session, settings=settings, operator=operator, actor=actor)
+        results.append(RegistrationResult(operator=operator, password=None, issued=issued))
+        session.delete(entry)
+    session.flush()
+    return results
+
+
+# --- パスワード一括変更 ---------------------------------------------------------------------------
+
+def bulk_change_passwords(session: Session, *, scope: Scope, tenant: Tenant, operators: Sequence[Operator],
+                          actor: Actor) -> list[tuple[Operator, str]]:
+    """New generated passwords for ``operators`` (returned once; only hashes are stored)."""
+    ensure_can_manage_operators(scope, tenant)
+    if not operators:
+        raise InvalidInput("select at least one operator")
+    results = []
+    for operator in operators:
+        if operator.tenant_id != tenant.id:
+            raise NotFound(f"no operator {operator.operator_id!r} in this tenant")
+        if operator.revoked_at is not None:
+            raise Conflict(f"operator {operator.operator_id} is revoked")
+        password = generate_password()
+        operator.password_hash = hash_password(password)
+        operator.must_change_password = True
+        operator.session_version += 1
+        results.append((operator, password))
+    session.flush()
+    record_event(session, action=AuditAction.OPERATOR_PASSWORDS_RESET, actor=actor,
+                 target=f"tenant:{tenant.code}", detail={"operators": [o.operator_id for o, _ in results]})
+    return results

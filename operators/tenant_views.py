@@ -1,0 +1,181 @@
+"""Web UI: 市町村・任意団体設定, 表示順変更, 共同利用業務設定 and 業務内ID管理 (thin views)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+
+from ca.errors import OpauthError
+from db import get_session
+from operators.audit import AuditAction
+from operators.auth import current_actor, requires
+from operators.business_systems import get_by_business_id, list_business_systems
+from operators.in_business import delete_in_business_id, list_mappings, parse_permissions, set_in_business_id
+from operators.models import TenantKind
+from operators.permissions import Permission
+from operators.tenancy import administered_systems, get_operator, get_tenant, in_business_system
+from operators.tenants import (
+    KIND_LABELS,
+    TenantData,
+    create_tenant,
+    get_tenant_by_code,
+    list_tenants,
+    permitted_tenants,
+    reorder_tenants,
+    set_joint_use,
+    update_tenant,
+)
+from operators.views import page_arg, scope, unit_of_work
+
+bp = Blueprint("tenants_admin", __name__, url_prefix="/admin")
+
+
+@bp.route("/tenants", methods=["GET", "POST"])
+@requires(Permission.MANAGE_TENANTS)
+def tenant_list() -> Any:
+    """市町村・任意団体設定: list and create."""
+    session = get_session()
+    error = None
+    values = {k: request.form.get(k, "")[:200] for k in ("code", "name", "kind")}
+    if request.method == "POST":
+        try:
+            unit_of_work(lambda: create_tenant(session, data=TenantData.from_mapping(values), actor=current_actor()),
+                         failure=AuditAction.TENANT_REJECTED, target=f"tenant:{values['code'][:20]}")
+            flash(f"{values['name']} を登録しました。")
+            return redirect(url_for("tenants_admin.tenant_list"))
+        except OpauthError as exc:
+            error = exc.message
+    return render_template("operators/tenants.html", tenants=list_tenants(session), kinds=KIND_LABELS,
+                           values=values, error=error, system_kind=TenantKind.SYSTEM), (400 if error else 200)
+
+
+@bp.route("/tenants/<code>/edit", methods=["GET", "POST"])
+@requires(Permission.MANAGE_TENANTS)
+def tenant_edit(code: str) -> Any:
+    session = get_session()
+    tenant = get_tenant_by_code(session, code)
+    error = None
+    values = {"code": tenant.code, "name": tenant.name, "kind": tenant.kind.value}
+    if request.method == "POST":
+        values.update(name=request.form.get("name", "")[:300], kind=request.form.get("kind", "")[:40])
+        try:
+            def work() -> Any:
+                kind = values["kind"] if tenant.kind is not TenantKind.SYSTEM else TenantKind.MUNICIPALITY.value
+                data = TenantData.from_mapping(dict(values, kind=kind), code=tenant.code)
+                return update_tenant(session, tenant=tenant, data=data, actor=current_actor())
+
+            unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target=f"tenant:{tenant.code}")
+            return redirect(url_for("tenants_admin.tenant_list"))
+        except OpauthError as exc:
+            error = exc.message
+    return render_template("operators/tenant_edit.html", tenant=tenant, values=values, kinds=KIND_LABELS,
+                           error=error, system_kind=TenantKind.SYSTEM), (400 if error else 200)
+
+
+@bp.route("/tenants/order", methods=["GET", "POST"])
+@requires(Permission.MANAGE_TENANTS)
+def tenant_order() -> Any:
+    """市町村・任意団体表示順変更: each tenant gets a number; the list is sorted by it."""
+    session = get_session()
+    tenants = list_tenants(session)
+    if request.method == "POST":
+        def position(index_and_code: tuple[int, str]) -> tuple[int, int]:
+            index, code = index_and_code
+            try:
+                return int(request.form.get(f"order-{code}", "")), index
+            except ValueError:
+                return 1_000_000, index
+
+        ordered = [c for _, c in sorted(enumerate(t.code for t in tenants), key=position)]
+        unit_of_work(lambda: reorder_tenants(session, codes=ordered, actor=current_actor()),
+                     failure=AuditAction.TENANT_REJECTED, target="tenants")
+        flash("表示順を変更しました。")
+        return redirect(url_for("tenants_admin.tenant_order"))
+    return render_template("operators/tenant_order.html", tenants=tenants)
+
+
+@bp.route("/joint-use", methods=["GET", "POST"])
+@requires(Permission.MANAGE_JOINT_USE)
+def joint_use() -> Any:
+    """共同利用業務設定: two lists (未許可 / 許可) moved with 選択>>> and <<<取消, saved with 登録."""
+    session = get_session()
+    systems = list_business_systems(session)
+    business_id = (request.values.get("business_id") or (systems[0].business_id if systems else ""))[:2]
+    if not systems:
+        return render_template("operators/joint_use.html", systems=[], system=None, permitted=[], others=[])
+    system = get_by_business_id(session, business_id)
+    tenants = list_tenants(session)
+    if request.method == "POST":
+        chosen = {c[:20] for c in request.form.getlist("permitted")}
+        action = request.form.get("action")
+        if action == "select":
+            chosen |= {c[:20] for c in request.form.getlist("add")}
+        elif action == "cancel":
+            chosen -= {c[:20] for c in request.form.getlist("remove")}
+        elif action == "save":
+            unit_of_work(lambda: set_joint_use(session, system=system, tenant_codes=sorted(chosen),
+                                               actor=current_actor()),
+                         failure=AuditAction.TENANT_REJECTED, target=f"business_system:{system.business_id}")
+            flash("共同利用業務設定を登録しました。")
+            return redirect(url_for("tenants_admin.joint_use", business_id=system.business_id))
+        codes = chosen
+    else:
+        codes = {t.code for t in permitted_tenants(session, system)}
+    permitted = [t for t in tenants if t.code in codes]
+    others = [t for t in tenants if t.code not in codes]
+    return render_template("operators/joint_use.html", systems=systems, system=system, permitted=permitted,
+                           others=others, changed=request.method == "POST")
+
+
+@bp.route("/in-business-ids")
+@requires(Permission.MANAGE_IN_BUSINESS_IDS)
+def in_business_home() -> Any:
+    """業務内ID管理: choose the business system and tenant."""
+    session, s = get_session(), scope()
+    systems = administered_systems(session, s)
+    return render_template("operators/in_business_home.html", systems=systems,
+                           tenants_of={sys.id: [t for t in permitted_tenants(session, sys)
+                                                if _visible(s, t.code)] for sys in systems})
+
+
+def _visible(s: Any, code: str) -> bool:
+    try:
+        get_tenant(get_session(), s, code)
+        return True
+    except OpauthError:
+        return False
+
+
+@bp.route("/t/<code>/in-business-ids/<business_id>", methods=["GET"])
+@requires(Permission.MANAGE_IN_BUSINESS_IDS)
+def in_business_list(code: str, business_id: str) -> Any:
+    session, s = get_session(), scope()
+    tenant = get_tenant(session, s, code)
+    system = in_business_system(session, s, tenant, business_id)
+    per_page = current_app.config["PAGE_SIZE"]
+    page = page_arg()
+    rows, total = list_mappings(session, scope=s, tenant=tenant, system=system, page=page, per_page=per_page)
+    return render_template("operators/in_business_list.html", tenant=tenant, system=system, rows=rows, page=page,
+                           pages=max(1, -(-total // per_page)), error=None)
+
+
+@bp.route("/t/<code>/in-business-ids/<business_id>/<operator_id>", methods=["POST"])
+@requires(Permission.MANAGE_IN_BUSINESS_IDS)
+def in_business_set(code: str, business_id: str, operator_id: str) -> Any:
+    """操作者権限登録: set (or with ``action=delete``, remove) one operator's in-business ID."""
+    session, s = get_session(), scope()
+    tenant = get_tenant(session, s, code)
+    system = in_business_system(session, s, tenant, business_id)
+    operator = get_operator(session, s, tenant, operator_id)
+    target = f"operator:{tenant.code}/{operator.operator_id}"
+    if request.form.get("action") == "delete":
+        unit_of_work(lambda: delete_in_business_id(session, operator=operator, system=system, actor=current_actor()),
+                     failure=AuditAction.OPERATOR_REJECTED, target=target)
+    else:
+        unit_of_work(lambda: set_in_business_id(
+            session, operator=operator, system=system, in_business_id=request.form.get("in_business_id", "")[:100],
+            permissions=parse_permissions(request.form.get("permissions", "")[:4000]), actor=current_actor()),
+            failure=AuditAction.OPERATOR_REJECTED, target=target)
+    flash("業務内IDを更新しました。")
+    return redirect(url_for("tenants_admin.in_business_list", code=tenant.code, business_id=system.business_id))

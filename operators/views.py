@@ -1,0 +1,475 @@
+"""Web UI for operator management of one tenant (seed 001 I.2.1(5), I.2.2(5)(6)); thin views.
+
+Every tenant and operator is obtained through ``operators.tenancy``; a tenant
+or operator outside the user's scope is a 404 like a missing one.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from markupsafe import escape
+from sqlalchemy import func, or_, select
+
+from ca.authority import CaSettings
+from ca.errors import InvalidInput, NotFound, OpauthError
+from ca.inquiry import export_certificate
+from ca.models import RevocationReason
+from db import get_session, new_session
+from operators import csv_io
+from operators.audit import AuditAction, audited_unit_of_work, record_event_separately
+from operators.auth import current_actor, current_operator, requires
+from operators.models import AuditResult, Operator, Tenant
+from operators.operator_certs import (
+    issue_operator_certificate,
+    operator_certificates,
+    revoke_operator_certificate,
+)
+from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, LABELS, ROLE_LABELS, OperatorData
+from operators.passwords import generate_password
+from operators.permissions import Permission
+from operators.registration import (
+    bulk_change_passwords,
+    issue_staged,
+    revoke_operator,
+    stage_operator,
+    unstage,
+    update_operator,
+)
+from operators.tenancy import (
+    Scope,
+    get_staged,
+    joint_use_systems,
+    managed_operator,
+    managed_tenant,
+    operators_of,
+    scope_of,
+    staged_of,
+    visible_tenants,
+)
+
+bp = Blueprint("operators_admin", __name__, url_prefix="/admin")
+T = TypeVar("T")
+FORM_FIELDS = ("operator_id", "name", "department", "gender", "phone", "extension", "email", "info",
+               "extra_info", "auth_method", "in_business_id", "role", "administers_business_id")
+
+
+@bp.url_value_preprocessor
+def _csv_upload_limit(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    # Runs before CSRFProtect reads the form: a CSV of 10,000 operators exceeds the general upload limit.
+    if endpoint == "operators_admin.import_csv":
+        request.max_content_length = csv_io.MAX_CSV_BYTES
+
+
+# --- helpers shared with operators/tenant_views.py ------------------------------------------------
+
+def scope() -> Scope:
+    operator = current_operator()
+    if operator is None:  # pragma: no cover - @requires runs first
+        raise NotFound("not logged in")
+    return scope_of(operator)
+
+
+def unit_of_work(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:
+    """Run ``work`` and commit once; refusals are rolled back and audited (operators.audit)."""
+    return audited_unit_of_work(get_session(), new_session, work=work, failure_action=failure,
+                                actor=current_actor(), target=target)
+
+
+def page_arg() -> int:
+    try:
+        return max(1, min(int(request.args.get("page", "1")), 100_000))
+    except ValueError:
+        return 1
+
+
+def ca_settings() -> CaSettings:
+    return CaSettings.from_config(current_app.config)
+
+
+def _form_data() -> dict[str, Any]:
+    values: dict[str, Any] = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
+    values["business_ids"] = [b[:2] for b in request.form.getlist("business_ids")[:100]]
+    return values
+
+
+def _data_url(data: bytes, media_type: str) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def _form_context(tenant: Tenant, values: dict[str, Any]) -> dict[str, Any]:
+    session = get_session()
+    return {"tenant": tenant, "values": values, "labels": LABELS, "genders": GENDER_LABELS,
+            "auth_methods": AUTH_METHOD_LABELS, "roles": ROLE_LABELS, "scope": scope(),
+            "systems": joint_use_systems(session, tenant),
+            "staged": list(session.scalars(staged_of(scope(), tenant)))}
+
+
+# --- tenant selection and menu ----------------------------------------------------------------------
+
+@bp.route("/operators")
+@requires(Permission.MANAGE_IN_BUSINESS_IDS)
+def home() -> Any:
+    """市町村・任意団体選択: the tenants the user may manage, and the menus."""
+    s = scope()
+    tenants = list(get_session().scalars(visible_tenants(s)))
+    return render_template("operators/home.html", tenants=tenants, scope=s)
+
+
+@bp.route("/t/<code>/")
+@requires(Permission.MANAGE_OPERATORS)
+def tenant_menu(code: str) -> Any:
+    tenant = managed_tenant(get_session(), scope(), code)
+    return render_template("operators/menu.html", tenant=tenant)
+
+
+@bp.route("/t/<code>/operators")
+@requires(Permission.MANAGE_OPERATORS)
+def operator_list(code: str) -> Any:
+    """照会: the tenant's operators, filtered and paginated."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    text = request.args.get("q", "")[:100].strip()
+    status = request.args.get("status", "active")
+    query = operators_of(s, tenant)
+    if status == "active":
+        query = query.where(Operator.revoked_at.is_(None))
+    elif status == "revoked":
+        query = query.where(Operator.revoked_at.is_not(None))
+    if text:
+        query = query.where(or_(Operator.operator_id.contains(text, autoescape=True),
+                                Operator.name.contains(text, autoescape=True)))
+    per_page = current_app.config["PAGE_SIZE"]
+    page = page_arg()
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    operators = list(session.scalars(query.order_by(Operator.operator_id)
+                                     .offset((page - 1) * per_page).limit(per_page)))
+    return render_template("operators/list.html", tenant=tenant, operators=operators, total=total, page=page,
+                           pages=max(1, -(-total // per_page)), q=text, status=status)
+
+
+# --- registration: form, 登録対象リスト, 証明書発行 ------------------------------------------------
+
+@bp.route("/t/<code>/register", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def register(code: str) -> Any:
+    """オペレータ証明書発行 ①: enter an operator; 生成 makes a password, 登録 adds to the target list."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    if request.method == "GET":
+        return render_template("operators/register.html", **_form_context(tenant, {}), generated=None, error=None)
+    values = _form_data()
+    password = request.form.get("password", "")[:256]
+    if request.form.get("action") == "generate":
+        generated = generate_password()
+        return render_template("operators/register.html", **_form_context(tenant, values), generated=generated,
+                               error=None)
+    try:
+        unit_of_work(lambda: stage_operator(session, scope=s, tenant=tenant, data=OperatorData.from_mapping(values),
+                                            password=password, actor=current_actor()),
+                     failure=AuditAction.OPERATOR_REJECTED,
+                     target=f"operator:{tenant.code}/{values['operator_id'][:64]}")
+    except OpauthError as exc:
+        return render_template("operators/register.html", **_form_context(tenant, values), generated=None,
+                               error=exc.message), exc.status
+    flash(f"{values['operator_id']} を登録対象リストに追加しました。")
+    return redirect(url_for("operators_admin.register", code=tenant.code))
+
+
+@bp.route("/t/<code>/staged/<int:staged_id>/edit", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def staged_edit(code: str, staged_id: int) -> Any:
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    staged = get_staged(session, s, tenant, staged_id)
+    if request.method == "GET":
+        return render_template("operators/register.html", **_form_context(tenant, dict(staged.fields)),
+                               generated=None, error=None, editing=staged)
+    values = _form_data()
+    try:
+        unit_of_work(lambda: stage_operator(session, scope=s, tenant=tenant, data=OperatorData.from_mapping(values),
+                                            password=request.form.get("password", "")[:256],
+                                            actor=current_actor(), staged=staged),
+                     failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{tenant.code}/{staged.operator_id}")
+    except OpauthError as exc:
+        return render_template("operators/register.html", **_form_context(tenant, values), generated=None,
+                               error=exc.message, editing=staged), exc.status
+    return redirect(url_for("operators_admin.register", code=tenant.code))
+
+
+@bp.route("/t/<code>/staged/<int:staged_id>/delete", methods=["POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def staged_delete(code: str, staged_id: int) -> Any:
+    """選択データを削除する."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    staged = get_staged(session, s, tenant, staged_id)
+    unit_of_work(lambda: unstage(session, scope=s, tenant=tenant, staged=staged, actor=current_actor()),
+                 failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{tenant.code}/{staged.operator_id}")
+    return redirect(url_for("operators_admin.register", code=tenant.code))
+
+
+@bp.route("/t/<code>/staged/issue", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def staged_issue(code: str) -> Any:
+    """証明書発行: confirmation (GET), then register everyone on the list and show each PKCS#12 once."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    if request.method == "GET":
+        return render_template("operators/issue_confirm.html", tenant=tenant,
+                               staged=list(session.scalars(staged_of(s, tenant))))
+    results = unit_of_work(lambda: issue_staged(session, scope=s, settings=ca_settings(), tenant=tenant,
+                                                actor=current_actor()),
+                           failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
+    return _no_store(render_template("operators/issued.html", tenant=tenant, results=results, data_url=_data_url))
+
+
+def _no_store(body: str) -> Response:
+    response = Response(body, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"  # one-time secrets must not stay in caches
+    return response
+
+
+# --- one operator: 照会・修正, certificates, 失効 ---------------------------------------------------
+
+@bp.route("/t/<code>/operators/<operator_id>")
+@requires(Permission.MANAGE_OPERATORS)
+def operator_detail(code: str, operator_id: str) -> Any:
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    return render_template("operators/detail.html", tenant=tenant, operator=operator,
+                           certificates=operator_certificates(session, operator), genders=GENDER_LABELS,
+                           auth_methods=AUTH_METHOD_LABELS, roles=ROLE_LABELS)
+
+
+def _operator_values(operator: Operator) -> dict[str, Any]:
+    values: dict[str, Any] = {k: getattr(operator, k) for k in FORM_FIELDS
+                              if k not in ("in_business_id", "administers_business_id")}
+    values["business_ids"] = [b.business_id for b in operator.permitted_systems]
+    return values
+
+
+@bp.route("/t/<code>/operators/<operator_id>/edit", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def operator_edit(code: str, operator_id: str) -> Any:
+    """修正: a change of 許可業務 re-issues the certificates and revokes the old ones (superseded)."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    if request.method == "GET":
+        return render_template("operators/edit.html", **_form_context(tenant, _operator_values(operator)),
+                               operator=operator, error=None)
+    values = _form_data()
+    try:
+        result = unit_of_work(lambda: update_operator(
+            session, scope=s, settings=ca_settings(), operator=operator,
+            data=OperatorData.from_mapping(values, operator_id=operator.operator_id), actor=current_actor()),
+            failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{tenant.code}/{operator.operator_id}")
+    except OpauthError as exc:
+        return render_template("operators/edit.html", **_form_context(tenant, values), operator=operator,
+                               error=exc.message), exc.status
+    message = "操作者情報を更新しました。"
+    if result.reissued:
+        message += f" 許可業務の変更により証明書を {len(result.reissued)} 件再発行しました（旧証明書は失効）。"
+    flash(message)
+    return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
+
+
+@bp.route("/t/<code>/operators/<operator_id>/certificates/new", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def certificate_new(code: str, operator_id: str) -> Any:
+    """オペレータ証明書発行 for a registered operator: PKCS#12 (key made here) or from a CSR."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    if request.method == "GET":
+        return render_template("operators/certificate_new.html", tenant=tenant, operator=operator, error=None)
+    csr_bytes = None
+    if request.form.get("delivery") == "csr":
+        limit = current_app.config["MAX_CSR_BYTES"]
+        upload = request.files.get("csr")
+        csr_bytes = upload.stream.read(limit + 1) if upload is not None and upload.filename else b""
+    try:
+        issued = unit_of_work(lambda: issue_operator_certificate(
+            session, settings=ca_settings(), operator=operator, actor=current_actor(), csr_bytes=csr_bytes),
+            failure=AuditAction.ISSUANCE_REJECTED, target=f"operator:{tenant.code}/{operator.operator_id}")
+    except OpauthError as exc:
+        return render_template("operators/certificate_new.html", tenant=tenant, operator=operator,
+                               error=exc.message), exc.status
+    return _no_store(render_template("operators/issued.html", tenant=tenant, results=None, single=issued,
+                                     operator=operator, data_url=_data_url))
+
+
+@bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/<fmt>")
+@requires(Permission.MANAGE_OPERATORS)
+def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> Any:
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    for cert in operator_certificates(session, operator):
+        if cert.serial == serial.lower():
+            body, media_type, filename = export_certificate(session, cert, fmt)
+            return Response(body, mimetype=media_type,
+                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    raise NotFound("no such certificate for this operator")
+
+
+@bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/revoke", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
+    """オペレータ証明書失効 (with confirmation)."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    if request.method == "GET":
+        return render_template("operators/confirm.html", tenant=tenant,
+                               title="オペレータ証明書失効",
+                               message=f"証明書 {serial[:40]} を失効します。よろしいですか。",
+                               back=url_for("operators_admin.operator_detail", code=tenant.code,
+                                            operator_id=operator.operator_id))
+    try:
+        reason = RevocationReason(request.form.get("reason", "unspecified"))
+    except ValueError:
+        raise InvalidInput("unknown revocation reason") from None
+    unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial[:40],
+                                                     actor=current_actor(), reason=reason),
+                 failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
+    flash("証明書を失効しました。")
+    return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
+
+
+@bp.route("/t/<code>/operators/<operator_id>/revoke", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def operator_revoke(code: str, operator_id: str) -> Any:
+    """操作者失効 (with confirmation): no login anywhere, certificates revoked, biometrics removed."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    if request.method == "GET":
+        return render_template(
+            "operators/confirm.html", tenant=tenant, title="操作者失効",
+            message=(f"{operator.operator_id}（{operator.name}）を失効します。ログインできなくなり、"
+                     "すべてのオペレータ証明書が失効し、生体情報が削除されます。よろしいですか。"),
+            back=url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
+    result = unit_of_work(lambda: revoke_operator(session, scope=s, operator=operator, actor=current_actor()),
+                          failure=AuditAction.OPERATOR_REJECTED,
+                          target=f"operator:{tenant.code}/{operator.operator_id}")
+    flash(f"{operator.operator_id} を失効しました（証明書 {len(result.certificates)} 件失効）。")
+    return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
+
+
+# --- 一括登録 (CSV), 出力, パスワード一括変更 ------------------------------------------------------
+
+@bp.route("/t/<code>/import/template.csv")
+@requires(Permission.MANAGE_OPERATORS)
+def import_template(code: str) -> Any:
+    tenant = managed_tenant(get_session(), scope(), code)
+    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
+    return Response(csv_io.template_csv(encoding), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="operators-template-{tenant.code}.csv"'})
+
+
+@bp.route("/t/<code>/import", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def import_csv(code: str) -> Any:
+    """一括登録 / 操作者情報の移行: validate every row, then write in chunks while streaming progress."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    if request.method == "GET":
+        return render_template("operators/import.html", tenant=tenant, error=None)
+    actor = current_actor()
+    drop = request.form.get("drop_unpermitted") == "1"
+    try:
+        def validate() -> list[csv_io.ImportRow]:
+            upload = request.files.get("file")
+            if upload is None or not upload.filename:
+                raise InvalidInput("choose the CSV file to import")
+            return csv_io.validate(session, tenant=tenant, text=csv_io.decode(upload.stream.read()),
+                                   drop_unpermitted=drop)
+
+        rows = unit_of_work(validate, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
+    except OpauthError as exc:
+        return render_template("operators/import.html", tenant=tenant, error=exc.message), exc.status
+
+    def stream() -> Iterator[str]:
+        yield render_template("operators/import_progress_head.html", tenant=tenant, total=len(rows))
+        try:
+            for progress in csv_io.import_operators(session, scope=s, tenant=tenant, rows=rows, actor=actor):
+                if progress.finished:
+                    session.commit()
+                    yield (f'<p class="notice" id="done">{progress.done} 件を登録しました。</p>'
+                           f'<p><a href="{url_for("operators_admin.operator_list", code=tenant.code)}">'
+                           "操作者一覧へ</a></p>")
+                else:
+                    yield f'<p><progress value="{progress.done}" max="{progress.total}"></progress> ' \
+                          f"{progress.done} / {progress.total}</p>\n"
+        except Exception as exc:  # nothing of the import stays; say so on the page already sent
+            session.rollback()
+            current_app.logger.exception("CSV import failed")
+            record_event_separately(new_session, action=AuditAction.OPERATOR_REJECTED, actor=actor,
+                                    result=AuditResult.FAILURE, target=f"tenant:{tenant.code}",
+                                    detail={"reason": type(exc).__name__})
+            yield ('<p class="error" id="failed">登録に失敗しました。何も登録されていません。'
+                   f"({escape(type(exc).__name__)})</p>")
+        yield "</main></body></html>"
+
+    return Response(stream_with_context(stream()), mimetype="text/html")
+
+
+@bp.route("/t/<code>/export", methods=["GET"])
+@requires(Permission.MANAGE_OPERATORS)
+def export(code: str) -> Any:
+    """オペレータ情報出力: filter form (GET without ``download``) or the CSV."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    filters = {k: request.args.get(k, "")[:200] for k in csv_io.EXPORT_FILTERS}
+    if request.args.get("download") != "1":
+        return render_template("operators/export.html", tenant=tenant, filters=filters, labels=LABELS)
+    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
+    body = unit_of_work(lambda: csv_io.export_csv(session, scope=s, tenant=tenant, filters=filters,
+                                                  actor=current_actor(), encoding=encoding),
+                        failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
+    return Response(body, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="operators-{tenant.code}.csv"'})
+
+
+@bp.route("/t/<code>/passwords", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def passwords(code: str) -> Any:
+    """パスワード一括変更: choose operators; the new passwords come back once, as a CSV download."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    if request.method == "GET":
+        per_page = current_app.config["PAGE_SIZE"]
+        page = page_arg()
+        query = operators_of(s, tenant).where(Operator.revoked_at.is_(None))
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        operators = list(session.scalars(query.order_by(Operator.operator_id)
+                                         .offset((page - 1) * per_page).limit(per_page)))
+        return render_template("operators/passwords.html", tenant=tenant, operators=operators, page=page,
+                               pages=max(1, -(-total // per_page)))
+    ids = [i[:64] for i in request.form.getlist("operator_ids")[:500]]
+
+    def work() -> bytes:
+        chosen = [managed_operator(session, s, tenant, i) for i in ids]
+        results = bulk_change_passwords(session, scope=s, tenant=tenant, operators=chosen, actor=current_actor())
+        lines = ["オペレータID,パスワード"] + [f"{o.operator_id},{p}" for o, p in results]
+        return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    body = unit_of_work(work, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
+    return Response(body, mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="passwords-{tenant.code}.csv"', "Cache-Control": "no-store"})
