@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -194,7 +194,7 @@ def revoked_entries(session: Session, authority_id: int, *, alive_at: datetime) 
             .where(Certificate.authority_id == authority_id, Certificate.revoked_at.is_not(None),
                    Certificate.not_after > alive_at)
             .execution_options(yield_per=STREAM_BATCH))
-    yield from session.execute(stmt).tuples()
+    yield from cast(Iterable[Entry], session.execute(stmt))  # rows unpack like tuples
 
 
 def issue_crl(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Crl:

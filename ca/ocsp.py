@@ -183,8 +183,7 @@ def _issuer_hashes(authority_id: int, cert_der: bytes) -> dict[str, tuple[bytes,
 
 def find_authority(session: Session, algorithm: str, name_hash: bytes, key_hash: bytes) -> CertificateAuthority | None:
     """The CA whose name and key hashes the CertID carries, if it is one of ours."""
-    for authority_id, cert_der in session.execute(
-            select(CertificateAuthority.id, CertificateAuthority.cert_der)).tuples():
+    for authority_id, cert_der in session.execute(select(CertificateAuthority.id, CertificateAuthority.cert_der)):
         hashes_ = _issuer_hashes(authority_id, cert_der).get(algorithm)
         if hashes_ is not None and secrets.compare_digest(hashes_[0], name_hash) \
                 and secrets.compare_digest(hashes_[1], key_hash):

@@ -66,15 +66,18 @@ def revoke(
     actor: Actor,
     invalidity_date: datetime | None = None,
 ) -> Certificate:
-    """Revoke ``certificate`` now with ``reason``; ``Conflict`` if it is already revoked or on hold.
+    """Revoke ``certificate`` now with ``reason``; ``Conflict`` if it is already revoked.
 
-    A held certificate must be released before it can be revoked for good; this
-    keeps "revoking twice" one clear error instead of a silent reason change.
+    The one allowed change of a revoked certificate: a certificateHold may be made
+    final with any other reason (RFC 5280 3.3). Holding a held certificate again, or
+    revoking a finally revoked one, is a ``Conflict`` and changes nothing.
     """
-    if certificate.revoked_at is not None:
-        state = "on hold" if certificate.revocation_reason is RevocationReason.CERTIFICATE_HOLD else "revoked"
+    held = certificate.revocation_reason is RevocationReason.CERTIFICATE_HOLD
+    if certificate.revoked_at is not None and (not held or reason is RevocationReason.CERTIFICATE_HOLD):
+        state = "on hold" if held else "revoked"
         raise Conflict(f"certificate {certificate.serial} is already {state} "
                        f"({certificate.revocation_reason}, {certificate.revoked_at:%Y-%m-%d %H:%M:%S} UTC)")
+    was_held_since = certificate.revoked_at
     if certificate.profile is CertificateProfile.ROOT_CA:
         raise Conflict("a root CA certificate cannot be revoked; remove it from the trust stores instead")
     now = utcnow()
@@ -93,6 +96,7 @@ def revoke(
                  target=f"certificate:{certificate.serial}",
                  detail={"reason": reason.value, "profile": str(certificate.profile),
                          "subject": certificate.subject,
+                         "held_since": was_held_since.isoformat() if was_held_since else None,
                          "invalidity_date": certificate.invalidity_date.isoformat()
                          if certificate.invalidity_date else None})
     return certificate
