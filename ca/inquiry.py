@@ -147,3 +147,29 @@ def chain_for(session: Session, cert: Certificate) -> list[x509.Certificate]:
             chain.append(x509.load_der_x509_certificate(ca.cert_der))
         ca = ca.parent
     return chain
+
+
+def expiring_certificates(session: Session, *, within_days: int,
+                          business_system_ids: list[int] | None = None) -> list[Certificate]:
+    """Unrevoked business server and SSL certificates that expire within ``within_days`` (soonest first).
+
+    ``business_system_ids`` limits the list to those systems (a business system administrator's view);
+    None means every business system.
+    """
+    from datetime import timedelta
+
+    from sqlalchemy import exists
+    from sqlalchemy.orm import aliased
+
+    successor = aliased(Certificate)
+    now = utcnow()
+    query = select(Certificate).where(
+        ~exists().where(successor.replaces_id == Certificate.id),  # already re-issued: nothing to warn about
+        Certificate.profile.in_((CertificateProfile.BUSINESS_SERVER, CertificateProfile.TLS)),
+        Certificate.business_system_id.is_not(None),
+        Certificate.revoked_at.is_(None),
+        Certificate.not_after >= now,
+        Certificate.not_after <= now + timedelta(days=within_days))
+    if business_system_ids is not None:
+        query = query.where(Certificate.business_system_id.in_(business_system_ids))
+    return list(session.scalars(query.order_by(Certificate.not_after).limit(200)))

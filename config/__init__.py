@@ -109,6 +109,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PAGE_SIZE", _int, 50, "Rows per page in lists (web UI and API)."),
     Setting("SESSION_COOKIE_SECURE", _bool, True,
             "Send the session cookie over HTTPS only."),
+    Setting("TRUSTED_PROXIES", str, "",
+            "Comma-separated addresses/networks of reverse proxies (nginx) whose X-SSL-Client-Cert header is "
+            "believed. Empty: the header is ignored from everyone; gunicorn's own TLS peer certificate is used."),
+    Setting("CERT_EXPIRY_WARNING_DAYS", _int, 30,
+            "Certificates expiring within this many days are listed as warnings for administrators."),
+    Setting("SERVE_TLS", _bool, True,
+            "gunicorn terminates TLS itself (make run). false: plain HTTP for a TLS proxy in front "
+            "(bind it to loopback and set TRUSTED_PROXIES)."),
     Setting("BIND", str, "0.0.0.0:8443", "Address gunicorn listens on (make run)."),
     Setting("WORKERS", _int, 2, "gunicorn worker processes."),
 )

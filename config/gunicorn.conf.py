@@ -24,9 +24,10 @@ bind = [_settings["BIND"]]
 workers = _settings["WORKERS"]
 worker_class = "gthread"
 threads = 4
-certfile = str(_paths["cert"])
-keyfile = str(_paths["key"])
-ca_certs = str(_paths["ca"])
+if _settings["SERVE_TLS"]:
+    certfile = str(_paths["cert"])
+    keyfile = str(_paths["key"])
+    ca_certs = str(_paths["ca"])
 accesslog = "-"
 errorlog = "-"
 control_socket_disable = True

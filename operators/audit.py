@@ -71,6 +71,9 @@ class AuditAction(enum.StrEnum):
     BIO_CLONE_SUSPECTED = "bio.clone_suspected"
     BIO_ENROLMENT_CODE_ISSUED = "bio.enrolment_code_issued"
     BIO_ENROLMENT_CODE_REDEEMED = "bio.enrolment_code_redeemed"
+    # Mutual TLS (issue 7)
+    CLIENT_CERT_REFUSED = "mtls.client_certificate_refused"
+    OPERATOR_CERT_MISMATCH = "mtls.operator_certificate_mismatch"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ class Permission(enum.StrEnum):
     UNLOCK_OPERATORS = "operators.unlock"  # lift a login lock
     # Revocation (issue 4)
     REVOKE_CERTIFICATES = "certificates.revoke"  # 失効, 保留解除 (certificateHold release)
+    # Mutual TLS (issue 7)
+    MANAGE_TLS_CERTIFICATES = "tls_certificates.manage"  # SSL通信証明書: 発行・削除・照会・再発行
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

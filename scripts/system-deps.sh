@@ -2,11 +2,11 @@
 # Installs the system packages the test suite drives (openssl, curl; later nginx, chromium).
 # Runs apt-get only when something is missing, and only as root (CI and these machines run as root).
 set -euo pipefail
-packages=(openssl curl)
-commands=(openssl curl)
+packages=(openssl curl nginx)
+commands=(openssl curl nginx)
 missing=()
 for i in "${!commands[@]}"; do
-  command -v "${commands[$i]}" >/dev/null 2>&1 || missing+=("${packages[$i]}")
+  command -v "${commands[$i]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${commands[$i]}" ] || missing+=("${packages[$i]}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

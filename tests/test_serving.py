@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import BUSINESS, make_csr, run
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _env(instance: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPAUTH_")}
-    env.update(OPAUTH_INSTANCE_DIR=str(instance), **extra)
-    return env
-
-
-def _flask(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "flask"), "--app", "app", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+from tests.servers import flask_cli, free_port, gunicorn, instance_env
 
 
 @pytest.fixture(scope="module")
@@ -43,34 +18,21 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_init(instance: Path) -> str:
-    result = _flask(_env(instance), "init")
+    result = flask_cli(instance_env(instance), "init")
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 @pytest.fixture(scope="module")
 def server(instance: Path, first_init: str) -> Iterator[str]:
-    port = _free_port()
-    env = _env(instance, OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="1")
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gunicorn exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield f"https://localhost:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    port = free_port()
+    with gunicorn(instance_env(instance), port):
+        yield f"https://localhost:{port}"
 
 
 def test_first_init_prints_the_one_time_password_once(instance: Path, first_init: str) -> None:
     assert "password:" in first_init and "CA hierarchy created" in first_init
-    again = _flask(_env(instance), "init")
+    again = flask_cli(instance_env(instance), "init")
     assert again.returncode == 0, again.stderr
     assert "already present: reused" in again.stdout and "password:" not in again.stdout
     keys = sorted(p.name for p in (instance / "keys").iterdir())
@@ -100,27 +62,27 @@ def test_old_tls_versions_are_refused(instance: Path, server: str) -> None:
 
 def test_cli_issues_lists_and_shows_a_business_server_certificate(instance: Path, first_init: str,
                                                                     tmp_path: Path) -> None:
-    env = _env(instance)
+    env = instance_env(instance)
     csr = tmp_path / "certreq.pem"
     csr.write_bytes(make_csr())
     out = tmp_path / "cert.pem"
     args = ["cert", "issue-business-server", "--csr", csr, "--out", out, "--format", "chain.pem"]
     for field, value in BUSINESS.items():
         args += [f"--{field.replace('_', '-')}", value]
-    result = _flask(env, *args)
+    result = flask_cli(env, *args)
     assert result.returncode == 0, result.stderr
     serial = result.stderr.split("issued serial ")[1].split()[0]
     verify = run("openssl", "verify", "-CAfile", instance / "tls" / "ca-bundle.pem", "-untrusted", out, out)
     assert verify.returncode == 0, verify.stderr
-    listing = _flask(env, "cert", "list", "--profile", "business_server")
+    listing = flask_cli(env, "cert", "list", "--profile", "business_server")
     assert serial in listing.stdout
-    shown = _flask(env, "cert", "show", serial)
+    shown = flask_cli(env, "cert", "show", serial)
     assert shown.returncode == 0 and "BEGIN CERTIFICATE" in shown.stdout
-    assert _flask(env, "business-system", "list").stdout.startswith("05\t")
+    assert flask_cli(env, "business-system", "list").stdout.startswith("05\t")
     bad = tmp_path / "bad.csr"
     bad.write_bytes(b"junk")
     args[args.index(csr)] = bad
-    refused = _flask(env, *args)
+    refused = flask_cli(env, *args)
     assert refused.returncode == 2 and "error: not a CSR" in refused.stderr
-    assert _flask(env, "cert", "show", "ffff").returncode == 2
-    assert _flask(env, "audit", "verify").stdout.startswith("audit chain OK")
+    assert flask_cli(env, "cert", "show", "ffff").returncode == 2
+    assert flask_cli(env, "audit", "verify").stdout.startswith("audit chain OK")

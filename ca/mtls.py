@@ -1,0 +1,167 @@
+"""Mutual TLS: the one place that reads, validates and binds client certificates.
+
+Where the certificate comes from:
+- gunicorn terminating TLS (``make run``): the verified peer certificate of the
+  connection, ``request.environ["gunicorn.socket"].getpeercert(binary_form=True)``.
+- nginx in front (``config/nginx.conf``): the ``X-SSL-Client-Cert`` header
+  (``$ssl_client_escaped_cert``), believed **only** when the TCP peer is one of
+  ``OPAUTH_TRUSTED_PROXIES``; from anyone else the header is ignored.
+
+What makes it acceptable: a chain to our CA, within validity, not revoked
+according to our own database (read per request: no staleness), with the EKU the
+route needs, and recorded in our certificate table. Every refusal is audited.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from flask import current_app, g, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ca.authority import CaSettings
+from ca.errors import OpauthError
+from ca.models import Certificate, CertificateProfile
+from ca.validation import validate_chain
+from db import get_session, new_session
+from operators.audit import Actor, AuditAction, record_event_separately
+from operators.models import AuditResult, OperatorCertificate
+
+CLIENT_CERT_HEADER = "X-SSL-Client-Cert"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ClientCertRefused(OpauthError):
+    """The presented client certificate (or its absence) does not satisfy the route."""
+
+    status = 403
+    code = "client_certificate_refused"
+
+
+class Purpose(enum.StrEnum):
+    """What a client certificate is used for; decides the EKU and the binding required."""
+
+    BUSINESS_CLIENT = "business_client"  # a business server calling /api/v1/business/...
+    OPERATOR = "operator"  # a biometric operator's terminal
+
+
+_EKU = {Purpose.BUSINESS_CLIENT: "client_auth", Purpose.OPERATOR: "client_auth"}
+_PROFILES = {Purpose.BUSINESS_CLIENT: (CertificateProfile.TLS,),
+             Purpose.OPERATOR: (CertificateProfile.OPERATOR,)}
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """An accepted client certificate and what it is bound to."""
+
+    certificate_id: int
+    serial: str
+    fingerprint_sha256: str
+    profile: CertificateProfile
+    business_system_id: int | None
+    tenant_id: int | None
+    operator_pk: int | None
+
+
+def trusted_proxies(config: dict[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(p.strip(), strict=False)
+            for p in str(config.get("TRUSTED_PROXIES", "")).split(",") if p.strip()]
+
+
+def _from_trusted_proxy() -> bool:
+    try:
+        peer = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False
+    return any(peer in net for net in trusted_proxies(current_app.config))
+
+
+def presented_certificate() -> bytes | None:
+    """DER of the client certificate of this request, or None; the header counts only from a trusted proxy."""
+    if _from_trusted_proxy():
+        header = request.headers.get(CLIENT_CERT_HEADER, "")
+        if not header:
+            return None
+        try:
+            cert = x509.load_pem_x509_certificate(unquote(header).encode())
+        except ValueError:
+            raise ClientCertRefused("the forwarded client certificate is malformed") from None
+        return cert.public_bytes(serialization.Encoding.DER)
+    sock = request.environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    der = getpeercert(binary_form=True)
+    return bytes(der) if der else None
+
+
+def _check(session: Session, settings: CaSettings, *, der: bytes, purpose: Purpose) -> ClientIdentity:
+    fingerprint = hashlib.sha256(der).hexdigest()
+    row = session.scalar(select(Certificate).where(Certificate.fingerprint_sha256 == fingerprint))
+    if row is None:
+        raise ClientCertRefused("the client certificate was not issued by this system")
+    if row.revoked_at is not None:  # the database is the freshest source: no CRL or cache lag
+        raise ClientCertRefused("the client certificate is revoked")
+    if row.profile not in _PROFILES[purpose]:
+        raise ClientCertRefused(f"a {row.profile} certificate cannot be used here")
+    result = validate_chain(session, settings, leaf_der=der, required_eku={_EKU[purpose]},
+                            key_usage={"digital_signature"})
+    if not result.valid:
+        raise ClientCertRefused(f"the client certificate is not acceptable ({result.reason}): {result.message}")
+    operator_pk = None
+    if purpose is Purpose.BUSINESS_CLIENT and row.business_system_id is None:
+        raise ClientCertRefused("the client certificate is not bound to a registered business system")
+    if purpose is Purpose.OPERATOR:
+        operator_pk = session.scalar(select(OperatorCertificate.operator_id).where(
+            OperatorCertificate.certificate_id == row.id))
+        if operator_pk is None:
+            raise ClientCertRefused("the client certificate does not belong to an operator")
+    return ClientIdentity(certificate_id=row.id, serial=row.serial, fingerprint_sha256=fingerprint,
+                          profile=row.profile, business_system_id=row.business_system_id,
+                          tenant_id=row.tenant_id, operator_pk=operator_pk)
+
+
+def authenticate_client(*, purpose: Purpose) -> ClientIdentity:
+    """The identity of this request's client certificate for ``purpose``; audits and raises on refusal."""
+    try:
+        der = presented_certificate()
+        if der is None:
+            raise ClientCertRefused("a client certificate issued by this system is required")
+        return _check(get_session(), CaSettings.from_config(current_app.config), der=der, purpose=purpose)
+    except ClientCertRefused as exc:
+        record_event_separately(
+            new_session, action=AuditAction.CLIENT_CERT_REFUSED,
+            actor=Actor(name="tls-client", source=request.remote_addr or ""), result=AuditResult.FAILURE,
+            target=request.path, detail={"reason": exc.message, "purpose": str(purpose)})
+        raise
+
+
+def requires_client_certificate(purpose: Purpose) -> Callable[[F], F]:
+    """Guard a machine route: the view runs only for an accepted certificate (``g.client``)."""
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                g.client = authenticate_client(purpose=purpose)
+            except ClientCertRefused as exc:
+                return jsonify(error=exc.code, message=exc.message), exc.status
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator
+
+
+__all__: Sequence[str] = ("ClientCertRefused", "ClientIdentity", "Purpose", "authenticate_client",
+                          "presented_certificate", "requires_client_certificate")

@@ -1,0 +1,116 @@
+"""CLI for SSL通信証明書: `flask --app app ssl issue|list|delete|reissue`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from ca.authority import CaSettings
+from ca.cli import cli_actor
+from ca.errors import OpauthError
+from ca.tls_certs import (
+    IssuedTlsCertificate,
+    TlsCertificateData,
+    delete_tls_certificate,
+    issue_tls_certificate,
+    reissue_tls_certificate,
+    tls_certificates,
+)
+from db import get_session, new_session
+from operators.audit import AuditAction, audited_unit_of_work
+from operators.tenancy import Scope
+
+ssl_group = AppGroup("ssl", help="SSL通信証明書: issue, list, delete, reissue.")
+
+# The CLI runs on the server with its operator's full authority (like `init`).
+CLI_SCOPE = Scope(actor_id=0, actor_name="cli", tenant_id=0, all_tenants=True, manages_operators=True,
+                  business_system_id=None)
+
+
+def _deliver(issued: IssuedTlsCertificate, out: Path | None, p12_out: Path | None) -> None:
+    cert = issued.certificate
+    click.echo(f"issued serial {cert.serial} for {cert.subject}", err=True)
+    from ca.inquiry import export_certificate
+
+    body, _media, _name = export_certificate(get_session(), cert, "chain.pem")
+    if out is not None:
+        out.write_bytes(body)
+    else:
+        click.echo(body.decode())
+    if issued.pkcs12 is not None:
+        target = p12_out or Path(issued.pkcs12.filename)
+        target.write_bytes(issued.pkcs12.data)
+        target.chmod(0o600)
+        click.echo(f"PKCS#12 written to {target}; its password (shown once): {issued.pkcs12.password}", err=True)
+
+
+def _run(work: object, target: str) -> object:
+    try:
+        return audited_unit_of_work(get_session(), new_session, work=work,  # type: ignore[arg-type]
+                                    failure_action=AuditAction.ISSUANCE_REJECTED, actor=cli_actor(), target=target)
+    except OpauthError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
+
+
+@ssl_group.command("issue")
+@click.option("--tenant", required=True, help="tenant code (市町村・任意団体)")
+@click.option("--business-id", default="", help="bind to this business system (業務ID)")
+@click.option("--terminal", default="", help="or bind to this terminal (端末名)")
+@click.option("--host", "hosts", multiple=True, required=True, help="host name or IP for the SAN (repeatable)")
+@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSR file; without it a key is generated and written as PKCS#12")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="certificate chain (PEM) here")
+@click.option("--p12-out", type=click.Path(dir_okay=False, path_type=Path), help="PKCS#12 here")
+def issue(tenant: str, business_id: str, terminal: str, hosts: tuple[str, ...], csr_path: Path | None,
+          out: Path | None, p12_out: Path | None) -> None:
+    """SSL通信証明書発行."""
+    settings = CaSettings.from_config(current_app.config)
+    csr = csr_path.read_bytes()[: settings.config["MAX_CSR_BYTES"] + 1] if csr_path else None
+    data = {"tenant": tenant, "business_id": business_id, "terminal": terminal, "hosts": list(hosts)}
+    issued = _run(lambda: issue_tls_certificate(get_session(), settings=settings, scope=CLI_SCOPE,
+                                                data=TlsCertificateData.from_mapping(data), csr_bytes=csr,
+                                                actor=cli_actor()), "ssl_certificate")
+    assert isinstance(issued, IssuedTlsCertificate)
+    _deliver(issued, out, p12_out)
+
+
+@ssl_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="include deleted (revoked) certificates")
+def list_command(show_all: bool) -> None:
+    """照会: the active SSL communication certificates."""
+    for c in tls_certificates(get_session(), scope=CLI_SCOPE, active_only=not show_all):
+        binding = c.business_system.business_id if c.business_system else (c.details or {}).get("terminal", "")
+        click.echo(f"{c.serial}\t{c.status}\t{c.not_after:%Y-%m-%d}\t{binding}\t{c.subject}")
+
+
+@ssl_group.command("delete")
+@click.argument("serial")
+def delete(serial: str) -> None:
+    """削除: revoke (cessationOfOperation)."""
+    _run(lambda: delete_tls_certificate(get_session(), scope=CLI_SCOPE, serial=serial, actor=cli_actor()),
+         f"certificate:{serial[:40]}")
+    click.echo(f"deleted (revoked) {serial}")
+
+
+@ssl_group.command("reissue")
+@click.argument("serial")
+@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--p12-out", type=click.Path(dir_okay=False, path_type=Path))
+def reissue(serial: str, csr_path: Path | None, out: Path | None, p12_out: Path | None) -> None:
+    """再発行: new certificate with the same binding; the old one is revoked as superseded."""
+    settings = CaSettings.from_config(current_app.config)
+    csr = csr_path.read_bytes()[: settings.config["MAX_CSR_BYTES"] + 1] if csr_path else None
+    issued = _run(lambda: reissue_tls_certificate(get_session(), settings=settings, scope=CLI_SCOPE, serial=serial,
+                                                  csr_bytes=csr, actor=cli_actor()), f"certificate:{serial[:40]}")
+    assert isinstance(issued, IssuedTlsCertificate)
+    _deliver(issued, out, p12_out)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(ssl_group)
