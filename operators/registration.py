@@ -133,7 +133,7 @@ def register_operator(session: Session, *, scope: Scope, tenant: Tenant, data: O
     administers = check_role(session, scope, tenant, data)
     systems = permitted_systems(session, tenant, data.business_ids)
     _ensure_new_operator_id(session, tenant, data.operator_id)
-    operator = Operator(tenant_id=tenant.id, operator_id=data.operator_id, name=data.name,
+    operator = Operator(tenant_id=tenant.id, operator_id=data.operator_id, name=data.name, role=data.role,
                         password_hash=password_hash, must_change_password=True, tenant=tenant)
     session.add(operator)
     session.flush()
