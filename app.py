@@ -77,9 +77,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     operators_cli.init_app(app)
     csrf.exempt(api.bp)  # machine clients authenticate each request; no ambient cookies
     csrf.exempt(pki_views.bp)
-    from ca import tls_api, tls_cli
+    from ca import tls_api, tls_cli, tls_views
 
     app.register_blueprint(tls_api.bp)
+    app.register_blueprint(tls_views.bp)
+    app.add_template_global(tls_views.expiry_warnings)
     tls_cli.init_app(app)
     csrf.exempt(tls_api.bp)  # HTTP Basic or a client certificate on every request
     cli.init_app(app)

@@ -25,13 +25,14 @@ class Permission(enum.StrEnum):
     REVOKE_CERTIFICATES = "certificates.revoke"  # 失効, 保留解除 (certificateHold release)
     # Mutual TLS (issue 7)
     MANAGE_TLS_CERTIFICATES = "tls_certificates.manage"  # SSL通信証明書: 発行・削除・照会・再発行
+    VIEW_CERTIFICATE_EXPIRY = "certificates.expiry"  # expiring certificates of (administered) business systems
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SYSTEM_ADMIN: frozenset(Permission),
     Role.TENANT_MANAGER: frozenset({Permission.MANAGE_OPERATORS, Permission.MANAGE_IN_BUSINESS_IDS,
                                     Permission.MANAGE_BIOMETRICS}),
-    Role.BUSINESS_ADMIN: frozenset({Permission.MANAGE_IN_BUSINESS_IDS}),
+    Role.BUSINESS_ADMIN: frozenset({Permission.MANAGE_IN_BUSINESS_IDS, Permission.VIEW_CERTIFICATE_EXPIRY}),
     Role.OPERATOR: frozenset(),
 }
 

@@ -1,0 +1,155 @@
+"""Web UI for SSL通信証明書 (発行・削除・照会・再発行) and certificate expiry warnings."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from werkzeug.datastructures import FileStorage
+
+from ca.errors import InvalidCsr, OpauthError
+from ca.inquiry import expiring_certificates
+from ca.tls_certs import (
+    IssuedTlsCertificate,
+    TlsCertificateData,
+    delete_tls_certificate,
+    get_tls_certificate,
+    issue_tls_certificate,
+    reissue_tls_certificate,
+    tls_certificates,
+)
+from ca.views import ca_settings
+from db import get_session, new_session
+from operators.audit import AuditAction, audited_unit_of_work
+from operators.auth import current_actor, current_operator, requires
+from operators.business_systems import list_business_systems
+from operators.permissions import Permission
+from operators.tenancy import Scope, administered_systems, scope_of, visible_tenants
+
+bp = Blueprint("tls_admin", __name__, url_prefix="/admin")
+
+
+def _scope() -> Scope:
+    operator = current_operator()
+    assert operator is not None  # guaranteed by @requires
+    return scope_of(operator)
+
+
+def _optional_csr(upload: FileStorage | None) -> bytes | None:
+    """The uploaded CSR, or None when no file was chosen (then the key is generated here)."""
+    if upload is None or not upload.filename:
+        return None
+    limit = current_app.config["MAX_CSR_BYTES"]
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidCsr(f"the CSR is too large (at most {limit} bytes)")
+    return data
+
+
+def _issued_page(issued: IssuedTlsCertificate) -> Any:
+    """The result page; a generated PKCS#12 is embedded once and never stored."""
+    p12 = None
+    if issued.pkcs12 is not None:
+        p12 = {"filename": issued.pkcs12.filename, "password": issued.pkcs12.password,
+               "data": base64.b64encode(issued.pkcs12.data).decode()}
+    response = current_app.make_response(render_template("ca/ssl_issued.html", cert=issued.certificate, p12=p12))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _form(error: str | None = None, values: dict[str, str] | None = None, status: int = 200) -> Any:
+    session = get_session()
+    return render_template("ca/ssl_form.html", error=error, values=values or {},
+                           tenants=list(session.scalars(visible_tenants(_scope()))),
+                           systems=list_business_systems(session)), status
+
+
+@bp.route("/ssl-certificates")
+@requires(Permission.MANAGE_TLS_CERTIFICATES)
+def ssl_list() -> Any:
+    """照会: the active list, or every certificate with ?all=1."""
+    show_all = request.args.get("all") == "1"
+    return render_template("ca/ssl_list.html", certs=tls_certificates(get_session(), scope=_scope(),
+                                                                       active_only=not show_all),
+                           show_all=show_all)
+
+
+@bp.route("/ssl-certificates/new", methods=["GET", "POST"])
+@requires(Permission.MANAGE_TLS_CERTIFICATES)
+def ssl_new() -> Any:
+    """発行: tenant, business system or terminal, host names; a CSR or a key generated here."""
+    if request.method == "GET":
+        return _form()
+    values = {k: request.form.get(k, "") for k in ("tenant", "business_id", "terminal", "hosts")}
+    session, actor = get_session(), current_actor()
+    try:
+        issued = audited_unit_of_work(
+            session, new_session, failure_action=AuditAction.ISSUANCE_REJECTED, actor=actor,
+            target="ssl_certificate",
+            work=lambda: issue_tls_certificate(session, settings=ca_settings(), scope=_scope(),
+                                               data=TlsCertificateData.from_mapping(values),
+                                               csr_bytes=_optional_csr(request.files.get("csr")), actor=actor))
+    except OpauthError as exc:
+        return _form(exc.message, values, exc.status)
+    return _issued_page(issued)
+
+
+@bp.route("/ssl-certificates/<serial>/delete", methods=["GET", "POST"])
+@requires(Permission.MANAGE_TLS_CERTIFICATES)
+def ssl_delete(serial: str) -> Any:
+    """削除, after a confirmation page."""
+    session, actor = get_session(), current_actor()
+    cert = get_tls_certificate(session, scope=_scope(), serial=serial)
+    if request.method == "GET":
+        return render_template("ca/ssl_confirm.html", cert=cert, action="delete")
+    audited_unit_of_work(session, new_session, failure_action=AuditAction.REVOCATION_REJECTED, actor=actor,
+                         target=f"certificate:{cert.serial}",
+                         work=lambda: delete_tls_certificate(session, scope=_scope(), serial=serial, actor=actor))
+    return redirect(url_for("tls_admin.ssl_list"))
+
+
+@bp.route("/ssl-certificates/<serial>/reissue", methods=["GET", "POST"])
+@requires(Permission.MANAGE_TLS_CERTIFICATES)
+def ssl_reissue(serial: str) -> Any:
+    """再発行, after a confirmation page (optionally with a new CSR)."""
+    session, actor = get_session(), current_actor()
+    cert = get_tls_certificate(session, scope=_scope(), serial=serial)
+    if request.method == "GET":
+        return render_template("ca/ssl_confirm.html", cert=cert, action="reissue")
+    try:
+        issued = audited_unit_of_work(
+            session, new_session, failure_action=AuditAction.ISSUANCE_REJECTED, actor=actor,
+            target=f"certificate:{cert.serial}",
+            work=lambda: reissue_tls_certificate(session, settings=ca_settings(), scope=_scope(), serial=serial,
+                                                 csr_bytes=_optional_csr(request.files.get("csr")), actor=actor))
+    except OpauthError as exc:
+        return render_template("ca/ssl_confirm.html", cert=cert, action="reissue", error=exc.message), exc.status
+    return _issued_page(issued)
+
+
+@bp.route("/certificate-expiry")
+@requires(Permission.VIEW_CERTIFICATE_EXPIRY)
+def expiry() -> Any:
+    """Certificates of business systems expiring soon: all for system administrators,
+    the administered system's for a business system administrator."""
+    session = get_session()
+    scope = _scope()
+    ids = None if scope.all_tenants else [s.id for s in administered_systems(session, scope)]
+    days = current_app.config["CERT_EXPIRY_WARNING_DAYS"]
+    return render_template("ca/expiry.html", certs=expiring_certificates(session, within_days=days,
+                                                                        business_system_ids=ids), days=days)
+
+
+def expiry_warnings() -> list[Any]:
+    """For menus: the expiring certificates the current user is responsible for (empty when none)."""
+    operator = current_operator()
+    if operator is None:
+        return []
+    scope = scope_of(operator)
+    session = get_session()
+    if not scope.all_tenants and scope.business_system_id is None:
+        return []
+    ids = None if scope.all_tenants else [s.id for s in administered_systems(session, scope)]
+    return expiring_certificates(session, within_days=current_app.config["CERT_EXPIRY_WARNING_DAYS"],
+                                 business_system_ids=ids)

@@ -1,0 +1,132 @@
+"""SSL通信証明書 through the API and the web UI: issue (CSR or generated key), delete, reissue, tenancy."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from db import get_session
+from operators.models import AuditEvent
+from tests.conftest import csrf_token
+from tests.helpers import BUSINESS, make_csr, run
+
+
+def _system(api: FlaskClient) -> None:
+    payload = {k: v for k, v in BUSINESS.items() if k != "business_id"}
+    assert api.put("/api/v1/business-systems/05", json=payload).status_code == 201
+
+
+def test_generated_key_is_delivered_once_as_pkcs12(api: FlaskClient, tmp_path: Path) -> None:
+    _system(api)
+    response = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
+                                                          "hosts": ["biz01.city.example.jp", "192.0.2.10"]})
+    assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    p12 = base64.b64decode(body["pkcs12"]["data_base64"])
+    key, cert, chain = pkcs12.load_key_and_certificates(p12, body["pkcs12"]["password"].encode())
+    assert key is not None and cert is not None and len(chain) == 2
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["biz01.city.example.jp"]
+    eku = {o.dotted_string for o in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value}
+    assert eku == {"1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"}
+    path = tmp_path / "c.p12"
+    path.write_bytes(p12)
+    assert run("openssl", "pkcs12", "-in", path, "-nokeys", "-passin",
+               f"pass:{body['pkcs12']['password']}").returncode == 0
+    # Nothing of the key is kept: a second look returns the certificate only.
+    again = api.get(f"/api/v1/ssl-certificates/{body['serial']}").get_json()
+    assert "pkcs12" not in again
+
+
+def test_csr_path_binds_a_terminal(api: FlaskClient) -> None:
+    response = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "terminal": "term-01",
+                                                          "hosts": "term01.city.example.jp",
+                                                          "csr": make_csr().decode()})
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert "pkcs12" not in body and body["terminal"] == "term-01"
+
+
+def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) -> None:
+    cases = [({"tenant": "system", "hosts": "a.example.jp"}, 400, "exactly one"),
+             ({"tenant": "system", "terminal": "t1", "business_id": "05", "hosts": "a.example.jp"}, 400, "exactly one"),
+             ({"tenant": "system", "terminal": "t1", "hosts": ""}, 400, "at least one"),
+             ({"tenant": "system", "terminal": "bad name!", "hosts": "a.example.jp"}, 400, "terminal"),
+             ({"tenant": "nowhere", "terminal": "t1", "hosts": "a.example.jp"}, 404, "tenant"),
+             ({"tenant": "system", "business_id": "77", "hosts": "a.example.jp"}, 404, "業務ID"),
+             ({"tenant": "system", "terminal": "t1", "hosts": "a.example.jp", "csr": "junk"}, 400, "not a CSR")]
+    before = len(api.get("/api/v1/ssl-certificates?all=1").get_json()["items"])
+    for payload, status, message in cases:
+        response = api.post("/api/v1/ssl-certificates", json=payload)
+        assert response.status_code == status, (payload, response.get_json())
+        assert message in response.get_json()["message"], (payload, response.get_json())
+    assert len(api.get("/api/v1/ssl-certificates?all=1").get_json()["items"]) == before
+    with app.app_context():
+        refused = get_session().scalars(select(AuditEvent).where(
+            AuditEvent.action == "certificate.issuance_rejected")).all()
+    assert len(refused) >= len(cases)
+
+
+def test_delete_and_reissue(api: FlaskClient) -> None:
+    _system(api)
+    first = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
+                                                       "hosts": "biz01.city.example.jp"}).get_json()
+    second = api.post(f"/api/v1/ssl-certificates/{first['serial']}/reissue", json={}).get_json()
+    assert second["replaces_id"] == first["id"] and "pkcs12" in second
+    old = api.get(f"/api/v1/certificates/{first['serial']}").get_json()
+    assert old["status"] == "revoked" and old["revocation_reason"] == "superseded"
+    active = [c["serial"] for c in api.get("/api/v1/ssl-certificates").get_json()["items"]]
+    assert second["serial"] in active and first["serial"] not in active
+    deleted = api.delete(f"/api/v1/ssl-certificates/{second['serial']}")
+    assert deleted.status_code == 200 and deleted.get_json()["revocation_reason"] == "cessationOfOperation"
+    assert api.delete(f"/api/v1/ssl-certificates/{second['serial']}").status_code == 409
+    assert api.delete("/api/v1/ssl-certificates/abcdef").status_code == 404
+    # A business server certificate is not an SSL communication certificate.
+    server = api.get("/api/v1/certificates?profile=root_ca").get_json()["items"][0]["serial"]
+    assert api.delete(f"/api/v1/ssl-certificates/{server}").status_code == 404
+
+
+def test_web_ui_issue_with_generated_key_then_delete_with_confirmation(admin_client: FlaskClient,
+                                                                      api: FlaskClient) -> None:
+    _system(api)
+    page = admin_client.get("/admin/ssl-certificates/new").get_data(as_text=True)
+    response = admin_client.post("/admin/ssl-certificates/new", data={
+        "csrf_token": csrf_token(page), "tenant": "system", "business_id": "05", "terminal": "",
+        "hosts": "biz02.city.example.jp", "csr": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "PKCS#12" in html and response.headers["Cache-Control"] == "no-store"
+    serial = re.search(r"<code>([0-9a-f]{20,40})</code>", html).group(1)  # type: ignore[union-attr]
+    assert serial in admin_client.get("/admin/ssl-certificates").get_data(as_text=True)
+    confirm = admin_client.get(f"/admin/ssl-certificates/{serial}/delete").get_data(as_text=True)
+    assert "取り消せません" in confirm
+    assert api.get(f"/api/v1/certificates/{serial}").get_json()["status"] == "valid"  # GET changed nothing
+    response = admin_client.post(f"/admin/ssl-certificates/{serial}/delete", data={"csrf_token": csrf_token(confirm)})
+    assert response.status_code == 302
+    assert api.get(f"/api/v1/certificates/{serial}").get_json()["status"] == "revoked"
+    bad = admin_client.post("/admin/ssl-certificates/new", data={
+        "csrf_token": csrf_token(page), "tenant": "system", "business_id": "05", "hosts": "",
+        "csr": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
+    assert bad.status_code == 400 and "at least one" in bad.get_data(as_text=True)
+
+
+def test_expiring_certificates_are_listed_for_administrators(app: Flask, admin_client: FlaskClient,
+                                                             api: FlaskClient) -> None:
+    _system(api)
+    app.config["CERT_EXPIRY_WARNING_DAYS"] = 400  # everything issued now expires within that
+    issued = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
+                                                        "hosts": "biz03.city.example.jp"}).get_json()
+    page = admin_client.get("/admin/").get_data(as_text=True)
+    assert "有効期限が近い証明書" in page and "biz03.city.example.jp" in page
+    assert "biz03.city.example.jp" in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
+    api.delete(f"/api/v1/ssl-certificates/{issued['serial']}")
+    assert "biz03.city.example.jp" not in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
+    app.config["CERT_EXPIRY_WARNING_DAYS"] = 1
+    assert "有効期限が近い証明書はありません" in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
