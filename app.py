@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 import db
+import i18n
 from ca.errors import OpauthError
 from config import load_settings
 
@@ -58,10 +59,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     csrf.init_app(app)
 
+    from bio import views as bio_views
     from ca import api, cli, pki_views, views
-    from operators import auth
+    from operators import auth, login_admin, login_top
 
+    i18n.init_app(app)
     auth.init_app(app)
+    login_admin.init_app(app)
+    app.register_blueprint(login_top.bp)
+    bio_views.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(pki_views.bp)
     app.register_blueprint(api.bp)

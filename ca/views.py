@@ -19,7 +19,7 @@ from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, current_operator, requires
+from operators.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.business_systems import (
     LABELS,
     BusinessSystemData,
@@ -56,7 +56,7 @@ def _page_arg() -> int:
 
 @bp.route("/")
 def root() -> Any:
-    return redirect(url_for("ca_admin.index"))
+    return redirect(url_for("top.index"))
 
 
 @bp.route("/admin/")
@@ -68,6 +68,7 @@ def index() -> Any:
 
 @bp.route("/admin/business-server-certificates/new")
 @requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+@requires_recent_auth
 def new_business_server_certificate() -> Any:
     """業務サーバ証明書発行 ①: the business system's server information and the CSR."""
     values: dict[str, str] = {}
@@ -79,6 +80,7 @@ def new_business_server_certificate() -> Any:
 
 @bp.route("/admin/business-server-certificates/confirm", methods=["POST"])
 @requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+@requires_recent_auth
 def confirm_business_server_certificate() -> Any:
     """Confirmation screen: exactly what will be issued, computed by the issuing code itself."""
     values = {field: request.form.get(field, "") for field in LABELS}
@@ -103,6 +105,7 @@ def confirm_business_server_certificate() -> Any:
 
 @bp.route("/admin/business-server-certificates/issue", methods=["POST"])
 @requires(Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES)
+@requires_recent_auth
 def issue_business_server() -> Any:
     """Issue after confirmation; the CSR and fields are validated again by the same service."""
     values = {field: request.form.get(field, "") for field in LABELS}

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "OPAUTH_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +110,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PAGE_SIZE", _int, 50, "Rows per page in lists (web UI and API)."),
     Setting("SESSION_COOKIE_SECURE", _bool, True,
             "Send the session cookie over HTTPS only."),
+    # Login (operators/login_*.py, operators/auth.py)
+    Setting("ARGON2_TIME_COST", _int, 3, "argon2id iterations for operator passwords (RFC 9106)."),
+    Setting("ARGON2_MEMORY_KIB", _int, 65536, "argon2id memory per hash (KiB)."),
+    Setting("ARGON2_PARALLELISM", _int, 4, "argon2id lanes."),
+    Setting("PASSWORD_MIN_LENGTH", _int, 12, "Shortest password an operator may choose."),
+    Setting("PASSWORD_HISTORY", _int, 5,
+            "How many previous passwords an operator may not reuse (0: only the current one)."),
+    Setting("LOGIN_MAX_FAILURES", _int, 5,
+            "Consecutive failed logins that lock an operator (until LOGIN_LOCK_MINUTES pass or an admin unlocks)."),
+    Setting("LOGIN_LOCK_MINUTES", _int, 30, "How long a locked operator stays locked (minutes)."),
+    Setting("LOGIN_THROTTLE_FAILURES", _int, 20,
+            "Failed logins from one source address within LOGIN_THROTTLE_WINDOW_SECONDS before it gets 429."),
+    Setting("LOGIN_THROTTLE_WINDOW_SECONDS", _int, 300, "Window of the per-address login throttle (seconds)."),
+    Setting("SESSION_IDLE_MINUTES", _int, 30, "A login session ends after this long without a request (minutes)."),
+    Setting("SESSION_ABSOLUTE_MINUTES", _int, 480, "A login session ends this long after login (minutes)."),
+    Setting("REAUTH_MINUTES", _int, 5,
+            "Sensitive administrator actions (certificate issuance) need a login or re-authentication this recent."),
+    # Biometric login (bio/)
+    Setting("WEBAUTHN_RP_ID", str, "",
+            "WebAuthn relying party ID. Empty: the host of PUBLIC_BASE_URL."),
+    Setting("WEBAUTHN_RP_NAME", str, "opauth オペレータ認証", "Relying party name shown by authenticators."),
+    Setting("WEBAUTHN_ORIGIN", str, "",
+            "Expected WebAuthn origin. Empty: scheme, host and port of PUBLIC_BASE_URL."),
+    Setting("WEBAUTHN_ATTESTATION", str, "none",
+            "Attestation conveyance asked at enrolment: none or direct."),
+    Setting("WEBAUTHN_ALLOWED_AAGUIDS", str, "",
+            "Comma-separated authenticator AAGUIDs accepted at enrolment. Empty: any authenticator."),
+    Setting("WEBAUTHN_CHALLENGE_SECONDS", _int, 120,
+            "Lifetime of a WebAuthn challenge (single use, kept server-side)."),
+    Setting("ENROLMENT_CODE_MINUTES", _int, 60,
+            "Lifetime of a single-use biometric self-enrolment code issued by a manager (minutes)."),
     Setting("TRUSTED_PROXIES", str, "",
             "Comma-separated addresses/networks of reverse proxies (nginx) whose X-SSL-Client-Cert header is "
             "believed. Empty: the header is ignored from everyone; gunicorn's own TLS peer certificate is used."),
@@ -145,6 +177,11 @@ def load_settings(overrides: dict[str, Any] | None = None,
         values["PKI_BASE_URL"] = values["PUBLIC_BASE_URL"]
     values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"].rstrip("/")
     values["PKI_BASE_URL"] = values["PKI_BASE_URL"].rstrip("/")
+    public = urlsplit(values["PUBLIC_BASE_URL"])
+    if not values["WEBAUTHN_RP_ID"]:
+        values["WEBAUTHN_RP_ID"] = public.hostname or "localhost"
+    if not values["WEBAUTHN_ORIGIN"]:
+        values["WEBAUTHN_ORIGIN"] = f"{public.scheme}://{public.netloc}"
     return values
 
 

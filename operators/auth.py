@@ -1,15 +1,22 @@
-"""Login for administrators (the bootstrap administrator until operator login arrives).
+"""Login sessions: ID+password login, logout, password change, re-authentication, the permission guard.
 
-Browser sessions use Flask-Login; API clients send HTTP Basic credentials
-(``operator_id@tenant_code``; the tenant defaults to the system tenant). Both
-paths end in ``authenticate`` and ``requires``, the single permission check.
+Browser sessions use Flask-Login; the login id is ``pk:session_version``, so
+bumping ``Operator.session_version`` (password change, lock, revocation) ends
+every session of that operator. Sessions also end after an idle and an
+absolute timeout. API clients send HTTP Basic credentials
+(``operator_id@tenant_code``; the tenant defaults to the system tenant) and go
+through the same lock and throttle rules. Both paths end in ``requires``, the
+single permission check. The rules themselves live in
+``operators.login_service``.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -22,25 +29,41 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from flask_login import LoginManager, current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ca.errors import OpauthError
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, record_event, record_event_separately
-from operators.models import AuditResult, Operator, Tenant, TenantKind
-from operators.passwords import check_policy, hash_password, verify_password
+from operators.login_models import LoginMethod
+from operators.login_service import (
+    LoginRefusal,
+    LoginSettings,
+    password_login,
+    verify_current_password,
+)
+from operators.login_service import (
+    change_password as change_password_service,
+)
+from operators.models import AuditResult, AuthMethod, Operator, Tenant, TenantKind
 from operators.permissions import Permission, has_permission
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
-login_manager.login_message = "ログインしてください。"
+login_manager.login_message = lazy_gettext("ログインしてください。")
 
 F = TypeVar("F", bound=Callable[..., Any])
 SYSTEM_TENANT_CODE = "system"
+# One message for every refusal, so the answer does not reveal whether the operator exists.
+LOGIN_FAILED = lazy_gettext("市町村・任意団体、オペレータID又は認証情報が正しくないか、現在ログインできません。")
+THROTTLED = lazy_gettext("ログインの失敗が多すぎます。しばらくしてからやり直してください。")
 
 
 class SessionUser:
@@ -53,7 +76,7 @@ class SessionUser:
         self.is_anonymous = False
 
     def get_id(self) -> str:
-        # A password change bumps session_version and so ends every other session.
+        # A password change, lock or revocation bumps session_version and so ends every session.
         return f"{self.operator.id}:{self.operator.session_version}"
 
 
@@ -73,6 +96,10 @@ def client_address() -> str:
     return request.remote_addr or ""
 
 
+def login_settings() -> LoginSettings:
+    return LoginSettings.from_config(current_app.config)
+
+
 def current_operator() -> Operator | None:
     operator = g.get("api_operator")
     if operator is not None:
@@ -90,25 +117,106 @@ def current_actor() -> Actor:
     return Actor(name=operator.operator_id, tenant=operator.tenant.code, source=client_address())
 
 
-def authenticate(session: Session, *, tenant_code: str, operator_id: str, password: str) -> Operator | None:
-    """The operator whose credentials these are, or None; same work whether or not they exist."""
-    operator = session.scalar(
-        select(Operator).join(Tenant).where(Tenant.code == tenant_code, Operator.operator_id == operator_id))
-    if not verify_password(operator.password_hash if operator else None, password):
-        return None
-    if operator is None or operator.revoked_at is not None:
-        return None
-    return operator
+def attempt_actor(*, tenant_code: str, operator_id: str) -> Actor:
+    """The audit actor of a login attempt: who it claims to be, from where."""
+    return Actor(name=operator_id[:64] or "anonymous", tenant=tenant_code[:20], source=client_address())
 
 
-def _audit_login(session: Session, operator: Operator | None, *, tenant_code: str, operator_id: str,
-                 method: str) -> None:
-    actor = Actor(name=operator_id[:64], tenant=tenant_code[:20], source=client_address())
-    if operator is None:
-        record_event_separately(new_session, action=AuditAction.LOGIN_FAILURE, actor=actor,
-                                result=AuditResult.FAILURE, detail={"method": method})
-    else:
-        record_event(session, action=AuditAction.LOGIN_SUCCESS, actor=actor, detail={"method": method})
+def authenticate(db_session: Session, *, tenant_code: str, operator_id: str, password: str) -> Operator | None:
+    """The operator whose credentials these are, or None (lock and throttle apply; caller commits)."""
+    result = password_login(db_session, tenant_code=tenant_code, operator_id=operator_id, password=password,
+                            source=client_address(), settings=login_settings(),
+                            actor=attempt_actor(tenant_code=tenant_code, operator_id=operator_id))
+    return result.operator if result.ok else None
+
+
+def start_session(operator: Operator, *, method: LoginMethod) -> None:
+    """Log ``operator`` in with a fresh session (nothing from before the login survives)."""
+    session.clear()
+    login_user(SessionUser(operator))
+    now = int(time.time())
+    session["auth_at"] = now
+    session["seen_at"] = now
+    session["login_method"] = str(method)
+
+
+def mark_reauthenticated() -> None:
+    session["auth_at"] = int(time.time())
+
+
+def is_recently_authenticated() -> bool:
+    """True when the browser session logged in or re-authenticated within REAUTH_MINUTES."""
+    age = recent_auth_age()
+    return age is not None and age <= int(current_app.config["REAUTH_MINUTES"]) * 60
+
+
+def _session_expired() -> str | None:
+    """Why the current browser session has ended (idle or absolute timeout), or None."""
+    now = int(time.time())
+    auth_at, seen_at = session.get("auth_at"), session.get("seen_at")
+    if not isinstance(auth_at, int) or not isinstance(seen_at, int):
+        return "missing"
+    if now - seen_at > int(current_app.config["SESSION_IDLE_MINUTES"]) * 60:
+        return "idle"
+    if now - auth_at > int(current_app.config["SESSION_ABSOLUTE_MINUTES"]) * 60:
+        return "absolute"
+    return None
+
+
+def _enforce_session_timeouts() -> Any:
+    if request.endpoint == "static" or not current_user.is_authenticated:
+        return None
+    reason = _session_expired()
+    if reason is None:
+        session["seen_at"] = int(time.time())
+        return None
+    operator: Operator = current_user.operator
+    record_event_separately(new_session, action=AuditAction.SESSION_EXPIRED,
+                            actor=Actor(name=operator.operator_id, tenant=operator.tenant.code,
+                                        source=client_address()),
+                            detail={"reason": reason})
+    logout_user()
+    session.clear()
+    if request.path.startswith("/api/"):
+        return None  # the API authenticates each request itself
+    flash(_("一定時間が経過したため、ログアウトしました。もう一度ログインしてください。"))
+    return redirect(url_for("auth.login"))
+
+
+def recent_auth_age() -> int | None:
+    """Seconds since the browser session's login or last re-authentication, or None."""
+    auth_at = session.get("auth_at")
+    return int(time.time()) - auth_at if isinstance(auth_at, int) else None
+
+
+def safe_next(target: str | None) -> str | None:
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        if parts.netloc == request.host and parts.path.startswith("/") and not parts.path.startswith("//"):
+            return parts.path + (f"?{parts.query}" if parts.query else "")
+        return None
+    return target
+
+
+def requires_recent_auth(view: F) -> F:
+    """Guard a sensitive administrator view: the login or a re-authentication must be recent.
+
+    Otherwise the browser is sent to the re-authentication page and back (a POST goes back to the
+    page it came from). API calls authenticate on every request and pass.
+    """
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if request.path.startswith("/api/"):
+            return view(*args, **kwargs)
+        if not is_recently_authenticated():
+            back = request.full_path.rstrip("?") if request.method == "GET" else safe_next(request.referrer)
+            return redirect(url_for("auth.reauth", next=back or None))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
 
 
 def requires(permission: Permission) -> Callable[[F], F]:
@@ -118,7 +226,13 @@ def requires(permission: Permission) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             is_api = request.path.startswith("/api/")
-            operator = _api_operator() if is_api else current_operator()
+            if is_api:
+                try:
+                    operator = _api_operator()
+                except _ApiThrottled:
+                    return jsonify(error="throttled", message="too many failed logins from this address"), 429
+            else:
+                operator = current_operator()
             if operator is None:
                 if is_api:
                     response = jsonify(error="unauthorized",
@@ -146,60 +260,95 @@ def requires(permission: Permission) -> Callable[[F], F]:
     return decorator
 
 
+def login_required_page(view: F) -> F:
+    """Guard a page that any logged-in operator may see (after the forced password change)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        operator = current_operator()
+        if operator is None:
+            return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+        if operator.must_change_password:
+            return redirect(url_for("auth.change_password"))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+class _ApiThrottled(Exception):
+    pass
+
+
 def _api_operator() -> Operator | None:
     if "api_operator" in g:
         return g.api_operator  # type: ignore[no-any-return]
     auth = request.authorization
     operator = None
     if auth is not None and auth.type == "basic" and auth.username and auth.password:
-        operator_id, _, tenant_code = auth.username.partition("@")
+        operator_id, _sep, tenant_code = auth.username.partition("@")
         tenant_code = tenant_code or SYSTEM_TENANT_CODE
-        session = get_session()
-        operator = authenticate(session, tenant_code=tenant_code, operator_id=operator_id,
-                                password=auth.password)
-        if operator is None:
-            _audit_login(session, None, tenant_code=tenant_code, operator_id=operator_id, method="api_basic")
+        db_session = get_session()
+        result = password_login(db_session, tenant_code=tenant_code[:20], operator_id=operator_id[:64],
+                                password=auth.password[:256], source=client_address(),
+                                settings=login_settings(), method=LoginMethod.API_BASIC,
+                                actor=attempt_actor(tenant_code=tenant_code, operator_id=operator_id))
+        db_session.commit()  # the attempt's audit entry and counters, before the view's own work
+        if result.refusal is LoginRefusal.THROTTLED:
+            raise _ApiThrottled()
+        operator = result.operator
     elif current_user.is_authenticated:
         operator = current_user.operator
     g.api_operator = operator
     return operator
 
 
-def _tenants(session: Session) -> list[Tenant]:
-    return list(session.scalars(select(Tenant).order_by(Tenant.display_order, Tenant.code)))
+def tenants(db_session: Session) -> list[Tenant]:
+    """Tenants in display order (the login screens' 市町村・任意団体 list)."""
+    return list(db_session.scalars(select(Tenant).order_by(Tenant.display_order, Tenant.code)))
+
+
+def after_login_url(operator: Operator) -> str:
+    if operator.must_change_password:
+        return url_for("auth.change_password")
+    return url_for("top.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     """操作者用ポータルメニューログイン: tenant, operator ID, password."""
-    session = get_session()
+    db_session = get_session()
     error = None
+    status = 200
     if request.method == "POST":
         tenant_code = request.form.get("tenant", "")[:20]
         operator_id = request.form.get("operator_id", "")[:64]
         password = request.form.get("password", "")[:256]
-        operator = authenticate(session, tenant_code=tenant_code, operator_id=operator_id, password=password)
-        _audit_login(session, operator, tenant_code=tenant_code, operator_id=operator_id, method="password")
-        if operator is not None:
-            session.commit()
-            login_user(SessionUser(operator))
-            if operator.must_change_password:
-                return redirect(url_for("auth.change_password"))
-            return redirect(url_for("ca_admin.index"))
-        error = "市町村・任意団体、オペレータID又はパスワードが正しくありません。"
-    tenants = _tenants(session)
-    return render_template("auth/login.html", tenants=tenants, error=error,
-                           selected=request.form.get("tenant", SYSTEM_TENANT_CODE)), (401 if error else 200)
+        result = password_login(db_session, tenant_code=tenant_code, operator_id=operator_id, password=password,
+                                source=client_address(), settings=login_settings(),
+                                actor=attempt_actor(tenant_code=tenant_code, operator_id=operator_id))
+        db_session.commit()
+        if result.ok and result.operator is not None:
+            start_session(result.operator, method=LoginMethod.PASSWORD)
+            return redirect(after_login_url(result.operator))
+        if result.refusal is LoginRefusal.THROTTLED:
+            error, status = str(THROTTLED), 429
+        else:
+            error, status = str(LOGIN_FAILED), 401
+    return render_template("auth/login.html", tenants=tenants(db_session), error=error,
+                           operator_id=request.form.get("operator_id", "")[:64],
+                           selected=request.form.get("tenant", request.args.get("tenant", SYSTEM_TENANT_CODE))
+                           ), status
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
     operator = current_operator()
     if operator is not None:
-        session = get_session()
-        record_event(session, action=AuditAction.LOGOUT, actor=current_actor())
-        session.commit()
+        db_session = get_session()
+        record_event(db_session, action=AuditAction.LOGOUT, actor=current_actor())
+        db_session.commit()
     logout_user()
+    session.clear()
     return redirect(url_for("auth.login"))
 
 
@@ -209,43 +358,72 @@ def change_password() -> Any:
     operator = current_operator()
     if operator is None:
         return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+    if operator.auth_method is AuthMethod.BIOMETRIC:
+        abort(404)  # biometric-mode operators have no password to change
     error = None
     if request.method == "POST":
-        session = get_session()
-        current = request.form.get("current_password", "")
-        new = request.form.get("new_password", "")
-        confirm = request.form.get("confirm_password", "")
-        if not verify_password(operator.password_hash, current):
-            error = "現在のパスワードが正しくありません。"
-        elif new != confirm:
-            error = "新しいパスワードが一致しません。"
-        elif new == current:
-            error = "新しいパスワードは現在のものと異なる必要があります。"
+        db_session = get_session()
+        operator = db_session.merge(operator)
+        try:
+            change_password_service(db_session, operator=operator,
+                                    current=request.form.get("current_password", "")[:1024],
+                                    new=request.form.get("new_password", "")[:1024],
+                                    confirm=request.form.get("confirm_password", "")[:1024],
+                                    settings=login_settings(), actor=current_actor())
+        except OpauthError as exc:
+            db_session.rollback()
+            error = exc.message
         else:
-            error = check_policy(new, operator_id=operator.operator_id)
-        if error is None:
-            operator = session.merge(operator)
-            operator.password_hash = hash_password(new)
-            operator.must_change_password = False
-            operator.session_version += 1
-            record_event(session, action=AuditAction.PASSWORD_CHANGED, actor=current_actor(),
-                         target=f"operator:{operator.tenant.code}/{operator.operator_id}")
-            session.commit()
-            login_user(SessionUser(operator))
-            flash("パスワードを変更しました。")
-            return redirect(url_for("ca_admin.index"))
-    return render_template("auth/change_password.html", error=error), (400 if error else 200)
+            db_session.commit()
+            auth_at = session.get("auth_at")
+            start_session(operator, method=LoginMethod.PASSWORD)
+            if isinstance(auth_at, int):
+                session["auth_at"] = auth_at  # a password change is not a new login for the timeouts
+            flash(_("パスワードを変更しました。"))
+            return redirect(url_for("top.index"))
+    return render_template("auth/change_password.html", error=error,
+                           min_length=current_app.config["PASSWORD_MIN_LENGTH"]), (400 if error else 200)
 
 
-def ensure_system_tenant(session: Session) -> Tenant:
-    tenant = session.scalar(select(Tenant).where(Tenant.code == SYSTEM_TENANT_CODE))
+@bp.route("/reauth", methods=["GET", "POST"])
+def reauth() -> Any:
+    """再認証: confirm who is at the terminal before a sensitive administrator action."""
+    operator = current_operator()
+    if operator is None:
+        return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
+    next_url = safe_next(request.values.get("next")) or url_for("top.index")
+    error = None
+    if request.method == "POST" and operator.auth_method is AuthMethod.PASSWORD:
+        db_session = get_session()
+        operator = db_session.merge(operator)
+        version_before = operator.session_version
+        ok = verify_current_password(db_session, operator=operator,
+                                     password=request.form.get("password", "")[:256],
+                                     settings=login_settings(), actor=current_actor(),
+                                     method=LoginMethod.REAUTH_PASSWORD)
+        db_session.commit()
+        if ok:
+            mark_reauthenticated()
+            return redirect(next_url)
+        if operator.session_version != version_before:
+            logout_user()  # the failure locked the operator: every session has ended
+            session.clear()
+            return redirect(url_for("auth.login"))
+        error = _("パスワードが正しくありません。")
+    return render_template("auth/reauth.html", error=error, next_url=next_url,
+                           biometric=operator.auth_method is AuthMethod.BIOMETRIC), (401 if error else 200)
+
+
+def ensure_system_tenant(db_session: Session) -> Tenant:
+    tenant = db_session.scalar(select(Tenant).where(Tenant.code == SYSTEM_TENANT_CODE))
     if tenant is None:
         tenant = Tenant(code=SYSTEM_TENANT_CODE, name="システム管理", kind=TenantKind.SYSTEM, display_order=0)
-        session.add(tenant)
-        session.flush()
+        db_session.add(tenant)
+        db_session.flush()
     return tenant
 
 
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     app.register_blueprint(bp)
+    app.before_request(_enforce_session_timeouts)

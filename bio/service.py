@@ -1,0 +1,313 @@
+"""生体情報登録・削除 and biometric login: the rules around the WebAuthn ceremonies.
+
+Services take the session and never commit. Challenges are kept server-side,
+single use and short-lived; the caller commits after failures too, so a spent
+challenge stays spent and failures count towards the operator's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from bio.models import ChallengePurpose, EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
+from bio.webauthn import (
+    KnownCredential,
+    RelyingParty,
+    WebAuthnFailure,
+    authentication_options,
+    credential_id_of,
+    registration_options,
+    verify_assertion,
+    verify_registration,
+)
+from ca.errors import Conflict, NotFound
+from db import utcnow
+from operators.audit import Actor, AuditAction, record_event
+from operators.login_models import LoginMethod
+from operators.login_service import (
+    LoginRefusal,
+    LoginResult,
+    LoginSettings,
+    find_operator,
+    note_source_failure,
+    precheck,
+    record_failure,
+    record_success,
+    record_unknown,
+)
+from operators.models import AuditResult, AuthMethod, Operator
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed at a terminal
+CODE_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Ceremony:
+    """Options for the browser and the id of the server-side challenge (kept in the Flask session)."""
+
+    challenge_id: int | None
+    options_json: str
+
+
+def _target(operator: Operator) -> str:
+    return f"operator:{operator.tenant.code}/{operator.operator_id}"
+
+
+def user_handle(session: Session, operator: Operator) -> bytes:
+    """The operator's random WebAuthn user handle, created on first enrolment."""
+    row = session.get(WebAuthnUser, operator.id)
+    if row is None:
+        row = WebAuthnUser(operator_pk=operator.id, user_handle=secrets.token_bytes(32))
+        session.add(row)
+        session.flush()
+    return row.user_handle
+
+
+def credentials_of(session: Session, operator: Operator) -> list[WebAuthnCredential]:
+    return list(session.scalars(select(WebAuthnCredential).where(WebAuthnCredential.operator_pk == operator.id)
+                                .order_by(WebAuthnCredential.id)))
+
+
+def credential_counts(session: Session, operator_pks: list[int]) -> dict[int, int]:
+    """How many credentials each operator has (for lists)."""
+    if not operator_pks:
+        return {}
+    rows = session.execute(select(WebAuthnCredential.operator_pk, func.count())
+                           .where(WebAuthnCredential.operator_pk.in_(operator_pks))
+                           .group_by(WebAuthnCredential.operator_pk))
+    return {pk: count for pk, count in rows}
+
+
+def _known(creds: list[WebAuthnCredential]) -> list[KnownCredential]:
+    return [KnownCredential(c.credential_id, tuple(c.transports or ())) for c in creds]
+
+
+def _store_challenge(session: Session, *, operator: Operator, purpose: ChallengePurpose, challenge: bytes,
+                     rp: RelyingParty) -> int:
+    now = utcnow()
+    row = WebAuthnChallenge(challenge=challenge, purpose=purpose, operator_pk=operator.id, created_at=now,
+                            expires_at=now + timedelta(seconds=rp.challenge_seconds))
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def consume_challenge(session: Session, *, challenge_id: Any, purpose: ChallengePurpose) -> WebAuthnChallenge:
+    """Spend a challenge: it must exist, have this purpose, be unused and unexpired. Atomic (one UPDATE)."""
+    if not isinstance(challenge_id, int):
+        raise WebAuthnFailure("no ceremony in progress: start again")
+    now = utcnow()
+    spent = session.execute(update(WebAuthnChallenge)
+                            .where(WebAuthnChallenge.id == challenge_id, WebAuthnChallenge.purpose == purpose,
+                                   WebAuthnChallenge.used_at.is_(None), WebAuthnChallenge.expires_at > now)
+                            .values(used_at=now))
+    if getattr(spent, "rowcount", 0) != 1:
+        raise WebAuthnFailure("the challenge was already used or has expired: start again")
+    row = session.get(WebAuthnChallenge, challenge_id)
+    assert row is not None
+    session.refresh(row)
+    return row
+
+
+# --- enrolment -----------------------------------------------------------------------------------
+
+def begin_registration(session: Session, *, operator: Operator, rp: RelyingParty) -> Ceremony:
+    """Start enrolling a credential for ``operator`` (existing credentials are excluded)."""
+    options = registration_options(rp=rp, user_handle=user_handle(session, operator),
+                                   user_name=f"{operator.operator_id}@{operator.tenant.code}",
+                                   display_name=operator.name, exclude=_known(credentials_of(session, operator)))
+    challenge_id = _store_challenge(session, operator=operator, purpose=ChallengePurpose.REGISTRATION,
+                                    challenge=options.challenge, rp=rp)
+    return Ceremony(challenge_id, options.options_json)
+
+
+def finish_registration(session: Session, *, operator: Operator, challenge_id: Any, credential: Any,
+                        nickname: str, rp: RelyingParty, actor: Actor) -> WebAuthnCredential:
+    """Verify the attestation against the spent challenge and store the credential; audited."""
+    challenge = consume_challenge(session, challenge_id=challenge_id, purpose=ChallengePurpose.REGISTRATION)
+    if challenge.operator_pk != operator.id:
+        raise WebAuthnFailure("the challenge belongs to another enrolment: start again")
+    verified = verify_registration(rp=rp, credential=credential, expected_challenge=challenge.challenge)
+    if session.scalar(select(WebAuthnCredential.id)
+                      .where(WebAuthnCredential.credential_id == verified.credential_id)) is not None:
+        raise Conflict("this authenticator credential is already registered")
+    row = WebAuthnCredential(operator_pk=operator.id, credential_id=verified.credential_id,
+                             public_key=verified.public_key, sign_count=verified.sign_count,
+                             transports=list(verified.transports), aaguid=verified.aaguid,
+                             attestation_format=verified.attestation_format,
+                             nickname=nickname.strip()[:100] or "生体認証", created_at=utcnow())
+    session.add(row)
+    session.flush()
+    record_event(session, action=AuditAction.BIO_ENROLLED, actor=actor, target=_target(operator),
+                 detail={"credential": row.id, "aaguid": row.aaguid, "format": row.attestation_format,
+                         "nickname": row.nickname})
+    return row
+
+
+def record_enrolment_failure(session: Session, *, operator: Operator | None, actor: Actor, reason: str) -> None:
+    record_event(session, action=AuditAction.BIO_ENROLMENT_FAILED, actor=actor, result=AuditResult.FAILURE,
+                 target=_target(operator) if operator else "", detail={"reason": reason[:300]})
+
+
+def get_credential(session: Session, *, operator: Operator, credential_pk: int) -> WebAuthnCredential:
+    row = session.scalar(select(WebAuthnCredential).where(WebAuthnCredential.id == credential_pk,
+                                                          WebAuthnCredential.operator_pk == operator.id))
+    if row is None:
+        raise NotFound("no such credential for this operator")
+    return row
+
+
+def delete_credential(session: Session, *, operator: Operator, credential_pk: int, actor: Actor) -> None:
+    """生体認証情報削除: the credential can no longer log in; audited."""
+    row = get_credential(session, operator=operator, credential_pk=credential_pk)
+    record_event(session, action=AuditAction.BIO_CREDENTIAL_DELETED, actor=actor, target=_target(operator),
+                 detail={"credential": row.id, "nickname": row.nickname, "aaguid": row.aaguid})
+    session.delete(row)
+    session.flush()
+
+
+# --- enrolment codes -----------------------------------------------------------------------------
+
+def _code_digest(code: str) -> str:
+    normalised = "".join(ch for ch in code.upper() if ch.isalnum())
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+def issue_enrolment_code(session: Session, *, operator: Operator, issued_by: Operator, minutes: int,
+                         actor: Actor) -> tuple[str, EnrolmentCode]:
+    """A single-use code (shown once; only its hash is kept) letting ``operator`` enrol at a terminal."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    code = "-".join(raw[i:i + 4] for i in range(0, CODE_LENGTH, 4))
+    now = utcnow()
+    row = EnrolmentCode(code_sha256=_code_digest(code), operator_pk=operator.id, issued_by_pk=issued_by.id,
+                        created_at=now, expires_at=now + timedelta(minutes=minutes))
+    session.add(row)
+    session.flush()
+    record_event(session, action=AuditAction.BIO_ENROLMENT_CODE_ISSUED, actor=actor, target=_target(operator),
+                 detail={"code": row.id, "expires_at": row.expires_at.isoformat()})
+    return code, row
+
+
+def redeem_enrolment_code(session: Session, *, tenant_code: str, operator_id: str, code: str,
+                          actor: Actor) -> Operator:
+    """Spend the code if it was issued for this operator and is unused and unexpired; audited either way."""
+    operator = find_operator(session, tenant_code=tenant_code, operator_id=operator_id)
+    now = utcnow()
+    if operator is not None and operator.revoked_at is None:
+        spent = session.execute(update(EnrolmentCode)
+                                .where(EnrolmentCode.code_sha256 == _code_digest(code),
+                                       EnrolmentCode.operator_pk == operator.id,
+                                       EnrolmentCode.used_at.is_(None), EnrolmentCode.expires_at > now)
+                                .values(used_at=now))
+        if getattr(spent, "rowcount", 0) == 1:
+            record_event(session, action=AuditAction.BIO_ENROLMENT_CODE_REDEEMED, actor=actor,
+                         target=_target(operator))
+            return operator
+    record_event(session, action=AuditAction.BIO_ENROLMENT_CODE_REDEEMED, actor=actor, result=AuditResult.FAILURE,
+                 target=f"operator:{tenant_code[:20]}/{operator_id[:64]}", detail={"reason": "invalid code"})
+    raise WebAuthnFailure("the enrolment code is wrong, used or expired")
+
+
+# --- login ---------------------------------------------------------------------------------------
+
+def _decoy_options(rp: RelyingParty, *, secret: bytes, tenant_code: str, operator_id: str) -> Ceremony:
+    """Options for an operator who cannot log in biometrically, indistinguishable from real ones."""
+    fake_id = hmac.new(secret, f"{tenant_code}\0{operator_id}".encode(), hashlib.sha256).digest()
+    options = authentication_options(rp=rp, allow=[KnownCredential(fake_id, ("internal",))])
+    return Ceremony(None, options.options_json)
+
+
+def begin_login(session: Session, *, tenant_code: str, operator_id: str, rp: RelyingParty,
+                decoy_secret: bytes) -> Ceremony:
+    """Options for the operator's credentials; the same shape whether or not the operator may log in."""
+    operator = find_operator(session, tenant_code=tenant_code, operator_id=operator_id)
+    creds = credentials_of(session, operator) if operator is not None else []
+    if operator is None or operator.auth_method is not AuthMethod.BIOMETRIC or not creds:
+        return _decoy_options(rp, secret=decoy_secret, tenant_code=tenant_code, operator_id=operator_id)
+    options = authentication_options(rp=rp, allow=_known(creds))
+    challenge_id = _store_challenge(session, operator=operator, purpose=ChallengePurpose.AUTHENTICATION,
+                                    challenge=options.challenge, rp=rp)
+    return Ceremony(challenge_id, options.options_json)
+
+
+def begin_reauth(session: Session, *, operator: Operator, rp: RelyingParty) -> Ceremony:
+    """Options to re-authenticate the logged-in biometric operator."""
+    creds = credentials_of(session, operator)
+    if not creds:
+        raise WebAuthnFailure("no biometric credential is registered for you")
+    options = authentication_options(rp=rp, allow=_known(creds))
+    challenge_id = _store_challenge(session, operator=operator, purpose=ChallengePurpose.AUTHENTICATION,
+                                    challenge=options.challenge, rp=rp)
+    return Ceremony(challenge_id, options.options_json)
+
+
+def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: RelyingParty,
+                 settings: LoginSettings, source: str, actor: Actor,
+                 method: LoginMethod = LoginMethod.BIOMETRIC, expected_operator: Operator | None = None
+                 ) -> LoginResult:
+    """Verify an assertion for a spent challenge: throttle, lock, mode, UV, signature and counter.
+
+    A counter that did not increase (when either value is non-zero) is refused as a possible cloned
+    authenticator: audited, and the credential is flagged for the manager and refused until replaced.
+    """
+    try:
+        challenge = consume_challenge(session, challenge_id=challenge_id, purpose=ChallengePurpose.AUTHENTICATION)
+    except WebAuthnFailure as exc:
+        note_source_failure(session, source=source, settings=settings)
+        record_unknown(session, actor=actor, method=method, reason=LoginRefusal.BAD_CREDENTIALS, note=exc.message)
+        return LoginResult(None, LoginRefusal.BAD_CREDENTIALS)
+    operator = session.get(Operator, challenge.operator_pk)
+    if expected_operator is not None and (operator is None or operator.id != expected_operator.id):
+        operator = None
+    refusal = precheck(session, operator=operator, source=source, settings=settings, actor=actor, method=method,
+                       expected_method=AuthMethod.BIOMETRIC)
+    if refusal is LoginRefusal.THROTTLED:
+        return LoginResult(None, refusal)
+    if operator is None or refusal is LoginRefusal.REVOKED:
+        note_source_failure(session, source=source, settings=settings)
+        record_unknown(session, actor=actor, method=method, reason=refusal or LoginRefusal.UNKNOWN_OPERATOR)
+        return LoginResult(None, refusal or LoginRefusal.UNKNOWN_OPERATOR)
+    reason: str | None = None
+    stored: WebAuthnCredential | None = None
+    if refusal is None:
+        try:
+            raw_id = credential_id_of(credential)
+            stored = session.scalar(select(WebAuthnCredential).where(WebAuthnCredential.operator_pk == operator.id,
+                                                                     WebAuthnCredential.credential_id == raw_id))
+            if stored is None:
+                raise WebAuthnFailure("the credential is not registered for this operator")
+            if stored.clone_suspected_at is not None:
+                raise WebAuthnFailure("the credential is suspended: possible cloned authenticator")
+            verified = verify_assertion(rp=rp, credential=credential, expected_challenge=challenge.challenge,
+                                        public_key=stored.public_key)
+            new, old = verified.new_sign_count, stored.sign_count
+            if (new > 0 or old > 0) and new <= old:
+                stored.clone_suspected_at = utcnow()
+                record_event(session, action=AuditAction.BIO_CLONE_SUSPECTED, actor=actor,
+                             result=AuditResult.FAILURE, target=_target(operator),
+                             detail={"credential": stored.id, "stored_count": old, "presented_count": new})
+                raise WebAuthnFailure("signature counter did not increase: possible cloned authenticator")
+        except WebAuthnFailure as exc:
+            reason = exc.message
+        else:
+            stored.sign_count = new
+            stored.last_used_at = utcnow()
+    if refusal is not None or reason is not None:
+        note_source_failure(session, source=source, settings=settings)
+        locked = record_failure(session, operator=operator, settings=settings, actor=actor, method=method,
+                                reason=refusal or LoginRefusal.BAD_CREDENTIALS, note=reason or "")
+        return LoginResult(None, refusal or LoginRefusal.BAD_CREDENTIALS, locked_now=locked)
+    if method is LoginMethod.BIOMETRIC:
+        record_success(session, operator=operator, actor=actor, method=method)
+    else:
+        record_event(session, action=AuditAction.REAUTHENTICATED, actor=actor, target=_target(operator),
+                     detail={"method": str(method)})
+    return LoginResult(operator)

@@ -1,0 +1,51 @@
+"""Languages of the web UI (Flask-Babel): Japanese by default, English selectable.
+
+Templates and code use the Japanese text as the message id (``{{ _('ログイン') }}``);
+``translations/en/LC_MESSAGES/messages.po`` holds the English. ``?lang=en`` or
+``?lang=ja`` on any page switches and is remembered in a cookie. See the README
+("Languages") for adding strings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, request
+from flask_babel import Babel, get_locale
+
+LANGUAGES = ("ja", "en")
+DEFAULT_LANGUAGE = "ja"
+LANG_COOKIE = "opauth_lang"
+TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
+
+babel = Babel()
+
+
+def select_locale() -> str:
+    """``?lang=``, then the language cookie, then Japanese."""
+    for candidate in (request.args.get("lang"), request.cookies.get(LANG_COOKIE)):
+        if candidate in LANGUAGES:
+            return candidate
+    return DEFAULT_LANGUAGE
+
+
+def current_language() -> str:
+    locale = get_locale()
+    return locale.language if locale is not None else DEFAULT_LANGUAGE
+
+
+def _remember_language(response: Any) -> Any:
+    lang = request.args.get("lang")
+    if lang in LANGUAGES and request.cookies.get(LANG_COOKIE) != lang:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 24 * 3600, httponly=True, samesite="Lax",
+                            secure=bool(current_app.config.get("SESSION_COOKIE_SECURE", True)))
+    return response
+
+
+def init_app(app: Flask) -> None:
+    babel.init_app(app, locale_selector=select_locale, default_locale=DEFAULT_LANGUAGE,
+                   default_translation_directories=str(TRANSLATIONS_DIR))
+    app.jinja_env.globals["current_language"] = current_language
+    app.jinja_env.globals["LANGUAGES"] = LANGUAGES
+    app.after_request(_remember_language)
