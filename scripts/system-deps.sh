@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite drives (openssl, curl; later nginx, chromium).
+# Installs the system packages the test suite drives (openssl, curl, nginx, chromium).
 # Runs apt-get only when something is missing, and only as root (CI and these machines run as root).
 set -euo pipefail
 packages=(openssl curl nginx)
@@ -8,6 +8,8 @@ missing=()
 for i in "${!commands[@]}"; do
   command -v "${commands[$i]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${commands[$i]}" ] || missing+=("${packages[$i]}")
 done
+# The browser tests (Playwright) drive Debian's Chromium at this exact path; never a downloaded browser.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
