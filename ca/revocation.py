@@ -9,7 +9,7 @@ calls removeFromCRL (the entry simply disappears from the next full CRL).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -90,7 +90,7 @@ def revoke(
         raise InvalidInput("certificateHold takes no invalidity_date")
     certificate.revoked_at = now.replace(microsecond=0)  # CRLs and OCSP carry whole seconds
     certificate.revocation_reason = reason
-    certificate.invalidity_date = invalidity_date.replace(microsecond=0) if invalidity_date else None
+    certificate.invalidity_date = invalidity_date.astimezone(UTC).replace(microsecond=0) if invalidity_date else None
     _status_changed(session, certificate)
     record_event(session, action=AuditAction.CERTIFICATE_REVOKED, actor=actor,
                  target=f"certificate:{certificate.serial}",

@@ -71,6 +71,9 @@ def validate_chain(
     authorities = list(session.scalars(select(CertificateAuthority).order_by(CertificateAuthority.id)))
     roots = [asn1_x509.Certificate.load(ca.cert_der) for ca in authorities if ca.kind is CaKind.ROOT]
     ours = [asn1_x509.Certificate.load(ca.cert_der) for ca in authorities if ca.kind is not CaKind.ROOT]
+    if leaf.self_signed != "no" and leaf.dump() not in {root.dump() for root in roots}:
+        return ValidationResult(False, "untrusted", "a self-signed certificate that is not one of our roots",
+                                subject, serial)
     crls = [current_crl(session, settings, ca).der for ca in authorities]
     context = ValidationContext(trust_roots=roots, crls=crls, allow_fetching=False, revocation_mode="hard-fail",
                                 moment=moment)

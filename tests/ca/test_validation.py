@@ -1,0 +1,120 @@
+"""validate_chain: pyhanko-certvalidator against our roots and the current CRLs in the database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from ca.authority import CaSettings
+from ca.models import Certificate, CertificateProfile, RevocationReason
+from ca.revocation import release_hold, revoke, revoke_by_serial
+from ca.validation import ValidationResult, validate_chain
+from db import get_session
+from operators.audit import SYSTEM_ACTOR
+from tests.ca.pki_helpers import Leaf, issue_leaf
+
+
+def _validate(app: Flask, der: bytes, *, eku: str = "server_auth", intermediates: tuple[bytes, ...] = ()
+              ) -> ValidationResult:
+    with app.app_context():
+        session = get_session()
+        result = validate_chain(session, CaSettings.from_config(app.config), leaf_der=der,
+                                intermediates_der=intermediates, required_eku={eku},
+                                key_usage={"digital_signature"})
+        session.commit()
+        return result
+
+
+def _der(leaf: Leaf) -> bytes:
+    return leaf.cert.public_bytes(Encoding.DER)
+
+
+def _status_change(app: Flask, serial: str, reason: RevocationReason | None) -> None:
+    """Revoke or release through the service only (no publishing): validation must still see it."""
+    with app.app_context():
+        session = get_session()
+        cert = session.scalar(select(Certificate).where(Certificate.serial == serial))
+        assert cert is not None
+        if reason is None:
+            release_hold(session, certificate=cert, actor=SYSTEM_ACTOR)
+        else:
+            revoke(session, certificate=cert, reason=reason, actor=SYSTEM_ACTOR)
+        session.commit()
+
+
+def test_valid_revoked_held_and_released(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    good = _validate(app, _der(leaf))
+    assert good.valid and good.reason == "" and good.serial == leaf.serial
+    _status_change(app, leaf.serial, RevocationReason.CERTIFICATE_HOLD)
+    held = _validate(app, _der(leaf))
+    assert not held.valid and held.reason == "revoked" and held.revocation_reason == "certificate_hold"
+    _status_change(app, leaf.serial, None)
+    assert _validate(app, _der(leaf)).valid
+    _status_change(app, leaf.serial, RevocationReason.KEY_COMPROMISE)
+    revoked = _validate(app, _der(leaf))
+    assert not revoked.valid and revoked.reason == "revoked" and revoked.revocation_reason == "key_compromise"
+
+
+def test_the_chain_sent_by_the_client_is_accepted_but_not_required(
+        app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    issuer = x509.load_pem_x509_certificate(leaf.issuer.read_bytes()).public_bytes(Encoding.DER)
+    assert _validate(app, _der(leaf), intermediates=(issuer,)).valid
+
+
+def test_wrong_extended_key_usage_is_refused(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    result = _validate(app, _der(leaf), eku="1.3.6.1.5.5.7.3.2")  # client_auth, as a dotted OID
+    assert not result.valid and result.reason == "usage"
+
+
+def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, *, issuer: str | None = None,
+                 issuer_key: ec.EllipticCurvePrivateKey | None = None, ca: bool = False) -> x509.Certificate:
+    now = datetime.now(UTC)
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer or subject)]))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(issuer_key or key, hashes.SHA256()))
+
+
+def test_foreign_certificates_are_untrusted(app: Flask) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    self_signed = _certificate("impostor", key)
+    result = _validate(app, self_signed.public_bytes(Encoding.DER))
+    assert not result.valid and result.reason == "untrusted"
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    foreign_ca = _certificate("opauth Issuing CA 1", ca_key, ca=True)  # our CA's name, another key
+    leaf = _certificate("www1.city.itozaki.nagano.jp", key, issuer="opauth Issuing CA 1", issuer_key=ca_key)
+    result = _validate(app, leaf.public_bytes(Encoding.DER), intermediates=(foreign_ca.public_bytes(Encoding.DER),))
+    assert not result.valid and result.reason == "untrusted", result
+
+
+def test_garbage_is_malformed_not_an_exception(app: Flask) -> None:
+    for der in (b"", b"not a certificate", b"\x30\x03\x02\x01\x01"):
+        result = _validate(app, der)
+        assert not result.valid and result.reason == "malformed"
+
+
+def test_a_revoked_issuing_ca_fails_every_leaf_below_it(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    with app.app_context():
+        session = get_session()
+        issuing = session.scalar(select(Certificate).where(Certificate.profile == CertificateProfile.ISSUING_CA))
+        assert issuing is not None
+        revoke_by_serial(session, serial=issuing.serial, reason=RevocationReason.CA_COMPROMISE, actor=SYSTEM_ACTOR)
+        session.commit()
+    result = _validate(app, _der(leaf))
+    assert not result.valid and result.reason == "revoked" and result.revocation_reason == "ca_compromise"
