@@ -67,3 +67,41 @@ def audit_events(app: Flask, action: str) -> list[AuditEvent]:
     with app.app_context():
         return list(db.get_session().scalars(select(AuditEvent).where(AuditEvent.action == action)
                                              .order_by(AuditEvent.id)))
+
+
+def page_csrf(client: FlaskClient, path: str) -> str:
+    """The CSRF token from a page (hidden field or the WebAuthn block's data-csrf)."""
+    import re
+
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'(?:name="csrf_token" value|data-csrf)="([^"]+)"', html)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def manager_enrols(client: FlaskClient, operator_id: str, authn: Any, *, tenant: str = "system",
+                   nickname: str = "窓口端末1") -> Any:
+    """A logged-in manager enrols ``authn`` for the operator (the JSON calls webauthn.js makes)."""
+    base = f"/bio/manage/{tenant}/{operator_id}"
+    token = page_csrf(client, base)
+    options = client.post(f"{base}/register/options", json={}, headers={"X-CSRFToken": token})
+    assert options.status_code == 200, options.get_data(as_text=True)
+    return client.post(f"{base}/register/verify", json={"credential": authn.create(options.get_json()),
+                                                        "nickname": nickname},
+                       headers={"X-CSRFToken": token})
+
+
+def bio_login_options(client: FlaskClient, operator_id: str, *, tenant: str = "system") -> tuple[str, Any]:
+    token = page_csrf(client, "/bio/login")
+    response = client.post("/bio/login/options", json={"tenant": tenant, "operator_id": operator_id},
+                           headers={"X-CSRFToken": token})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return token, response.get_json()
+
+
+def bio_login(client: FlaskClient, operator_id: str, authn: Any, *, tenant: str = "system",
+              **assertion: Any) -> Any:
+    """Biometric login as the browser does it: options, assertion, verify."""
+    token, options = bio_login_options(client, operator_id, tenant=tenant)
+    return client.post("/bio/login/verify", json={"credential": authn.get(options, **assertion)},
+                       headers={"X-CSRFToken": token})

@@ -1,0 +1,311 @@
+"""Biometric enrolment and login over HTTP with a software authenticator (SQLite and PostgreSQL).
+
+Single-use and expiring server-side challenges, the counter (possible clone),
+deletion, self-enrolment codes, the tenancy guard, and no 500 on garbage.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+
+import db
+from bio.models import EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
+from operators.audit import AuditAction
+from operators.models import AuthMethod, Role
+from tests.bio.helpers import (
+    OPERATOR_PASSWORD,
+    add_operator,
+    add_tenant,
+    audit_events,
+    bio_login,
+    bio_login_options,
+    manager_enrols,
+    page_csrf,
+    post_login,
+)
+from tests.bio.softauthn import SoftAuthenticator, b64url
+
+
+@pytest.fixture
+def enrolled(app: Flask, admin_client: FlaskClient) -> SoftAuthenticator:
+    """Operator BIO01 (biometric mode) with one credential enrolled by the administrator."""
+    add_operator(app, "BIO01", auth_method=AuthMethod.BIOMETRIC, password=None)
+    authn = SoftAuthenticator()
+    response = manager_enrols(admin_client, "BIO01", authn)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return authn
+
+
+def _credentials(app: Flask) -> list[WebAuthnCredential]:
+    with app.app_context():
+        return list(db.get_session().scalars(select(WebAuthnCredential).order_by(WebAuthnCredential.id)))
+
+
+def test_manager_enrolment_stores_the_credential_with_a_random_user_handle(
+        app: Flask, enrolled: SoftAuthenticator) -> None:
+    [cred] = _credentials(app)
+    assert cred.credential_id == enrolled.credential_id and cred.nickname == "窓口端末1"
+    assert cred.transports == ["internal"] and cred.sign_count == 0
+    with app.app_context():
+        handle = db.get_session().scalar(select(WebAuthnUser.user_handle))
+    assert handle is not None and len(handle) == 32 and b"BIO01" not in handle
+    assert audit_events(app, AuditAction.BIO_ENROLLED)[-1].target == "operator:system/BIO01"
+
+
+def test_second_enrolment_excludes_the_first_credential(app: Flask, admin_client: FlaskClient,
+                                                         enrolled: SoftAuthenticator) -> None:
+    token = page_csrf(admin_client, "/bio/manage/system/BIO01")
+    options = admin_client.post("/bio/manage/system/BIO01/register/options", json={},
+                                headers={"X-CSRFToken": token}).get_json()
+    assert [c["id"] for c in options["excludeCredentials"]] == [b64url(enrolled.credential_id)]
+    assert options["user"]["name"] == "BIO01@system" and options["user"]["id"] != "BIO01"
+    second = SoftAuthenticator()
+    assert manager_enrols(admin_client, "BIO01", second, nickname="予備").status_code == 200
+    assert [c.nickname for c in _credentials(app)] == ["窓口端末1", "予備"]
+    # the same authenticator credential cannot be registered twice
+    assert manager_enrols(admin_client, "BIO01", second).status_code == 409
+
+
+def test_biometric_login_reaches_the_top_screen(app: Flask, enrolled: SoftAuthenticator) -> None:
+    client = app.test_client()
+    response = bio_login(client, "BIO01", enrolled)
+    assert response.status_code == 200 and response.get_json()["redirect"].endswith("/top")
+    assert "操作者用トップ画面" in client.get("/top").get_data(as_text=True)
+    [cred] = _credentials(app)
+    assert cred.sign_count == 1 and cred.last_used_at is not None
+    assert audit_events(app, AuditAction.LOGIN_SUCCESS)[-1].detail["method"] == "biometric"
+
+
+def test_replayed_assertion_is_refused(app: Flask, enrolled: SoftAuthenticator) -> None:
+    client = app.test_client()
+    token, options = bio_login_options(client, "BIO01")
+    assertion = enrolled.get(options)
+    assert client.post("/bio/login/verify", json={"credential": assertion},
+                       headers={"X-CSRFToken": token}).status_code == 200
+    thief = app.test_client()
+    thief_token, _options = bio_login_options(thief, "BIO01")  # a fresh ceremony, the old assertion
+    assert thief.post("/bio/login/verify", json={"credential": assertion},
+                      headers={"X-CSRFToken": thief_token}).status_code == 401
+    # and the very same ceremony cannot be finished twice
+    client2 = app.test_client()
+    token2, options2 = bio_login_options(client2, "BIO01")
+    again = enrolled.get(options2)
+    with client2.session_transaction() as s:
+        spent = s["bio_login_challenge"]
+    assert client2.post("/bio/login/verify", json={"credential": again},
+                        headers={"X-CSRFToken": token2}).status_code == 200
+    token3 = page_csrf(client2, "/bio/login")  # the login started a fresh session (new CSRF secret)
+    with client2.session_transaction() as s:
+        s["bio_login_challenge"] = spent
+        s["bio_login_claim"] = ["system", "BIO01"]
+    assert client2.post("/bio/login/verify", json={"credential": enrolled.get(options2)},
+                        headers={"X-CSRFToken": token3}).status_code == 401
+
+
+def test_expired_challenge_is_refused(app: Flask, enrolled: SoftAuthenticator) -> None:
+    client = app.test_client()
+    token, options = bio_login_options(client, "BIO01")
+    with app.app_context():
+        session = db.get_session()
+        session.execute(update(WebAuthnChallenge).values(expires_at=db.utcnow() - timedelta(seconds=1)))
+        session.commit()
+    response = client.post("/bio/login/verify", json={"credential": enrolled.get(options)},
+                           headers={"X-CSRFToken": token})
+    assert response.status_code == 401
+    assert "expired" in audit_events(app, AuditAction.LOGIN_FAILURE)[-1].detail["note"]
+
+
+def test_uv_flag_missing_is_refused(app: Flask, enrolled: SoftAuthenticator) -> None:
+    response = bio_login(app.test_client(), "BIO01", enrolled, uv=False)
+    assert response.status_code == 401
+    failure = audit_events(app, AuditAction.LOGIN_FAILURE)[-1]
+    assert failure.target == "operator:system/BIO01" and "verification" in failure.detail["note"]
+
+
+def test_wrong_origin_and_wrong_rp_id_are_refused(app: Flask, enrolled: SoftAuthenticator) -> None:
+    assert bio_login(app.test_client(), "BIO01", enrolled, origin="https://phish.example").status_code == 401
+    assert bio_login(app.test_client(), "BIO01", enrolled, rp_id="phish.example").status_code == 401
+    assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 200
+
+
+def test_counter_regression_is_refused_audited_and_flags_the_credential(
+        app: Flask, enrolled: SoftAuthenticator) -> None:
+    assert bio_login(app.test_client(), "BIO01", enrolled, counter=5).status_code == 200
+    clone = bio_login(app.test_client(), "BIO01", enrolled, counter=5)
+    assert clone.status_code == 401
+    [warning] = audit_events(app, AuditAction.BIO_CLONE_SUSPECTED)
+    assert warning.detail == {"credential": _credentials(app)[0].id, "stored_count": 5, "presented_count": 5}
+    assert _credentials(app)[0].clone_suspected_at is not None
+    # the flagged credential stays refused even with a higher counter, until the manager replaces it
+    assert bio_login(app.test_client(), "BIO01", enrolled, counter=50).status_code == 401
+
+
+def test_manager_sees_the_clone_flag(app: Flask, admin_client: FlaskClient, enrolled: SoftAuthenticator) -> None:
+    bio_login(app.test_client(), "BIO01", enrolled, counter=3)
+    bio_login(app.test_client(), "BIO01", enrolled, counter=2)
+    assert "複製の疑い" in admin_client.get("/bio/manage/system/BIO01").get_data(as_text=True)
+
+
+def test_zero_counters_are_accepted(app: Flask, enrolled: SoftAuthenticator) -> None:
+    """Authenticators that do not count (always 0) are allowed: the counter check applies when non-zero."""
+    assert bio_login(app.test_client(), "BIO01", enrolled, counter=0).status_code == 200
+    assert bio_login(app.test_client(), "BIO01", enrolled, counter=0).status_code == 200
+
+
+def test_deleted_credential_is_refused(app: Flask, admin_client: FlaskClient, enrolled: SoftAuthenticator) -> None:
+    [cred] = _credentials(app)
+    token = page_csrf(admin_client, "/bio/manage/system/BIO01")
+    response = admin_client.post(f"/bio/manage/system/BIO01/credentials/{cred.id}/delete",
+                                 data={"csrf_token": token})
+    assert response.status_code == 303 and _credentials(app) == []
+    assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 401
+    assert audit_events(app, AuditAction.BIO_CREDENTIAL_DELETED)[-1].detail["credential"] == cred.id
+
+
+def test_password_mode_operator_gets_decoy_options_and_cannot_log_in(app: Flask) -> None:
+    add_operator(app, "PW01")
+    client = app.test_client()
+    _token, options = bio_login_options(client, "PW01")
+    _token, unknown = bio_login_options(app.test_client(), "NOBODY")
+    assert set(options) == set(unknown) and len(options["allowCredentials"]) == len(unknown["allowCredentials"]) == 1
+    with app.app_context():
+        assert db.get_session().scalar(select(WebAuthnChallenge.id)) is None
+    assert bio_login(client, "PW01", SoftAuthenticator()).status_code == 401
+
+
+def test_biometric_failures_count_towards_the_lock(app: Flask, enrolled: SoftAuthenticator) -> None:
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        assert bio_login(app.test_client(), "BIO01", enrolled, uv=False).status_code == 401
+    assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 401
+    assert audit_events(app, AuditAction.LOGIN_LOCKED)
+
+
+@pytest.mark.parametrize("body", [None, "garbage", {"credential": "x"}, {"credential": {"id": 1}},
+                                  {"credential": {"id": "AAAA", "rawId": "AAAA", "response": {}}}, []])
+def test_garbage_never_causes_a_500(app: Flask, enrolled: SoftAuthenticator, admin_client: FlaskClient,
+                                    body: object) -> None:
+    client = app.test_client()
+    token, _options = bio_login_options(client, "BIO01")
+    kwargs = {"data": body, "content_type": "application/json"} if isinstance(body, str) else {"json": body}
+    assert client.post("/bio/login/verify", headers={"X-CSRFToken": token}, **kwargs).status_code in (400, 401)
+    admin_token = page_csrf(admin_client, "/bio/manage/system/BIO01")
+    admin_client.post("/bio/manage/system/BIO01/register/options", json={}, headers={"X-CSRFToken": admin_token})
+    response = admin_client.post("/bio/manage/system/BIO01/register/verify", headers={"X-CSRFToken": admin_token},
+                                 **kwargs)
+    assert response.status_code == 400
+
+
+def test_json_endpoints_need_the_csrf_token(app: Flask, enrolled: SoftAuthenticator) -> None:
+    client = app.test_client()
+    assert client.post("/bio/login/options", json={"tenant": "system", "operator_id": "BIO01"}).status_code == 400
+
+
+def test_enrolment_json_needs_recent_authentication(app: Flask, admin_client: FlaskClient) -> None:
+    import time
+
+    add_operator(app, "BIO02", auth_method=AuthMethod.BIOMETRIC, password=None)
+    token = page_csrf(admin_client, "/bio/manage/system/BIO02")
+    with admin_client.session_transaction() as s:
+        s["auth_at"] = int(time.time()) - app.config["REAUTH_MINUTES"] * 60 - 5
+    response = admin_client.post("/bio/manage/system/BIO02/register/options", json={},
+                                 headers={"X-CSRFToken": token})
+    assert response.status_code == 403
+    page = admin_client.get("/bio/manage/system/BIO02")
+    assert page.status_code == 302 and "/reauth" in page.headers["Location"]
+
+
+def test_tenant_manager_manages_only_their_own_tenant(app: Flask) -> None:
+    add_tenant(app, "nakatokyo", "中東京市")
+    add_tenant(app, "minamiedo", "南江戸市")
+    add_operator(app, "MGR01", tenant="nakatokyo", role=Role.TENANT_MANAGER)
+    add_operator(app, "OPN01", tenant="nakatokyo", auth_method=AuthMethod.BIOMETRIC, password=None)
+    add_operator(app, "OPM01", tenant="minamiedo", auth_method=AuthMethod.BIOMETRIC, password=None)
+    manager = app.test_client()
+    assert post_login(manager, operator_id="MGR01", password=OPERATOR_PASSWORD, tenant="nakatokyo").status_code == 302
+    listing = manager.get("/bio/manage").get_data(as_text=True)
+    assert "OPN01" in listing and "OPM01" not in listing
+    assert manager.get("/bio/manage?tenant=minamiedo").status_code == 404
+    assert manager.get("/bio/manage/minamiedo/OPM01").status_code == 404
+    token = page_csrf(manager, "/bio/manage/nakatokyo/OPN01")
+    for path in ("/bio/manage/minamiedo/OPM01/register/options", "/bio/manage/minamiedo/OPM01/register/verify",
+                 "/bio/manage/minamiedo/OPM01/enrolment-code", "/bio/manage/minamiedo/OPM01/credentials/1/delete"):
+        assert manager.post(path, json={}, headers={"X-CSRFToken": token}).status_code == 404, path
+    assert manager_enrols(manager, "OPN01", SoftAuthenticator(), tenant="nakatokyo").status_code == 200
+    plain = app.test_client()
+    add_operator(app, "OPN02", tenant="nakatokyo")
+    post_login(plain, operator_id="OPN02", password=OPERATOR_PASSWORD, tenant="nakatokyo")
+    assert plain.get("/bio/manage").status_code == 403
+
+
+def _issue_code(admin_client: FlaskClient, operator_id: str) -> str:
+    token = page_csrf(admin_client, f"/bio/manage/system/{operator_id}")
+    page = admin_client.post(f"/bio/manage/system/{operator_id}/enrolment-code", data={"csrf_token": token})
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    match = re.search(r"<code>([A-Z0-9-]+)</code>", page.get_data(as_text=True))
+    assert match
+    return match.group(1)
+
+
+def _redeem(client: FlaskClient, operator_id: str, code: str) -> int:
+    token = page_csrf(client, "/bio/enrol")
+    return client.post("/bio/enrol", data={"csrf_token": token, "tenant": "system", "operator_id": operator_id,
+                                           "code": code}).status_code
+
+
+def test_self_enrolment_with_a_single_use_code(app: Flask, admin_client: FlaskClient) -> None:
+    add_operator(app, "BIO03", auth_method=AuthMethod.BIOMETRIC, password=None)
+    code = _issue_code(admin_client, "BIO03")
+    with app.app_context():
+        stored = db.get_session().scalar(select(EnrolmentCode))
+    assert stored is not None and code not in stored.code_sha256
+    terminal = app.test_client()
+    assert _redeem(terminal, "BIO03", code) == 200
+    token = page_csrf(terminal, "/bio/enrol")
+    options = terminal.post("/bio/enrol/options", json={}, headers={"X-CSRFToken": token}).get_json()
+    authn = SoftAuthenticator()
+    done = terminal.post("/bio/enrol/verify", json={"credential": authn.create(options), "nickname": "自席"},
+                         headers={"X-CSRFToken": token})
+    assert done.status_code == 200
+    assert terminal.post("/bio/enrol/options", json={}, headers={"X-CSRFToken": token}).status_code == 401
+    assert _redeem(app.test_client(), "BIO03", code) == 400  # single use
+    assert bio_login(app.test_client(), "BIO03", authn).status_code == 200
+    actions = [e.action for e in audit_events(app, AuditAction.BIO_ENROLMENT_CODE_REDEEMED)]
+    assert len(actions) == 2
+
+
+def test_expired_or_foreign_enrolment_code_is_refused(app: Flask, admin_client: FlaskClient) -> None:
+    add_operator(app, "BIO04", auth_method=AuthMethod.BIOMETRIC, password=None)
+    add_operator(app, "BIO05", auth_method=AuthMethod.BIOMETRIC, password=None)
+    code = _issue_code(admin_client, "BIO04")
+    assert _redeem(app.test_client(), "BIO05", code) == 400  # issued for someone else
+    with app.app_context():
+        session = db.get_session()
+        session.execute(update(EnrolmentCode).values(expires_at=db.utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert _redeem(app.test_client(), "BIO04", code) == 400
+    assert app.test_client().post("/bio/enrol/options", json={}).status_code == 400  # no CSRF token
+
+
+def test_biometric_operator_reauthenticates_with_the_authenticator(app: Flask, enrolled: SoftAuthenticator) -> None:
+    import time
+
+    client = app.test_client()
+    assert bio_login(client, "BIO01", enrolled).status_code == 200
+    with client.session_transaction() as s:
+        s["auth_at"] = int(time.time()) - 3600
+    page = client.get("/reauth?next=/top").get_data(as_text=True)
+    assert "reauth-bio" in page
+    token = page_csrf(client, "/reauth")
+    options = client.post("/bio/reauth/options", json={}, headers={"X-CSRFToken": token}).get_json()
+    response = client.post("/bio/reauth/verify?next=/top", json={"credential": enrolled.get(options)},
+                           headers={"X-CSRFToken": token})
+    assert response.status_code == 200 and response.get_json()["redirect"] == "/top"
+    with client.session_transaction() as s:
+        assert int(time.time()) - s["auth_at"] < 60
+    assert audit_events(app, AuditAction.REAUTHENTICATED)[-1].detail["method"] == "reauth_biometric"
