@@ -38,6 +38,7 @@ from operators.tenancy import (
     managed_tenant,
     operators_of,
     visible_tenants,
+    well_formed_business_id,
 )
 from operators.tenants import (
     TenantData,
@@ -180,7 +181,7 @@ def tenant_order() -> Any:
 @requires(Permission.MANAGE_JOINT_USE)
 def joint_use(business_id: str) -> Any:
     session = get_session()
-    system = get_by_business_id(session, business_id[:2])
+    system = get_by_business_id(session, well_formed_business_id(business_id))
     return jsonify(business_id=system.business_id, tenants=[t.code for t in permitted_tenants(session, system)])
 
 
@@ -189,7 +190,7 @@ def joint_use(business_id: str) -> Any:
 def joint_use_put(business_id: str) -> Any:
     """共同利用業務設定: ``{"tenants": [codes]}`` replaces the permitted tenants."""
     session = get_session()
-    system = get_by_business_id(session, business_id[:2])
+    system = get_by_business_id(session, well_formed_business_id(business_id))
 
     def work() -> list[Tenant]:
         codes = _body().get("tenants")
@@ -211,7 +212,7 @@ def operators(code: str) -> Any:
     query = operators_of(s, found)
     if request.args.get("status", "active") == "active":
         query = query.where(Operator.revoked_at.is_(None))
-    text = request.args.get("q", "")[:100].strip()
+    text = request.args.get("q", "")[:100].replace("\x00", "").strip()
     if text:
         query = query.where(or_(Operator.operator_id.contains(text, autoescape=True),
                                 Operator.name.contains(text, autoescape=True)))
@@ -339,7 +340,7 @@ def operator_import(code: str) -> Any:
 def operator_export(code: str) -> Any:
     session, s = get_session(), scope()
     found = managed_tenant(session, s, code)
-    filters = {k: request.args.get(k, "")[:200] for k in csv_io.EXPORT_FILTERS}
+    filters = {k: request.args.get(k, "")[:200].replace("\x00", "") for k in csv_io.EXPORT_FILTERS}
     encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
     body = unit_of_work(lambda: csv_io.export_csv(session, scope=s, tenant=found, filters=filters,
                                                   actor=current_actor(), encoding=encoding),

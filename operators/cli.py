@@ -24,7 +24,14 @@ from operators.business_systems import get_by_business_id
 from operators.in_business import parse_permissions, set_in_business_id
 from operators.operator_data import OperatorData
 from operators.registration import bulk_change_passwords, register_and_issue, revoke_operator
-from operators.tenancy import Scope, get_operator, get_tenant, in_business_system, joint_use_systems
+from operators.tenancy import (
+    Scope,
+    get_operator,
+    get_tenant,
+    in_business_system,
+    joint_use_systems,
+    well_formed_business_id,
+)
 from operators.tenants import TenantData, create_tenant, list_tenants, set_joint_use
 
 T = TypeVar("T")
@@ -76,8 +83,9 @@ def tenant_create(code: str, name: str, kind: str) -> None:
 def tenant_joint_use(business_id: str, tenant_codes: tuple[str, ...]) -> None:
     """Set exactly which tenants may use BUSINESS_ID (共同利用業務設定)."""
     session = get_session()
-    result = _run(lambda: set_joint_use(session, system=get_by_business_id(session, business_id[:2]),
-                                        tenant_codes=list(tenant_codes), actor=cli_actor()),
+    result = _run(lambda: set_joint_use(
+        session, system=get_by_business_id(session, well_formed_business_id(business_id)),
+        tenant_codes=list(tenant_codes), actor=cli_actor()),
                   failure=AuditAction.TENANT_REJECTED, target=f"business_system:{business_id[:2]}")
     click.echo(f"{business_id}: {' '.join(t.code for t in result) or '(none)'}")
 

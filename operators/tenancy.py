@@ -14,6 +14,7 @@ the functions below. Anything outside the scope is reported as ``NotFound``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sqlalchemy import Select, exists, select
@@ -50,6 +51,20 @@ def scope_of(operator: Operator) -> Scope:
     )
 
 
+# Identifiers are checked for shape before any query: a tampered value (NUL bytes, 10 kB, path
+# tricks) is simply "not found", never a database error.
+_TENANT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
+_OPERATOR_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_BUSINESS_ID = re.compile(r"^[0-9]{2}$")
+
+
+def well_formed_business_id(business_id: str) -> str:
+    """``business_id`` if it is two digits; ``NotFound`` otherwise."""
+    if not _BUSINESS_ID.match(business_id):
+        raise NotFound("no such business system")
+    return business_id
+
+
 def _not_found_tenant() -> NotFound:
     return NotFound("no such tenant (市町村・任意団体)")
 
@@ -73,7 +88,9 @@ def visible_tenants(scope: Scope) -> Select[Tenant]:
 
 def get_tenant(session: Session, scope: Scope, code: str) -> Tenant:
     """The tenant with ``code`` if the scope may see it; ``NotFound`` otherwise."""
-    tenant = session.scalar(visible_tenants(scope).where(Tenant.code == code[:20]))
+    if not _TENANT_CODE.match(code):
+        raise _not_found_tenant()
+    tenant = session.scalar(visible_tenants(scope).where(Tenant.code == code))
     if tenant is None:
         raise _not_found_tenant()
     return tenant
@@ -110,7 +127,9 @@ def operators_of(scope: Scope, tenant: Tenant) -> Select[Operator]:
 
 def get_operator(session: Session, scope: Scope, tenant: Tenant, operator_id: str) -> Operator:
     """One operator of ``tenant`` by オペレータID; ``NotFound`` when outside the scope."""
-    operator = session.scalar(operators_of(scope, tenant).where(Operator.operator_id == operator_id[:64]))
+    if not _OPERATOR_ID.match(operator_id):
+        raise NotFound("no such operator in this tenant")
+    operator = session.scalar(operators_of(scope, tenant).where(Operator.operator_id == operator_id))
     if operator is None:
         raise NotFound(f"no operator {operator_id[:64]!r} in this tenant")
     return operator
@@ -137,7 +156,8 @@ def in_business_system(session: Session, scope: Scope, tenant: Tenant, business_
     The tenant must be permitted to use it; business admins only reach their own system;
     tenant managers only their own tenant.
     """
-    system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id[:2]))
+    well_formed_business_id(business_id)
+    system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
     if system is None or session.get(JointUse, (tenant.id, system.id)) is None:
         raise NotFound(f"no business system {business_id[:2]!r} in this tenant's joint use")
     if scope.all_tenants:

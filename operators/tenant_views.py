@@ -14,7 +14,13 @@ from operators.business_systems import get_by_business_id, list_business_systems
 from operators.in_business import delete_in_business_id, list_mappings, parse_permissions, set_in_business_id
 from operators.models import TenantKind
 from operators.permissions import Permission
-from operators.tenancy import administered_systems, get_operator, get_tenant, in_business_system
+from operators.tenancy import (
+    administered_systems,
+    get_operator,
+    get_tenant,
+    in_business_system,
+    well_formed_business_id,
+)
 from operators.tenants import (
     KIND_LABELS,
     TenantData,
@@ -104,7 +110,7 @@ def joint_use() -> Any:
     business_id = (request.values.get("business_id") or (systems[0].business_id if systems else ""))[:2]
     if not systems:
         return render_template("operators/joint_use.html", systems=[], system=None, permitted=[], others=[])
-    system = get_by_business_id(session, business_id)
+    system = get_by_business_id(session, well_formed_business_id(business_id))
     tenants = list_tenants(session)
     if request.method == "POST":
         chosen = {c[:20] for c in request.form.getlist("permitted")}

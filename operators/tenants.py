@@ -37,6 +37,8 @@ class TenantData:
         code_value, name, kind_value = (str(raw[k]).strip() for k in ("code", "name", "kind"))
         if not TENANT_CODE.match(code_value):
             raise InvalidInput("団体コード (code) must be 1-20 lower-case letters, digits or hyphens")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise InvalidInput("団体名 (name) contains control characters")
         if not name or len(name) > 200:
             raise InvalidInput("団体名 (name) is required (at most 200 characters)")
         try:
@@ -53,7 +55,9 @@ def list_tenants(session: Session) -> list[Tenant]:
 
 
 def get_tenant_by_code(session: Session, code: str) -> Tenant:
-    tenant = session.scalar(select(Tenant).where(Tenant.code == code[:20]))
+    if not TENANT_CODE.match(code):
+        raise NotFound("no such tenant (市町村・任意団体)")
+    tenant = session.scalar(select(Tenant).where(Tenant.code == code))
     if tenant is None:
         raise NotFound("no such tenant (市町村・任意団体)")
     return tenant

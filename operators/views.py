@@ -142,7 +142,7 @@ def operator_list(code: str) -> Any:
     """照会: the tenant's operators, filtered and paginated."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
-    text = request.args.get("q", "")[:100].strip()
+    text = request.args.get("q", "")[:100].replace("\x00", "").strip()
     status = request.args.get("status", "active")
     query = operators_of(s, tenant)
     if status == "active":
@@ -436,7 +436,7 @@ def export(code: str) -> Any:
     """オペレータ情報出力: filter form (GET without ``download``) or the CSV."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
-    filters = {k: request.args.get(k, "")[:200] for k in csv_io.EXPORT_FILTERS}
+    filters = {k: request.args.get(k, "")[:200].replace("\x00", "") for k in csv_io.EXPORT_FILTERS}
     if request.args.get("download") != "1":
         return render_template("operators/export.html", tenant=tenant, filters=filters, labels=LABELS)
     encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
