@@ -181,14 +181,25 @@ def _issuer_hashes(authority_id: int, cert_der: bytes) -> dict[str, tuple[bytes,
     return cached
 
 
-def find_authority(session: Session, algorithm: str, name_hash: bytes, key_hash: bytes) -> CertificateAuthority | None:
-    """The CA whose name and key hashes the CertID carries, if it is one of ours."""
-    for authority_id, cert_der in session.execute(select(CertificateAuthority.id, CertificateAuthority.cert_der)):
-        hashes_ = _issuer_hashes(authority_id, cert_der).get(algorithm)
-        if hashes_ is not None and secrets.compare_digest(hashes_[0], name_hash) \
-                and secrets.compare_digest(hashes_[1], key_hash):
-            return session.get(CertificateAuthority, authority_id)
-    return None
+_issuer_ids: dict[tuple[str, bytes, bytes], int] = {}
+
+
+def find_authority_id(session: Session, algorithm: str, name_hash: bytes, key_hash: bytes) -> int | None:
+    """The id of the CA whose name and key hashes the CertID carries, if it is one of ours.
+
+    A CA's certificate never changes once its row exists, so a hit in the in-process
+    map is final; a miss re-reads the CAs (a new CA is found on its first request).
+    """
+    key = (algorithm, name_hash, key_hash)
+    found = _issuer_ids.get(key)
+    if found is None:
+        for authority_id, cert_der in session.execute(select(CertificateAuthority.id, CertificateAuthority.cert_der)):
+            if not cert_der:
+                continue
+            for alg, (n_hash, k_hash) in _issuer_hashes(authority_id, cert_der).items():
+                _issuer_ids[(alg, n_hash, k_hash)] = authority_id
+        found = _issuer_ids.get(key)
+    return found
 
 
 # --- answering ------------------------------------------------------------------------------------
@@ -230,8 +241,8 @@ def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAn
         return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     if cert_id.algorithm not in _HASHES:
         return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    authority = find_authority(session, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
-    if authority is None:
+    authority_id = find_authority_id(session, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
+    if authority_id is None:
         return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
     row = session.execute(
         select(Certificate.id, Certificate.revoked_at, Certificate.revocation_reason,
@@ -239,11 +250,11 @@ def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAn
                OcspResponse.next_update, OcspResponse.der)
         .outerjoin(OcspResponse, and_(OcspResponse.certificate_id == Certificate.id,
                                       OcspResponse.hash_algorithm == cert_id.algorithm))
-        .where(Certificate.serial == format(cert_id.serial, "x"), Certificate.authority_id == authority.id)
+        .where(Certificate.serial == format(cert_id.serial, "x"), Certificate.authority_id == authority_id)
     ).first()
     now = utcnow()
     if row is None:
-        return _sign(session, settings, authority, cert_id, status=None, now=now)
+        return _sign(session, settings, authority_id, cert_id, status=None, now=now)
     certificate_id, revoked_at, reason, stored_revoked_at, stored_reason, stored_this, stored_next, stored_der = row
     refresh = timedelta(hours=settings.config["OCSP_REFRESH_HOURS"])
     if (cert_id.nonce is None and stored_der is not None and stored_revoked_at == revoked_at
@@ -251,12 +262,14 @@ def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAn
         kind = OcspAnswerKind.GOOD if revoked_at is None else OcspAnswerKind.REVOKED
         return OcspAnswer(der=stored_der, kind=kind, this_update=stored_this, next_update=stored_next,
                           cacheable=True, from_storage=True)
-    return _sign(session, settings, authority, cert_id, status=(certificate_id, revoked_at, reason), now=now)
+    return _sign(session, settings, authority_id, cert_id, status=(certificate_id, revoked_at, reason), now=now)
 
 
-def _sign(session: Session, settings: CaSettings, authority: CertificateAuthority, cert_id: _CertId, *,
+def _sign(session: Session, settings: CaSettings, authority_id: int, cert_id: _CertId, *,
           status: tuple[int, datetime | None, RevocationReason | None] | None, now: datetime) -> OcspAnswer:
     """Sign an answer; store it for reuse when it carries no nonce and the certificate is ours."""
+    authority = session.get(CertificateAuthority, authority_id)
+    assert authority is not None
     responder = ensure_responder(session, settings, authority)
     this_update = now.replace(microsecond=0)
     next_update = min(this_update + timedelta(hours=settings.config["OCSP_VALIDITY_HOURS"]), responder.not_after)
@@ -310,7 +323,7 @@ def presign(session: Session, settings: CaSettings, certificate: Certificate,
         name_hash, key_hash = _issuer_hashes(authority.id, authority.cert_der)[algorithm]
         cert_id = _CertId(algorithm=algorithm, name_hash=name_hash, key_hash=key_hash,
                           serial=int(certificate.serial, 16), nonce=None)
-        _sign(session, settings, authority, cert_id,
+        _sign(session, settings, authority.id, cert_id,
               status=(certificate.id, certificate.revoked_at, certificate.revocation_reason), now=now)
 
 
