@@ -81,7 +81,7 @@ def test_certificate_from_terminal_csr_keeps_the_terminal_key(world: World, api_
     key = ec.generate_private_key(ec.SECP256R1())
     body = register(api_a, csr=make_csr(key).decode())
     assert "pkcs12" not in body and "pkcs12_password" not in body
-    pem = api_a.get(f"/api/v1/tenants/minamiedo/operators/OP0601").get_json()["certificates"][0]
+    pem = api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()["certificates"][0]
     assert pem["serial"] == body["certificate"]["serial"]
     with world.app.app_context():
         from ca.inquiry import get_certificate

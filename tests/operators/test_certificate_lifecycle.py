@@ -1,0 +1,167 @@
+"""Re-issue on a change of permitted business systems, certificate revocation and 操作者失効."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from ca.inquiry import get_certificate
+from ca.models import RevocationReason
+from ca.profiles import permitted_business_ids
+from db import get_session
+from operators.models import AuditEvent, InBusinessId, Operator
+from tests.conftest import csrf_token
+from tests.helpers import run
+from tests.operators.conftest import World, basic_client, ca_bundle, operator_payload, pem_of, register, web_client
+
+
+def _cert(world: World, serial: str) -> tuple[x509.Certificate, str | None, RevocationReason | None]:
+    with world.app.app_context():
+        row = get_certificate(get_session(), serial=serial)
+        return x509.load_der_x509_certificate(row.der), row.status, row.revocation_reason
+
+
+def test_changing_permitted_systems_reissues_and_supersedes_the_old_certificate(
+        world: World, api_a: FlaskClient, tmp_path: Path) -> None:
+    body = register(api_a, business_ids=["05"], password="Operator-Password-1")
+    old_serial = body["certificate"]["serial"]
+    response = api_a.put("/api/v1/tenants/minamiedo/operators/OP0601",
+                         json=operator_payload(business_ids=["05", "07"], name="山田 太郎（異動）"))
+    assert response.status_code == 200, response.get_json()
+    updated = response.get_json()
+    assert updated["business_ids"] == ["05", "07"] and updated["name"] == "山田 太郎（異動）"
+    [new] = updated["reissued"]
+    new_cert, status, _ = _cert(world, new["serial"])
+    old_cert, old_status, reason = _cert(world, old_serial)
+    assert permitted_business_ids(new_cert) == ["05", "07"] and permitted_business_ids(old_cert) == ["05"]
+    assert status == "valid" and old_status == "revoked" and reason is RevocationReason.SUPERSEDED
+    assert new_cert.public_key() == old_cert.public_key()  # the terminal keeps its key
+    # the new certificate is a valid client certificate for the same key
+    leaf = tmp_path / "new.pem"
+    leaf.write_bytes(pem_of(new_cert.public_bytes(serialization.Encoding.DER)))
+    assert run("openssl", "verify", "-purpose", "sslclient", "-CAfile", ca_bundle(api_a, tmp_path),
+               leaf).returncode == 0
+
+
+def test_changing_other_fields_does_not_reissue(world: World, api_a: FlaskClient) -> None:
+    register(api_a, business_ids=["05"])
+    response = api_a.put("/api/v1/tenants/minamiedo/operators/OP0601",
+                         json=operator_payload(business_ids=["05"], department="税務課"))
+    assert response.status_code == 200 and response.get_json()["reissued"] == []
+
+
+def test_removed_permission_removes_its_in_business_id(world: World, api_a: FlaskClient) -> None:
+    register(api_a, business_ids=["05", "07"], in_business_id="U0601")
+    api_a.put("/api/v1/tenants/minamiedo/operators/OP0601", json=operator_payload(business_ids=["05"]))
+    detail = api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()
+    assert list(detail["in_business_ids"]) == ["05"]
+
+
+def test_revoking_one_certificate(world: World, api_a: FlaskClient) -> None:
+    serial = register(api_a)["certificate"]["serial"]
+    url = f"/api/v1/tenants/minamiedo/operators/OP0601/certificates/{serial}/revoke"
+    response = api_a.post(url, json={"reason": "keyCompromise"})
+    assert response.status_code == 200 and response.get_json()["status"] == "revoked"
+    assert api_a.post(url, json={}).status_code == 409  # already revoked
+    assert api_a.post(url.replace(serial, "abcdef"), json={}).status_code == 404
+
+
+def test_operator_revocation_cascades_and_keeps_the_record(world: World, api_a: FlaskClient) -> None:
+    body = register(api_a, business_ids=["05", "07"], in_business_id="U0601", password="Operator-Password-1")
+    second = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={})
+    assert second.status_code == 201
+    serials = {body["certificate"]["serial"], second.get_json()["certificate"]["serial"]}
+    with world.app.app_context():
+        session = get_session()
+        op = session.scalar(select(Operator).where(Operator.operator_id == "OP0601"))
+        assert op is not None
+        op.must_change_password = False
+        version = op.session_version
+        bio_rows = _add_biometric_credential(session, op.id)
+        session.commit()
+    operator_web = web_client(world.app, "OP0601", "minamiedo", "Operator-Password-1")
+    response = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke")
+    assert response.status_code == 200, response.get_json()
+    result = response.get_json()
+    assert set(result["revoked_certificates"]) == serials
+    assert result["biometric_credentials_removed"] == bio_rows
+    for serial in serials:
+        _, status, reason = _cert(world, serial)
+        assert status == "revoked" and reason is RevocationReason.PRIVILEGE_WITHDRAWN
+    with world.app.app_context():
+        session = get_session()
+        op = session.scalar(select(Operator).where(Operator.operator_id == "OP0601"))
+        assert op is not None and op.revoked_at is not None and op.session_version == version + 1
+        assert op.name == "山田 太郎"  # kept for audit
+        assert session.scalar(select(func.count()).select_from(InBusinessId)) == 0
+        assert session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "operator.revoked")) == 1
+    # no login anywhere: the open browser session is gone, password login and API Basic refuse
+    assert operator_web.get("/admin/operators").status_code in (302, 401, 403)
+    page = world.app.test_client().get("/login").get_data(as_text=True)
+    login = world.app.test_client().post("/login", data={"csrf_token": csrf_token(page), "tenant": "minamiedo",
+                                                          "operator_id": "OP0601", "password": "Operator-Password-1"})
+    assert login.status_code != 302
+    assert basic_client(world.app, "OP0601", "minamiedo", "Operator-Password-1").get(
+        "/api/v1/tenants").status_code == 401
+    # and it cannot be revoked, modified or given a certificate again
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke").status_code == 409
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={}).status_code == 409
+    assert api_a.put("/api/v1/tenants/minamiedo/operators/OP0601", json=operator_payload()).status_code == 409
+
+
+def _add_biometric_credential(session: object, operator_pk: int) -> int:
+    """A WebAuthn credential row for the operator, when bio/ defines the model (else 0)."""
+    try:
+        from bio.models import WebAuthnCredential
+    except ImportError:
+        return 0
+    session.add(WebAuthnCredential(  # type: ignore[attr-defined]
+        operator_pk=operator_pk, credential_id=b"cred-1", public_key=b"\xa5", sign_count=0))
+    return 1
+
+
+def test_web_revocation_asks_for_confirmation_first(world: World, api_a: FlaskClient, web_a: FlaskClient) -> None:
+    register(api_a)
+    page = web_a.get("/admin/t/minamiedo/operators/OP0601/revoke")
+    assert page.status_code == 200 and "よろしいですか" in page.get_data(as_text=True)
+    with world.app.app_context():
+        op = get_session().scalar(select(Operator).where(Operator.operator_id == "OP0601"))
+        assert op is not None and op.revoked_at is None  # GET changed nothing
+    response = web_a.post("/admin/t/minamiedo/operators/OP0601/revoke",
+                          data={"csrf_token": csrf_token(page.get_data(as_text=True))})
+    assert response.status_code == 302
+    detail = web_a.get("/admin/t/minamiedo/operators/OP0601").get_data(as_text=True)
+    assert "失効しています" in detail
+
+
+def test_web_modify_with_permission_change_reissues(world: World, api_a: FlaskClient, web_a: FlaskClient) -> None:
+    register(api_a, business_ids=["05"])
+    page = web_a.get("/admin/t/minamiedo/operators/OP0601/edit").get_data(as_text=True)
+    response = web_a.post("/admin/t/minamiedo/operators/OP0601/edit", data={
+        "csrf_token": csrf_token(page), "name": "山田 太郎", "business_ids": ["07"], "gender": "male"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    detail = api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()
+    assert [c["status"] for c in detail["certificates"]] == ["valid", "revoked"]
+    assert detail["certificates"][0]["business_ids"] == ["07"]
+
+
+def test_web_certificate_from_csr_upload(world: World, api_a: FlaskClient, web_a: FlaskClient) -> None:
+    import io
+
+    from tests.helpers import make_csr
+
+    register(api_a)
+    page = web_a.get("/admin/t/minamiedo/operators/OP0601/certificates/new").get_data(as_text=True)
+    response = web_a.post("/admin/t/minamiedo/operators/OP0601/certificates/new", data={
+        "csrf_token": csrf_token(page), "delivery": "csr", "csr": (io.BytesIO(make_csr()), "req.pem")},
+        content_type="multipart/form-data")
+    assert response.status_code == 200 and "CSRから発行" in response.get_data(as_text=True)
+    bad = web_a.post("/admin/t/minamiedo/operators/OP0601/certificates/new", data={
+        "csrf_token": csrf_token(page), "delivery": "csr", "csr": (io.BytesIO(b"garbage"), "req.pem")},
+        content_type="multipart/form-data")
+    assert bad.status_code == 400
