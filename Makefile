@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck init bench system-deps clean
+.PHONY: run test lint typecheck init bench system-deps clean translations compile-translations
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $(STAMP)
 
-init: $(STAMP)
+init: $(STAMP) compile-translations
 	$(BIN)/flask --app app init
 
 run: init
@@ -29,8 +29,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint compile-translations
 	$(BIN)/pytest
+
+# UI languages (Flask-Babel): Japanese msgids, English catalogue in translations/en/.
+# `make translations` re-extracts after you add {{ _('...') }} strings; fill the new msgstr in the .po.
+translations: $(STAMP)
+	$(BIN)/pybabel -q extract -F babel.cfg -k lazy_gettext --no-location --sort-output -o translations/messages.pot .
+	$(BIN)/pybabel -q update -i translations/messages.pot -d translations --no-fuzzy-matching --no-wrap
+	$(BIN)/pybabel compile -d translations
+
+compile-translations: $(STAMP)
+	$(BIN)/pybabel -q compile -d translations
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
