@@ -89,8 +89,11 @@ def decode(raw: bytes) -> str:
         raise InvalidInput("the CSV file is neither UTF-8 nor Shift_JIS (CP932)") from None
 
 
-def parse_in_business_ids(raw: str, business_ids: Sequence[str]) -> dict[str, str]:
-    """``U001`` (one ID for every permitted system) or ``05=U001;07=U9`` (per system)."""
+def parse_in_business_ids(raw: str, business_ids: Sequence[str], *, drop_unknown: bool = False) -> dict[str, str]:
+    """``U001`` (one ID for every permitted system) or ``05=U001;07=U9`` (per system).
+
+    ``drop_unknown`` ignores entries for systems not among ``business_ids`` (migration).
+    """
     raw = raw.strip()
     if not raw:
         return {}
@@ -102,6 +105,8 @@ def parse_in_business_ids(raw: str, business_ids: Sequence[str]) -> dict[str, st
     for part in (p for p in raw.replace(",", ";").split(";") if p.strip()):
         business_id, _, value = (s.strip() for s in part.partition("="))
         if business_id not in business_ids:
+            if drop_unknown:
+                continue
             raise InvalidInput(f"業務内ID names 業務ID {business_id[:10]!r}, which is not among 許可業務")
         if not IN_BUSINESS_ID.match(value):
             raise InvalidInput("業務内ID must be 1-64 letters, digits or _ . @ -")
@@ -160,7 +165,8 @@ def validate(session: Session, *, tenant: Tenant, text: str, drop_unpermitted: b
             if not_allowed:
                 raise InvalidInput(f"許可業務 {', '.join(not_allowed)} is not in this tenant's joint use "
                                    "(共同利用業務設定)")
-            in_business = parse_in_business_ids(values.get("in_business_ids", ""), data.business_ids)
+            in_business = parse_in_business_ids(values.get("in_business_ids", ""), data.business_ids,
+                                                drop_unknown=drop_unpermitted)
             password = values.get("password", "").strip()
             if password:
                 reason = check_policy(password, operator_id=data.operator_id)
@@ -257,9 +263,9 @@ EXPORT_FILTERS = ("operator_id", "name", "department", "phone", "email", "info",
 
 def export_rows(session: Session, *, scope: Scope, tenant: Tenant,
                 filters: Mapping[str, str]) -> list[Operator]:
-    """Active operators matching every given filter (substring match)."""
+    """Active operators (role 操作者; not administrative accounts) matching every filter (substring match)."""
     ensure_can_manage_operators(scope, tenant)
-    query = operators_of(scope, tenant).where(Operator.revoked_at.is_(None))
+    query = operators_of(scope, tenant).where(Operator.revoked_at.is_(None), Operator.role == Role.OPERATOR)
     for key in EXPORT_FILTERS:
         value = (filters.get(key) or "").strip()[:200]
         if value:
