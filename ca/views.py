@@ -168,6 +168,7 @@ def _revocation_form() -> tuple[str, str]:
 
 @bp.route("/admin/certificates/<int:cert_id>/revoke/confirm", methods=["POST"])
 @requires(Permission.REVOKE_CERTIFICATES)
+@requires_recent_auth
 def confirm_revocation(cert_id: int) -> Any:
     """失効確認: what will happen, before it happens (nothing is changed here)."""
     session = get_session()
@@ -184,6 +185,7 @@ def confirm_revocation(cert_id: int) -> Any:
 
 @bp.route("/admin/certificates/<int:cert_id>/revoke", methods=["POST"])
 @requires(Permission.REVOKE_CERTIFICATES)
+@requires_recent_auth
 def revoke_certificate(cert_id: int) -> Any:
     """失効 (or 保留解除 with removeFromCRL) after confirmation; CRL and OCSP are re-signed at once."""
     session = get_session()
