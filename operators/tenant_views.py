@@ -42,7 +42,7 @@ bp = Blueprint("tenants_admin", __name__, url_prefix="/admin")
 def tenant_list() -> Any:
     """市町村・任意団体設定: list and create."""
     session = get_session()
-    error = None
+    error, status = None, 200
     values = {k: request.form.get(k, "")[:200] for k in ("code", "name", "kind")}
     if request.method == "POST":
         try:
@@ -51,9 +51,9 @@ def tenant_list() -> Any:
             flash(f"{values['name']} を登録しました。")
             return redirect(url_for("tenants_admin.tenant_list"))
         except OpauthError as exc:
-            error = exc.message
+            error, status = exc.message, exc.status
     return render_template("operators/tenants.html", tenants=list_tenants(session), kinds=KIND_LABELS,
-                           values=values, error=error, system_kind=TenantKind.SYSTEM), (400 if error else 200)
+                           values=values, error=error, system_kind=TenantKind.SYSTEM), status
 
 
 @bp.route("/tenants/<code>/edit", methods=["GET", "POST"])
@@ -61,7 +61,7 @@ def tenant_list() -> Any:
 def tenant_edit(code: str) -> Any:
     session = get_session()
     tenant = get_tenant_by_code(session, code)
-    error = None
+    error, status = None, 200
     values = {"code": tenant.code, "name": tenant.name, "kind": tenant.kind.value}
     if request.method == "POST":
         values.update(name=request.form.get("name", "")[:300], kind=request.form.get("kind", "")[:40])
@@ -74,9 +74,9 @@ def tenant_edit(code: str) -> Any:
             unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target=f"tenant:{tenant.code}")
             return redirect(url_for("tenants_admin.tenant_list"))
         except OpauthError as exc:
-            error = exc.message
+            error, status = exc.message, exc.status
     return render_template("operators/tenant_edit.html", tenant=tenant, values=values, kinds=KIND_LABELS,
-                           error=error, system_kind=TenantKind.SYSTEM), (400 if error else 200)
+                           error=error, system_kind=TenantKind.SYSTEM), status
 
 
 @bp.route("/tenants/order", methods=["GET", "POST"])
