@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ca.authority import CaSettings, issuer_for
 from ca.crl import dialect_insert, lock_state
@@ -244,21 +244,26 @@ def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAn
     authority_id = find_authority_id(session, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
     if authority_id is None:
         return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    signer = aliased(Certificate)
     row = session.execute(
         select(Certificate.id, Certificate.revoked_at, Certificate.revocation_reason,
                OcspResponse.revoked_at, OcspResponse.revocation_reason, OcspResponse.this_update,
-               OcspResponse.next_update, OcspResponse.der)
+               OcspResponse.next_update, OcspResponse.der, signer.revoked_at)
         .outerjoin(OcspResponse, and_(OcspResponse.certificate_id == Certificate.id,
                                       OcspResponse.hash_algorithm == cert_id.algorithm))
+        .outerjoin(signer, signer.id == OcspResponse.responder_id)
         .where(Certificate.serial == format(cert_id.serial, "x"), Certificate.authority_id == authority_id)
     ).first()
     now = utcnow()
     if row is None:
         return _sign(session, settings, authority_id, cert_id, status=None, now=now)
-    certificate_id, revoked_at, reason, stored_revoked_at, stored_reason, stored_this, stored_next, stored_der = row
+    (certificate_id, revoked_at, reason, stored_revoked_at, stored_reason, stored_this, stored_next, stored_der,
+     signer_revoked_at) = row
     refresh = timedelta(hours=settings.config["OCSP_REFRESH_HOURS"])
+    # Reuse only what still states the current status, is not near nextUpdate, and whose
+    # signer has not been revoked since (a compromised responder key must stop speaking).
     if (cert_id.nonce is None and stored_der is not None and stored_revoked_at == revoked_at
-            and stored_reason == reason and stored_next - refresh > now):
+            and stored_reason == reason and stored_next - refresh > now and signer_revoked_at is None):
         kind = OcspAnswerKind.GOOD if revoked_at is None else OcspAnswerKind.REVOKED
         return OcspAnswer(der=stored_der, kind=kind, this_update=stored_this, next_update=stored_next,
                           cacheable=True, from_storage=True)

@@ -214,7 +214,6 @@ def test_responder_certificate_is_renewed_before_it_expires(app: Flask, api: Fla
                                       Certificate.authority_id == issuing.id))
         assert count == 2
     leaf = issue_leaf(api, tmp_path)
-    app.config["OCSP_SIGNING_RENEW_DAYS"] = 7
     answer = _post(api, _request(leaf))
     assert answer.certificates[0].serial_number == renewed.certificate.serial_number
 
@@ -228,3 +227,16 @@ def test_stored_responses_are_kept_per_certificate_and_hash(app: Flask, api: Fla
             select(OcspResponse.hash_algorithm).join(Certificate, Certificate.id == OcspResponse.certificate_id)
             .where(Certificate.serial == leaf.serial)).scalars().all()
     assert sorted(rows) == ["sha1", "sha256"]
+
+
+def test_revoking_the_responder_certificate_replaces_it_and_its_stored_answers(
+        app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    request = _request(leaf)
+    before = _post(api, request)
+    old_signer = before.certificates[0]
+    revoke(api, format(old_signer.serial_number, "x"), "keyCompromise")
+    after = _post(api, request)
+    assert after.certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert after.certificates[0].serial_number != old_signer.serial_number
+    assert after.certificates[0].public_key() != old_signer.public_key()
