@@ -463,6 +463,11 @@ def passwords(code: str) -> Any:
         return render_template("operators/passwords.html", tenant=tenant, operators=operators, page=page,
                                pages=max(1, -(-total // per_page)))
     ids = [i[:64] for i in request.form.getlist("operator_ids")[:500]]
+    if request.form.get("confirmed") != "1":  # confirmation first: the old passwords stop working
+        chosen = [managed_operator(session, s, tenant, i) for i in ids]
+        if not chosen:
+            raise InvalidInput("select at least one operator")
+        return render_template("operators/passwords_confirm.html", tenant=tenant, operators=chosen)
 
     def work() -> bytes:
         chosen = [managed_operator(session, s, tenant, i) for i in ids]

@@ -108,7 +108,13 @@ def test_bulk_password_change_exports_new_passwords_once(world: World, api_a: Fl
     register(api_a, operator_id="OP0601", password="Old-Password-0601")
     register(api_a, operator_id="OP0602", password="Old-Password-0602")
     page = web_a.get("/admin/t/minamiedo/passwords").get_data(as_text=True)
-    response = web_a.post("/admin/t/minamiedo/passwords", data={"csrf_token": csrf_token(page),
+    confirm = web_a.post("/admin/t/minamiedo/passwords", data={"csrf_token": csrf_token(page),
+                                                               "operator_ids": ["OP0601", "OP0602"]})
+    assert confirm.status_code == 200 and "よろしいですか" in confirm.get_data(as_text=True)
+    with world.app.app_context():  # nothing changed before the confirmation
+        op = get_session().scalar(select(Operator).where(Operator.operator_id == "OP0601"))
+        assert op is not None and verify_password(op.password_hash, "Old-Password-0601")
+    response = web_a.post("/admin/t/minamiedo/passwords", data={"csrf_token": csrf_token(page), "confirmed": "1",
                                                                 "operator_ids": ["OP0601", "OP0602"]})
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
     rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
