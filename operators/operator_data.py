@@ -21,6 +21,7 @@ PHONE = re.compile(r"^[0-9][0-9-]{0,19}$")
 EXTENSION = re.compile(r"^[0-9][0-9-]{0,19}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FORMULA_START = frozenset("=+-@")
 
 LABELS = {
     "operator_id": "オペレータID",
@@ -118,6 +119,9 @@ class OperatorData:
         for name, limit in _MAX.items():
             if len(values[name]) > limit:
                 raise InvalidInput(f"{LABELS[name]} ({name}) is longer than {limit} characters")
+            # Exported CSVs are opened in Excel: a leading = + - @ would be run as a formula there.
+            if values[name][:1] in _FORMULA_START:
+                raise InvalidInput(f"{LABELS[name]} ({name}) must not start with = + - or @")
         if values["phone"] and not PHONE.match(values["phone"]):
             raise InvalidInput("連絡先電話 (phone) may contain half-width digits and hyphens only (at most 20)")
         if values["extension"] and not EXTENSION.match(values["extension"]):

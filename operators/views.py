@@ -31,7 +31,7 @@ from ca.models import RevocationReason
 from db import get_session, new_session
 from operators import csv_io
 from operators.audit import AuditAction, audited_unit_of_work, record_event_separately
-from operators.auth import current_actor, current_operator, requires
+from operators.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.models import AuditResult, Operator, Tenant
 from operators.operator_certs import (
     issue_operator_certificate,
@@ -224,6 +224,7 @@ def staged_delete(code: str, staged_id: int) -> Any:
 
 @bp.route("/t/<code>/staged/issue", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
 def staged_issue(code: str) -> Any:
     """証明書発行: confirmation (GET), then register everyone on the list and show each PKCS#12 once."""
     session, s = get_session(), scope()
@@ -291,6 +292,7 @@ def operator_edit(code: str, operator_id: str) -> Any:
 
 @bp.route("/t/<code>/operators/<operator_id>/certificates/new", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
 def certificate_new(code: str, operator_id: str) -> Any:
     """オペレータ証明書発行 for a registered operator: PKCS#12 (key made here) or from a CSR."""
     session, s = get_session(), scope()
@@ -330,6 +332,7 @@ def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> 
 
 @bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/revoke", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
 def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
     """オペレータ証明書失効 (with confirmation)."""
     session, s = get_session(), scope()
@@ -354,6 +357,7 @@ def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
 
 @bp.route("/t/<code>/operators/<operator_id>/revoke", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
 def operator_revoke(code: str, operator_id: str) -> Any:
     """操作者失効 (with confirmation): no login anywhere, certificates revoked, biometrics removed."""
     session, s = get_session(), scope()
@@ -449,6 +453,7 @@ def export(code: str) -> Any:
 
 @bp.route("/t/<code>/passwords", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
 def passwords(code: str) -> Any:
     """パスワード一括変更: choose operators; the new passwords come back once, as a CSV download."""
     session, s = get_session(), scope()

@@ -165,3 +165,15 @@ def test_web_certificate_from_csr_upload(world: World, api_a: FlaskClient, web_a
         "csrf_token": csrf_token(page), "delivery": "csr", "csr": (io.BytesIO(b"garbage"), "req.pem")},
         content_type="multipart/form-data")
     assert bad.status_code == 400
+
+
+def test_issuing_and_revoking_in_the_web_ui_need_a_recent_login(world: World, api_a: FlaskClient,
+                                                                  web_a: FlaskClient) -> None:
+    register(api_a)
+    with web_a.session_transaction() as sess:
+        sess["auth_at"] = sess["auth_at"] - 3600  # logged in an hour ago (absolute limit is longer)
+    for url in ("/admin/t/minamiedo/operators/OP0601/certificates/new", "/admin/t/minamiedo/operators/OP0601/revoke",
+                "/admin/t/minamiedo/staged/issue"):
+        response = web_a.get(url)
+        assert response.status_code == 302 and "/reauth" in response.headers["Location"], url
+    assert web_a.get("/admin/t/minamiedo/operators/OP0601").status_code == 200  # reading needs no re-auth

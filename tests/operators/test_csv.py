@@ -168,3 +168,9 @@ def test_oversized_upload_is_413(world: World, api_a: FlaskClient) -> None:
     big = b"a" * (17 * 1024 * 1024)
     response = api_a.post("/api/v1/tenants/minamiedo/operators/import", data=big, content_type="text/csv")
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("name", ["=HYPERLINK(\"http://evil\")", "+1+2", "-2+3", "@SUM(A1)"])
+def test_values_excel_would_run_as_formulas_are_refused(world: World, api_a: FlaskClient, name: str) -> None:
+    status, body = import_api(api_a, "minamiedo", csv_bytes([row("OP1", name)]))
+    assert status == 400 and str(body["message"]).startswith("line 2:")
