@@ -196,7 +196,7 @@ def joint_use_put(business_id: str) -> Any:
         codes = _body().get("tenants")
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
             raise InvalidInput("'tenants' must be a list of tenant codes")
-        return set_joint_use(session, system=system, tenant_codes=codes, actor=current_actor())
+        return set_joint_use(session, settings=ca_settings(), system=system, tenant_codes=codes, actor=current_actor())
 
     result = unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target=f"business_system:{system.business_id}")
     return jsonify(business_id=system.business_id, tenants=[t.code for t in result])

@@ -84,7 +84,8 @@ def tenant_joint_use(business_id: str, tenant_codes: tuple[str, ...]) -> None:
     """Set exactly which tenants may use BUSINESS_ID (共同利用業務設定)."""
     session = get_session()
     result = _run(lambda: set_joint_use(
-        session, system=get_by_business_id(session, well_formed_business_id(business_id)),
+        session, settings=CaSettings.from_config(current_app.config),
+        system=get_by_business_id(session, well_formed_business_id(business_id)),
         tenant_codes=list(tenant_codes), actor=cli_actor()),
                   failure=AuditAction.TENANT_REJECTED, target=f"business_system:{business_id[:2]}")
     click.echo(f"{business_id}: {' '.join(t.code for t in result) or '(none)'}")

@@ -190,6 +190,30 @@ def update_operator(session: Session, *, scope: Scope, settings: CaSettings, ope
     return UpdateResult(operator=operator, reissued=reissued)
 
 
+def withdraw_business_system(session: Session, *, settings: CaSettings, tenant: Tenant, system: BusinessSystem,
+                             actor: Actor) -> list[Operator]:
+    """After ``tenant`` lost the joint use of ``system``: take it from every active operator of the tenant.
+
+    Their in-business IDs for it are removed and their certificates re-issued without it
+    (the old ones revoked as superseded), so no operator keeps a permission the tenant lacks.
+    """
+    operators = list(session.scalars(select(Operator).where(
+        Operator.tenant_id == tenant.id, Operator.revoked_at.is_(None),
+        Operator.permitted_systems.any(BusinessSystem.id == system.id)).order_by(Operator.operator_id)))
+    for operator in operators:
+        before = sorted(s.business_id for s in operator.permitted_systems)
+        operator.permitted_systems = [s for s in operator.permitted_systems if s.id != system.id]
+        session.execute(delete(InBusinessId).where(InBusinessId.operator_id == operator.id,
+                                                   InBusinessId.business_system_id == system.id))
+        session.flush()
+        record_event(session, action=AuditAction.OPERATOR_UPDATED, actor=actor,
+                     target=target(tenant, operator.operator_id),
+                     detail={"business_ids_before": before, "reason": "joint use withdrawn",
+                             "business_ids": sorted(s.business_id for s in operator.permitted_systems)})
+        reissue_for_permissions(session, settings=settings, operator=operator, actor=actor)
+    return operators
+
+
 def _remove_biometrics(session: Session, operator: Operator) -> int:
     """Delete the operator's biometric (WebAuthn) credentials, if the bio package defines them."""
     try:

@@ -32,7 +32,7 @@ from operators.tenants import (
     set_joint_use,
     update_tenant,
 )
-from operators.views import page_arg, scope, unit_of_work
+from operators.views import ca_settings, page_arg, scope, unit_of_work
 
 bp = Blueprint("tenants_admin", __name__, url_prefix="/admin")
 
@@ -120,8 +120,8 @@ def joint_use() -> Any:
         elif action == "cancel":
             chosen -= {c[:20] for c in request.form.getlist("remove")}
         elif action == "save":
-            unit_of_work(lambda: set_joint_use(session, system=system, tenant_codes=sorted(chosen),
-                                               actor=current_actor()),
+            unit_of_work(lambda: set_joint_use(session, settings=ca_settings(), system=system,
+                                               tenant_codes=sorted(chosen), actor=current_actor()),
                          failure=AuditAction.TENANT_REJECTED, target=f"business_system:{system.business_id}")
             flash("共同利用業務設定を登録しました。")
             return redirect(url_for("tenants_admin.joint_use", business_id=system.business_id))

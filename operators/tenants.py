@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from ca.authority import CaSettings
 from ca.errors import Conflict, InvalidInput, NotFound
 from operators.audit import Actor, AuditAction, record_event
 from operators.models import BusinessSystem, JointUse, Tenant, TenantKind
@@ -109,13 +110,15 @@ def permitted_tenants(session: Session, system: BusinessSystem) -> list[Tenant]:
         .where(JointUse.business_system_id == system.id).order_by(Tenant.display_order, Tenant.code)))
 
 
-def set_joint_use(session: Session, *, system: BusinessSystem, tenant_codes: Sequence[str],
+def set_joint_use(session: Session, *, settings: CaSettings, system: BusinessSystem, tenant_codes: Sequence[str],
                   actor: Actor) -> list[Tenant]:
     """共同利用業務設定 登録: exactly ``tenant_codes`` may use ``system`` from now on.
 
-    A tenant that loses the system keeps its operators, but their permission for
-    the system is not removed here: the managers see it when they next modify them.
+    The operators of a tenant that loses the system lose their permission for it
+    (in-business IDs removed, certificates re-issued without it).
     """
+    from operators.registration import withdraw_business_system
+
     tenants = {t.code: t for t in list_tenants(session)}
     unknown = [c for c in tenant_codes if c not in tenants]
     if unknown:
@@ -132,4 +135,6 @@ def set_joint_use(session: Session, *, system: BusinessSystem, tenant_codes: Seq
     record_event(session, action=AuditAction.JOINT_USE_CHANGED, actor=actor,
                  target=f"business_system:{system.business_id}",
                  detail={"added": sorted(after - before), "removed": sorted(before - after)})
+    for code in sorted(before - after):
+        withdraw_business_system(session, settings=settings, tenant=tenants[code], system=system, actor=actor)
     return permitted_tenants(session, system)

@@ -170,3 +170,24 @@ def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_pa
     result = runner.invoke(args=["operator", "revoke", "--tenant", "higashi", "--yes", "OP9001"])
     assert result.exit_code == 0 and "1 certificates revoked" in result.output, result.output
     assert runner.invoke(args=["tenant", "list"]).output.count("higashi") == 1
+
+
+def test_withdrawn_joint_use_takes_the_permission_from_the_tenants_operators(world: World,
+                                                                             api_a: FlaskClient) -> None:
+    old_serial = register(api_a, business_ids=["05", "07"], in_business_id="U1")["certificate"]["serial"]
+    admin = basic_client(world.app, "admin", "system", "Correct-Horse-Battery-42")
+    # the bootstrap admin must change the one-time password before using the API
+    with world.app.app_context():
+        from operators.passwords import hash_password
+
+        session = get_session()
+        op = session.scalar(select(Operator).where(Operator.operator_id == "admin"))
+        assert op is not None
+        op.password_hash, op.must_change_password = hash_password("Correct-Horse-Battery-42"), False
+        session.commit()
+    assert admin.put("/api/v1/business-systems/07/joint-use", json={"tenants": []}).status_code == 200
+    detail = api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()
+    assert detail["business_ids"] == ["05"] and list(detail["in_business_ids"]) == ["05"]
+    new, old = detail["certificates"]
+    assert old["serial"] == old_serial and old["status"] == "revoked" and old["revocation_reason"] == "superseded"
+    assert new["status"] == "valid" and new["business_ids"] == ["05"]
