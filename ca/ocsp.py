@@ -18,6 +18,7 @@ one signature each; browsers and RFC 5019 clients send none.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import secrets
@@ -52,7 +53,7 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
 
 
-class OcspAnswerKind:
+class OcspAnswerKind(enum.StrEnum):
     """What an answer says, for logs and tests (the DER is what clients read)."""
 
     GOOD = "good"
@@ -68,7 +69,7 @@ class OcspAnswer:
     """A DER OCSPResponse and what HTTP caching may do with it."""
 
     der: bytes
-    kind: str
+    kind: OcspAnswerKind
     this_update: datetime | None = None
     next_update: datetime | None = None
     cacheable: bool = False  # True when the same bytes answer everyone asking (no nonce)
@@ -225,6 +226,8 @@ def _parse(request_der: bytes) -> _CertId | None:
                 nonce = ext.value.nonce
             elif ext.critical:
                 return None  # a critical extension we do not understand
+        if req.serial_number < 0:  # RFC 5280 serials are positive
+            return None
         return _CertId(algorithm=algorithm, name_hash=req.issuer_name_hash, key_hash=req.issuer_key_hash,
                        serial=req.serial_number, nonce=nonce)
     except Exception:  # malformed DER, unsupported algorithm: all the client's fault

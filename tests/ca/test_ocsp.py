@@ -240,3 +240,22 @@ def test_revoking_the_responder_certificate_replaces_it_and_its_stored_answers(
     assert after.certificate_status is ocsp.OCSPCertStatus.GOOD
     assert after.certificates[0].serial_number != old_signer.serial_number
     assert after.certificates[0].public_key() != old_signer.public_key()
+
+
+def test_get_path_with_raw_slashes_and_plus_signs_is_decoded(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """Clients do not always percent-encode the base64: '//' must not be merged, '+' must survive."""
+    leaf = issue_leaf(api, tmp_path)
+    for _ in range(2000):
+        nonce = os.urandom(16)
+        encoded = base64.b64encode(_request(leaf, nonce=nonce)).decode()
+        if "//" in encoded and "+" in encoded:
+            break
+    else:  # pragma: no cover - 2000 tries without both is vanishingly unlikely
+        raise AssertionError("no request with '//' and '+' in its base64")
+    with live_server(app) as url:
+        result = run("curl", "-sS", "--path-as-is", "-o", tmp_path / "resp.der", "-w", "%{http_code}",
+                     f"{url}/pki/ocsp/{encoded}")
+    assert result.stdout == "200", result.stderr
+    answer = ocsp.load_der_ocsp_response((tmp_path / "resp.der").read_bytes())
+    assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+    assert answer.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
