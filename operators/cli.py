@@ -142,6 +142,37 @@ def operator_register(tenant_code: str, csr_path: Path | None, p12_out: Path | N
     click.echo(f"one-time login password (shown once): {result.password}")
 
 
+@operator_group.command("issue-pending")
+@click.option("--tenant", "tenant_code", required=True)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="directory for the PKCS#12 files (created 0700; files 0600)")
+def operator_issue_pending(tenant_code: str, out_dir: Path) -> None:
+    """オペレータ証明書 for every active operator without a live one (e.g. after import); prints the passwords."""
+
+    from operators.models import Operator
+    from operators.operator_certs import issue_operator_certificate, without_live_certificate
+    from operators.tenancy import operators_of
+
+    session = get_session()
+    settings = CaSettings.from_config(current_app.config)
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def work() -> list[Any]:
+        tenant = get_tenant(session, CLI_SCOPE, tenant_code)
+        pending = session.scalars(without_live_certificate(operators_of(CLI_SCOPE, tenant))
+                                  .order_by(Operator.operator_id))
+        return [issue_operator_certificate(session, settings=settings, operator=op, actor=cli_actor())
+                for op in list(pending)]
+
+    issued = _run(work, failure=AuditAction.ISSUANCE_REJECTED, target=f"tenant:{tenant_code[:20]}")
+    for item in issued:
+        assert item.pkcs12 is not None
+        path = out_dir / item.pkcs12.filename
+        _write_secret(path, item.pkcs12.data)
+        click.echo(f"{item.certificate.common_name}\t{path}\t{item.pkcs12.password}")
+    click.echo(f"{len(issued)} certificates issued", err=True)
+
+
 @operator_group.command("import")
 @click.option("--tenant", "tenant_code", required=True)
 @click.option("--drop-unpermitted", is_flag=True, help="drop 許可業務 the tenant may not use (migration)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, chain_certificates, current_issuer
@@ -107,6 +107,14 @@ def issue_operator_certificate(
     record_event(session, action=AuditAction.OPERATOR_CERTIFICATE_DELIVERED, actor=actor,
                  target=f"certificate:{cert.serial}", detail={"delivery": Delivery.PKCS12.value})
     return IssuedOperatorCertificate(certificate=cert, pkcs12=bundle)
+
+
+def without_live_certificate(query: Select[Operator]) -> Select[Operator]:
+    """Narrow an operator query (from ``operators.tenancy``) to active operators lacking a live certificate."""
+    live = (select(OperatorCertificate.operator_id)
+            .join(Certificate, Certificate.id == OperatorCertificate.certificate_id)
+            .where(Certificate.revoked_at.is_(None), Certificate.not_after > utcnow()))
+    return query.where(Operator.revoked_at.is_(None), Operator.id.not_in(live))
 
 
 def _is_live(cert: Certificate) -> bool:

@@ -37,11 +37,13 @@ from operators.operator_certs import (
     issue_operator_certificate,
     operator_certificates,
     revoke_operator_certificate,
+    without_live_certificate,
 )
 from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, LABELS, ROLE_LABELS, OperatorData
 from operators.passwords import generate_password
 from operators.permissions import Permission
 from operators.registration import (
+    RegistrationResult,
     bulk_change_passwords,
     issue_staged,
     revoke_operator,
@@ -63,6 +65,7 @@ from operators.tenancy import (
 
 bp = Blueprint("operators_admin", __name__, url_prefix="/admin")
 T = TypeVar("T")
+MAX_BATCH_ISSUE = 100  # PKCS#12s shown on one page
 FORM_FIELDS = ("operator_id", "name", "department", "gender", "phone", "extension", "email", "info",
                "extra_info", "auth_method", "in_business_id", "role", "administers_business_id")
 
@@ -316,6 +319,39 @@ def certificate_new(code: str, operator_id: str) -> Any:
                                      operator=operator, data_url=_data_url))
 
 
+@bp.route("/t/<code>/certificates/pending", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
+def certificates_pending(code: str) -> Any:
+    """証明書未発行: operators without a live certificate (e.g. after 一括登録); issue PKCS#12s for a selection."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    query = without_live_certificate(operators_of(s, tenant))
+    if request.method == "GET":
+        per_page = current_app.config["PAGE_SIZE"]
+        page = page_arg()
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        operators = list(session.scalars(query.order_by(Operator.operator_id)
+                                         .offset((page - 1) * per_page).limit(per_page)))
+        return render_template("operators/pending.html", tenant=tenant, operators=operators, total=total,
+                               page=page, pages=max(1, -(-total // per_page)))
+    ids = [i[:64] for i in request.form.getlist("operator_ids")[:MAX_BATCH_ISSUE + 1]]
+    actor = current_actor()
+
+    def work() -> list[RegistrationResult]:
+        if not ids or len(ids) > MAX_BATCH_ISSUE:
+            raise InvalidInput(f"select between 1 and {MAX_BATCH_ISSUE} operators")
+        results = []
+        for operator_id in ids:
+            operator = managed_operator(session, s, tenant, operator_id)
+            issued = issue_operator_certificate(session, settings=ca_settings(), operator=operator, actor=actor)
+            results.append(RegistrationResult(operator=operator, password=None, issued=issued))
+        return results
+
+    results = unit_of_work(work, failure=AuditAction.ISSUANCE_REJECTED, target=f"tenant:{tenant.code}")
+    return _no_store(render_template("operators/issued.html", tenant=tenant, results=results, data_url=_data_url))
+
+
 @bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/<fmt>")
 @requires(Permission.MANAGE_OPERATORS)
 def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> Any:
@@ -417,7 +453,9 @@ def import_csv(code: str) -> Any:
                     session.commit()
                     yield (f'<p class="notice" id="done">{progress.done} 件を登録しました。</p>'
                            f'<p><a href="{url_for("operators_admin.operator_list", code=tenant.code)}">'
-                           "操作者一覧へ</a></p>")
+                           "操作者一覧へ</a> ・ "
+                           f'<a href="{url_for("operators_admin.certificates_pending", code=tenant.code)}">'
+                           "証明書未発行の操作者へ（オペレータ証明書発行）</a></p>")
                 else:
                     yield f'<p><progress value="{progress.done}" max="{progress.total}"></progress> ' \
                           f"{progress.done} / {progress.total}</p>\n"

@@ -177,3 +177,34 @@ def test_issuing_and_revoking_in_the_web_ui_need_a_recent_login(world: World, ap
         response = web_a.get(url)
         assert response.status_code == 302 and "/reauth" in response.headers["Location"], url
     assert web_a.get("/admin/t/minamiedo/operators/OP0601").status_code == 200  # reading needs no re-auth
+
+
+def test_imported_operators_get_certificates_from_the_pending_list(world: World, api_a: FlaskClient,
+                                                                   web_a: FlaskClient, tmp_path: Path) -> None:
+    data = "オペレータID,氏名・組織名,許可業務\r\nOP0701,一括 一郎,05\r\nOP0702,一括 二郎,05;07\r\n"
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/import", data=data.encode(),
+                      content_type="text/csv").status_code == 201
+    register(api_a)  # OP0601 already has a certificate
+    page = web_a.get("/admin/t/minamiedo/certificates/pending").get_data(as_text=True)
+    assert "OP0701" in page and "OP0702" in page and ">OP0601<" not in page and "mgrA" in page
+    response = web_a.post("/admin/t/minamiedo/certificates/pending", data={
+        "csrf_token": csrf_token(page), "operator_ids": ["OP0701", "OP0702"]})
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert html.count("application/x-pkcs12;base64,") == 2
+    after = web_a.get("/admin/t/minamiedo/certificates/pending").get_data(as_text=True)
+    assert "OP0701" not in after and "OP0702" not in after
+    detail = api_a.get("/api/v1/tenants/minamiedo/operators/OP0702").get_json()
+    assert detail["certificates"][0]["business_ids"] == ["05", "07"]
+    # an operator of another tenant cannot be slipped into the selection
+    response = web_a.post("/admin/t/minamiedo/certificates/pending", data={
+        "csrf_token": csrf_token(page), "operator_ids": ["mgrB"]})
+    assert response.status_code == 404
+    # the CLI issues the rest into files
+    runner = world.app.test_cli_runner()
+    result = runner.invoke(args=["operator", "issue-pending", "--tenant", "minamiedo", "--out-dir",
+                                 str(tmp_path / "p12")])
+    assert result.exit_code == 0, result.output
+    name, path, password = result.output.splitlines()[0].split("\t")
+    assert name == "mgrA"
+    assert run("openssl", "pkcs12", "-info", "-noout", "-in", path, "-passin", f"pass:{password}").returncode == 0
