@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bio.models import ChallengePurpose, EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
@@ -90,9 +90,14 @@ def _known(creds: list[WebAuthnCredential]) -> list[KnownCredential]:
     return [KnownCredential(c.credential_id, tuple(c.transports or ())) for c in creds]
 
 
+STALE_AFTER = timedelta(hours=1)
+
+
 def _store_challenge(session: Session, *, operator: Operator, purpose: ChallengePurpose, challenge: bytes,
                      rp: RelyingParty) -> int:
     now = utcnow()
+    # Spent and expired challenges are worthless; keep the table small (indexed on expires_at).
+    session.execute(delete(WebAuthnChallenge).where(WebAuthnChallenge.expires_at < now - STALE_AFTER))
     row = WebAuthnChallenge(challenge=challenge, purpose=purpose, operator_pk=operator.id, created_at=now,
                             expires_at=now + timedelta(seconds=rp.challenge_seconds))
     session.add(row)

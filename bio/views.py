@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, flash, jsonify, redirect, render_template, request, session, url_for
@@ -310,15 +311,19 @@ def enrol() -> Any:
                 error, status = _("オペレータID又は登録コードが正しくないか、有効期限が切れています。"), 400
             else:
                 db_session.commit()
-                session[SELF_ENROL_KEY] = target.id
+                session[SELF_ENROL_KEY] = [target.id, int(time.time())]
                 return render_template("bio/enrol_ready.html", target=target)
     return render_template("bio/enrol.html", tenants=tenants(db_session), error=error,
                            selected=request.form.get("tenant", SYSTEM_TENANT_CODE)), status
 
 
 def _self_enrol_target(db_session: Session) -> Operator | None:
-    pk = session.get(SELF_ENROL_KEY)
-    if not isinstance(pk, int):
+    """The operator whose code this browser redeemed, for ENROLMENT_CODE_MINUTES at most."""
+    state = session.get(SELF_ENROL_KEY)
+    if not isinstance(state, list) or len(state) != 2 or not all(isinstance(v, int) for v in state):
+        return None
+    pk, redeemed_at = state
+    if time.time() - redeemed_at > int(current_app.config["ENROLMENT_CODE_MINUTES"]) * 60:
         return None
     operator = db_session.get(Operator, pk)
     return operator if operator is not None and operator.revoked_at is None else None

@@ -309,3 +309,25 @@ def test_biometric_operator_reauthenticates_with_the_authenticator(app: Flask, e
     with client.session_transaction() as s:
         assert int(time.time()) - s["auth_at"] < 60
     assert audit_events(app, AuditAction.REAUTHENTICATED)[-1].detail["method"] == "reauth_biometric"
+
+
+def test_a_redeemed_code_is_good_for_a_limited_time_only(app: Flask, admin_client: FlaskClient) -> None:
+    add_operator(app, "BIO06", auth_method=AuthMethod.BIOMETRIC, password=None)
+    terminal = app.test_client()
+    assert _redeem(terminal, "BIO06", _issue_code(admin_client, "BIO06")) == 200
+    with terminal.session_transaction() as s:
+        pk, redeemed_at = s["bio_self_enrol_operator"]
+        s["bio_self_enrol_operator"] = [pk, redeemed_at - app.config["ENROLMENT_CODE_MINUTES"] * 60 - 5]
+    token = page_csrf(terminal, "/bio/enrol")
+    assert terminal.post("/bio/enrol/options", json={}, headers={"X-CSRFToken": token}).status_code == 401
+
+
+def test_stale_challenges_are_purged(app: Flask, enrolled: SoftAuthenticator) -> None:
+    bio_login_options(app.test_client(), "BIO01")
+    with app.app_context():
+        session = db.get_session()
+        session.execute(update(WebAuthnChallenge).values(expires_at=db.utcnow() - timedelta(days=1)))
+        session.commit()
+    bio_login_options(app.test_client(), "BIO01")
+    with app.app_context():
+        assert len(list(db.get_session().scalars(select(WebAuthnChallenge.id)))) == 1
