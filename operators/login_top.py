@@ -49,17 +49,17 @@ class MenuEntry:
 
 
 ADMIN_MENU: tuple[MenuEntry, ...] = (
-    MenuEntry(lazy_gettext("オペレータ証明書"), Permission.MANAGE_OPERATORS,
-              ("operators_admin.staging", "operators_admin.index", "operators.index")),
-    MenuEntry(lazy_gettext("オペレータ管理"), Permission.MANAGE_OPERATORS,
-              ("operators_admin.operator_list", "operators_admin.index", "operators.index")),
+    MenuEntry(lazy_gettext("オペレータ証明書"), Permission.MANAGE_OPERATORS, ("operators_admin.home",)),
+    MenuEntry(lazy_gettext("オペレータ管理"), Permission.MANAGE_OPERATORS, ("operators_admin.home",)),
+    MenuEntry(lazy_gettext("業務内ID管理"), Permission.MANAGE_IN_BUSINESS_IDS,
+              ("tenants_admin.in_business_home", "operators_admin.home")),
     MenuEntry(lazy_gettext("生体情報管理"), Permission.MANAGE_BIOMETRICS, ("bio.manage",)),
     MenuEntry(lazy_gettext("業務サーバ証明書"), Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES,
               ("ca_admin.new_business_server_certificate",)),
-    MenuEntry(lazy_gettext("SSL通信証明書"), Permission.VIEW_CERTIFICATES,
-              ("ca_admin.tls_certificates", "ca_admin.certificate_list")),
+    MenuEntry(lazy_gettext("SSL通信証明書"), Permission.MANAGE_TLS_CERTIFICATES,
+              ("tls_admin.ssl_list", "ca_admin.certificate_list")),
     MenuEntry(lazy_gettext("運用環境設定"), Permission.MANAGE_TENANTS,
-              ("operators_admin.environment", "operators_admin.tenants", "ca_admin.index")),
+              ("tenants_admin.tenant_list", "tenants_admin.joint_use", "ca_admin.index")),
     MenuEntry(lazy_gettext("ロック解除"), Permission.UNLOCK_OPERATORS, ("login_admin.locked",)),
 )
 

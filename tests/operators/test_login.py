@@ -297,6 +297,8 @@ def test_top_screen_shows_admin_menus_by_role(app: Flask, admin_client: FlaskCli
     for label in ("オペレータ証明書", "オペレータ管理", "生体情報管理", "業務サーバ証明書", "SSL通信証明書",
                   "運用環境設定"):
         assert label in admin_page
+    for href in ("/bio/manage", "/admin/business-server-certificates/new", "/admin/locked-operators"):
+        assert f'href="{href}"' in admin_page
     add_operator(app, "OP0618")
     client = app.test_client()
     post_login(client, operator_id="OP0618", password=OPERATOR_PASSWORD)
