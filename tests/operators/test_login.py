@@ -318,3 +318,19 @@ def test_state_rows_are_per_operator(app: Flask) -> None:
     with app.app_context():
         rows = list(db.get_session().scalars(select(OperatorLoginState)))
     assert {r.operator_pk for r in rows} == {a} and b not in {r.operator_pk for r in rows}
+
+
+def test_tenant_manager_cannot_unlock(app: Flask) -> None:
+    add_operator(app, "OP0621")
+    add_operator(app, "MGR02", role=Role.TENANT_MANAGER)
+    _lock(app, "OP0621")
+    manager = app.test_client()
+    post_login(manager, operator_id="MGR02", password=OPERATOR_PASSWORD)
+    assert manager.get("/admin/locked-operators").status_code == 403
+    token = csrf_token(manager.get("/top").get_data(as_text=True))
+    assert manager.post("/admin/locked-operators/unlock", data={"csrf_token": token, "tenant": "system",
+                                                                "operator_id": "OP0621"}).status_code == 403
+    basic = base64.b64encode(f"MGR02@system:{OPERATOR_PASSWORD}".encode()).decode()
+    assert app.test_client().post("/api/v1/operators/system/OP0621/unlock",
+                                  headers={"Authorization": f"Basic {basic}"}).status_code == 403
+    assert post_login(app.test_client(), operator_id="OP0621", password=OPERATOR_PASSWORD).status_code == 401
