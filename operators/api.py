@@ -61,6 +61,13 @@ def _body() -> dict[str, Any]:
     return body
 
 
+def _optional_body() -> dict[str, Any]:
+    """The JSON object sent, or {} when there is no body; anything else is refused."""
+    if not request.get_data(cache=True):
+        return {}
+    return _body()
+
+
 def _int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> int:
     raw = request.args.get(name)
     if raw is None:
@@ -277,7 +284,7 @@ def operator_certificate_issue(code: str, operator_id: str) -> Any:
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
     issued = unit_of_work(lambda: issue_operator_certificate(
         session, settings=ca_settings(), operator=found, actor=current_actor(),
-        csr_bytes=_csr(request.get_json(silent=True) or {})),
+        csr_bytes=_csr(_optional_body())),
         failure=AuditAction.ISSUANCE_REJECTED, target=f"operator:{code[:20]}/{found.operator_id}")
     response = jsonify(issued_json(issued))
     response.status_code = 201
@@ -291,7 +298,7 @@ def operator_certificate_revoke(code: str, operator_id: str, serial: str) -> Any
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
 
     def work() -> Certificate:
-        raw = (request.get_json(silent=True) or {}).get("reason", "unspecified")
+        raw = _optional_body().get("reason", "unspecified")
         try:
             reason = RevocationReason(raw)
         except ValueError:

@@ -106,6 +106,11 @@ def _entry_hash(prev_hash: str, event: AuditEvent) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _printable(text: str) -> str:
+    # Refused requests are audited with what was sent; PostgreSQL text cannot hold NUL bytes.
+    return text.replace("\x00", "\ufffd")
+
+
 def record_event(
     session: Session,
     *,
@@ -125,8 +130,8 @@ def record_event(
         session.flush()
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     event = AuditEvent(
-        created_at=now, actor=actor.name[:200], tenant=actor.tenant[:20], source=actor.source[:64],
-        action=str(action), target=target[:400], result=result,
+        created_at=now, actor=_printable(actor.name)[:200], tenant=_printable(actor.tenant)[:20],
+        source=_printable(actor.source)[:64], action=str(action), target=_printable(target)[:400], result=result,
         detail=json.loads(json.dumps(detail or {}, default=str)), prev_hash=head.last_hash,
     )
     event.entry_hash = _entry_hash(head.last_hash, event)

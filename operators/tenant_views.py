@@ -176,6 +176,13 @@ def in_business_set(code: str, business_id: str, operator_id: str) -> Any:
     operator = get_operator(session, s, tenant, operator_id)
     target = f"operator:{tenant.code}/{operator.operator_id}"
     if request.form.get("action") == "delete":
+        if request.form.get("confirmed") != "1":
+            return render_template(
+                "operators/confirm.html", tenant=tenant, title="業務内IDの削除",
+                message=f"{operator.operator_id} の業務 {system.business_id} の業務内IDと業務権限を削除します。"
+                        "よろしいですか。",
+                back=url_for("tenants_admin.in_business_list", code=tenant.code, business_id=system.business_id),
+                hidden={"action": "delete", "confirmed": "1"})
         unit_of_work(lambda: delete_in_business_id(session, operator=operator, system=system, actor=current_actor()),
                      failure=AuditAction.OPERATOR_REJECTED, target=target)
     else:

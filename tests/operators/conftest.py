@@ -65,6 +65,8 @@ def add_manager(session: Any, tenant: Tenant, operator_id: str, role: Role = Rol
 
 @pytest.fixture
 def world(app: Flask) -> World:
+    # Cheap argon2 for the accounts made here: API calls verify a password on every request.
+    app.config.update(ARGON2_TIME_COST=1, ARGON2_MEMORY_KIB=8192, ARGON2_PARALLELISM=1)
     with app.app_context():
         session = get_session()
         s05, _ = save_business_system(session, _business("05", "利用環境設定"))
@@ -81,6 +83,7 @@ def world(app: Flask) -> World:
         system = session.scalar(select(Tenant).where(Tenant.code == "system"))
         assert system is not None
         add_manager(session, system, "badmin07", Role.BUSINESS_ADMIN, administers=s07.id)
+        add_manager(session, system, "sysadm", Role.SYSTEM_ADMIN)
         session.commit()
     return World(app=app)
 
@@ -101,6 +104,17 @@ def web_client(app: Flask, operator_id: str, tenant: str, password: str = MANAGE
                                            "operator_id": operator_id, "password": password})
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
     return client
+
+
+@pytest.fixture
+def sys_api(world: World) -> FlaskClient:
+    """A system administrator (システム管理者) on the API."""
+    return basic_client(world.app, "sysadm", "system")
+
+
+@pytest.fixture
+def sys_web(world: World) -> FlaskClient:
+    return web_client(world.app, "sysadm", "system")
 
 
 @pytest.fixture

@@ -17,48 +17,48 @@ from tests.helpers import run
 from tests.operators.conftest import World, basic_client, register, web_client
 
 
-def test_system_admin_creates_and_edits_tenants_and_reorders_them(world: World, admin_client: FlaskClient) -> None:
-    page = admin_client.get("/admin/tenants").get_data(as_text=True)
+def test_system_admin_creates_and_edits_tenants_and_reorders_them(world: World, sys_web: FlaskClient) -> None:
+    page = sys_web.get("/admin/tenants").get_data(as_text=True)
     token = csrf_token(page)
-    created = admin_client.post("/admin/tenants", data={"csrf_token": token, "code": "nishikanto",
+    created = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "nishikanto",
                                                         "name": "西関東協議会", "kind": "voluntary"})
     assert created.status_code == 302
-    dup = admin_client.post("/admin/tenants", data={"csrf_token": token, "code": "nishikanto", "name": "x",
+    dup = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "nishikanto", "name": "x",
                                                     "kind": "voluntary"})
     assert dup.status_code == 409 and "already used" in dup.get_data(as_text=True)
-    bad = admin_client.post("/admin/tenants", data={"csrf_token": token, "code": "Bad Code", "name": "x",
+    bad = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "Bad Code", "name": "x",
                                                     "kind": "voluntary"})
     assert bad.status_code == 400
-    edit = admin_client.post("/admin/tenants/nishikanto/edit", data={"csrf_token": token, "name": "西関東協議会（改）",
+    edit = sys_web.post("/admin/tenants/nishikanto/edit", data={"csrf_token": token, "name": "西関東協議会（改）",
                                                                      "kind": "voluntary"})
     assert edit.status_code == 302
-    order = admin_client.post("/admin/tenants/order", data={
+    order = sys_web.post("/admin/tenants/order", data={
         "csrf_token": token, "order-system": "1", "order-nishikanto": "2", "order-musashino": "3",
         "order-minamiedo": "4"})
     assert order.status_code == 302
     with world.app.app_context():
         codes = [t.code for t in get_session().scalars(select(Tenant).order_by(Tenant.display_order))]
         assert codes == ["system", "nishikanto", "musashino", "minamiedo"]
-    login = admin_client.get("/login").get_data(as_text=True)
+    login = sys_web.get("/login").get_data(as_text=True)
     assert login.index("西関東協議会（改）") < login.index("南武蔵野市") < login.index("南江戸市")
 
 
-def test_joint_use_two_lists_select_cancel_then_register(world: World, admin_client: FlaskClient) -> None:
-    page = admin_client.get("/admin/joint-use?business_id=07").get_data(as_text=True)
+def test_joint_use_two_lists_select_cancel_then_register(world: World, sys_web: FlaskClient) -> None:
+    page = sys_web.get("/admin/joint-use?business_id=07").get_data(as_text=True)
     token = csrf_token(page)
     # 選択>>> moves 南武蔵野市 to the permitted list, but nothing is saved yet
-    moved = admin_client.post("/admin/joint-use", data={
+    moved = sys_web.post("/admin/joint-use", data={
         "csrf_token": token, "business_id": "07", "permitted": ["minamiedo"], "add": ["musashino"],
         "action": "select"}).get_data(as_text=True)
     permitted_list = moved.split('id="remove"')[1]
     assert "南武蔵野市" in permitted_list and "南江戸市" in permitted_list
-    api = basic_client(world.app, "admin", "system", "Correct-Horse-Battery-42")
+    api = basic_client(world.app, "sysadm", "system")
     assert api.get("/api/v1/business-systems/07/joint-use").get_json()["tenants"] == ["minamiedo"]
     # <<<取消 takes 南江戸市 out again, then 登録 saves
-    admin_client.post("/admin/joint-use", data={
+    sys_web.post("/admin/joint-use", data={
         "csrf_token": token, "business_id": "07", "permitted": ["minamiedo", "musashino"], "remove": ["minamiedo"],
         "action": "cancel"})
-    saved = admin_client.post("/admin/joint-use", data={
+    saved = sys_web.post("/admin/joint-use", data={
         "csrf_token": token, "business_id": "07", "permitted": ["musashino"], "action": "save"})
     assert saved.status_code == 302
     assert api.get("/api/v1/business-systems/07/joint-use").get_json()["tenants"] == ["musashino"]
@@ -97,8 +97,12 @@ def test_in_business_ids_by_the_business_system_administrator(world: World, api_
         "/api/v1/tenants/minamiedo/business-systems/07/in-business-ids/OP0601",
         json={"in_business_id": "bad id!", "permissions": []})
     assert bad.status_code == 400
-    removed = web.post("/admin/t/minamiedo/in-business-ids/07/OP0601", data={
+    confirm = web.post("/admin/t/minamiedo/in-business-ids/07/OP0601", data={
         "csrf_token": csrf_token(html), "action": "delete"})
+    assert confirm.status_code == 200 and "よろしいですか" in confirm.get_data(as_text=True)
+    assert "07" in api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()["in_business_ids"]
+    removed = web.post("/admin/t/minamiedo/in-business-ids/07/OP0601", data={
+        "csrf_token": csrf_token(html), "action": "delete", "confirmed": "1"})
     assert removed.status_code == 302
     assert "07" not in api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()["in_business_ids"]
 
@@ -175,16 +179,7 @@ def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_pa
 def test_withdrawn_joint_use_takes_the_permission_from_the_tenants_operators(world: World,
                                                                              api_a: FlaskClient) -> None:
     old_serial = register(api_a, business_ids=["05", "07"], in_business_id="U1")["certificate"]["serial"]
-    admin = basic_client(world.app, "admin", "system", "Correct-Horse-Battery-42")
-    # the bootstrap admin must change the one-time password before using the API
-    with world.app.app_context():
-        from operators.passwords import hash_password
-
-        session = get_session()
-        op = session.scalar(select(Operator).where(Operator.operator_id == "admin"))
-        assert op is not None
-        op.password_hash, op.must_change_password = hash_password("Correct-Horse-Battery-42"), False
-        session.commit()
+    admin = basic_client(world.app, "sysadm", "system")
     assert admin.put("/api/v1/business-systems/07/joint-use", json={"tenants": []}).status_code == 200
     detail = api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()
     assert detail["business_ids"] == ["05"] and list(detail["in_business_ids"]) == ["05"]
