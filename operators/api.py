@@ -29,7 +29,13 @@ from operators.operator_certs import (
 )
 from operators.operator_data import OperatorData
 from operators.permissions import Permission
-from operators.registration import bulk_change_passwords, register_and_issue, revoke_operator, update_operator
+from operators.registration import (
+    administered_business_id,
+    bulk_change_passwords,
+    register_and_issue,
+    revoke_operator,
+    update_operator,
+)
 from operators.tenancy import (
     get_operator,
     get_tenant,
@@ -96,6 +102,7 @@ def operator_json(operator: Operator) -> dict[str, Any]:
         "business_ids": [s.business_id for s in operator.permitted_systems],
         "in_business_ids": {m.business_system.business_id: {"in_business_id": m.in_business_id,
                                                               "permissions": m.permissions} for m in mappings},
+        "administers_business_id": administered_business_id(get_session(), operator) or None,
         "revoked_at": operator.revoked_at.isoformat() if operator.revoked_at else None,
     }
 

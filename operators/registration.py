@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from ca.authority import CaSettings
 from ca.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ca.models import Certificate, RevocationReason
-from db import Base, utcnow
+from db import utcnow
 from operators.audit import Actor, AuditAction, record_event
 from operators.models import (
     BusinessSystem,
@@ -126,6 +126,14 @@ def _apply(session: Session, operator: Operator, data: OperatorData, systems: li
                 mapping.in_business_id = data.in_business_id
 
 
+def administered_business_id(session: Session, operator: Operator) -> str:
+    """The 業務ID a business system administrator administers ('' for other roles)."""
+    if operator.administers_business_system_id is None:
+        return ""
+    system = session.get(BusinessSystem, operator.administers_business_system_id)
+    return system.business_id if system else ""
+
+
 def register_operator(session: Session, *, scope: Scope, tenant: Tenant, data: OperatorData,
                       password_hash: str, actor: Actor) -> Operator:
     """操作者登録 without a certificate (the caller issues one); ``Conflict`` for a taken ID."""
@@ -214,20 +222,16 @@ def withdraw_business_system(session: Session, *, settings: CaSettings, tenant: 
     return operators
 
 
-def _remove_biometrics(session: Session, operator: Operator) -> int:
-    """Delete the operator's biometric (WebAuthn) credentials, if the bio package defines them."""
+def _remove_biometrics(session: Session, operator: Operator, actor: Actor) -> int:
+    """Delete the operator's biometric (WebAuthn) credentials through bio/'s own service (each audited)."""
     try:
-        from bio import models as bio_models
-    except ImportError:  # pragma: no cover - bio/ is optional
+        from bio.service import credentials_of, delete_credential
+    except ImportError:  # pragma: no cover - an installation without bio/
         return 0
-    removed = 0
-    for name in ("WebAuthnCredential", "WebAuthnUser"):
-        model = getattr(bio_models, name, None)
-        if isinstance(model, type) and issubclass(model, Base) and hasattr(model, "operator_pk"):
-            result = session.execute(delete(model).where(model.operator_pk == operator.id))
-            if name == "WebAuthnCredential":
-                removed += int(getattr(result, "rowcount", 0) or 0)
-    return removed
+    credentials = credentials_of(session, operator)
+    for credential in credentials:
+        delete_credential(session, operator=operator, credential_pk=credential.id, actor=actor)
+    return len(credentials)
 
 
 def revoke_operator(session: Session, *, scope: Scope, operator: Operator, actor: Actor) -> RevocationResult:
@@ -244,7 +248,7 @@ def revoke_operator(session: Session, *, scope: Scope, operator: Operator, actor
     operator.password_hash = ""
     certificates = revoke_all(session, operator=operator, actor=actor,
                               reason=RevocationReason.PRIVILEGE_WITHDRAWN)
-    removed = _remove_biometrics(session, operator)
+    removed = _remove_biometrics(session, operator, actor)
     mappings = session.execute(delete(InBusinessId).where(InBusinessId.operator_id == operator.id))
     session.flush()
     record_event(session, action=AuditAction.OPERATOR_REVOKED, actor=actor,

@@ -44,6 +44,7 @@ from operators.passwords import generate_password
 from operators.permissions import Permission
 from operators.registration import (
     RegistrationResult,
+    administered_business_id,
     bulk_change_passwords,
     issue_staged,
     revoke_operator,
@@ -264,6 +265,7 @@ def _operator_values(operator: Operator) -> dict[str, Any]:
     values: dict[str, Any] = {k: getattr(operator, k) for k in FORM_FIELDS
                               if k not in ("in_business_id", "administers_business_id")}
     values["business_ids"] = [b.business_id for b in operator.permitted_systems]
+    values["administers_business_id"] = administered_business_id(get_session(), operator)
     return values
 
 

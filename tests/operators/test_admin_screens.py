@@ -186,3 +186,27 @@ def test_withdrawn_joint_use_takes_the_permission_from_the_tenants_operators(wor
     new, old = detail["certificates"]
     assert old["serial"] == old_serial and old["status"] == "revoked" and old["revocation_reason"] == "superseded"
     assert new["status"] == "valid" and new["business_ids"] == ["05"]
+
+
+def test_system_admin_registers_a_business_system_administrator(world: World, sys_api: FlaskClient,
+                                                                sys_web: FlaskClient) -> None:
+    response = sys_api.post("/api/v1/tenants/minamiedo/operators", json={
+        "operator_id": "BIZ07", "name": "窓口 管理者", "role": "business_admin", "administers_business_id": "07",
+        "password": "Biz-Admin-Password-7"})
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["operator"]["administers_business_id"] == "07"
+    page = sys_web.get("/admin/t/minamiedo/operators/BIZ07/edit").get_data(as_text=True)
+    assert 'name="administers_business_id" value="07"' in page
+    saved = sys_web.post("/admin/t/minamiedo/operators/BIZ07/edit", data={
+        "csrf_token": csrf_token(page), "name": "窓口 管理者（改）", "role": "business_admin",
+        "administers_business_id": "07"})
+    assert saved.status_code == 302, saved.get_data(as_text=True)
+    biz = basic_client(world.app, "BIZ07", "minamiedo", "Biz-Admin-Password-7")
+    with world.app.app_context():
+        session = get_session()
+        op = session.scalar(select(Operator).where(Operator.operator_id == "BIZ07"))
+        assert op is not None
+        op.must_change_password = False
+        session.commit()
+    assert biz.get("/api/v1/tenants/minamiedo/business-systems/07/in-business-ids").status_code == 200
+    assert biz.get("/api/v1/tenants/minamiedo/business-systems/05/in-business-ids").status_code == 404
