@@ -17,9 +17,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ca.errors import InvalidInput
+from ca.errors import Conflict, InvalidInput
 from operators.audit import Actor, AuditAction, record_event
 from operators.models import InBusinessId, Operator, Role, Tenant, operator_business_system
 from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, IN_BUSINESS_ID, OperatorData
@@ -210,7 +211,10 @@ def import_operators(session: Session, *, scope: Scope, tenant: Tenant, rows: Se
                 "password_hash": hash_password(row.password) if row.password else "",
                 "must_change_password": True,
             })
-        created = session.execute(insert(Operator).returning(Operator.id, Operator.operator_id), values)
+        try:
+            created = session.execute(insert(Operator).returning(Operator.id, Operator.operator_id), values)
+        except IntegrityError:  # someone registered one of these IDs after validation
+            raise Conflict("an operator ID of this file was registered meanwhile; import again") from None
         pks = {operator_id: pk for pk, operator_id in created}
         links = [{"operator_id": pks[r.data.operator_id], "business_system_id": systems[b]}
                  for r in chunk for b in r.data.business_ids]

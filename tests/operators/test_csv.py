@@ -174,3 +174,24 @@ def test_oversized_upload_is_413(world: World, api_a: FlaskClient) -> None:
 def test_values_excel_would_run_as_formulas_are_refused(world: World, api_a: FlaskClient, name: str) -> None:
     status, body = import_api(api_a, "minamiedo", csv_bytes([row("OP1", name)]))
     assert status == 400 and str(body["message"]).startswith("line 2:")
+
+
+def test_an_id_registered_between_validation_and_writing_is_a_conflict(world: World) -> None:
+    from ca.errors import Conflict
+    from operators import csv_io
+    from operators.audit import SYSTEM_ACTOR
+    from operators.models import Role
+    from operators.tenancy import Scope
+
+    scope = Scope(actor_id=0, actor_name="test", tenant_id=0, all_tenants=True, manages_operators=True,
+                  business_system_id=None)
+    with world.app.app_context():
+        session = get_session()
+        tenant = session.scalar(select(Tenant).where(Tenant.code == "minamiedo"))
+        assert tenant is not None
+        rows = csv_io.validate(session, tenant=tenant, text=csv_bytes([row("OP7001")]).decode())
+        session.add(Operator(tenant_id=tenant.id, operator_id="OP7001", name="先客", role=Role.OPERATOR))
+        session.flush()
+        with pytest.raises(Conflict):
+            csv_io.run_import(session, scope=scope, tenant=tenant, rows=rows, actor=SYSTEM_ACTOR)
+        session.rollback()
