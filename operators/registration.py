@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
@@ -144,7 +145,10 @@ def register_operator(session: Session, *, scope: Scope, tenant: Tenant, data: O
     operator = Operator(tenant_id=tenant.id, operator_id=data.operator_id, name=data.name, role=data.role,
                         password_hash=password_hash, must_change_password=True, tenant=tenant)
     session.add(operator)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # registered concurrently after the check above
+        raise Conflict(f"オペレータID {data.operator_id} is already registered in this tenant") from None
     _apply(session, operator, data, systems, administers)
     session.flush()
     record_event(session, action=AuditAction.OPERATOR_REGISTERED, actor=actor,
