@@ -57,6 +57,12 @@ def list_mappings(session: Session, *, scope: Scope, tenant: Tenant, system: Bus
     return [MappingRow(o, mappings.get(o.id)) for o in operators], total
 
 
+def mappings_of(session: Session, operator: Operator) -> list[InBusinessId]:
+    """The operator's in-business IDs, by 業務ID (``operator`` comes from the tenancy guard)."""
+    return sorted(session.scalars(select(InBusinessId).where(InBusinessId.operator_id == operator.id)),
+                  key=lambda m: m.business_system.business_id)
+
+
 def _require_permitted(operator: Operator, system: BusinessSystem) -> None:
     if system.id not in {s.id for s in operator.permitted_systems} or operator.revoked_at is not None:
         raise NotFound(f"operator {operator.operator_id} may not use business system {system.business_id}")

@@ -32,6 +32,7 @@ from db import get_session, new_session
 from operators import csv_io
 from operators.audit import AuditAction, audited_unit_of_work, record_event_separately
 from operators.auth import current_actor, current_operator, requires, requires_recent_auth
+from operators.in_business import mappings_of
 from operators.models import AuditResult, Operator, Tenant
 from operators.operator_certs import (
     issue_operator_certificate,
@@ -258,6 +259,7 @@ def operator_detail(code: str, operator_id: str) -> Any:
     operator = managed_operator(session, s, tenant, operator_id)
     return render_template("operators/detail.html", tenant=tenant, operator=operator,
                            certificates=operator_certificates(session, operator), genders=GENDER_LABELS,
+                           mappings=mappings_of(session, operator),
                            auth_methods=AUTH_METHOD_LABELS, roles=ROLE_LABELS)
 
 

@@ -90,6 +90,8 @@ def test_in_business_ids_by_the_business_system_administrator(world: World, api_
     detail = api_a.get("/api/v1/tenants/minamiedo/operators/OP0601").get_json()
     assert detail["in_business_ids"]["07"] == {"in_business_id": "MADO-001",
                                                "permissions": ["issue", "reissue", "view"]}
+    page = web_client(world.app, "mgrA", "minamiedo").get("/admin/t/minamiedo/operators/OP0601")
+    assert "07: MADO-001 (issue, reissue, view)" in page.get_data(as_text=True)
     # an operator without permission for 07 cannot be mapped in it
     assert web.post("/admin/t/minamiedo/in-business-ids/07/OP0602", data={
         "csrf_token": csrf_token(html), "in_business_id": "X"}).status_code == 404
