@@ -113,6 +113,7 @@ def encode_entry(serial_hex: str, revoked_at: datetime | None, reason: Revocatio
 
 
 def signature_algorithm(signer: Signer) -> bytes:
+    """The AlgorithmIdentifier (DER) of the signer's signatures."""
     key = signer.private_key
     family = "ec" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsa"
     return _SIG_ALGS[(family, signer.hash_algorithm.name)]
@@ -253,5 +254,6 @@ def crl_by_number(session: Session, authority_id: int, number: int) -> Crl:
 
 
 def crl_pem(der: bytes) -> bytes:
+    """A DER CRL as PEM (``-----BEGIN X509 CRL-----``)."""
     return x509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
 

@@ -148,6 +148,7 @@ def ocsp_get(encoded: str) -> Any:
 @bp.route("/ocsp", methods=["GET"])
 @bp.route("/ocsp/", methods=["GET"])
 def ocsp_get_empty() -> Any:
+    """A GET without a request: malformedRequest, like any other unusable request."""
     return _ocsp_response(None, via_get=True)
 
 
