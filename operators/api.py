@@ -55,7 +55,7 @@ from operators.tenants import (
     set_joint_use,
     update_tenant,
 )
-from operators.views import ca_settings, scope, unit_of_work
+from operators.web import ca_settings, scope, unit_of_work
 
 bp = Blueprint("operators_api", __name__, url_prefix="/api/v1")
 

@@ -32,7 +32,7 @@ from operators.tenants import (
     set_joint_use,
     update_tenant,
 )
-from operators.views import ca_settings, page_arg, scope, unit_of_work
+from operators.web import ca_settings, page_arg, scope, unit_of_work
 
 bp = Blueprint("tenants_admin", __name__, url_prefix="/admin")
 

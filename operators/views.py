@@ -6,47 +6,30 @@ or operator outside the user's scope is a 404 like a missing one.
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
-from flask import (
-    Blueprint,
-    Response,
-    current_app,
-    flash,
-    redirect,
-    render_template,
-    request,
-    stream_with_context,
-    url_for,
-)
-from markupsafe import escape
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, or_, select
 
-from ca.authority import CaSettings
 from ca.errors import InvalidInput, NotFound, OpauthError
 from ca.inquiry import export_certificate
 from ca.models import RevocationReason
-from db import get_session, new_session
-from operators import csv_io
-from operators.audit import AuditAction, audited_unit_of_work, record_event_separately
-from operators.auth import current_actor, current_operator, requires, requires_recent_auth
+from db import get_session
+from operators import bulk_views
+from operators.audit import AuditAction
+from operators.auth import current_actor, requires, requires_recent_auth
 from operators.in_business import mappings_of
-from operators.models import AuditResult, Operator, Tenant
+from operators.models import Operator, Tenant
 from operators.operator_certs import (
     issue_operator_certificate,
     operator_certificates,
     revoke_operator_certificate,
-    without_live_certificate,
 )
 from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, LABELS, ROLE_LABELS, OperatorData
 from operators.passwords import generate_password
 from operators.permissions import Permission
 from operators.registration import (
-    RegistrationResult,
     administered_business_id,
-    bulk_change_passwords,
     issue_staged,
     revoke_operator,
     stage_operator,
@@ -54,65 +37,26 @@ from operators.registration import (
     update_operator,
 )
 from operators.tenancy import (
-    Scope,
     get_staged,
     joint_use_systems,
     managed_operator,
     managed_tenant,
     operators_of,
-    scope_of,
     staged_of,
     visible_tenants,
 )
+from operators.web import ca_settings, data_url, no_store, page_arg, scope, unit_of_work
 
 bp = Blueprint("operators_admin", __name__, url_prefix="/admin")
-T = TypeVar("T")
-MAX_BATCH_ISSUE = 100  # PKCS#12s shown on one page
+bp.register_blueprint(bulk_views.bp)  # 一括登録, 出力, パスワード一括変更, 証明書未発行 (operators_admin.bulk.*)
 FORM_FIELDS = ("operator_id", "name", "department", "gender", "phone", "extension", "email", "info",
                "extra_info", "auth_method", "in_business_id", "role", "administers_business_id")
-
-
-@bp.url_value_preprocessor
-def _csv_upload_limit(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    # Runs before CSRFProtect reads the form: a CSV of 10,000 operators exceeds the general upload limit.
-    if endpoint == "operators_admin.import_csv":
-        request.max_content_length = csv_io.MAX_CSV_BYTES
-
-
-# --- helpers shared with operators/tenant_views.py ------------------------------------------------
-
-def scope() -> Scope:
-    operator = current_operator()
-    if operator is None:  # pragma: no cover - @requires runs first
-        raise NotFound("not logged in")
-    return scope_of(operator)
-
-
-def unit_of_work(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:
-    """Run ``work`` and commit once; refusals are rolled back and audited (operators.audit)."""
-    return audited_unit_of_work(get_session(), new_session, work=work, failure_action=failure,
-                                actor=current_actor(), target=target)
-
-
-def page_arg() -> int:
-    try:
-        return max(1, min(int(request.args.get("page", "1")), 100_000))
-    except ValueError:
-        return 1
-
-
-def ca_settings() -> CaSettings:
-    return CaSettings.from_config(current_app.config)
 
 
 def _form_data() -> dict[str, Any]:
     values: dict[str, Any] = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
     values["business_ids"] = [b[:2] for b in request.form.getlist("business_ids")[:100]]
     return values
-
-
-def _data_url(data: bytes, media_type: str) -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
 def _form_context(tenant: Tenant, values: dict[str, Any]) -> dict[str, Any]:
@@ -240,13 +184,7 @@ def staged_issue(code: str) -> Any:
     results = unit_of_work(lambda: issue_staged(session, scope=s, settings=ca_settings(), tenant=tenant,
                                                 actor=current_actor()),
                            failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
-    return _no_store(render_template("operators/issued.html", tenant=tenant, results=results, data_url=_data_url))
-
-
-def _no_store(body: str) -> Response:
-    response = Response(body, mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"  # one-time secrets must not stay in caches
-    return response
+    return no_store(render_template("operators/issued.html", tenant=tenant, results=results, data_url=data_url))
 
 
 # --- one operator: 照会・修正, certificates, 失効 ---------------------------------------------------
@@ -319,41 +257,8 @@ def certificate_new(code: str, operator_id: str) -> Any:
     except OpauthError as exc:
         return render_template("operators/certificate_new.html", tenant=tenant, operator=operator,
                                error=exc.message), exc.status
-    return _no_store(render_template("operators/issued.html", tenant=tenant, results=None, single=issued,
-                                     operator=operator, data_url=_data_url))
-
-
-@bp.route("/t/<code>/certificates/pending", methods=["GET", "POST"])
-@requires(Permission.MANAGE_OPERATORS)
-@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
-def certificates_pending(code: str) -> Any:
-    """証明書未発行: operators without a live certificate (e.g. after 一括登録); issue PKCS#12s for a selection."""
-    session, s = get_session(), scope()
-    tenant = managed_tenant(session, s, code)
-    query = without_live_certificate(operators_of(s, tenant))
-    if request.method == "GET":
-        per_page = current_app.config["PAGE_SIZE"]
-        page = page_arg()
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        operators = list(session.scalars(query.order_by(Operator.operator_id)
-                                         .offset((page - 1) * per_page).limit(per_page)))
-        return render_template("operators/pending.html", tenant=tenant, operators=operators, total=total,
-                               page=page, pages=max(1, -(-total // per_page)))
-    ids = [i[:64] for i in request.form.getlist("operator_ids")[:MAX_BATCH_ISSUE + 1]]
-    actor = current_actor()
-
-    def work() -> list[RegistrationResult]:
-        if not ids or len(ids) > MAX_BATCH_ISSUE:
-            raise InvalidInput(f"select between 1 and {MAX_BATCH_ISSUE} operators")
-        results = []
-        for operator_id in ids:
-            operator = managed_operator(session, s, tenant, operator_id)
-            issued = issue_operator_certificate(session, settings=ca_settings(), operator=operator, actor=actor)
-            results.append(RegistrationResult(operator=operator, password=None, issued=issued))
-        return results
-
-    results = unit_of_work(work, failure=AuditAction.ISSUANCE_REJECTED, target=f"tenant:{tenant.code}")
-    return _no_store(render_template("operators/issued.html", tenant=tenant, results=results, data_url=_data_url))
+    return no_store(render_template("operators/issued.html", tenant=tenant, results=None, single=issued,
+                                     operator=operator, data_url=data_url))
 
 
 @bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/<fmt>")
@@ -416,112 +321,3 @@ def operator_revoke(code: str, operator_id: str) -> Any:
     return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
 
 
-# --- 一括登録 (CSV), 出力, パスワード一括変更 ------------------------------------------------------
-
-@bp.route("/t/<code>/import/template.csv")
-@requires(Permission.MANAGE_OPERATORS)
-def import_template(code: str) -> Any:
-    tenant = managed_tenant(get_session(), scope(), code)
-    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
-    return Response(csv_io.template_csv(encoding), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="operators-template-{tenant.code}.csv"'})
-
-
-@bp.route("/t/<code>/import", methods=["GET", "POST"])
-@requires(Permission.MANAGE_OPERATORS)
-def import_csv(code: str) -> Any:
-    """一括登録 / 操作者情報の移行: validate every row, then write in chunks while streaming progress."""
-    session, s = get_session(), scope()
-    tenant = managed_tenant(session, s, code)
-    if request.method == "GET":
-        return render_template("operators/import.html", tenant=tenant, error=None)
-    actor = current_actor()
-    drop = request.form.get("drop_unpermitted") == "1"
-    try:
-        def validate() -> list[csv_io.ImportRow]:
-            upload = request.files.get("file")
-            if upload is None or not upload.filename:
-                raise InvalidInput("choose the CSV file to import")
-            return csv_io.validate(session, tenant=tenant, text=csv_io.decode(upload.stream.read()),
-                                   drop_unpermitted=drop)
-
-        rows = unit_of_work(validate, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
-    except OpauthError as exc:
-        return render_template("operators/import.html", tenant=tenant, error=exc.message), exc.status
-
-    def stream() -> Iterator[str]:
-        yield render_template("operators/import_progress_head.html", tenant=tenant, total=len(rows))
-        try:
-            for progress in csv_io.import_operators(session, scope=s, tenant=tenant, rows=rows, actor=actor):
-                if progress.finished:
-                    session.commit()
-                    yield (f'<p class="notice" id="done">{progress.done} 件を登録しました。</p>'
-                           f'<p><a href="{url_for("operators_admin.operator_list", code=tenant.code)}">'
-                           "操作者一覧へ</a> ・ "
-                           f'<a href="{url_for("operators_admin.certificates_pending", code=tenant.code)}">'
-                           "証明書未発行の操作者へ（オペレータ証明書発行）</a></p>")
-                else:
-                    yield f'<p><progress value="{progress.done}" max="{progress.total}"></progress> ' \
-                          f"{progress.done} / {progress.total}</p>\n"
-        except Exception as exc:  # nothing of the import stays; say so on the page already sent
-            session.rollback()
-            current_app.logger.exception("CSV import failed")
-            record_event_separately(new_session, action=AuditAction.OPERATOR_REJECTED, actor=actor,
-                                    result=AuditResult.FAILURE, target=f"tenant:{tenant.code}",
-                                    detail={"reason": type(exc).__name__})
-            yield ('<p class="error" id="failed">登録に失敗しました。何も登録されていません。'
-                   f"({escape(type(exc).__name__)})</p>")
-        yield "</main></body></html>"
-
-    return Response(stream_with_context(stream()), mimetype="text/html")
-
-
-@bp.route("/t/<code>/export", methods=["GET"])
-@requires(Permission.MANAGE_OPERATORS)
-def export(code: str) -> Any:
-    """オペレータ情報出力: filter form (GET without ``download``) or the CSV."""
-    session, s = get_session(), scope()
-    tenant = managed_tenant(session, s, code)
-    filters = {k: request.args.get(k, "")[:200].replace("\x00", "") for k in csv_io.EXPORT_FILTERS}
-    if request.args.get("download") != "1":
-        return render_template("operators/export.html", tenant=tenant, filters=filters, labels=LABELS)
-    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
-    body = unit_of_work(lambda: csv_io.export_csv(session, scope=s, tenant=tenant, filters=filters,
-                                                  actor=current_actor(), encoding=encoding),
-                        failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
-    return Response(body, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="operators-{tenant.code}.csv"'})
-
-
-@bp.route("/t/<code>/passwords", methods=["GET", "POST"])
-@requires(Permission.MANAGE_OPERATORS)
-@requires_recent_auth  # issuing keys, revoking and resetting passwords need a fresh login
-def passwords(code: str) -> Any:
-    """パスワード一括変更: choose operators; the new passwords come back once, as a CSV download."""
-    session, s = get_session(), scope()
-    tenant = managed_tenant(session, s, code)
-    if request.method == "GET":
-        per_page = current_app.config["PAGE_SIZE"]
-        page = page_arg()
-        query = operators_of(s, tenant).where(Operator.revoked_at.is_(None))
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        operators = list(session.scalars(query.order_by(Operator.operator_id)
-                                         .offset((page - 1) * per_page).limit(per_page)))
-        return render_template("operators/passwords.html", tenant=tenant, operators=operators, page=page,
-                               pages=max(1, -(-total // per_page)))
-    ids = [i[:64] for i in request.form.getlist("operator_ids")[:500]]
-    if request.form.get("confirmed") != "1":  # confirmation first: the old passwords stop working
-        chosen = [managed_operator(session, s, tenant, i) for i in ids]
-        if not chosen:
-            raise InvalidInput("select at least one operator")
-        return render_template("operators/passwords_confirm.html", tenant=tenant, operators=chosen)
-
-    def work() -> bytes:
-        chosen = [managed_operator(session, s, tenant, i) for i in ids]
-        results = bulk_change_passwords(session, scope=s, tenant=tenant, operators=chosen, actor=current_actor())
-        lines = ["オペレータID,パスワード"] + [f"{o.operator_id},{p}" for o, p in results]
-        return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
-
-    body = unit_of_work(work, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
-    return Response(body, mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="passwords-{tenant.code}.csv"', "Cache-Control": "no-store"})

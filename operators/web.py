@@ -1,0 +1,52 @@
+"""Helpers shared by the tenancy web views and API (operators/views.py, bulk_views.py, tenant_views.py, api.py)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Response, current_app, request
+
+from ca.authority import CaSettings
+from ca.errors import NotFound
+from db import get_session, new_session
+from operators.audit import AuditAction, audited_unit_of_work
+from operators.auth import current_actor, current_operator
+from operators.tenancy import Scope, scope_of
+
+T = TypeVar("T")
+
+
+def scope() -> Scope:
+    operator = current_operator()
+    if operator is None:  # pragma: no cover - @requires runs first
+        raise NotFound("not logged in")
+    return scope_of(operator)
+
+
+def unit_of_work(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:
+    """Run ``work`` and commit once; refusals are rolled back and audited (operators.audit)."""
+    return audited_unit_of_work(get_session(), new_session, work=work, failure_action=failure,
+                                actor=current_actor(), target=target)
+
+
+def page_arg() -> int:
+    try:
+        return max(1, min(int(request.args.get("page", "1")), 100_000))
+    except ValueError:
+        return 1
+
+
+def ca_settings() -> CaSettings:
+    return CaSettings.from_config(current_app.config)
+
+
+def data_url(data: bytes, media_type: str) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def no_store(body: str) -> Response:
+    response = Response(body, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"  # one-time secrets must not stay in caches
+    return response
