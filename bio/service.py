@@ -148,7 +148,8 @@ def finish_registration(session: Session, *, operator: Operator, challenge_id: A
                              public_key=verified.public_key, sign_count=verified.sign_count,
                              transports=list(verified.transports), aaguid=verified.aaguid,
                              attestation_format=verified.attestation_format,
-                             nickname=nickname.strip()[:100] or "生体認証", created_at=utcnow())
+                             nickname=nickname.replace("\x00", "").strip()[:100] or "生体認証",
+                             created_at=utcnow())
     session.add(row)
     session.flush()
     record_event(session, action=AuditAction.BIO_ENROLLED, actor=actor, target=_target(operator),

@@ -184,7 +184,8 @@ def verify_registration(*, rp: RelyingParty, credential: Any, expected_challenge
         raise WebAuthnFailure(f"registration refused: authenticator model {aaguid} is not allowed")
     response = data.get("response")
     raw_transports = response.get("transports") if isinstance(response, dict) else None
-    transports = tuple(str(t)[:20] for t in raw_transports[:10]) if isinstance(raw_transports, list) else ()
+    transports = tuple(t for t in raw_transports[:10] if isinstance(t, str) and t.isascii() and t.isalnum()
+                       and len(t) <= 20) if isinstance(raw_transports, list) else ()
     return VerifiedCredential(credential_id=verified.credential_id, public_key=verified.credential_public_key,
                               sign_count=verified.sign_count, aaguid=aaguid, attestation_format=fmt,
                               transports=transports, user_verified=verified.user_verified)

@@ -75,6 +75,8 @@ class LoginResult:
 
 def find_operator(session: Session, *, tenant_code: str, operator_id: str) -> Operator | None:
     """The operator with this ID in this tenant (revoked ones included), or None."""
+    if "\x00" in tenant_code or "\x00" in operator_id:
+        return None  # no such identifier can exist (and PostgreSQL text cannot hold NUL)
     return session.scalar(
         select(Operator).join(Tenant).where(Tenant.code == tenant_code, Operator.operator_id == operator_id))
 

@@ -331,3 +331,18 @@ def test_stale_challenges_are_purged(app: Flask, enrolled: SoftAuthenticator) ->
     bio_login_options(app.test_client(), "BIO01")
     with app.app_context():
         assert len(list(db.get_session().scalars(select(WebAuthnChallenge.id)))) == 1
+
+
+def test_nul_bytes_are_a_refusal_not_a_500(app: Flask, admin_client: FlaskClient,
+                                           enrolled: SoftAuthenticator) -> None:
+    client = app.test_client()
+    token = page_csrf(client, "/bio/login")
+    response = client.post("/bio/login/options", json={"tenant": "sys\x00tem", "operator_id": "BIO\x0001"},
+                           headers={"X-CSRFToken": token})
+    assert response.status_code == 200  # decoy options, as for any unknown operator
+    enrol_token = page_csrf(client, "/bio/enrol")
+    assert client.post("/bio/enrol", data={"csrf_token": enrol_token, "tenant": "system",
+                                           "operator_id": "BIO\x0001", "code": "AB\x00CD"}).status_code == 400
+    second = SoftAuthenticator()
+    assert manager_enrols(admin_client, "BIO01", second, nickname="窓口\x00端末").status_code == 200
+    assert _credentials(app)[-1].nickname == "窓口端末"

@@ -334,3 +334,12 @@ def test_tenant_manager_cannot_unlock(app: Flask) -> None:
     assert app.test_client().post("/api/v1/operators/system/OP0621/unlock",
                                   headers={"Authorization": f"Basic {basic}"}).status_code == 403
     assert post_login(app.test_client(), operator_id="OP0621", password=OPERATOR_PASSWORD).status_code == 401
+
+
+def test_nul_bytes_and_huge_fields_are_a_refusal_not_a_500(app: Flask) -> None:
+    client = app.test_client()
+    for operator_id, tenant in (("a\x00b", "system"), ("admin", "sys\x00tem"), ("x" * 5000, "y" * 5000)):
+        assert post_login(client, operator_id=operator_id, password="p\x00w" * 10, tenant=tenant).status_code == 401
+    basic = base64.b64encode(b"ad\x00min@system:pass\x00word").decode()
+    assert client.get("/api/v1/certificates", headers={"Authorization": f"Basic {basic}"}).status_code == 401
+    assert app.test_cli_runner().invoke(args=["login", "unlock", "system", "a\x00b"]).exit_code != 0
