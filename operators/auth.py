@@ -190,8 +190,9 @@ def recent_auth_age() -> int | None:
 
 
 def safe_next(target: str | None) -> str | None:
-    if not target:
-        return None
+    """``target`` as a path on this site if it is one, else None (no open redirects)."""
+    if not target or "\\" in target or any(ord(ch) < 0x20 for ch in target):
+        return None  # browsers read "/\\host" as "//host"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
         if parts.netloc == request.host and parts.path.startswith("/") and not parts.path.startswith("//"):

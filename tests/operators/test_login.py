@@ -343,3 +343,14 @@ def test_nul_bytes_and_huge_fields_are_a_refusal_not_a_500(app: Flask) -> None:
     basic = base64.b64encode(b"ad\x00min@system:pass\x00word").decode()
     assert client.get("/api/v1/certificates", headers={"Authorization": f"Basic {basic}"}).status_code == 401
     assert app.test_cli_runner().invoke(args=["login", "unlock", "system", "a\x00b"]).exit_code != 0
+
+
+def test_safe_next_allows_only_paths_on_this_site(app: Flask) -> None:
+    from operators.auth import safe_next
+
+    with app.test_request_context("/", base_url="http://localhost"):
+        assert safe_next("/admin/certificates?page=2") == "/admin/certificates?page=2"
+        assert safe_next("http://localhost/top") == "/top"
+        for bad in ("https://evil.example/", "//evil.example/", "/\\evil.example", "\\\\evil", "javascript:alert(1)",
+                    "/top\r\nX: y", "", None, "top"):
+            assert safe_next(bad) is None, bad
