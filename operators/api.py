@@ -18,9 +18,8 @@ from db import get_session
 from operators import csv_io
 from operators.audit import AuditAction
 from operators.auth import current_actor, requires
-from operators.business_systems import get_by_business_id
-from operators.in_business import delete_in_business_id, list_mappings, parse_permissions, set_in_business_id
-from operators.models import InBusinessId, Operator, Tenant
+from operators.in_business import mappings_of
+from operators.models import Operator
 from operators.operator_certs import (
     IssuedOperatorCertificate,
     issue_operator_certificate,
@@ -36,64 +35,14 @@ from operators.registration import (
     revoke_operator,
     update_operator,
 )
-from operators.tenancy import (
-    get_operator,
-    get_tenant,
-    in_business_system,
-    managed_operator,
-    managed_tenant,
-    operators_of,
-    visible_tenants,
-    well_formed_business_id,
-)
-from operators.tenants import (
-    TenantData,
-    create_tenant,
-    get_tenant_by_code,
-    permitted_tenants,
-    reorder_tenants,
-    set_joint_use,
-    update_tenant,
-)
-from operators.web import ca_settings, scope, unit_of_work
+from operators.tenancy import managed_operator, managed_tenant, operators_of
+from operators.web import ca_settings, int_arg, json_body, optional_json_body, scope, unit_of_work
 
 bp = Blueprint("operators_api", __name__, url_prefix="/api/v1")
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object (Content-Type: application/json)")
-    return body
-
-
-def _optional_body() -> dict[str, Any]:
-    """The JSON object sent, or {} when there is no body; anything else is refused."""
-    if not request.get_data(cache=True):
-        return {}
-    return _body()
-
-
-def _int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}")
-    return value
-
-
-def tenant_json(tenant: Tenant) -> dict[str, Any]:
-    return {"code": tenant.code, "name": tenant.name, "kind": tenant.kind.value,
-            "display_order": tenant.display_order}
-
-
 def operator_json(operator: Operator) -> dict[str, Any]:
-    mappings = get_session().scalars(select(InBusinessId).where(InBusinessId.operator_id == operator.id))
+    mappings = mappings_of(get_session(), operator)
     return {
         "tenant": operator.tenant.code, "operator_id": operator.operator_id, "name": operator.name,
         "department": operator.department, "gender": operator.gender.value, "phone": operator.phone,
@@ -136,86 +85,6 @@ def _csr(body: dict[str, Any]) -> bytes | None:
     return csr.encode("utf-8", errors="replace")
 
 
-# --- tenants and joint use ------------------------------------------------------------------------
-
-@bp.route("/tenants")
-@requires(Permission.MANAGE_IN_BUSINESS_IDS)
-def tenants() -> Any:
-    return jsonify(items=[tenant_json(t) for t in get_session().scalars(visible_tenants(scope()))])
-
-
-@bp.route("/tenants", methods=["POST"])
-@requires(Permission.MANAGE_TENANTS)
-def tenant_create() -> Any:
-    session = get_session()
-    tenant = unit_of_work(lambda: create_tenant(session, data=TenantData.from_mapping(_body()),
-                                                actor=current_actor()),
-                          failure=AuditAction.TENANT_REJECTED, target="tenant")
-    return jsonify(tenant_json(tenant)), 201
-
-
-@bp.route("/tenants/<code>")
-@requires(Permission.MANAGE_IN_BUSINESS_IDS)
-def tenant(code: str) -> Any:
-    return jsonify(tenant_json(get_tenant(get_session(), scope(), code)))
-
-
-@bp.route("/tenants/<code>", methods=["PUT"])
-@requires(Permission.MANAGE_TENANTS)
-def tenant_update(code: str) -> Any:
-    session = get_session()
-    found = get_tenant_by_code(session, code)
-
-    def work() -> Tenant:
-        body = _body()
-        body.setdefault("kind", found.kind.value if found.kind.value != "system" else "municipality")
-        return update_tenant(session, tenant=found, data=TenantData.from_mapping(body, code=found.code),
-                             actor=current_actor())
-
-    return jsonify(tenant_json(unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target=f"tenant:{found.code}")))
-
-
-@bp.route("/tenant-order", methods=["PUT"])
-@requires(Permission.MANAGE_TENANTS)
-def tenant_order() -> Any:
-    """表示順変更: ``{"codes": [...every tenant code in the new order]}``."""
-    session = get_session()
-
-    def work() -> list[Tenant]:
-        codes = _body().get("codes")
-        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-            raise InvalidInput("'codes' must be a list of tenant codes")
-        return reorder_tenants(session, codes=codes, actor=current_actor())
-
-    ordered = unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target="tenants")
-    return jsonify(items=[tenant_json(t) for t in ordered])
-
-
-@bp.route("/business-systems/<business_id>/joint-use")
-@requires(Permission.MANAGE_JOINT_USE)
-def joint_use(business_id: str) -> Any:
-    session = get_session()
-    system = get_by_business_id(session, well_formed_business_id(business_id))
-    return jsonify(business_id=system.business_id, tenants=[t.code for t in permitted_tenants(session, system)])
-
-
-@bp.route("/business-systems/<business_id>/joint-use", methods=["PUT"])
-@requires(Permission.MANAGE_JOINT_USE)
-def joint_use_put(business_id: str) -> Any:
-    """共同利用業務設定: ``{"tenants": [codes]}`` replaces the permitted tenants."""
-    session = get_session()
-    system = get_by_business_id(session, well_formed_business_id(business_id))
-
-    def work() -> list[Tenant]:
-        codes = _body().get("tenants")
-        if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-            raise InvalidInput("'tenants' must be a list of tenant codes")
-        return set_joint_use(session, settings=ca_settings(), system=system, tenant_codes=codes, actor=current_actor())
-
-    result = unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target=f"business_system:{system.business_id}")
-    return jsonify(business_id=system.business_id, tenants=[t.code for t in result])
-
-
 # --- operators ------------------------------------------------------------------------------------
 
 @bp.route("/tenants/<code>/operators")
@@ -230,8 +99,8 @@ def operators(code: str) -> Any:
     if text:
         query = query.where(or_(Operator.operator_id.contains(text, autoescape=True),
                                 Operator.name.contains(text, autoescape=True)))
-    page = _int_arg("page", 1)
-    per_page = _int_arg("per_page", current_app.config["PAGE_SIZE"], high=500)
+    page = int_arg("page", 1)
+    per_page = int_arg("per_page", current_app.config["PAGE_SIZE"], high=500)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = session.scalars(query.order_by(Operator.operator_id).offset((page - 1) * per_page).limit(per_page))
     return jsonify(items=[operator_json(o) for o in items], page=page, per_page=per_page, total=total)
@@ -245,7 +114,7 @@ def operator_create(code: str) -> Any:
     found = managed_tenant(session, s, code)
 
     def work() -> Any:
-        body = _body()
+        body = json_body()
         password = body.get("password")
         if password is not None and not isinstance(password, str):
             raise InvalidInput("password must be a string")
@@ -279,7 +148,7 @@ def operator_update(code: str, operator_id: str) -> Any:
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
     result = unit_of_work(lambda: update_operator(
         session, scope=s, settings=ca_settings(), operator=found,
-        data=OperatorData.from_mapping(_body(), operator_id=found.operator_id), actor=current_actor()),
+        data=OperatorData.from_mapping(json_body(), operator_id=found.operator_id), actor=current_actor()),
         failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{code[:20]}/{found.operator_id}")
     return jsonify(dict(operator_json(result.operator), reissued=[certificate_json(c) for c in result.reissued]))
 
@@ -291,7 +160,7 @@ def operator_certificate_issue(code: str, operator_id: str) -> Any:
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
     issued = unit_of_work(lambda: issue_operator_certificate(
         session, settings=ca_settings(), operator=found, actor=current_actor(),
-        csr_bytes=_csr(_optional_body())),
+        csr_bytes=_csr(optional_json_body())),
         failure=AuditAction.ISSUANCE_REJECTED, target=f"operator:{code[:20]}/{found.operator_id}")
     response = jsonify(issued_json(issued))
     response.status_code = 201
@@ -305,7 +174,7 @@ def operator_certificate_revoke(code: str, operator_id: str, serial: str) -> Any
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
 
     def work() -> Certificate:
-        raw = _optional_body().get("reason", "unspecified")
+        raw = optional_json_body().get("reason", "unspecified")
         try:
             reason = RevocationReason(raw)
         except ValueError:
@@ -379,7 +248,7 @@ def passwords(code: str) -> Any:
     found = managed_tenant(session, s, code)
 
     def work() -> list[tuple[Operator, str]]:
-        ids = _body().get("operator_ids")
+        ids = json_body().get("operator_ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
             raise InvalidInput("'operator_ids' must be a list of at most 500 operator IDs")
         chosen = [managed_operator(session, s, found, i) for i in ids]
@@ -389,53 +258,6 @@ def passwords(code: str) -> Any:
     return _no_store(jsonify(items=[{"operator_id": o.operator_id, "password": p} for o, p in results]))
 
 
-# --- in-business IDs ------------------------------------------------------------------------------
-
-@bp.route("/tenants/<code>/business-systems/<business_id>/in-business-ids")
-@requires(Permission.MANAGE_IN_BUSINESS_IDS)
-def in_business_ids(code: str, business_id: str) -> Any:
-    session, s = get_session(), scope()
-    found = get_tenant(session, s, code)
-    system = in_business_system(session, s, found, business_id)
-    page = _int_arg("page", 1)
-    per_page = _int_arg("per_page", current_app.config["PAGE_SIZE"], high=500)
-    rows, total = list_mappings(session, scope=s, tenant=found, system=system, page=page, per_page=per_page)
-    return jsonify(items=[{"operator_id": r.operator.operator_id, "name": r.operator.name,
-                           "in_business_id": r.mapping.in_business_id if r.mapping else None,
-                           "permissions": r.mapping.permissions if r.mapping else []} for r in rows],
-                   page=page, per_page=per_page, total=total)
-
-
-@bp.route("/tenants/<code>/business-systems/<business_id>/in-business-ids/<operator_id>", methods=["PUT"])
-@requires(Permission.MANAGE_IN_BUSINESS_IDS)
-def in_business_id_put(code: str, business_id: str, operator_id: str) -> Any:
-    """操作者権限登録: ``{"in_business_id": "U001", "permissions": ["read", ...]}``."""
-    session, s = get_session(), scope()
-    found = get_tenant(session, s, code)
-    system = in_business_system(session, s, found, business_id)
-    op = get_operator(session, s, found, operator_id)
-
-    def work() -> InBusinessId:
-        body = _body()
-        value = body.get("in_business_id")
-        if not isinstance(value, str):
-            raise InvalidInput("'in_business_id' must be a string")
-        return set_in_business_id(session, operator=op, system=system, in_business_id=value,
-                                  permissions=parse_permissions(body.get("permissions")), actor=current_actor())
-
-    mapping = unit_of_work(work, failure=AuditAction.OPERATOR_REJECTED,
-                           target=f"operator:{found.code}/{op.operator_id}")
-    return jsonify(operator_id=op.operator_id, business_id=system.business_id, in_business_id=mapping.in_business_id,
-                   permissions=mapping.permissions)
-
-
-@bp.route("/tenants/<code>/business-systems/<business_id>/in-business-ids/<operator_id>", methods=["DELETE"])
-@requires(Permission.MANAGE_IN_BUSINESS_IDS)
-def in_business_id_delete(code: str, business_id: str, operator_id: str) -> Any:
-    session, s = get_session(), scope()
-    found = get_tenant(session, s, code)
-    system = in_business_system(session, s, found, business_id)
-    op = get_operator(session, s, found, operator_id)
-    unit_of_work(lambda: delete_in_business_id(session, operator=op, system=system, actor=current_actor()),
-                 failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{found.code}/{op.operator_id}")
-    return Response(status=204)
+# Tenants, joint use and in-business IDs live in their own module and add their routes to ``bp``
+# (one blueprint, so the CSRF exemption and the /api/v1 prefix stay in one place).
+from operators import api_tenants  # noqa: E402,F401

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Response, current_app, request
 
 from ca.authority import CaSettings
-from ca.errors import NotFound
+from ca.errors import InvalidInput, NotFound
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.auth import current_actor, current_operator
@@ -50,3 +50,32 @@ def no_store(body: str) -> Response:
     response = Response(body, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"  # one-time secrets must not stay in caches
     return response
+
+
+# --- JSON API ---------------------------------------------------------------------------------------
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("send a JSON object (Content-Type: application/json)")
+    return body
+
+
+def optional_json_body() -> dict[str, Any]:
+    """The JSON object sent, or {} when there is no body; anything else is refused."""
+    if not request.get_data(cache=True):
+        return {}
+    return json_body()
+
+
+def int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}")
+    return value
