@@ -195,3 +195,10 @@ def test_an_id_registered_between_validation_and_writing_is_a_conflict(world: Wo
         with pytest.raises(Conflict):
             csv_io.run_import(session, scope=scope, tenant=tenant, rows=rows, actor=SYSTEM_ACTOR)
         session.rollback()
+
+
+def test_names_shift_jis_cannot_hold_export_as_utf8_only(world: World, api_a: FlaskClient) -> None:
+    register(api_a, operator_id="OP8001", name="𠮷田 太郎")  # 𠮷 is outside CP932
+    refused = api_a.get("/api/v1/tenants/minamiedo/operators/export.csv?encoding=cp932")
+    assert refused.status_code == 400 and "UTF-8" in refused.get_json()["message"]
+    assert "𠮷田 太郎" in decode(api_a.get("/api/v1/tenants/minamiedo/operators/export.csv").data)
