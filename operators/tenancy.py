@@ -116,7 +116,12 @@ def managed_tenant(session: Session, scope: Scope, code: str) -> Tenant:
 def operators_of(scope: Scope, tenant: Tenant) -> Select[Operator]:
     """The operators of ``tenant`` the scope may see (call after obtaining ``tenant`` here)."""
     query = select(Operator).where(Operator.tenant_id == tenant.id)
-    if scope.all_tenants or (scope.manages_operators and tenant.id == scope.tenant_id):
+    if scope.all_tenants:
+        return query
+    # System administrators are out of reach of everyone else (a manager of the system tenant
+    # must not reset their passwords or issue their certificates).
+    query = query.where(Operator.role != Role.SYSTEM_ADMIN)
+    if scope.manages_operators and tenant.id == scope.tenant_id:
         return query
     if scope.business_system_id is not None:
         return query.where(

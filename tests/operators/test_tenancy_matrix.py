@@ -137,3 +137,22 @@ def test_tampered_tenant_codes_are_404_not_500(world: World, code: str) -> None:
     for url in (f"/api/v1/tenants/{code}/operators", f"/api/v1/tenants/{code}/operators/OP0601",
                 f"/api/v1/tenants/{code}/business-systems/99/in-business-ids"):
         assert api_b.get(url).status_code in (403, 404), url
+
+
+def test_a_manager_of_the_system_tenant_cannot_touch_system_administrators(world: World) -> None:
+    from operators.models import Role, Tenant
+    from tests.operators.conftest import add_manager
+
+    with world.app.app_context():
+        session = get_session()
+        system = session.scalars(select(Tenant).where(Tenant.code == "system")).one()
+        add_manager(session, system, "sysmgr", Role.TENANT_MANAGER)
+        session.commit()
+    api = basic_client(world.app, "sysmgr", "system")
+    before = snapshot(world.app)
+    assert api.post("/api/v1/tenants/system/passwords", json={"operator_ids": ["sysadm"]}).status_code == 404
+    assert api.post("/api/v1/tenants/system/operators/sysadm/certificates", json={}).status_code == 404
+    assert api.post("/api/v1/tenants/system/operators/sysadm/revoke").status_code == 404
+    listed = api.get("/api/v1/tenants/system/operators").get_json()
+    assert "sysadm" not in [o["operator_id"] for o in listed["items"]]
+    assert snapshot(world.app) == before
