@@ -98,8 +98,12 @@ def _current_crl(authority_id: int) -> Crl:
 
 @bp.route("/crl/<int:authority_id>.crl")
 def crl_der(authority_id: int) -> Any:
-    """The CRL distribution point (RFC 5280 4.2.1.13): the CA's current CRL in DER."""
-    return _crl_response(_current_crl(authority_id), "der")
+    """The CRL distribution point (RFC 5280 4.2.1.13): the CA's current CRL in DER (PEM if asked by Accept)."""
+    wanted = request.accept_mimetypes.best_match(["application/pkix-crl", "application/x-pem-file"],
+                                                 default="application/pkix-crl")
+    response = _crl_response(_current_crl(authority_id), "pem" if wanted == "application/x-pem-file" else "der")
+    response.vary.add("Accept")
+    return response
 
 
 @bp.route("/crl/<int:authority_id>.pem")

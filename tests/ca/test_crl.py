@@ -125,6 +125,8 @@ def test_pem_on_request_and_earlier_crls_by_number(app: Flask, api: FlaskClient,
     assert old.status_code == 200 and x509.load_der_x509_crl(old.data) == first
     assert x509.load_pem_x509_crl(api.get(f"{base}/{n2}.pem").data) == second
     assert x509.load_pem_x509_crl(api.get(f"{base}.pem").data) == second
+    assert x509.load_pem_x509_crl(api.get(path, headers={"Accept": "application/x-pem-file"}).data) == second
+    assert x509.load_der_x509_crl(api.get(path, headers={"Accept": "*/*"}).data) == second
     assert api.get(f"{base}/{n2 + 100}.crl").status_code == 404
     assert api.get("/pki/crl/999.crl").status_code == 404
 
