@@ -105,3 +105,11 @@ def bio_login(client: FlaskClient, operator_id: str, authn: Any, *, tenant: str 
     token, options = bio_login_options(client, operator_id, tenant=tenant)
     return client.post("/bio/login/verify", json={"credential": authn.get(options, **assertion)},
                        headers={"X-CSRFToken": token})
+
+
+CHEAP_ARGON2 = {"ARGON2_MEMORY_KIB": 8192, "ARGON2_TIME_COST": 1, "ARGON2_PARALLELISM": 1}
+
+
+def cheapen_argon2(app: Flask) -> None:
+    """Tests that log in many times use cheaper argon2 parameters (the policy is the same)."""
+    app.config.update(CHEAP_ARGON2)

@@ -25,11 +25,18 @@ from tests.bio.helpers import (
     audit_events,
     bio_login,
     bio_login_options,
+    cheapen_argon2,
     manager_enrols,
     page_csrf,
     post_login,
 )
 from tests.bio.softauthn import SoftAuthenticator, b64url
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(request: pytest.FixtureRequest) -> None:
+    if "app" in request.fixturenames:
+        cheapen_argon2(request.getfixturevalue("app"))
 
 
 @pytest.fixture

@@ -18,15 +18,23 @@ from operators.audit import AuditAction, verify_chain
 from operators.login_models import OperatorLoginState
 from operators.models import AuthMethod, Operator, Role
 from tests.bio.helpers import (
+    CHEAP_ARGON2,
     OPERATOR_PASSWORD,
     add_operator,
     audit_actions,
     audit_events,
+    cheapen_argon2,
     post_login,
 )
 from tests.conftest import ADMIN_PASSWORD, csrf_token, initialise, make_app
 
 FAILED_TEXT = "現在ログインできません"
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(request: pytest.FixtureRequest) -> None:
+    if "app" in request.fixturenames:
+        cheapen_argon2(request.getfixturevalue("app"))
 
 
 def _state(app: Flask, operator_pk: int) -> OperatorLoginState | None:
@@ -193,7 +201,7 @@ def test_api_basic_failures_count_towards_the_lock(app: Flask) -> None:
 
 @pytest.fixture
 def throttled_app(tmp_path: Path, database_url: str) -> Iterator[Flask]:
-    application = make_app(tmp_path / "instance", database_url, LOGIN_THROTTLE_FAILURES=3)
+    application = make_app(tmp_path / "instance", database_url, LOGIN_THROTTLE_FAILURES=3, **CHEAP_ARGON2)
     application.config["BOOTSTRAP_PASSWORD"] = initialise(application)
     yield application
     application.extensions["opauth.engine"].dispose()
@@ -354,3 +362,49 @@ def test_safe_next_allows_only_paths_on_this_site(app: Flask) -> None:
         for bad in ("https://evil.example/", "//evil.example/", "/\\evil.example", "\\\\evil", "javascript:alert(1)",
                     "/top\r\nX: y", "", None, "top"):
             assert safe_next(bad) is None, bad
+
+
+def test_argon2id_parameters_come_from_the_settings_and_old_hashes_are_upgraded(app: Flask) -> None:
+    app.config.update(ARGON2_MEMORY_KIB=65536, ARGON2_TIME_COST=3, ARGON2_PARALLELISM=4)
+    pk = add_operator(app, "OP0630")
+    with app.app_context():
+        operator = db.get_session().get(Operator, pk)
+        assert operator is not None and operator.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    app.config.update(ARGON2_MEMORY_KIB=8192, ARGON2_TIME_COST=2, ARGON2_PARALLELISM=1)
+    assert post_login(app.test_client(), operator_id="OP0630", password=OPERATOR_PASSWORD).status_code == 302
+    with app.app_context():
+        operator = db.get_session().get(Operator, pk)
+        assert operator is not None and operator.password_hash.startswith("$argon2id$v=19$m=8192,t=2,p=1$")
+
+
+def test_password_change_policy(app: Flask) -> None:
+    add_operator(app, "OP0631")
+    client = app.test_client()
+    post_login(client, operator_id="OP0631", password=OPERATOR_PASSWORD)
+    other_session = app.test_client()
+    post_login(other_session, operator_id="OP0631", password=OPERATOR_PASSWORD)
+
+    def change(current: str, new: str, confirm: str | None = None) -> tuple[int, str]:
+        page = client.get("/password").get_data(as_text=True)
+        response = client.post("/password", data={"csrf_token": csrf_token(page), "current_password": current,
+                                                  "new_password": new, "confirm_password": confirm or new})
+        return response.status_code, response.get_data(as_text=True)
+
+    assert "現在のパスワードが正しくありません" in change("wrong-password", "Fresh-Password-2027")[1]
+    assert "一致しません" in change(OPERATOR_PASSWORD, "Fresh-Password-2027", "Other-Password-2027")[1]
+    assert "12文字以上" in change(OPERATOR_PASSWORD, "Short-1")[1]
+    assert "オペレータIDを含める" in change(OPERATOR_PASSWORD, "my-op0631-password")[1]
+    assert "以前に使用したパスワード" in change(OPERATOR_PASSWORD, OPERATOR_PASSWORD)[1]
+    history = [OPERATOR_PASSWORD]
+    for n in range(app.config["PASSWORD_HISTORY"] + 1):
+        new = f"Rotating-Password-{n:02d}"
+        assert change(history[-1], new)[0] == 302
+        history.append(new)
+    # every one of the last PASSWORD_HISTORY passwords (and the current one) is refused...
+    for old in history[-app.config["PASSWORD_HISTORY"] - 1:-1]:
+        assert "以前に使用したパスワード" in change(history[-1], old)[1], old
+    # ...and the oldest, now beyond the history, may be chosen again
+    assert change(history[-1], history[0])[0] == 302
+    # each change ended the other session
+    assert other_session.get("/top").status_code == 302
+    assert AuditAction.PASSWORD_CHANGED in audit_actions(app)

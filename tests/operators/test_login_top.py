@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from sqlalchemy import insert, select
 
 import db
 from operators.models import JointUse, Operator, Tenant, operator_business_system
-from tests.bio.helpers import OPERATOR_PASSWORD, add_business_system, add_operator, add_tenant, post_login
+from tests.bio.helpers import (
+    OPERATOR_PASSWORD,
+    add_business_system,
+    add_operator,
+    add_tenant,
+    cheapen_argon2,
+    post_login,
+)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(request: pytest.FixtureRequest) -> None:
+    if "app" in request.fixturenames:
+        cheapen_argon2(request.getfixturevalue("app"))
 
 
 def _permit(app: Flask, operator_pk: int, tenant_code: str, *, operator: list[int], joint_use: list[int]) -> None:
