@@ -52,7 +52,8 @@ _signer_cache: dict[tuple[str, str, str], Signer] = {}
 _signer_lock = threading.Lock()
 
 
-def _signer(settings: CaSettings, key_uri: str) -> Signer:
+def signer_for(settings: CaSettings, key_uri: str) -> Signer:
+    """The signer behind ``key_uri``, opened once per process (CA and OCSP responder keys alike)."""
     # The passphrase is part of the key: a wrong one must fail even if the key was opened before.
     cache_key = (str(settings.instance_dir), key_uri, hashlib.sha256(settings.passphrase).hexdigest())
     with _signer_lock:
@@ -80,7 +81,7 @@ def issuer_for(settings: CaSettings, ca: CertificateAuthority, signer: Signer | 
     return Issuer(
         authority_id=ca.id,
         name=cert.subject,
-        signer=signer or _signer(settings, ca.key_uri),
+        signer=signer or signer_for(settings, ca.key_uri),
         urls=pki_urls(settings.pki_base_url, ca.id),
         not_after=cert.not_valid_after_utc,
     )

@@ -22,7 +22,6 @@ import enum
 import hashlib
 import logging
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,10 +34,10 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, aliased
 
-from ca.authority import CaSettings, issuer_for
+from ca.authority import CaSettings, issuer_for, signer_for
 from ca.crl import dialect_insert, lock_state
 from ca.issuance import issue_certificate
-from ca.keys import Signer, generate_private_key, load_signer, store_software_key
+from ca.keys import Signer, generate_private_key, store_software_key
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, OcspResponse, RevocationReason
 from ca.profiles import validity_days
 from db import utcnow
@@ -101,20 +100,6 @@ class Responder:
     not_after: datetime
 
 
-_signers: dict[tuple[str, str], Signer] = {}
-_signers_lock = threading.Lock()
-
-
-def _responder_signer(settings: CaSettings, key_uri: str) -> Signer:
-    cache_key = (str(settings.instance_dir), key_uri)
-    with _signers_lock:
-        signer = _signers.get(cache_key)
-        if signer is None:
-            signer = load_signer(key_uri, base=settings.instance_dir, passphrase=settings.passphrase)
-            _signers[cache_key] = signer
-        return signer
-
-
 def _newest_responder(session: Session, authority_id: int) -> Certificate | None:
     return session.scalar(
         select(Certificate).where(Certificate.authority_id == authority_id,
@@ -138,7 +123,7 @@ def ensure_responder(session: Session, settings: CaSettings, authority: Certific
             row = _issue_responder(session, settings, authority)
     assert row is not None
     return Responder(certificate_id=row.id, certificate=x509.load_der_x509_certificate(row.der),
-                     signer=_responder_signer(settings, row.details["key_uri"]), not_after=row.not_after)
+                     signer=signer_for(settings, row.details["key_uri"]), not_after=row.not_after)
 
 
 def _issue_responder(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Certificate:
