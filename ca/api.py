@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ca.business_server import issue_business_server_certificate
-from ca.errors import InvalidCsr, InvalidInput
+from ca.errors import InvalidCsr
 from ca.inquiry import export_certificate, get_certificate, list_certificates
 from ca.models import Certificate
 from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
-from ca.views import ca_settings, read_upload
+from ca.views import read_upload
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.auth import current_actor, requires
@@ -26,6 +26,7 @@ from operators.business_systems import (
 )
 from operators.models import BusinessSystem
 from operators.permissions import Permission
+from operators.web import ca_settings, int_arg, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "static" / "openapi.json"
@@ -60,13 +61,6 @@ def business_system_json(system: BusinessSystem) -> dict[str, Any]:
     return data
 
 
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object (Content-Type: application/json)")
-    return body
-
-
 @bp.route("/openapi.json")
 def openapi() -> Any:
     return Response(OPENAPI_PATH.read_bytes(), mimetype="application/json")
@@ -92,7 +86,7 @@ def put_business_system(business_id: str) -> Any:
     actor = current_actor()
 
     def work() -> tuple[BusinessSystem, bool]:
-        body = _json_body()
+        body = json_body()
         body["business_id"] = business_id[:3]
         return save_and_audit(session, BusinessSystemData.from_mapping(body), actor)
 
@@ -117,7 +111,7 @@ def issue_business_server() -> Any:
             fields = dict(request.form)
             csr_bytes = read_upload(request.files.get("csr"), limit)
         else:
-            fields = _json_body()
+            fields = json_body()
             csr_text = fields.get("csr")
             if not isinstance(csr_text, str) or not csr_text.strip():
                 raise InvalidCsr("'csr' must be the PEM text of the certificate signing request")
@@ -134,16 +128,6 @@ def issue_business_server() -> Any:
     return response
 
 
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(f"{name} must be an integer") from None
-
-
 @bp.route("/certificates")
 @requires(Permission.VIEW_CERTIFICATES)
 def certificates() -> Any:
@@ -151,7 +135,7 @@ def certificates() -> Any:
         get_session(),
         profile=request.args.get("profile"), business_id=request.args.get("business_id"),
         status=request.args.get("status"), text=request.args.get("q"),
-        page=_int_arg("page", 1), per_page=_int_arg("per_page", current_app.config["PAGE_SIZE"]))
+        page=int_arg("page", 1), per_page=int_arg("per_page", current_app.config["PAGE_SIZE"]))
     return jsonify(items=[certificate_json(c) for c in page.items], page=page.page,
                    per_page=page.per_page, total=page.total, pages=page.pages)
 
@@ -176,7 +160,7 @@ def _revocation(serial: str, *, release: bool) -> Any:
     actor = current_actor()
 
     def work() -> Certificate:
-        body = {} if release else _json_body()
+        body = {} if release else json_body()
         reason = None if release else parse_reason(body.get("reason"))
         cert = revoke_by_serial(session, serial=serial, reason=reason, actor=actor,
                                 invalidity_date=parse_invalidity_date(body.get("invalidity_date")))

@@ -20,21 +20,14 @@ from ca.tls_certs import (
     reissue_tls_certificate,
     tls_certificates,
 )
-from ca.views import ca_settings
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, current_operator, requires
+from operators.auth import current_actor, requires
 from operators.models import BusinessSystem
 from operators.permissions import Permission
-from operators.tenancy import scope_of
+from operators.web import ca_settings, json_body, scope
 
 bp = Blueprint("tls_api", __name__, url_prefix="/api/v1")
-
-
-def _scope() -> Any:
-    operator = current_operator()
-    assert operator is not None  # guaranteed by @requires
-    return scope_of(operator)
 
 
 def _csr_from_json(body: dict[str, Any]) -> bytes | None:
@@ -44,13 +37,6 @@ def _csr_from_json(body: dict[str, Any]) -> bytes | None:
     if not isinstance(csr, str):
         raise InvalidCsr("'csr' must be the PEM text of the certificate signing request")
     return csr.encode("utf-8", errors="replace")
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object (Content-Type: application/json)")
-    return body
 
 
 def issued_json(issued: IssuedTlsCertificate) -> dict[str, Any]:
@@ -71,8 +57,8 @@ def issue() -> Any:
     session, actor = get_session(), current_actor()
 
     def work() -> IssuedTlsCertificate:
-        body = _body()
-        return issue_tls_certificate(session, settings=ca_settings(), scope=_scope(),
+        body = json_body()
+        return issue_tls_certificate(session, settings=ca_settings(), scope=scope(),
                                      data=TlsCertificateData.from_mapping(body), csr_bytes=_csr_from_json(body),
                                      actor=actor)
 
@@ -88,14 +74,14 @@ def issue() -> Any:
 @requires(Permission.MANAGE_TLS_CERTIFICATES)
 def listing() -> Any:
     """照会: the active list (default) or all with ?all=1."""
-    certs = tls_certificates(get_session(), scope=_scope(), active_only=request.args.get("all") != "1")
+    certs = tls_certificates(get_session(), scope=scope(), active_only=request.args.get("all") != "1")
     return jsonify(items=[certificate_json(c) for c in certs])
 
 
 @bp.route("/ssl-certificates/<serial>")
 @requires(Permission.MANAGE_TLS_CERTIFICATES)
 def show(serial: str) -> Any:
-    return jsonify(certificate_json(get_tls_certificate(get_session(), scope=_scope(), serial=serial)))
+    return jsonify(certificate_json(get_tls_certificate(get_session(), scope=scope(), serial=serial)))
 
 
 @bp.route("/ssl-certificates/<serial>", methods=["DELETE"])
@@ -106,7 +92,7 @@ def delete(serial: str) -> Any:
     cert = audited_unit_of_work(
         session, new_session, failure_action=AuditAction.REVOCATION_REJECTED, actor=actor,
         target=f"certificate:{serial[:40]}",
-        work=lambda: delete_tls_certificate(session, scope=_scope(), serial=serial, actor=actor))
+        work=lambda: delete_tls_certificate(session, scope=scope(), serial=serial, actor=actor))
     return jsonify(certificate_json(cert))
 
 
@@ -120,7 +106,7 @@ def reissue(serial: str) -> Any:
         body = request.get_json(silent=True) or {}
         if not isinstance(body, dict):
             raise InvalidInput("send a JSON object")
-        return reissue_tls_certificate(session, settings=ca_settings(), scope=_scope(), serial=serial,
+        return reissue_tls_certificate(session, settings=ca_settings(), scope=scope(), serial=serial,
                                        csr_bytes=_csr_from_json(body), actor=actor)
 
     issued = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.ISSUANCE_REJECTED,

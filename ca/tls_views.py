@@ -19,21 +19,15 @@ from ca.tls_certs import (
     reissue_tls_certificate,
     tls_certificates,
 )
-from ca.views import ca_settings
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.auth import current_actor, current_operator, requires
 from operators.business_systems import list_business_systems
 from operators.permissions import Permission
-from operators.tenancy import Scope, administered_systems, scope_of, visible_tenants
+from operators.tenancy import administered_systems, scope_of, visible_tenants
+from operators.web import ca_settings, scope
 
 bp = Blueprint("tls_admin", __name__, url_prefix="/admin")
-
-
-def _scope() -> Scope:
-    operator = current_operator()
-    assert operator is not None  # guaranteed by @requires
-    return scope_of(operator)
 
 
 def _optional_csr(upload: FileStorage | None) -> bytes | None:
@@ -61,7 +55,7 @@ def _issued_page(issued: IssuedTlsCertificate) -> Any:
 def _form(error: str | None = None, values: dict[str, str] | None = None, status: int = 200) -> Any:
     session = get_session()
     return render_template("ca/ssl_form.html", error=error, values=values or {},
-                           tenants=list(session.scalars(visible_tenants(_scope()))),
+                           tenants=list(session.scalars(visible_tenants(scope()))),
                            systems=list_business_systems(session)), status
 
 
@@ -70,7 +64,7 @@ def _form(error: str | None = None, values: dict[str, str] | None = None, status
 def ssl_list() -> Any:
     """照会: the active list, or every certificate with ?all=1."""
     show_all = request.args.get("all") == "1"
-    return render_template("ca/ssl_list.html", certs=tls_certificates(get_session(), scope=_scope(),
+    return render_template("ca/ssl_list.html", certs=tls_certificates(get_session(), scope=scope(),
                                                                        active_only=not show_all),
                            show_all=show_all)
 
@@ -87,7 +81,7 @@ def ssl_new() -> Any:
         issued = audited_unit_of_work(
             session, new_session, failure_action=AuditAction.ISSUANCE_REJECTED, actor=actor,
             target="ssl_certificate",
-            work=lambda: issue_tls_certificate(session, settings=ca_settings(), scope=_scope(),
+            work=lambda: issue_tls_certificate(session, settings=ca_settings(), scope=scope(),
                                                data=TlsCertificateData.from_mapping(values),
                                                csr_bytes=_optional_csr(request.files.get("csr")), actor=actor))
     except OpauthError as exc:
@@ -100,12 +94,12 @@ def ssl_new() -> Any:
 def ssl_delete(serial: str) -> Any:
     """削除, after a confirmation page."""
     session, actor = get_session(), current_actor()
-    cert = get_tls_certificate(session, scope=_scope(), serial=serial)
+    cert = get_tls_certificate(session, scope=scope(), serial=serial)
     if request.method == "GET":
         return render_template("ca/ssl_confirm.html", cert=cert, action="delete")
     audited_unit_of_work(session, new_session, failure_action=AuditAction.REVOCATION_REJECTED, actor=actor,
                          target=f"certificate:{cert.serial}",
-                         work=lambda: delete_tls_certificate(session, scope=_scope(), serial=serial, actor=actor))
+                         work=lambda: delete_tls_certificate(session, scope=scope(), serial=serial, actor=actor))
     return redirect(url_for("tls_admin.ssl_list"))
 
 
@@ -114,14 +108,14 @@ def ssl_delete(serial: str) -> Any:
 def ssl_reissue(serial: str) -> Any:
     """再発行, after a confirmation page (optionally with a new CSR)."""
     session, actor = get_session(), current_actor()
-    cert = get_tls_certificate(session, scope=_scope(), serial=serial)
+    cert = get_tls_certificate(session, scope=scope(), serial=serial)
     if request.method == "GET":
         return render_template("ca/ssl_confirm.html", cert=cert, action="reissue")
     try:
         issued = audited_unit_of_work(
             session, new_session, failure_action=AuditAction.ISSUANCE_REJECTED, actor=actor,
             target=f"certificate:{cert.serial}",
-            work=lambda: reissue_tls_certificate(session, settings=ca_settings(), scope=_scope(), serial=serial,
+            work=lambda: reissue_tls_certificate(session, settings=ca_settings(), scope=scope(), serial=serial,
                                                  csr_bytes=_optional_csr(request.files.get("csr")), actor=actor))
     except OpauthError as exc:
         return render_template("ca/ssl_confirm.html", cert=cert, action="reissue", error=exc.message), exc.status
@@ -133,12 +127,8 @@ def ssl_reissue(serial: str) -> Any:
 def expiry() -> Any:
     """Certificates of business systems expiring soon: all for system administrators,
     the administered system's for a business system administrator."""
-    session = get_session()
-    scope = _scope()
-    ids = None if scope.all_tenants else [s.id for s in administered_systems(session, scope)]
-    days = current_app.config["CERT_EXPIRY_WARNING_DAYS"]
-    return render_template("ca/expiry.html", certs=expiring_certificates(session, within_days=days,
-                                                                        business_system_ids=ids), days=days)
+    return render_template("ca/expiry.html", certs=expiry_warnings(),
+                           days=current_app.config["CERT_EXPIRY_WARNING_DAYS"])
 
 
 def expiry_warnings() -> list[Any]:
@@ -146,10 +136,10 @@ def expiry_warnings() -> list[Any]:
     operator = current_operator()
     if operator is None:
         return []
-    scope = scope_of(operator)
+    reach = scope_of(operator)
     session = get_session()
-    if not scope.all_tenants and scope.business_system_id is None:
+    if not reach.all_tenants and reach.business_system_id is None:
         return []
-    ids = None if scope.all_tenants else [s.id for s in administered_systems(session, scope)]
+    ids = None if reach.all_tenants else [s.id for s in administered_systems(session, reach)]
     return expiring_certificates(session, within_days=current_app.config["CERT_EXPIRY_WARNING_DAYS"],
                                  business_system_ids=ids)

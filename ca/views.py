@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, flash, redirect, render_temp
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
-from ca.authority import CaSettings, authorities
+from ca.authority import authorities
 from ca.business_server import issue_business_server_certificate, preview
 from ca.errors import InvalidCsr, OpauthError
 from ca.inquiry import chain_for, export_certificate, get_certificate, list_certificates
@@ -29,12 +29,9 @@ from operators.business_systems import (
     save_and_audit,
 )
 from operators.permissions import Permission, has_permission
+from operators.web import ca_settings, page_arg
 
 bp = Blueprint("ca_admin", __name__)
-
-
-def ca_settings() -> CaSettings:
-    return CaSettings.from_config(current_app.config)
 
 
 def read_upload(upload: FileStorage | None, limit: int) -> bytes:
@@ -45,13 +42,6 @@ def read_upload(upload: FileStorage | None, limit: int) -> bytes:
     if len(data) > limit:
         raise InvalidCsr(f"the CSR is too large (at most {limit} bytes)")
     return data
-
-
-def _page_arg() -> int:
-    try:
-        return max(1, int(request.args.get("page", "1")))
-    except ValueError:
-        return 1
 
 
 @bp.route("/")
@@ -135,7 +125,7 @@ def issue_business_server() -> Any:
 def certificate_list() -> Any:
     """照会: certificates with filters and pagination."""
     filters = {k: request.args.get(k, "")[:100] for k in ("profile", "business_id", "status", "text")}
-    page = list_certificates(get_session(), page=_page_arg(), per_page=current_app.config["PAGE_SIZE"],
+    page = list_certificates(get_session(), page=page_arg(), per_page=current_app.config["PAGE_SIZE"],
                              **{k: v or None for k, v in filters.items()})
     return render_template("ca/certificate_list.html", page=page, filters=filters,
                            profiles=list(CertificateProfile))
