@@ -202,14 +202,18 @@ def operator_import(tenant_code: str, drop_unpermitted: bool, csv_path: Path) ->
 @click.option("--tenant", "tenant_code", required=True)
 @click.option("--encoding", default="utf-8", type=click.Choice(["utf-8", "cp932"]))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--operator-id", "operator_id", default="")
 @click.option("--name", default="")
 @click.option("--department", default="")
-def operator_export(tenant_code: str, encoding: str, out: Path, name: str, department: str) -> None:
-    """オペレータ情報出力 (CSV, no passwords)."""
+@click.option("--phone", default="")
+@click.option("--email", default="")
+@click.option("--info", default="")
+@click.option("--extra-info", "extra_info", default="")
+def operator_export(tenant_code: str, encoding: str, out: Path, **filters: str) -> None:
+    """オペレータ情報出力 (CSV, no passwords); each filter is a substring match."""
     session = get_session()
     body = _run(lambda: csv_io.export_csv(session, scope=CLI_SCOPE, tenant=get_tenant(session, CLI_SCOPE, tenant_code),
-                                          filters={"name": name, "department": department}, actor=cli_actor(),
-                                          encoding=encoding),
+                                          filters=filters, actor=cli_actor(), encoding=encoding),
                 failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant_code[:20]}")
     out.write_bytes(body)
     click.echo(f"written {out}")

@@ -173,6 +173,9 @@ def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_pa
     out = tmp_path / "export.csv"
     assert runner.invoke(args=["operator", "export", "--tenant", "higashi", "--out", str(out)]).exit_code == 0
     assert "東 二郎" in out.read_bytes().decode("utf-8-sig")
+    assert runner.invoke(args=["operator", "export", "--tenant", "higashi", "--out", str(out), "--name",
+                               "一郎"]).exit_code == 0
+    assert "東 二郎" not in out.read_bytes().decode("utf-8-sig")
     result = runner.invoke(args=["operator", "revoke", "--tenant", "higashi", "--yes", "OP9001"])
     assert result.exit_code == 0 and "1 certificates revoked" in result.output, result.output
     assert runner.invoke(args=["tenant", "list"]).output.count("higashi") == 1
