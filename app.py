@@ -83,7 +83,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     operators_cli.init_app(app)
     csrf.exempt(api.bp)  # machine clients authenticate each request; no ambient cookies
     csrf.exempt(pki_views.bp)
-    from ca import tls_api, tls_cli, tls_views
+    from ca import mtls, tls_api, tls_cli, tls_views
+
+    mtls.init_app(app)
 
     app.register_blueprint(tls_api.bp)
     app.register_blueprint(tls_views.bp)
@@ -97,7 +99,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def _security_headers(response: Any) -> Any:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts (WTF_CSRF_SSL_STRICT).
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
         if request.is_secure:

@@ -33,6 +33,7 @@ from bio.service import (
     redeem_enrolment_code,
 )
 from bio.webauthn import RelyingParty, WebAuthnFailure
+from ca import mtls
 from ca.errors import OpauthError
 from db import get_session
 from operators.auth import (
@@ -132,7 +133,15 @@ def login_verify() -> Any:
                           rp=rp(), settings=login_settings(), source=client_address(), actor=actor)
     db_session.commit()
     if result.ok and result.operator is not None:
+        identity = None
+        if current_app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"]:
+            try:  # mutual TLS: the operator's own, valid operator certificate (refusals are audited)
+                identity = mtls.operator_certificate_for(result.operator.id)
+            except mtls.ClientCertRefused as exc:
+                return _failure(exc.message, exc.status)
         start_session(result.operator, method=LoginMethod.BIOMETRIC)
+        if identity is not None:
+            mtls.bind_session(identity)
         return jsonify(redirect=after_login_url(result.operator))
     if result.refusal is LoginRefusal.THROTTLED:
         return _failure(str(THROTTLED), 429)

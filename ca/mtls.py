@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from flask import current_app, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, redirect, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -97,7 +97,8 @@ def presented_certificate() -> bytes | None:
         except ValueError:
             raise ClientCertRefused("the forwarded client certificate is malformed") from None
         return cert.public_bytes(serialization.Encoding.DER)
-    sock = request.environ.get("gunicorn.socket")
+    # gunicorn's worker, or werkzeug's server (tests, `flask run --cert`), exposes the TLS socket.
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
     getpeercert = getattr(sock, "getpeercert", None)
     if getpeercert is None:
         return None
@@ -144,6 +145,72 @@ def authenticate_client(*, purpose: Purpose) -> ClientIdentity:
             actor=Actor(name="tls-client", source=request.remote_addr or ""), result=AuditResult.FAILURE,
             target=request.path, detail={"reason": exc.message, "purpose": str(purpose)})
         raise
+
+
+# --- biometric operators: the session is bound to the operator's own certificate --------------------------
+
+SESSION_KEY = "client_cert_fp"
+
+
+def operator_certificate_for(operator_pk: int) -> ClientIdentity:
+    """The presented certificate if it is this operator's own valid operator certificate; else refused."""
+    identity = authenticate_client(purpose=Purpose.OPERATOR)
+    if identity.operator_pk != operator_pk:
+        record_event_separately(
+            new_session, action=AuditAction.OPERATOR_CERT_MISMATCH,
+            actor=Actor(name="tls-client", source=request.remote_addr or ""), result=AuditResult.FAILURE,
+            target=request.path, detail={"certificate": identity.serial})
+        raise ClientCertRefused("the client certificate belongs to another operator")
+    return identity
+
+
+def bind_session(identity: ClientIdentity) -> None:
+    """Remember which certificate this login session was made with."""
+    session[SESSION_KEY] = identity.fingerprint_sha256
+
+
+def bound_session_violation() -> str | None:
+    """Why the current request may not continue a certificate-bound session (None: it may).
+
+    Every request of a biometric operator's session must come with the same, still valid certificate.
+    """
+    bound = session.get(SESSION_KEY)
+    if not bound:
+        return None
+    try:
+        der = presented_certificate()
+    except ClientCertRefused as exc:
+        return exc.message
+    if der is None:
+        return "the operator certificate is no longer presented"
+    if hashlib.sha256(der).hexdigest() != bound:
+        return "a different client certificate was presented"
+    row = get_session().scalar(select(Certificate).where(Certificate.fingerprint_sha256 == bound))
+    if row is None or row.status != "valid":
+        return "the operator certificate is revoked or expired"
+    return None
+
+
+def _end_unbound_session() -> Any:
+    """Before every request: a certificate-bound session continues only with that same valid certificate."""
+    violation = bound_session_violation()
+    if violation is None:
+        return None
+    from flask_login import logout_user
+
+    from operators.auth import current_actor
+
+    record_event_separately(new_session, action=AuditAction.OPERATOR_CERT_MISMATCH, actor=current_actor(),
+                            result=AuditResult.FAILURE, target=request.path, detail={"reason": violation})
+    logout_user()
+    session.clear()
+    if request.path.startswith(("/api/", "/bio/")) or request.is_json:
+        return jsonify(error="client_certificate_refused", message=f"session ended: {violation}"), 401
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_end_unbound_session)
 
 
 def requires_client_certificate(purpose: Purpose) -> Callable[[F], F]:

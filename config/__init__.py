@@ -146,6 +146,10 @@ SETTINGS: tuple[Setting, ...] = (
             "believed. Empty: the header is ignored from everyone; gunicorn's own TLS peer certificate is used."),
     Setting("CERT_EXPIRY_WARNING_DAYS", _int, 30,
             "Certificates expiring within this many days are listed as warnings for administrators."),
+    Setting("BIOMETRIC_CLIENT_CERT_REQUIRED", _bool, True,
+            "Biometric operators must present their own operator certificate (mutual TLS) at login and on "
+            "every request of the session (seed 001 I.2.2(1)). Turn off only where no client certificate can "
+            "reach the application."),
     Setting("SERVE_TLS", _bool, True,
             "gunicorn terminates TLS itself (make run). false: plain HTTP for a TLS proxy in front "
             "(bind it to loopback and set TRUSTED_PROXIES)."),

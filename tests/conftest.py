@@ -105,6 +105,10 @@ def make_app(instance: Path, url: str, **overrides: Any) -> Flask:
         "SESSION_COOKIE_SECURE": False,
         "PKI_BASE_URL": TEST_PKI_BASE,
         "KEY_PASSPHRASE": "test-passphrase",
+        # The WebAuthn tests drive the Flask test client or plain-HTTP browsers, which present no TLS client
+        # certificate. The certificate-bound biometric login (the default) is tested over real TLS in
+        # tests/browser/test_mtls_browser.py and tests/ca/test_mtls.py.
+        "BIOMETRIC_CLIENT_CERT_REQUIRED": False,
         "TESTING": True,
     }
     config.update(overrides)
