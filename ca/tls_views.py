@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from werkzeug.datastructures import FileStorage
 
-from ca.errors import InvalidCsr, OpauthError
-from ca.inquiry import expiring_certificates
+from ca.errors import InvalidCsr, NotFound, OpauthError
+from ca.inquiry import expiring_certificates, list_certificates
 from ca.tls_certs import (
     IssuedTlsCertificate,
     TlsCertificateData,
@@ -19,13 +20,13 @@ from ca.tls_certs import (
     reissue_tls_certificate,
     tls_certificates,
 )
-from db import get_session, new_session
+from db import get_session, new_session, utcnow
 from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, current_operator, requires
-from operators.business_systems import list_business_systems
+from operators.auth import current_actor, current_operator, requires, requires_recent_auth
+from operators.business_systems import find_by_business_id, list_business_systems
 from operators.permissions import Permission
 from operators.tenancy import administered_systems, scope_of, visible_tenants
-from operators.web import ca_settings, scope
+from operators.web import ca_settings, page_arg, scope
 
 bp = Blueprint("tls_admin", __name__, url_prefix="/admin")
 
@@ -71,6 +72,7 @@ def ssl_list() -> Any:
 
 @bp.route("/ssl-certificates/new", methods=["GET", "POST"])
 @requires(Permission.MANAGE_TLS_CERTIFICATES)
+@requires_recent_auth
 def ssl_new() -> Any:
     """発行: tenant, business system or terminal, host names; a CSR or a key generated here."""
     if request.method == "GET":
@@ -91,6 +93,7 @@ def ssl_new() -> Any:
 
 @bp.route("/ssl-certificates/<serial>/delete", methods=["GET", "POST"])
 @requires(Permission.MANAGE_TLS_CERTIFICATES)
+@requires_recent_auth
 def ssl_delete(serial: str) -> Any:
     """削除, after a confirmation page."""
     session, actor = get_session(), current_actor()
@@ -105,6 +108,7 @@ def ssl_delete(serial: str) -> Any:
 
 @bp.route("/ssl-certificates/<serial>/reissue", methods=["GET", "POST"])
 @requires(Permission.MANAGE_TLS_CERTIFICATES)
+@requires_recent_auth
 def ssl_reissue(serial: str) -> Any:
     """再発行, after a confirmation page (optionally with a new CSR)."""
     session, actor = get_session(), current_actor()
@@ -129,6 +133,22 @@ def expiry() -> Any:
     the administered system's for a business system administrator."""
     return render_template("ca/expiry.html", certs=expiry_warnings(),
                            days=current_app.config["CERT_EXPIRY_WARNING_DAYS"])
+
+
+@bp.route("/business-systems/<business_id>/certificates")
+@requires(Permission.VIEW_CERTIFICATE_EXPIRY)
+def business_certificates(business_id: str) -> Any:
+    """A business system's certificates and their expiry (system administrators: any system;
+    a business system administrator: the one they administer; anyone else: 404)."""
+    session = get_session()
+    reach = scope()
+    system = find_by_business_id(session, business_id[:2])
+    if system is None or not (reach.all_tenants or system.id in {s.id for s in administered_systems(session, reach)}):
+        raise NotFound(f"no business system with 業務ID {business_id[:2]!r}")
+    certs = list_certificates(session, business_id=system.business_id, page=page_arg(),
+                              per_page=current_app.config["PAGE_SIZE"])
+    return render_template("ca/business_certificates.html", system=system, page=certs,
+                           warn_before=utcnow() + timedelta(days=current_app.config["CERT_EXPIRY_WARNING_DAYS"]))
 
 
 def expiry_warnings() -> list[Any]:

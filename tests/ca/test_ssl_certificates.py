@@ -130,3 +130,44 @@ def test_expiring_certificates_are_listed_for_administrators(app: Flask, admin_c
     assert "biz03.city.example.jp" not in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
     app.config["CERT_EXPIRY_WARNING_DAYS"] = 1
     assert "有効期限が近い証明書はありません" in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
+
+
+def _business_admin(app: Flask, operator_id: str, business_id: str | None) -> None:
+    from operators.models import BusinessSystem, Operator, Role, Tenant
+    from operators.passwords import hash_password
+    from tests.bio.helpers import OPERATOR_PASSWORD
+
+    with app.app_context():
+        session = get_session()
+        tenant = session.scalars(select(Tenant).where(Tenant.code == "system")).one()
+        system = session.scalars(select(BusinessSystem).where(BusinessSystem.business_id == business_id)).first()
+        session.add(Operator(tenant_id=tenant.id, operator_id=operator_id, name="業務管理者", role=Role.BUSINESS_ADMIN,
+                             password_hash=hash_password(OPERATOR_PASSWORD), must_change_password=False,
+                             administers_business_system_id=system.id if system else None))
+        session.commit()
+
+
+def test_business_system_administrator_sees_own_systems_certificates_and_warnings(
+        app: Flask, api: FlaskClient) -> None:
+    from tests.bio.helpers import OPERATOR_PASSWORD, post_login
+
+    _system(api)
+    other = {k: v for k, v in BUSINESS.items() if k != "business_id"}
+    other["top_url"] = other["operator_admin_url"] = other["personalize_url"] = "https://other.example.jp/"
+    assert api.put("/api/v1/business-systems/06", json=other).status_code == 201
+    mine = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
+                                                      "hosts": "mine.city.example.jp"}).get_json()
+    api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "06", "hosts": "theirs.example.jp"})
+    _business_admin(app, "BADM05", "05")
+    client = app.test_client()
+    assert post_login(client, operator_id="BADM05", password=OPERATOR_PASSWORD).status_code == 302
+    page = client.get("/admin/business-systems/05/certificates").get_data(as_text=True)
+    assert "mine.city.example.jp" in page and "theirs.example.jp" not in page and mine["serial"][:16] in page
+    assert client.get("/admin/business-systems/06/certificates").status_code == 404  # not theirs
+    assert client.get("/admin/business-systems/99/certificates").status_code == 404
+    assert client.get("/admin/ssl-certificates").status_code == 403  # managing SSL certificates is not theirs
+    app.config["CERT_EXPIRY_WARNING_DAYS"] = 400
+    top = client.get("/top").get_data(as_text=True)
+    assert 'id="expiring-certificates"' in top and "mine.city.example.jp" in top and "theirs.example.jp" not in top
+    app.config["CERT_EXPIRY_WARNING_DAYS"] = 1
+    assert 'id="expiring-certificates"' not in client.get("/top").get_data(as_text=True)
