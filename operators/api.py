@@ -42,6 +42,7 @@ bp = Blueprint("operators_api", __name__, url_prefix="/api/v1")
 
 
 def operator_json(operator: Operator) -> dict[str, Any]:
+    """An operator as the API shows it (never the password hash)."""
     mappings = mappings_of(get_session(), operator)
     return {
         "tenant": operator.tenant.code, "operator_id": operator.operator_id, "name": operator.name,
@@ -57,6 +58,7 @@ def operator_json(operator: Operator) -> dict[str, Any]:
 
 
 def certificate_json(cert: Certificate) -> dict[str, Any]:
+    """An operator certificate as the API shows it."""
     return {"serial": cert.serial, "subject": cert.subject, "status": cert.status,
             "not_after": cert.not_after.isoformat(), "business_ids": cert.details.get("business_ids", []),
             "revocation_reason": str(cert.revocation_reason) if cert.revocation_reason else None,
@@ -64,6 +66,7 @@ def certificate_json(cert: Certificate) -> dict[str, Any]:
 
 
 def issued_json(issued: IssuedOperatorCertificate) -> dict[str, Any]:
+    """A fresh certificate, with the PKCS#12 (base64) and its password when the key was made here."""
     data: dict[str, Any] = {"certificate": certificate_json(issued.certificate)}
     if issued.pkcs12 is not None:
         data["pkcs12"] = base64.b64encode(issued.pkcs12.data).decode()
@@ -90,6 +93,7 @@ def _csr(body: dict[str, Any]) -> bytes | None:
 @bp.route("/tenants/<code>/operators")
 @requires(Permission.MANAGE_OPERATORS)
 def operators(code: str) -> Any:
+    """The tenant's operators, filtered and paginated."""
     session, s = get_session(), scope()
     found = managed_tenant(session, s, code)
     query = operators_of(s, found)
@@ -134,6 +138,7 @@ def operator_create(code: str) -> Any:
 @bp.route("/tenants/<code>/operators/<operator_id>")
 @requires(Permission.MANAGE_OPERATORS)
 def operator(code: str, operator_id: str) -> Any:
+    """照会: one operator with their certificates."""
     session, s = get_session(), scope()
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
     return jsonify(dict(operator_json(found),
@@ -156,6 +161,7 @@ def operator_update(code: str, operator_id: str) -> Any:
 @bp.route("/tenants/<code>/operators/<operator_id>/certificates", methods=["POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def operator_certificate_issue(code: str, operator_id: str) -> Any:
+    """Issue another certificate for the operator (PKCS#12, or from a CSR)."""
     session, s = get_session(), scope()
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
     issued = unit_of_work(lambda: issue_operator_certificate(
@@ -170,6 +176,7 @@ def operator_certificate_issue(code: str, operator_id: str) -> Any:
 @bp.route("/tenants/<code>/operators/<operator_id>/certificates/<serial>/revoke", methods=["POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def operator_certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
+    """Revoke one of the operator's certificates (``reason`` optional)."""
     session, s = get_session(), scope()
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
 
@@ -221,6 +228,7 @@ def operator_import(code: str) -> Any:
 @bp.route("/tenants/<code>/operators/export.csv")
 @requires(Permission.MANAGE_OPERATORS)
 def operator_export(code: str) -> Any:
+    """オペレータ情報出力 as CSV."""
     session, s = get_session(), scope()
     found = managed_tenant(session, s, code)
     filters = {k: request.args.get(k, "")[:200].replace("\x00", "") for k in csv_io.EXPORT_FILTERS}
@@ -235,6 +243,7 @@ def operator_export(code: str) -> Any:
 @bp.route("/tenants/<code>/operators/template.csv")
 @requires(Permission.MANAGE_OPERATORS)
 def operator_template(code: str) -> Any:
+    """The import template."""
     managed_tenant(get_session(), scope(), code)
     encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
     return Response(csv_io.template_csv(encoding), mimetype="text/csv")

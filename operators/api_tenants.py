@@ -32,6 +32,7 @@ from operators.web import ca_settings, int_arg, json_body, scope, unit_of_work
 
 
 def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    """A tenant as the API shows it."""
     return {"code": tenant.code, "name": tenant.name, "kind": tenant.kind.value,
             "display_order": tenant.display_order}
 
@@ -41,12 +42,14 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
 @bp.route("/tenants")
 @requires(Permission.MANAGE_IN_BUSINESS_IDS)
 def tenants() -> Any:
+    """The tenants the caller may see."""
     return jsonify(items=[tenant_json(t) for t in get_session().scalars(visible_tenants(scope()))])
 
 
 @bp.route("/tenants", methods=["POST"])
 @requires(Permission.MANAGE_TENANTS)
 def tenant_create() -> Any:
+    """市町村・任意団体設定: create a tenant."""
     session = get_session()
     tenant = unit_of_work(lambda: create_tenant(session, data=TenantData.from_mapping(json_body()),
                                                 actor=current_actor()),
@@ -57,12 +60,14 @@ def tenant_create() -> Any:
 @bp.route("/tenants/<code>")
 @requires(Permission.MANAGE_IN_BUSINESS_IDS)
 def tenant(code: str) -> Any:
+    """One tenant the caller may see."""
     return jsonify(tenant_json(get_tenant(get_session(), scope(), code)))
 
 
 @bp.route("/tenants/<code>", methods=["PUT"])
 @requires(Permission.MANAGE_TENANTS)
 def tenant_update(code: str) -> Any:
+    """Change a tenant's name and kind."""
     session = get_session()
     found = get_tenant_by_code(session, code)
 
@@ -94,6 +99,7 @@ def tenant_order() -> Any:
 @bp.route("/business-systems/<business_id>/joint-use")
 @requires(Permission.MANAGE_JOINT_USE)
 def joint_use(business_id: str) -> Any:
+    """共同利用業務設定: the tenants permitted to use the business system."""
     session = get_session()
     system = get_by_business_id(session, well_formed_business_id(business_id))
     return jsonify(business_id=system.business_id, tenants=[t.code for t in permitted_tenants(session, system)])
@@ -121,6 +127,7 @@ def joint_use_put(business_id: str) -> Any:
 @bp.route("/tenants/<code>/business-systems/<business_id>/in-business-ids")
 @requires(Permission.MANAGE_IN_BUSINESS_IDS)
 def in_business_ids(code: str, business_id: str) -> Any:
+    """業務内ID管理: operators permitted the business system and their in-business IDs."""
     session, s = get_session(), scope()
     found = get_tenant(session, s, code)
     system = in_business_system(session, s, found, business_id)
@@ -159,6 +166,7 @@ def in_business_id_put(code: str, business_id: str, operator_id: str) -> Any:
 @bp.route("/tenants/<code>/business-systems/<business_id>/in-business-ids/<operator_id>", methods=["DELETE"])
 @requires(Permission.MANAGE_IN_BUSINESS_IDS)
 def in_business_id_delete(code: str, business_id: str, operator_id: str) -> Any:
+    """Remove an operator's in-business ID."""
     session, s = get_session(), scope()
     found = get_tenant(session, s, code)
     system = in_business_system(session, s, found, business_id)

@@ -74,6 +74,7 @@ def certificates_pending(code: str) -> Any:
 @bp.route("/t/<code>/import/template.csv")
 @requires(Permission.MANAGE_OPERATORS)
 def import_template(code: str) -> Any:
+    """The CSV template (UTF-8 with BOM, or Shift_JIS)."""
     tenant = managed_tenant(get_session(), scope(), code)
     encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
     return Response(csv_io.template_csv(encoding), mimetype="text/csv",

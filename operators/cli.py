@@ -60,6 +60,7 @@ def tenant_group() -> None:
 
 @tenant_group.command("list")
 def tenant_list() -> None:
+    """List tenants with their joint-use business systems."""
     session = get_session()
     for t in list_tenants(session):
         systems = ",".join(s.business_id for s in joint_use_systems(session, t))
@@ -71,6 +72,7 @@ def tenant_list() -> None:
 @click.option("--name", required=True)
 @click.option("--kind", default="municipality", type=click.Choice(["municipality", "prefecture", "voluntary"]))
 def tenant_create(code: str, name: str, kind: str) -> None:
+    """市町村・任意団体設定: create a tenant."""
     tenant = _run(lambda: create_tenant(get_session(), data=TenantData.from_mapping(
         {"code": code, "name": name, "kind": kind}), actor=cli_actor()),
         failure=AuditAction.TENANT_REJECTED, target=f"tenant:{code[:20]}")
@@ -282,5 +284,6 @@ def operator_revoke(tenant_code: str, yes: bool, operator_id: str) -> None:
 
 
 def init_app(app: Flask) -> None:
+    """Register the tenant and operator command groups."""
     app.cli.add_command(tenant_group)
     app.cli.add_command(operator_group)

@@ -63,6 +63,8 @@ class CsvRowError(InvalidInput):
 
 @dataclass(frozen=True)
 class ImportRow:
+    """One validated CSV row: the operator, their in-business IDs and optional password."""
+
     line: int
     data: OperatorData
     in_business_ids: dict[str, str]  # 業務ID → 業務内ID
@@ -71,6 +73,8 @@ class ImportRow:
 
 @dataclass(frozen=True)
 class ImportProgress:
+    """Rows written so far of the total; ``finished`` after the audit entry."""
+
     done: int
     total: int
     finished: bool = False

@@ -21,6 +21,8 @@ MAX_PERMISSIONS = 50
 
 @dataclass(frozen=True)
 class MappingRow:
+    """An operator permitted a business system and their in-business ID there, if any."""
+
     operator: Operator
     mapping: InBusinessId | None
 
@@ -94,6 +96,7 @@ def set_in_business_id(session: Session, *, operator: Operator, system: Business
 
 
 def delete_in_business_id(session: Session, *, operator: Operator, system: BusinessSystem, actor: Actor) -> None:
+    """Remove the operator's in-business ID in ``system`` (``NotFound`` if there is none)."""
     mapping = session.scalar(select(InBusinessId).where(InBusinessId.operator_id == operator.id,
                                                         InBusinessId.business_system_id == system.id))
     if mapping is None:

@@ -38,6 +38,8 @@ class Delivery(enum.StrEnum):
 
 @dataclass(frozen=True)
 class IssuedOperatorCertificate:
+    """An issued operator certificate and, for PKCS#12 delivery, the one-time bundle."""
+
     certificate: Certificate
     pkcs12: Pkcs12Bundle | None  # only for Delivery.PKCS12; never stored
 
@@ -53,6 +55,7 @@ def operator_subject(operator: Operator, tenant: Tenant) -> x509.Name:
 
 
 def permitted_business_ids(operator: Operator) -> list[str]:
+    """The 業務IDs the operator's certificate must carry, sorted."""
     return sorted(s.business_id for s in operator.permitted_systems)
 
 

@@ -198,6 +198,7 @@ def staged_of(scope: Scope, tenant: Tenant) -> Select[StagedOperator]:
 
 
 def get_staged(session: Session, scope: Scope, tenant: Tenant, staged_id: int) -> StagedOperator:
+    """One entry of the acting manager's own registration target list; ``NotFound`` otherwise."""
     staged = session.scalar(staged_of(scope, tenant).where(StagedOperator.id == staged_id))
     if staged is None:
         raise NotFound("no such entry in the registration target list (登録対象リスト)")

@@ -59,6 +59,7 @@ def tenant_list() -> Any:
 @bp.route("/tenants/<code>/edit", methods=["GET", "POST"])
 @requires(Permission.MANAGE_TENANTS)
 def tenant_edit(code: str) -> Any:
+    """Change a tenant's name and kind (the code stays)."""
     session = get_session()
     tenant = get_tenant_by_code(session, code)
     error, status = None, 200
@@ -156,6 +157,7 @@ def _visible(s: Any, code: str) -> bool:
 @bp.route("/t/<code>/in-business-ids/<business_id>", methods=["GET"])
 @requires(Permission.MANAGE_IN_BUSINESS_IDS)
 def in_business_list(code: str, business_id: str) -> Any:
+    """業務内ID管理: the operators of a tenant permitted the business system (paginated)."""
     session, s = get_session(), scope()
     tenant = get_tenant(session, s, code)
     system = in_business_system(session, s, tenant, business_id)

@@ -52,10 +52,12 @@ class TenantData:
 
 
 def list_tenants(session: Session) -> list[Tenant]:
+    """Every tenant in display order (システム管理者 screens only)."""
     return list(session.scalars(select(Tenant).order_by(Tenant.display_order, Tenant.code)))
 
 
 def get_tenant_by_code(session: Session, code: str) -> Tenant:
+    """A tenant by code for システム管理者 screens; ``NotFound`` otherwise."""
     if not TENANT_CODE.match(code):
         raise NotFound("no such tenant (市町村・任意団体)")
     tenant = session.scalar(select(Tenant).where(Tenant.code == code))
@@ -65,6 +67,7 @@ def get_tenant_by_code(session: Session, code: str) -> Tenant:
 
 
 def create_tenant(session: Session, *, data: TenantData, actor: Actor) -> Tenant:
+    """市町村・任意団体設定: add a tenant at the end of the display order."""
     if session.scalar(select(Tenant.id).where(Tenant.code == data.code)) is not None:
         raise Conflict(f"団体コード {data.code} is already used")
     last = session.scalar(select(Tenant.display_order).order_by(Tenant.display_order.desc()).limit(1)) or 0

@@ -81,6 +81,7 @@ def home() -> Any:
 @bp.route("/t/<code>/")
 @requires(Permission.MANAGE_OPERATORS)
 def tenant_menu(code: str) -> Any:
+    """The tenant's menu: オペレータ証明書 and オペレータ管理 (seed screen ①)."""
     tenant = managed_tenant(get_session(), scope(), code)
     return render_template("operators/menu.html", tenant=tenant)
 
@@ -141,6 +142,7 @@ def register(code: str) -> Any:
 @bp.route("/t/<code>/staged/<int:staged_id>/edit", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def staged_edit(code: str, staged_id: int) -> Any:
+    """Change an entry of the registration target list (blank password keeps the staged one)."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
     staged = get_staged(session, s, tenant, staged_id)
@@ -192,6 +194,7 @@ def staged_issue(code: str) -> Any:
 @bp.route("/t/<code>/operators/<operator_id>")
 @requires(Permission.MANAGE_OPERATORS)
 def operator_detail(code: str, operator_id: str) -> Any:
+    """照会: the operator's fields, in-business IDs and certificates."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
     operator = managed_operator(session, s, tenant, operator_id)
@@ -264,6 +267,7 @@ def certificate_new(code: str, operator_id: str) -> Any:
 @bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/<fmt>")
 @requires(Permission.MANAGE_OPERATORS)
 def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> Any:
+    """Download one of the operator's certificates (PEM, DER, chain); public data."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
     operator = managed_operator(session, s, tenant, operator_id)

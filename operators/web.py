@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 
 def scope() -> Scope:
+    """The tenancy scope of the logged-in user (or API caller)."""
     operator = current_operator()
     if operator is None:  # pragma: no cover - @requires runs first
         raise NotFound("not logged in")
@@ -32,6 +33,7 @@ def unit_of_work(work: Callable[[], T], *, failure: AuditAction, target: str) ->
 
 
 def page_arg() -> int:
+    """The ``page`` query argument, clamped to a sane range."""
     try:
         return max(1, min(int(request.args.get("page", "1")), 100_000))
     except ValueError:
@@ -39,14 +41,17 @@ def page_arg() -> int:
 
 
 def ca_settings() -> CaSettings:
+    """The CA settings of the running app."""
     return CaSettings.from_config(current_app.config)
 
 
 def data_url(data: bytes, media_type: str) -> str:
+    """A data: URL holding ``data``, for a download that never touches the server again."""
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
 def no_store(body: str) -> Response:
+    """An HTML response that caches must not keep (one-time secrets)."""
     response = Response(body, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"  # one-time secrets must not stay in caches
     return response
@@ -55,6 +60,7 @@ def no_store(body: str) -> Response:
 # --- JSON API ---------------------------------------------------------------------------------------
 
 def json_body() -> dict[str, Any]:
+    """The JSON object sent; ``InvalidInput`` for anything else."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidInput("send a JSON object (Content-Type: application/json)")
@@ -69,6 +75,7 @@ def optional_json_body() -> dict[str, Any]:
 
 
 def int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> int:
+    """An integer query argument within [low, high]; ``InvalidInput`` otherwise."""
     raw = request.args.get(name)
     if raw is None:
         return default
