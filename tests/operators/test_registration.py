@@ -163,6 +163,7 @@ def test_web_registration_target_list_generate_stage_edit_remove_then_issue_all(
     links = re.findall(r'download="minamiedo-(OP\d+)\.p12" href="data:application/x-pkcs12;base64,([^"]+)"', html)
     passwords = re.findall(r'<code class="secret">([^<]+)</code>', html)
     assert [op for op, _ in links] == ["OP0601", "OP0602"] and len(passwords) == 2
+    assert "/bio/manage/minamiedo/OP0601" in html  # biometric mode: enrol the finger next
     import base64
 
     p12 = tmp_path / "op2.p12"
