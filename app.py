@@ -60,39 +60,26 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from bio import views as bio_views
-    from ca import api, cli, pki_views, views
-    from operators import auth, login_admin, login_top
-
-    i18n.init_app(app)
-    auth.init_app(app)
-    login_admin.init_app(app)
-    app.register_blueprint(login_top.bp)
-    bio_views.init_app(app)
-    app.register_blueprint(views.bp)
-    app.register_blueprint(pki_views.bp)
-    app.register_blueprint(api.bp)
+    from ca import api, cli, mtls, pki_views, tls_api, tls_cli, tls_views, views
     from operators import api as operators_api
+    from operators import auth, login_admin, login_top, tenant_views
     from operators import cli as operators_cli
-    from operators import tenant_views
     from operators import views as operators_views
 
-    app.register_blueprint(operators_views.bp)
-    app.register_blueprint(tenant_views.bp)
-    app.register_blueprint(operators_api.bp)
-    csrf.exempt(operators_api.bp)  # like ca.api: HTTP Basic on every request
-    operators_cli.init_app(app)
-    csrf.exempt(api.bp)  # machine clients authenticate each request; no ambient cookies
-    csrf.exempt(pki_views.bp)
-    from ca import mtls, tls_api, tls_cli, tls_views
-
-    mtls.init_app(app)
-
-    app.register_blueprint(tls_api.bp)
-    app.register_blueprint(tls_views.bp)
+    i18n.init_app(app)
+    auth.init_app(app)  # login, sessions and their timeouts
+    mtls.init_app(app)  # certificate-bound sessions end when the certificate does
+    login_admin.init_app(app)
+    bio_views.init_app(app)
+    for blueprint in (login_top.bp, views.bp, pki_views.bp, api.bp, operators_views.bp, tenant_views.bp,
+                      operators_api.bp, tls_api.bp, tls_views.bp):
+        app.register_blueprint(blueprint)
+    # Machine clients authenticate every request (HTTP Basic or a client certificate): no ambient cookies.
+    for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp):
+        csrf.exempt(blueprint)
     app.add_template_global(tls_views.expiry_warnings)
-    tls_cli.init_app(app)
-    csrf.exempt(tls_api.bp)  # HTTP Basic or a client certificate on every request
-    cli.init_app(app)
+    for module in (cli, operators_cli, tls_cli):
+        module.init_app(app)
     _register_error_handlers(app)
 
     @app.after_request

@@ -14,6 +14,7 @@ import shutil
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,9 @@ def _biometric_operator(server: TlsServer) -> OperatorIdentity:
         return OperatorIdentity(operator_id, cert_path, key_path, issued.certificate.serial)
 
 
-def _terminal(browser: Any, server: TlsServer, identity: OperatorIdentity | None) -> tuple[Any, Any]:
-    """A browser context (optionally with a client certificate) and a page with a virtual authenticator."""
+@contextmanager
+def _terminal(browser: Any, server: TlsServer, identity: OperatorIdentity | None) -> Iterator[Any]:
+    """A page in a browser context (optionally with a client certificate) with a virtual authenticator."""
     options: dict[str, Any] = {"base_url": server.url, "ignore_https_errors": True}
     if identity is not None:
         options["client_certificates"] = [{"origin": server.url, "certPath": str(identity.cert),
@@ -116,7 +118,10 @@ def _terminal(browser: Any, server: TlsServer, identity: OperatorIdentity | None
     cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
         "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
         "isUserVerified": True, "automaticPresenceSimulation": True}})
-    return context, page
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def _enrol(page: Any, server: TlsServer, operator_id: str) -> None:
@@ -145,47 +150,37 @@ def _bio_login(page: Any, operator_id: str) -> None:
 
 def test_biometric_login_with_the_operators_own_certificate(browser: Any, tls_server: TlsServer) -> None:
     me = _biometric_operator(tls_server)
-    context, page = _terminal(browser, tls_server, me)
-    try:
+    with _terminal(browser, tls_server, me) as page:
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_url(re.compile(r"/top$"))
         assert "操作者用トップ画面" in page.content()
         assert page.goto("/top").url.endswith("/top")  # later requests of the session go on
-    finally:
-        context.close()
 
 
 def test_biometric_login_without_a_certificate_is_refused(browser: Any, tls_server: TlsServer) -> None:
     me = _biometric_operator(tls_server)
-    context, page = _terminal(browser, tls_server, None)
-    try:
+    with _terminal(browser, tls_server, None) as page:
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_selector("#webauthn-status.error")
         assert "client certificate" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
-    finally:
-        context.close()
 
 
 def test_biometric_login_with_another_operators_certificate_is_refused(browser: Any, tls_server: TlsServer) -> None:
     me, other = _biometric_operator(tls_server), _biometric_operator(tls_server)
-    context, page = _terminal(browser, tls_server, other)
-    try:
+    with _terminal(browser, tls_server, other) as page:
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_selector("#webauthn-status.error")
         assert "another operator" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
-    finally:
-        context.close()
 
 
 def test_revoking_the_certificate_ends_the_session(browser: Any, tls_server: TlsServer) -> None:
     me = _biometric_operator(tls_server)
-    context, page = _terminal(browser, tls_server, me)
-    try:
+    with _terminal(browser, tls_server, me) as page:
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_url(re.compile(r"/top$"))
@@ -196,5 +191,3 @@ def test_revoking_the_certificate_ends_the_session(browser: Any, tls_server: Tls
             revoke(session, certificate=cert, reason=RevocationReason.KEY_COMPROMISE, actor=SYSTEM_ACTOR)
             session.commit()
         assert "/login" in page.goto("/top").url  # the very next request
-    finally:
-        context.close()
