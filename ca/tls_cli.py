@@ -22,13 +22,9 @@ from ca.tls_certs import (
 )
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
-from operators.tenancy import Scope
+from operators.cli import CLI_SCOPE
 
 ssl_group = AppGroup("ssl", help="SSL通信証明書: issue, list, delete, reissue.")
-
-# The CLI runs on the server with its operator's full authority (like `init`).
-CLI_SCOPE = Scope(actor_id=0, actor_name="cli", tenant_id=0, all_tenants=True, manages_operators=True,
-                  business_system_id=None)
 
 
 def _deliver(issued: IssuedTlsCertificate, out: Path | None, p12_out: Path | None) -> None:

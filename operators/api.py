@@ -17,7 +17,7 @@ from ca.models import Certificate, RevocationReason
 from db import get_session
 from operators import csv_io
 from operators.audit import AuditAction
-from operators.auth import current_actor, requires
+from operators.auth import current_actor, login_settings, requires
 from operators.in_business import mappings_of
 from operators.models import Operator
 from operators.operator_certs import (
@@ -261,7 +261,8 @@ def passwords(code: str) -> Any:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
             raise InvalidInput("'operator_ids' must be a list of at most 500 operator IDs")
         chosen = [managed_operator(session, s, found, i) for i in ids]
-        return bulk_change_passwords(session, scope=s, tenant=found, operators=chosen, actor=current_actor())
+        return bulk_change_passwords(session, scope=s, tenant=found, operators=chosen, actor=current_actor(),
+                                     settings=login_settings())
 
     results = unit_of_work(work, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{found.code}")
     return _no_store(jsonify(items=[{"operator_id": o.operator_id, "password": p} for o, p in results]))

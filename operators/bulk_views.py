@@ -16,7 +16,7 @@ from ca.errors import InvalidInput, OpauthError
 from db import get_session, new_session
 from operators import csv_io
 from operators.audit import AuditAction, record_event_separately
-from operators.auth import current_actor, requires, requires_recent_auth
+from operators.auth import current_actor, login_settings, requires, requires_recent_auth
 from operators.models import AuditResult, Operator
 from operators.operator_certs import issue_operator_certificate, without_live_certificate
 from operators.operator_data import LABELS
@@ -172,7 +172,8 @@ def passwords(code: str) -> Any:
 
     def work() -> bytes:
         chosen = [managed_operator(session, s, tenant, i) for i in ids]
-        results = bulk_change_passwords(session, scope=s, tenant=tenant, operators=chosen, actor=current_actor())
+        results = bulk_change_passwords(session, scope=s, tenant=tenant, operators=chosen, actor=current_actor(),
+                                        settings=login_settings())
         lines = ["オペレータID,パスワード"] + [f"{o.operator_id},{p}" for o, p in results]
         return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
 

@@ -22,6 +22,7 @@ from operators import csv_io
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.business_systems import get_by_business_id
 from operators.in_business import parse_permissions, set_in_business_id
+from operators.login_service import LoginSettings
 from operators.operator_data import OperatorData
 from operators.registration import bulk_change_passwords, register_and_issue, revoke_operator
 from operators.tenancy import (
@@ -233,7 +234,8 @@ def operator_passwords(tenant_code: str, out: Path, operator_ids: tuple[str, ...
     def work() -> list[Any]:
         tenant = get_tenant(session, CLI_SCOPE, tenant_code)
         chosen = [get_operator(session, CLI_SCOPE, tenant, i) for i in operator_ids]
-        return bulk_change_passwords(session, scope=CLI_SCOPE, tenant=tenant, operators=chosen, actor=cli_actor())
+        return bulk_change_passwords(session, scope=CLI_SCOPE, tenant=tenant, operators=chosen, actor=cli_actor(),
+                                     settings=LoginSettings.from_config(current_app.config))
 
     results = _run(work, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant_code[:20]}")
     _write_secret(out, ("オペレータID,パスワード\r\n" + "".join(f"{o.operator_id},{p}\r\n" for o, p in results))

@@ -18,6 +18,7 @@ from ca.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ca.models import Certificate, RevocationReason
 from db import utcnow
 from operators.audit import Actor, AuditAction, record_event
+from operators.login_service import LoginSettings, set_password
 from operators.models import (
     BusinessSystem,
     InBusinessId,
@@ -329,8 +330,11 @@ def issue_staged(session: Session, *, scope: Scope, settings: CaSettings, tenant
 # --- パスワード一括変更 ---------------------------------------------------------------------------
 
 def bulk_change_passwords(session: Session, *, scope: Scope, tenant: Tenant, operators: Sequence[Operator],
-                          actor: Actor) -> list[tuple[Operator, str]]:
-    """New generated passwords for ``operators`` (returned once; only hashes are stored)."""
+                          actor: Actor, settings: LoginSettings) -> list[tuple[Operator, str]]:
+    """New generated passwords for ``operators`` (returned once; only hashes are stored).
+
+    Goes through ``login_service.set_password``: the old password enters the history, every session ends.
+    """
     ensure_can_manage_operators(scope, tenant)
     if not operators:
         raise InvalidInput("select at least one operator")
@@ -341,9 +345,8 @@ def bulk_change_passwords(session: Session, *, scope: Scope, tenant: Tenant, ope
         if operator.revoked_at is not None:
             raise Conflict(f"operator {operator.operator_id} is revoked")
         password = generate_password()
-        operator.password_hash = hash_password(password)
-        operator.must_change_password = True
-        operator.session_version += 1
+        set_password(session, operator=operator, new_hash=hash_password(password), settings=settings,
+                     must_change=True)
         results.append((operator, password))
     session.flush()
     record_event(session, action=AuditAction.OPERATOR_PASSWORDS_RESET, actor=actor,

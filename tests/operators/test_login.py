@@ -408,3 +408,21 @@ def test_password_change_policy(app: Flask) -> None:
     # each change ended the other session
     assert other_session.get("/top").status_code == 302
     assert AuditAction.PASSWORD_CHANGED in audit_actions(app)
+
+
+def test_bulk_password_change_keeps_the_old_password_in_the_history(app: Flask, api: FlaskClient) -> None:
+    """パスワード一括変更 goes through set_password: the previous password cannot come back at the forced change."""
+    from tests.bio.helpers import OPERATOR_PASSWORD, add_operator, post_login
+    from tests.conftest import csrf_token
+
+    add_operator(app, "OPBULK")
+    response = api.post("/api/v1/tenants/system/passwords", json={"operator_ids": ["OPBULK"]})
+    assert response.status_code == 200, response.get_json()
+    one_time = response.get_json()["items"][0]["password"]
+    client = app.test_client()
+    assert post_login(client, operator_id="OPBULK", password=OPERATOR_PASSWORD).status_code == 401
+    assert post_login(client, operator_id="OPBULK", password=one_time).headers["Location"].endswith("/password")
+    page = client.get("/password").get_data(as_text=True)
+    refused = client.post("/password", data={"csrf_token": csrf_token(page), "current_password": one_time,
+                                             "new_password": OPERATOR_PASSWORD, "confirm_password": OPERATOR_PASSWORD})
+    assert refused.status_code == 400
