@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from ca.errors import OpauthError
 from db import get_session
 from operators.audit import AuditAction
-from operators.auth import current_actor, requires
+from operators.auth import current_actor, requires, requires_recent_auth
 from operators.business_systems import get_by_business_id, list_business_systems
 from operators.in_business import delete_in_business_id, list_mappings, parse_permissions, set_in_business_id
 from operators.models import TenantKind
@@ -104,6 +104,7 @@ def tenant_order() -> Any:
 
 @bp.route("/joint-use", methods=["GET", "POST"])
 @requires(Permission.MANAGE_JOINT_USE)
+@requires_recent_auth  # changing permissions needs a fresh login
 def joint_use() -> Any:
     """共同利用業務設定: two lists (未許可 / 許可) moved with 選択>>> and <<<取消, saved with 登録."""
     session = get_session()
@@ -170,6 +171,7 @@ def in_business_list(code: str, business_id: str) -> Any:
 
 @bp.route("/t/<code>/in-business-ids/<business_id>/<operator_id>", methods=["POST"])
 @requires(Permission.MANAGE_IN_BUSINESS_IDS)
+@requires_recent_auth  # changing permissions needs a fresh login
 def in_business_set(code: str, business_id: str, operator_id: str) -> Any:
     """操作者権限登録: set (or with ``action=delete``, remove) one operator's in-business ID."""
     session, s = get_session(), scope()

@@ -214,6 +214,7 @@ def _operator_values(operator: Operator) -> dict[str, Any]:
 
 @bp.route("/t/<code>/operators/<operator_id>/edit", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth  # changing permissions needs a fresh login
 def operator_edit(code: str, operator_id: str) -> Any:
     """修正: a change of 許可業務 re-issues the certificates and revokes the old ones (superseded)."""
     session, s = get_session(), scope()

@@ -426,3 +426,14 @@ def test_bulk_password_change_keeps_the_old_password_in_the_history(app: Flask, 
     refused = client.post("/password", data={"csrf_token": csrf_token(page), "current_password": one_time,
                                              "new_password": OPERATOR_PASSWORD, "confirm_password": OPERATOR_PASSWORD})
     assert refused.status_code == 400
+
+
+@pytest.mark.parametrize("url", ["/admin/joint-use", "/admin/ssl-certificates/new",
+                                 "/admin/t/system/operators/admin/edit"])
+def test_permission_changes_and_ssl_issuance_require_recent_authentication(app: Flask, admin_client: FlaskClient,
+                                                                         url: str) -> None:
+    assert admin_client.get(url).status_code == 200
+    with admin_client.session_transaction() as s:
+        s["auth_at"] = int(time.time()) - app.config["REAUTH_MINUTES"] * 60 - 5
+    response = admin_client.get(url)
+    assert response.status_code == 302 and "/reauth" in response.headers["Location"]
