@@ -14,6 +14,7 @@ route needs, and recorded in our certificate table. Every refusal is audited.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import hashlib
@@ -78,12 +79,45 @@ def trusted_proxies(config: dict[str, Any]) -> list[ipaddress.IPv4Network | ipad
             for p in str(config.get("TRUSTED_PROXIES", "")).split(",") if p.strip()]
 
 
-def _from_trusted_proxy() -> bool:
+def _is_trusted(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
-        peer = ipaddress.ip_address(request.remote_addr or "")
+        peer = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(peer in net for net in trusted_proxies(current_app.config))
+    return any(peer in net for net in networks)
+
+
+PEER_KEY = "opauth.peer_addr"
+
+
+class TrustedProxyMiddleware:
+    """WSGI: believe proxy headers only from ``TRUSTED_PROXIES``; strip them from everyone else.
+
+    From a trusted proxy, the client address becomes the last ``X-Forwarded-For`` entry (nginx sets it
+    to ``$remote_addr``), so throttling and audit see the real client; the TCP peer is kept in
+    ``environ["opauth.peer_addr"]`` for the client-certificate check.
+    """
+
+    def __init__(self, wsgi_app: Any, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.wsgi_app = wsgi_app
+        self.networks = list(networks)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        peer = str(environ.get("REMOTE_ADDR", ""))
+        environ[PEER_KEY] = peer
+        if self.networks and _is_trusted(peer, self.networks):
+            forwarded = str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")[-1].strip()
+            with contextlib.suppress(ValueError):  # not an address: keep the proxy's
+                environ["REMOTE_ADDR"] = str(ipaddress.ip_address(forwarded))
+        else:
+            for header in ("HTTP_X_SSL_CLIENT_CERT", "HTTP_X_SSL_CLIENT_VERIFY", "HTTP_X_FORWARDED_FOR"):
+                environ.pop(header, None)
+        return self.wsgi_app(environ, start_response)
+
+
+def _from_trusted_proxy() -> bool:
+    peer = str(request.environ.get(PEER_KEY, request.remote_addr or ""))
+    return _is_trusted(peer, trusted_proxies(current_app.config))
 
 
 def presented_certificate() -> bytes | None:
@@ -210,6 +244,7 @@ def _end_unbound_session() -> Any:
 
 
 def init_app(app: Flask) -> None:
+    app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, trusted_proxies(app.config))  # type: ignore[method-assign]
     app.before_request(_end_unbound_session)
 
 

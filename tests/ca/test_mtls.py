@@ -255,3 +255,38 @@ def test_nginx_revocation_takes_effect_at_once_without_reload(proxied: Deploymen
     assert flask_cli(proxied.env, "cert", "revoke", victim.serial, "--reason", "keyCompromise").returncode == 0
     _code, status, body = proxied.curl(victim)  # nginx's CRL is stale; the app's check is not
     assert status == 403 and "revoked" in str(body["message"])
+
+
+# --- trusted proxies, in-process ------------------------------------------------------------------------------------
+
+def _failed_login_source(app: object, remote: str, forwarded: str) -> str:
+    from flask import Flask
+    from sqlalchemy import select
+
+    from db import get_session
+    from operators.models import AuditEvent
+    from tests.conftest import csrf_token
+
+    assert isinstance(app, Flask)
+    client = app.test_client()
+    client.environ_base.update(REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+    page = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"csrf_token": csrf_token(page), "tenant": "system", "operator_id": "admin",
+                                "password": "wrong-password"})
+    with app.app_context():
+        event = get_session().scalars(select(AuditEvent).where(AuditEvent.action == "auth.login_failure")
+                                      .order_by(AuditEvent.id.desc())).first()
+        assert event is not None
+        return event.source
+
+
+def test_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(tmp_path: Path,
+                                                                               sqlite_url: str) -> None:
+    from tests.conftest import initialise, make_app
+
+    app = make_app(tmp_path / "instance", sqlite_url, TRUSTED_PROXIES="127.0.0.1")
+    initialise(app)
+    assert _failed_login_source(app, "127.0.0.1", "203.0.113.7") == "203.0.113.7"
+    assert _failed_login_source(app, "192.0.2.9", "203.0.113.7") == "192.0.2.9"  # not a proxy of ours
+    assert _failed_login_source(app, "127.0.0.1", "not-an-address") == "127.0.0.1"
+    app.extensions["opauth.engine"].dispose()
