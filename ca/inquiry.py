@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from ca.errors import InvalidInput, NotFound
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
@@ -156,11 +157,6 @@ def expiring_certificates(session: Session, *, within_days: int,
     ``business_system_ids`` limits the list to those systems (a business system administrator's view);
     None means every business system.
     """
-    from datetime import timedelta
-
-    from sqlalchemy import exists
-    from sqlalchemy.orm import aliased
-
     successor = aliased(Certificate)
     now = utcnow()
     query = select(Certificate).where(

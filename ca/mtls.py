@@ -117,7 +117,7 @@ class TrustedProxyMiddleware:
 
 def _from_trusted_proxy() -> bool:
     peer = str(request.environ.get(PEER_KEY, request.remote_addr or ""))
-    return _is_trusted(peer, trusted_proxies(current_app.config))
+    return _is_trusted(peer, current_app.extensions["opauth.trusted_proxies"])
 
 
 def presented_certificate() -> bytes | None:
@@ -244,7 +244,9 @@ def _end_unbound_session() -> Any:
 
 
 def init_app(app: Flask) -> None:
-    app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, trusted_proxies(app.config))  # type: ignore[method-assign]
+    networks = trusted_proxies(app.config)  # parsed once; the middleware and the certificate check share it
+    app.extensions["opauth.trusted_proxies"] = networks
+    app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, networks)  # type: ignore[method-assign]
     app.before_request(_end_unbound_session)
 
 

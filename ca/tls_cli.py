@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from flask import Flask, current_app
@@ -23,6 +25,8 @@ from ca.tls_certs import (
 from db import get_session, new_session
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.cli import CLI_SCOPE
+
+T = TypeVar("T")
 
 ssl_group = AppGroup("ssl", help="SSL通信証明書: issue, list, delete, reissue.")
 
@@ -44,9 +48,9 @@ def _deliver(issued: IssuedTlsCertificate, out: Path | None, p12_out: Path | Non
         click.echo(f"PKCS#12 written to {target}; its password (shown once): {issued.pkcs12.password}", err=True)
 
 
-def _run(work: object, target: str) -> object:
+def _run(work: Callable[[], T], target: str) -> T:
     try:
-        return audited_unit_of_work(get_session(), new_session, work=work,  # type: ignore[arg-type]
+        return audited_unit_of_work(get_session(), new_session, work=work,
                                     failure_action=AuditAction.ISSUANCE_REJECTED, actor=cli_actor(), target=target)
     except OpauthError as exc:
         click.echo(f"error: {exc.message}", err=True)
@@ -71,7 +75,6 @@ def issue(tenant: str, business_id: str, terminal: str, hosts: tuple[str, ...], 
     issued = _run(lambda: issue_tls_certificate(get_session(), settings=settings, scope=CLI_SCOPE,
                                                 data=TlsCertificateData.from_mapping(data), csr_bytes=csr,
                                                 actor=cli_actor()), "ssl_certificate")
-    assert isinstance(issued, IssuedTlsCertificate)
     _deliver(issued, out, p12_out)
 
 
@@ -104,7 +107,6 @@ def reissue(serial: str, csr_path: Path | None, out: Path | None, p12_out: Path 
     csr = csr_path.read_bytes()[: settings.config["MAX_CSR_BYTES"] + 1] if csr_path else None
     issued = _run(lambda: reissue_tls_certificate(get_session(), settings=settings, scope=CLI_SCOPE, serial=serial,
                                                   csr_bytes=csr, actor=cli_actor()), f"certificate:{serial[:40]}")
-    assert isinstance(issued, IssuedTlsCertificate)
     _deliver(issued, out, p12_out)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from werkzeug.datastructures import FileStorage
 
-from ca.errors import InvalidCsr, NotFound, OpauthError
+from ca.errors import NotFound, OpauthError
 from ca.inquiry import expiring_certificates, list_certificates
 from ca.tls_certs import (
     IssuedTlsCertificate,
@@ -20,6 +20,7 @@ from ca.tls_certs import (
     reissue_tls_certificate,
     tls_certificates,
 )
+from ca.views import read_upload
 from db import get_session, new_session, utcnow
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.auth import current_actor, current_operator, requires, requires_recent_auth
@@ -35,11 +36,7 @@ def _optional_csr(upload: FileStorage | None) -> bytes | None:
     """The uploaded CSR, or None when no file was chosen (then the key is generated here)."""
     if upload is None or not upload.filename:
         return None
-    limit = current_app.config["MAX_CSR_BYTES"]
-    data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidCsr(f"the CSR is too large (at most {limit} bytes)")
-    return data
+    return read_upload(upload, current_app.config["MAX_CSR_BYTES"])
 
 
 def _issued_page(issued: IssuedTlsCertificate) -> Any:
