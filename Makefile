@@ -6,15 +6,27 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck init bench system-deps clean translations compile-translations
+.PHONY: run test lint typecheck init bench system-deps clean translations compile-translations lock
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
+# The venv gets exactly the locked tree: every package pinned, every file checked against its hash.
+$(STAMP): $(BIN)/python requirements.lock requirements-dev.lock
+	$(BIN)/pip install --disable-pip-version-check -q --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
+
+# `make lock` after editing requirements*.txt: resolves from PyPI with uv (itself pinned and hash-checked),
+# keeps every existing pin that still fits (LOCK_FLAGS=--upgrade to move them), same output on every machine.
+LOCK_FLAGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock" $(LOCK_FLAGS)
+lock: $(BIN)/python
+	awk '/^uv==/{p=1} p{print} p && !/\\$$/{exit}' requirements-dev.lock > $(VENV)/uv-requirement.txt
+	$(BIN)/pip install --disable-pip-version-check -q --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
+	$(UV_COMPILE) -o requirements.lock requirements.txt
+	$(UV_COMPILE) -c requirements.lock -o requirements-dev.lock requirements-dev.txt
 
 init: $(STAMP) compile-translations
 	$(BIN)/flask --app app init

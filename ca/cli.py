@@ -56,12 +56,19 @@ def init_command() -> None:
     if report.tls_issued:
         click.echo(f"TLS certificate for localhost written to {tls_paths(settings.instance_dir)['cert']}")
     if report.admin_password:
-        click.echo("")
-        click.echo("  Bootstrap administrator (shown once; change it at first login):")
-        click.echo("    tenant:      system (システム管理)")
-        click.echo(f"    operator ID: {BOOTSTRAP_ADMIN_ID}")
-        click.echo(f"    password:    {report.admin_password}")
-        click.echo("")
+        _announce_bootstrap_admin(report.admin_password, report.admin_password_file)
+
+
+def _announce_bootstrap_admin(password: str, path: Path | None) -> None:
+    # stdout of `make run` may be a log file or the journal: the password itself only goes to a terminal.
+    click.echo("")
+    click.echo("  Bootstrap administrator (change the password at first login):")
+    click.echo("    tenant:      system (システム管理)")
+    click.echo(f"    operator ID: {BOOTSTRAP_ADMIN_ID}")
+    if sys.stdout.isatty():
+        click.echo(f"    password:    {password}  (one-time)")
+    click.echo(f"    the one-time password is in {path} (mode 0600); delete the file after the first login")
+    click.echo("")
 
 
 @click.command("settings")

@@ -33,6 +33,8 @@ from operators.passwords import generate_password, hash_password
 BOOTSTRAP_ADMIN_ID = "admin"
 TLS_HOSTS = ("localhost", "127.0.0.1", "::1")
 TLS_RENEW_BEFORE = timedelta(days=30)
+# The bootstrap administrator's one-time password goes to this file (mode 0600), never to a log.
+INITIAL_PASSWORD_FILE = "initial-admin-password"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class InitReport:
     created_ca: bool
     admin_password: str | None  # shown once, never stored in the clear
     tls_issued: bool
+    admin_password_file: Path | None = None  # where the one-time password was written (mode 0600)
+
+
+def initial_password_path(instance_dir: Path) -> Path:
+    """The 0600 file holding the bootstrap administrator's one-time password."""
+    return instance_dir / INITIAL_PASSWORD_FILE
 
 
 def tls_paths(instance_dir: Path) -> dict[str, Path]:
@@ -57,6 +65,7 @@ def init_instance(session: Session, settings: CaSettings) -> InitReport:
                                                          "key_algorithm": settings.key_algorithm})
     tenant = ensure_system_tenant(session)
     password = None
+    password_file = None
     has_admin = session.scalar(select(Operator.id).where(Operator.role == Role.SYSTEM_ADMIN).limit(1))
     if has_admin is None:
         password = generate_password()
@@ -65,11 +74,16 @@ def init_instance(session: Session, settings: CaSettings) -> InitReport:
                              must_change_password=True))
         record_event(session, action=AuditAction.BOOTSTRAP_ADMIN_CREATED, actor=SYSTEM_ACTOR,
                      target=f"operator:{tenant.code}/{BOOTSTRAP_ADMIN_ID}")
+        # Out of the process's output, which may be a log or the journal: the operator reads the file.
+        # Written before the commit, so an administrator never exists whose password nobody has.
+        password_file = initial_password_path(settings.instance_dir)
+        _write(password_file, f"{password}\n".encode(), 0o600)
     session.commit()
     tls_issued = ensure_tls_certificate(session, settings)
     refresh(session, settings)  # OCSP responders and first CRLs: the PKI URLs answer from the start
     session.commit()
-    return InitReport(created_ca=not had_ca, admin_password=password, tls_issued=tls_issued)
+    return InitReport(created_ca=not had_ca, admin_password=password, tls_issued=tls_issued,
+                      admin_password_file=password_file)
 
 
 def ensure_tls_certificate(session: Session, settings: CaSettings) -> bool:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
@@ -30,6 +32,21 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # pkilint rejects "localhost" in URIs; certificates in tests carry a realistic PKI host.
 TEST_PKI_BASE = "http://pki.opauth.example.jp"
 ADMIN_PASSWORD = "Correct-Horse-Battery-42"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_translations() -> None:
+    """The .mo catalogues are build output (not in git): compile them as `make` does, for a bare pytest."""
+    for po in Path(__file__).resolve().parent.parent.glob("translations/*/LC_MESSAGES/messages.po"):
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        with po.open("rb") as fh:
+            catalog = read_po(fh)
+        tmp = mo.with_name(f".{mo.name}.{os.getpid()}")
+        with tmp.open("wb") as fh:
+            write_mo(fh, catalog)
+        tmp.replace(mo)  # atomic: parallel runs never read half a catalogue
 
 
 def _pg_reachable() -> str | None:
