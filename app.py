@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -114,7 +115,32 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf_error(exc: CSRFError) -> Any:
-        return _error(400, "csrf", "フォームの有効期限が切れたか、不正な送信です。もう一度やり直してください。")
+        # Say which check failed: a script without a Referer needs different advice from a stale page.
+        reasons = {
+            "The referrer header is missing.": (
+                "csrf_referrer_missing",
+                gettext("Referer ヘッダがありません。HTTPS のフォーム送信には、このサイトのページを示す"
+                        " Referer ヘッダが必要です（スクリプトからは送信元ページの URL を"
+                        " Referer に付けてください）。")),
+            "The referrer does not match the host.": (
+                "csrf_referrer_mismatch",
+                gettext("Referer ヘッダがこのサイトのものではありません。他のサイトからの送信は受け付けません。")),
+            "The CSRF token is missing.": (
+                "csrf_token_missing",
+                gettext("フォームの確認用トークン (csrf_token) がありません。画面を開き直してから送信してください。")),
+            "The CSRF session token is missing.": (
+                "csrf_session_missing",
+                gettext("セッションがないため送信を確認できません（Cookie が送られていないか、"
+                        "セッションが終了しました）。画面を開き直してから送信してください。")),
+            "The CSRF token has expired.": (
+                "csrf_token_expired",
+                gettext("フォームの有効期限が切れました。画面を開き直してから送信してください。")),
+        }
+        code, message = reasons.get(exc.description or "", (
+            "csrf_token_invalid",
+            gettext("フォームの確認用トークンが正しくありません（別のセッションの画面からの送信です）。"
+                    "画面を開き直してから送信してください。")))
+        return _error(400, code, message)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -268,6 +268,6 @@ def passwords(code: str) -> Any:
     return _no_store(jsonify(items=[{"operator_id": o.operator_id, "password": p} for o, p in results]))
 
 
-# Tenants, joint use and in-business IDs live in their own module and add their routes to ``bp``
-# (one blueprint, so the CSRF exemption and the /api/v1 prefix stay in one place).
-from operators import api_tenants  # noqa: E402,F401
+# Tenants, joint use, in-business IDs and the caller's own account live in their own modules and add
+# their routes to ``bp`` (one blueprint, so the CSRF exemption and the /api/v1 prefix stay in one place).
+from operators import api_account, api_tenants  # noqa: E402,F401

@@ -36,6 +36,7 @@ class AuditAction(enum.StrEnum):
     LOGIN_FAILURE = "auth.login_failure"
     LOGOUT = "auth.logout"
     PASSWORD_CHANGED = "auth.password_changed"
+    PASSWORD_CHANGE_REJECTED = "auth.password_change_rejected"
     ACCESS_DENIED = "auth.access_denied"
     AUDIT_VERIFIED = "audit.verified"
     # Tenancy and operator registration (issue 5)

@@ -13,16 +13,18 @@ from typing import Any, TypeVar
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from flask_babel import force_locale
 
 from ca.authority import CaSettings
 from ca.cli import cli_actor
-from ca.errors import OpauthError
+from ca.errors import InvalidInput, OpauthError
 from db import get_session, new_session
 from operators import csv_io
 from operators.audit import AuditAction, audited_unit_of_work
 from operators.business_systems import get_by_business_id
 from operators.in_business import parse_permissions, set_in_business_id
-from operators.login_service import LoginSettings
+from operators.login_service import LoginSettings, change_password
+from operators.models import AuthMethod
 from operators.operator_data import OperatorData
 from operators.registration import bulk_change_passwords, register_and_issue, revoke_operator
 from operators.tenancy import (
@@ -241,6 +243,32 @@ def operator_passwords(tenant_code: str, out: Path, operator_ids: tuple[str, ...
     _write_secret(out, ("オペレータID,パスワード\r\n" + "".join(f"{o.operator_id},{p}\r\n" for o, p in results))
                   .encode("utf-8"))
     click.echo(f"{len(results)} passwords changed; written to {out}")
+
+
+@operator_group.command("change-password")
+@click.option("--tenant", "tenant_code", default="system", show_default=True)
+@click.argument("operator_id")
+def operator_change_password(tenant_code: str, operator_id: str) -> None:
+    """Change an operator's own password, e.g. the one-time one, under the password policy.
+
+    Prompts for the current password and the new one twice (without a terminal: three lines on stdin).
+    """
+    current = click.prompt("current password", hide_input=True)
+    new = click.prompt("new password", hide_input=True, confirmation_prompt="new password (again)")
+    session = get_session()
+
+    def work() -> None:
+        tenant = get_tenant(session, CLI_SCOPE, tenant_code)
+        operator = get_operator(session, CLI_SCOPE, tenant, operator_id)
+        if operator.auth_method is AuthMethod.BIOMETRIC:
+            raise InvalidInput("this operator logs in with biometrics and has no password")
+        change_password(session, operator=operator, current=current[:1024], new=new[:1024], confirm=new[:1024],
+                        settings=LoginSettings.from_config(current_app.config), actor=cli_actor())
+
+    with force_locale("en"):  # the policy's messages are translated; the CLI speaks English and has no request
+        _run(work, failure=AuditAction.PASSWORD_CHANGE_REJECTED,
+             target=f"operator:{tenant_code[:20]}/{operator_id[:64]}")
+    click.echo(f"password changed for {tenant_code}/{operator_id}; the operator's sessions have ended")
 
 
 @operator_group.command("in-business-id")
