@@ -115,8 +115,9 @@ def import_csv(code: str) -> Any:
                            f'<a href="{url_for("operators_admin.bulk.certificates_pending", code=tenant.code)}">'
                            "証明書未発行の操作者へ（オペレータ証明書発行）</a></p>")
                 else:
-                    yield f'<p><progress value="{progress.done}" max="{progress.total}"></progress> ' \
-                          f"{progress.done} / {progress.total}</p>\n"
+                    # One step per chunk; static/js/import_progress.js keeps only the newest on screen.
+                    yield (f'<p class="import-step" role="status"><progress value="{progress.done}" '
+                           f'max="{progress.total}"></progress> {progress.done} / {progress.total}</p>\n')
         except Exception as exc:  # nothing of the import stays; say so on the page already sent
             session.rollback()
             current_app.logger.exception("CSV import failed")

@@ -44,8 +44,9 @@ CLI_SCOPE = Scope(actor_id=0, actor_name="cli", tenant_id=0, all_tenants=True, m
 
 def _run(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:
     try:
-        return audited_unit_of_work(get_session(), new_session, work=work, failure_action=failure,
-                                    actor=cli_actor(), target=target)
+        with force_locale("en"):  # services' messages are translated; the CLI speaks English and has no request
+            return audited_unit_of_work(get_session(), new_session, work=work, failure_action=failure,
+                                        actor=cli_actor(), target=target)
     except OpauthError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
@@ -265,9 +266,7 @@ def operator_change_password(tenant_code: str, operator_id: str) -> None:
         change_password(session, operator=operator, current=current[:1024], new=new[:1024], confirm=new[:1024],
                         settings=LoginSettings.from_config(current_app.config), actor=cli_actor())
 
-    with force_locale("en"):  # the policy's messages are translated; the CLI speaks English and has no request
-        _run(work, failure=AuditAction.PASSWORD_CHANGE_REJECTED,
-             target=f"operator:{tenant_code[:20]}/{operator_id[:64]}")
+    _run(work, failure=AuditAction.PASSWORD_CHANGE_REJECTED, target=f"operator:{tenant_code[:20]}/{operator_id[:64]}")
     click.echo(f"password changed for {tenant_code}/{operator_id}; the operator's sessions have ended")
 
 

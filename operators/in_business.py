@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -36,12 +37,13 @@ def parse_permissions(raw: object) -> list[str]:
     elif isinstance(raw, list) and all(isinstance(p, str) for p in raw):
         items = [p.strip() for p in raw if p.strip()]
     else:
-        raise InvalidInput("permissions must be a list of strings")
+        raise InvalidInput(_("業務権限は文字列のリストで指定してください。"))
     if len(items) > MAX_PERMISSIONS:
-        raise InvalidInput(f"at most {MAX_PERMISSIONS} permissions")
+        raise InvalidInput(_("業務権限は %(max)d 個までです。", max=MAX_PERMISSIONS))
     for item in items:
         if not PERMISSION.match(item):
-            raise InvalidInput(f"permission {item[:40]!r} may contain letters, digits and _ . : - only")
+            raise InvalidInput(_("業務権限「%(permission)s」に使えるのは半角英数字と _ . : - だけです（1〜64文字）。",
+                                 permission=item[:40]))
     return sorted(set(items))
 
 
@@ -79,7 +81,7 @@ def set_in_business_id(session: Session, *, operator: Operator, system: Business
     _require_permitted(operator, system)
     value = in_business_id.strip()
     if not IN_BUSINESS_ID.match(value):
-        raise InvalidInput("業務内ID (in_business_id) must be 1-64 letters, digits or _ . @ -")
+        raise InvalidInput(_("業務内IDは半角英数字と _ . @ - の1〜64文字で入力してください。"))
     mapping = session.scalar(select(InBusinessId).where(InBusinessId.operator_id == operator.id,
                                                         InBusinessId.business_system_id == system.id))
     if mapping is None:

@@ -49,7 +49,7 @@ class MenuEntry:
 
 
 ADMIN_MENU: tuple[MenuEntry, ...] = (
-    MenuEntry(lazy_gettext("オペレータ証明書"), Permission.MANAGE_OPERATORS, ("operators_admin.home",)),
+    MenuEntry(lazy_gettext("オペレータ証明書"), Permission.MANAGE_OPERATORS, ("operators_admin.certificates_home",)),
     MenuEntry(lazy_gettext("オペレータ管理"), Permission.MANAGE_OPERATORS, ("operators_admin.home",)),
     MenuEntry(lazy_gettext("業務内ID管理"), Permission.MANAGE_IN_BUSINESS_IDS,
               ("tenants_admin.in_business_home", "operators_admin.home")),

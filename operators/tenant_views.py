@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 
-from ca.errors import OpauthError
+from ca.errors import InvalidInput, OpauthError
 from db import get_session
 from operators.audit import AuditAction
 from operators.auth import current_actor, requires, requires_recent_auth
@@ -87,19 +88,25 @@ def tenant_order() -> Any:
     session = get_session()
     tenants = list_tenants(session)
     if request.method == "POST":
-        def position(index_and_code: tuple[int, str]) -> tuple[int, int]:
-            index, code = index_and_code
-            try:
-                return int(request.form.get(f"order-{code}", "")), index
-            except ValueError:
-                return 1_000_000, index
-
-        ordered = [c for _, c in sorted(enumerate(t.code for t in tenants), key=position)]
+        entered = {t.code: request.form.get(f"order-{t.code}", "")[:20].strip() for t in tenants}
+        bad = [t for t in tenants if not _order_number(entered[t.code])]
+        if bad:  # refuse, keep what was typed and say which
+            return render_template("operators/tenant_order.html", tenants=tenants, entered=entered,
+                                   invalid={t.code for t in bad},
+                                   error=_("表示順には 1 から 99999 までの整数を入力してください: %(names)s",
+                                           names="、".join(f"{t.name}（{entered[t.code] or _('空欄')}）"
+                                                          for t in bad))), 400
+        ordered = [t.code for _i, t in sorted(enumerate(tenants),
+                                              key=lambda it: (int(entered[it[1].code]), it[0]))]
         unit_of_work(lambda: reorder_tenants(session, codes=ordered, actor=current_actor()),
                      failure=AuditAction.TENANT_REJECTED, target="tenants")
-        flash("表示順を変更しました。")
+        flash(_("表示順を変更しました。"))
         return redirect(url_for("tenants_admin.tenant_order"))
-    return render_template("operators/tenant_order.html", tenants=tenants)
+    return render_template("operators/tenant_order.html", tenants=tenants, entered={}, invalid=set(), error=None)
+
+
+def _order_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 99_999
 
 
 @bp.route("/joint-use", methods=["GET", "POST"])
@@ -166,7 +173,7 @@ def in_business_list(code: str, business_id: str) -> Any:
     page = page_arg()
     rows, total = list_mappings(session, scope=s, tenant=tenant, system=system, page=page, per_page=per_page)
     return render_template("operators/in_business_list.html", tenant=tenant, system=system, rows=rows, page=page,
-                           pages=max(1, -(-total // per_page)), error=None)
+                           pages=max(1, -(-total // per_page)), error=None, failed=None)
 
 
 @bp.route("/t/<code>/in-business-ids/<business_id>/<operator_id>", methods=["POST"])
@@ -190,9 +197,20 @@ def in_business_set(code: str, business_id: str, operator_id: str) -> Any:
         unit_of_work(lambda: delete_in_business_id(session, operator=operator, system=system, actor=current_actor()),
                      failure=AuditAction.OPERATOR_REJECTED, target=target)
     else:
-        unit_of_work(lambda: set_in_business_id(
-            session, operator=operator, system=system, in_business_id=request.form.get("in_business_id", "")[:100],
-            permissions=parse_permissions(request.form.get("permissions", "")[:4000]), actor=current_actor()),
-            failure=AuditAction.OPERATOR_REJECTED, target=target)
-    flash("業務内IDを更新しました。")
+        entered = {"in_business_id": request.form.get("in_business_id", "")[:100],
+                   "permissions": request.form.get("permissions", "")[:4000]}
+        try:
+            unit_of_work(lambda: set_in_business_id(
+                session, operator=operator, system=system, in_business_id=entered["in_business_id"],
+                permissions=parse_permissions(entered["permissions"]), actor=current_actor()),
+                failure=AuditAction.OPERATOR_REJECTED, target=target)
+        except InvalidInput as exc:  # back to the list, the row as typed and the reason above it
+            per_page = current_app.config["PAGE_SIZE"]
+            page = page_arg()
+            rows, total = list_mappings(session, scope=s, tenant=tenant, system=system, page=page,
+                                        per_page=per_page)
+            return render_template("operators/in_business_list.html", tenant=tenant, system=system, rows=rows,
+                                   page=page, pages=max(1, -(-total // per_page)), error=exc.message,
+                                   failed=dict(entered, operator_id=operator.operator_id)), exc.status
+    flash(_("業務内IDを更新しました。"))
     return redirect(url_for("tenants_admin.in_business_list", code=tenant.code, business_id=system.business_id))

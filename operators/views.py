@@ -17,7 +17,7 @@ from ca.models import RevocationReason
 from db import get_session
 from operators import bulk_views
 from operators.audit import AuditAction
-from operators.auth import current_actor, requires, requires_recent_auth
+from operators.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.in_business import mappings_of
 from operators.models import Operator, Tenant
 from operators.operator_certs import (
@@ -27,7 +27,7 @@ from operators.operator_certs import (
 )
 from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, LABELS, ROLE_LABELS, OperatorData
 from operators.passwords import generate_password
-from operators.permissions import Permission
+from operators.permissions import Permission, has_permission
 from operators.registration import (
     administered_business_id,
     issue_staged,
@@ -78,12 +78,24 @@ def home() -> Any:
     return render_template("operators/home.html", tenants=tenants, scope=s)
 
 
+@bp.route("/operator-certificates")
+@requires(Permission.MANAGE_OPERATORS)
+def certificates_home() -> Any:
+    """オペレータ証明書 (top menu): choose the tenant, then issue, inquire or revoke its operators' certificates."""
+    s = scope()
+    tenants = [t for t in get_session().scalars(visible_tenants(s)) if s.all_tenants or t.id == s.tenant_id]
+    return render_template("operators/certificates_home.html", tenants=tenants)
+
+
 @bp.route("/t/<code>/")
 @requires(Permission.MANAGE_OPERATORS)
 def tenant_menu(code: str) -> Any:
-    """The tenant's menu: オペレータ証明書 and オペレータ管理 (seed screen ①)."""
+    """The tenant's menu: オペレータ証明書, オペレータ管理 and 生体情報管理 (seed screen ①)."""
     tenant = managed_tenant(get_session(), scope(), code)
-    return render_template("operators/menu.html", tenant=tenant)
+    operator = current_operator()
+    return render_template("operators/menu.html", tenant=tenant,
+                           manages_biometrics=operator is not None
+                           and has_permission(operator, Permission.MANAGE_BIOMETRICS))
 
 
 @bp.route("/t/<code>/operators")
@@ -133,8 +145,9 @@ def register(code: str) -> Any:
                      failure=AuditAction.OPERATOR_REJECTED,
                      target=f"operator:{tenant.code}/{values['operator_id'][:64]}")
     except OpauthError as exc:
+        # The password stays in the form (it may be the one 生成 just showed, seen nowhere else).
         return render_template("operators/register.html", **_form_context(tenant, values), generated=None,
-                               error=exc.message), exc.status
+                               password=password, error=exc.message), exc.status
     flash(f"{values['operator_id']} を登録対象リストに追加しました。")
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
@@ -150,14 +163,14 @@ def staged_edit(code: str, staged_id: int) -> Any:
         return render_template("operators/register.html", **_form_context(tenant, dict(staged.fields)),
                                generated=None, error=None, editing=staged)
     values = _form_data()
+    password = request.form.get("password", "")[:256]
     try:
         unit_of_work(lambda: stage_operator(session, scope=s, tenant=tenant, data=OperatorData.from_mapping(values),
-                                            password=request.form.get("password", "")[:256],
-                                            actor=current_actor(), staged=staged),
+                                            password=password, actor=current_actor(), staged=staged),
                      failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{tenant.code}/{staged.operator_id}")
     except OpauthError as exc:
         return render_template("operators/register.html", **_form_context(tenant, values), generated=None,
-                               error=exc.message, editing=staged), exc.status
+                               password=password, error=exc.message, editing=staged), exc.status
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
 
