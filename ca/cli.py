@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import json
 import sys
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,40 @@ def cli_actor() -> Actor:
     except (KeyError, OSError):
         user = "unknown"
     return Actor(name=f"cli:{user}", tenant="system", source="cli")
+
+
+def json_option(fn: Any) -> Any:
+    """``--json`` for list commands."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="print a JSON array of objects instead of tab-separated text")(fn)
+
+
+def echo_rows(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], *, as_json: bool) -> None:
+    """A list command's output: a header line and tab-separated rows, or (``--json``) a JSON array."""
+    items = [{c: row[c] for c in columns} for row in rows]
+    if as_json:
+        click.echo(json.dumps(items, ensure_ascii=False, indent=2, default=_json_value))
+        return
+    click.echo("\t".join(columns))
+    for item in items:
+        click.echo("\t".join(_text(item[c]) for c in columns))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ",".join(_text(v) for v in value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    # a tab or newline inside a value would shift the columns
+    return str(value).replace("\t", " ").replace("\n", " ")
 
 
 def _fail(exc: OpauthError) -> None:
@@ -83,9 +120,12 @@ def business_system_group() -> None:
 
 
 @business_system_group.command("list")
-def business_system_list() -> None:
-    for s in list_business_systems(get_session()):
-        click.echo(f"{s.business_id}\t{s.name}\t{s.top_url}")
+@json_option
+def business_system_list(as_json: bool) -> None:
+    """List business systems (業務ID, name, top URL)."""
+    echo_rows(("business_id", "name", "top_url"),
+              ({"business_id": s.business_id, "name": s.name, "top_url": s.top_url}
+               for s in list_business_systems(get_session())), as_json=as_json)
 
 
 @click.group("cert", cls=AppGroup)
@@ -138,15 +178,19 @@ def issue_business_server(csr_path: Path, out: Path | None, fmt: str, **fields: 
 @click.option("--business-id")
 @click.option("--status")
 @click.option("--page", default=1, type=int)
-def cert_list(profile: str | None, business_id: str | None, status: str | None, page: int) -> None:
+@json_option
+def cert_list(profile: str | None, business_id: str | None, status: str | None, page: int, as_json: bool) -> None:
+    """List certificates, newest first, one page at a time (the page count goes to stderr)."""
     try:
         result = list_certificates(get_session(), profile=profile, business_id=business_id, status=status,
                                    page=page, per_page=current_app.config["PAGE_SIZE"])
     except OpauthError as exc:
         _fail(exc)
         return
-    for c in result.items:
-        click.echo(f"{c.serial}\t{c.profile}\t{c.status}\t{c.not_after:%Y-%m-%d}\t{c.subject}")
+    echo_rows(("serial", "profile", "status", "not_after", "subject"),
+              ({"serial": c.serial, "profile": c.profile, "status": c.status,
+                "not_after": c.not_after if as_json else f"{c.not_after:%Y-%m-%d}", "subject": c.subject}
+               for c in result.items), as_json=as_json)
     click.echo(f"page {result.page}/{result.pages}, {result.total} certificates", err=True)
 
 

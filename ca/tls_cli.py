@@ -12,7 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ca.authority import CaSettings
-from ca.cli import cli_actor
+from ca.cli import cli_actor, echo_rows, json_option
 from ca.errors import OpauthError
 from ca.tls_certs import (
     IssuedTlsCertificate,
@@ -80,11 +80,16 @@ def issue(tenant: str, business_id: str, terminal: str, hosts: tuple[str, ...], 
 
 @ssl_group.command("list")
 @click.option("--all", "show_all", is_flag=True, help="include deleted (revoked) certificates")
-def list_command(show_all: bool) -> None:
-    """照会: the active SSL communication certificates."""
-    for c in tls_certificates(get_session(), scope=CLI_SCOPE, active_only=not show_all):
-        binding = c.business_system.business_id if c.business_system else (c.details or {}).get("terminal", "")
-        click.echo(f"{c.serial}\t{c.status}\t{c.not_after:%Y-%m-%d}\t{binding}\t{c.subject}")
+@json_option
+def list_command(show_all: bool, as_json: bool) -> None:
+    """照会: the active SSL communication certificates (``binding``: 業務ID or terminal name)."""
+    echo_rows(("serial", "status", "not_after", "binding", "subject"),
+              ({"serial": c.serial, "status": c.status,
+                "not_after": c.not_after if as_json else f"{c.not_after:%Y-%m-%d}",
+                "binding": c.business_system.business_id if c.business_system
+                else (c.details or {}).get("terminal", ""), "subject": c.subject}
+               for c in tls_certificates(get_session(), scope=CLI_SCOPE, active_only=not show_all)),
+              as_json=as_json)
 
 
 @ssl_group.command("delete")

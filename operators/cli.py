@@ -16,7 +16,7 @@ from flask.cli import AppGroup
 from flask_babel import force_locale
 
 from ca.authority import CaSettings
-from ca.cli import cli_actor
+from ca.cli import cli_actor, echo_rows, json_option
 from ca.errors import InvalidInput, OpauthError
 from db import get_session, new_session
 from operators import csv_io
@@ -63,12 +63,14 @@ def tenant_group() -> None:
 
 
 @tenant_group.command("list")
-def tenant_list() -> None:
-    """List tenants with their joint-use business systems."""
+@json_option
+def tenant_list(as_json: bool) -> None:
+    """List tenants in display order with their joint-use business systems."""
     session = get_session()
-    for t in list_tenants(session):
-        systems = ",".join(s.business_id for s in joint_use_systems(session, t))
-        click.echo(f"{t.display_order}\t{t.code}\t{t.kind.value}\t{t.name}\t{systems}")
+    echo_rows(("display_order", "code", "kind", "name", "joint_use"),
+              ({"display_order": t.display_order, "code": t.code, "kind": t.kind.value, "name": t.name,
+                "joint_use": [s.business_id for s in joint_use_systems(session, t)]} for t in list_tenants(session)),
+              as_json=as_json)
 
 
 @tenant_group.command("create")
