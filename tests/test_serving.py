@@ -30,11 +30,15 @@ def server(instance: Path, first_init: str) -> Iterator[str]:
         yield f"https://localhost:{port}"
 
 
-def test_first_init_prints_the_one_time_password_once(instance: Path, first_init: str) -> None:
-    assert "password:" in first_init and "CA hierarchy created" in first_init
+def test_first_init_writes_the_one_time_password_to_a_0600_file_not_to_the_log(instance: Path,
+                                                                                 first_init: str) -> None:
+    password_file = instance / "initial-admin-password"
+    assert "CA hierarchy created" in first_init and str(password_file) in first_init
+    assert password_file.stat().st_mode & 0o077 == 0
+    assert password_file.read_text().strip() not in first_init  # stdout here is no terminal
     again = flask_cli(instance_env(instance), "init")
     assert again.returncode == 0, again.stderr
-    assert "already present: reused" in again.stdout and "password:" not in again.stdout
+    assert "already present: reused" in again.stdout and "Bootstrap administrator" not in again.stdout
     keys = sorted(p.name for p in (instance / "keys").iterdir())
     assert len([k for k in keys if k.endswith(".key.pem") and "-ca-" in k]) == 2, keys  # no second CA
     assert all(p.stat().st_mode & 0o077 == 0 for p in (instance / "keys").iterdir())
