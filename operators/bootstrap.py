@@ -78,12 +78,25 @@ def init_instance(session: Session, settings: CaSettings) -> InitReport:
         # Written before the commit, so an administrator never exists whose password nobody has.
         password_file = initial_password_path(settings.instance_dir)
         _write(password_file, f"{password}\n".encode(), 0o600)
+    else:
+        _remove_spent_password_file(session, settings.instance_dir, tenant_id=tenant.id)
     session.commit()
     tls_issued = ensure_tls_certificate(session, settings)
     refresh(session, settings)  # OCSP responders and first CRLs: the PKI URLs answer from the start
     session.commit()
     return InitReport(created_ca=not had_ca, admin_password=password, tls_issued=tls_issued,
                       admin_password_file=password_file)
+
+
+def _remove_spent_password_file(session: Session, instance_dir: Path, *, tenant_id: int) -> None:
+    # Once the one-time password has been changed the file holds nothing of use; a password file must not linger.
+    path = initial_password_path(instance_dir)
+    if not path.exists():
+        return
+    admin = session.scalar(select(Operator).where(Operator.tenant_id == tenant_id,
+                                                  Operator.operator_id == BOOTSTRAP_ADMIN_ID))
+    if admin is None or not admin.must_change_password:
+        path.unlink()
 
 
 def ensure_tls_certificate(session: Session, settings: CaSettings) -> bool:
