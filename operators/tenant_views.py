@@ -91,11 +91,12 @@ def tenant_order() -> Any:
         entered = {t.code: request.form.get(f"order-{t.code}", "")[:20].strip() for t in tenants}
         bad = [t for t in tenants if not _order_number(entered[t.code])]
         if bad:  # refuse, keep what was typed and say which
+            blank = _("空欄")
+            names = "、".join(f"{t.name}（{entered[t.code] or blank}）" for t in bad)
             return render_template("operators/tenant_order.html", tenants=tenants, entered=entered,
                                    invalid={t.code for t in bad},
                                    error=_("表示順には 1 から 99999 までの整数を入力してください: %(names)s",
-                                           names="、".join(f"{t.name}（{entered[t.code] or _('空欄')}）"
-                                                          for t in bad))), 400
+                                           names=names)), 400
         ordered = [t.code for _i, t in sorted(enumerate(tenants),
                                               key=lambda it: (int(entered[it[1].code]), it[0]))]
         unit_of_work(lambda: reorder_tenants(session, codes=ordered, actor=current_actor()),
@@ -213,4 +214,6 @@ def in_business_set(code: str, business_id: str, operator_id: str) -> Any:
                                    page=page, pages=max(1, -(-total // per_page)), error=exc.message,
                                    failed=dict(entered, operator_id=operator.operator_id)), exc.status
     flash(_("業務内IDを更新しました。"))
-    return redirect(url_for("tenants_admin.in_business_list", code=tenant.code, business_id=system.business_id))
+    page = page_arg()
+    return redirect(url_for("tenants_admin.in_business_list", code=tenant.code, business_id=system.business_id,
+                            page=page if page > 1 else None))
