@@ -1,5 +1,7 @@
 """First steps on a fresh clone: `make init` (what `make run` does before serving) leaves git clean,
-and the bootstrap administrator's one-time password stays out of the output."""
+and the bootstrap administrator's one-time password stays out of the output.
+
+The clone is of the committed HEAD: uncommitted changes are not what a fresh clone gets."""
 
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ def _clone(tmp_path: Path) -> Path:
 def _make_init(clone: Path) -> subprocess.CompletedProcess[str]:
     """`make init` in the clone with this test's virtualenv, whose installation is taken as done."""
     venv = sys.prefix
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPAUTH_")}
+    # Under `make test` the outer make's flags and jobserver must not leak into this one.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("OPAUTH_") and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     return subprocess.run(["make", "--no-print-directory", "-C", str(clone), "init", f"VENV={venv}",
                            "-o", f"{venv}/.installed", "-o", f"{venv}/bin/python"],
                           env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
