@@ -208,3 +208,31 @@ def test_imported_operators_get_certificates_from_the_pending_list(world: World,
     name, path, password = result.output.splitlines()[0].split("\t")
     assert name == "mgrA"
     assert run("openssl", "pkcs12", "-info", "-noout", "-in", path, "-passin", f"pass:{password}").returncode == 0
+
+
+def test_revoked_operator_gets_no_new_certificate_and_the_refusal_is_audited(
+        world: World, api_a: FlaskClient, web_a: FlaskClient) -> None:
+    register(api_a)
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke").status_code == 200
+
+    def issued_after_revocation() -> int:
+        with world.app.app_context():
+            session = get_session()
+            revoked_at = session.scalar(select(AuditEvent.id).where(AuditEvent.action == "operator.revoked"))
+            return len(list(session.scalars(select(AuditEvent.id).where(
+                AuditEvent.id > revoked_at, AuditEvent.result == "success",
+                AuditEvent.action.in_(["certificate.issued", "operator.certificate_delivered"])))))
+
+    response = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={})
+    assert response.status_code == 409
+    assert response.get_json()["error"] == "operator_revoked" and "失効" in response.get_json()["message"]
+    url = "/admin/t/minamiedo/operators/OP0601/certificates/new"
+    page = web_a.post(url, data={"csrf_token": csrf_token(web_a.get(url).get_data(as_text=True)),
+                                 "delivery": "pkcs12"})
+    assert page.status_code == 409 and "失効" in page.get_data(as_text=True)
+    assert issued_after_revocation() == 0
+    with world.app.app_context():
+        refused = list(get_session().scalars(select(AuditEvent).where(
+            AuditEvent.action == "certificate.issuance_rejected")))
+    assert len(refused) == 2 and all(e.result == "failure" for e in refused)
+    assert all(e.target == "operator:minamiedo/OP0601" for e in refused)
