@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from flask_babel import gettext as _
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,7 @@ from operators.login_service import (
     record_unknown,
 )
 from operators.models import AuditResult, AuthMethod, Operator
+from operators.operator_certs import ensure_not_revoked
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed at a terminal
 CODE_LENGTH = 12
@@ -126,6 +128,7 @@ def consume_challenge(session: Session, *, challenge_id: Any, purpose: Challenge
 
 def begin_registration(session: Session, *, operator: Operator, rp: RelyingParty) -> Ceremony:
     """Start enrolling a credential for ``operator`` (existing credentials are excluded)."""
+    ensure_not_revoked(operator, refused=_("生体情報の登録"))
     options = registration_options(rp=rp, user_handle=user_handle(session, operator),
                                    user_name=f"{operator.operator_id}@{operator.tenant.code}",
                                    display_name=operator.name, exclude=_known(credentials_of(session, operator)))
@@ -137,6 +140,7 @@ def begin_registration(session: Session, *, operator: Operator, rp: RelyingParty
 def finish_registration(session: Session, *, operator: Operator, challenge_id: Any, credential: Any,
                         nickname: str, rp: RelyingParty, actor: Actor) -> WebAuthnCredential:
     """Verify the attestation against the spent challenge and store the credential; audited."""
+    ensure_not_revoked(operator, refused=_("生体情報の登録"))
     challenge = consume_challenge(session, challenge_id=challenge_id, purpose=ChallengePurpose.REGISTRATION)
     if challenge.operator_pk != operator.id:
         raise WebAuthnFailure("the challenge belongs to another enrolment: start again")
@@ -190,6 +194,7 @@ def _code_digest(code: str) -> str:
 def issue_enrolment_code(session: Session, *, operator: Operator, issued_by: Operator, minutes: int,
                          actor: Actor) -> tuple[str, EnrolmentCode]:
     """A single-use code (shown once; only its hash is kept) letting ``operator`` enrol at a terminal."""
+    ensure_not_revoked(operator, refused=_("生体情報登録コードの発行"))
     raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
     code = "-".join(raw[i:i + 4] for i in range(0, CODE_LENGTH, 4))
     now = utcnow()
@@ -200,6 +205,12 @@ def issue_enrolment_code(session: Session, *, operator: Operator, issued_by: Ope
     record_event(session, action=AuditAction.BIO_ENROLMENT_CODE_ISSUED, actor=actor, target=_target(operator),
                  detail={"code": row.id, "expires_at": row.expires_at.isoformat()})
     return code, row
+
+
+def record_enrolment_code_refusal(session: Session, *, operator: Operator, actor: Actor, reason: str) -> None:
+    """Audit a refused 登録コード発行 (e.g. for a revoked operator)."""
+    record_event(session, action=AuditAction.BIO_ENROLMENT_CODE_ISSUED, actor=actor, result=AuditResult.FAILURE,
+                 target=_target(operator), detail={"reason": reason[:300]})
 
 
 def redeem_enrolment_code(session: Session, *, tenant_code: str, operator_id: str, code: str,
@@ -255,14 +266,27 @@ def begin_reauth(session: Session, *, operator: Operator, rp: RelyingParty) -> C
     return Ceremony(challenge_id, options.options_json)
 
 
+def challenge_operator(session: Session, *, challenge_id: Any) -> Operator | None:
+    """The operator a login challenge was issued for (without spending it), or None."""
+    if not isinstance(challenge_id, int):
+        return None
+    row = session.get(WebAuthnChallenge, challenge_id)
+    if row is None or row.purpose is not ChallengePurpose.AUTHENTICATION:
+        return None
+    return session.get(Operator, row.operator_pk)
+
+
 def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: RelyingParty,
                  settings: LoginSettings, source: str, actor: Actor,
-                 method: LoginMethod = LoginMethod.BIOMETRIC, expected_operator: Operator | None = None
-                 ) -> LoginResult:
+                 method: LoginMethod = LoginMethod.BIOMETRIC, expected_operator: Operator | None = None,
+                 client_refusal: str | None = None) -> LoginResult:
     """Verify an assertion for a spent challenge: throttle, lock, mode, UV, signature and counter.
 
     A counter that did not increase (when either value is non-zero) is refused as a possible cloned
     authenticator: audited, and the credential is flagged for the manager and refused until replaced.
+    ``client_refusal`` is why the caller's mutual-TLS check refused the operator's client certificate
+    (made before, see ``challenge_operator``): the login is a success only when every check passed, and a
+    verified assertion with a refused certificate counts towards the lock like any failed login.
     """
     try:
         challenge = consume_challenge(session, challenge_id=challenge_id, purpose=ChallengePurpose.AUTHENTICATION)
@@ -304,13 +328,20 @@ def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: Re
         except WebAuthnFailure as exc:
             reason = exc.message
         else:
-            stored.sign_count = new
+            stored.sign_count = new  # the authenticator did sign: keep its counter for clone detection
             stored.last_used_at = utcnow()
+            if client_refusal is not None:
+                refusal, reason = LoginRefusal.CLIENT_CERTIFICATE, client_refusal
     if refusal is not None or reason is not None:
         note_source_failure(session, source=source, settings=settings)
+        refusal = refusal or LoginRefusal.BAD_CREDENTIALS
         locked = record_failure(session, operator=operator, settings=settings, actor=actor, method=method,
-                                reason=refusal or LoginRefusal.BAD_CREDENTIALS, note=reason or "")
-        return LoginResult(None, refusal or LoginRefusal.BAD_CREDENTIALS, locked_now=locked)
+                                reason=refusal, note=reason or "")
+        # The certificate's owner already proved the fingerprint: tell them what is wrong with the terminal.
+        explanation = ""
+        if refusal is LoginRefusal.CLIENT_CERTIFICATE and not locked:
+            explanation = _("この端末のオペレータ証明書ではログインできません（%(reason)s）。", reason=reason or "")
+        return LoginResult(None, refusal, locked_now=locked, explanation=explanation)
     if method is LoginMethod.BIOMETRIC:
         record_success(session, operator=operator, actor=actor, method=method)
     else:

@@ -22,6 +22,7 @@ from bio.service import (
     begin_login,
     begin_reauth,
     begin_registration,
+    challenge_operator,
     consume_challenge,
     credential_counts,
     credentials_of,
@@ -29,6 +30,7 @@ from bio.service import (
     finish_login,
     finish_registration,
     issue_enrolment_code,
+    record_enrolment_code_refusal,
     record_enrolment_failure,
     redeem_enrolment_code,
 )
@@ -129,22 +131,29 @@ def login_verify() -> Any:
     db_session = get_session()
     claim = session.pop("bio_login_claim", None) or ["", ""]
     actor = attempt_actor(tenant_code=str(claim[0]), operator_id=str(claim[1]))
-    result = finish_login(db_session, challenge_id=session.pop(LOGIN_KEY, None), credential=data.get("credential"),
-                          rp=rp(), settings=login_settings(), source=client_address(), actor=actor)
+    challenge_id = session.pop(LOGIN_KEY, None)
+    identity, cert_refusal = None, None
+    claimed = challenge_operator(db_session, challenge_id=challenge_id)
+    if claimed is not None and current_app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"]:
+        # Mutual TLS: the operator's own, valid operator certificate. Checked before the login's own
+        # writes (ca.mtls audits its refusals in a transaction of their own); finish_login decides.
+        try:
+            identity = mtls.operator_certificate_for(claimed.id)
+        except mtls.ClientCertRefused as exc:
+            cert_refusal = exc.message
+    result = finish_login(db_session, challenge_id=challenge_id, credential=data.get("credential"),
+                          rp=rp(), settings=login_settings(), source=client_address(), actor=actor,
+                          client_refusal=cert_refusal)
     db_session.commit()
     if result.ok and result.operator is not None:
-        identity = None
-        if current_app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"]:
-            try:  # mutual TLS: the operator's own, valid operator certificate (refusals are audited)
-                identity = mtls.operator_certificate_for(result.operator.id)
-            except mtls.ClientCertRefused as exc:
-                return _failure(exc.message, exc.status)
         start_session(result.operator, method=LoginMethod.BIOMETRIC)
         if identity is not None:
             mtls.bind_session(identity)
         return jsonify(redirect=after_login_url(result.operator))
     if result.refusal is LoginRefusal.THROTTLED:
         return _failure(str(THROTTLED), 429)
+    if result.refusal is LoginRefusal.CLIENT_CERTIFICATE and result.explanation:
+        return _failure(result.explanation, 403)
     return _failure(str(LOGIN_FAILED), 401)
 
 
@@ -218,10 +227,21 @@ def register_options(tenant_code: str, operator_id: str) -> Any:
         return _failure(_("再認証が必要です。"), 403)
     db_session = get_session()
     target = _managed(db_session, tenant_code, operator_id)
-    ceremony = begin_registration(db_session, operator=target, rp=rp())
+    try:
+        ceremony = begin_registration(db_session, operator=target, rp=rp())
+    except OpauthError as exc:
+        return _refuse_enrolment(db_session, target, exc)
     db_session.commit()
     session[REGISTER_KEY] = [target.id, ceremony.challenge_id]
     return _options_response(ceremony.options_json)
+
+
+def _refuse_enrolment(db_session: Session, target: Operator, exc: OpauthError) -> Any:
+    """Answer a refused enrolment with its reason, audited as a failure."""
+    db_session.rollback()
+    record_enrolment_failure(db_session, operator=target, actor=current_actor(), reason=exc.message)
+    db_session.commit()
+    return _failure(exc.message, exc.status)
 
 
 @bp.route("/manage/<tenant_code>/<operator_id>/register/verify", methods=["POST"])
@@ -284,9 +304,16 @@ def enrolment_code(tenant_code: str, operator_id: str) -> Any:
     target = _managed(db_session, tenant_code, operator_id)
     manager = current_operator()
     assert manager is not None
-    code, row = issue_enrolment_code(db_session, operator=target, issued_by=db_session.merge(manager),
-                                     minutes=int(current_app.config["ENROLMENT_CODE_MINUTES"]),
-                                     actor=current_actor())
+    try:
+        code, row = issue_enrolment_code(db_session, operator=target, issued_by=db_session.merge(manager),
+                                         minutes=int(current_app.config["ENROLMENT_CODE_MINUTES"]),
+                                         actor=current_actor())
+    except OpauthError as exc:
+        db_session.rollback()
+        record_enrolment_code_refusal(db_session, operator=target, actor=current_actor(), reason=exc.message)
+        db_session.commit()
+        return render_template("bio/operator.html", target=target, credentials=credentials_of(db_session, target),
+                               code=None, error=exc.message), exc.status
     db_session.commit()
     response = current_app.make_response(render_template(
         "bio/operator.html", target=target, credentials=credentials_of(db_session, target), code=code,

@@ -45,6 +45,7 @@ from operators.login_models import LoginMethod
 from operators.login_service import (
     LoginRefusal,
     LoginSettings,
+    password_change_required,
     password_login,
     verify_current_password,
 )
@@ -242,7 +243,7 @@ def requires(permission: Permission) -> Callable[[F], F]:
                     response.headers["WWW-Authenticate"] = 'Basic realm="opauth", charset="UTF-8"'
                     return response
                 return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
-            if operator.must_change_password:
+            if password_change_required(operator):
                 if is_api:
                     return jsonify(error="password_change_required",
                                    message="change the one-time password in the web UI first"), 403
@@ -269,7 +270,7 @@ def login_required_page(view: F) -> F:
         operator = current_operator()
         if operator is None:
             return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
-        if operator.must_change_password:
+        if password_change_required(operator):
             return redirect(url_for("auth.change_password"))
         return view(*args, **kwargs)
 
@@ -309,7 +310,7 @@ def tenants(db_session: Session) -> list[Tenant]:
 
 
 def after_login_url(operator: Operator) -> str:
-    if operator.must_change_password:
+    if password_change_required(operator):
         return url_for("auth.change_password")
     return url_for("top.index")
 
@@ -334,7 +335,7 @@ def login() -> Any:
         if result.refusal is LoginRefusal.THROTTLED:
             error, status = str(THROTTLED), 429
         else:
-            error, status = str(LOGIN_FAILED), 401
+            error, status = result.explanation or str(LOGIN_FAILED), 401
     return render_template("auth/login.html", tenants=tenants(db_session), error=error,
                            operator_id=request.form.get("operator_id", "")[:64],
                            selected=request.form.get("tenant", request.args.get("tenant", SYSTEM_TENANT_CODE))

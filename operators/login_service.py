@@ -38,6 +38,17 @@ class LoginRefusal(enum.StrEnum):
     LOCKED = "locked"
     THROTTLED = "throttled"
     WRONG_METHOD = "wrong_method"
+    CLIENT_CERTIFICATE = "client_certificate"
+
+
+def password_change_required(operator: Operator) -> bool:
+    """True when the operator must choose a new password before anything else.
+
+    Only password-mode operators log in with a password, so only they are held by a one-time
+    password. A biometric operator's stored password (if any) is not a login credential: it becomes
+    one, still to be changed at first use, only if the operator is switched to password mode.
+    """
+    return operator.must_change_password and operator.auth_method is AuthMethod.PASSWORD
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,9 @@ class LoginResult:
     operator: Operator | None
     refusal: LoginRefusal | None = None
     locked_now: bool = False
+    # Set only when the refusal may be explained without revealing anything to someone who does not
+    # already hold the credential (e.g. the right password of a biometric-mode operator).
+    explanation: str = ""
 
     @property
     def ok(self) -> bool:
@@ -227,7 +241,12 @@ def password_login(session: Session, *, tenant_code: str, operator_id: str, pass
             return LoginResult(None, refusal)
         locked = record_failure(session, operator=operator, settings=settings, actor=actor, method=method,
                                 reason=refusal)
-        return LoginResult(None, refusal, locked_now=locked)
+        explanation = ""
+        if refusal is LoginRefusal.WRONG_METHOD and password_ok and not locked:
+            # Whoever knows the password may learn that this operator logs in biometrically.
+            explanation = _("このオペレータは生体認証でログインします。生体情報照合画面から、"
+                            "ご自分のオペレータ証明書を設定した端末でログインしてください。")
+        return LoginResult(None, refusal, locked_now=locked, explanation=explanation)
     assert operator is not None
     if needs_rehash(operator.password_hash):
         operator.password_hash = hash_password(password)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from flask_babel import gettext as _
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,19 @@ from ca.profiles import validity_days
 from db import utcnow
 from operators.audit import Actor, AuditAction, record_event
 from operators.models import Operator, OperatorCertificate, Tenant
+
+
+class OperatorRevoked(Conflict):
+    """操作者失効 is final: nothing new (certificate, biometrics, enrolment code) for this operator."""
+
+    code = "operator_revoked"
+
+
+def ensure_not_revoked(operator: Operator, *, refused: str) -> None:
+    """Raise ``OperatorRevoked`` naming the operator and what was ``refused`` if they are revoked."""
+    if operator.revoked_at is not None:
+        raise OperatorRevoked(_("オペレータ %(op)s は失効しています（操作者失効）。%(what)sはできません。",
+                                op=operator.operator_id, what=refused))
 
 
 class Delivery(enum.StrEnum):
@@ -95,8 +109,7 @@ def issue_operator_certificate(
     csr_bytes: bytes | None = None,
 ) -> IssuedOperatorCertificate:
     """Issue a certificate for ``operator``: from ``csr_bytes``, or with a new key in a PKCS#12."""
-    if operator.revoked_at is not None:
-        raise Conflict(f"operator {operator.operator_id} is revoked; no certificate can be issued")
+    ensure_not_revoked(operator, refused=_("オペレータ証明書の発行"))
     if csr_bytes is not None:
         csr = parse_csr(csr_bytes, max_bytes=settings.config["MAX_CSR_BYTES"])
         cert = _sign(session, settings=settings, operator=operator, public_key=csr.public_key(), actor=actor)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -24,10 +28,44 @@ def add_tenant(app: Flask, code: str = "nakatokyo", name: str = "中東京市") 
             session.commit()
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A biometric operator registered through ``flask operator register`` and what it printed."""
+
+    pk: int
+    operator_id: str
+    password: str  # the one-time password registration generated (not a login credential in biometric mode)
+    p12: Path
+    p12_password: str
+
+
+def register_biometric(app: Flask, operator_id: str, *, tenant: str = "system", business_ids: str = "") -> Registered:
+    """A biometric operator registered as a manager would, through the product's CLI (flags and certificate
+    exactly as registration sets them)."""
+    out = Path(tempfile.mkdtemp(prefix="opauth-p12-")) / f"{operator_id}.p12"
+    result = app.test_cli_runner().invoke(args=[
+        "operator", "register", "--tenant", tenant, "--operator-id", operator_id, "--name", f"操作者 {operator_id}",
+        "--auth-method", "biometric", "--business-ids", business_ids, "--p12-out", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    p12_password = re.search(r"its password \(shown once\): (\S+)", result.output)
+    password = re.search(r"one-time login password \(shown once\): (\S+)", result.output)
+    assert p12_password and password, result.output
+    with app.app_context():
+        pk = db.get_session().scalar(select(Operator.id).join(Tenant).where(
+            Tenant.code == tenant, Operator.operator_id == operator_id))
+        assert pk is not None
+    return Registered(pk, operator_id, password.group(1), out, p12_password.group(1))
+
+
 def add_operator(app: Flask, operator_id: str = "OP9999", *, tenant: str = "system",
                  password: str | None = OPERATOR_PASSWORD, role: Role = Role.OPERATOR,
                  auth_method: AuthMethod = AuthMethod.PASSWORD, must_change: bool = False) -> int:
-    """An operator created directly in the database (registration itself is another feature's job)."""
+    """A password-mode operator (or manager) written directly to the database, for tests of other features.
+
+    Biometric operators come from ``register_biometric``: a row written here would skip what registration
+    does (flags, certificate), which is exactly what biometric login depends on.
+    """
+    assert auth_method is AuthMethod.PASSWORD, "register biometric operators with register_biometric()"
     with app.app_context():
         session = db.get_session()
         tenant_row = session.scalar(select(Tenant).where(Tenant.code == tenant))
@@ -71,7 +109,6 @@ def audit_events(app: Flask, action: str) -> list[AuditEvent]:
 
 def page_csrf(client: FlaskClient, path: str) -> str:
     """The CSRF token from a page (hidden field or the WebAuthn block's data-csrf)."""
-    import re
 
     html = client.get(path).get_data(as_text=True)
     match = re.search(r'(?:name="csrf_token" value|data-csrf)="([^"]+)"', html)

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 import db
 from bio.models import EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from operators.audit import AuditAction
-from operators.models import AuthMethod, Role
+from operators.models import Role
 from tests.bio.helpers import (
     OPERATOR_PASSWORD,
     add_operator,
@@ -29,6 +29,7 @@ from tests.bio.helpers import (
     manager_enrols,
     page_csrf,
     post_login,
+    register_biometric,
 )
 from tests.bio.softauthn import SoftAuthenticator, b64url
 
@@ -42,7 +43,7 @@ def _cheap_argon2(request: pytest.FixtureRequest) -> None:
 @pytest.fixture
 def enrolled(app: Flask, admin_client: FlaskClient) -> SoftAuthenticator:
     """Operator BIO01 (biometric mode) with one credential enrolled by the administrator."""
-    add_operator(app, "BIO01", auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(app, "BIO01")
     authn = SoftAuthenticator()
     response = manager_enrols(admin_client, "BIO01", authn)
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -216,7 +217,7 @@ def test_json_endpoints_need_the_csrf_token(app: Flask, enrolled: SoftAuthentica
 def test_enrolment_json_needs_recent_authentication(app: Flask, admin_client: FlaskClient) -> None:
     import time
 
-    add_operator(app, "BIO02", auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(app, "BIO02")
     token = page_csrf(admin_client, "/bio/manage/system/BIO02")
     with admin_client.session_transaction() as s:
         s["auth_at"] = int(time.time()) - app.config["REAUTH_MINUTES"] * 60 - 5
@@ -231,8 +232,8 @@ def test_tenant_manager_manages_only_their_own_tenant(app: Flask) -> None:
     add_tenant(app, "nakatokyo", "中東京市")
     add_tenant(app, "minamiedo", "南江戸市")
     add_operator(app, "MGR01", tenant="nakatokyo", role=Role.TENANT_MANAGER)
-    add_operator(app, "OPN01", tenant="nakatokyo", auth_method=AuthMethod.BIOMETRIC, password=None)
-    add_operator(app, "OPM01", tenant="minamiedo", auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(app, "OPN01", tenant="nakatokyo")
+    register_biometric(app, "OPM01", tenant="minamiedo")
     manager = app.test_client()
     assert post_login(manager, operator_id="MGR01", password=OPERATOR_PASSWORD, tenant="nakatokyo").status_code == 302
     listing = manager.get("/bio/manage").get_data(as_text=True)
@@ -266,7 +267,7 @@ def _redeem(client: FlaskClient, operator_id: str, code: str) -> int:
 
 
 def test_self_enrolment_with_a_single_use_code(app: Flask, admin_client: FlaskClient) -> None:
-    add_operator(app, "BIO03", auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(app, "BIO03")
     code = _issue_code(admin_client, "BIO03")
     with app.app_context():
         stored = db.get_session().scalar(select(EnrolmentCode))
@@ -287,8 +288,8 @@ def test_self_enrolment_with_a_single_use_code(app: Flask, admin_client: FlaskCl
 
 
 def test_expired_or_foreign_enrolment_code_is_refused(app: Flask, admin_client: FlaskClient) -> None:
-    add_operator(app, "BIO04", auth_method=AuthMethod.BIOMETRIC, password=None)
-    add_operator(app, "BIO05", auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(app, "BIO04")
+    register_biometric(app, "BIO05")
     code = _issue_code(admin_client, "BIO04")
     assert _redeem(app.test_client(), "BIO05", code) == 400  # issued for someone else
     with app.app_context():
@@ -319,7 +320,7 @@ def test_biometric_operator_reauthenticates_with_the_authenticator(app: Flask, e
 
 
 def test_a_redeemed_code_is_good_for_a_limited_time_only(app: Flask, admin_client: FlaskClient) -> None:
-    add_operator(app, "BIO06", auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(app, "BIO06")
     terminal = app.test_client()
     assert _redeem(terminal, "BIO06", _issue_code(admin_client, "BIO06")) == 200
     with terminal.session_transaction() as s:
@@ -353,3 +354,105 @@ def test_nul_bytes_are_a_refusal_not_a_500(app: Flask, admin_client: FlaskClient
     second = SoftAuthenticator()
     assert manager_enrols(admin_client, "BIO01", second, nickname="窓口\x00端末").status_code == 200
     assert _credentials(app)[-1].nickname == "窓口端末"
+
+
+# --- first login of a registered biometric operator ---------------------------------------------
+
+def test_registered_biometric_operator_is_not_held_by_the_one_time_password(
+        app: Flask, enrolled: SoftAuthenticator) -> None:
+    """Registration gives every operator a one-time password; in biometric mode it is no login credential."""
+    client = app.test_client()
+    response = bio_login(client, "BIO01", enrolled)
+    assert response.status_code == 200 and response.get_json()["redirect"].endswith("/top")
+    top = client.get("/top")
+    assert top.status_code == 200 and "操作者用トップ画面" in top.get_data(as_text=True)
+    assert client.get("/password").status_code == 404  # no password to change in biometric mode
+
+
+def test_password_login_of_a_biometric_operator_is_refused_with_a_clear_message(app: Flask) -> None:
+    registered = register_biometric(app, "BIO07")
+    response = post_login(app.test_client(), operator_id="BIO07", password=registered.password)
+    assert response.status_code == 401
+    assert "生体認証でログインします" in response.get_data(as_text=True)
+    assert audit_events(app, AuditAction.LOGIN_FAILURE)[-1].detail["reason"] == "wrong_method"
+    assert not audit_events(app, AuditAction.LOGIN_SUCCESS)[1:]  # only the administrator's own logins
+    wrong = post_login(app.test_client(), operator_id="BIO07", password="Not-The-Password-1")
+    assert wrong.status_code == 401 and "生体認証でログインします" not in wrong.get_data(as_text=True)
+
+
+# --- the client certificate is part of the login -------------------------------------------------
+
+def test_login_without_the_client_certificate_is_a_counted_failure_not_a_success(
+        app: Flask, enrolled: SoftAuthenticator) -> None:
+    app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"] = True  # the test client presents no TLS certificate
+    successes = len(audit_events(app, AuditAction.LOGIN_SUCCESS))
+    response = bio_login(app.test_client(), "BIO01", enrolled)
+    assert response.status_code == 403
+    assert "certificate" in response.get_json()["message"]
+    assert len(audit_events(app, AuditAction.LOGIN_SUCCESS)) == successes
+    failure = audit_events(app, AuditAction.LOGIN_FAILURE)[-1]
+    assert failure.detail["reason"] == "client_certificate" and failure.detail["consecutive_failures"] == 1
+    for _ in range(app.config["LOGIN_MAX_FAILURES"] - 1):
+        bio_login(app.test_client(), "BIO01", enrolled)
+    assert audit_events(app, AuditAction.LOGIN_LOCKED)
+    assert len(audit_events(app, AuditAction.LOGIN_SUCCESS)) == successes
+    app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"] = False
+    assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 401  # locked now
+
+
+# --- 操作者失効 is final --------------------------------------------------------------------------
+
+def _revoke(api: FlaskClient, operator_id: str) -> None:
+    response = api.post(f"/api/v1/tenants/system/operators/{operator_id}/revoke")
+    assert response.status_code == 200, response.get_json()
+
+
+def test_revoked_operator_gets_no_new_biometrics(app: Flask, admin_client: FlaskClient, api: FlaskClient) -> None:
+    register_biometric(app, "BIO08")
+    _revoke(api, "BIO08")
+    base = "/bio/manage/system/BIO08"
+    token = page_csrf(admin_client, base)
+    options = admin_client.post(f"{base}/register/options", json={}, headers={"X-CSRFToken": token})
+    assert options.status_code == 409 and "失効" in options.get_json()["message"]
+    [refused] = audit_events(app, AuditAction.BIO_ENROLMENT_FAILED)
+    assert refused.result == "failure" and refused.target == "operator:system/BIO08"
+    assert not audit_events(app, AuditAction.BIO_ENROLLED)
+    assert not _credentials(app)
+
+
+def test_enrolment_started_before_the_revocation_is_refused_at_the_end(
+        app: Flask, admin_client: FlaskClient, api: FlaskClient) -> None:
+    register_biometric(app, "BIO09")
+    base = "/bio/manage/system/BIO09"
+    token = page_csrf(admin_client, base)
+    options = admin_client.post(f"{base}/register/options", json={}, headers={"X-CSRFToken": token})
+    assert options.status_code == 200
+    _revoke(api, "BIO09")
+    done = admin_client.post(f"{base}/register/verify", json={"credential": SoftAuthenticator().create(
+        options.get_json()), "nickname": "窓口"}, headers={"X-CSRFToken": token})
+    assert done.status_code == 409 and "失効" in done.get_json()["message"]
+    assert not audit_events(app, AuditAction.BIO_ENROLLED) and not _credentials(app)
+    assert audit_events(app, AuditAction.BIO_ENROLMENT_FAILED)[-1].result == "failure"
+
+
+def test_revoked_operator_gets_no_enrolment_code(app: Flask, admin_client: FlaskClient, api: FlaskClient) -> None:
+    register_biometric(app, "BIO10")
+    token = page_csrf(admin_client, "/bio/manage/system/BIO10")
+    _revoke(api, "BIO10")
+    page = admin_client.post("/bio/manage/system/BIO10/enrolment-code", data={"csrf_token": token})
+    assert page.status_code == 409
+    html = page.get_data(as_text=True)
+    assert "失効" in html and "<code>" not in html
+    with app.app_context():
+        assert db.get_session().scalar(select(EnrolmentCode.id)) is None
+    [refused] = audit_events(app, AuditAction.BIO_ENROLMENT_CODE_ISSUED)
+    assert refused.result == "failure" and "失効" in refused.detail["reason"]
+
+
+def test_code_issued_before_the_revocation_cannot_be_redeemed(
+        app: Flask, admin_client: FlaskClient, api: FlaskClient) -> None:
+    register_biometric(app, "BIO11")
+    code = _issue_code(admin_client, "BIO11")
+    _revoke(api, "BIO11")
+    assert _redeem(app.test_client(), "BIO11", code) == 400
+    assert audit_events(app, AuditAction.BIO_ENROLMENT_CODE_REDEEMED)[-1].result == "failure"

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import insert, select
 
 import db
-from operators.models import AuthMethod, JointUse, Role, Tenant, operator_business_system
-from tests.bio.helpers import OPERATOR_PASSWORD, add_business_system, add_operator
+from operators.models import JointUse, Role, Tenant, operator_business_system
+from tests.bio.helpers import OPERATOR_PASSWORD, add_business_system, add_operator, register_biometric
 from tests.browser.conftest import LiveServer, Terminal
 
 _ids = itertools.count(1)
@@ -80,7 +80,7 @@ def _grant(live_server: LiveServer, operator_id: str, *business_pks: int) -> Non
 def test_manager_enrols_and_the_operator_logs_in_to_the_top_screen(terminal: Terminal,
                                                                    live_server: LiveServer) -> None:
     operator_id = _unique("BIO")
-    add_operator(live_server.app, operator_id, auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(live_server.app, operator_id)
     usable = add_business_system(live_server.app, f"{next(_ids) % 90 + 10}", "カードAPダウンロード")
     _grant(live_server, operator_id, usable)
     _enrol_by_manager(terminal, live_server, operator_id)
@@ -98,7 +98,7 @@ def test_manager_enrols_and_the_operator_logs_in_to_the_top_screen(terminal: Ter
 def test_login_refused_when_the_authenticator_does_not_verify_the_user(terminal: Terminal,
                                                                        live_server: LiveServer) -> None:
     operator_id = _unique("BIO")
-    add_operator(live_server.app, operator_id, auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(live_server.app, operator_id)
     _enrol_by_manager(terminal, live_server, operator_id)
     terminal.set_user_verified(False)
     page = terminal.page
@@ -155,7 +155,7 @@ def _post_verify(page: Any, assertion: dict[str, Any], *, fresh_options_for: str
 
 def test_replayed_assertion_is_refused(terminal: Terminal, live_server: LiveServer) -> None:
     operator_id = _unique("BIO")
-    add_operator(live_server.app, operator_id, auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(live_server.app, operator_id)
     _enrol_by_manager(terminal, live_server, operator_id)
     page = terminal.page
     assertion = _assertion(page, operator_id)
@@ -173,7 +173,7 @@ def _logout_via_request(page: Any) -> None:
 
 def test_deleted_credential_is_refused(terminal: Terminal, second_tab: Any, live_server: LiveServer) -> None:
     operator_id = _unique("BIO")
-    add_operator(live_server.app, operator_id, auth_method=AuthMethod.BIOMETRIC, password=None)
+    register_biometric(live_server.app, operator_id)
     _enrol_by_manager(terminal, live_server, operator_id)
     page = terminal.page
     pending = _assertion(page, operator_id)  # the operator's ceremony is in flight...

@@ -20,22 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
 import db
-from ca.authority import CaSettings
 from ca.models import Certificate, RevocationReason
 from ca.revocation import revoke
 from operators.audit import SYSTEM_ACTOR
-from operators.models import AuthMethod, Operator, Role
-from operators.operator_certs import issue_operator_certificate
-from tests.bio.helpers import OPERATOR_PASSWORD, add_operator
+from operators.models import AuditEvent, OperatorCertificate, Role
+from tests.bio.helpers import OPERATOR_PASSWORD, add_operator, register_biometric
 from tests.browser.conftest import _free_port
 from tests.conftest import initialise, make_app
-from tests.helpers import make_csr
 
 sync_api = pytest.importorskip("playwright.sync_api")
 _ids = itertools.count(1)
@@ -75,32 +70,20 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) 
 @dataclass(frozen=True)
 class OperatorIdentity:
     operator_id: str
-    cert: Path
-    key: Path
+    p12: Path
+    p12_password: str
     serial: str
 
 
 def _biometric_operator(server: TlsServer) -> OperatorIdentity:
-    """A biometric operator with an operator certificate issued from a key the 'terminal' holds."""
-    operator_id = f"BIO{next(_ids):03d}"
-    add_operator(server.app, operator_id, auth_method=AuthMethod.BIOMETRIC, password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_path = server.tmp / f"{operator_id}.key"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    """A biometric operator registered with `flask operator register`, and the PKCS#12 it wrote."""
+    registered = register_biometric(server.app, f"BIO{next(_ids):03d}")
     with server.app.app_context():
-        session = db.get_session()
-        operator = session.scalar(select(Operator).where(Operator.operator_id == operator_id))
-        assert operator is not None
-        issued = issue_operator_certificate(session, settings=CaSettings.from_config(server.app.config),
-                                            operator=operator, actor=SYSTEM_ACTOR, csr_bytes=make_csr(key))
-        session.commit()
-        cert_path = server.tmp / f"{operator_id}.pem"
-        from cryptography import x509
-
-        cert_path.write_bytes(x509.load_der_x509_certificate(issued.certificate.der).public_bytes(
-            serialization.Encoding.PEM))
-        return OperatorIdentity(operator_id, cert_path, key_path, issued.certificate.serial)
+        serial = db.get_session().scalar(
+            select(Certificate.serial).join(OperatorCertificate, OperatorCertificate.certificate_id == Certificate.id)
+            .where(OperatorCertificate.operator_id == registered.pk))
+    assert serial is not None
+    return OperatorIdentity(registered.operator_id, registered.p12, registered.p12_password, serial)
 
 
 @contextmanager
@@ -108,8 +91,8 @@ def _terminal(browser: Any, server: TlsServer, identity: OperatorIdentity | None
     """A page in a browser context (optionally with a client certificate) with a virtual authenticator."""
     options: dict[str, Any] = {"base_url": server.url, "ignore_https_errors": True}
     if identity is not None:
-        options["client_certificates"] = [{"origin": server.url, "certPath": str(identity.cert),
-                                           "keyPath": str(identity.key)}]
+        options["client_certificates"] = [{"origin": server.url, "pfxPath": str(identity.p12),
+                                           "passphrase": identity.p12_password}]
     context = browser.new_context(**options)
     context.set_default_timeout(15000)
     page = context.new_page()
@@ -122,6 +105,15 @@ def _terminal(browser: Any, server: TlsServer, identity: OperatorIdentity | None
         yield page
     finally:
         context.close()
+
+
+def _login_audit(server: TlsServer, operator_id: str) -> list[tuple[str, str]]:
+    """(action, reason) of the login attempts audited for the operator."""
+    with server.app.app_context():
+        rows = db.get_session().scalars(select(AuditEvent).where(
+            AuditEvent.target == f"operator:system/{operator_id}", AuditEvent.action.like("auth.%"))
+            .order_by(AuditEvent.id))
+        return [(row.action, str((row.detail or {}).get("reason", ""))) for row in rows]
 
 
 def _enrol(page: Any, server: TlsServer, operator_id: str) -> None:
@@ -166,6 +158,8 @@ def test_biometric_login_without_a_certificate_is_refused(browser: Any, tls_serv
         page.wait_for_selector("#webauthn-status.error")
         assert "client certificate" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
+    # a refused login is a failure (counted towards the lock), never a success followed by a refusal
+    assert _login_audit(tls_server, me.operator_id) == [("auth.login_failure", "client_certificate")]
 
 
 def test_biometric_login_with_another_operators_certificate_is_refused(browser: Any, tls_server: TlsServer) -> None:
@@ -176,6 +170,7 @@ def test_biometric_login_with_another_operators_certificate_is_refused(browser: 
         page.wait_for_selector("#webauthn-status.error")
         assert "another operator" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
+    assert _login_audit(tls_server, me.operator_id) == [("auth.login_failure", "client_certificate")]
 
 
 def test_revoking_the_certificate_ends_the_session(browser: Any, tls_server: TlsServer) -> None:

@@ -14,6 +14,8 @@ from ca.models import RevocationReason
 from ca.profiles import permitted_business_ids
 from db import get_session
 from operators.models import AuditEvent, InBusinessId, Operator
+from tests.bio.helpers import manager_enrols
+from tests.bio.softauthn import SoftAuthenticator
 from tests.conftest import csrf_token
 from tests.helpers import run
 from tests.operators.conftest import World, basic_client, ca_bundle, operator_payload, pem_of, register, web_client
@@ -75,15 +77,21 @@ def test_operator_revocation_cascades_and_keeps_the_record(world: World, api_a: 
     second = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={})
     assert second.status_code == 201
     serials = {body["certificate"]["serial"], second.get_json()["certificate"]["serial"]}
-    with world.app.app_context():
-        session = get_session()
-        op = session.scalar(select(Operator).where(Operator.operator_id == "OP0601"))
-        assert op is not None
-        op.must_change_password = False
-        version = op.session_version
-        bio_rows = _add_biometric_credential(session, op.id)
-        session.commit()
+    web_a = web_client(world.app, "mgrA", world.tenant_a)
+    enrolled = manager_enrols(web_a, "OP0601", SoftAuthenticator(), tenant=world.tenant_a)
+    assert enrolled.status_code == 200, enrolled.get_data(as_text=True)
+    bio_rows = 1
     operator_web = web_client(world.app, "OP0601", "minamiedo", "Operator-Password-1")
+    changed = operator_web.post("/password", data={  # the one-time password is changed at first login
+        "csrf_token": csrf_token(operator_web.get("/password").get_data(as_text=True)),
+        "current_password": "Operator-Password-1", "new_password": "Operator-Password-2",
+        "confirm_password": "Operator-Password-2"})
+    assert changed.status_code == 302
+    assert operator_web.get("/top").status_code == 200
+    with world.app.app_context():
+        op = get_session().scalar(select(Operator).where(Operator.operator_id == "OP0601"))
+        assert op is not None
+        version = op.session_version
     response = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke")
     assert response.status_code == 200, response.get_json()
     result = response.get_json()
@@ -101,28 +109,17 @@ def test_operator_revocation_cascades_and_keeps_the_record(world: World, api_a: 
         assert session.scalar(select(func.count()).select_from(AuditEvent).where(
             AuditEvent.action == "operator.revoked")) == 1
     # no login anywhere: the open browser session is gone, password login and API Basic refuse
-    assert operator_web.get("/admin/operators").status_code in (302, 401, 403)
+    assert operator_web.get("/top").status_code == 302  # to the login page
     page = world.app.test_client().get("/login").get_data(as_text=True)
     login = world.app.test_client().post("/login", data={"csrf_token": csrf_token(page), "tenant": "minamiedo",
-                                                          "operator_id": "OP0601", "password": "Operator-Password-1"})
+                                                          "operator_id": "OP0601", "password": "Operator-Password-2"})
     assert login.status_code != 302
-    assert basic_client(world.app, "OP0601", "minamiedo", "Operator-Password-1").get(
+    assert basic_client(world.app, "OP0601", "minamiedo", "Operator-Password-2").get(
         "/api/v1/tenants").status_code == 401
     # and it cannot be revoked, modified or given a certificate again
     assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke").status_code == 409
     assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={}).status_code == 409
     assert api_a.put("/api/v1/tenants/minamiedo/operators/OP0601", json=operator_payload()).status_code == 409
-
-
-def _add_biometric_credential(session: object, operator_pk: int) -> int:
-    """A WebAuthn credential row for the operator, when bio/ defines the model (else 0)."""
-    try:
-        from bio.models import WebAuthnCredential
-    except ImportError:
-        return 0
-    session.add(WebAuthnCredential(  # type: ignore[attr-defined]
-        operator_pk=operator_pk, credential_id=b"cred-1", public_key=b"\xa5", sign_count=0))
-    return 1
 
 
 def test_web_revocation_asks_for_confirmation_first(world: World, api_a: FlaskClient, web_a: FlaskClient) -> None:
@@ -208,3 +205,31 @@ def test_imported_operators_get_certificates_from_the_pending_list(world: World,
     name, path, password = result.output.splitlines()[0].split("\t")
     assert name == "mgrA"
     assert run("openssl", "pkcs12", "-info", "-noout", "-in", path, "-passin", f"pass:{password}").returncode == 0
+
+
+def test_revoked_operator_gets_no_new_certificate_and_the_refusal_is_audited(
+        world: World, api_a: FlaskClient, web_a: FlaskClient) -> None:
+    register(api_a)
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke").status_code == 200
+
+    def issued_after_revocation() -> int:
+        with world.app.app_context():
+            session = get_session()
+            revoked_at = session.scalar(select(AuditEvent.id).where(AuditEvent.action == "operator.revoked"))
+            return len(list(session.scalars(select(AuditEvent.id).where(
+                AuditEvent.id > revoked_at, AuditEvent.result == "success",
+                AuditEvent.action.in_(["certificate.issued", "operator.certificate_delivered"])))))
+
+    response = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={})
+    assert response.status_code == 409
+    assert response.get_json()["error"] == "operator_revoked" and "失効" in response.get_json()["message"]
+    url = "/admin/t/minamiedo/operators/OP0601/certificates/new"
+    page = web_a.post(url, data={"csrf_token": csrf_token(web_a.get(url).get_data(as_text=True)),
+                                 "delivery": "pkcs12"})
+    assert page.status_code == 409 and "失効" in page.get_data(as_text=True)
+    assert issued_after_revocation() == 0
+    with world.app.app_context():
+        refused = list(get_session().scalars(select(AuditEvent).where(
+            AuditEvent.action == "certificate.issuance_rejected")))
+    assert len(refused) == 2 and all(e.result == "failure" for e in refused)
+    assert all(e.target == "operator:minamiedo/OP0601" for e in refused)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,17 +17,22 @@ from sqlalchemy import select, update
 import db
 from operators.audit import AuditAction, verify_chain
 from operators.login_models import OperatorLoginState
-from operators.models import AuthMethod, Operator, Role
+from operators.models import Operator, Role
 from tests.bio.helpers import (
     CHEAP_ARGON2,
     OPERATOR_PASSWORD,
     add_operator,
     audit_actions,
     audit_events,
+    bio_login,
     cheapen_argon2,
+    manager_enrols,
     post_login,
+    register_biometric,
 )
+from tests.bio.softauthn import SoftAuthenticator
 from tests.conftest import ADMIN_PASSWORD, csrf_token, initialise, make_app
+from tests.operators.conftest import World, register
 
 FAILED_TEXT = "現在ログインできません"
 
@@ -221,10 +227,11 @@ def test_source_address_is_throttled_across_operator_ids(throttled_app: Flask) -
 
 
 def test_biometric_mode_operator_cannot_use_a_password(app: Flask) -> None:
-    add_operator(app, "OP0613", auth_method=AuthMethod.BIOMETRIC)
-    response = post_login(app.test_client(), operator_id="OP0613", password=OPERATOR_PASSWORD)
+    registered = register_biometric(app, "OP0613")
+    response = post_login(app.test_client(), operator_id="OP0613", password=registered.password)
     assert response.status_code == 401
     assert audit_events(app, AuditAction.LOGIN_FAILURE)[-1].detail["reason"] == "wrong_method"
+    assert _state(app, registered.pk).failed_count == 1  # type: ignore[union-attr]
 
 
 def test_idle_timeout_ends_the_session(app: Flask) -> None:
@@ -437,3 +444,49 @@ def test_permission_changes_and_ssl_issuance_require_recent_authentication(app: 
         s["auth_at"] = int(time.time()) - app.config["REAUTH_MINUTES"] * 60 - 5
     response = admin_client.get(url)
     assert response.status_code == 302 and "/reauth" in response.headers["Location"]
+
+
+# --- first login of biometric operators registered through each of the product's paths ------------
+
+def _biometric_first_login(world: World, manager: FlaskClient, tenant: str, operator_id: str) -> str:
+    """The manager enrols the operator's authenticator; the operator logs in. Returns the top screen."""
+    authn = SoftAuthenticator()
+    enrolled = manager_enrols(manager, operator_id, authn, tenant=tenant)
+    assert enrolled.status_code == 200, enrolled.get_data(as_text=True)
+    terminal = world.app.test_client()
+    response = bio_login(terminal, operator_id, authn, tenant=tenant)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["redirect"].endswith("/top")  # not the password page
+    top = terminal.get("/top")
+    assert top.status_code == 200
+    assert terminal.get("/top").status_code == 200  # and it stays there
+    return top.get_data(as_text=True)
+
+
+def _listed(html: str) -> list[str]:
+    return re.findall(r'data-business-id="(\d+)"', html)
+
+
+def test_api_registered_biometric_operator_lands_on_the_top_screen(world: World, api_a: FlaskClient,
+                                                                    web_a: FlaskClient) -> None:
+    register(api_a, operator_id="OP0801", auth_method="biometric", business_ids=["05"])
+    assert _listed(_biometric_first_login(world, web_a, world.tenant_a, "OP0801")) == ["05"]
+
+
+def test_csv_imported_biometric_operator_lands_on_the_top_screen(world: World, api_a: FlaskClient,
+                                                                  web_a: FlaskClient) -> None:
+    data = "オペレータID,氏名・組織名,認証方式,許可業務\r\nOP0802,一括 一郎,生体認証,05;07\r\n"
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/import", data=data.encode(),
+                      content_type="text/csv").status_code == 201
+    assert _listed(_biometric_first_login(world, web_a, world.tenant_a, "OP0802")) == ["05", "07"]
+
+
+def test_migrated_biometric_operator_lands_on_the_top_screen(world: World, api_a: FlaskClient, api_b: FlaskClient,
+                                                              web_b: FlaskClient) -> None:
+    register(api_a, operator_id="OP0803", auth_method="biometric", business_ids=["05", "07"])
+    exported = api_a.get("/api/v1/tenants/minamiedo/operators/export.csv?operator_id=OP0803")
+    assert exported.status_code == 200
+    moved = api_b.post("/api/v1/tenants/musashino/operators/import?drop_unpermitted=1", data=exported.data,
+                       content_type="text/csv")
+    assert moved.status_code == 201, moved.get_json()
+    assert _listed(_biometric_first_login(world, web_b, world.tenant_b, "OP0803")) == ["05"]  # 07: no joint use
