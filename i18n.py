@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, has_request_context, request
 from flask_babel import Babel, get_locale
 
 LANGUAGES = ("ja", "en")
@@ -23,7 +23,9 @@ babel = Babel()
 
 
 def select_locale() -> str:
-    """``?lang=``, then the language cookie, then Japanese."""
+    """``?lang=``, then the language cookie, then Japanese (always Japanese outside a request, e.g. the CLI)."""
+    if not has_request_context():
+        return DEFAULT_LANGUAGE
     for candidate in (request.args.get("lang"), request.cookies.get(LANG_COOKIE)):
         if candidate in LANGUAGES:
             return candidate
