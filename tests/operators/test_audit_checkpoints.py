@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
@@ -24,18 +22,7 @@ from operators.audit import _entry_hash, verify_chain
 from operators.audit_checkpoints import AUDIT_KEY_URI, CHECKPOINT_FILE, PUBLIC_KEY_FILE
 from operators.models import AuditEvent
 from tests.helpers import BUSINESS
-from tests.operators.test_audit import _drop_guard
-
-
-@pytest.fixture(autouse=True)
-def _guard_restored(app: Flask) -> Iterator[None]:
-    """The PostgreSQL test database outlives the test: put back the trigger the attacker disabled."""
-    yield
-    with app.app_context():
-        session = get_session()
-        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-            session.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_no_change"))
-            session.commit()
+from tests.operators.test_audit import _drop_guard, guard_restored  # noqa: F401 - autouse fixture
 
 
 def _activity(api: FlaskClient, *business_ids: str) -> None:
