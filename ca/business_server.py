@@ -11,20 +11,21 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, current_issuer
 from ca.csr import parse_csr
-from ca.errors import InvalidInput
+from ca.errors import InvalidCsr
 from ca.issuance import issue_certificate
 from ca.models import Certificate, CertificateProfile
+from ca.names import allowed_host, allowed_hosts, check_subject_value, common_name_for, requested_names
 from ca.profiles import validity_days
 from operators.audit import Actor, AuditAction, record_event
 from operators.business_systems import (
     BusinessSystemData,
     general_name_for_host,
-    host_of,
     save_and_audit,
 )
 
@@ -56,28 +57,33 @@ class BusinessServerPreview:
 
 
 def preview(data: BusinessSystemData, csr_bytes: bytes, *, max_csr_bytes: int) -> BusinessServerPreview:
-    """Validate the CSR and compute subject and SANs; raises ``InvalidCsr``/``InvalidInput``."""
+    """Validate the CSR and compute subject and SANs; raises ``InvalidCsr``/``InvalidInput``.
+
+    The SAN lists the business system's registered hosts. Every name the CSR asks for (its CN,
+    a requested subjectAltName) must be one of them; subject values are copied as given or refused.
+    """
     csr = parse_csr(csr_bytes, max_bytes=max_csr_bytes)
     hosts = data.hosts()
+    subject = csr.subject
+    for attr in subject.get_attributes_for_oid(NameOID.COUNTRY_NAME):
+        country = check_subject_value(NameOID.COUNTRY_NAME, attr.value, from_csr=True)
+        if country.upper() != "JP":
+            raise InvalidCsr(_("証明書発行要求の国名(C)は JP にしてください(%(value)s)。", value=country))
     attrs: list[x509.NameAttribute[str]] = [x509.NameAttribute(NameOID.COUNTRY_NAME, "JP")]
     for oid, _label in SUBJECT_ORDER[1:-1]:
-        for attr in csr.subject.get_attributes_for_oid(oid):
-            value = attr.value if isinstance(attr.value, str) else attr.value.decode(errors="replace")
+        for attr in subject.get_attributes_for_oid(oid):
+            value = check_subject_value(oid, attr.value, from_csr=True)
             if value.strip():
-                attrs.append(x509.NameAttribute(oid, value.strip()[:64]))
-    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    cn_value = cns[0].value if cns else ""
-    common_name = cn_value.strip() if isinstance(cn_value, str) else ""
-    if not common_name:
-        common_name = hosts[0]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]))
-    if "." in common_name and " " not in common_name:
-        try:
-            cn_host = host_of(f"https://{common_name}/", "common_name")
-        except InvalidInput:
-            cn_host = ""
-        if cn_host and cn_host not in hosts:
-            hosts.append(cn_host)
+                attrs.append(x509.NameAttribute(oid, value))
+    cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(cns) > 1:
+        raise InvalidCsr(_("証明書発行要求の一般名(CN)は一つにしてください。"))
+    requested = check_subject_value(NameOID.COMMON_NAME, cns[0].value, from_csr=True) if cns else ""
+    allowed_hosts(requested_names(csr), registered=hosts, from_csr=True)
+    common_name = (allowed_host(requested, registered=hosts, from_csr=True) if requested.strip()
+                   else common_name_for(hosts))
+    if common_name is not None:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     sans = tuple(general_name_for_host(h) for h in hosts)
     return BusinessServerPreview(csr=csr, subject=x509.Name(attrs), sans=sans)
 

@@ -31,6 +31,7 @@ from ca.revocation import (
 from config import settings_markdown
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, audited_unit_of_work, verify_chain
+from operators.audit_checkpoints import default_directory, record_checkpoint, sign_checkpoint, verify_checkpoints
 from operators.bootstrap import BOOTSTRAP_ADMIN_ID, init_instance, tls_paths
 from operators.business_systems import BusinessSystemData, list_business_systems
 
@@ -276,17 +277,64 @@ def audit_group() -> None:
     """Audit log."""
 
 
-@audit_group.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain; exit 1 and name the first broken entry if it was tampered with."""
-    verdict = verify_chain(get_session())
+_CHECKPOINT_DIR = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+    help="checkpoint directory (default: INSTANCE_DIR/audit-checkpoints); keep it off the database host")
+
+
+def _checkpoint_directory(directory: Path | None) -> Path:
+    return directory or default_directory(CaSettings.from_config(current_app.config))
+
+
+def _verify(directory: Path) -> bool:
+    """Print the chain and checkpoint verdicts; True when both are sound."""
+    session = get_session()
+    verdict = verify_chain(session)
     if verdict.ok:
         click.echo(f"audit chain OK: {verdict.checked} entries")
+    else:
+        where = f"entry {verdict.first_broken_id}" if verdict.first_broken_id else "the end of the log"
+        click.echo(f"audit chain BROKEN at {where}: {verdict.reason} ({verdict.checked} entries verified before it)",
+                   err=True)
+    anchored = verify_checkpoints(session, directory=directory)
+    for problem in anchored.problems:
+        click.echo(f"audit checkpoint FAILED: {problem}", err=True)
+    if anchored.latest is not None:
+        click.echo(f"checkpoints: {anchored.checkpoints} signed; the newest anchors entry {anchored.latest.sequence} "
+                   f"({anchored.latest.signed_at}); {anchored.entries_since} entries since")
+    elif anchored.ok:
+        click.echo(f"checkpoints: none in {directory}: a cut tail cannot be detected until "
+                   "`flask --app app audit checkpoint` runs")
+    return verdict.ok and anchored.ok
+
+
+@audit_group.command("verify")
+@_CHECKPOINT_DIR
+def audit_verify(directory: Path | None) -> None:
+    """Walk the hash chain and compare it with the signed checkpoints; exit 1 naming what was tampered with."""
+    if not _verify(_checkpoint_directory(directory)):
+        sys.exit(1)
+
+
+@audit_group.command("checkpoint")
+@_CHECKPOINT_DIR
+def audit_checkpoint(directory: Path | None) -> None:
+    """Verify the log, then sign its newest entry with the audit key into the checkpoint file (run it by timer)."""
+    target = _checkpoint_directory(directory)
+    if not _verify(target):
+        click.echo("no checkpoint signed: the log does not verify", err=True)
+        sys.exit(1)
+    session = get_session()
+    settings = CaSettings.from_config(current_app.config)
+    try:
+        event = record_checkpoint(session, settings, directory=target, actor=cli_actor())
+        session.commit()
+        checkpoint = sign_checkpoint(settings, directory=target, sequence=event.id, entry_hash=event.entry_hash)
+    except OpauthError as exc:
+        session.rollback()
+        _fail(exc)
         return
-    where = f"entry {verdict.first_broken_id}" if verdict.first_broken_id else "the end of the log"
-    click.echo(f"audit chain BROKEN at {where}: {verdict.reason} ({verdict.checked} entries verified before it)",
-               err=True)
-    sys.exit(1)
+    click.echo(f"checkpoint signed: entry {checkpoint.sequence} {checkpoint.entry_hash} -> {target}")
 
 
 @click.command("db-upgrade")

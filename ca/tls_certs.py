@@ -26,6 +26,7 @@ from ca.errors import InvalidInput, NotFound
 from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
 from ca.models import Certificate, CertificateProfile, RevocationReason
+from ca.names import allowed_hosts, check_subject_value, common_name_for, registered_hosts
 from ca.profiles import validity_days
 from ca.revocation import revoke
 from operators.audit import Actor, AuditAction, record_event
@@ -83,19 +84,26 @@ class IssuedTlsCertificate:
     pkcs12: Pkcs12Bundle | None  # only when the key was generated here; hand it out once
 
 
-def _subject(tenant: Tenant, system: BusinessSystem | None, terminal: str, host: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, tenant.name[:64]),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME,
-                           (f"{system.business_id} {system.name}" if system else f"terminal {terminal}")[:64]),
-        x509.NameAttribute(NameOID.COMMON_NAME, host[:64]),
-    ])
+def _subject(tenant: Tenant, system: BusinessSystem | None, terminal: str, hosts: tuple[str, ...]) -> x509.Name:
+    """C=JP, O=tenant, OU=business system or terminal, CN=first host that fits; values refused, never cut."""
+    values = [
+        (NameOID.COUNTRY_NAME, "JP"),
+        (NameOID.ORGANIZATION_NAME, tenant.name),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, f"{system.business_id} {system.name}" if system else f"terminal {terminal}"),
+    ]
+    common_name = common_name_for(hosts)
+    if common_name is not None:
+        values.append((NameOID.COMMON_NAME, common_name))
+    return x509.Name([x509.NameAttribute(oid, check_subject_value(oid, value, from_csr=False))
+                      for oid, value in values])
 
 
 def _sign(session: Session, *, settings: CaSettings, tenant: Tenant, system: BusinessSystem | None,
           terminal: str, hosts: tuple[str, ...], csr_bytes: bytes | None, actor: Actor,
           replaces: Certificate | None) -> IssuedTlsCertificate:
+    if system is not None:
+        # Checked here, on issue and on reissue alike: the system's URLs may have changed since.
+        hosts = tuple(allowed_hosts(hosts, registered=registered_hosts(system), from_csr=False))
     key = None
     if csr_bytes is not None:
         public_key = parse_csr(csr_bytes, max_bytes=settings.config["MAX_CSR_BYTES"]).public_key()
@@ -104,7 +112,7 @@ def _sign(session: Session, *, settings: CaSettings, tenant: Tenant, system: Bus
         public_key = key.public_key()
     row = issue_certificate(
         session, issuer=current_issuer(session, settings), profile=CertificateProfile.TLS,
-        subject=_subject(tenant, system, terminal, hosts[0]), public_key=public_key,  # type: ignore[arg-type]
+        subject=_subject(tenant, system, terminal, hosts), public_key=public_key,  # type: ignore[arg-type]
         sans=[general_name_for_host(h) for h in hosts],
         days=validity_days(CertificateProfile.TLS, settings.config), issued_by=actor.name,
         business_system_id=system.id if system else None, tenant_id=tenant.id,

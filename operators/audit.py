@@ -39,6 +39,7 @@ class AuditAction(enum.StrEnum):
     PASSWORD_CHANGE_REJECTED = "auth.password_change_rejected"
     ACCESS_DENIED = "auth.access_denied"
     AUDIT_VERIFIED = "audit.verified"
+    AUDIT_CHECKPOINT = "audit.checkpoint"
     # Tenancy and operator registration (issue 5)
     TENANT_CREATED = "tenant.created"
     TENANT_UPDATED = "tenant.updated"

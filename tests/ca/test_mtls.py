@@ -47,7 +47,9 @@ def _ssl_client(env: dict[str, str], tmp: Path, name: str, *binding: str) -> Cli
     csr = tmp / f"{name}.csr"
     csr.write_bytes(make_csr(_key(key_path)))
     cert = tmp / f"{name}.pem"
-    result = flask_cli(env, "ssl", "issue", "--tenant", "system", *binding, "--host", f"{name}.city.example.jp",
+    # A certificate bound to a business system names only that system's registered hosts.
+    host = "www1.city.itozaki.nagano.jp" if "--business-id" in binding else f"{name}.city.example.jp"
+    result = flask_cli(env, "ssl", "issue", "--tenant", "system", *binding, "--host", host,
                        "--csr", csr, "--out", cert)
     assert result.returncode == 0, result.stderr
     return Client(cert=cert, key=key_path, serial=result.stderr.split("issued serial ")[1].split()[0])

@@ -27,14 +27,15 @@ def _system(api: FlaskClient) -> None:
 def test_generated_key_is_delivered_once_as_pkcs12(api: FlaskClient, tmp_path: Path) -> None:
     _system(api)
     response = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
-                                                          "hosts": ["biz01.city.example.jp", "192.0.2.10"]})
+                                                          "hosts": ["www1.city.itozaki.nagano.jp",
+                                                                    "perso.city.itozaki.nagano.jp"]})
     assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
     body = response.get_json()
     p12 = base64.b64decode(body["pkcs12"]["data_base64"])
     key, cert, chain = pkcs12.load_key_and_certificates(p12, body["pkcs12"]["password"].encode())
     assert key is not None and cert is not None and len(chain) == 2
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == ["biz01.city.example.jp"]
+    assert sans.get_values_for_type(x509.DNSName) == ["www1.city.itozaki.nagano.jp", "perso.city.itozaki.nagano.jp"]
     eku = {o.dotted_string for o in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value}
     assert eku == {"1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"}
     path = tmp_path / "c.p12"
@@ -78,7 +79,7 @@ def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) 
 def test_delete_and_reissue(api: FlaskClient) -> None:
     _system(api)
     first = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
-                                                       "hosts": "biz01.city.example.jp"}).get_json()
+                                                       "hosts": "www1.city.itozaki.nagano.jp"}).get_json()
     second = api.post(f"/api/v1/ssl-certificates/{first['serial']}/reissue", json={}).get_json()
     assert second["replaces_id"] == first["id"] and "pkcs12" in second
     old = api.get(f"/api/v1/certificates/{first['serial']}").get_json()
@@ -100,7 +101,7 @@ def test_web_ui_issue_with_generated_key_then_delete_with_confirmation(admin_cli
     page = admin_client.get("/admin/ssl-certificates/new").get_data(as_text=True)
     response = admin_client.post("/admin/ssl-certificates/new", data={
         "csrf_token": csrf_token(page), "tenant": "system", "business_id": "05", "terminal": "",
-        "hosts": "biz02.city.example.jp", "csr": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
+        "hosts": "perso.city.itozaki.nagano.jp", "csr": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "PKCS#12" in html and response.headers["Cache-Control"] == "no-store"
     serial = re.search(r"<code>([0-9a-f]{20,40})</code>", html).group(1)  # type: ignore[union-attr]
@@ -122,12 +123,12 @@ def test_expiring_certificates_are_listed_for_administrators(app: Flask, admin_c
     _system(api)
     app.config["CERT_EXPIRY_WARNING_DAYS"] = 400  # everything issued now expires within that
     issued = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
-                                                        "hosts": "biz03.city.example.jp"}).get_json()
+                                                        "hosts": "perso.city.itozaki.nagano.jp"}).get_json()
     page = admin_client.get("/admin/").get_data(as_text=True)
-    assert "有効期限が近い証明書" in page and "biz03.city.example.jp" in page
-    assert "biz03.city.example.jp" in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
+    assert "有効期限が近い証明書" in page and "perso.city.itozaki.nagano.jp" in page
+    assert "perso.city.itozaki.nagano.jp" in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
     api.delete(f"/api/v1/ssl-certificates/{issued['serial']}")
-    assert "biz03.city.example.jp" not in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
+    assert "perso.city.itozaki.nagano.jp" not in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
     app.config["CERT_EXPIRY_WARNING_DAYS"] = 1
     assert "有効期限が近い証明書はありません" in admin_client.get("/admin/certificate-expiry").get_data(as_text=True)
 
@@ -156,18 +157,19 @@ def test_business_system_administrator_sees_own_systems_certificates_and_warning
     other["top_url"] = other["operator_admin_url"] = other["personalize_url"] = "https://other.example.jp/"
     assert api.put("/api/v1/business-systems/06", json=other).status_code == 201
     mine = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",
-                                                      "hosts": "mine.city.example.jp"}).get_json()
-    api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "06", "hosts": "theirs.example.jp"})
+                                                      "hosts": "perso.city.itozaki.nagano.jp"}).get_json()
+    api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "06", "hosts": "other.example.jp"})
     _business_admin(app, "BADM05", "05")
     client = app.test_client()
     assert post_login(client, operator_id="BADM05", password=OPERATOR_PASSWORD).status_code == 302
     page = client.get("/admin/business-systems/05/certificates").get_data(as_text=True)
-    assert "mine.city.example.jp" in page and "theirs.example.jp" not in page and mine["serial"][:16] in page
+    assert "perso.city.itozaki.nagano.jp" in page and "other.example.jp" not in page and mine["serial"][:16] in page
     assert client.get("/admin/business-systems/06/certificates").status_code == 404  # not theirs
     assert client.get("/admin/business-systems/99/certificates").status_code == 404
     assert client.get("/admin/ssl-certificates").status_code == 403  # managing SSL certificates is not theirs
     app.config["CERT_EXPIRY_WARNING_DAYS"] = 400
     top = client.get("/top").get_data(as_text=True)
-    assert 'id="expiring-certificates"' in top and "mine.city.example.jp" in top and "theirs.example.jp" not in top
+    assert 'id="expiring-certificates"' in top and "perso.city.itozaki.nagano.jp" in top
+    assert "other.example.jp" not in top
     app.config["CERT_EXPIRY_WARNING_DAYS"] = 1
     assert 'id="expiring-certificates"' not in client.get("/top").get_data(as_text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -118,3 +119,122 @@ def test_a_revoked_issuing_ca_fails_every_leaf_below_it(app: Flask, api: FlaskCl
         session.commit()
     result = _validate(app, _der(leaf))
     assert not result.valid and result.reason == "revoked" and result.revocation_reason == "ca_compromise"
+
+
+# --- revocation checking fails closed: a chain whose only CRL is unusable is refused ---------------------------
+
+def _issuing_ca(app: Flask) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The issuing CA's certificate and its key, read through the product's own key store."""
+    from ca.authority import current_issuer
+
+    with app.app_context():
+        issuer = current_issuer(get_session(), CaSettings.from_config(app.config))
+        row = get_session().scalar(select(Certificate).where(Certificate.profile == CertificateProfile.ISSUING_CA))
+        assert row is not None
+        key = issuer.signer.private_key
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return x509.load_der_x509_certificate(row.der), key
+
+
+def _crl(issuer_name: x509.Name, issuer_key: ec.EllipticCurvePrivateKey, *, aki_key: ec.EllipticCurvePublicKey,
+         this_update: datetime | None = None, next_update: datetime | None = None,
+         extra: x509.ExtensionType | None = None) -> bytes:
+    now = datetime.now(UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer_name)
+               .last_update(this_update or now - timedelta(minutes=5))
+               .next_update(next_update or now + timedelta(hours=12))
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(aki_key), critical=False)
+               .add_extension(x509.CRLNumber(4242), critical=False))
+    if extra is not None:
+        builder = builder.add_extension(extra, critical=True)
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def _idp(**overrides: object) -> x509.IssuingDistributionPoint:
+    fields: dict[str, object] = {"full_name": None, "relative_name": None, "only_contains_user_certs": False,
+                                 "only_contains_ca_certs": False, "only_some_reasons": None, "indirect_crl": False,
+                                 "only_contains_attribute_certs": False}
+    fields.update(overrides)
+    return x509.IssuingDistributionPoint(**fields)  # type: ignore[arg-type]
+
+
+def _root_crl(api: FlaskClient) -> bytes:
+    response = api.get("/pki/crl/1.crl")
+    assert response.status_code == 200
+    return response.data
+
+
+UNUSABLE_ISSUING_CRLS = {
+    "signed_by_another_key": lambda name, key, pub: _crl(name, ec.generate_private_key(ec.SECP256R1()), aki_key=pub),
+    "expired_next_update": lambda name, key, pub: _crl(
+        name, key, aki_key=pub, this_update=datetime.now(UTC) - timedelta(days=3),
+        next_update=datetime.now(UTC) - timedelta(days=2)),
+    "not_yet_valid": lambda name, key, pub: _crl(
+        name, key, aki_key=pub, this_update=datetime.now(UTC) + timedelta(days=1),
+        next_update=datetime.now(UTC) + timedelta(days=2)),
+    "idp_only_some_reasons": lambda name, key, pub: _crl(
+        name, key, aki_key=pub, extra=_idp(only_some_reasons=frozenset({x509.ReasonFlags.key_compromise}))),
+    "idp_indirect": lambda name, key, pub: _crl(name, key, aki_key=pub, extra=_idp(indirect_crl=True)),
+    "idp_only_ca_certificates": lambda name, key, pub: _crl(name, key, aki_key=pub,
+                                                            extra=_idp(only_contains_ca_certs=True)),
+    "idp_other_distribution_point": lambda name, key, pub: _crl(name, key, aki_key=pub, extra=_idp(
+        full_name=[x509.UniformResourceIdentifier("http://pki.opauth.example.jp/pki/crl/99.crl")])),
+    "delta_crl": lambda name, key, pub: _crl(name, key, aki_key=pub, extra=x509.DeltaCRLIndicator(4241)),
+    "another_issuers_crl": lambda name, key, pub: _crl(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Foreign CA")]), key, aki_key=pub),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNUSABLE_ISSUING_CRLS))
+def test_a_leaf_whose_only_crl_is_unusable_is_refused(app: Flask, api: FlaskClient, tmp_path: Path,
+                                                      case: str) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    issuing_cert, issuing_key = _issuing_ca(app)
+    public = issuing_key.public_key()
+    # The same CRL made properly is accepted: the refusals below are about the CRL, not the harness.
+    proper = _crl(issuing_cert.subject, issuing_key, aki_key=public)
+    assert _validate_with(app, _der(leaf), crls=(_root_crl(api), proper)).valid
+    bad = UNUSABLE_ISSUING_CRLS[case](issuing_cert.subject, issuing_key, public)
+    result = _validate_with(app, _der(leaf), crls=(_root_crl(api), bad))
+    assert not result.valid and result.reason == "no_revocation_info", result
+    assert "unusable CRLs set aside" in result.message
+
+
+def test_the_root_crl_alone_does_not_cover_the_leaf(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """A CRL for a different issuer (the root's) says nothing about the issuing CA's certificates."""
+    leaf = issue_leaf(api, tmp_path)
+    result = _validate_with(app, _der(leaf), crls=(_root_crl(api),))
+    assert not result.valid and result.reason == "no_revocation_info", result
+
+
+def test_an_unusable_root_crl_fails_the_issuing_ca_and_so_the_leaf(app: Flask, api: FlaskClient,
+                                                                   tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    issuing_cert, issuing_key = _issuing_ca(app)
+    own = _crl(issuing_cert.subject, issuing_key, aki_key=issuing_key.public_key())
+    root = x509.load_der_x509_crl(_root_crl(api))
+    forged_root = _crl(root.issuer, ec.generate_private_key(ec.SECP256R1()), aki_key=issuing_key.public_key())
+    result = _validate_with(app, _der(leaf), crls=(forged_root, own))
+    assert not result.valid and result.reason == "no_revocation_info", result
+    assert "not signed by that CA's key" in result.message
+
+
+def test_validation_after_the_crl_expires_is_refused(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """Judged at a moment past the stored CRLs' nextUpdate (the certificate itself still valid)."""
+    leaf = issue_leaf(api, tmp_path)
+    with app.app_context():
+        session = get_session()
+        result = validate_chain(session, CaSettings.from_config(app.config), leaf_der=_der(leaf),
+                                required_eku={"server_auth"}, key_usage={"digital_signature"},
+                                moment=datetime.now(UTC) + timedelta(days=3))
+        session.commit()
+    assert not result.valid and result.reason == "no_revocation_info", result
+
+
+def _validate_with(app: Flask, der: bytes, *, crls: tuple[bytes, ...]) -> ValidationResult:
+    with app.app_context():
+        session = get_session()
+        result = validate_chain(session, CaSettings.from_config(app.config), leaf_der=der, required_eku={"server_auth"},
+                                key_usage={"digital_signature"}, crls=crls)
+        session.commit()
+        return result

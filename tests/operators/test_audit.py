@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from flask import Flask
 from sqlalchemy import select, text
@@ -19,6 +21,17 @@ def _add_events(app: Flask, n: int) -> list[int]:
                             target=f"test:{i}", detail={"i": i, "名前": "テスト"}).id for i in range(n)]
         session.commit()
         return ids
+
+
+@pytest.fixture(autouse=True)
+def guard_restored(app: Flask) -> Iterator[None]:
+    """The PostgreSQL test database outlives the test: put back the trigger the attacker disabled."""
+    yield
+    with app.app_context():
+        session = get_session()
+        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            session.execute(text("ALTER TABLE audit_event ENABLE TRIGGER audit_event_no_change"))
+            session.commit()
 
 
 def _drop_guard(session: object, dialect: str) -> None:

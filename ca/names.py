@@ -1,0 +1,138 @@
+"""What a server certificate may name: registered host names only, and subject values as given.
+
+A business server certificate or an SSL communication certificate bound to a
+business system names only the host names registered for that system (the
+hosts of its three URLs). A name asked for by a CSR (its CN or a requested
+subjectAltName) that is not registered is refused with a message naming it;
+a wildcard is accepted only if that exact wildcard is registered. Subject
+values are checked against the RFC 5280 upper bounds and refused, never cut,
+when too long or when they hold control characters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID, NameOID
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
+
+from ca.errors import InvalidCsr, InvalidInput, OpauthError
+from operators.business_systems import URL_FIELDS, host_of
+from operators.models import BusinessSystem
+
+# RFC 5280 Appendix A upper bounds (ub-*), in characters.
+UPPER_BOUNDS: dict[x509.ObjectIdentifier, int] = {
+    NameOID.COUNTRY_NAME: 2,
+    NameOID.STATE_OR_PROVINCE_NAME: 128,
+    NameOID.LOCALITY_NAME: 128,
+    NameOID.ORGANIZATION_NAME: 64,
+    NameOID.ORGANIZATIONAL_UNIT_NAME: 64,
+    NameOID.COMMON_NAME: 64,
+}
+ATTRIBUTE_LABELS = {
+    NameOID.COUNTRY_NAME: lazy_gettext("国名/地域(C)"),
+    NameOID.STATE_OR_PROVINCE_NAME: lazy_gettext("都道府県(ST)"),
+    NameOID.LOCALITY_NAME: lazy_gettext("市区町村(L)"),
+    NameOID.ORGANIZATION_NAME: lazy_gettext("組織(O)"),
+    NameOID.ORGANIZATIONAL_UNIT_NAME: lazy_gettext("部門名(OU)"),
+    NameOID.COMMON_NAME: lazy_gettext("一般名(CN)"),
+}
+# Control characters (C0, C1, DEL, NUL), format characters (bidi overrides, zero-width), surrogates,
+# private use and line/paragraph separators: none belongs in a name a person or a TLS client reads.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def registered_hosts(system: BusinessSystem) -> list[str]:
+    """The host names registered for a business system: the hosts of its URLs, in screen order."""
+    hosts: list[str] = []
+    for field in URL_FIELDS:
+        host = host_of(getattr(system, field), field)
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def _shown(value: str) -> str:
+    """A value safe to repeat in a message: control characters made visible, long ones shortened."""
+    visible = "".join(ch if unicodedata.category(ch) not in _FORBIDDEN_CATEGORIES
+                      else f"\\u{ord(ch):04x}" for ch in value)
+    return visible if len(visible) <= 80 else visible[:77] + "..."
+
+
+def check_subject_value(oid: x509.ObjectIdentifier, value: object, *, from_csr: bool) -> str:
+    """``value`` unchanged if it may stand in the subject as ``oid``; refused otherwise (never cut).
+
+    Raises ``InvalidCsr`` for what a CSR asked for, ``InvalidInput`` for values taken from the registry.
+    """
+    error: type[OpauthError] = InvalidCsr if from_csr else InvalidInput
+    label = str(ATTRIBUTE_LABELS.get(oid, oid.dotted_string))
+    if not isinstance(value, str):
+        raise error(_("%(attribute)s は文字列で指定してください。", attribute=label))
+    if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value):
+        raise error(_("%(attribute)s に制御文字が含まれています(%(value)s)。", attribute=label,
+                      value=_shown(value)))
+    limit = UPPER_BOUNDS.get(oid, 64)
+    if len(value) > limit:
+        raise error(_("%(attribute)s が長すぎます(%(length)d 文字。%(limit)d 文字まで): %(value)s",
+                      attribute=label, length=len(value), limit=limit, value=_shown(value)))
+    return value
+
+
+def _normalised(name: str) -> str | None:
+    """A host name or IP address in the form ``host_of`` registers it; None if it is neither."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    prefix, rest = ("*.", name[2:]) if name.startswith("*.") else ("", name)
+    try:
+        return prefix + host_of(f"https://{rest}/", "host")
+    except InvalidInput:
+        return None
+
+
+def allowed_host(name: str, *, registered: Sequence[str], from_csr: bool) -> str:
+    """The registered form of ``name`` if it is one of ``registered``; refused with its name otherwise."""
+    error: type[OpauthError] = InvalidCsr if from_csr else InvalidInput
+    normalised = _normalised(name)
+    if normalised is not None and normalised in registered:
+        return normalised
+    if name.startswith("*"):
+        raise error(_("ワイルドカード %(host)s は業務システムに登録されていないため、証明書に記載できません"
+                      "(登録されているホスト名: %(registered)s)。", host=_shown(name),
+                      registered=", ".join(registered)))
+    raise error(_("%(host)s は業務システムに登録されたホスト名ではないため、証明書に記載できません"
+                  "(登録されているホスト名: %(registered)s)。", host=_shown(name), registered=", ".join(registered)))
+
+
+def allowed_hosts(names: Iterable[str], *, registered: Sequence[str], from_csr: bool) -> list[str]:
+    """Every name of ``names`` in its registered form; the first unregistered one is refused."""
+    return [allowed_host(name, registered=registered, from_csr=from_csr) for name in names]
+
+
+def requested_names(csr: x509.CertificateSigningRequest) -> list[str]:
+    """The host names a CSR asks for in a subjectAltName extension request (DNS names and IP addresses)."""
+    try:
+        ext = csr.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    except x509.ExtensionNotFound:
+        return []
+    assert isinstance(ext.value, x509.SubjectAlternativeName)
+    names: list[str] = []
+    for general_name in ext.value:
+        if isinstance(general_name, x509.DNSName):
+            names.append(general_name.value)
+        elif isinstance(general_name, x509.IPAddress):
+            names.append(str(general_name.value))
+        else:
+            raise InvalidCsr(_("証明書発行要求の subjectAltName にホスト名以外の名前があります(%(name)s)。"
+                               "ホスト名と IP アドレスだけを指定できます。", name=_shown(str(general_name))))
+    return names
+
+
+def common_name_for(hosts: Sequence[str]) -> str | None:
+    """The CN when a CSR asks for none: the first host that fits in a CN, else no CN (the SAN names them)."""
+    return next((host for host in hosts if len(host) <= UPPER_BOUNDS[NameOID.COMMON_NAME]), None)
