@@ -25,7 +25,7 @@ def test_environment_overrides_defaults() -> None:
     assert settings["KEY_ALGORITHM"] == "rsa-3072" and settings["PAGE_SIZE"] == 7
     assert settings["SESSION_COOKIE_SECURE"] is False
     assert settings["PUBLIC_BASE_URL"] == "https://opauth.city.example.jp"
-    assert settings["PKI_BASE_URL"] == "https://opauth.city.example.jp"  # follows the public URL unless set
+    assert settings["PKI_BASE_URL"] == "http://opauth.city.example.jp:8080"  # plain HTTP on the public host
 
 
 def test_defaults_give_an_embedded_sqlite_instance() -> None:
