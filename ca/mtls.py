@@ -269,7 +269,7 @@ def init_app(app: Flask) -> None:
     networks = trusted_proxies(app.config)  # parsed once
     app.extensions["opauth.trusted_proxies"] = networks
     app.wsgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, networks, str(app_socket_path(app.config)))
+        app.wsgi_app, networks, str(app_socket_path(app.config).resolve()))  # as scripts/serve.py binds it
     app.before_request(_end_unbound_session)
 
 

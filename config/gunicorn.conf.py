@@ -42,7 +42,9 @@ if _settings["SERVE_TLS"] and not _unix:
 accesslog = "-"
 errorlog = "-"
 control_socket_disable = True
-forwarded_allow_ips = "127.0.0.1"
+# X-Forwarded-Proto (the https scheme behind nginx) is believed from the same peers as the application's proxy
+# headers: always over the Unix socket (gunicorn trusts those), over TCP only from TRUSTED_PROXIES.
+forwarded_allow_ips = _settings["TRUSTED_PROXIES"]
 
 _context: ssl.SSLContext | None = None
 

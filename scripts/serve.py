@@ -3,7 +3,9 @@
 nginx terminates TLS on BIND (sending opauth's CA names, handing any client certificate to the
 application) and serves /pki/ over plain HTTP on PKI_HTTP_BIND; gunicorn listens only on
 APP_SOCKET. Ctrl-C (SIGINT) or SIGTERM stops both; if either exits, the other is stopped too and
-the exit status says so. Run after `flask --app app init` (the Makefile does both).
+the exit status says so. Every RENEW_CHECK_SECONDS, and at once on SIGHUP, opauth's own TLS
+certificate is re-issued if it is due (SERVER_CERT_RENEW_DAYS, changed names) and nginx reloads
+it. Run after `flask --app app init` (the Makefile does both).
 """
 
 from __future__ import annotations
@@ -25,6 +27,28 @@ from config import load_settings  # noqa: E402 - after the path set-up above
 from config.serving import NginxSite, app_socket_path, render_nginx_conf, upstream_for_socket  # noqa: E402
 
 BIN = Path(sys.executable).parent
+RENEW_CHECK_SECONDS = 6 * 3600
+
+
+def _renew_server_certificate() -> bool:
+    """Re-issue opauth's TLS certificate if due, exactly as `init` does; True when a new one was written."""
+    from app import create_app
+    from ca.authority import CaSettings
+    from db import get_session
+    from operators.bootstrap import ensure_tls_certificate
+
+    app = create_app()
+    try:
+        with app.app_context():
+            return ensure_tls_certificate(get_session(), CaSettings.from_config(app.config))
+    finally:
+        app.extensions["opauth.engine"].dispose()
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def _nginx_binary() -> str:
@@ -84,6 +108,28 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
             proc.wait()
 
 
+def _reload_if_renewed(nginx: subprocess.Popen[bytes], passphrase: str, passphrase_file: Path,
+                       prefix: Path) -> None:
+    """Renew the server certificate when due and have nginx (SIGHUP: graceful reload) serve the new one."""
+    try:
+        renewed = _renew_server_certificate()
+    except Exception as exc:  # the service goes on with the current certificate
+        print(f"serve: server certificate renewal failed: {exc}", file=sys.stderr, flush=True)
+        return
+    if not renewed:
+        return
+    if passphrase:
+        _write_private(passphrase_file, passphrase)
+    reloads = (prefix / "error.log").read_text().count("reconfiguring")
+    nginx.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30  # the master reads the key (and its passphrase) while reconfiguring
+    while time.monotonic() < deadline and (prefix / "error.log").read_text().count("reconfiguring") <= reloads:
+        time.sleep(0.2)
+    if passphrase:
+        passphrase_file.unlink(missing_ok=True)
+    print("serve: server certificate renewed; nginx reloaded", flush=True)
+
+
 def main() -> int:
     """Start gunicorn and nginx; return when either exits or on SIGINT/SIGTERM, having stopped both."""
     settings = load_settings()
@@ -98,9 +144,7 @@ def main() -> int:
         # nginx reads the key's passphrase from a file at start; it lives in the private run directory
         # only while nginx starts, then is removed.
         passphrase_file = sock.parent / "tls-passphrase"
-        fd = os.open(passphrase_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(settings["KEY_PASSPHRASE"])
+        _write_private(passphrase_file, settings["KEY_PASSPHRASE"])
     prefix = _private_dir(instance / "nginx")
     conf = prefix / "nginx.conf"
     conf.write_text(render_nginx_conf(NginxSite(
@@ -113,13 +157,17 @@ def main() -> int:
     gunicorn_env = dict(os.environ, OPAUTH_BIND=f"unix:{sock}", OPAUTH_SERVE_TLS="false")
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
+    check_now = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal stopping, check_now
+        if signum == signal.SIGHUP:
+            check_now = True
+        else:
+            stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", str(ROOT / "config" / "gunicorn.conf.py")],
                                     cwd=ROOT, env=gunicorn_env, start_new_session=True)
@@ -142,7 +190,11 @@ def main() -> int:
     if not stopping:  # a Ctrl-C while starting skips the banner and stops at once
         print(f"opauth: {settings['PUBLIC_BASE_URL']}/ (HTTPS on {settings['BIND']}); "
               f"PKI: {settings['PKI_BASE_URL']}/pki/ ; Ctrl-C stops", flush=True)
+    next_check = time.monotonic() + RENEW_CHECK_SECONDS
     while not stopping and all(p.poll() is None for p in procs):
+        if check_now or time.monotonic() >= next_check:
+            check_now, next_check = False, time.monotonic() + RENEW_CHECK_SECONDS
+            _reload_if_renewed(procs[-1], settings["KEY_PASSPHRASE"], passphrase_file, prefix)
         time.sleep(0.5)
     names = {id(procs[0]): "gunicorn", id(procs[-1]): "nginx"}
     failed = [] if stopping else [names[id(p)] for p in procs if p.poll() is not None]

@@ -340,11 +340,26 @@ def test_second_start_is_refused_while_the_first_runs(instance: Path, env: dict[
     assert _curl(served, instance, "/login")[0] == 200  # the running one is untouched
 
 
-def test_supervisor_stops_both_when_gunicorn_exits_and_on_ctrl_c(tmp_path: Path) -> None:
+def _served_serial(port: str) -> str:
+    shown = s_client("-connect", f"127.0.0.1:{port}", "-servername", "localhost")
+    pem = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", shown.stdout, re.S)
+    assert pem, shown.stdout
+    return format(x509.load_pem_x509_certificate(pem.group(0).encode()).serial_number, "x")
+
+
+def test_supervisor_renews_the_server_certificate_and_stops_both_on_exit_or_ctrl_c(tmp_path: Path) -> None:
     env = serve_env(tmp_path / "instance")
     assert flask_cli(env, "init").returncode == 0
     https_port = env["OPAUTH_BIND"].rsplit(":", 1)[1]
     started = start_serve(env, tmp_path / "serve.log")
+    served_serial = _served_serial(https_port)
+    (tmp_path / "instance" / "tls" / "server.pem").unlink()  # due for re-issue (as if expiring)
+    os.kill(started.proc.pid, signal.SIGHUP)  # check now instead of at the next periodic check
+    deadline = time.monotonic() + 60
+    while _served_serial(https_port) == served_serial:
+        assert time.monotonic() < deadline, started.log.read_text()
+        time.sleep(0.5)
+    assert "server certificate renewed; nginx reloaded" in started.log.read_text()
     worker = int(re.findall(r"Booting worker with pid: (\d+)", started.log.read_text())[0])
     os.kill(worker, signal.SIGKILL)  # a worker dies: gunicorn boots another, the service goes on
     deadline = time.monotonic() + 30
