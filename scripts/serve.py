@@ -173,8 +173,9 @@ def main() -> int:
                                     cwd=ROOT, env=gunicorn_env, start_new_session=True)
         procs.append(gunicorn)
         _wait(lambda: _socket_answers(sock), procs, "gunicorn")
-        nginx = subprocess.Popen([_nginx_binary(), "-p", str(prefix), "-c", str(conf)], cwd=prefix,
-                                 start_new_session=True)
+        # -e: nginx's own log from the first moment (the compiled-in /var/log/nginx is not ours to write).
+        nginx = subprocess.Popen([_nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log"),
+                                  "-c", str(conf)], cwd=prefix, start_new_session=True)
         procs.append(nginx)
         checks = [settings["BIND"]] + ([settings["PKI_HTTP_BIND"]] if settings["PKI_HTTP_BIND"] else [])
         _wait(lambda: all(_tcp_answers(c) for c in checks), procs,
