@@ -121,9 +121,8 @@ def ensure_tls_certificate(session: Session, settings: CaSettings) -> bool:
         replaces_id = session.scalar(select(Certificate.id).where(Certificate.fingerprint_sha256 == fingerprint))
     key = generate_private_key(settings.key_algorithm)
     common_name = next((n for n in names if isinstance(_general_name(n), x509.DNSName)), "localhost")
-    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, settings.organization),
-                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    # Domain-validated shape (CN only): an O without L/ST breaks the CA/B Forum OV subject rules.
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     row = issue_certificate(session, issuer=current_issuer(session, settings), profile=CertificateProfile.TLS,
                             subject=subject, public_key=key.public_key(), sans=sans,
                             days=validity_days(CertificateProfile.TLS, settings.config),

@@ -173,3 +173,20 @@ def test_operator_certificate_roles_round_trip_and_openssl_reads_them(sqlite_app
     assert "Subject Directory Attributes" in text or "2.5.29.9" in text
     plain = _issue(sqlite_app, CertificateProfile.OPERATOR, subject=subject)
     assert permitted_business_ids(x509.load_der_x509_certificate(plain)) == []
+
+
+def test_opauths_own_server_certificate_breaks_only_the_listed_cabf_rules(tmp_path: Path, sqlite_url: str) -> None:
+    """Domain-validated shape; what remains is the loopback names (the quick start) and the private policy."""
+    from tests.conftest import initialise, make_app
+
+    app = make_app(tmp_path / "instance", sqlite_url, PUBLIC_BASE_URL="https://opauth.city.example.jp")
+    initialise(app)
+    app.extensions["opauth.engine"].dispose()
+    leaf = x509.load_pem_x509_certificates((tmp_path / "instance" / "tls" / "server.pem").read_bytes())[0]
+    path = tmp_path / "server.pem"
+    path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    assert pkilint("lint_pkix_cert", path) != []  # `localhost` only: checked in tests/test_serving.py
+    codes = {d["code"] for f in pkilint("lint_cabf_serverauth_cert", path, "-t", "DV-FINAL-CERTIFICATE")
+             for d in f["finding_descriptions"]}
+    assert codes == {"cabf.internal_domain_name", "cabf.internal_ip_address",
+                     "cabf.serverauth.subscriber_missing_reserved_policy_oid"}, codes
