@@ -380,6 +380,18 @@ def test_supervisor_renews_the_server_certificate_and_stops_both_on_exit_or_ctrl
     assert run("curl", "-sS", f"{again.http}/pki/ca-bundle.pem").returncode != 0
 
 
+def test_a_configured_key_passphrase_reaches_nginx_without_staying_on_disk(tmp_path: Path) -> None:
+    env = serve_env(tmp_path / "instance", OPAUTH_KEY_PASSPHRASE="operator-chosen passphrase 1")
+    assert flask_cli(env, "init").returncode == 0
+    assert not (tmp_path / "instance" / "keys" / "passphrase").exists()
+    with serve(env, tmp_path / "serve.log") as served:
+        status = run("curl", "-sS", "--cacert", tmp_path / "instance" / "tls" / "ca-bundle.pem", "-o", "/dev/null",
+                     "-w", "%{http_code}", f"{served.https}/login")
+        assert status.stdout == "200", status.stderr
+        assert not (tmp_path / "instance" / "run" / "tls-passphrase").exists()
+    assert "operator-chosen" not in (tmp_path / "instance" / "nginx" / "nginx.conf").read_text()
+
+
 def test_cli_issues_lists_and_shows_a_business_server_certificate(instance: Path, env: dict[str, str],
                                                                     first_init: str, tmp_path: Path) -> None:
     csr = tmp_path / "certreq.pem"
