@@ -1,4 +1,5 @@
-# opauth: `make run` serves HTTPS on https://localhost:8443; `make test` runs the whole suite.
+# opauth: `make run` serves https://localhost:8443 (nginx in front of gunicorn) and /pki/ on
+# http://localhost:8080; `make test` runs the whole suite.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -32,7 +33,8 @@ init: $(STAMP) compile-translations
 	$(BIN)/flask --app app init
 
 run: init
-	$(BIN)/gunicorn --config config/gunicorn.conf.py
+	./scripts/system-deps.sh nginx
+	$(BIN)/python scripts/serve.py
 
 system-deps:
 	./scripts/system-deps.sh

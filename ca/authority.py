@@ -84,6 +84,7 @@ def issuer_for(settings: CaSettings, ca: CertificateAuthority, signer: Signer | 
         signer=signer or signer_for(settings, ca.key_uri),
         urls=pki_urls(settings.pki_base_url, ca.id),
         not_after=cert.not_valid_after_utc,
+        policy_oid=str(settings.config.get("CERTIFICATE_POLICY_OID") or "") or None,
     )
 
 

@@ -38,6 +38,7 @@ class Issuer:
     signer: Signer
     urls: PkiUrls | None  # None only while the root signs itself
     not_after: datetime | None  # issued certificates never outlive their issuer
+    policy_oid: str | None = None  # certificatePolicies of what it signs (CERTIFICATE_POLICY_OID)
 
 
 def new_serial() -> int:
@@ -104,7 +105,7 @@ def issue_certificate(
     )
     for extension, critical in extensions_for(
         profile, public_key=public_key, issuer_public_key=issuer.signer.public_key(),
-        urls=issuer.urls, sans=sans, business_ids=business_ids,
+        urls=issuer.urls, sans=sans, business_ids=business_ids, policy_oid=issuer.policy_oid,
     ):
         builder = builder.add_extension(extension, critical)
     cert = builder.sign(issuer.signer.private_key, issuer.signer.hash_algorithm)

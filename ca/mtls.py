@@ -3,9 +3,11 @@
 Where the certificate comes from:
 - gunicorn terminating TLS (``make run``): the verified peer certificate of the
   connection, ``request.environ["gunicorn.socket"].getpeercert(binary_form=True)``.
-- nginx in front (``config/nginx.conf``): the ``X-SSL-Client-Cert`` header
-  (``$ssl_client_escaped_cert``), believed **only** when the TCP peer is one of
-  ``OPAUTH_TRUSTED_PROXIES``; from anyone else the header is ignored.
+- nginx in front (``make run``, ``config/nginx.conf.template``): the ``X-SSL-Client-Cert`` header
+  (``$ssl_client_escaped_cert``), believed **only** when the request arrived over the application's
+  Unix socket (``OPAUTH_APP_SOCKET``, which only the service user can open) or, if explicitly
+  configured, from a TCP peer in ``OPAUTH_TRUSTED_PROXIES``; from anyone else the header is stripped.
+  nginx sends our CA names and hands on any certificate (``optional_no_ca``): this module is the judge.
 
 What makes it acceptable: a chain to our CA, within validity, not revoked
 according to our own database (read per request: no staleness), with the EKU the
@@ -19,6 +21,7 @@ import enum
 import functools
 import hashlib
 import ipaddress
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,6 +37,7 @@ from ca.authority import CaSettings
 from ca.errors import OpauthError
 from ca.models import Certificate, CertificateProfile
 from ca.validation import validate_chain
+from config.serving import app_socket_path
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, record_event_separately
 from operators.models import AuditResult, OperatorCertificate
@@ -88,24 +92,43 @@ def _is_trusted(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddre
 
 
 PEER_KEY = "opauth.peer_addr"
+VIA_PROXY_KEY = "opauth.via_trusted_proxy"
+
+
+def _over_socket(environ: dict[str, Any], socket_path: str) -> bool:
+    """Whether this request's connection was accepted on the Unix socket at ``socket_path``."""
+    sock = environ.get("gunicorn.socket")
+    if getattr(sock, "family", None) != socket.AF_UNIX:
+        return False
+    try:
+        return str(sock.getsockname()) == socket_path  # type: ignore[union-attr]
+    except OSError:
+        return False
 
 
 class TrustedProxyMiddleware:
-    """WSGI: believe proxy headers only from ``TRUSTED_PROXIES``; strip them from everyone else.
+    """WSGI: believe proxy headers only from the proxy; strip them from everyone else.
 
-    From a trusted proxy, the client address becomes the last ``X-Forwarded-For`` entry (nginx sets it
-    to ``$remote_addr``), so throttling and audit see the real client; the TCP peer is kept in
-    ``environ["opauth.peer_addr"]`` for the client-certificate check.
+    The proxy is whoever connects over the application's Unix socket (the `make run` layout) or, when
+    configured, a TCP peer in ``TRUSTED_PROXIES`` (weaker: any local process shares 127.0.0.1). From the
+    proxy, the client address becomes the last ``X-Forwarded-For`` entry (nginx sets it to
+    ``$remote_addr``), so throttling and audit see the real client; the peer is kept in
+    ``environ["opauth.peer_addr"]``.
     """
 
-    def __init__(self, wsgi_app: Any, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+    def __init__(self, wsgi_app: Any, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+                 socket_path: str = "") -> None:
         self.wsgi_app = wsgi_app
         self.networks = list(networks)
+        self.socket_path = socket_path
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         peer = str(environ.get("REMOTE_ADDR", ""))
-        environ[PEER_KEY] = peer
-        if self.networks and _is_trusted(peer, self.networks):
+        via_socket = bool(self.socket_path) and _over_socket(environ, self.socket_path)
+        environ[PEER_KEY] = f"unix:{self.socket_path}" if via_socket else peer
+        trusted = via_socket or (bool(self.networks) and _is_trusted(peer, self.networks))
+        environ[VIA_PROXY_KEY] = trusted
+        if trusted:
             forwarded = str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")[-1].strip()
             with contextlib.suppress(ValueError):  # not an address: keep the proxy's
                 environ["REMOTE_ADDR"] = str(ipaddress.ip_address(forwarded))
@@ -116,8 +139,7 @@ class TrustedProxyMiddleware:
 
 
 def _from_trusted_proxy() -> bool:
-    peer = str(request.environ.get(PEER_KEY, request.remote_addr or ""))
-    return _is_trusted(peer, current_app.extensions["opauth.trusted_proxies"])
+    return bool(request.environ.get(VIA_PROXY_KEY, False))
 
 
 def presented_certificate() -> bytes | None:
@@ -244,9 +266,10 @@ def _end_unbound_session() -> Any:
 
 
 def init_app(app: Flask) -> None:
-    networks = trusted_proxies(app.config)  # parsed once; the middleware and the certificate check share it
+    networks = trusted_proxies(app.config)  # parsed once
     app.extensions["opauth.trusted_proxies"] = networks
-    app.wsgi_app = TrustedProxyMiddleware(app.wsgi_app, networks)  # type: ignore[method-assign]
+    app.wsgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, networks, str(app_socket_path(app.config).resolve()))  # as scripts/serve.py binds it
     app.before_request(_end_unbound_session)
 
 

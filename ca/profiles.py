@@ -1,8 +1,11 @@
 """Certificate profiles: the one place that decides each certificate type's extensions.
 
 Every end-entity certificate gets basic constraints, key usage, extended key
-usage, SKI/AKI, a CRL distribution point and an AIA (OCSP + caIssuers) that
-point at URLs this server serves (see ``ca/pki_views.py``).
+usage, SKI/AKI, certificatePolicies (``CERTIFICATE_POLICY_OID``), a CRL
+distribution point and an AIA (OCSP + caIssuers) that point at URLs this server
+serves (see ``ca/pki_views.py``). The OCSP responder's certificate carries no
+CRL distribution point nor AIA: it is id-pkix-ocsp-nocheck, so relying parties
+never check its status, and the response names the CA it answers for.
 """
 
 from __future__ import annotations
@@ -108,11 +111,13 @@ def extensions_for(
     urls: PkiUrls | None,
     sans: Sequence[x509.GeneralName] = (),
     business_ids: Sequence[str] = (),
+    policy_oid: str | None = None,
 ) -> list[tuple[x509.ExtensionType, bool]]:
     """(extension, critical) pairs for a certificate of ``profile``.
 
     ``issuer_public_key`` is None only for the self-signed root; ``urls`` (the
-    issuer's CRL/OCSP/caIssuers) is None only for the root.
+    issuer's CRL/OCSP/caIssuers) is None only for the root. ``policy_oid`` goes into
+    certificatePolicies of every certificate but the root (which asserts none: it is the anchor).
     """
     exts: list[tuple[x509.ExtensionType, bool]] = []
     is_rsa = isinstance(public_key, rsa.RSAPublicKey)
@@ -150,13 +155,16 @@ def extensions_for(
     exts.append((x509.SubjectKeyIdentifier.from_public_key(public_key), False))
     if issuer_public_key is not None:
         exts.append((x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key), False))
-    if urls is not None:
+    if policy_oid and profile is not CertificateProfile.ROOT_CA:
+        exts.append((x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(policy_oid), None)]),
+                     False))
+    if urls is not None and profile is not CertificateProfile.OCSP_SIGNING:
         exts.append((x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(urls.crl)],
             relative_name=None, reasons=None, crl_issuer=None)]), False))
         access = [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                          x509.UniformResourceIdentifier(urls.ca_issuers))]
-        if profile not in (CertificateProfile.ISSUING_CA, CertificateProfile.OCSP_SIGNING):
+        if profile is not CertificateProfile.ISSUING_CA:
             access.insert(0, x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
                                                     x509.UniformResourceIdentifier(urls.ocsp)))
         exts.append((x509.AuthorityInformationAccess(access), False))

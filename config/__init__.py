@@ -8,6 +8,7 @@ description; the README's settings table is generated from the same list
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,13 @@ def _key_algorithm(value: str) -> str:
     return value
 
 
+def _oid(value: str) -> str:
+    value = value.strip()
+    if value and not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", value):
+        raise ConfigError(f"not a dotted object identifier: {value!r}")
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("INSTANCE_DIR", str, str(PROJECT_ROOT / "instance"),
             "Directory holding the embedded database, encrypted CA keys and the TLS certificate."),
@@ -78,8 +86,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PUBLIC_BASE_URL", str, "https://localhost:8443",
             "Base URL of the web UI and API as users reach it."),
     Setting("PKI_BASE_URL", str, "",
-            "Base URL written into certificates for CRL distribution points, OCSP and caIssuers. "
-            "Empty: PUBLIC_BASE_URL. Production: a plain-http host serving /pki/ (RFC 5280 4.2.1.13)."),
+            "Base URL written into certificates for CRL distribution points, OCSP and caIssuers (plain HTTP, "
+            "RFC 5280 4.2.1.13). Empty: `http://` + the host of PUBLIC_BASE_URL + the port of PKI_HTTP_BIND "
+            "(`http://localhost:8080`); PUBLIC_BASE_URL when PKI_HTTP_BIND is empty."),
+    Setting("PKI_HTTP_BIND", str, "0.0.0.0:8080",
+            "Plain-HTTP address where nginx (make run) serves /pki/ only (CRLs, OCSP, CA certificates). "
+            "Empty: no plain-HTTP listener."),
+    Setting("SERVER_NAMES", str, "",
+            "Comma-separated extra host names or IP addresses for opauth's own TLS certificate, besides "
+            "localhost, 127.0.0.1, ::1 and the host of PUBLIC_BASE_URL. A change re-issues it at the next start."),
+    Setting("SERVER_CERT_RENEW_DAYS", _int, 30,
+            "opauth's own TLS certificate is re-issued at init/start when fewer days than this remain."),
+    Setting("CERTIFICATE_POLICY_OID", _oid, "1.3.6.1.4.1.32473.1.1",
+            "certificatePolicies OID in every certificate below the root. Default: under IANA's enterprise "
+            "number for documentation (RFC 5612), a placeholder: set an OID of your organisation's arc."),
     Setting("ORGANIZATION", str, "opauth",
             "Organisation name (O) in the CA certificates' subjects."),
     Setting("ROOT_CA_VALIDITY_DAYS", _int, 7305, "Validity of the root CA certificate (days)."),
@@ -142,8 +162,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ENROLMENT_CODE_MINUTES", _int, 60,
             "Lifetime of a single-use biometric self-enrolment code issued by a manager (minutes)."),
     Setting("TRUSTED_PROXIES", str, "",
-            "Comma-separated addresses/networks of reverse proxies (nginx) whose X-SSL-Client-Cert header is "
-            "believed. Empty: the header is ignored from everyone; gunicorn's own TLS peer certificate is used."),
+            "Comma-separated TCP addresses/networks of reverse proxies whose X-SSL-Client-Cert header is "
+            "believed. Weaker than APP_SOCKET: any local process can connect from 127.0.0.1. Empty (default): "
+            "over TCP the header is ignored from everyone."),
+    Setting("APP_SOCKET", str, "",
+            "Unix socket between nginx and gunicorn (make run); only requests arriving over it may carry "
+            "X-SSL-Client-Cert. Empty: INSTANCE_DIR/run/app.sock (directory mode 0700, socket 0600)."),
     Setting("CERT_EXPIRY_WARNING_DAYS", _int, 30,
             "Certificates expiring within this many days are listed as warnings for administrators."),
     Setting("BIOMETRIC_CLIENT_CERT_REQUIRED", _bool, True,
@@ -151,9 +175,11 @@ SETTINGS: tuple[Setting, ...] = (
             "every request of the session (seed 001 I.2.2(1)). Turn off only where no client certificate can "
             "reach the application."),
     Setting("SERVE_TLS", _bool, True,
-            "gunicorn terminates TLS itself (make run). false: plain HTTP for a TLS proxy in front "
-            "(bind it to loopback and set TRUSTED_PROXIES)."),
-    Setting("BIND", str, "0.0.0.0:8443", "Address gunicorn listens on (make run)."),
+            "When gunicorn runs alone on a TCP BIND: it terminates TLS itself (no client CA names, a foreign "
+            "client certificate ends the handshake). false: plain HTTP for a TLS proxy (set TRUSTED_PROXIES)."),
+    Setting("BIND", str, "0.0.0.0:8443",
+            "HTTPS address: nginx listens here under make run (gunicorn then uses APP_SOCKET); gunicorn "
+            "itself when started alone."),
     Setting("WORKERS", _int, 2, "gunicorn worker processes."),
 )
 
@@ -177,9 +203,9 @@ def load_settings(overrides: dict[str, Any] | None = None,
     instance = Path(values["INSTANCE_DIR"])
     if not values["DATABASE_URL"]:
         values["DATABASE_URL"] = f"sqlite:///{instance / 'opauth.db'}"
-    if not values["PKI_BASE_URL"]:
-        values["PKI_BASE_URL"] = values["PUBLIC_BASE_URL"]
     values["PUBLIC_BASE_URL"] = values["PUBLIC_BASE_URL"].rstrip("/")
+    if not values["PKI_BASE_URL"]:
+        values["PKI_BASE_URL"] = _default_pki_base_url(values["PUBLIC_BASE_URL"], values["PKI_HTTP_BIND"])
     values["PKI_BASE_URL"] = values["PKI_BASE_URL"].rstrip("/")
     public = urlsplit(values["PUBLIC_BASE_URL"])
     if not values["WEBAUTHN_RP_ID"]:
@@ -187,6 +213,17 @@ def load_settings(overrides: dict[str, Any] | None = None,
     if not values["WEBAUTHN_ORIGIN"]:
         values["WEBAUTHN_ORIGIN"] = f"{public.scheme}://{public.netloc}"
     return values
+
+
+def _default_pki_base_url(public_base_url: str, pki_http_bind: str) -> str:
+    """Plain HTTP on the public host at the PKI listener's port (relying parties fetch CRLs without TLS)."""
+    if not pki_http_bind:
+        return public_base_url
+    host = urlsplit(public_base_url).hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    port = pki_http_bind.rsplit(":", 1)[-1]
+    return f"http://{host}" if port == "80" else f"http://{host}:{port}"
 
 
 def settings_markdown() -> str:

@@ -1,6 +1,11 @@
-"""gunicorn settings for `make run`: HTTPS only, TLS 1.2+, encrypted server key, optional client certificates.
+"""gunicorn settings, from the same OPAUTH_* settings as the app (config/__init__.py).
 
-Everything comes from the same OPAUTH_* settings as the app (config/__init__.py).
+Two ways to run it:
+- `make run` (scripts/serve.py): ``OPAUTH_BIND=unix:<APP_SOCKET>``, plain HTTP behind nginx. The socket
+  is created with umask 077 in a 0700 directory, so only the service user (and nginx's workers, which
+  run as that user) can connect.
+- alone on a TCP ``BIND``: HTTPS (TLS 1.2+, encrypted server key, optional client certificates), or
+  plain HTTP with ``SERVE_TLS=false`` behind a TCP proxy named in TRUSTED_PROXIES.
 """
 
 from __future__ import annotations
@@ -24,14 +29,22 @@ bind = [_settings["BIND"]]
 workers = _settings["WORKERS"]
 worker_class = "gthread"
 threads = 4
-if _settings["SERVE_TLS"]:
+_unix = _settings["BIND"].startswith("unix:")
+if _unix:
+    _run_dir = Path(_settings["BIND"].removeprefix("unix:")).parent
+    _run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _run_dir.chmod(0o700)
+    umask = 0o077  # the socket file: 0600
+if _settings["SERVE_TLS"] and not _unix:
     certfile = str(_paths["cert"])
     keyfile = str(_paths["key"])
     ca_certs = str(_paths["ca"])
 accesslog = "-"
 errorlog = "-"
 control_socket_disable = True
-forwarded_allow_ips = "127.0.0.1"
+# X-Forwarded-Proto (the https scheme behind nginx) is believed from the same peers as the application's proxy
+# headers: always over the Unix socket (gunicorn trusts those), over TCP only from TRUSTED_PROXIES.
+forwarded_allow_ips = _settings["TRUSTED_PROXIES"]
 
 _context: ssl.SSLContext | None = None
 

@@ -1,16 +1,19 @@
 """Initialising an instance once: schema, CA hierarchy, system tenant, bootstrap admin, TLS certificate.
 
 ``init_instance`` is idempotent: a second run changes nothing that exists and
-only renews the server's TLS certificate when it is missing or about to expire.
+only re-issues the server's TLS certificate when it is missing, about to expire
+(``SERVER_CERT_RENEW_DAYS``) or does not cover the configured names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session
 from ca.authority import CaSettings, chain_certificates, current_issuer, init_hierarchy, pem_bundle
 from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
-from ca.models import CertificateAuthority, CertificateProfile
+from ca.models import Certificate, CertificateAuthority, CertificateProfile
 from ca.profiles import validity_days
 from ca.revocation import refresh
 from db import utcnow
@@ -32,7 +35,6 @@ from operators.passwords import generate_password, hash_password
 
 BOOTSTRAP_ADMIN_ID = "admin"
 TLS_HOSTS = ("localhost", "127.0.0.1", "::1")
-TLS_RENEW_BEFORE = timedelta(days=30)
 # The bootstrap administrator's one-time password goes to this file (mode 0600), never to a log.
 INITIAL_PASSWORD_FILE = "initial-admin-password"
 
@@ -99,27 +101,60 @@ def _remove_spent_password_file(session: Session, instance_dir: Path, *, tenant_
         path.unlink()
 
 
+def server_names(config: dict[str, object]) -> list[str]:
+    """The names opauth's own TLS certificate must cover: the public host, SERVER_NAMES, then loopback."""
+    names: list[str] = []
+    public_host = urlsplit(str(config["PUBLIC_BASE_URL"])).hostname
+    listed = [n.strip().lower() for n in str(config.get("SERVER_NAMES", "")).split(",")]
+    for name in [public_host or "", *listed, *TLS_HOSTS]:
+        name = name.strip("[]").rstrip(".")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _covers(cert: x509.Certificate, wanted: list[x509.GeneralName]) -> bool:
+    try:
+        present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return set(wanted) == set(present)
+
+
 def ensure_tls_certificate(session: Session, settings: CaSettings) -> bool:
-    """Issue the server's own TLS certificate for localhost unless a fresh one is on disk."""
+    """Issue opauth's own TLS certificate unless the one on disk is fresh and names exactly what is configured.
+
+    Re-issued (with a new key) when missing, when fewer than ``SERVER_CERT_RENEW_DAYS`` remain, or when
+    the public host or ``SERVER_NAMES`` changed; the file is replaced atomically and read by nginx at start.
+    """
     paths = tls_paths(settings.instance_dir)
+    names = server_names(settings.config)
+    sans = [_general_name(n) for n in names]
+    replaces_id = None
     if paths["cert"].exists() and paths["key"].exists():
         current = x509.load_pem_x509_certificate(paths["cert"].read_bytes())
-        if current.not_valid_after_utc - utcnow() > TLS_RENEW_BEFORE:
+        renew_before = timedelta(days=int(settings.config.get("SERVER_CERT_RENEW_DAYS", 30)))
+        if current.not_valid_after_utc - utcnow() > renew_before and _covers(current, sans):
             return False
+        # Not revoked: a running nginx keeps serving it until restarted; it simply expires.
+        fingerprint = hashlib.sha256(current.public_bytes(serialization.Encoding.DER)).hexdigest()
+        replaces_id = session.scalar(select(Certificate.id).where(Certificate.fingerprint_sha256 == fingerprint))
     key = generate_private_key(settings.key_algorithm)
-    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, settings.organization),
-                         x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    sans: list[x509.GeneralName] = []
-    for host in TLS_HOSTS:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
+    common_name = next((n for n in names if isinstance(_general_name(n), x509.DNSName)), "localhost")
+    # Domain-validated shape (CN only): an O without L/ST breaks the CA/B Forum OV subject rules.
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     row = issue_certificate(session, issuer=current_issuer(session, settings), profile=CertificateProfile.TLS,
                             subject=subject, public_key=key.public_key(), sans=sans,
                             days=validity_days(CertificateProfile.TLS, settings.config),
-                            issued_by=SYSTEM_ACTOR.name, details={"purpose": "opauth server TLS"})
+                            issued_by=SYSTEM_ACTOR.name, replaces_id=replaces_id,
+                            details={"purpose": "opauth server TLS"})
     record_event(session, action=AuditAction.CERTIFICATE_ISSUED, actor=SYSTEM_ACTOR,
                  target=f"certificate:{row.serial}", detail={"profile": "tls", "sans": row.sans})
     chain = chain_certificates(session)

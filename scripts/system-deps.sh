@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite drives (openssl, curl, nginx, chromium).
+# Installs system packages: with no argument, everything the test suite drives (openssl, curl, nginx,
+# chromium); with arguments, only those (`make run` asks for nginx alone).
 # Runs apt-get only when something is missing, and only as root (CI and these machines run as root).
 set -euo pipefail
-packages=(openssl curl nginx)
-commands=(openssl curl nginx)
+if [ $# -gt 0 ]; then
+  wanted=("$@")
+else
+  wanted=(openssl curl nginx chromium)
+fi
 missing=()
-for i in "${!commands[@]}"; do
-  command -v "${commands[$i]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${commands[$i]}" ] || missing+=("${packages[$i]}")
+for pkg in "${wanted[@]}"; do
+  case "$pkg" in
+    # The browser tests (Playwright) drive Debian's Chromium at this exact path; never a downloaded browser.
+    chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
+    *) command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || missing+=("$pkg") ;;
+  esac
 done
-# The browser tests (Playwright) drive Debian's Chromium at this exact path; never a downloaded browser.
-[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,17 +1,20 @@
-"""Real servers for tests: `flask --app app` commands, gunicorn and nginx on free loopback ports."""
+"""Real servers for tests: `flask --app app` commands, gunicorn, nginx and `make run`'s supervisor on free ports."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
-import string
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from config.serving import NginxSite, render_nginx_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -53,7 +56,7 @@ def _wait_for_port(proc: subprocess.Popen[str], port: int, what: str, log: Path 
 
 @contextmanager
 def gunicorn(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[str]]:
-    """gunicorn with config/gunicorn.conf.py, one worker, on 127.0.0.1:port."""
+    """gunicorn alone with config/gunicorn.conf.py, one worker, on 127.0.0.1:port (TLS unless the env says not)."""
     env = dict(env, OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="1")
     proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,21 +73,62 @@ def nginx_available() -> str | None:
 
 
 @contextmanager
-def nginx(prefix: Path, **values: str) -> Iterator[subprocess.Popen[str]]:
-    """nginx from config/nginx.conf.template, unprivileged, in the foreground, under ``prefix``."""
+def nginx(site: NginxSite) -> Iterator[subprocess.Popen[str]]:
+    """nginx from config/nginx.conf.template (rendered as `make run` does), unprivileged, in the foreground."""
     binary = nginx_available()
     if binary is None:
         raise RuntimeError("nginx is not installed (scripts/system-deps.sh installs it)")
-    prefix.mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    template = string.Template((ROOT / "config" / "nginx.conf.template").read_text())
-    conf.write_text(template.safe_substitute(prefix=str(prefix), **values))
-    port = int(values["listen"].rsplit(":", 1)[1])
-    proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], stdout=subprocess.PIPE,
+    site.prefix.mkdir(parents=True, exist_ok=True)
+    conf = site.prefix / "nginx.conf"
+    conf.write_text(render_nginx_conf(site))
+    port = int(site.https_listen.rsplit(":", 1)[1])
+    proc = subprocess.Popen([binary, "-p", str(site.prefix), "-c", str(conf)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_port(proc, port, "nginx", prefix / "error.log")
+        _wait_for_port(proc, port, "nginx", site.prefix / "error.log")
         yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Served:
+    """`make run`'s servers: HTTPS base URL, plain-HTTP PKI base URL, the supervisor process."""
+
+    https: str
+    http: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+
+def serve_env(instance: Path, **extra: str) -> dict[str, str]:
+    """Default settings but free loopback ports: what `make run` would use on a machine of its own."""
+    https_port, http_port = free_port(), free_port()
+    return instance_env(instance, OPAUTH_BIND=f"127.0.0.1:{https_port}",
+                        OPAUTH_PKI_HTTP_BIND=f"127.0.0.1:{http_port}",
+                        OPAUTH_PUBLIC_BASE_URL=f"https://localhost:{https_port}", OPAUTH_WORKERS="1", **extra)
+
+
+def start_serve(env: dict[str, str], log: Path) -> Served:
+    """Start scripts/serve.py (the second half of `make run`) and wait until both ports answer."""
+    https_port = int(env["OPAUTH_BIND"].rsplit(":", 1)[1])
+    http_port = int(env["OPAUTH_PKI_HTTP_BIND"].rsplit(":", 1)[1])
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py")], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+    for port in (https_port, http_port):
+        _wait_for_port(proc, port, "scripts/serve.py", log)
+    return Served(f"https://localhost:{https_port}", f"http://localhost:{http_port}", proc, log)
+
+
+@contextmanager
+def serve(env: dict[str, str], log: Path) -> Iterator[Served]:
+    """scripts/serve.py for the duration of the block; stopped with Ctrl-C's signal."""
+    served = start_serve(env, log)
+    try:
+        yield served
+    finally:
+        if served.proc.poll() is None:
+            served.proc.send_signal(signal.SIGINT)
+            served.proc.wait(timeout=60)

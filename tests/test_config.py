@@ -25,7 +25,7 @@ def test_environment_overrides_defaults() -> None:
     assert settings["KEY_ALGORITHM"] == "rsa-3072" and settings["PAGE_SIZE"] == 7
     assert settings["SESSION_COOKIE_SECURE"] is False
     assert settings["PUBLIC_BASE_URL"] == "https://opauth.city.example.jp"
-    assert settings["PKI_BASE_URL"] == "https://opauth.city.example.jp"  # follows the public URL unless set
+    assert settings["PKI_BASE_URL"] == "http://opauth.city.example.jp:8080"  # plain HTTP on the public host
 
 
 def test_defaults_give_an_embedded_sqlite_instance() -> None:
@@ -70,3 +70,14 @@ def test_wrong_key_passphrase_is_a_clear_error(tmp_path: Path, sqlite_url: str) 
     wrong = make_app(tmp_path / "instance", sqlite_url, KEY_PASSPHRASE="not-the-passphrase")
     with wrong.app_context(), pytest.raises(KeyStoreError, match="wrong passphrase"):
         current_issuer(get_session(), CaSettings.from_config(wrong.config))
+
+
+def test_pki_urls_default_to_plain_http_on_the_public_host() -> None:
+    assert load_settings(environ={})["PKI_BASE_URL"] == "http://localhost:8080"
+    ipv6 = load_settings(environ={"OPAUTH_PUBLIC_BASE_URL": "https://[2001:db8::1]:8443",
+                                  "OPAUTH_PKI_HTTP_BIND": "[::]:80"})
+    assert ipv6["PKI_BASE_URL"] == "http://[2001:db8::1]"
+    no_listener = load_settings(environ={"OPAUTH_PKI_HTTP_BIND": ""})
+    assert no_listener["PKI_BASE_URL"] == "https://localhost:8443"
+    explicit = load_settings(environ={"OPAUTH_PKI_BASE_URL": "http://pki.example.jp/"})
+    assert explicit["PKI_BASE_URL"] == "http://pki.example.jp"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from config.serving import NginxSite
 from tests.helpers import BUSINESS, make_csr, run
-from tests.servers import flask_cli, free_port, gunicorn, instance_env, nginx, nginx_available
+from tests.servers import BIN, ROOT, flask_cli, free_port, gunicorn, instance_env, nginx, nginx_available
 
 API = "/api/v1/business/self"
 
@@ -206,28 +209,20 @@ def test_ssl_certificate_cli_lists_deletes_and_reissues(direct: Deployment, tmp_
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """nginx terminating TLS (ssl_verify_client optional) in front of plain-HTTP gunicorn on loopback."""
+    """nginx (optional_no_ca) in front of plain-HTTP gunicorn on TCP loopback: the explicitly configured,
+    weaker TRUSTED_PROXIES mode (`make run` uses a Unix socket instead, tests/test_serving.py)."""
     if nginx_available() is None:
         pytest.fail("nginx is not installed: scripts/system-deps.sh installs it")
     tmp = tmp_path_factory.mktemp("mtls-nginx")
     env, instance, business, terminal, foreign = _prepare(
         tmp, OPAUTH_SERVE_TLS="false", OPAUTH_TRUSTED_PROXIES="127.0.0.1")
     app_port, tls_port = free_port(), free_port()
-    crl = tmp / "crls.pem"
-    with gunicorn(env, app_port):
-        pems = []
-        for ca_id in (1, 2):
-            fetched = tmp / f"{ca_id}.crl"
-            assert run("curl", "-sS", "--fail", "-o", fetched,
-                       f"http://127.0.0.1:{app_port}/pki/crl/{ca_id}.crl").returncode == 0
-            pems.append(run("openssl", "crl", "-inform", "DER", "-in", fetched).stdout)
-        crl.write_text("".join(pems))
-        with nginx(tmp / "nginx", listen=f"127.0.0.1:{tls_port}",
-                   server_cert=str(instance / "tls" / "server.pem"), server_key=str(instance / "tls" / "server.key"),
-                   server_key_password_file=str(instance / "keys" / "passphrase"),
-                   client_ca=str(instance / "tls" / "ca-bundle.pem"), crl=str(crl),
-                   upstream=f"127.0.0.1:{app_port}"):
-            yield Deployment(env, instance, f"https://localhost:{tls_port}", business, terminal, foreign)
+    with gunicorn(env, app_port), nginx(NginxSite(
+            prefix=tmp / "nginx", https_listen=f"127.0.0.1:{tls_port}", pki_http_listen="",
+            server_cert=instance / "tls" / "server.pem", server_key=instance / "tls" / "server.key",
+            server_key_password_file=instance / "keys" / "passphrase", client_ca=instance / "tls" / "ca-bundle.pem",
+            upstream=f"127.0.0.1:{app_port}")):
+        yield Deployment(env, instance, f"https://localhost:{tls_port}", business, terminal, foreign)
 
 
 def test_nginx_forwards_a_valid_certificate(proxied: Deployment) -> None:
@@ -240,9 +235,10 @@ def test_nginx_without_certificate_is_refused_by_the_app(proxied: Deployment) ->
     assert proxied.curl(None)[1] == 403
 
 
-def test_nginx_foreign_certificate_is_refused(proxied: Deployment) -> None:
-    code, status, _ = proxied.curl(proxied.foreign)
-    assert status == 400 or code != 0  # nginx answers 400 when the client chain does not verify
+def test_nginx_foreign_certificate_reaches_the_app_and_gets_403(proxied: Deployment) -> None:
+    code, status, body = proxied.curl(proxied.foreign)
+    assert (code, status) == (0, 403), body  # an HTTP answer from the one enforcement point, not nginx's 400
+    assert body["error"] == "client_certificate_refused" and "not issued by this system" in str(body["message"])
 
 
 def test_nginx_replaces_a_spoofed_header(proxied: Deployment) -> None:
@@ -292,3 +288,32 @@ def test_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(t
     assert _failed_login_source(app, "192.0.2.9", "203.0.113.7") == "192.0.2.9"  # not a proxy of ours
     assert _failed_login_source(app, "127.0.0.1", "not-an-address") == "127.0.0.1"
     app.extensions["opauth.engine"].dispose()
+
+
+# --- the Unix socket is the only channel whose proxy headers count ---------------------------------------------------
+
+def test_proxy_headers_count_over_the_app_socket_only_never_over_tcp(tmp_path: Path) -> None:
+    """One gunicorn listening on the app socket and on TCP loopback, TRUSTED_PROXIES unset (the default):
+    the same forwarded certificate is believed over the socket and ignored over TCP."""
+    env, instance, business, _terminal, _foreign = _prepare(tmp_path)
+    sock = instance / "run" / "app.sock"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py", "--bind", f"unix:{sock}",
+         "--bind", f"127.0.0.1:{port}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(env, OPAUTH_BIND=f"unix:{sock}", OPAUTH_SERVE_TLS="false", OPAUTH_WORKERS="1"))
+    try:
+        deadline = time.monotonic() + 60
+        while run("curl", "-sS", "--unix-socket", sock, "http://localhost/pki/ca-bundle.pem").returncode != 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "gunicorn did not start"
+            time.sleep(0.2)
+        assert sock.stat().st_mode & 0o077 == 0 and sock.parent.stat().st_mode & 0o777 == 0o700
+        header = f"X-SSL-Client-Cert: {urllib.parse.quote(business.cert.read_text())}"
+        over_socket = run("curl", "-sS", "--unix-socket", sock, "-H", header, f"http://localhost{API}")
+        assert json.loads(over_socket.stdout)["business_id"] == "05", over_socket.stdout
+        over_tcp = run("curl", "-sS", "-H", header, f"http://127.0.0.1:{port}{API}")
+        answer = json.loads(over_tcp.stdout)
+        assert answer["error"] == "client_certificate_refused" and "required" in answer["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -40,8 +40,12 @@ def _issue(app: Flask, profile: CertificateProfile, **kwargs: object) -> bytes:
 
 
 def _profile_der(app: Flask, profile: CertificateProfile) -> bytes:
+    """The first certificate of ``profile`` that init made (one OCSP responder per CA: the root's)."""
     with app.app_context():
-        return get_session().scalars(select(Certificate.der).where(Certificate.profile == profile)).one()
+        der = get_session().scalars(select(Certificate.der).where(Certificate.profile == profile)
+                                    .order_by(Certificate.id)).first()
+        assert der is not None, profile
+        return der
 
 
 @pytest.mark.parametrize("profile", [CertificateProfile.ROOT_CA, CertificateProfile.ISSUING_CA])
@@ -55,8 +59,9 @@ def test_ca_certificates_pass_pkilint(sqlite_app: Flask, tmp_path: Path, profile
 CABF_DEVIATIONS = {
     # The seed's screen puts 部門名 (OU) into the subject; the public-web rules forbid OU since 2022.
     "cabf.serverauth.ov.organizational_unit_name_attribute_present": "seed 001 I.2.2(2) subject",
-    # A private CA asserts no CA/B Forum reserved policy OID: it is not audited against the BRs.
-    "cabf.serverauth.subscriber.certificate_policies_extension_absent": "private CA",
+    # A private CA asserts no CA/B Forum reserved policy OID (2.23.140.1.2.x): it is not audited against the
+    # Baseline Requirements. certificatePolicies carries OPAUTH_CERTIFICATE_POLICY_OID instead.
+    "cabf.serverauth.subscriber_missing_reserved_policy_oid": "private CA",
 }
 
 
@@ -80,7 +85,7 @@ def test_business_server_certificate_passes_pkix_and_cabf_lints(sqlite_app: Flas
     assert _cabf_codes(path) <= set(CABF_DEVIATIONS), _cabf_codes(path)
 
 
-def test_business_server_certificate_without_ou_has_only_the_policy_deviation(
+def test_business_server_certificate_without_ou_has_only_the_reserved_policy_deviation(
         sqlite_app: Flask, tmp_path: Path) -> None:
     from tests.helpers import SUBJECT
 
@@ -92,7 +97,7 @@ def test_business_server_certificate_without_ou_has_only_the_policy_deviation(
             data=BusinessSystemData.from_mapping(BUSINESS), csr_bytes=make_csr(subject=no_ou), actor=SYSTEM_ACTOR)
         session.commit()
         path = _write(tmp_path, "business", cert.der)
-    assert _cabf_codes(path) == {"cabf.serverauth.subscriber.certificate_policies_extension_absent"}
+    assert _cabf_codes(path) == {"cabf.serverauth.subscriber_missing_reserved_policy_oid"}
 
 
 def test_operator_certificate_passes_pkilint(sqlite_app: Flask, tmp_path: Path) -> None:
@@ -118,6 +123,44 @@ def test_ocsp_signing_certificate_passes_pkilint(sqlite_app: Flask, tmp_path: Pa
     assert pkilint("lint_pkix_cert", _write(tmp_path, "ocsp", der)) == []
 
 
+def test_ocsp_responder_certificate_carries_nocheck_and_no_crl_or_aia(sqlite_app: Flask) -> None:
+    """The responder's certificate, as init made it: nobody checks its status, so it points at no CRL or OCSP."""
+    cert = x509.load_der_x509_certificate(_profile_der(sqlite_app, CertificateProfile.OCSP_SIGNING))
+    types = {type(e.value) for e in cert.extensions}
+    assert x509.OCSPNoCheck in types
+    assert x509.CRLDistributionPoints not in types and x509.AuthorityInformationAccess not in types
+
+
+def _policies(der: bytes) -> list[str]:
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.CertificatePolicies)
+    except x509.ExtensionNotFound:
+        return []
+    return [p.policy_identifier.dotted_string for p in ext.value]
+
+
+def test_every_certificate_below_the_root_carries_the_configured_policy(tmp_path: Path, sqlite_url: str) -> None:
+    from tests.conftest import initialise, make_app
+
+    app = make_app(tmp_path / "instance", sqlite_url, CERTIFICATE_POLICY_OID="1.2.392.999.7.1")
+    initialise(app)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "OP0603")])
+    operator = _issue(app, CertificateProfile.OPERATOR, subject=subject)
+    assert _policies(operator) == ["1.2.392.999.7.1"]
+    for profile in (CertificateProfile.ISSUING_CA, CertificateProfile.OCSP_SIGNING, CertificateProfile.TLS):
+        assert _policies(_profile_der(app, profile)) == ["1.2.392.999.7.1"], profile
+    assert _policies(_profile_der(app, CertificateProfile.ROOT_CA)) == []  # the anchor asserts none
+    app.extensions["opauth.engine"].dispose()
+
+
+def test_a_malformed_policy_oid_is_refused_naming_the_variable() -> None:
+    from config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="OPAUTH_CERTIFICATE_POLICY_OID"):
+        load_settings(environ={"OPAUTH_CERTIFICATE_POLICY_OID": "2.25.x"})
+
+
 def test_operator_certificate_roles_round_trip_and_openssl_reads_them(sqlite_app: Flask, tmp_path: Path) -> None:
     from ca.profiles import permitted_business_ids
     from tests.helpers import run
@@ -130,3 +173,20 @@ def test_operator_certificate_roles_round_trip_and_openssl_reads_them(sqlite_app
     assert "Subject Directory Attributes" in text or "2.5.29.9" in text
     plain = _issue(sqlite_app, CertificateProfile.OPERATOR, subject=subject)
     assert permitted_business_ids(x509.load_der_x509_certificate(plain)) == []
+
+
+def test_opauths_own_server_certificate_breaks_only_the_listed_cabf_rules(tmp_path: Path, sqlite_url: str) -> None:
+    """Domain-validated shape; what remains is the loopback names (the quick start) and the private policy."""
+    from tests.conftest import initialise, make_app
+
+    app = make_app(tmp_path / "instance", sqlite_url, PUBLIC_BASE_URL="https://opauth.city.example.jp")
+    initialise(app)
+    app.extensions["opauth.engine"].dispose()
+    leaf = x509.load_pem_x509_certificates((tmp_path / "instance" / "tls" / "server.pem").read_bytes())[0]
+    path = tmp_path / "server.pem"
+    path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    assert pkilint("lint_pkix_cert", path) != []  # `localhost` only: checked in tests/test_serving.py
+    codes = {d["code"] for f in pkilint("lint_cabf_serverauth_cert", path, "-t", "DV-FINAL-CERTIFICATE")
+             for d in f["finding_descriptions"]}
+    assert codes == {"cabf.internal_domain_name", "cabf.internal_ip_address",
+                     "cabf.serverauth.subscriber_missing_reserved_policy_oid"}, codes
