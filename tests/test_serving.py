@@ -258,7 +258,7 @@ def test_defaults_give_certificates_whose_crl_and_ocsp_urls_work_and_pkilint_is_
     assert status == 201, raw
     issued = {"business": json.loads(raw)["serial"]}
     status, raw = api.request("/api/v1/ssl-certificates", basic=creds, body={
-        "tenant": "system", "business_id": BUSINESS["business_id"], "hosts": ["bizclient.city.itozaki.nagano.jp"],
+        "tenant": "system", "business_id": BUSINESS["business_id"], "hosts": ["www1.city.itozaki.nagano.jp"],
         "csr": make_csr().decode()})
     assert status == 201, raw
     issued["ssl"] = json.loads(raw)["serial"]
