@@ -25,7 +25,6 @@ from ca.revocation import (
     refresh,
     revoke_by_serial,
 )
-from config import settings_markdown
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, audited_unit_of_work, verify_chain
 from operators.bootstrap import BOOTSTRAP_ADMIN_ID, init_instance, tls_paths
@@ -62,12 +61,6 @@ def init_command() -> None:
         click.echo(f"    operator ID: {BOOTSTRAP_ADMIN_ID}")
         click.echo(f"    password:    {report.admin_password}")
         click.echo("")
-
-
-@click.command("settings")
-def settings_command() -> None:
-    """Print every setting as a Markdown table (the README's settings section)."""
-    click.echo(settings_markdown())
 
 
 @click.group("business-system", cls=AppGroup)
@@ -247,6 +240,6 @@ def db_upgrade() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_command, settings_command, business_system_group, cert_group, audit_group, db_upgrade,
+    for command in (init_command, business_system_group, cert_group, audit_group, db_upgrade,
                     pki_group):
         app.cli.add_command(command)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ca.errors import SettingsConflict
 from ca.keys import Signer
 from ca.models import Certificate, CertificateProfile
 from ca.profiles import PkiUrls, extensions_for
@@ -38,6 +39,7 @@ class Issuer:
     signer: Signer
     urls: PkiUrls | None  # None only while the root signs itself
     not_after: datetime | None  # issued certificates never outlive their issuer
+    refusal: str = ""  # why this process must not sign certificates (settings conflict), if it must not
 
 
 def new_serial() -> int:
@@ -87,6 +89,8 @@ def issue_certificate(
     self_signed: bool = False,
 ) -> Certificate:
     """Sign a certificate of ``profile`` and add its row to ``session`` (flushed, not committed)."""
+    if issuer.refusal:
+        raise SettingsConflict(issuer.refusal)
     now = utcnow()
     not_before = now - BACKDATE
     not_after = now + timedelta(days=days)
