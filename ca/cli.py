@@ -50,7 +50,11 @@ def init_command() -> None:
     """Create the database schema, CA hierarchy, bootstrap administrator and TLS certificate (idempotent)."""
     db.upgrade(current_app.config["DATABASE_URL"])
     settings = CaSettings.from_config(current_app.config)
-    report = init_instance(get_session(), settings)
+    try:
+        report = init_instance(get_session(), settings)
+    except OpauthError as exc:  # e.g. OPAUTH_PKI_BASE_URL disagrees with the instance's stored value
+        _fail(exc)
+        return
     click.echo("CA hierarchy created." if report.created_ca else "CA hierarchy already present: reused.")
     if report.tls_issued:
         click.echo(f"TLS certificate for localhost written to {tls_paths(settings.instance_dir)['cert']}")

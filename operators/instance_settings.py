@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 
 from flask import current_app, has_app_context, has_request_context
 from flask_babel import gettext
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ca.errors import InvalidInput
+from ca.errors import InvalidInput, SettingsConflict
 from config import INSTANCE_SETTINGS, PINNED, ConfigError, InstanceRule, load_settings
 from config import instance as store
 from operators.audit import Actor, AuditAction, record_event
@@ -69,7 +70,7 @@ GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("SESSION_ABSOLUTE_MINUTES", N_("ログインの最長時間（分）")),
         ("REAUTH_MINUTES", N_("再認証の有効時間（分）")),
     )),
-    (N_("生体認証"), (
+    (N_("生体認証（WebAuthn）"), (
         ("BIOMETRIC_CLIENT_CERT_REQUIRED", N_("生体認証にオペレータ証明書を必須とする")),
         ("WEBAUTHN_RP_NAME", N_("認証器に表示する名称")),
         ("WEBAUTHN_ATTESTATION", N_("アテステーション (none / direct)")),
@@ -243,7 +244,7 @@ def plan_changes(session: Session, *, config: Mapping[str, Any], given: dict[str
         # A value the environment sets cannot be changed from here: it would not take effect in this
         # process (or, for pinned settings, would stop it from issuing). Confirming it is allowed.
         if key in given and store.normalised(key, given[key]) != value:
-            errors[key] = _("環境変数 %(env)s で指定されているため変更できません。", env=f"OPAUTH_{key}")
+            errors[key] = _("環境変数 %(env)s で指定されているため変更できません。", env="OPAUTH_" + key)
     if errors:
         raise SettingsInvalid(errors)
     merged = load_settings(given, environ={}, stored={**stored, **parsed})
@@ -278,8 +279,19 @@ def apply_changes(session: Session, *, config: Mapping[str, Any], given: dict[st
 
 
 def seed_at_init(session: Session, *, config: Mapping[str, Any], given: dict[str, Any], actor: Actor) -> None:
-    """``init``: store the settings the instance does not have yet (config.instance.seed) and audit them."""
+    """``init``: store the settings the instance does not have yet (config.instance.seed) and audit them.
+
+    An environment that disagrees with the stored pinned settings stops ``init`` (and so ``make run``)
+    with ``SettingsConflict`` before anything is signed.
+    """
+    conflicts = store.pinned_conflicts(given, store.stored_values(session))
+    if conflicts:
+        raise SettingsConflict(" ".join(c.message() for c in conflicts))
     written = store.seed(session, config=dict(config), given=given, actor=actor.name)
+    if written and has_app_context():
+        # Apply what was stored once it is committed, so this process is current from the start.
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        event.listen(session, "after_commit", lambda _session: store.refresh(app), once=True)
     if written:
         record_event(session, action=AuditAction.SETTINGS_INITIALISED, actor=actor, target="settings",
                      detail={key: display(value) for key, value in written.items()})

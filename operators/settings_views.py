@@ -19,7 +19,7 @@ from flask_babel import gettext as _
 from sqlalchemy.engine import make_url
 
 from ca.errors import OpauthError
-from config import INSTANCE_SETTINGS, settings_markdown
+from config import INSTANCE_SETTINGS, PINNED, settings_markdown
 from config import instance as store
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, audited_unit_of_work
@@ -258,10 +258,18 @@ def get_command(key: str) -> None:
 @settings_group.command("set")
 @click.argument("key")
 @click.argument("value")
-def set_command(key: str, value: str) -> None:
+@click.option("--yes", is_flag=True, help="do not ask before changing what goes into certificates")
+def set_command(key: str, value: str, yes: bool) -> None:
     """Store VALUE for KEY with the instance (checked and audited, like 環境基本設定)."""
+    proposed = {key.upper(): value}
     try:
-        changes = _commit_changes({key.upper(): value}, _cli_actor())
+        planned = plan_changes(get_session(), config=current_app.config, given=_given(), proposed=proposed)
+        get_session().rollback()
+        if not yes and any(c.key in PINNED for c in planned):
+            for c in planned:
+                click.echo(f"{c.key}: {display(c.old)} -> {display(c.new)} (written into certificates from now on)")
+            click.confirm("Change it?", abort=True)
+        changes = _commit_changes(proposed, _cli_actor())
     except OpauthError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from tests.helpers import BUSINESS, make_csr
-from tests.servers import flask_cli, instance_env
+from tests.servers import BIN, ROOT, flask_cli, instance_env
 
 FIRST_PKI = "http://pki.one.example.jp"
 
@@ -57,6 +58,8 @@ def test_a_command_with_another_url_cannot_issue(instance: Path, tmp_path: Path)
     assert "OPAUTH_PKI_BASE_URL=https://somewhere-else.example.jp differs" in stderr
     listed = flask_cli(instance_env(instance, **env), "settings", "list")
     assert "CONFLICT" in listed.stdout and "does not issue certificates" in listed.stderr
+    rerun = flask_cli(instance_env(instance, **env), "init")  # `make run` with the other URL stops at once
+    assert rerun.returncode == 2 and "OPAUTH_PKI_BASE_URL" in rerun.stderr
     # The same value as the instance's is no conflict.
     assert issue(instance, tmp_path, "same", OPAUTH_PKI_BASE_URL=FIRST_PKI + "/")[0] == 0
 
@@ -80,14 +83,18 @@ def test_set_checks_stores_and_audits(instance: Path, tmp_path: Path) -> None:
 
 def test_a_changed_url_is_the_one_the_next_certificate_carries(instance: Path, tmp_path: Path) -> None:
     env = instance_env(instance)
-    done = flask_cli(env, "settings", "set", "PKI_BASE_URL", "http://pki.two.example.jp/")
+    asked = subprocess.run([str(BIN / "flask"), "--app", "app", "settings", "set", "PKI_BASE_URL",
+                            "http://pki.two.example.jp/"], cwd=ROOT, env=env, input="n\n", capture_output=True,
+                           text=True, timeout=120)
+    assert asked.returncode != 0 and "written into certificates" in asked.stdout
+    done = flask_cli(env, "settings", "set", "PKI_BASE_URL", "http://pki.two.example.jp/", "--yes")
     assert done.returncode == 0, done.stderr
     code, stderr, urls = issue(instance, tmp_path, "after")
     assert code == 0, stderr
     assert all(u.startswith("http://pki.two.example.jp/pki/") for u in urls)
     # The variable `init` was given once now disagrees: a process started with it refuses to issue.
     assert issue(instance, tmp_path, "stale", OPAUTH_PKI_BASE_URL=FIRST_PKI)[0] != 0
-    flask_cli(env, "settings", "set", "PKI_BASE_URL", FIRST_PKI)  # back, for the other tests of the module
+    flask_cli(env, "settings", "set", "PKI_BASE_URL", FIRST_PKI, "--yes")  # back, for the other tests of the module
 
 
 def test_markdown_prints_the_readme_table(instance: Path) -> None:
