@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 import db
 import i18n
 from ca.errors import OpauthError
-from config import load_settings
+from config import environment_values, load_settings
+from config import instance as instance_settings
 
 csrf = CSRFProtect()
 
@@ -58,12 +59,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     db.init_app(app)
+    # The instance's stored settings (環境基本設定) apply to this process too, before any other hook runs.
+    instance_settings.init_app(app, environment_values(config))
     csrf.init_app(app)
 
     from bio import views as bio_views
     from ca import api, cli, mtls, pki_views, tls_api, tls_cli, tls_views, views
     from operators import api as operators_api
-    from operators import auth, login_admin, login_top, tenant_views
+    from operators import auth, login_admin, login_top, settings_views, tenant_views
     from operators import cli as operators_cli
     from operators import views as operators_views
 
@@ -71,6 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)  # login, sessions and their timeouts
     mtls.init_app(app)  # certificate-bound sessions end when the certificate does
     login_admin.init_app(app)
+    settings_views.init_app(app)  # 環境基本設定: screen, API, CLI
     bio_views.init_app(app)
     for blueprint in (login_top.bp, views.bp, pki_views.bp, api.bp, operators_views.bp, tenant_views.bp,
                       operators_api.bp, tls_api.bp, tls_views.bp):

@@ -32,6 +32,8 @@ class CaSettings:
     pki_base_url: str
     organization: str
     config: dict[str, Any]
+    # Pinned settings (config.PINNED) whose OPAUTH_* value differs from the instance's: no issuance then.
+    conflicts: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CaSettings:
@@ -45,6 +47,7 @@ class CaSettings:
             pki_base_url=config["PKI_BASE_URL"],
             organization=config["ORGANIZATION"],
             config=config,
+            conflicts=tuple(config.get("PINNED_CONFLICTS", ())),
         )
 
 
@@ -85,6 +88,7 @@ def issuer_for(settings: CaSettings, ca: CertificateAuthority, signer: Signer | 
         urls=pki_urls(settings.pki_base_url, ca.id),
         not_after=cert.not_valid_after_utc,
         policy_oid=str(settings.config.get("CERTIFICATE_POLICY_OID") or "") or None,
+        refusal=" ".join(settings.conflicts),
     )
 
 

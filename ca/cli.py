@@ -28,7 +28,6 @@ from ca.revocation import (
     refresh,
     revoke_by_serial,
 )
-from config import settings_markdown
 from db import get_session, new_session
 from operators.audit import Actor, AuditAction, audited_unit_of_work, verify_chain
 from operators.audit_checkpoints import default_directory, record_checkpoint, sign_checkpoint, verify_checkpoints
@@ -89,7 +88,11 @@ def init_command() -> None:
     """Create the database schema, CA hierarchy, bootstrap administrator and TLS certificate (idempotent)."""
     db.upgrade(current_app.config["DATABASE_URL"])
     settings = CaSettings.from_config(current_app.config)
-    report = init_instance(get_session(), settings)
+    try:
+        report = init_instance(get_session(), settings)
+    except OpauthError as exc:  # e.g. OPAUTH_PKI_BASE_URL disagrees with the instance's stored value
+        _fail(exc)
+        return
     click.echo("CA hierarchy created." if report.created_ca else "CA hierarchy already present: reused.")
     if report.tls_issued:
         click.echo(f"TLS certificate for localhost written to {tls_paths(settings.instance_dir)['cert']}")
@@ -107,12 +110,6 @@ def _announce_bootstrap_admin(password: str, path: Path | None) -> None:
         click.echo(f"    password:    {password}  (one-time)")
     click.echo(f"    the one-time password is in {path} (mode 0600); delete the file after the first login")
     click.echo("")
-
-
-@click.command("settings")
-def settings_command() -> None:
-    """Print every setting as a Markdown table (the README's settings section)."""
-    click.echo(settings_markdown())
 
 
 @click.group("business-system", cls=AppGroup)
@@ -346,6 +343,6 @@ def db_upgrade() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_command, settings_command, business_system_group, cert_group, audit_group, db_upgrade,
+    for command in (init_command, business_system_group, cert_group, audit_group, db_upgrade,
                     pki_group):
         app.cli.add_command(command)

@@ -40,3 +40,10 @@ class Forbidden(OpauthError):
 class CaNotInitialised(OpauthError):
     status = 503
     code = "ca_not_initialised"
+
+
+class SettingsConflict(OpauthError):
+    """This process's environment disagrees with the instance about what goes into certificates."""
+
+    status = 409
+    code = "settings_conflict"

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ca.errors import SettingsConflict
 from ca.keys import Signer
 from ca.models import Certificate, CertificateProfile
 from ca.profiles import PkiUrls, extensions_for
@@ -39,6 +40,7 @@ class Issuer:
     urls: PkiUrls | None  # None only while the root signs itself
     not_after: datetime | None  # issued certificates never outlive their issuer
     policy_oid: str | None = None  # certificatePolicies of what it signs (CERTIFICATE_POLICY_OID)
+    refusal: str = ""  # why this process must not sign certificates (settings conflict), if it must not
 
 
 def new_serial() -> int:
@@ -88,6 +90,8 @@ def issue_certificate(
     self_signed: bool = False,
 ) -> Certificate:
     """Sign a certificate of ``profile`` and add its row to ``session`` (flushed, not committed)."""
+    if issuer.refusal:
+        raise SettingsConflict(issuer.refusal)
     now = utcnow()
     not_before = now - BACKDATE
     not_after = now + timedelta(days=days)

@@ -1,15 +1,17 @@
-"""opauth settings: defaults for the embedded instance, overridable by OPAUTH_* environment variables.
+"""opauth settings: defaults, the instance's stored values (config/instance.py), OPAUTH_* environment variables.
 
 Every setting is declared once in ``SETTINGS`` below with its type, default and
-description; the README's settings table is generated from the same list
-(``flask --app app settings``), so documentation and code cannot drift apart.
+description; ``INSTANCE_SETTINGS`` says which of them are kept with the instance
+(and how they are checked), ``PINNED`` which go into certificates. The README's
+settings table is generated from the same lists (``flask --app app settings
+markdown``), so documentation and code cannot drift apart.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,8 @@ def _key_algorithm(value: str) -> str:
     return value
 
 
-def _oid(value: str) -> str:
+def parse_oid(value: str) -> str:
+    """A dotted object identifier (or empty); ``ConfigError`` otherwise."""
     value = value.strip()
     if value and not re.fullmatch(r"[0-2](\.(0|[1-9][0-9]*))+", value):
         raise ConfigError(f"not a dotted object identifier: {value!r}")
@@ -97,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
             "localhost, 127.0.0.1, ::1 and the host of PUBLIC_BASE_URL. A change re-issues it at the next start."),
     Setting("SERVER_CERT_RENEW_DAYS", _int, 30,
             "opauth's own TLS certificate is re-issued at init/start when fewer days than this remain."),
-    Setting("CERTIFICATE_POLICY_OID", _oid, "1.3.6.1.4.1.32473.1.1",
+    Setting("CERTIFICATE_POLICY_OID", parse_oid, "1.3.6.1.4.1.32473.1.1",
             "certificatePolicies OID in every certificate below the root. Default: under IANA's enterprise "
             "number for documentation (RFC 5612), a placeholder: set an OID of your organisation's arc."),
     Setting("ORGANIZATION", str, "opauth",
@@ -184,22 +187,123 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-def load_settings(overrides: dict[str, Any] | None = None,
-                  environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Return the effective settings: defaults, then OPAUTH_* variables, then explicit overrides."""
+# --- Where each setting lives ---------------------------------------------------------------------
+# Settings not listed here are bootstrap settings: they come from the environment (or the default) only,
+# because they are needed before the database can be read (INSTANCE_DIR, DATABASE_URL, secrets) or
+# describe how this one process is deployed (gunicorn, TLS termination, proxies). The ones listed are
+# kept with the instance (table ``instance_setting``, config/instance.py), written at ``init`` and read
+# by gunicorn and every CLI command alike; 環境基本設定 changes them.
+
+
+@dataclass(frozen=True)
+class InstanceRule:
+    """How an instance-stored setting is checked, and whether a change needs a restart to take effect."""
+
+    kind: str = "int"  # int, bool, url, text, choice, aaguids, oid
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+    restart: bool = False
+
+
+def _days(low: int = 1, high: int = 36525) -> InstanceRule:
+    return InstanceRule("int", low, high)
+
+
+INSTANCE_SETTINGS: dict[str, InstanceRule] = {
+    # A running server keeps its TLS certificate and WebAuthn relying party until restarted.
+    "PUBLIC_BASE_URL": InstanceRule("url", restart=True),
+    "PKI_BASE_URL": InstanceRule("url"),
+    "ORGANIZATION": InstanceRule("text", 1, 64),
+    "CERTIFICATE_POLICY_OID": InstanceRule("oid"),
+    "ROOT_CA_VALIDITY_DAYS": _days(),
+    "ISSUING_CA_VALIDITY_DAYS": _days(),
+    "BUSINESS_SERVER_VALIDITY_DAYS": _days(1, 398),
+    "OPERATOR_VALIDITY_DAYS": _days(1, 3653),
+    "TLS_VALIDITY_DAYS": _days(1, 398),
+    "OCSP_SIGNING_VALIDITY_DAYS": _days(2, 366),
+    "OCSP_SIGNING_RENEW_DAYS": _days(1, 365),
+    "OCSP_VALIDITY_HOURS": InstanceRule("int", 1, 24 * 7),
+    "OCSP_REFRESH_HOURS": InstanceRule("int", 0, 24 * 7),
+    "CRL_VALIDITY_HOURS": InstanceRule("int", 1, 24 * 31),
+    "CRL_REFRESH_HOURS": InstanceRule("int", 0, 24 * 31),
+    "PKI_CACHE_MAX_AGE_SECONDS": InstanceRule("int", 0, 86400),
+    "CERT_EXPIRY_WARNING_DAYS": _days(1, 365),
+    "PASSWORD_MIN_LENGTH": InstanceRule("int", 8, 128),
+    "PASSWORD_HISTORY": InstanceRule("int", 0, 24),
+    "ARGON2_TIME_COST": InstanceRule("int", 1, 20),
+    "ARGON2_MEMORY_KIB": InstanceRule("int", 8192, 4 * 1024 * 1024),
+    "ARGON2_PARALLELISM": InstanceRule("int", 1, 16),
+    "LOGIN_MAX_FAILURES": InstanceRule("int", 1, 100),
+    "LOGIN_LOCK_MINUTES": InstanceRule("int", 1, 10080),
+    "LOGIN_THROTTLE_FAILURES": InstanceRule("int", 1, 10000),
+    "LOGIN_THROTTLE_WINDOW_SECONDS": InstanceRule("int", 10, 86400),
+    "SESSION_IDLE_MINUTES": InstanceRule("int", 1, 1440),
+    "SESSION_ABSOLUTE_MINUTES": InstanceRule("int", 5, 10080),
+    "REAUTH_MINUTES": InstanceRule("int", 1, 1440),
+    "PAGE_SIZE": InstanceRule("int", 5, 500),
+    "MAX_UPLOAD_BYTES": InstanceRule("int", 64 * 1024, 256 * 1024 * 1024),
+    "MAX_CSR_BYTES": InstanceRule("int", 1024, 1024 * 1024),
+    "WEBAUTHN_RP_NAME": InstanceRule("text", 1, 64),
+    "WEBAUTHN_ATTESTATION": InstanceRule("choice", choices=("none", "direct")),
+    "WEBAUTHN_ALLOWED_AAGUIDS": InstanceRule("aaguids"),
+    "WEBAUTHN_CHALLENGE_SECONDS": InstanceRule("int", 30, 900),
+    "ENROLMENT_CODE_MINUTES": InstanceRule("int", 5, 10080),
+    "BIOMETRIC_CLIENT_CERT_REQUIRED": InstanceRule("bool"),
+}
+
+# Written into certificates: a stored value beats the environment, and a process whose environment
+# disagrees refuses to issue (ca/authority.py) instead of signing other URLs than its peers.
+PINNED: frozenset[str] = frozenset({"PUBLIC_BASE_URL", "PKI_BASE_URL", "ORGANIZATION", "CERTIFICATE_POLICY_OID"})
+
+
+def parse_setting(setting: Setting, raw: str) -> Any:
+    """``raw`` parsed by ``setting``'s parser; ``ConfigError`` naming the variable otherwise."""
+    try:
+        return setting.parse(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{setting.env}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{setting.env}: {exc}") from exc
+
+
+def environment_values(overrides: dict[str, Any] | None = None,
+                       environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The values this process was given: OPAUTH_* variables, then explicit ``overrides`` (both parsed)."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = env.get(setting.env)
-        if raw is None:
-            values[setting.key] = setting.default
-        else:
-            try:
-                values[setting.key] = setting.parse(raw)
-            except ConfigError as exc:
-                raise ConfigError(f"{setting.env}: {exc}") from exc
-    if overrides:
-        values.update(overrides)
+        if raw is not None:
+            given[setting.key] = parse_setting(setting, raw)
+    given.update(overrides or {})
+    return given
+
+
+def load_settings(overrides: dict[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  stored: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the effective settings: defaults, the instance's stored values, OPAUTH_* variables, overrides.
+
+    ``stored`` holds the instance's settings (config/instance.py). For the
+    settings that go into certificates (``PINNED``) a stored value beats the
+    environment: every process signs with the same URLs, and a disagreeing
+    variable is reported and blocks issuance instead of winning silently.
+    """
+    given = environment_values(overrides, environ)
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    for key, value in (stored or {}).items():
+        if key in INSTANCE_SETTINGS and key in values:
+            values[key] = value
+    for key, value in given.items():
+        if key in PINNED and stored and key in stored:
+            continue
+        values[key] = value
+    return derive_settings(values)
+
+
+def derive_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Fill the settings whose empty value means "follow another one" (in place; returned)."""
     instance = Path(values["INSTANCE_DIR"])
     if not values["DATABASE_URL"]:
         values["DATABASE_URL"] = f"sqlite:///{instance / 'opauth.db'}"
@@ -226,9 +330,22 @@ def _default_pki_base_url(public_base_url: str, pki_http_bind: str) -> str:
     return f"http://{host}" if port == "80" else f"http://{host}:{port}"
 
 
+def where_kept(key: str) -> str:
+    """Where ``key`` lives, as the README's table says it: environment, instance, restart, pinned."""
+    rule = INSTANCE_SETTINGS.get(key)
+    if rule is None:
+        return "environment"
+    words = ["instance"]
+    if key in PINNED:
+        words.append("pinned")
+    if rule.restart:
+        words.append("restart")
+    return ", ".join(words)
+
+
 def settings_markdown() -> str:
     """The README's settings table."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines = ["| variable | default | kept in | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         if s.key == "INSTANCE_DIR":
             default = "`instance/` (in the project)"
@@ -236,5 +353,5 @@ def settings_markdown() -> str:
             default = "(empty)"
         else:
             default = f"`{s.default}`"
-        lines.append(f"| `{s.env}` | {default} | {s.description} |")
+        lines.append(f"| `{s.env}` | {default} | {where_kept(s.key)} | {s.description} |")
     return "\n".join(lines)

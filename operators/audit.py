@@ -76,6 +76,10 @@ class AuditAction(enum.StrEnum):
     # Mutual TLS (issue 7)
     CLIENT_CERT_REFUSED = "mtls.client_certificate_refused"
     OPERATOR_CERT_MISMATCH = "mtls.operator_certificate_mismatch"
+    # 環境基本設定 (instance settings)
+    SETTINGS_INITIALISED = "settings.initialised"
+    SETTING_CHANGED = "settings.changed"
+    SETTINGS_REJECTED = "settings.rejected"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ca.revocation import refresh
 from db import utcnow
 from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
 from operators.auth import ensure_system_tenant
+from operators.instance_settings import given_settings, seed_at_init
 from operators.models import Operator, Role
 from operators.passwords import generate_password, hash_password
 
@@ -59,6 +60,8 @@ def tls_paths(instance_dir: Path) -> dict[str, Path]:
 
 def init_instance(session: Session, settings: CaSettings) -> InitReport:
     """Create whatever is missing; commits in steps so nothing is half-initialised."""
+    # First, before the CA exists: the URLs it signs come from the instance's settings from now on.
+    seed_at_init(session, config=settings.config, given=given_settings(), actor=SYSTEM_ACTOR)
     had_ca = session.scalar(select(CertificateAuthority.id).limit(1)) is not None
     if not had_ca:
         issuing = init_hierarchy(session, settings, actor=SYSTEM_ACTOR.name)

@@ -59,7 +59,7 @@ ADMIN_MENU: tuple[MenuEntry, ...] = (
     MenuEntry(lazy_gettext("SSL通信証明書"), Permission.MANAGE_TLS_CERTIFICATES,
               ("tls_admin.ssl_list", "ca_admin.certificate_list")),
     MenuEntry(lazy_gettext("運用環境設定"), Permission.MANAGE_TENANTS,
-              ("tenants_admin.tenant_list", "tenants_admin.joint_use", "ca_admin.index")),
+              ("settings_admin.index", "tenants_admin.tenant_list", "tenants_admin.joint_use", "ca_admin.index")),
     MenuEntry(lazy_gettext("ロック解除"), Permission.UNLOCK_OPERATORS, ("login_admin.locked",)),
 )
 

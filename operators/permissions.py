@@ -26,6 +26,7 @@ class Permission(enum.StrEnum):
     # Mutual TLS (issue 7)
     MANAGE_TLS_CERTIFICATES = "tls_certificates.manage"  # SSL通信証明書: 発行・削除・照会・再発行
     VIEW_CERTIFICATE_EXPIRY = "certificates.expiry"  # expiring certificates of (administered) business systems
+    MANAGE_SETTINGS = "settings.manage"  # 環境基本設定: the instance's settings
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -81,3 +81,31 @@ def test_pki_urls_default_to_plain_http_on_the_public_host() -> None:
     assert no_listener["PKI_BASE_URL"] == "https://localhost:8443"
     explicit = load_settings(environ={"OPAUTH_PKI_BASE_URL": "http://pki.example.jp/"})
     assert explicit["PKI_BASE_URL"] == "http://pki.example.jp"
+
+
+def test_instance_values_beat_defaults_and_the_environment_beats_them() -> None:
+    stored = {"CERT_EXPIRY_WARNING_DAYS": 45, "PAGE_SIZE": 20}
+    settings = load_settings(environ={"OPAUTH_PAGE_SIZE": "7"}, stored=stored)
+    assert settings["CERT_EXPIRY_WARNING_DAYS"] == 45 and settings["PAGE_SIZE"] == 7
+
+
+def test_pinned_settings_keep_the_instance_value_whatever_the_environment_says() -> None:
+    stored = {"PKI_BASE_URL": "http://pki.example.jp", "PUBLIC_BASE_URL": "https://opauth.example.jp"}
+    settings = load_settings(environ={"OPAUTH_PKI_BASE_URL": "http://elsewhere.example.jp"}, stored=stored)
+    assert settings["PKI_BASE_URL"] == "http://pki.example.jp"
+    assert settings["WEBAUTHN_RP_ID"] == "opauth.example.jp"  # derived from the stored public URL
+
+
+def test_bootstrap_settings_are_never_taken_from_the_instance() -> None:
+    settings = load_settings(environ={}, stored={"DATABASE_URL": "sqlite:////elsewhere.db", "KEY_PASSPHRASE": "x"})
+    assert settings["DATABASE_URL"].endswith("instance/opauth.db") and settings["KEY_PASSPHRASE"] == ""
+
+
+def test_disagreeing_pinned_environment_is_a_conflict_with_a_remedy() -> None:
+    from config.instance import pinned_conflicts
+
+    [conflict] = pinned_conflicts({"PKI_BASE_URL": "http://a.example.jp", "PAGE_SIZE": 9},
+                                  {"PKI_BASE_URL": "http://b.example.jp", "PAGE_SIZE": 10})
+    assert conflict.key == "PKI_BASE_URL"
+    assert "settings set PKI_BASE_URL" in conflict.message() and "OPAUTH_PKI_BASE_URL" in conflict.message()
+    assert pinned_conflicts({"PKI_BASE_URL": "http://b.example.jp/"}, {"PKI_BASE_URL": "http://b.example.jp"}) == []
