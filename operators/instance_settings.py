@@ -21,8 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ca.errors import InvalidInput, SettingsConflict
-from config import INSTANCE_SETTINGS, PINNED, ConfigError, InstanceRule, load_settings
-from config import parse_oid
+from config import INSTANCE_SETTINGS, PINNED, ConfigError, InstanceRule, load_settings, parse_oid
 from config import instance as store
 from operators.audit import Actor, AuditAction, record_event
 
