@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite drives (openssl, curl, nginx, chromium).
+# Installs the system packages the test suite drives (openssl, curl, nginx, chromium, pcscd + vpcd).
 # Runs apt-get only when something is missing, and only as root (CI and these machines run as root).
 set -euo pipefail
 packages=(openssl curl nginx)
@@ -10,6 +10,21 @@ for i in "${!commands[@]}"; do
 done
 # The browser tests (Playwright) drive Debian's Chromium at this exact path; never a downloaded browser.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# PC/SC for apdl: pyscard builds from source (swig, libpcsclite-dev, gcc); the card tests run pcscd with the
+# vsmartcard-vpcd reader driver and scriptor (pcsc-tools). `system-deps.sh build` checks only what
+# `pip install -r requirements.txt` needs to build (the Makefile runs it before installing).
+build_missing=()
+command -v swig >/dev/null 2>&1 || build_missing+=(swig)
+command -v gcc >/dev/null 2>&1 || build_missing+=(gcc)
+[ -f /usr/include/PCSC/winscard.h ] || build_missing+=(libpcsclite-dev)
+if [ "${1:-}" = "build" ]; then
+  missing=(${build_missing[@]+"${build_missing[@]}"})
+else
+  missing+=(${build_missing[@]+"${build_missing[@]}"})
+  [ -x /usr/sbin/pcscd ] || missing+=(pcscd)
+  [ -f /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || missing+=(vsmartcard-vpcd)
+  command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
