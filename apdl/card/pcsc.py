@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from smartcard.Exceptions import CardConnectionException, NoCardException
@@ -29,6 +30,7 @@ class PcscTransport:
         try:
             self._connection.connect()
         except (NoCardException, CardConnectionException) as exc:
+            self._release()
             raise CardUnavailable(f"no card in {reader_name!r}: {exc}")
 
     @property
@@ -45,5 +47,12 @@ class PcscTransport:
         return bytes(data) + bytes((sw1, sw2))
 
     def close(self) -> None:
-        """Release the card (pcscd resets it for the next user)."""
-        self._connection.disconnect()
+        """Release the card (pcscd resets it for the next user) and the PC/SC context."""
+        with contextlib.suppress(CardConnectionException):
+            self._connection.disconnect()
+        self._release()
+
+    def _release(self) -> None:
+        # pyscard otherwise releases the context in __del__, possibly after pcscd is gone
+        with contextlib.suppress(CardConnectionException):
+            self._connection.release()
