@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck init bench system-deps clean translations compile-translations
+.PHONY: run test lint typecheck init bench bench-apdl system-deps clean translations compile-translations
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -45,6 +45,10 @@ compile-translations: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# apdl card path: APDU round trips through a private pcscd + vsmartcard-vpcd + the emulated card (root).
+bench-apdl: $(STAMP) system-deps
+	$(BIN)/python -m bench.apdl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

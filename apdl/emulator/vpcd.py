@@ -30,12 +30,14 @@ def _quickack(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exactly(sock: socket.socket, n: int, *, quickack: bool = True) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
-        _quickack(sock)
+        if quickack:
+            _quickack(sock)
         chunk = sock.recv(n - len(buf))
-        _quickack(sock)
+        if quickack:
+            _quickack(sock)
         if not chunk:
             return None
         buf += chunk
@@ -49,8 +51,10 @@ class VpcdLink:
     card); ``mute`` makes the card swallow APDUs without answering.
     """
 
-    def __init__(self, card: EmulatedCard, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def __init__(self, card: EmulatedCard, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 quickack: bool = True) -> None:
         self.card = card
+        self.quickack = quickack  # off only to measure what delayed ACK costs
         self.host = host
         self.port = port
         self.mute = False
@@ -117,10 +121,10 @@ class VpcdLink:
 
     def _serve(self, sock: socket.socket) -> None:
         while self._present.is_set() and not self._stopped.is_set():
-            header = _recv_exactly(sock, 2)
+            header = _recv_exactly(sock, 2, quickack=self.quickack)
             if header is None:
                 return
-            payload = _recv_exactly(sock, int.from_bytes(header, "big"))
+            payload = _recv_exactly(sock, int.from_bytes(header, "big"), quickack=self.quickack)
             if payload is None:
                 return
             if len(payload) == 1:
