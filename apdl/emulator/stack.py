@@ -164,6 +164,15 @@ class PcscStack:
     def insert_card(self) -> None:
         """Put the card back and wait until pcscd has powered it up."""
         assert self.link is not None
+        self.link.mute = False
+        self.link.insert_card()
+        self.wait_card(present=True)
+
+    def insert_mute_card(self) -> None:
+        """Replace the card by a mute one: present in the reader, but no valid answer to reset."""
+        assert self.link is not None
+        self.remove_card()
+        self.link.mute = True
         self.link.insert_card()
         self.wait_card(present=True)
 

@@ -48,7 +48,7 @@ class VpcdLink:
     """Connects an :class:`EmulatedCard` to a vpcd reader and serves it in a background thread.
 
     ``remove_card``/``insert_card`` close and reopen the connection (pcscd then sees no card / a new
-    card); ``mute`` makes the card swallow APDUs without answering.
+    card); with ``mute`` set, the next insertion gives an invalid ATR (a present but unusable card).
     """
 
     def __init__(self, card: EmulatedCard, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -131,9 +131,10 @@ class VpcdLink:
                 if payload[0] in (POWER_OFF, RESET):
                     self.card.power_cycle()
                 elif payload[0] == GET_ATR:
-                    sock.sendall(len(ATR).to_bytes(2, "big") + ATR)
-                continue
-            if self.mute:
+                    # A mute card: present, but no valid answer to reset (vpcd would wait forever for
+                    # a silent card, so the failure is shown at power-up, where readers detect it).
+                    atr = b"\x00" if self.mute else ATR
+                    sock.sendall(len(atr).to_bytes(2, "big") + atr)
                 continue
             response = self.card.process(payload)
             sock.sendall(len(response).to_bytes(2, "big") + response)

@@ -127,3 +127,18 @@ def test_no_card_in_the_reader_is_card_unavailable(card_stack: PcscStack) -> Non
         assert GlobalPlatformCardSession(transport).card_info().card_identifier == "1234567890123"
     finally:
         transport.close()
+
+
+def test_a_mute_card_is_present_but_unavailable(card_stack: PcscStack) -> None:
+    card_stack.insert_mute_card()
+    try:
+        with pytest.raises(CardUnavailable):
+            PcscTransport(card_stack.reader)
+    finally:
+        card_stack.remove_card()
+        card_stack.insert_card()
+    transport = PcscTransport(card_stack.reader)
+    try:
+        assert transport.atr == ATR
+    finally:
+        transport.close()
