@@ -25,7 +25,8 @@ from apdl.emulator.card import EmulatedCard
 from apdl.emulator.vpcd import VpcdLink
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
-READER_NAME = "Virtual PCD 00 00"  # vpcd's first reader, the one the card connects to
+READER_NAME = "Virtual PCD 00 00"  # vpcd's first reader (port), the one the in-process card connects to
+SECOND_READER_NAME = "Virtual PCD 00 01"  # vpcd's second reader (port + 1), free for another emulator
 
 
 class StackUnavailable(RuntimeError):
@@ -133,21 +134,25 @@ class PcscStack:
             raise
         return self
 
-    def wait_card(self, *, present: bool = True, timeout: float = 10.0) -> None:
-        """Wait until pcscd sees the card in (or out of) the reader; raises StackUnavailable on timeout."""
+    def wait_card(self, *, present: bool = True, timeout: float = 10.0, reader: str | None = None) -> None:
+        """Wait until pcscd sees a card in (or out of) ``reader`` (default: the emulated card's one).
+
+        Raises StackUnavailable on timeout.
+        """
+        reader = reader or self.reader
         context = None
         try:
             hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
             if hresult != scard.SCARD_S_SUCCESS:
                 raise StackUnavailable(f"SCardEstablishContext: {scard.SCardGetErrorMessage(hresult)}")
-            states = [(self.reader, scard.SCARD_STATE_UNAWARE)]
+            states = [(reader, scard.SCARD_STATE_UNAWARE)]
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 hresult, states = scard.SCardGetStatusChange(context, 200, states)
                 if hresult == scard.SCARD_S_SUCCESS:
                     if bool(states[0][1] & scard.SCARD_STATE_PRESENT) == present:
                         return
-                    states = [(self.reader, states[0][1] & ~scard.SCARD_STATE_CHANGED)]
+                    states = [(reader, states[0][1] & ~scard.SCARD_STATE_CHANGED)]
                 elif hresult != scard.SCARD_E_TIMEOUT:
                     raise StackUnavailable(f"SCardGetStatusChange: {scard.SCardGetErrorMessage(hresult)}")
             raise StackUnavailable(f"pcscd did not see the card {'arrive' if present else 'leave'} in {timeout} s")
