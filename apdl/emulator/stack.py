@@ -11,8 +11,10 @@ Debian's fixed 35963/35964, which vpcd binds on all interfaces; the card connect
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -45,6 +47,11 @@ def missing_parts() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root (pcscd needs its own mount namespace for a private socket)")
     return missing
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG survives exec: a test run that is killed does not leave its pcscd behind
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
 
 
 def _free_port_pair() -> int:
@@ -115,7 +122,7 @@ class PcscStack:
         script = f'mkdir -p /run/pcscd && mount --bind "{run}" /run/pcscd && exec pcscd --foreground -c "{conf}"'
         with open(self.directory / "pcscd.log", "wb") as log:
             self._pcscd = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                                           stdout=log, stderr=subprocess.STDOUT)
+                                           stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while not (self.socket_path.exists() and _listening(self.port)):
             if self._pcscd.poll() is not None or time.monotonic() > deadline:
