@@ -3,7 +3,7 @@
 :class:`CardSession` is the interface the module programs against. :class:`GlobalPlatformCardSession`
 implements it with public commands only: ISO/IEC 7816-4 (SELECT, VERIFY, GET CHALLENGE, EXTERNAL and
 INTERNAL AUTHENTICATE, READ BINARY/RECORD) and the GlobalPlatform Card Specification (GET STATUS,
-INSTALL, LOAD, DELETE, GET DATA).
+INSTALL, LOAD, DELETE, GET DATA), plus CHANGE REFERENCE DATA and RESET RETRY COUNTER.
 
 It is a **stand-in for the real chip protocol**: the My Number Card's card-manager commands, keys and
 AIDs are disclosed only under agreement with J-LIS and are not used here. A real adapter is a second
@@ -124,6 +124,14 @@ class CardSession(Protocol):
         """Tries left for the selected AP's PIN, without spending one."""
         ...
 
+    def change_pin(self, old: bytes, new: bytes) -> None:
+        """Change the selected AP's PIN (the holder knows the current one)."""
+        ...
+
+    def reset_retry_counter(self, new_pin: bytes | None = None) -> None:
+        """Unblock the selected AP's PIN, optionally setting a new one (needs mutual authentication first)."""
+        ...
+
     def mutual_auth(self, key: bytes) -> None:
         """Authenticate card and terminal to each other with the selected AP's key."""
         ...
@@ -223,6 +231,14 @@ class GlobalPlatformCardSession:
         if response.ok:
             return -1
         raise CardStatusError("VERIFY", response)
+
+    def change_pin(self, old: bytes, new: bytes) -> None:
+        """CHANGE REFERENCE DATA; a wrong current PIN spends a try like VERIFY."""
+        self._send("CHANGE REFERENCE DATA", commands.change_pin(old, new))
+
+    def reset_retry_counter(self, new_pin: bytes | None = None) -> None:
+        """RESET RETRY COUNTER (P1 02 with a new PIN, 03 without)."""
+        self._send("RESET RETRY COUNTER", commands.reset_retry_counter(new_pin))
 
     def mutual_auth(self, key: bytes) -> None:
         """INTERNAL AUTHENTICATE (the card proves its key), then GET CHALLENGE + EXTERNAL AUTHENTICATE."""

@@ -23,6 +23,8 @@ INS_LOAD = 0xE8
 INS_DELETE = 0xE4
 INS_GET_DATA = 0xCA
 INS_VERIFY = 0x20
+INS_CHANGE_REFERENCE_DATA = 0x24
+INS_RESET_RETRY_COUNTER = 0x2C
 INS_GET_CHALLENGE = 0x84
 INS_EXTERNAL_AUTHENTICATE = 0x82
 INS_INTERNAL_AUTHENTICATE = 0x88
@@ -188,6 +190,18 @@ def get_data(tag: int) -> CommandApdu:
 def verify(pin: bytes | None) -> CommandApdu:
     """VERIFY against the selected AP's PIN; ``None`` asks only for the retry counter."""
     return CommandApdu(CLA_ISO, INS_VERIFY, 0x00, PIN_REFERENCE, pin or b"")
+
+
+def change_pin(old: bytes, new: bytes) -> CommandApdu:
+    """CHANGE REFERENCE DATA: the current PIN followed by the new one."""
+    return CommandApdu(CLA_ISO, INS_CHANGE_REFERENCE_DATA, 0x00, PIN_REFERENCE, old + new)
+
+
+def reset_retry_counter(new_pin: bytes | None) -> CommandApdu:
+    """RESET RETRY COUNTER: P1 02 with a new PIN, or P1 03 to unblock and keep the PIN."""
+    if new_pin:
+        return CommandApdu(CLA_ISO, INS_RESET_RETRY_COUNTER, 0x02, PIN_REFERENCE, new_pin)
+    return CommandApdu(CLA_ISO, INS_RESET_RETRY_COUNTER, 0x03, PIN_REFERENCE)
 
 
 def get_challenge() -> CommandApdu:

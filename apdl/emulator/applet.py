@@ -48,6 +48,45 @@ def verify(state: CardState, channel: Channel, command: CommandApdu) -> bytes:
     raise CardReply(0x63C0 | app.pin_tries_left)
 
 
+def change_pin(state: CardState, channel: Channel, command: CommandApdu) -> bytes:
+    """CHANGE REFERENCE DATA: current PIN (its stored length) followed by the new one; counts tries like VERIFY."""
+    app = _selected_app(state, channel)
+    if command.p2 != commands.PIN_REFERENCE or command.p1 != 0x00:
+        raise CardReply(StatusWord.INCORRECT_P1P2)
+    if app.ap_type != ApType.A:
+        raise CardReply(StatusWord.REFERENCED_DATA_NOT_FOUND)
+    if app.pin_tries_left == 0:
+        raise CardReply(StatusWord.PIN_BLOCKED)
+    current = bytes.fromhex(app.pin)
+    old, new = command.data[:len(current)], command.data[len(current):]
+    if not new:
+        raise CardReply(StatusWord.WRONG_LENGTH)
+    if not secrets.compare_digest(old, current):
+        app.pin_tries_left -= 1
+        channel.pin_verified = False
+        raise CardReply(0x63C0 | app.pin_tries_left)
+    app.pin, app.pin_tries_left = new.hex(), app.pin_max_tries
+    channel.pin_verified = True
+    return b""
+
+
+def reset_retry_counter(state: CardState, channel: Channel, command: CommandApdu) -> bytes:
+    """RESET RETRY COUNTER after mutual authentication (the terminal holds the AP's key): 6982 without it."""
+    app = _selected_app(state, channel)
+    if command.p2 != commands.PIN_REFERENCE or command.p1 not in (0x02, 0x03):
+        raise CardReply(StatusWord.INCORRECT_P1P2)
+    if app.ap_type != ApType.A:
+        raise CardReply(StatusWord.REFERENCED_DATA_NOT_FOUND)
+    if not channel.authenticated:
+        raise CardReply(StatusWord.SECURITY_STATUS_NOT_SATISFIED)
+    if command.p1 == 0x02:
+        if not command.data:
+            raise CardReply(StatusWord.WRONG_LENGTH)
+        app.pin = command.data.hex()
+    app.pin_tries_left = app.pin_max_tries
+    return b""
+
+
 def get_challenge(state: CardState, channel: Channel, command: CommandApdu) -> bytes:
     """GET CHALLENGE: eight random bytes, good for one EXTERNAL AUTHENTICATE."""
     _auth_key(state, channel)

@@ -52,6 +52,8 @@ _HANDLERS: dict[int, Handler] = {
     commands.INS_DELETE: manager.delete,
     commands.INS_GET_DATA: manager.get_data,
     commands.INS_VERIFY: applet.verify,
+    commands.INS_CHANGE_REFERENCE_DATA: applet.change_pin,
+    commands.INS_RESET_RETRY_COUNTER: applet.reset_retry_counter,
     commands.INS_GET_CHALLENGE: applet.get_challenge,
     commands.INS_EXTERNAL_AUTHENTICATE: applet.external_authenticate,
     commands.INS_INTERNAL_AUTHENTICATE: applet.internal_authenticate,
@@ -60,7 +62,8 @@ _HANDLERS: dict[int, Handler] = {
 }
 _CARD_MANAGEMENT = {commands.INS_GET_STATUS, commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE,
                     commands.INS_GET_DATA}
-_CHANGES_STATE = {commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE, commands.INS_VERIFY}
+_CHANGES_STATE = {commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE, commands.INS_VERIFY,
+                  commands.INS_CHANGE_REFERENCE_DATA, commands.INS_RESET_RETRY_COUNTER}
 
 
 @dataclass

@@ -164,6 +164,34 @@ def test_a_right_pin_resets_the_counter(session: GlobalPlatformCardSession) -> N
     assert session.pin_retries() == 3
 
 
+def test_pin_change_needs_the_current_pin(session: GlobalPlatformCardSession) -> None:
+    session.install(type_a(6), area=Area.EXTENDED)
+    session.select(aid(6))
+    with pytest.raises(CardStatusError) as excinfo:
+        session.change_pin(b"0000", b"567890")
+    assert excinfo.value.retries_left == 2
+    session.change_pin(PIN, b"567890")
+    session.select(aid(6))
+    assert session.pin_retries() == 3
+    with pytest.raises(CardStatusError):
+        session.verify_pin(PIN)
+    session.verify_pin(b"567890")
+
+
+def test_a_blocked_pin_is_reset_only_after_mutual_authentication(session: GlobalPlatformCardSession) -> None:
+    session.install(type_a(6, tries=1), area=Area.EXTENDED)
+    session.select(aid(6))
+    with pytest.raises(CardStatusError):
+        session.verify_pin(b"0000")
+    with pytest.raises(CardStatusError) as excinfo:
+        session.reset_retry_counter(b"2468")
+    assert excinfo.value.status is StatusWord.SECURITY_STATUS_NOT_SATISFIED
+    session.mutual_auth(KEY)
+    session.reset_retry_counter(b"2468")
+    session.verify_pin(b"2468")
+    assert session.read_user_id(record=True) == b"USER-A-0006"
+
+
 def test_power_cycle_forgets_authentication(session: GlobalPlatformCardSession, card: EmulatedCard) -> None:
     session.install(type_a(8), area=Area.EXTENDED)
     session.select(aid(8))
