@@ -73,7 +73,7 @@ def explain(sw: int, *, lang: str = "ja") -> str:
 
 @dataclass(frozen=True)
 class CommandApdu:
-    """A command APDU: header, optional data and optional Le (0 = up to 256 bytes)."""
+    """A command APDU: header, optional data and optional Le (1..256; 256 is sent as 00)."""
 
     cla: int
     ins: int
@@ -88,8 +88,8 @@ class CommandApdu:
                 raise ValueError(f"{name} must be one byte")
         if len(self.data) > 255:
             raise ValueError("short APDUs carry at most 255 data bytes")
-        if self.le is not None and not 0 <= self.le <= 256:
-            raise ValueError("Le must be 0..256")
+        if self.le is not None and not 1 <= self.le <= 256:
+            raise ValueError("Le must be 1..256")
 
     def to_bytes(self) -> bytes:
         """Short encoding: CLA INS P1 P2 [Lc data] [Le] (Le 256 is written as 00)."""
