@@ -14,6 +14,7 @@ for now.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -254,3 +255,7 @@ class GlobalPlatformCardSession:
         """READ RECORD 1 (type A) or READ BINARY (type C)."""
         command = commands.read_record(1) if record else commands.read_binary()
         return self._send("READ", command).data
+
+
+# mypy checks here that the reference implementation satisfies the interface.
+_REFERENCE_ADAPTER: Callable[[Transport], CardSession] = GlobalPlatformCardSession

@@ -7,6 +7,7 @@ Under CI=true a missing pcscd, vpcd driver or privilege fails the run instead of
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -54,3 +55,14 @@ def pcsc_session(card_stack: PcscStack) -> Iterator[GlobalPlatformCardSession]:
     transport = PcscTransport(card_stack.reader)
     yield GlobalPlatformCardSession(transport)
     transport.close()
+
+
+@pytest.fixture(scope="session")
+def scriptor() -> str:
+    """Path of pcsc-tools' scriptor, the second PC/SC client."""
+    path = shutil.which("scriptor")
+    if path is None:
+        if IN_CI:
+            pytest.fail("scriptor (pcsc-tools) is required under CI=true; run scripts/system-deps.sh")
+        pytest.skip("scriptor not installed (apt-get install pcsc-tools)")
+    return path

@@ -38,16 +38,16 @@ SCRIPT = [
 RESPONSE = re.compile(r"^< ([0-9A-F \n]+?) :", re.MULTILINE)
 
 
-def _run_scriptor(stack: PcscStack, script: Path) -> list[bytes]:
-    result = subprocess.run(["scriptor", "-r", stack.reader, str(script)], env=stack.env,
+def _run_scriptor(scriptor: str, stack: PcscStack, script: Path) -> list[bytes]:
+    result = subprocess.run([scriptor, "-r", stack.reader, str(script)], env=stack.env,
                             capture_output=True, text=True, timeout=60, check=True)
     return [bytes.fromhex(m.replace("\n", " ")) for m in RESPONSE.findall(result.stdout)]
 
 
-def test_scriptor_and_pyscard_get_the_same_answers(card_stack: PcscStack, tmp_path: Path) -> None:
+def test_scriptor_and_pyscard_get_the_same_answers(scriptor: str, card_stack: PcscStack, tmp_path: Path) -> None:
     script = tmp_path / "script.txt"
     script.write_text("# apdl emulator check\n" + "".join(f"{command}\n" for command, _ in SCRIPT))
-    by_scriptor = _run_scriptor(card_stack, script)
+    by_scriptor = _run_scriptor(scriptor, card_stack, script)
     state_after_scriptor = card_stack.card.snapshot()
 
     card_stack.card.load_state(CardState())
