@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
-	./scripts/system-deps.sh build
+	PYTHON=$(PYTHON) ./scripts/system-deps.sh build
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $(STAMP)
 

@@ -17,6 +17,11 @@ build_missing=()
 command -v swig >/dev/null 2>&1 || build_missing+=(swig)
 command -v gcc >/dev/null 2>&1 || build_missing+=(gcc)
 [ -f /usr/include/PCSC/winscard.h ] || build_missing+=(libpcsclite-dev)
+py="${PYTHON:-python3.11}"  # the interpreter of the virtualenv (Makefile passes PYTHON): its C headers
+if command -v "$py" >/dev/null 2>&1; then
+  include="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  [ -f "$include/Python.h" ] || build_missing+=(python3-dev)
+fi
 if [ "${1:-}" = "build" ]; then
   missing=(${build_missing[@]+"${build_missing[@]}"})
 else
