@@ -7,14 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck init bench system-deps clean translations compile-translations lock
+.PHONY: run test lint typecheck init bench bench-apdl system-deps clean translations compile-translations lock
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 # The venv gets exactly the locked tree: every package pinned, every file checked against its hash.
+# pyscard builds from source, so its build packages come first.
 $(STAMP): $(BIN)/python requirements.lock requirements-dev.lock
+	PYTHON=$(PYTHON) ./scripts/system-deps.sh build
 	$(BIN)/pip install --disable-pip-version-check -q --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
 
@@ -58,6 +60,10 @@ compile-translations: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# apdl card path: APDU round trips through a private pcscd + vsmartcard-vpcd + the emulated card (root).
+bench-apdl: $(STAMP) system-deps
+	$(BIN)/python -m bench.apdl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

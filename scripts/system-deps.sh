@@ -1,21 +1,46 @@
 #!/usr/bin/env bash
-# Installs system packages: with no argument, everything the test suite drives (openssl, curl, nginx,
-# chromium); with arguments, only those (`make run` asks for nginx alone).
+# Installs system packages. No argument: everything the test suite drives (openssl, curl, nginx, chromium,
+# PC/SC: pcscd + vsmartcard-vpcd + pcsc-tools, and what pyscard builds with). `build`: only what
+# `pip install` needs to build pyscard (the Makefile runs it before installing). Other arguments: only those
+# packages (`make run` asks for nginx alone).
 # Runs apt-get only when something is missing, and only as root (CI and these machines run as root).
 set -euo pipefail
-if [ $# -gt 0 ]; then
-  wanted=("$@")
-else
-  wanted=(openssl curl nginx chromium)
-fi
+
+build_missing() {
+  # pyscard builds from source: swig, gcc, the PC/SC headers and the virtualenv interpreter's C headers.
+  command -v swig >/dev/null 2>&1 || echo swig
+  command -v gcc >/dev/null 2>&1 || echo gcc
+  [ -f /usr/include/PCSC/winscard.h ] || echo libpcsclite-dev
+  local py="${PYTHON:-python3.11}"  # the interpreter of the virtualenv (the Makefile passes PYTHON)
+  if command -v "$py" >/dev/null 2>&1; then
+    local include
+    include="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+    [ -f "$include/Python.h" ] || echo python3-dev
+  fi
+}
+
 missing=()
-for pkg in "${wanted[@]}"; do
-  case "$pkg" in
-    # The browser tests (Playwright) drive Debian's Chromium at this exact path; never a downloaded browser.
-    chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
-    *) command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || missing+=("$pkg") ;;
-  esac
-done
+if [ "${1:-}" = "build" ]; then
+  mapfile -t missing < <(build_missing)
+else
+  if [ $# -gt 0 ]; then
+    wanted=("$@")
+  else
+    wanted=(openssl curl nginx chromium pcscd vsmartcard-vpcd pcsc-tools)
+    mapfile -t missing < <(build_missing)
+  fi
+  for pkg in "${wanted[@]}"; do
+    case "$pkg" in
+      # The browser tests (Playwright) drive Debian's Chromium at this exact path; never a downloaded browser.
+      chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
+      # The card tests run pcscd with the vsmartcard-vpcd reader driver; scriptor (pcsc-tools) is a second client.
+      pcscd) [ -x /usr/sbin/pcscd ] || missing+=(pcscd) ;;
+      vsmartcard-vpcd) [ -f /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || missing+=(vsmartcard-vpcd) ;;
+      pcsc-tools) command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools) ;;
+      *) command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || missing+=("$pkg") ;;
+    esac
+  done
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -1,0 +1,34 @@
+"""``python -m apdl.emulator``: serve an emulated card to a vpcd reader until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+from apdl.emulator.card import CardState, EmulatedCard
+from apdl.emulator.vpcd import DEFAULT_PORT, VpcdLink
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the options, connect to vpcd and serve."""
+    parser = argparse.ArgumentParser(prog="python -m apdl.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="vpcd host (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"vpcd reader port (default {DEFAULT_PORT})")
+    parser.add_argument("--state", type=Path, help="JSON file holding the card's contents (created if missing)")
+    parser.add_argument("--card-identifier", default=CardState.card_identifier)
+    parser.add_argument("--residence-code", default=CardState.residence_code)
+    args = parser.parse_args(argv)
+    state = None
+    if args.state is None or not args.state.exists():
+        state = CardState(card_identifier=args.card_identifier, residence_code=args.residence_code)
+    link = VpcdLink(EmulatedCard(state, state_path=args.state), host=args.host, port=args.port).start()
+    print(f"emulated card for vpcd at {args.host}:{args.port}; Ctrl-C to stop", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        link.stop()
+
+
+if __name__ == "__main__":
+    main()

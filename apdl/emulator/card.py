@@ -1,0 +1,153 @@
+"""An emulated card: a GlobalPlatform-like card manager with two free areas and card APs of types A and C.
+
+This models the public-standard stand-in that apdl's reference adapter speaks, not the real chip:
+
+- the card manager (issuer security domain) answers GET STATUS, INSTALL, LOAD, DELETE and GET DATA
+  (:mod:`apdl.emulator.manager`);
+- the regional area (地域住民向け領域) exists only after 地域住民向け領域設定 (INSTALL of a supplementary
+  security domain); the extended area (拡張利用領域) exists from issuance; each has a byte quota
+  (defaults: ten and twenty APs of the default size, as seed 003 assumes);
+- type A APs hold a record behind mutual authentication and a PIN with a retry counter; type C APs
+  can be read without authentication (:mod:`apdl.emulator.applet`).
+
+State lives in memory (optionally mirrored to a JSON file after every change) and can be inspected
+with :meth:`EmulatedCard.snapshot`. :meth:`EmulatedCard.force_status` makes the card fail on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apdl.card import commands
+from apdl.card.apdu import CommandApdu, StatusWord
+from apdl.card.commands import Area
+from apdl.emulator import applet, manager
+from apdl.emulator.state import DEFAULT_AP_SIZE, CardReply, CardState, Channel
+
+__all__ = ["ATR", "DEFAULT_AP_SIZE", "CardState", "EmulatedCard"]
+
+
+def _with_tck(body: bytes) -> bytes:
+    check = 0
+    for byte in body[1:]:
+        check ^= byte
+    return body + bytes((check,))
+
+
+# T=0 and T=1 offered, ten historical bytes "APDL-EMU01", closed by the check byte TCK.
+ATR = _with_tck(bytes.fromhex("3B8A8001") + b"APDL-EMU01")
+
+Handler = Callable[[CardState, Channel, CommandApdu], bytes]
+_HANDLERS: dict[int, Handler] = {
+    commands.INS_SELECT: manager.select,
+    commands.INS_GET_STATUS: manager.get_status,
+    commands.INS_INSTALL: manager.install,
+    commands.INS_LOAD: manager.load,
+    commands.INS_DELETE: manager.delete,
+    commands.INS_GET_DATA: manager.get_data,
+    commands.INS_VERIFY: applet.verify,
+    commands.INS_CHANGE_REFERENCE_DATA: applet.change_pin,
+    commands.INS_RESET_RETRY_COUNTER: applet.reset_retry_counter,
+    commands.INS_GET_CHALLENGE: applet.get_challenge,
+    commands.INS_EXTERNAL_AUTHENTICATE: applet.external_authenticate,
+    commands.INS_INTERNAL_AUTHENTICATE: applet.internal_authenticate,
+    commands.INS_READ_BINARY: applet.read,
+    commands.INS_READ_RECORD: applet.read,
+}
+_CARD_MANAGEMENT = {commands.INS_GET_STATUS, commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE,
+                    commands.INS_GET_DATA}
+_CHANGES_STATE = {commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE, commands.INS_VERIFY,
+                  commands.INS_CHANGE_REFERENCE_DATA, commands.INS_RESET_RETRY_COUNTER}
+
+
+@dataclass
+class _Forced:
+    sw: int
+    ins: int | None
+    remaining: int
+
+
+class EmulatedCard:
+    """The card's command processor. Thread-safe: tests inspect it while pcscd talks to it."""
+
+    def __init__(self, state: CardState | None = None, *, state_path: Path | None = None) -> None:
+        if state is None and state_path is not None and state_path.exists():
+            state = CardState.from_json(json.loads(state_path.read_text()))
+        self.state = state or CardState()
+        self.state_path = state_path
+        self._channel = Channel()
+        self._forced: list[_Forced] = []
+        self._lock = threading.Lock()
+
+    def power_cycle(self) -> None:
+        """Power off/on or reset: forget selection and authentication, keep the card's contents."""
+        with self._lock:
+            self._channel = Channel()
+
+    def load_state(self, state: CardState) -> None:
+        """Replace the card's contents (a fresh card for the next test), clearing forced failures."""
+        with self._lock:
+            self.state = state
+            self._channel = Channel()
+            self._forced.clear()
+            self._save()
+
+    def force_status(self, sw: int, *, ins: int | None = None, times: int = 1) -> None:
+        """Answer the next ``times`` commands (with instruction ``ins``, or any) with ``sw`` and do nothing."""
+        with self._lock:
+            self._forced.append(_Forced(sw, ins, times))
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the persistent state (AIDs as upper-case hex)."""
+        with self._lock:
+            return self.state.to_json()
+
+    def installed(self, area: Area | None = None) -> set[str]:
+        """AIDs (hex) of the installed APs, in one area or all."""
+        with self._lock:
+            return {a.aid for a in self.state.apps.values() if area is None or a.area == area.value}
+
+    def process(self, raw: bytes) -> bytes:
+        """One command APDU in, one response APDU (data + SW) out."""
+        with self._lock:
+            try:
+                command = CommandApdu.parse(raw)
+            except ValueError:
+                return StatusWord.WRONG_LENGTH.to_bytes(2, "big")
+            try:
+                data = self._dispatch(command)
+                reply = data + StatusWord.OK.to_bytes(2, "big")
+            except CardReply as refused:
+                reply = refused.data + refused.sw.to_bytes(2, "big")
+            if command.ins in _CHANGES_STATE:
+                self._save()  # also after a refusal: a wrong PIN spends a try
+            return reply
+
+    def _dispatch(self, command: CommandApdu) -> bytes:
+        for forced in self._forced:
+            if forced.ins is None or forced.ins == command.ins:
+                forced.remaining -= 1
+                if forced.remaining <= 0:
+                    self._forced.remove(forced)
+                raise CardReply(forced.sw)
+        if command.cla & 0x7C:
+            raise CardReply(StatusWord.CLA_NOT_SUPPORTED)  # only 00 and 80 (no secure messaging, channel 0)
+        handler = _HANDLERS.get(command.ins)
+        if handler is None:
+            raise CardReply(StatusWord.INS_NOT_SUPPORTED)
+        if command.ins in _CARD_MANAGEMENT and self._channel.selected.startswith("app:"):
+            raise CardReply(StatusWord.INS_NOT_SUPPORTED)  # card APs do not implement card management
+        return handler(self.state, self._channel, command)
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state.to_json(), indent=1))
+        os.replace(tmp, self.state_path)

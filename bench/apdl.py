@@ -1,0 +1,123 @@
+"""`make bench-apdl`: APDU round trips through pyscard → pcscd → vsmartcard-vpcd → the emulated card.
+
+Prints a Markdown table:
+
+- APDU round trip (SELECT of the card manager): median and p95 over 2,000 commands (target: median ≤ 1 ms);
+- the same with the emulator's TCP_QUICKACK re-arming switched off (what delayed ACK costs; 40 commands);
+- a three-AP download (free space, three INSTALLs, GET STATUS to confirm) on a fresh card: median of 30;
+- 1,000 install/delete cycles of one AP: total and per cycle.
+
+Needs root and pcscd + vsmartcard-vpcd (scripts/system-deps.sh); runs a private pcscd in a temporary
+directory. A benchmark prints figures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from apdl.card import commands  # noqa: E402
+from apdl.card.adapter import GlobalPlatformCardSession  # noqa: E402
+from apdl.card.commands import ApSpec, ApType, Area  # noqa: E402
+from apdl.card.pcsc import PcscTransport  # noqa: E402
+from apdl.emulator.card import CardState  # noqa: E402
+from apdl.emulator.stack import PcscStack, start_stack  # noqa: E402
+
+ROUND_TRIPS = 2000
+ROUND_TRIPS_WITHOUT_QUICKACK = 40
+DOWNLOADS = 30
+CYCLES = 1000
+KEY = bytes(range(16))
+
+
+def _ap(n: int, ap_type: ApType) -> ApSpec:
+    aid = bytes.fromhex("D392F00003") + n.to_bytes(2, "big")
+    if ap_type is ApType.A:
+        return ApSpec(aid=aid, ap_type=ap_type, size_bytes=2048, user_id=b"U%04d" % n, pin=b"1234", auth_key=KEY)
+    return ApSpec(aid=aid, ap_type=ap_type, size_bytes=2048, user_id=b"U%04d" % n)
+
+
+def _timed(action: Callable[[], object], times: int) -> list[float]:
+    samples = []
+    for _ in range(times):
+        start = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def main() -> None:
+    """Start a private stack, measure, print the table."""
+    with tempfile.TemporaryDirectory(prefix="apdl-bench-") as tmp:
+        stack: PcscStack = start_stack(Path(tmp))
+        try:
+            transport = PcscTransport(stack.reader)
+            session = GlobalPlatformCardSession(transport)
+            select = commands.select(commands.CARD_MANAGER_AID).to_bytes()
+            _timed(lambda: transport.transmit(select), 50)  # warm up
+            fast = _timed(lambda: transport.transmit(select), ROUND_TRIPS)
+            assert stack.link is not None
+            stack.link.quickack = False
+            slow = _timed(lambda: transport.transmit(select), ROUND_TRIPS_WITHOUT_QUICKACK)
+            stack.link.quickack = True
+
+            aps = [_ap(1, ApType.A), _ap(2, ApType.C), _ap(3, ApType.C)]
+
+            def download() -> None:
+                session.free_space(Area.EXTENDED)
+                for ap in aps:
+                    session.install(ap, area=Area.EXTENDED)
+                listed = {e.aid for e in session.list_apps()}
+                if not {ap.aid for ap in aps} <= listed:
+                    raise RuntimeError("download incomplete")
+
+            downloads = []
+            for _ in range(DOWNLOADS):
+                stack.card.load_state(CardState())
+                downloads += _timed(download, 1)
+
+            stack.card.load_state(CardState())
+            one = _ap(9, ApType.C)
+
+            def cycle() -> None:
+                session.install(one, area=Area.EXTENDED)
+                session.delete(one.aid)
+
+            cycles = _timed(cycle, CYCLES)
+            transport.close()
+        finally:
+            stack.stop()
+
+    started = datetime.now(UTC)
+    print(f"apdl card path benchmark, {started:%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    print()
+    print("| measurement | median | p95 | target |")
+    print("|---|---|---|---|")
+    p95 = statistics.quantiles(fast, n=20)[-1]
+    print(f"| APDU round trip through pcscd + vpcd + emulator ({ROUND_TRIPS:,} SELECTs) "
+          f"| {_ms(statistics.median(fast))} | {_ms(p95)} | median ≤ 1 ms |")
+    print(f"| the same without re-arming TCP_QUICKACK ({ROUND_TRIPS_WITHOUT_QUICKACK} SELECTs) "
+          f"| {_ms(statistics.median(slow))} | {_ms(max(slow))} (max) | (shows the pitfall) |")
+    print(f"| download of 3 APs (free space, 3 INSTALLs, GET STATUS; {DOWNLOADS} fresh cards) "
+          f"| {_ms(statistics.median(downloads))} | {_ms(max(downloads))} (max) | ≤ 100 ms |")
+    print(f"| {CYCLES:,} install/delete cycles | {_ms(statistics.median(cycles))} per cycle "
+          f"| total {sum(cycles):.2f} s | reported |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""`python -m apdl.emulator` serves a card to vpcd from its own process and keeps it in a JSON file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apdl.card.adapter import GlobalPlatformCardSession
+from apdl.card.commands import Area
+from apdl.card.pcsc import PcscTransport
+from apdl.emulator.stack import SECOND_READER_NAME, PcscStack
+from tests.apdl.helpers import aid, type_c
+
+pytestmark = pytest.mark.pcsc
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _serve(stack: PcscStack, state: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "apdl.emulator", "--port", str(stack.port + 1),
+                                "--state", str(state), "--card-identifier", "9876543210987"], cwd=ROOT)
+    stack.wait_card(present=True, reader=SECOND_READER_NAME)
+    return process
+
+
+def _stop(stack: PcscStack, process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+    stack.wait_card(present=False, reader=SECOND_READER_NAME)
+
+
+def test_the_emulator_process_keeps_the_card_across_restarts(pcsc_stack: PcscStack, tmp_path: Path) -> None:
+    state = tmp_path / "card.json"
+    process = _serve(pcsc_stack, state)
+    try:
+        transport = PcscTransport(SECOND_READER_NAME)
+        session = GlobalPlatformCardSession(transport)
+        assert session.card_info().card_identifier == "9876543210987"
+        session.install(type_c(1), area=Area.EXTENDED)
+        transport.close()
+    finally:
+        _stop(pcsc_stack, process)
+    assert list(json.loads(state.read_text())["apps"]) == [aid(1).hex().upper()]
+
+    process = _serve(pcsc_stack, state)
+    try:
+        transport = PcscTransport(SECOND_READER_NAME)
+        assert aid(1) in {e.aid for e in GlobalPlatformCardSession(transport).list_apps()}
+        transport.close()
+    finally:
+        _stop(pcsc_stack, process)

@@ -1,0 +1,37 @@
+"""apdl is a separate application: it talks to opauth over HTTPS only and imports none of its packages."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+APDL = Path(__file__).resolve().parents[2] / "apdl"
+OPAUTH_PACKAGES = {"ca", "operators", "bio", "db", "config", "app", "i18n", "oidc", "tests"}
+
+
+def _imported_top_levels(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            names.add(str(node.args[0].value).split(".")[0])
+    return names
+
+
+def test_apdl_imports_nothing_from_opauth() -> None:
+    files = sorted(APDL.rglob("*.py"))
+    assert files, "apdl has no modules"
+    offenders = {str(f.relative_to(APDL.parent)): sorted(_imported_top_levels(f) & OPAUTH_PACKAGES) for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+def test_the_isolation_check_sees_every_import_form(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import ca.keys\nfrom operators import audit\n"
+                      "import importlib\nimportlib.import_module('bio.x')\n")
+    assert _imported_top_levels(sample) >= {"ca", "operators", "bio"}
