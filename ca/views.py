@@ -131,7 +131,7 @@ def certificate_list() -> Any:
                            profiles=list(CertificateProfile))
 
 
-@bp.route("/admin/certificates/<int:cert_id>")
+@bp.route("/admin/certificates/<id:cert_id>")
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_detail(cert_id: int) -> Any:
     session = get_session()
@@ -156,7 +156,7 @@ def _revocation_form() -> tuple[str, str]:
     return reason, invalidity
 
 
-@bp.route("/admin/certificates/<int:cert_id>/revoke/confirm", methods=["POST"])
+@bp.route("/admin/certificates/<id:cert_id>/revoke/confirm", methods=["POST"])
 @requires(Permission.REVOKE_CERTIFICATES)
 @requires_recent_auth
 def confirm_revocation(cert_id: int) -> Any:
@@ -173,7 +173,7 @@ def confirm_revocation(cert_id: int) -> Any:
                            invalidity_date=invalidity, release=reason is None)
 
 
-@bp.route("/admin/certificates/<int:cert_id>/revoke", methods=["POST"])
+@bp.route("/admin/certificates/<id:cert_id>/revoke", methods=["POST"])
 @requires(Permission.REVOKE_CERTIFICATES)
 @requires_recent_auth
 def revoke_certificate(cert_id: int) -> Any:
@@ -197,7 +197,7 @@ def revoke_certificate(cert_id: int) -> Any:
     return redirect(url_for("ca_admin.certificate_detail", cert_id=cert_id))
 
 
-@bp.route("/admin/certificates/<int:cert_id>/download/<fmt>")
+@bp.route("/admin/certificates/<id:cert_id>/download/<fmt>")
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_download(cert_id: int, fmt: str) -> Any:
     session = get_session()

@@ -139,7 +139,7 @@ def register(code: str) -> Any:
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
 
-@bp.route("/t/<code>/staged/<int:staged_id>/edit", methods=["GET", "POST"])
+@bp.route("/t/<code>/staged/<id:staged_id>/edit", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def staged_edit(code: str, staged_id: int) -> Any:
     """Change an entry of the registration target list (blank password keeps the staged one)."""
@@ -161,7 +161,7 @@ def staged_edit(code: str, staged_id: int) -> Any:
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
 
-@bp.route("/t/<code>/staged/<int:staged_id>/delete", methods=["POST"])
+@bp.route("/t/<code>/staged/<id:staged_id>/delete", methods=["POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def staged_delete(code: str, staged_id: int) -> Any:
     """選択データを削除する."""

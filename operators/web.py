@@ -6,13 +6,18 @@ import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Response, current_app, request
+from flask import Response, current_app, jsonify, request
+from flask_babel import gettext as _
+from flask_login import current_user
+from flask_wtf.csrf import validate_csrf
+from wtforms import ValidationError
 
 from ca.authority import CaSettings
 from ca.errors import InvalidInput, NotFound
 from db import get_session, new_session
-from operators.audit import AuditAction, audited_unit_of_work
+from operators.audit import AuditAction, audited_unit_of_work, record_event_separately
 from operators.auth import current_actor, current_operator
+from operators.models import AuditResult
 from operators.tenancy import Scope, scope_of
 
 T = TypeVar("T")
@@ -60,10 +65,13 @@ def no_store(body: str) -> Response:
 # --- JSON API ---------------------------------------------------------------------------------------
 
 def json_body() -> dict[str, Any]:
-    """The JSON object sent; ``InvalidInput`` for anything else."""
-    body = request.get_json(silent=True)
+    """The JSON object sent; ``InvalidInput`` for anything else.
+
+    The body was decoded and checked by the kernel (``webinput.decode_json``) before the view ran.
+    """
+    body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
-        raise InvalidInput("send a JSON object (Content-Type: application/json)")
+        raise InvalidInput(_("JSON のオブジェクトを送ってください(Content-Type: application/json)。"))
     return body
 
 
@@ -74,15 +82,44 @@ def optional_json_body() -> dict[str, Any]:
     return json_body()
 
 
+def refuse_cookie_api_without_csrf() -> Any:
+    """``before_request``: a state-changing API call authenticated by the browser's session cookie needs a CSRF token.
+
+    A cross-site page can make the browser send its cookie (a form post, a multipart upload) but
+    cannot read the token, so such calls must carry ``X-CSRFToken``; otherwise 403, audited. Machine
+    clients send HTTP Basic credentials (or a client certificate), which a browser never adds on its own.
+    """
+    if not request.path.startswith("/api/") or request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+        return None
+    auth = request.authorization
+    if auth is not None and auth.type == "basic" and auth.username and auth.password:
+        return None  # the API authenticates these credentials themselves (operators.auth)
+    if not current_user.is_authenticated:
+        return None  # no ambient credential: the view answers 401
+    try:
+        validate_csrf(request.headers.get("X-CSRFToken"))
+    except ValidationError as exc:
+        record_event_separately(new_session, action=AuditAction.ACCESS_DENIED, actor=current_actor(),
+                                result=AuditResult.FAILURE, target=request.path[:200],
+                                detail={"reason": "csrf", "method": request.method, "error": str(exc)[:200]})
+        return jsonify(error="csrf", message=_("セッションの Cookie で API を呼ぶときは CSRF トークン"
+                                               "(X-CSRFToken ヘッダ)が必要です。")), 403
+    return None
+
+
 def int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> int:
     """An integer query argument within [low, high]; ``InvalidInput`` otherwise."""
     raw = request.args.get(name)
     if raw is None:
         return default
+    if len(raw) > 12:  # int() of a long digit string is itself costly; no valid value is this long
+        raise InvalidInput(_("%(name)s は %(low)d 以上 %(high)d 以下で指定してください。", name=name, low=low,
+                             high=high))
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"{name} must be an integer") from None
+        raise InvalidInput(_("%(name)s は整数で指定してください。", name=name)) from None
     if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}")
+        raise InvalidInput(_("%(name)s は %(low)d 以上 %(high)d 以下で指定してください。", name=name, low=low,
+                             high=high))
     return value
