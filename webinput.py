@@ -205,10 +205,19 @@ def guard_request() -> None:
             request.get_json()  # decoded and checked once here; views get the cached result
 
 
+_STRICT_JSON = StrictJson()
+
+
 class Request(flask.Request):
     """The app's request class: JSON bodies are decoded by ``decode_json``."""
 
-    json_module = StrictJson()
+    @property
+    def json_module(self) -> Any:
+        return _STRICT_JSON
+
+    @json_module.setter
+    def json_module(self, value: Any) -> None:
+        """Flask assigns ``app.json`` to every request; the body decoder stays the strict one."""
 
 
 class IdConverter(IntegerConverter):
