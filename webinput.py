@@ -177,10 +177,10 @@ def query_text(name: str, *, max_length: int, default: str = "") -> str:
 
 # --- the request guard ------------------------------------------------------------------------------
 
-def _check_pairs(pairs: Iterable[tuple[str, list[str]]], *, where: str, multiline: bool) -> None:
+def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: str, multiline: bool) -> None:
     for key, values in pairs:
         for value in (key, *values):
-            if has_control_characters(value, multiline=multiline):
+            if isinstance(value, str) and has_control_characters(value, multiline=multiline):
                 raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=where))
 
 
