@@ -6,9 +6,10 @@
   Infinity, integers within ±2**53 (RFC 7493 I-JSON).
 - **Text fields** follow one rule, ``text``: a string, no control characters (line breaks only
   where a field is multi-line), the length checked and refused, never silently cut.
-- **Path, query string, form fields and HTTP Basic credentials** are refused before any view
-  when they carry control characters (``guard_request``; 404 for the path, 400 otherwise); a NUL
-  would otherwise reach the database (PostgreSQL refuses it, SQLite stores it).
+- **Path, query string and form fields** are refused before any view when they carry control
+  characters (``guard_request``; 404 for the path, 400 otherwise); a NUL would otherwise reach
+  the database (PostgreSQL refuses it, SQLite stores it). HTTP Basic credentials are judged by
+  the login rules (a NUL is a failed, audited login: 401).
 - **Integer path segments** use ``IdConverter``: out of the database's range is 404, not an
   overflow.
 """
@@ -185,7 +186,7 @@ def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: str, multilin
 
 
 def guard_request() -> None:
-    """``before_request``: refuse control characters in the path, query, form and Basic credentials; decode JSON.
+    """``before_request``: refuse control characters in the path, query and form fields; decode JSON bodies.
 
     Runs for every request, authenticated or not, so no view ever sees such input.
     """
@@ -193,10 +194,6 @@ def guard_request() -> None:
         # Like any other malformed identifier: nothing by that name exists.
         raise NotFound(_("URL に使用できない文字(制御文字)が含まれています。"))
     _check_pairs(request.args.lists(), where=_("クエリ文字列"), multiline=False)
-    auth = request.authorization
-    if auth is not None and auth.type == "basic" and any(
-            has_control_characters(part or "") for part in (auth.username, auth.password)):
-        raise UnsafeText(_("認証情報に使用できない文字(制御文字)が含まれています。"))
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             # Text areas (a pasted PEM, notes) keep their line breaks; every other control character is refused.
