@@ -72,7 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from operators import auth, login_admin, login_top, tenant_views
     from operators import cli as operators_cli
     from operators import views as operators_views
-    from operators.web import refuse_cookie_api_without_csrf
+    from operators.web import refuse_ambient_api_calls
 
     i18n.init_app(app)
     auth.init_app(app)  # login, sessions and their timeouts
@@ -83,10 +83,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                       operators_api.bp, tls_api.bp, tls_views.bp):
         app.register_blueprint(blueprint)
     # Machine clients authenticate every request (HTTP Basic or a client certificate), so the form token is not
-    # asked of them; an API call that rides on the browser's session cookie must still send X-CSRFToken.
+    # asked of them; an API call that rides on the browser's session cookie must still send X-CSRFToken, and
+    # one a browser makes for another site's page is refused (operators.web.refuse_ambient_api_calls).
     for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp):
         csrf.exempt(blueprint)
-    app.before_request(refuse_cookie_api_without_csrf)
+    app.before_request(refuse_ambient_api_calls)
     app.add_template_global(tls_views.expiry_warnings)
     for module in (cli, operators_cli, tls_cli):
         module.init_app(app)

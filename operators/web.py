@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Response, current_app, jsonify, request
 from flask_babel import gettext as _
@@ -82,15 +83,36 @@ def optional_json_body() -> dict[str, Any]:
     return json_body()
 
 
-def refuse_cookie_api_without_csrf() -> Any:
-    """``before_request``: a state-changing API call authenticated by the browser's session cookie needs a CSRF token.
+def _cross_site() -> bool:
+    """True when a browser says the request comes from another site (a page there made it)."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site in ("cross-site", "same-site")
+    origin = request.headers.get("Origin")
+    # "null": a sandboxed frame or a redirect chain across sites; never the app's own page.
+    return bool(origin) and (origin == "null" or urlsplit(origin).netloc != request.host)
 
-    A cross-site page can make the browser send its cookie (a form post, a multipart upload) but
-    cannot read the token, so such calls must carry ``X-CSRFToken``; otherwise 403, audited. Machine
-    clients send HTTP Basic credentials (or a client certificate), which a browser never adds on its own.
+
+def _refuse_api_call(reason: str, message: str) -> Any:
+    record_event_separately(new_session, action=AuditAction.ACCESS_DENIED, actor=current_actor(),
+                            result=AuditResult.FAILURE, target=request.path[:200],
+                            detail={"reason": reason, "method": request.method})
+    return jsonify(error="csrf", message=message), 403
+
+
+def refuse_ambient_api_calls() -> Any:
+    """``before_request``: state-changing API calls must not ride on credentials a browser adds by itself.
+
+    A page on another site can make the browser send its session cookie (a form post, a multipart
+    upload), and HTTP Basic credentials the browser remembers from a login prompt. So a call
+    authenticated by the cookie must carry ``X-CSRFToken``, which such a page cannot read, and a call
+    a browser marks as coming from another site (``Sec-Fetch-Site``, else ``Origin``) is refused
+    whatever it carries: 403, audited. Machine clients (HTTP Basic, client certificates) send neither.
     """
     if not request.path.startswith("/api/") or request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
         return None
+    if _cross_site():
+        return _refuse_api_call("cross_site", _("他のサイトのページからの API 呼び出しは受け付けません。"))
     auth = request.authorization
     if auth is not None and auth.type == "basic" and auth.username and auth.password:
         return None  # the API authenticates these credentials themselves (operators.auth)
@@ -98,12 +120,9 @@ def refuse_cookie_api_without_csrf() -> Any:
         return None  # no ambient credential: the view answers 401
     try:
         validate_csrf(request.headers.get("X-CSRFToken"))
-    except ValidationError as exc:
-        record_event_separately(new_session, action=AuditAction.ACCESS_DENIED, actor=current_actor(),
-                                result=AuditResult.FAILURE, target=request.path[:200],
-                                detail={"reason": "csrf", "method": request.method, "error": str(exc)[:200]})
-        return jsonify(error="csrf", message=_("セッションの Cookie で API を呼ぶときは CSRF トークン"
-                                               "(X-CSRFToken ヘッダ)が必要です。")), 403
+    except ValidationError:
+        return _refuse_api_call("csrf", _("セッションの Cookie で API を呼ぶときは CSRF トークン"
+                                          "(X-CSRFToken ヘッダ)が必要です。"))
     return None
 
 
