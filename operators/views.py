@@ -46,6 +46,7 @@ from operators.tenancy import (
     visible_tenants,
 )
 from operators.web import ca_settings, data_url, no_store, page_arg, scope, unit_of_work
+from webinput import query_text
 
 bp = Blueprint("operators_admin", __name__, url_prefix="/admin")
 bp.register_blueprint(bulk_views.bp)  # 一括登録, 出力, パスワード一括変更, 証明書未発行 (operators_admin.bulk.*)
@@ -54,8 +55,9 @@ FORM_FIELDS = ("operator_id", "name", "department", "gender", "phone", "extensio
 
 
 def _form_data() -> dict[str, Any]:
-    values: dict[str, Any] = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
-    values["business_ids"] = [b[:2] for b in request.form.getlist("business_ids")[:100]]
+    # Whole values: OperatorData checks each field's length and refuses, never a silently cut value.
+    values: dict[str, Any] = {k: request.form.get(k, "") for k in FORM_FIELDS}
+    values["business_ids"] = request.form.getlist("business_ids")[:100]
     return values
 
 
@@ -92,7 +94,7 @@ def operator_list(code: str) -> Any:
     """照会: the tenant's operators, filtered and paginated."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
-    text = request.args.get("q", "")[:100].replace("\x00", "").strip()
+    text = query_text("q", max_length=100)
     status = request.args.get("status", "active")
     query = operators_of(s, tenant)
     if status == "active":
@@ -122,7 +124,7 @@ def register(code: str) -> Any:
     if request.method == "GET":
         return render_template("operators/register.html", **_form_context(tenant, {}), generated=None, error=None)
     values = _form_data()
-    password = request.form.get("password", "")[:256]
+    password = request.form.get("password", "")
     if request.form.get("action") == "generate":
         generated = generate_password()
         return render_template("operators/register.html", **_form_context(tenant, values), generated=generated,
@@ -152,7 +154,7 @@ def staged_edit(code: str, staged_id: int) -> Any:
     values = _form_data()
     try:
         unit_of_work(lambda: stage_operator(session, scope=s, tenant=tenant, data=OperatorData.from_mapping(values),
-                                            password=request.form.get("password", "")[:256],
+                                            password=request.form.get("password", ""),
                                             actor=current_actor(), staged=staged),
                      failure=AuditAction.OPERATOR_REJECTED, target=f"operator:{tenant.code}/{staged.operator_id}")
     except OpauthError as exc:
@@ -298,7 +300,7 @@ def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
         reason = RevocationReason(request.form.get("reason", "unspecified"))
     except ValueError:
         raise InvalidInput("unknown revocation reason") from None
-    unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial[:40],
+    unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial,
                                                      actor=current_actor(), reason=reason),
                  failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
     flash("証明書を失効しました。")

@@ -323,3 +323,30 @@ def test_api_call_a_browser_makes_for_another_site_is_refused_whatever_it_carrie
     response = api.post("/api/v1/tenants", json=tenant,
                         headers={"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"})
     assert response.status_code == 201, response.get_json()
+
+
+def test_form_and_query_values_are_refused_when_too_long_never_cut(app: Flask, api: FlaskClient,
+                                                                   admin_client: FlaskClient) -> None:
+    """A value one character too long once became another, valid value by being cut."""
+    assert _put_business_system(api, "05").status_code == 201
+    long_code = "abcdefghij-klmnopqrs"  # 20 characters, the longest tenant code
+    assert api.post("/api/v1/tenants", json={"code": long_code, "name": "長い市",
+                                             "kind": "municipality"}).status_code == 201
+    # 業務ID "05x" is not 05.
+    assert admin_client.get("/admin/business-systems/05x/edit").status_code == 404
+    # Joint use for "<code>x" is not joint use for <code>.
+    page = admin_client.get("/admin/joint-use?business_id=05").get_data(as_text=True)
+    response = admin_client.post("/admin/joint-use", data={"csrf_token": csrf_token(page), "business_id": "05",
+                                                           "permitted": [long_code + "x"], "action": "save"})
+    assert response.status_code == 400
+    assert api.get("/api/v1/business-systems/05/joint-use").get_json()["tenants"] == []
+    # 許可業務 "051" is not 05.
+    assert api.put("/api/v1/business-systems/05/joint-use", json={"tenants": [long_code]}).status_code == 200
+    page = admin_client.get(f"/admin/t/{long_code}/register").get_data(as_text=True)
+    response = admin_client.post(f"/admin/t/{long_code}/register", data={
+        "csrf_token": csrf_token(page), "operator_id": "OPCUT1", "name": "切詰 太郎", "gender": "unspecified",
+        "auth_method": "password", "role": "operator", "business_ids": ["051"], "action": "register"})
+    assert response.status_code == 400
+    # A search text over its limit is refused, not shortened.
+    assert admin_client.get("/admin/certificates?text=" + "x" * 101).status_code == 400
+    assert admin_client.get("/admin/certificates?text=" + "x" * 100).status_code == 200
