@@ -45,6 +45,8 @@ _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 class BodyTooLarge(OpauthError):
+    """A request body over its size limit (413)."""
+
     status = 413
     code = "too_large"
 
