@@ -6,13 +6,16 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_babel import gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from markupsafe import escape
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 import db
 import i18n
+import webinput
 from ca.errors import OpauthError
 from config import environment_values, load_settings
 from config import instance as instance_settings
@@ -58,6 +61,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         JSON_AS_ASCII=False,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    # First: the bounded <id:...> converter must exist before any blueprint's rules, and the input guard
+    # must run before any other before_request function reads the request.
+    webinput.init_app(app)
     db.init_app(app)
     # The instance's stored settings (環境基本設定) apply to this process too, before any other hook runs.
     instance_settings.init_app(app, environment_values(config))
@@ -69,6 +75,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from operators import auth, login_admin, login_top, settings_views, tenant_views
     from operators import cli as operators_cli
     from operators import views as operators_views
+    from operators.web import refuse_ambient_api_calls
 
     i18n.init_app(app)
     auth.init_app(app)  # login, sessions and their timeouts
@@ -79,9 +86,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (login_top.bp, views.bp, pki_views.bp, api.bp, operators_views.bp, tenant_views.bp,
                       operators_api.bp, tls_api.bp, tls_views.bp):
         app.register_blueprint(blueprint)
-    # Machine clients authenticate every request (HTTP Basic or a client certificate): no ambient cookies.
+    # Machine clients authenticate every request (HTTP Basic or a client certificate), so the form token is not
+    # asked of them; an API call that rides on the browser's session cookie must still send X-CSRFToken, and
+    # one a browser makes for another site's page is refused (operators.web.refuse_ambient_api_calls).
     for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp):
         csrf.exempt(blueprint)
+    app.before_request(refuse_ambient_api_calls)
     app.add_template_global(tls_views.expiry_warnings)
     for module in (cli, operators_cli, tls_cli):
         module.init_app(app)
@@ -103,13 +113,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path.startswith("/pki/")
+    return request.path.startswith("/api/") or request.path.startswith("/pki/") or request.is_json
 
 
 def _error(status: int, code: str, message: str) -> Any:
     if _wants_json():
         return jsonify(error=code, message=message), status
-    return render_template("error.html", status=status, message=message), status
+    try:
+        # The page reads the logged-in operator: a transaction the error left broken must not fail it again.
+        db.get_session().rollback()
+        return render_template("error.html", status=status, message=message), status
+    except Exception:
+        current_app.logger.exception("error page failed; answering with the plain page")
+        body = (f"<!doctype html><html lang=ja><meta charset=utf-8><title>{status}</title>"
+                f"<h1>{status}</h1><p role=alert>{escape(message)}</p></html>")
+        return body, status, {"Content-Type": "text/html; charset=utf-8"}
 
 
 def _register_error_handlers(app: Flask) -> None:
@@ -145,6 +163,21 @@ def _register_error_handlers(app: Flask) -> None:
             gettext("フォームの確認用トークンが正しくありません（別のセッションの画面からの送信です）。"
                     "画面を開き直してから送信してください。")))
         return _error(400, code, message)
+
+    @app.errorhandler(IntegrityError)
+    def _integrity_error(exc: IntegrityError) -> Any:
+        # Every unique constraint (two requests creating the same thing at once) ends here as 409, never 500.
+        db.get_session().rollback()
+        app.logger.warning("unique or foreign key constraint refused a write: %s", str(exc.orig)[:300])
+        return _error(409, "conflict", gettext("同じものが既に登録されています(同時に登録された可能性があります)。"
+                                         "内容を確認してやり直してください。"))
+
+    @app.errorhandler(DataError)
+    def _data_error(exc: DataError) -> Any:
+        # A value the database refuses (out of range, NUL) that validation should have caught: a 400, logged.
+        db.get_session().rollback()
+        app.logger.warning("database refused a value: %s", str(exc.orig)[:300])
+        return _error(400, "invalid_input", MESSAGES_JA[400])
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

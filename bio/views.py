@@ -282,7 +282,7 @@ def _spend(db_session: Session, challenge_id: Any) -> None:
         consume_challenge(db_session, challenge_id=challenge_id, purpose=ChallengePurpose.REGISTRATION)
 
 
-@bp.route("/manage/<tenant_code>/<operator_id>/credentials/<int:credential_pk>/delete", methods=["POST"])
+@bp.route("/manage/<tenant_code>/<operator_id>/credentials/<id:credential_pk>/delete", methods=["POST"])
 @requires(Permission.MANAGE_BIOMETRICS)
 @requires_recent_auth
 def delete(tenant_code: str, operator_id: str, credential_pk: int) -> Any:

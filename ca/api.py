@@ -26,6 +26,7 @@ from operators.business_systems import (
 )
 from operators.models import BusinessSystem
 from operators.permissions import Permission
+from operators.tenancy import well_formed_business_id
 from operators.web import ca_settings, int_arg, json_body
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -75,7 +76,7 @@ def business_systems() -> Any:
 @bp.route("/business-systems/<business_id>")
 @requires(Permission.MANAGE_BUSINESS_SYSTEMS)
 def business_system(business_id: str) -> Any:
-    return jsonify(business_system_json(get_by_business_id(get_session(), business_id[:2])))
+    return jsonify(business_system_json(get_by_business_id(get_session(), well_formed_business_id(business_id))))
 
 
 @bp.route("/business-systems/<business_id>", methods=["PUT"])
@@ -87,12 +88,12 @@ def put_business_system(business_id: str) -> Any:
 
     def work() -> tuple[BusinessSystem, bool]:
         body = json_body()
-        body["business_id"] = business_id[:3]
+        body["business_id"] = business_id  # validated with the rest: a malformed 業務ID is refused, never cut
         return save_and_audit(session, BusinessSystemData.from_mapping(body), actor)
 
     system, created = audited_unit_of_work(session, new_session, work=work,
                                            failure_action=AuditAction.BUSINESS_SYSTEM_REJECTED,
-                                           actor=actor, target=f"business_system:{business_id[:3]}")
+                                           actor=actor, target=f"business_system:{business_id[:20]}")
     return jsonify(business_system_json(system)), (201 if created else 200)
 
 

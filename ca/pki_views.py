@@ -40,14 +40,14 @@ def _authority(authority_id: int) -> CertificateAuthority:
     return ca
 
 
-@bp.route("/ca/<int:authority_id>.der")
+@bp.route("/ca/<id:authority_id>.der")
 def ca_der(authority_id: int) -> Any:
     """caIssuers (RFC 5280 4.2.2.1): the CA certificate in DER."""
     return Response(_authority(authority_id).cert_der, mimetype="application/pkix-cert",
                     headers={"Cache-Control": CACHE_CA})
 
 
-@bp.route("/ca/<int:authority_id>.pem")
+@bp.route("/ca/<id:authority_id>.pem")
 def ca_pem(authority_id: int) -> Any:
     cert = x509.load_der_x509_certificate(_authority(authority_id).cert_der)
     return Response(pem_bundle([cert]), mimetype="application/x-pem-file", headers={"Cache-Control": CACHE_CA})
@@ -96,7 +96,7 @@ def _current_crl(authority_id: int) -> Crl:
     return crl
 
 
-@bp.route("/crl/<int:authority_id>.crl")
+@bp.route("/crl/<id:authority_id>.crl")
 def crl_der(authority_id: int) -> Any:
     """The CRL distribution point (RFC 5280 4.2.1.13): the CA's current CRL in DER (PEM if asked by Accept)."""
     wanted = request.accept_mimetypes.best_match(["application/pkix-crl", "application/x-pem-file"],
@@ -106,13 +106,13 @@ def crl_der(authority_id: int) -> Any:
     return response
 
 
-@bp.route("/crl/<int:authority_id>.pem")
+@bp.route("/crl/<id:authority_id>.pem")
 def crl_pem_view(authority_id: int) -> Any:
     """The current CRL in PEM."""
     return _crl_response(_current_crl(authority_id), "pem")
 
 
-@bp.route("/crl/<int:authority_id>/<int:number>.<any(crl, pem):fmt>")
+@bp.route("/crl/<id:authority_id>/<id:number>.<any(crl, pem):fmt>")
 def crl_numbered(authority_id: int, number: int, fmt: str) -> Any:
     """An earlier (or the current) CRL by its CRL number."""
     _authority(authority_id)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request
 
 from ca.api import certificate_json
-from ca.errors import InvalidCsr, InvalidInput
+from ca.errors import InvalidCsr
 from ca.inquiry import expiring_certificates
 from ca.mtls import Purpose, requires_client_certificate
 from ca.tls_certs import (
@@ -25,7 +25,7 @@ from operators.audit import AuditAction, audited_unit_of_work
 from operators.auth import current_actor, requires
 from operators.models import BusinessSystem
 from operators.permissions import Permission
-from operators.web import ca_settings, json_body, scope
+from operators.web import ca_settings, json_body, optional_json_body, scope
 
 bp = Blueprint("tls_api", __name__, url_prefix="/api/v1")
 
@@ -103,9 +103,7 @@ def reissue(serial: str) -> Any:
     session, actor = get_session(), current_actor()
 
     def work() -> IssuedTlsCertificate:
-        body = request.get_json(silent=True) or {}
-        if not isinstance(body, dict):
-            raise InvalidInput("send a JSON object")
+        body = optional_json_body()
         return reissue_tls_certificate(session, settings=ca_settings(), scope=scope(), serial=serial,
                                        csr_bytes=_csr_from_json(body), actor=actor)
 

@@ -139,9 +139,9 @@ def business_certificates(business_id: str) -> Any:
     a business system administrator: the one they administer; anyone else: 404)."""
     session = get_session()
     reach = scope()
-    system = find_by_business_id(session, business_id[:2])
+    system = find_by_business_id(session, business_id)
     if system is None or not (reach.all_tenants or system.id in {s.id for s in administered_systems(session, reach)}):
-        raise NotFound(f"no business system with 業務ID {business_id[:2]!r}")
+        raise NotFound(f"no business system with 業務ID {business_id[:20]!r}")
     certs = list_certificates(session, business_id=system.business_id, page=page_arg(),
                               per_page=current_app.config["PAGE_SIZE"])
     return render_template("ca/business_certificates.html", system=system, page=certs,

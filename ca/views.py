@@ -29,7 +29,9 @@ from operators.business_systems import (
     save_and_audit,
 )
 from operators.permissions import Permission, has_permission
+from operators.tenancy import well_formed_business_id
 from operators.web import ca_settings, page_arg
+from webinput import query_text
 
 bp = Blueprint("ca_admin", __name__)
 
@@ -62,7 +64,7 @@ def index() -> Any:
 def new_business_server_certificate() -> Any:
     """業務サーバ証明書発行 ①: the business system's server information and the CSR."""
     values: dict[str, str] = {}
-    existing = find_by_business_id(get_session(), request.args.get("business_id", "")[:2])
+    existing = find_by_business_id(get_session(), query_text("business_id", max_length=2))
     if existing is not None:
         values = {field: getattr(existing, field) for field in LABELS}
     return render_template("ca/business_server_form.html", values=values, labels=LABELS, error=None)
@@ -124,14 +126,14 @@ def issue_business_server() -> Any:
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_list() -> Any:
     """照会: certificates with filters and pagination."""
-    filters = {k: request.args.get(k, "")[:100] for k in ("profile", "business_id", "status", "text")}
+    filters = {k: query_text(k, max_length=100) for k in ("profile", "business_id", "status", "text")}
     page = list_certificates(get_session(), page=page_arg(), per_page=current_app.config["PAGE_SIZE"],
                              **{k: v or None for k, v in filters.items()})
     return render_template("ca/certificate_list.html", page=page, filters=filters,
                            profiles=list(CertificateProfile))
 
 
-@bp.route("/admin/certificates/<int:cert_id>")
+@bp.route("/admin/certificates/<id:cert_id>")
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_detail(cert_id: int) -> Any:
     session = get_session()
@@ -149,14 +151,14 @@ def _detail(session: Session, cert: Certificate, *, error: str | None = None) ->
 
 def _revocation_form() -> tuple[str, str]:
     """(reason name, invalidity date) from the 失効 form; a date without zone is taken as UTC."""
-    reason = request.form.get("reason", "")[:40]
-    invalidity = request.form.get("invalidity_date", "").strip()[:40]
+    reason = request.form.get("reason", "")
+    invalidity = request.form.get("invalidity_date", "").strip()
     if invalidity and "Z" not in invalidity and "+" not in invalidity[10:] and "-" not in invalidity[10:]:
         invalidity += "+00:00"
     return reason, invalidity
 
 
-@bp.route("/admin/certificates/<int:cert_id>/revoke/confirm", methods=["POST"])
+@bp.route("/admin/certificates/<id:cert_id>/revoke/confirm", methods=["POST"])
 @requires(Permission.REVOKE_CERTIFICATES)
 @requires_recent_auth
 def confirm_revocation(cert_id: int) -> Any:
@@ -173,7 +175,7 @@ def confirm_revocation(cert_id: int) -> Any:
                            invalidity_date=invalidity, release=reason is None)
 
 
-@bp.route("/admin/certificates/<int:cert_id>/revoke", methods=["POST"])
+@bp.route("/admin/certificates/<id:cert_id>/revoke", methods=["POST"])
 @requires(Permission.REVOKE_CERTIFICATES)
 @requires_recent_auth
 def revoke_certificate(cert_id: int) -> Any:
@@ -197,7 +199,7 @@ def revoke_certificate(cert_id: int) -> Any:
     return redirect(url_for("ca_admin.certificate_detail", cert_id=cert_id))
 
 
-@bp.route("/admin/certificates/<int:cert_id>/download/<fmt>")
+@bp.route("/admin/certificates/<id:cert_id>/download/<fmt>")
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_download(cert_id: int, fmt: str) -> Any:
     session = get_session()
@@ -217,7 +219,7 @@ def business_system_list() -> Any:
 def business_system_edit(business_id: str) -> Any:
     """修正: change a business system's data (the certificate is re-issued separately)."""
     session = get_session()
-    system = get_by_business_id(session, business_id[:2])
+    system = get_by_business_id(session, well_formed_business_id(business_id))
     values = {field: getattr(system, field) for field in LABELS}
     if request.method == "POST":
         values = {field: request.form.get(field, "") for field in LABELS}

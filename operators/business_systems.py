@@ -9,10 +9,13 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from flask_babel import gettext as _
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ca.errors import InvalidInput, NotFound
+import webinput
+from ca.errors import Conflict, InvalidInput, NotFound
 from operators.audit import Actor, AuditAction, record_event
 from operators.models import BusinessSystem
 
@@ -33,6 +36,9 @@ LABELS = {
     "phone": "連絡先電話",
     "email": "E-mail",
 }
+# Longest accepted value per field (the column sizes); longer input is refused, never cut.
+MAX_LENGTHS = {"business_id": 2, "name": 200, "admin_org": 200, "top_url": 2000, "operator_admin_url": 2000,
+               "personalize_url": 2000, "phone": 20, "email": 320}
 
 
 @dataclass(frozen=True)
@@ -53,19 +59,16 @@ class BusinessSystemData:
         """Validate form or JSON input; raise ``InvalidInput`` naming the first bad field."""
         values: dict[str, str] = {}
         for field in LABELS:
-            raw = data.get(field, "")
-            if raw is None:
-                raw = ""
-            if not isinstance(raw, str):
-                raise InvalidInput(f"{LABELS[field]} ({field}) must be a string")
-            values[field] = raw.strip()
+            if field == "business_id":
+                continue  # checked by its own pattern below, with its own message
+            values[field] = webinput.text(data.get(field), field=f"{LABELS[field]} ({field})",
+                                          max_length=MAX_LENGTHS[field])
+        raw_id = data.get("business_id")
+        values["business_id"] = raw_id.strip() if isinstance(raw_id, str) else ""
         if not _BUSINESS_ID.match(values["business_id"]):
             raise InvalidInput("業務ID (business_id) must be exactly two digits, e.g. 05")
         if not values["name"]:
             raise InvalidInput("業務システム名 (name) is required")
-        for field in ("name", "admin_org"):
-            if len(values[field]) > 200:
-                raise InvalidInput(f"{LABELS[field]} ({field}) is longer than 200 characters")
         for field in URL_FIELDS:
             host_of(values[field], field)
         if values["phone"] and not _PHONE.match(values["phone"]):
@@ -140,7 +143,12 @@ def save_business_system(session: Session, data: BusinessSystemData) -> tuple[Bu
         session.add(system)
     for field, value in asdict(data).items():
         setattr(system, field, value)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another request created the same 業務ID between our look-up and this insert.
+        raise Conflict(_("業務ID %(business_id)s は同時に別の操作で登録されました。内容を確認してやり直してください。",
+                         business_id=data.business_id)) from None
     return system, created
 
 

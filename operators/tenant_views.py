@@ -117,18 +117,18 @@ def joint_use() -> Any:
     """共同利用業務設定: two lists (未許可 / 許可) moved with 選択>>> and <<<取消, saved with 登録."""
     session = get_session()
     systems = list_business_systems(session)
-    business_id = (request.values.get("business_id") or (systems[0].business_id if systems else ""))[:2]
+    business_id = request.values.get("business_id") or (systems[0].business_id if systems else "")
     if not systems:
         return render_template("operators/joint_use.html", systems=[], system=None, permitted=[], others=[])
     system = get_by_business_id(session, well_formed_business_id(business_id))
     tenants = list_tenants(session)
     if request.method == "POST":
-        chosen = {c[:20] for c in request.form.getlist("permitted")}
+        chosen = set(request.form.getlist("permitted"))
         action = request.form.get("action")
         if action == "select":
-            chosen |= {c[:20] for c in request.form.getlist("add")}
+            chosen |= set(request.form.getlist("add"))
         elif action == "cancel":
-            chosen -= {c[:20] for c in request.form.getlist("remove")}
+            chosen -= set(request.form.getlist("remove"))
         elif action == "save":
             unit_of_work(lambda: set_joint_use(session, settings=ca_settings(), system=system,
                                                tenant_codes=sorted(chosen), actor=current_actor()),

@@ -46,6 +46,7 @@ from operators.tenancy import (
     visible_tenants,
 )
 from operators.web import ca_settings, data_url, no_store, page_arg, scope, unit_of_work
+from webinput import query_text
 
 bp = Blueprint("operators_admin", __name__, url_prefix="/admin")
 bp.register_blueprint(bulk_views.bp)  # 一括登録, 出力, パスワード一括変更, 証明書未発行 (operators_admin.bulk.*)
@@ -54,8 +55,9 @@ FORM_FIELDS = ("operator_id", "name", "department", "gender", "phone", "extensio
 
 
 def _form_data() -> dict[str, Any]:
-    values: dict[str, Any] = {k: request.form.get(k, "")[:2000] for k in FORM_FIELDS}
-    values["business_ids"] = [b[:2] for b in request.form.getlist("business_ids")[:100]]
+    # Whole values: OperatorData checks each field's length and refuses, never a silently cut value.
+    values: dict[str, Any] = {k: request.form.get(k, "") for k in FORM_FIELDS}
+    values["business_ids"] = request.form.getlist("business_ids")[:100]
     return values
 
 
@@ -104,7 +106,7 @@ def operator_list(code: str) -> Any:
     """照会: the tenant's operators, filtered and paginated."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
-    text = request.args.get("q", "")[:100].replace("\x00", "").strip()
+    text = query_text("q", max_length=100)
     status = request.args.get("status", "active")
     query = operators_of(s, tenant)
     if status == "active":
@@ -134,7 +136,7 @@ def register(code: str) -> Any:
     if request.method == "GET":
         return render_template("operators/register.html", **_form_context(tenant, {}), generated=None, error=None)
     values = _form_data()
-    password = request.form.get("password", "")[:256]
+    password = request.form.get("password", "")
     if request.form.get("action") == "generate":
         generated = generate_password()
         return render_template("operators/register.html", **_form_context(tenant, values), generated=generated,
@@ -152,7 +154,7 @@ def register(code: str) -> Any:
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
 
-@bp.route("/t/<code>/staged/<int:staged_id>/edit", methods=["GET", "POST"])
+@bp.route("/t/<code>/staged/<id:staged_id>/edit", methods=["GET", "POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def staged_edit(code: str, staged_id: int) -> Any:
     """Change an entry of the registration target list (blank password keeps the staged one)."""
@@ -163,7 +165,7 @@ def staged_edit(code: str, staged_id: int) -> Any:
         return render_template("operators/register.html", **_form_context(tenant, dict(staged.fields)),
                                generated=None, error=None, editing=staged)
     values = _form_data()
-    password = request.form.get("password", "")[:256]
+    password = request.form.get("password", "")
     try:
         unit_of_work(lambda: stage_operator(session, scope=s, tenant=tenant, data=OperatorData.from_mapping(values),
                                             password=password, actor=current_actor(), staged=staged),
@@ -174,7 +176,7 @@ def staged_edit(code: str, staged_id: int) -> Any:
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
 
-@bp.route("/t/<code>/staged/<int:staged_id>/delete", methods=["POST"])
+@bp.route("/t/<code>/staged/<id:staged_id>/delete", methods=["POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def staged_delete(code: str, staged_id: int) -> Any:
     """選択データを削除する."""
@@ -311,7 +313,7 @@ def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
         reason = RevocationReason(request.form.get("reason", "unspecified"))
     except ValueError:
         raise InvalidInput("unknown revocation reason") from None
-    unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial[:40],
+    unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial,
                                                      actor=current_actor(), reason=reason),
                  failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
     flash("証明書を失効しました。")

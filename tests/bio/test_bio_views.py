@@ -347,13 +347,15 @@ def test_nul_bytes_are_a_refusal_not_a_500(app: Flask, admin_client: FlaskClient
     token = page_csrf(client, "/bio/login")
     response = client.post("/bio/login/options", json={"tenant": "sys\x00tem", "operator_id": "BIO\x0001"},
                            headers={"X-CSRFToken": token})
-    assert response.status_code == 200  # decoy options, as for any unknown operator
+    # Refused where the input enters, whoever the operator is: the answer tells nothing about who exists.
+    assert response.status_code == 400 and response.get_json()["message"]
     enrol_token = page_csrf(client, "/bio/enrol")
     assert client.post("/bio/enrol", data={"csrf_token": enrol_token, "tenant": "system",
                                            "operator_id": "BIO\x0001", "code": "AB\x00CD"}).status_code == 400
+    before = len(_credentials(app))
     second = SoftAuthenticator()
-    assert manager_enrols(admin_client, "BIO01", second, nickname="窓口\x00端末").status_code == 200
-    assert _credentials(app)[-1].nickname == "窓口端末"
+    assert manager_enrols(admin_client, "BIO01", second, nickname="窓口\x00端末").status_code == 400
+    assert len(_credentials(app)) == before  # refused, not stored with the NUL silently removed
 
 
 # --- first login of a registered biometric operator ---------------------------------------------

@@ -39,7 +39,7 @@ def test_garbage_in_urls_and_bodies_is_never_a_500(world: World, sys_web: FlaskC
     token = csrf_token(sys_web.get("/admin/tenants").get_data(as_text=True))
     failures = []
     for rule, method in _routes(world.app):
-        url = re.sub(r"<int:[a-z_]+>", "999999", rule)
+        url = re.sub(r"<(?:int|id):[a-z_]+>", "999999", rule)
         url = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", value, url)
         if rule.startswith("/api/"):
             bodies: list[object] = GARBAGE_JSON if method != "GET" else [None]

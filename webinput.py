@@ -1,0 +1,235 @@
+"""Request input, decoded and checked once where it enters, before any view runs (kernel).
+
+- **JSON bodies** go through ``decode_json`` (Flask's ``request.get_json`` included, see
+  ``StrictJson``): a size limit, a nesting depth limit, strict UTF-8, no lone surrogates,
+  no NUL or other control characters in strings or keys, no duplicate keys, no NaN or
+  Infinity, integers within ±2**53 (RFC 7493 I-JSON).
+- **Text fields** follow one rule, ``text``: a string, no control characters (line breaks only
+  where a field is multi-line), the length checked and refused, never silently cut.
+- **Path, query string and form fields** are refused before any view when they carry control
+  characters (``guard_request``; 404 for the path, 400 otherwise); a NUL would otherwise reach
+  the database (PostgreSQL refuses it, SQLite stores it). HTTP Basic credentials are judged by
+  the login rules (a NUL is a failed, audited login: 401).
+- **Integer path segments** use ``IdConverter``: out of the database's range is 404, not an
+  overflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import flask
+from flask import Flask, current_app, request
+from flask_babel import gettext as _
+from werkzeug.routing import IntegerConverter, Map
+
+from ca.errors import InvalidInput, NotFound, OpauthError
+
+MAX_JSON_DEPTH = 32
+MAX_JSON_INT = 2**53 - 1
+# PostgreSQL INTEGER, the type of every primary key and CRL number.
+MAX_DB_INT = 2**31 - 1
+
+# C0 controls except TAB, LF and CR, plus DEL: never part of text a person typed.
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Single-line text: TAB, LF and CR are refused too.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# JSON strings (possessive, so a long string costs one pass) and the brackets outside them.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+class BodyTooLarge(OpauthError):
+    """A request body over its size limit (413)."""
+
+    status = 413
+    code = "too_large"
+
+
+class UnsafeText(InvalidInput):
+    """Text carrying control characters or unpaired surrogates."""
+
+
+# --- JSON -------------------------------------------------------------------------------------------
+
+def _nesting_depth(data: bytes, limit: int) -> int:
+    """Deepest bracket nesting outside strings; stops counting once past ``limit``."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", data)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        else:
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidInput(_("JSON の数値 %(value)s は使用できません。", value=name))
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal) > 16:  # more digits than 2**53 has; int() of thousands of digits is itself costly
+        raise InvalidInput(_("JSON の整数が大きすぎます(絶対値 %(limit)d 以下)。", limit=MAX_JSON_INT))
+    value = int(literal)
+    if abs(value) > MAX_JSON_INT:
+        raise InvalidInput(_("JSON の整数が大きすぎます(絶対値 %(limit)d 以下)。", limit=MAX_JSON_INT))
+    return value
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise InvalidInput(_("JSON の数値が範囲外です。"))
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise InvalidInput(_("JSON のオブジェクトに同じキーが重複しています。"))
+    return result
+
+
+def _check_strings(value: Any) -> None:
+    """Every string and key of a decoded document is clean text (iterative: depth is already bounded)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) or _CONTROL_MULTILINE.search(item):
+                raise UnsafeText(_("JSON の文字列に使用できない文字(制御文字又は対になっていないサロゲート)が"
+                                   "含まれています。"))
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def decode_json(data: bytes, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON document in ``data``, checked (see the module docstring); ``InvalidInput`` or 413 otherwise."""
+    if len(data) > max_bytes:
+        raise BodyTooLarge(_("リクエスト本文が大きすぎます(最大 %(limit)d バイト)。", limit=max_bytes))
+    try:
+        text_ = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(_("リクエスト本文が正しい UTF-8 ではありません。")) from None
+    if _nesting_depth(data, max_depth) > max_depth:
+        raise InvalidInput(_("JSON の入れ子が深すぎます(最大 %(depth)d 段)。", depth=max_depth))
+    try:
+        value = json.loads(text_, parse_constant=_refuse_constant, parse_int=_bounded_int,
+                           parse_float=_finite_float, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError):
+        raise InvalidInput(_("リクエスト本文を JSON として解釈できません。")) from None
+    _check_strings(value)
+    return value
+
+
+class StrictJson:
+    """Stands in for ``flask.json`` as ``Request.json_module``: every ``get_json`` goes through ``decode_json``."""
+
+    @staticmethod
+    def loads(data: str | bytes, **_kwargs: Any) -> Any:
+        raw = data.encode("utf-8", errors="surrogatepass") if isinstance(data, str) else data
+        return decode_json(raw, max_bytes=int(current_app.config["MAX_UPLOAD_BYTES"]))
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return current_app.json.dumps(obj, **kwargs)
+
+
+# --- text -------------------------------------------------------------------------------------------
+
+def has_control_characters(value: str, *, multiline: bool = False) -> bool:
+    """True when ``value`` holds a control character (TAB/LF/CR allowed if ``multiline``) or a lone surrogate."""
+    pattern = _CONTROL_MULTILINE if multiline else _CONTROL
+    return bool(pattern.search(value) or _SURROGATE.search(value))
+
+
+def text(value: object, *, field: str, max_length: int, multiline: bool = False, required: bool = False) -> str:
+    """The one rule for a text field: a string without control characters, at most ``max_length`` after strip.
+
+    ``None`` counts as empty. Over-long text is refused, never cut.
+    """
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(_("%(field)s は文字列で指定してください。", field=field))
+    value = value.strip()
+    if has_control_characters(value, multiline=multiline):
+        raise UnsafeText(_("%(field)s に使用できない文字(制御文字)が含まれています。", field=field))
+    if len(value) > max_length:
+        raise InvalidInput(_("%(field)s は %(max)d 文字以内で入力してください。", field=field, max=max_length))
+    if required and not value:
+        raise InvalidInput(_("%(field)s を入力してください。", field=field))
+    return value
+
+
+def query_text(name: str, *, max_length: int, default: str = "") -> str:
+    """A query-string argument under the text rule (``text``)."""
+    return text(request.args.get(name, default), field=name, max_length=max_length)
+
+
+# --- the request guard ------------------------------------------------------------------------------
+
+def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: str, multiline: bool) -> None:
+    for key, values in pairs:
+        for value in (key, *values):
+            if isinstance(value, str) and has_control_characters(value, multiline=multiline):
+                raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=where))
+
+
+def guard_request() -> None:
+    """``before_request``: refuse control characters in the path, query and form fields; decode JSON bodies.
+
+    Runs for every request, authenticated or not, so no view ever sees such input.
+    """
+    if has_control_characters(request.path):
+        # Like any other malformed identifier: nothing by that name exists.
+        raise NotFound(_("URL に使用できない文字(制御文字)が含まれています。"))
+    _check_pairs(request.args.lists(), where=_("クエリ文字列"), multiline=False)
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            # Text areas (a pasted PEM, notes) keep their line breaks; every other control character is refused.
+            _check_pairs(request.form.lists(), where=_("フォームの入力"), multiline=True)
+        elif request.is_json and request.content_length != 0 and request.get_data(cache=True):
+            request.get_json()  # decoded and checked once here; views get the cached result
+
+
+_STRICT_JSON = StrictJson()
+
+
+class Request(flask.Request):
+    """The app's request class: JSON bodies are decoded by ``decode_json``."""
+
+    @property
+    def json_module(self) -> Any:
+        return _STRICT_JSON
+
+    @json_module.setter
+    def json_module(self, value: Any) -> None:
+        """Flask assigns ``app.json`` to every request; the body decoder stays the strict one."""
+
+
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a database ID in a URL, 0..2**31-1; anything longer or larger is 404, not an overflow."""
+
+    regex = r"[0-9]{1,10}"
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        super().__init__(map, min=0, max=MAX_DB_INT)
+
+
+def init_app(app: Flask) -> None:
+    """Install the strict JSON decoder, the ``id`` converter and the request guard (before any blueprint)."""
+    app.request_class = Request
+    app.url_map.converters["id"] = IdConverter
+    app.before_request(guard_request)
