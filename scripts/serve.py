@@ -5,7 +5,9 @@ application) and serves /pki/ over plain HTTP on PKI_HTTP_BIND; gunicorn listens
 APP_SOCKET. Ctrl-C (SIGINT) or SIGTERM stops both; if either exits, the other is stopped too and
 the exit status says so. Every RENEW_CHECK_SECONDS, and at once on SIGHUP, opauth's own TLS
 certificate is re-issued if it is due (SERVER_CERT_RENEW_DAYS, changed names) and nginx reloads
-it. Run after `flask --app app init` (the Makefile does both).
+it. Every AUDIT_CHECKPOINT_SECONDS (and once at start) the audit log's head is signed into a checkpoint
+outside the database (`flask --app app audit checkpoint`), so a later truncation is reported by
+`audit verify`. Run after `flask --app app init` (the Makefile does both).
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ from config.serving import NginxSite, app_socket_path, render_nginx_conf, upstre
 
 BIN = Path(sys.executable).parent
 RENEW_CHECK_SECONDS = 6 * 3600
+AUDIT_CHECKPOINT_SECONDS = 3600
+
+
+def _audit_checkpoint() -> None:
+    """Sign the audit log's current head (a failure is reported, never fatal: serving goes on)."""
+    result = subprocess.run([str(BIN / "flask"), "--app", "app", "audit", "checkpoint"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        print(f"serve: audit checkpoint failed: {(result.stderr or result.stdout).strip()[-500:]}",
+              file=sys.stderr, flush=True)
 
 
 def _renew_server_certificate() -> bool:
@@ -192,10 +204,14 @@ def main() -> int:
         print(f"opauth: {settings['PUBLIC_BASE_URL']}/ (HTTPS on {settings['BIND']}); "
               f"PKI: {settings['PKI_BASE_URL']}/pki/ ; Ctrl-C stops", flush=True)
     next_check = time.monotonic() + RENEW_CHECK_SECONDS
+    next_checkpoint = time.monotonic()
     while not stopping and all(p.poll() is None for p in procs):
         if check_now or time.monotonic() >= next_check:
             check_now, next_check = False, time.monotonic() + RENEW_CHECK_SECONDS
             _reload_if_renewed(procs[-1], settings["KEY_PASSPHRASE"], passphrase_file, prefix)
+        if time.monotonic() >= next_checkpoint:
+            next_checkpoint = time.monotonic() + AUDIT_CHECKPOINT_SECONDS
+            _audit_checkpoint()
         time.sleep(0.5)
     names = {id(procs[0]): "gunicorn", id(procs[-1]): "nginx"}
     failed = [] if stopping else [names[id(p)] for p in procs if p.poll() is not None]

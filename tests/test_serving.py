@@ -97,6 +97,18 @@ def test_https_is_served_by_nginx_and_gunicorn_only_on_a_private_socket(instance
     assert "Listening at: unix:" in served.log.read_text()
 
 
+def test_serving_signs_an_audit_checkpoint_that_audit_verify_accepts(instance: Path, env: dict[str, str],
+                                                                     served: Served) -> None:
+    checkpoints = instance / "audit-checkpoints" / "checkpoints.jsonl"
+    deadline = time.monotonic() + 60
+    while not checkpoints.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert checkpoints.exists(), served.log.read_text()[-2000:]
+    assert json.loads(checkpoints.read_text().splitlines()[0])["sequence"] >= 1
+    verified = flask_cli(env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_acceptable_client_ca_names_are_sent(served: Served) -> None:
     port = served.https.rsplit(":", 1)[1]
     result = s_client("-connect", f"127.0.0.1:{port}", "-servername", "localhost")
