@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,13 +25,13 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 URL_FIELDS = ("top_url", "operator_admin_url", "personalize_url")
 LABELS = {
-    "business_id": "業務ID",
-    "name": "業務システム名",
-    "admin_org": "管理組織名",
-    "top_url": "業務トップURL",
-    "operator_admin_url": "オペレータ管理URL",
-    "personalize_url": "パーソナライズURL",
-    "phone": "連絡先電話",
+    "business_id": lazy_gettext("業務ID"),
+    "name": lazy_gettext("業務システム名"),
+    "admin_org": lazy_gettext("管理組織名"),
+    "top_url": lazy_gettext("業務トップURL"),
+    "operator_admin_url": lazy_gettext("オペレータ管理URL"),
+    "personalize_url": lazy_gettext("パーソナライズURL"),
+    "phone": lazy_gettext("連絡先電話"),
     "email": "E-mail",
 }
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -36,12 +37,13 @@ def parse_permissions(raw: object) -> list[str]:
     elif isinstance(raw, list) and all(isinstance(p, str) for p in raw):
         items = [p.strip() for p in raw if p.strip()]
     else:
-        raise InvalidInput("permissions must be a list of strings")
+        raise InvalidInput(lazy_gettext("業務権限 (permissions) は文字列のリストで指定してください。"))
     if len(items) > MAX_PERMISSIONS:
-        raise InvalidInput(f"at most {MAX_PERMISSIONS} permissions")
+        raise InvalidInput(lazy_gettext("業務権限は %(max)s 個までです。", max=MAX_PERMISSIONS))
     for item in items:
         if not PERMISSION.match(item):
-            raise InvalidInput(f"permission {item[:40]!r} may contain letters, digits and _ . : - only")
+            raise InvalidInput(lazy_gettext(
+                "業務権限 %(item)s に使えるのは半角英数字と _ . : - だけです。", item=item[:40]))
     return sorted(set(items))
 
 
@@ -67,7 +69,9 @@ def mappings_of(session: Session, operator: Operator) -> list[InBusinessId]:
 
 def _require_permitted(operator: Operator, system: BusinessSystem) -> None:
     if system.id not in {s.id for s in operator.permitted_systems} or operator.revoked_at is not None:
-        raise NotFound(f"operator {operator.operator_id} may not use business system {system.business_id}")
+        raise NotFound(lazy_gettext(
+            "操作者 %(id)s は業務 %(business_id)s を許可されていません。", id=operator.operator_id,
+                                     business_id=system.business_id))
 
 
 def set_in_business_id(session: Session, *, operator: Operator, system: BusinessSystem, in_business_id: str,
@@ -79,7 +83,8 @@ def set_in_business_id(session: Session, *, operator: Operator, system: Business
     _require_permitted(operator, system)
     value = in_business_id.strip()
     if not IN_BUSINESS_ID.match(value):
-        raise InvalidInput("業務内ID (in_business_id) must be 1-64 letters, digits or _ . @ -")
+        raise InvalidInput(lazy_gettext(
+            "業務内ID (in_business_id) は半角英数字と _ . @ - の1〜64文字で指定してください。"))
     mapping = session.scalar(select(InBusinessId).where(InBusinessId.operator_id == operator.id,
                                                         InBusinessId.business_system_id == system.id))
     if mapping is None:
@@ -100,7 +105,7 @@ def delete_in_business_id(session: Session, *, operator: Operator, system: Busin
     mapping = session.scalar(select(InBusinessId).where(InBusinessId.operator_id == operator.id,
                                                         InBusinessId.business_system_id == system.id))
     if mapping is None:
-        raise NotFound("no in-business ID for this operator and business system")
+        raise NotFound(lazy_gettext("この操作者とこの業務の業務内IDはありません。"))
     session.delete(mapping)
     session.flush()
     record_event(session, action=AuditAction.IN_BUSINESS_ID_DELETED, actor=actor,

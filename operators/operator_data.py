@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask_babel import lazy_gettext
+
 from ca.errors import InvalidInput
 from operators.models import AuthMethod, Gender, Role
 
@@ -24,26 +26,34 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FORMULA_START = frozenset("=+-@")
 
 LABELS = {
-    "operator_id": "オペレータID",
-    "password": "パスワード",
-    "name": "氏名・組織名",
-    "in_business_id": "業務内ID",
-    "business_ids": "許可業務",
-    "department": "部門",
-    "gender": "性別",
-    "phone": "連絡先電話",
-    "extension": "内線",
+    "operator_id": lazy_gettext("オペレータID"),
+    "password": lazy_gettext("パスワード"),
+    "name": lazy_gettext("氏名・組織名"),
+    "in_business_id": lazy_gettext("業務内ID"),
+    "business_ids": lazy_gettext("許可業務"),
+    "department": lazy_gettext("部門"),
+    "gender": lazy_gettext("性別"),
+    "phone": lazy_gettext("連絡先電話"),
+    "extension": lazy_gettext("内線"),
     "email": "E-Mail",
-    "info": "情報",
-    "extra_info": "付帯情報",
-    "auth_method": "認証方式",
-    "role": "権限",
-    "administers_business_id": "管理する業務",
+    "info": lazy_gettext("情報"),
+    "extra_info": lazy_gettext("付帯情報"),
+    "auth_method": lazy_gettext("認証方式"),
+    "role": lazy_gettext("権限"),
+    "administers_business_id": lazy_gettext("管理する業務"),
 }
 GENDER_LABELS = {Gender.UNSPECIFIED: "指定なし", Gender.MALE: "男性", Gender.FEMALE: "女性"}
 AUTH_METHOD_LABELS = {AuthMethod.PASSWORD: "ID・パスワード", AuthMethod.BIOMETRIC: "生体認証"}
 ROLE_LABELS = {Role.OPERATOR: "操作者", Role.TENANT_MANAGER: "運用管理部門",
                Role.BUSINESS_ADMIN: "業務システムの管理者", Role.SYSTEM_ADMIN: "システム管理者"}
+# The *_LABELS above are also the CSV's words (import accepts them, export writes them): screens show these.
+GENDER_NAMES = {Gender.UNSPECIFIED: lazy_gettext("指定なし"), Gender.MALE: lazy_gettext("男性"),
+                Gender.FEMALE: lazy_gettext("女性")}
+AUTH_METHOD_NAMES = {AuthMethod.PASSWORD: lazy_gettext("ID・パスワード"),
+                     AuthMethod.BIOMETRIC: lazy_gettext("生体認証")}
+ROLE_NAMES = {Role.OPERATOR: lazy_gettext("操作者"), Role.TENANT_MANAGER: lazy_gettext("運用管理部門"),
+              Role.BUSINESS_ADMIN: lazy_gettext("業務システムの管理者"),
+              Role.SYSTEM_ADMIN: lazy_gettext("システム管理者")}
 _MAX = {"name": 200, "department": 200, "email": 320, "info": 1000, "extra_info": 1000}
 TEXT_FIELDS = ("operator_id", "name", "department", "phone", "extension", "email", "info", "extra_info")
 

@@ -131,7 +131,7 @@ def test_huge_upload_gets_413_with_message(app: Flask, api: FlaskClient) -> None
                         data=dict(BUSINESS, csr=(BytesIO(b"A" * (2 * 1024 * 1024)), "big.csr")),
                         content_type="multipart/form-data")
     assert response.status_code == 413
-    assert "too large" in response.get_json()["message"]
+    assert "大きすぎます" in response.get_json()["message"]
     assert _counts(app)[:2] == before[:2]
 
 

@@ -25,7 +25,7 @@ def test_system_admin_creates_and_edits_tenants_and_reorders_them(world: World, 
     assert created.status_code == 302
     dup = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "nishikanto", "name": "x",
                                                     "kind": "voluntary"})
-    assert dup.status_code == 409 and "already used" in dup.get_data(as_text=True)
+    assert dup.status_code == 409 and "既に使われています" in dup.get_data(as_text=True)
     bad = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "Bad Code", "name": "x",
                                                     "kind": "voluntary"})
     assert bad.status_code == 400

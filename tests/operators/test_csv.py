@@ -73,10 +73,10 @@ def test_a_bad_row_is_reported_with_its_line_and_nothing_is_written(world: World
 
 @pytest.mark.parametrize(("rows", "line", "reason"), [
     ([row("OP1"), row("OP1")], 3, "also appears on line 2"),
-    ([row("OP1"), row("OP2", business_ids="99")], 3, "joint use"),
+    ([row("OP1"), row("OP2", business_ids="99")], 3, "共同利用業務設定"),
     ([row("OP1"), ["OP2", "名前"]], 3, "columns"),
     ([row("OP1", password="short")], 2, "パスワード"),
-    ([row("mgrA")], 2, "already registered"),
+    ([row("mgrA")], 2, "登録済み"),
     ([row("OP1", in_business_ids="07=X")], 2, "業務内ID"),
 ])
 def test_row_errors(world: World, api_a: FlaskClient, rows: list[list[str]], line: int, reason: str) -> None:
