@@ -58,21 +58,25 @@ class BusinessSystemData:
             if raw is None:
                 raw = ""
             if not isinstance(raw, str):
-                raise InvalidInput(f"{LABELS[field]} ({field}) must be a string")
+                raise InvalidInput(lazy_gettext(
+                    "%(label)s (%(field)s) は文字列で指定してください。", label=LABELS[field],
+                                                field=field))
             values[field] = raw.strip()
         if not _BUSINESS_ID.match(values["business_id"]):
-            raise InvalidInput("業務ID (business_id) must be exactly two digits, e.g. 05")
+            raise InvalidInput(lazy_gettext("業務ID (business_id) は半角数字2桁で指定してください（例: 05）。"))
         if not values["name"]:
-            raise InvalidInput("業務システム名 (name) is required")
+            raise InvalidInput(lazy_gettext("業務システム名 (name) は必須です。"))
         for field in ("name", "admin_org"):
             if len(values[field]) > 200:
-                raise InvalidInput(f"{LABELS[field]} ({field}) is longer than 200 characters")
+                raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。",
+                                                label=LABELS[field], field=field, limit=200))
         for field in URL_FIELDS:
             host_of(values[field], field)
         if values["phone"] and not _PHONE.match(values["phone"]):
-            raise InvalidInput("連絡先電話 (phone) may contain digits and hyphens only (at most 20)")
+            raise InvalidInput(lazy_gettext(
+                "連絡先電話 (phone) に使えるのは半角数字とハイフンだけです（20文字以内）。"))
         if values["email"] and (len(values["email"]) > 320 or not _EMAIL.match(values["email"])):
-            raise InvalidInput("E-mail (email) is not a valid address")
+            raise InvalidInput(lazy_gettext("E-Mail (email) のアドレスが正しくありません。"))
         return cls(**values)
 
     def hosts(self) -> list[str]:
@@ -89,17 +93,20 @@ def host_of(url: str, field: str = "url") -> str:
     """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
     label = LABELS.get(field, field)
     if not url:
-        raise InvalidInput(f"{label} ({field}) is required")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は必須です。", label=label, field=field))
     if len(url) > 2000:
-        raise InvalidInput(f"{label} ({field}) is longer than 2000 characters")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。", label=label,
+                                        field=field, limit=2000))
     try:
         parts = urlsplit(url)
         hostname = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise InvalidInput(f"{label} ({field}) is not a valid URL") from None
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL が正しくありません。", label=label,
+                                        field=field)) from None
     if parts.scheme != "https" or not hostname:
-        raise InvalidInput(f"{label} ({field}) must be an https:// URL with a host name")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
+                                        label=label, field=field))
     try:
         ipaddress.ip_address(hostname)
         return hostname
@@ -108,9 +115,11 @@ def host_of(url: str, field: str = "url") -> str:
     try:
         ascii_host = hostname.encode("idna").decode("ascii")
     except UnicodeError:
-        raise InvalidInput(f"{label} ({field}) has an invalid host name") from None
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
+                                        field=field)) from None
     if not _HOSTNAME.match(ascii_host):
-        raise InvalidInput(f"{label} ({field}) has an invalid host name")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
+                                        field=field))
     return ascii_host.lower()
 
 
@@ -124,7 +133,7 @@ def general_name_for_host(host: str) -> x509.GeneralName:
 def get_by_business_id(session: Session, business_id: str) -> BusinessSystem:
     system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
     if system is None:
-        raise NotFound(f"no business system with 業務ID {business_id!r}")
+        raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=business_id))
     return system
 
 

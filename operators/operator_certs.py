@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from flask_babel import lazy_gettext
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -96,7 +97,8 @@ def issue_operator_certificate(
 ) -> IssuedOperatorCertificate:
     """Issue a certificate for ``operator``: from ``csr_bytes``, or with a new key in a PKCS#12."""
     if operator.revoked_at is not None:
-        raise Conflict(f"operator {operator.operator_id} is revoked; no certificate can be issued")
+        raise Conflict(lazy_gettext(
+            "操作者 %(id)s は失効しているため証明書を発行できません。", id=operator.operator_id))
     if csr_bytes is not None:
         csr = parse_csr(csr_bytes, max_bytes=settings.config["MAX_CSR_BYTES"])
         cert = _sign(session, settings=settings, operator=operator, public_key=csr.public_key(), actor=actor)
@@ -152,7 +154,7 @@ def revoke_operator_certificate(session: Session, *, operator: Operator, serial:
     for cert in operator_certificates(session, operator):
         if cert.serial == serial.strip().lower():
             return revoke(session, certificate=cert, reason=reason, actor=actor)
-    raise NotFound("no such certificate for this operator")
+    raise NotFound(lazy_gettext("この操作者の指定された証明書はありません。"))
 
 
 def revoke_all(session: Session, *, operator: Operator, actor: Actor,

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
 
 from ca.errors import InvalidInput, NotFound, OpauthError
@@ -279,7 +280,7 @@ def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> 
             body, media_type, filename = export_certificate(session, cert, fmt)
             return Response(body, mimetype=media_type,
                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    raise NotFound("no such certificate for this operator")
+    raise NotFound(lazy_gettext("この操作者の指定された証明書はありません。"))
 
 
 @bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/revoke", methods=["GET", "POST"])
@@ -299,7 +300,7 @@ def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
     try:
         reason = RevocationReason(request.form.get("reason", "unspecified"))
     except ValueError:
-        raise InvalidInput("unknown revocation reason") from None
+        raise InvalidInput(lazy_gettext("失効理由が正しくありません。")) from None
     unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial[:40],
                                                      actor=current_actor(), reason=reason),
                  failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 import subprocess
 import sys
@@ -253,6 +254,46 @@ def test_every_page_is_japanese_by_default(world: World) -> None:
             leaks += [f"{role} {path}: {s!r}" for s in sentences if s in text]
             leaks += [f"{role} {path}: {line[:80]!r}" for line in text.splitlines() if ENGLISH_REFUSALS.search(line)]
     assert not leaks, "English on Japanese pages:\n" + "\n".join(sorted(set(leaks))[:60])
+
+
+def _other_language(world: World, html: str, lang: str) -> list[str]:
+    """Lines of the page in the wrong language: Japanese on an English page, English refusals on a Japanese one."""
+    text = visible_text(html)
+    if lang == "ja":
+        return [line for line in text.splitlines() if ENGLISH_REFUSALS.search(line)]
+    for word in sorted(world.data_words | set(ALLOWED_JAPANESE), key=len, reverse=True):
+        text = text.replace(word, "")
+    return [line for line in text.splitlines() if JAPANESE.search(line)]
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_pages_shown_after_a_form_speak_one_language(world: World, lang: str) -> None:
+    """Confirmation, result and refusal pages that only a POST reaches."""
+    admin = world.clients["system_admin"]
+    page = admin.get(f"/admin/business-server-certificates/new?lang={lang}").get_data(as_text=True)
+    token = csrf_token(page)
+    form = dict(BUSINESS, csrf_token=token)
+    confirm = admin.post("/admin/business-server-certificates/confirm", content_type="multipart/form-data",
+                         data=dict(form, csr=(io.BytesIO(make_csr()), "server.csr")))
+    refused = admin.post("/admin/business-server-certificates/confirm", content_type="multipart/form-data",
+                         data=dict(form, top_url="http://x", csr=(io.BytesIO(b""), "")))
+    register = admin.post("/admin/t/nishiedo/register", data={
+        "csrf_token": token, "operator_id": "OP0700", "name": "x", "phone": "(03)", "business_ids": "05"})
+    generated = admin.post("/admin/t/nishiedo/register", data={
+        "csrf_token": token, "operator_id": "OP0701", "name": "x", "action": "generate", "business_ids": "05"})
+    with world.app.app_context():
+        from ca.models import Certificate
+        from db import get_session
+
+        cert_id = get_session().query(Certificate.id).order_by(Certificate.id.desc()).first()
+    assert cert_id is not None
+    revoke = admin.post(f"/admin/certificates/{cert_id[0]}/revoke/confirm",
+                        data={"csrf_token": token, "reason": "keyCompromise"})
+    pages = {"confirm": confirm, "refused": refused, "register": register, "generated": generated,
+             "revoke": revoke}
+    assert confirm.status_code == 200 and refused.status_code == 400 and register.status_code == 400
+    leaks = {name: _other_language(world, r.get_data(as_text=True), lang) for name, r in pages.items()}
+    assert not any(leaks.values()), leaks
 
 
 @pytest.mark.parametrize(("lang", "expected"), [("ja", "団体コード"), ("en", "Organisation code")])

@@ -164,7 +164,7 @@ def test_biometric_login_without_a_certificate_is_refused(browser: Any, tls_serv
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_selector("#webauthn-status.error")
-        assert "client certificate" in page.locator("#webauthn-status").inner_text()
+        assert "クライアント証明書" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
 
 
@@ -174,7 +174,7 @@ def test_biometric_login_with_another_operators_certificate_is_refused(browser: 
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_selector("#webauthn-status.error")
-        assert "another operator" in page.locator("#webauthn-status").inner_text()
+        assert "別の操作者" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
 
 

@@ -169,7 +169,7 @@ def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_pa
     bad = tmp_path / "bad.csv"
     bad.write_text("オペレータID,氏名・組織名,許可業務\r\nOP9003,東,07\r\n")
     result = runner.invoke(args=["operator", "import", "--tenant", "higashi", str(bad)])
-    assert result.exit_code == 2 and "line 2" in result.output
+    assert result.exit_code == 2 and "2 行目" in result.output
     out = tmp_path / "export.csv"
     assert runner.invoke(args=["operator", "export", "--tenant", "higashi", "--out", str(out)]).exit_code == 0
     assert "東 二郎" in out.read_bytes().decode("utf-8-sig")
