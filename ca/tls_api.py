@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
+from flask_babel import lazy_gettext
 
 from ca.api import certificate_json
 from ca.errors import InvalidCsr, InvalidInput
@@ -35,7 +36,7 @@ def _csr_from_json(body: dict[str, Any]) -> bytes | None:
     if csr is None or csr == "":
         return None
     if not isinstance(csr, str):
-        raise InvalidCsr("'csr' must be the PEM text of the certificate signing request")
+        raise InvalidCsr(lazy_gettext("csr には証明書発行要求 (CSR) の PEM テキストを指定してください。"))
     return csr.encode("utf-8", errors="replace")
 
 
@@ -105,7 +106,7 @@ def reissue(serial: str) -> Any:
     def work() -> IssuedTlsCertificate:
         body = request.get_json(silent=True) or {}
         if not isinstance(body, dict):
-            raise InvalidInput("send a JSON object")
+            raise InvalidInput(lazy_gettext("JSON オブジェクトを送ってください。"))
         return reissue_tls_certificate(session, settings=ca_settings(), scope=scope(), serial=serial,
                                        csr_bytes=_csr_from_json(body), actor=actor)
 
