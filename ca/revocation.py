@@ -80,12 +80,13 @@ def revoke(
     """
     held = certificate.revocation_reason is RevocationReason.CERTIFICATE_HOLD
     if certificate.revoked_at is not None and (not held or reason is RevocationReason.CERTIFICATE_HOLD):
-        message = (lazy_gettext("証明書 %(serial)s は既に保留中です（%(at)s UTC）。", serial=certificate.serial,
-                                at=f"{certificate.revoked_at:%Y-%m-%d %H:%M:%S}") if held else
-                   lazy_gettext("証明書 %(serial)s は既に失効しています（%(reason)s、%(at)s UTC）。",
-                                serial=certificate.serial, reason=reason_label(certificate.revocation_reason),
-                                at=f"{certificate.revoked_at:%Y-%m-%d %H:%M:%S}"))
-        raise Conflict(message)
+        since = certificate.revoked_at.strftime("%Y-%m-%d %H:%M:%S")
+        if held:
+            raise Conflict(lazy_gettext("証明書 %(serial)s は既に保留中です（%(at)s UTC）。",
+                                        serial=certificate.serial, at=since))
+        raise Conflict(lazy_gettext("証明書 %(serial)s は既に失効しています（%(reason)s、%(at)s UTC）。",
+                                    serial=certificate.serial, reason=reason_label(certificate.revocation_reason),
+                                    at=since))
     was_held_since = certificate.revoked_at
     if certificate.profile is CertificateProfile.ROOT_CA:
         raise Conflict(lazy_gettext("ルートCA証明書は失効できません。信頼ストアから削除してください。"))
