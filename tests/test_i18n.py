@@ -325,8 +325,9 @@ def test_api_errors_keep_a_stable_code_and_speak_the_requested_language(world: W
 
 def test_cli_errors_follow_the_shell_language(world: World) -> None:
     runner = world.app.test_cli_runner()
-    japanese = runner.invoke(args=["cert", "revoke", "ab", "--reason", "bogus"], env={"LANG": "ja_JP.UTF-8"})
-    english = runner.invoke(args=["cert", "revoke", "ab", "--reason", "bogus"], env={"LANG": "en_US.UTF-8"})
+    unset = {"LC_ALL": None, "LC_MESSAGES": None}
+    japanese = runner.invoke(args=["cert", "revoke", "ab", "--reason", "bogus"], env={"LANG": "ja_JP.UTF-8", **unset})
+    english = runner.invoke(args=["cert", "revoke", "ab", "--reason", "bogus"], env={"LANG": "en_US.UTF-8", **unset})
     assert japanese.exit_code == english.exit_code == 2
     assert JAPANESE.search(japanese.output) and not JAPANESE.search(english.output), (japanese.output,
                                                                                        english.output)

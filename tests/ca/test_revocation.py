@@ -124,7 +124,7 @@ def test_revocation_needs_authentication(app: Flask, api: FlaskClient, tmp_path:
 
 def test_cli_revoke_and_release(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
     leaf = issue_leaf(api, tmp_path)
-    runner = app.test_cli_runner()
+    runner = app.test_cli_runner(env={"LANG": "ja_JP.UTF-8", "LC_ALL": None, "LC_MESSAGES": None})
     held = runner.invoke(args=["cert", "revoke", leaf.serial, "--reason", "certificateHold"])
     assert held.exit_code == 0 and "on_hold" in held.output, held.output
     released = runner.invoke(args=["cert", "release-hold", leaf.serial])

@@ -151,7 +151,7 @@ def test_lists_are_paginated(world: World, api_a: FlaskClient, web_a: FlaskClien
 
 
 def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_path: Path) -> None:
-    runner = world.app.test_cli_runner()
+    runner = world.app.test_cli_runner(env={"LANG": "ja_JP.UTF-8", "LC_ALL": None, "LC_MESSAGES": None})
     result = runner.invoke(args=["tenant", "create", "--code", "higashi", "--name", "東市"])
     assert result.exit_code == 0, result.output
     assert runner.invoke(args=["tenant", "joint-use", "05", "higashi", "minamiedo"]).exit_code == 0
