@@ -91,7 +91,7 @@ class _VisibleText(HTMLParser):
         for name, value in attrs:
             if value and (name in self.SHOWN_ATTRIBUTES or name.startswith("data-msg")):
                 self.parts.append(value)
-            if name == "value" and value and ("type", "submit") in attrs:
+            if tag == "input" and name == "value" and value and ("type", "submit") in attrs:
                 self.parts.append(value)
 
     def handle_endtag(self, tag: str) -> None:
