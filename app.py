@@ -83,6 +83,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.add_template_global(tls_views.expiry_warnings)
     app.add_template_global(labels.status_label)
     app.add_template_global(labels.reason_label)
+    app.add_template_global(labels.profile_label)
     for module in (cli, operators_cli, tls_cli):
         module.init_app(app)
     _register_error_handlers(app)

@@ -1,6 +1,6 @@
 """Words shown to people for certificate states and RFC 5280 revocation reasons, in the UI's language.
 
-The machine values (``valid``, ``keyCompromise``…) stay in the API, the CLI's ``--json`` and the
+The machine values (``valid``, ``operator``, ``keyCompromise``…) stay in the API, the CLI's ``--json`` and the
 database; screens show these labels, with the RFC name beside a reason so it can be looked up.
 """
 
@@ -9,13 +9,22 @@ from __future__ import annotations
 from flask_babel import lazy_gettext
 from flask_babel.speaklater import LazyString
 
-from ca.models import RevocationReason
+from ca.models import CertificateProfile, RevocationReason
 
 STATUS_LABELS: dict[str, LazyString] = {
     "valid": lazy_gettext("有効"),
     "expired": lazy_gettext("期限切れ"),
     "revoked": lazy_gettext("失効"),
     "on_hold": lazy_gettext("保留"),
+}
+
+PROFILE_LABELS: dict[str, LazyString] = {
+    CertificateProfile.ROOT_CA.value: lazy_gettext("ルートCA"),
+    CertificateProfile.ISSUING_CA.value: lazy_gettext("発行CA"),
+    CertificateProfile.BUSINESS_SERVER.value: lazy_gettext("業務サーバ証明書"),
+    CertificateProfile.OPERATOR.value: lazy_gettext("オペレータ証明書"),
+    CertificateProfile.TLS.value: lazy_gettext("SSL通信証明書"),
+    CertificateProfile.OCSP_SIGNING.value: lazy_gettext("OCSP応答署名"),
 }
 
 REASON_LABELS: dict[str, LazyString] = {
@@ -35,6 +44,13 @@ def status_label(status: str) -> str:
     """The certificate state (``Certificate.status``) as a word in the current language."""
     label = STATUS_LABELS.get(status)
     return str(label) if label is not None else status
+
+
+def profile_label(profile: object) -> str:
+    """The kind of certificate (``root_ca``, ``operator``…) as words in the current language."""
+    name = profile.value if isinstance(profile, CertificateProfile) else str(profile)
+    label = PROFILE_LABELS.get(name)
+    return str(label) if label is not None else name
 
 
 def reason_label(reason: object) -> str:
