@@ -1,6 +1,6 @@
-"""Words shown to people for certificate states and RFC 5280 revocation reasons, in the UI's language.
+"""Words shown to people for certificate states, kinds and RFC 5280 revocation reasons, in the UI's language.
 
-The machine values (``valid``, ``operator``, ``keyCompromise``…) stay in the API, the CLI's ``--json`` and the
+The machine values (``valid``, ``operator``, ``keyCompromise``…) stay in the API, the CLI and the
 database; screens show these labels, with the RFC name beside a reason so it can be looked up.
 """
 
