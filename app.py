@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, jsonify, render_template, request
-from flask_babel import gettext
+from flask_babel import gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import escape
 from sqlalchemy.exc import DataError, IntegrityError
@@ -22,14 +22,16 @@ from config import instance as instance_settings
 
 csrf = CSRFProtect()
 
-MESSAGES_JA = {
-    400: "リクエストが正しくありません。",
-    401: "認証が必要です。",
-    403: "この操作を行う権限がありません。",
-    404: "指定されたものは見つかりません。",
-    405: "このメソッドは使用できません。",
-    413: "アップロードが大きすぎます。",
-    500: "内部エラーが発生しました。",
+# HTTP errors raised by Flask/Werkzeug itself; their English descriptions are not shown.
+HTTP_MESSAGES = {
+    400: lazy_gettext("リクエストが正しくありません。"),
+    401: lazy_gettext("認証が必要です。"),
+    403: lazy_gettext("この操作を行う権限がありません。"),
+    404: lazy_gettext("指定されたものは見つかりません。"),
+    405: lazy_gettext("このメソッドは使用できません。"),
+    413: lazy_gettext("アップロードが大きすぎます。"),
+    429: lazy_gettext("リクエストが多すぎます。しばらく待ってからやり直してください。"),
+    500: lazy_gettext("内部エラーが発生しました。"),
 }
 
 
@@ -70,7 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from bio import views as bio_views
-    from ca import api, cli, mtls, pki_views, tls_api, tls_cli, tls_views, views
+    from ca import api, cli, labels, mtls, pki_views, tls_api, tls_cli, tls_views, views
     from operators import api as operators_api
     from operators import auth, login_admin, login_top, settings_views, tenant_views
     from operators import cli as operators_cli
@@ -93,6 +95,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         csrf.exempt(blueprint)
     app.before_request(refuse_ambient_api_calls)
     app.add_template_global(tls_views.expiry_warnings)
+    app.add_template_global(labels.status_label)
+    app.add_template_global(labels.reason_label)
+    app.add_template_global(labels.profile_label)
     for module in (cli, operators_cli, tls_cli):
         module.init_app(app)
     _register_error_handlers(app)
@@ -117,6 +122,7 @@ def _wants_json() -> bool:
 
 
 def _error(status: int, code: str, message: str) -> Any:
+    """One error answer: JSON ``{error: stable code, message: words in the request's language}`` or a page."""
     if _wants_json():
         return jsonify(error=code, message=message), status
     try:
@@ -177,20 +183,20 @@ def _register_error_handlers(app: Flask) -> None:
         # A value the database refuses (out of range, NUL) that validation should have caught: a 400, logged.
         db.get_session().rollback()
         app.logger.warning("database refused a value: %s", str(exc.orig)[:300])
-        return _error(400, "invalid_input", MESSAGES_JA[400])
+        return _error(400, "invalid_input", str(HTTP_MESSAGES[400]))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         if status == 413:
             limit = app.config["MAX_CONTENT_LENGTH"]
-            return _error(413, "too_large", f"the upload is too large (at most {limit} bytes)")
-        message = MESSAGES_JA.get(status, exc.description or "")
-        if _wants_json():
-            message = exc.description or message
+            return _error(413, "too_large",
+                          gettext("アップロードが大きすぎます（最大 %(limit)s バイト）。", limit=limit))
+        known = HTTP_MESSAGES.get(status)
+        message = str(known) if known is not None else (exc.description or "")
         return _error(status, exc.name.lower().replace(" ", "_"), message)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
         app.logger.exception("unhandled error")
-        return _error(500, "internal_error", MESSAGES_JA[500])
+        return _error(500, "internal_error", str(HTTP_MESSAGES[500]))

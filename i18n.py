@@ -8,6 +8,7 @@ Templates and code use the Japanese text as the message id (``{{ _('ログイン
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,35 @@ from flask_babel import Babel, get_locale
 LANGUAGES = ("ja", "en")
 DEFAULT_LANGUAGE = "ja"
 LANG_COOKIE = "opauth_lang"
+# Paths used by programs rather than browsers: their clients may ask for a language with Accept-Language.
+MACHINE_PATHS = ("/api/", "/pki/")
 TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
 
 babel = Babel()
 
 
 def select_locale() -> str:
-    """``?lang=``, then the language cookie, then Japanese (also outside a request: CLI commands)."""
+    """``?lang=``, then the language cookie, then (API and PKI clients) Accept-Language, then Japanese.
+
+    Browsers always send Accept-Language, so pages ignore it: the UI is Japanese until the
+    user switches. Outside a request (CLI commands) the shell's locale decides (``LANG=en_US.UTF-8``).
+    """
     if not has_request_context():
-        return DEFAULT_LANGUAGE
+        return _shell_language()
     for candidate in (request.args.get("lang"), request.cookies.get(LANG_COOKIE)):
         if candidate in LANGUAGES:
             return candidate
+    if request.path.startswith(MACHINE_PATHS):
+        return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
+    return DEFAULT_LANGUAGE
+
+
+def _shell_language() -> str:
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(variable, "")
+        if value:
+            language = value.split("_")[0].split(".")[0].lower()
+            return language if language in LANGUAGES else DEFAULT_LANGUAGE
     return DEFAULT_LANGUAGE
 
 

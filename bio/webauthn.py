@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from flask_babel import lazy_gettext
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -149,9 +150,9 @@ def _as_dict(credential: Any) -> dict[str, Any]:
         try:
             credential = json.loads(credential)
         except ValueError:
-            raise WebAuthnFailure("the authenticator response is not JSON") from None
+            raise WebAuthnFailure(lazy_gettext("生体認証装置の応答が JSON ではありません。")) from None
     if not isinstance(credential, dict):
-        raise WebAuthnFailure("the authenticator response is not a credential object")
+        raise WebAuthnFailure(lazy_gettext("生体認証装置の応答が認証情報の形式ではありません。"))
     return credential
 
 
@@ -160,11 +161,11 @@ def credential_id_of(credential: Any) -> bytes:
     data = _as_dict(credential)
     raw = data.get("rawId") or data.get("id")
     if not isinstance(raw, str) or not raw or len(raw) > 1400:
-        raise WebAuthnFailure("the authenticator response has no credential ID")
+        raise WebAuthnFailure(lazy_gettext("生体認証装置の応答に認証情報IDがありません。"))
     try:
         return base64url_to_bytes(raw)
     except (ValueError, TypeError):
-        raise WebAuthnFailure("the credential ID is not base64url") from None
+        raise WebAuthnFailure(lazy_gettext("認証情報IDが base64url ではありません。")) from None
 
 
 def verify_registration(*, rp: RelyingParty, credential: Any, expected_challenge: bytes) -> VerifiedCredential:
@@ -175,13 +176,17 @@ def verify_registration(*, rp: RelyingParty, credential: Any, expected_challenge
             credential=data, expected_challenge=expected_challenge, expected_rp_id=rp.rp_id,
             expected_origin=rp.origin, require_user_presence=True, require_user_verification=True)
     except Exception as exc:  # any malformed or forged input is a refusal, never a 500
-        raise WebAuthnFailure(f"registration refused: {_reason(exc)}") from None
+        raise WebAuthnFailure(lazy_gettext(
+            "生体情報の登録を受け付けられません: %(reason)s", reason=_reason(exc))) from None
     fmt = str(getattr(verified.fmt, "value", verified.fmt))
     if rp.attestation is AttestationPolicy.DIRECT and fmt == "none":
-        raise WebAuthnFailure("registration refused: an attestation statement is required")
+        raise WebAuthnFailure(lazy_gettext(
+            "生体情報の登録を受け付けられません: 生体認証装置の証明 (attestation) が必要です。"))
     aaguid = str(verified.aaguid).lower()
     if rp.allowed_aaguids and aaguid not in rp.allowed_aaguids:
-        raise WebAuthnFailure(f"registration refused: authenticator model {aaguid} is not allowed")
+        raise WebAuthnFailure(lazy_gettext(
+            "生体情報の登録を受け付けられません: 生体認証装置の機種 %(aaguid)s は許可されていません。",
+                                            aaguid=aaguid))
     response = data.get("response")
     raw_transports = response.get("transports") if isinstance(response, dict) else None
     transports = tuple(t for t in raw_transports[:10] if isinstance(t, str) and t.isascii() and t.isalnum()
@@ -201,7 +206,7 @@ def verify_assertion(*, rp: RelyingParty, credential: Any, expected_challenge: b
             expected_origin=rp.origin, credential_public_key=public_key,
             credential_current_sign_count=0, require_user_verification=True)
     except Exception as exc:  # any malformed or forged input is a refusal, never a 500
-        raise WebAuthnFailure(f"authentication refused: {_reason(exc)}") from None
+        raise WebAuthnFailure(lazy_gettext("生体認証を受け付けられません: %(reason)s", reason=_reason(exc))) from None
     return VerifiedAssertion(credential_id=verified.credential_id, new_sign_count=verified.new_sign_count,
                              user_verified=verified.user_verified)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask_babel import lazy_gettext
 
 from ca.business_server import issue_business_server_certificate
 from ca.errors import InvalidCsr
@@ -115,7 +116,7 @@ def issue_business_server() -> Any:
             fields = json_body()
             csr_text = fields.get("csr")
             if not isinstance(csr_text, str) or not csr_text.strip():
-                raise InvalidCsr("'csr' must be the PEM text of the certificate signing request")
+                raise InvalidCsr(lazy_gettext("csr には証明書発行要求 (CSR) の PEM テキストを指定してください。"))
             csr_bytes = csr_text.encode("utf-8", errors="replace")
         return issue_business_server_certificate(
             session, settings=ca_settings(), data=BusinessSystemData.from_mapping(fields),

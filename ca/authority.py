@@ -11,6 +11,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -74,7 +75,8 @@ def active_authority(session: Session, kind: CaKind = CaKind.ISSUING) -> Certifi
         .order_by(CertificateAuthority.id.desc())
     )
     if ca is None:
-        raise CaNotInitialised("the CA is not initialised: run `flask --app app init`")
+        raise CaNotInitialised(lazy_gettext(
+            "認証局が初期化されていません。`flask --app app init` を実行してください。"))
     return ca
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,12 +32,12 @@ from operators.business_systems import (
 
 # The subject as the seed's result screen shows it: 国名/地域, 都道府県, 市区町村, 組織, 部門名, 一般名.
 SUBJECT_ORDER = (
-    (NameOID.COUNTRY_NAME, "証明書の発行先(国名/地域)"),
-    (NameOID.STATE_OR_PROVINCE_NAME, "証明書の発行先(都道府県)"),
-    (NameOID.LOCALITY_NAME, "証明書の発行先(市区町村)"),
-    (NameOID.ORGANIZATION_NAME, "証明書の発行先(組織)"),
-    (NameOID.ORGANIZATIONAL_UNIT_NAME, "証明書の発行先(部門名)"),
-    (NameOID.COMMON_NAME, "証明書の発行先(一般名)"),
+    (NameOID.COUNTRY_NAME, lazy_gettext("証明書の発行先(国名/地域)")),
+    (NameOID.STATE_OR_PROVINCE_NAME, lazy_gettext("証明書の発行先(都道府県)")),
+    (NameOID.LOCALITY_NAME, lazy_gettext("証明書の発行先(市区町村)")),
+    (NameOID.ORGANIZATION_NAME, lazy_gettext("証明書の発行先(組織)")),
+    (NameOID.ORGANIZATIONAL_UNIT_NAME, lazy_gettext("証明書の発行先(部門名)")),
+    (NameOID.COMMON_NAME, lazy_gettext("証明書の発行先(一般名)")),
 )
 
 

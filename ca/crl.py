@@ -21,6 +21,7 @@ from typing import Any, cast
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from flask_babel import lazy_gettext
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -249,7 +250,8 @@ def crl_by_number(session: Session, authority_id: int, number: int) -> Crl:
     """An earlier (or the current) CRL of a CA by its CRL number; ``NotFound`` otherwise."""
     crl = session.scalar(select(Crl).where(Crl.authority_id == authority_id, Crl.number == number))
     if crl is None:
-        raise NotFound(f"CA {authority_id} has no CRL number {number}")
+        raise NotFound(lazy_gettext(
+            "認証局 %(ca)s に CRL 番号 %(number)s はありません。", ca=authority_id, number=number))
     return crl
 
 

@@ -1,6 +1,15 @@
-"""Typed errors; one handler in app.py maps them to a 4xx with a clear message."""
+"""Typed errors; one handler in app.py maps them to a 4xx with a clear message.
+
+Messages are written in Japanese and marked for translation with ``lazy_gettext``
+(``InvalidInput(lazy_gettext("団体名 (name) は必須です"))``): the text is chosen when it
+is shown (``exc.message``), so a web page or API answer speaks the request's language
+and the CLI the operator's (``i18n.select_locale``). ``code`` is the stable machine name
+that API clients should test instead of the words.
+"""
 
 from __future__ import annotations
+
+from flask_babel.speaklater import LazyString
 
 
 class OpauthError(Exception):
@@ -9,9 +18,17 @@ class OpauthError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str | LazyString) -> None:
         super().__init__(message)
-        self.message = message
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        """The message in the current language (a lazy message is translated when read)."""
+        return str(self._message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class InvalidCsr(OpauthError):

@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
+from flask_babel import lazy_gettext
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
@@ -47,7 +48,8 @@ def _parse_enum(cls: type[enum.StrEnum], value: str | None, field: str) -> enum.
         return cls(value)
     except ValueError:
         allowed = ", ".join(m.value for m in cls)
-        raise InvalidInput(f"{field} must be one of: {allowed}") from None
+        raise InvalidInput(lazy_gettext(
+            "%(field)s は次のいずれかです: %(allowed)s", field=field, allowed=allowed)) from None
 
 
 def list_certificates(
@@ -62,7 +64,7 @@ def list_certificates(
 ) -> Page[Certificate]:
     """Certificates, newest first, filtered by profile, 業務ID, status and a text match."""
     if page < 1 or per_page < 1 or per_page > 500:
-        raise InvalidInput("page must be ≥ 1 and per_page between 1 and 500")
+        raise InvalidInput(lazy_gettext("page は1以上、per_page は1〜500で指定してください。"))
     query = select(Certificate)
     wanted_profile = _parse_enum(CertificateProfile, profile, "profile")
     if wanted_profile is not None:
@@ -101,7 +103,7 @@ def get_certificate(session: Session, *, serial: str | None = None, cert_id: int
         if normalised and len(normalised) <= 40 and all(c in "0123456789abcdef" for c in normalised):
             cert = session.scalar(select(Certificate).where(Certificate.serial == normalised))
     if cert is None:
-        raise NotFound("no such certificate")
+        raise NotFound(lazy_gettext("指定された証明書はありません。"))
     return cert
 
 

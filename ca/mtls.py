@@ -30,6 +30,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from flask import Flask, current_app, g, jsonify, redirect, request, session, url_for
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -151,7 +152,7 @@ def presented_certificate() -> bytes | None:
         try:
             cert = x509.load_pem_x509_certificate(unquote(header).encode())
         except ValueError:
-            raise ClientCertRefused("the forwarded client certificate is malformed") from None
+            raise ClientCertRefused(lazy_gettext("転送されたクライアント証明書の形式が正しくありません。")) from None
         return cert.public_bytes(serialization.Encoding.DER)
     # gunicorn's worker, or werkzeug's server (tests, `flask run --cert`), exposes the TLS socket.
     sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
@@ -166,23 +167,24 @@ def _check(session: Session, settings: CaSettings, *, der: bytes, purpose: Purpo
     fingerprint = hashlib.sha256(der).hexdigest()
     row = session.scalar(select(Certificate).where(Certificate.fingerprint_sha256 == fingerprint))
     if row is None:
-        raise ClientCertRefused("the client certificate was not issued by this system")
+        raise ClientCertRefused(lazy_gettext("クライアント証明書はこのシステムが発行したものではありません。"))
     if row.revoked_at is not None:  # the database is the freshest source: no CRL or cache lag
-        raise ClientCertRefused("the client certificate is revoked")
+        raise ClientCertRefused(lazy_gettext("クライアント証明書は失効しています。"))
     if row.profile not in _PROFILES[purpose]:
-        raise ClientCertRefused(f"a {row.profile} certificate cannot be used here")
+        raise ClientCertRefused(lazy_gettext("%(profile)s 証明書はここでは使えません。", profile=str(row.profile)))
     result = validate_chain(session, settings, leaf_der=der, required_eku={_EKU[purpose]},
                             key_usage={"digital_signature"})
     if not result.valid:
-        raise ClientCertRefused(f"the client certificate is not acceptable ({result.reason}): {result.message}")
+        raise ClientCertRefused(lazy_gettext("クライアント証明書を受け付けられません（%(reason)s）: %(detail)s",
+                                             reason=result.reason, detail=result.message))
     operator_pk = None
     if purpose is Purpose.BUSINESS_CLIENT and row.business_system_id is None:
-        raise ClientCertRefused("the client certificate is not bound to a registered business system")
+        raise ClientCertRefused(lazy_gettext("クライアント証明書は登録された業務システムのものではありません。"))
     if purpose is Purpose.OPERATOR:
         operator_pk = session.scalar(select(OperatorCertificate.operator_id).where(
             OperatorCertificate.certificate_id == row.id))
         if operator_pk is None:
-            raise ClientCertRefused("the client certificate does not belong to an operator")
+            raise ClientCertRefused(lazy_gettext("クライアント証明書は操作者のものではありません。"))
     return ClientIdentity(certificate_id=row.id, serial=row.serial, fingerprint_sha256=fingerprint,
                           profile=row.profile, business_system_id=row.business_system_id,
                           tenant_id=row.tenant_id, operator_pk=operator_pk)
@@ -193,7 +195,7 @@ def authenticate_client(*, purpose: Purpose) -> ClientIdentity:
     try:
         der = presented_certificate()
         if der is None:
-            raise ClientCertRefused("a client certificate issued by this system is required")
+            raise ClientCertRefused(lazy_gettext("このシステムが発行したクライアント証明書が必要です。"))
         return _check(get_session(), CaSettings.from_config(current_app.config), der=der, purpose=purpose)
     except ClientCertRefused as exc:
         record_event_separately(
@@ -216,7 +218,7 @@ def operator_certificate_for(operator_pk: int) -> ClientIdentity:
             new_session, action=AuditAction.OPERATOR_CERT_MISMATCH,
             actor=Actor(name="tls-client", source=request.remote_addr or ""), result=AuditResult.FAILURE,
             target=request.path, detail={"certificate": identity.serial})
-        raise ClientCertRefused("the client certificate belongs to another operator")
+        raise ClientCertRefused(lazy_gettext("クライアント証明書は別の操作者のものです。"))
     return identity
 
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
 from flask import Blueprint, Response, current_app, request
+from flask_babel import lazy_gettext
 from werkzeug.http import http_date
 
 from ca import ocsp
@@ -36,7 +37,7 @@ CACHE_CA = "public, max-age=86400"
 def _authority(authority_id: int) -> CertificateAuthority:
     ca = get_session().get(CertificateAuthority, authority_id)
     if ca is None:
-        raise NotFound("no such certificate authority")
+        raise NotFound(lazy_gettext("指定された認証局はありません。"))
     return ca
 
 

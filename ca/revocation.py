@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, authorities
 from ca.crl import bump_status_version, current_crl, issue_crl
 from ca.errors import Conflict, InvalidInput
 from ca.inquiry import get_certificate
+from ca.labels import reason_label
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
 from ca.ocsp import ensure_responder, presign, stale_responses
 from db import utcnow
@@ -40,7 +42,7 @@ def parse_reason(name: object) -> RevocationReason | None:
         return RevocationReason(name)
     except ValueError:
         allowed = ", ".join([*(r.value for r in RevocationReason), REMOVE_FROM_CRL])
-        raise InvalidInput(f"reason must be one of: {allowed}") from None
+        raise InvalidInput(lazy_gettext("失効理由 (reason) は次のいずれかです: %(allowed)s", allowed=allowed)) from None
 
 
 def parse_invalidity_date(value: object) -> datetime | None:
@@ -48,13 +50,17 @@ def parse_invalidity_date(value: object) -> datetime | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise InvalidInput("invalidity_date must be an ISO 8601 date-time string")
+        raise InvalidInput(lazy_gettext(
+            "失効原因発生日時 (invalidity_date) は ISO 8601 の日時文字列で指定してください。"))
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise InvalidInput("invalidity_date must be an ISO 8601 date-time such as 2026-11-25T09:00:00Z") from None
+        raise InvalidInput(lazy_gettext(
+            "失効原因発生日時 (invalidity_date) は 2026-11-25T09:00:00Z のような"
+            " ISO 8601 の日時で指定してください。")) from None
     if moment.tzinfo is None:
-        raise InvalidInput("invalidity_date needs a time zone (e.g. 2026-11-25T09:00:00Z)")
+        raise InvalidInput(lazy_gettext(
+            "失効原因発生日時 (invalidity_date) にはタイムゾーンが必要です（例: 2026-11-25T09:00:00Z）。"))
     return moment
 
 
@@ -74,20 +80,26 @@ def revoke(
     """
     held = certificate.revocation_reason is RevocationReason.CERTIFICATE_HOLD
     if certificate.revoked_at is not None and (not held or reason is RevocationReason.CERTIFICATE_HOLD):
-        state = "on hold" if held else "revoked"
-        raise Conflict(f"certificate {certificate.serial} is already {state} "
-                       f"({certificate.revocation_reason}, {certificate.revoked_at:%Y-%m-%d %H:%M:%S} UTC)")
+        since = certificate.revoked_at.strftime("%Y-%m-%d %H:%M:%S")
+        if held:
+            raise Conflict(lazy_gettext("証明書 %(serial)s は既に保留中です（%(at)s UTC）。",
+                                        serial=certificate.serial, at=since))
+        raise Conflict(lazy_gettext("証明書 %(serial)s は既に失効しています（%(reason)s、%(at)s UTC）。",
+                                    serial=certificate.serial, reason=reason_label(certificate.revocation_reason),
+                                    at=since))
     was_held_since = certificate.revoked_at
     if certificate.profile is CertificateProfile.ROOT_CA:
-        raise Conflict("a root CA certificate cannot be revoked; remove it from the trust stores instead")
+        raise Conflict(lazy_gettext("ルートCA証明書は失効できません。信頼ストアから削除してください。"))
     now = utcnow()
     if invalidity_date is not None:
         if invalidity_date.tzinfo is None:
-            raise InvalidInput("invalidity_date needs a time zone (e.g. 2026-11-25T09:00:00Z)")
+            raise InvalidInput(lazy_gettext(
+                "失効原因発生日時 (invalidity_date) にはタイムゾーンが必要です（例: 2026-11-25T09:00:00Z）。"))
         if invalidity_date > now + _FUTURE_SKEW:
-            raise InvalidInput("invalidity_date cannot be in the future")
+            raise InvalidInput(lazy_gettext("失効原因発生日時 (invalidity_date) に未来の日時は指定できません。"))
     if reason is RevocationReason.CERTIFICATE_HOLD and invalidity_date is not None:
-        raise InvalidInput("certificateHold takes no invalidity_date")
+        raise InvalidInput(lazy_gettext(
+            "certificateHold（保留）には失効原因発生日時 (invalidity_date) を指定できません。"))
     certificate.revoked_at = now.replace(microsecond=0)  # CRLs and OCSP carry whole seconds
     certificate.revocation_reason = reason
     certificate.invalidity_date = invalidity_date.astimezone(UTC).replace(microsecond=0) if invalidity_date else None
@@ -105,9 +117,11 @@ def revoke(
 def release_hold(session: Session, *, certificate: Certificate, actor: Actor) -> Certificate:
     """Release a certificateHold (removeFromCRL): the certificate is good again."""
     if certificate.revoked_at is None or certificate.revocation_reason is not RevocationReason.CERTIFICATE_HOLD:
-        state = "not revoked" if certificate.revoked_at is None else \
-            f"revoked for good ({certificate.revocation_reason})"
-        raise Conflict(f"certificate {certificate.serial} is not on hold: it is {state}")
+        if certificate.revoked_at is None:
+            raise Conflict(lazy_gettext("証明書 %(serial)s は保留中ではありません（失効していません）。",
+                                        serial=certificate.serial))
+        raise Conflict(lazy_gettext("証明書 %(serial)s は保留中ではありません（%(reason)s で失効済みです）。",
+                                    serial=certificate.serial, reason=reason_label(certificate.revocation_reason)))
     held_since = certificate.revoked_at
     certificate.revoked_at = None
     certificate.revocation_reason = None
@@ -134,7 +148,8 @@ def revoke_by_serial(
     certificate = get_certificate(session, serial=serial)
     if reason is None:
         if invalidity_date is not None:
-            raise InvalidInput("removeFromCRL takes no invalidity_date")
+            raise InvalidInput(lazy_gettext(
+                "removeFromCRL（保留解除）には失効原因発生日時 (invalidity_date) を指定できません。"))
         return release_hold(session, certificate=certificate, actor=actor)
     return revoke(session, certificate=certificate, reason=reason, actor=actor, invalidity_date=invalidity_date)
 

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
+from flask_babel import lazy_gettext
 
 from ca.api import certificate_json
 from ca.errors import InvalidCsr
@@ -35,7 +36,7 @@ def _csr_from_json(body: dict[str, Any]) -> bytes | None:
     if csr is None or csr == "":
         return None
     if not isinstance(csr, str):
-        raise InvalidCsr("'csr' must be the PEM text of the certificate signing request")
+        raise InvalidCsr(lazy_gettext("csr には証明書発行要求 (CSR) の PEM テキストを指定してください。"))
     return csr.encode("utf-8", errors="replace")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -51,30 +52,32 @@ class TlsCertificateData:
         values = {k: data.get(k, "") for k in ("tenant", "business_id", "terminal", "hosts")}
         for key, value in values.items():
             if not isinstance(value, (str, list)):
-                raise InvalidInput(f"{key} must be a string")
+                raise InvalidInput(lazy_gettext("%(field)s は文字列で指定してください。", field=key))
         tenant = str(values["tenant"]).strip()
         business_id = str(values["business_id"]).strip()
         terminal = str(values["terminal"]).strip()
         raw_hosts = values["hosts"]
         items = raw_hosts if isinstance(raw_hosts, list) else re.split(r"[\s,]+", str(raw_hosts))
         if not tenant:
-            raise InvalidInput("市町村・任意団体 (tenant) is required")
+            raise InvalidInput(lazy_gettext("市町村・任意団体 (tenant) は必須です。"))
         if bool(business_id) == bool(terminal):
-            raise InvalidInput("bind the certificate to exactly one of 業務ID (business_id) or 端末名 (terminal)")
+            raise InvalidInput(lazy_gettext(
+                "証明書の対象として 業務ID (business_id) か 端末名 (terminal) のどちらか一方だけを指定してください。"))
         if terminal and not _TERMINAL.match(terminal):
-            raise InvalidInput("端末名 (terminal) may contain letters, digits, '.', '_' and '-' (at most 63)")
+            raise InvalidInput(lazy_gettext(
+                "端末名 (terminal) に使えるのは半角英数字と . _ - だけです（63文字以内）。"))
         hosts: list[str] = []
         for item in items:
             if not isinstance(item, str):
-                raise InvalidInput("hosts must be host names")
+                raise InvalidInput(lazy_gettext("ホスト名 (hosts) にはホスト名を指定してください。"))
             if item.strip():
                 host = host_of(f"https://{item.strip()}/", "hosts")
                 if host not in hosts:
                     hosts.append(host)
         if not hosts:
-            raise InvalidInput("give at least one host name or IP address (hosts) for the certificate")
+            raise InvalidInput(lazy_gettext("ホスト名または IP アドレス (hosts) を一つ以上指定してください。"))
         if len(hosts) > 20:
-            raise InvalidInput("at most 20 host names")
+            raise InvalidInput(lazy_gettext("ホスト名は20個までです。"))
         return cls(tenant_code=tenant, business_id=business_id, terminal=terminal, hosts=tuple(hosts))
 
 
@@ -138,7 +141,7 @@ def issue_tls_certificate(session: Session, *, settings: CaSettings, scope: Scop
     if data.business_id:
         system = find_by_business_id(session, data.business_id)
         if system is None:
-            raise NotFound(f"no business system with 業務ID {data.business_id!r}")
+            raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=data.business_id))
     return _sign(session, settings=settings, tenant=tenant, system=system, terminal=data.terminal,
                  hosts=data.hosts, csr_bytes=csr_bytes, actor=actor, replaces=None)
 
@@ -149,7 +152,7 @@ def get_tls_certificate(session: Session, *, scope: Scope, serial: str) -> Certi
 
     cert = get_certificate(session, serial=serial)
     if cert.profile is not CertificateProfile.TLS or cert.tenant_id is None:
-        raise NotFound("no such SSL communication certificate")
+        raise NotFound(lazy_gettext("指定された SSL 通信証明書はありません。"))
     tenant = session.get(Tenant, cert.tenant_id)
     assert tenant is not None
     get_tenant(session, scope, tenant.code)  # raises NotFound outside the scope

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext
 from werkzeug.datastructures import FileStorage
 
 from ca.errors import NotFound, OpauthError
@@ -141,7 +142,7 @@ def business_certificates(business_id: str) -> Any:
     reach = scope()
     system = find_by_business_id(session, business_id)
     if system is None or not (reach.all_tenants or system.id in {s.id for s in administered_systems(session, reach)}):
-        raise NotFound(f"no business system with 業務ID {business_id[:20]!r}")
+        raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=business_id[:20]))
     certs = list_certificates(session, business_id=system.business_id, page=page_arg(),
                               per_page=current_app.config["PAGE_SIZE"])
     return render_template("ca/business_certificates.html", system=system, page=certs,

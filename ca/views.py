@@ -8,6 +8,8 @@ from typing import Any
 
 from cryptography import x509
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
@@ -15,6 +17,7 @@ from ca.authority import authorities
 from ca.business_server import issue_business_server_certificate, preview
 from ca.errors import InvalidCsr, OpauthError
 from ca.inquiry import chain_for, export_certificate, get_certificate, list_certificates
+from ca.labels import reason_label
 from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
 from db import get_session, new_session
@@ -39,10 +42,11 @@ bp = Blueprint("ca_admin", __name__)
 def read_upload(upload: FileStorage | None, limit: int) -> bytes:
     """The uploaded file's bytes, reading at most ``limit + 1`` so huge files are refused cheaply."""
     if upload is None or not upload.filename:
-        raise InvalidCsr("choose the CSR file (証明書発行要求ファイル) to upload")
+        raise InvalidCsr(lazy_gettext("アップロードする証明書発行要求ファイル (CSR) を選択してください。"))
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
-        raise InvalidCsr(f"the CSR is too large (at most {limit} bytes)")
+        raise InvalidCsr(lazy_gettext(
+            "証明書発行要求ファイル (CSR) が大きすぎます（最大 %(limit)s バイト）。", limit=limit))
     return data
 
 
@@ -108,7 +112,8 @@ def issue_business_server() -> Any:
             try:
                 csr_bytes = base64.b64decode(request.form.get("csr_b64", ""), validate=True)
             except (binascii.Error, ValueError):
-                raise InvalidCsr("the confirmed CSR was altered; start again") from None
+                raise InvalidCsr(lazy_gettext(
+                    "確認した証明書発行要求ファイル (CSR) が変更されています。最初からやり直してください。")) from None
             return issue_business_server_certificate(
                 session, settings=ca_settings(), data=BusinessSystemData.from_mapping(values),
                 csr_bytes=csr_bytes, actor=actor)
@@ -195,7 +200,8 @@ def revoke_certificate(cert_id: int) -> Any:
                                     actor=actor, target=f"certificate:{serial}")
     except OpauthError as exc:
         return _detail(session, get_certificate(session, cert_id=cert_id), error=exc.message), exc.status
-    flash("保留を解除しました。" if cert.revoked_at is None else f"証明書を失効しました（{cert.revocation_reason}）。")
+    flash(_("保留を解除しました。") if cert.revoked_at is None
+          else _("証明書を失効しました（%(reason)s）。", reason=reason_label(cert.revocation_reason)))
     return redirect(url_for("ca_admin.certificate_detail", cert_id=cert_id))
 
 

@@ -10,6 +10,7 @@ import base64
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
 
 from ca.errors import InvalidInput
@@ -92,7 +93,7 @@ def _csr(body: dict[str, Any]) -> bytes | None:
     if csr is None:
         return None
     if not isinstance(csr, str) or not csr.strip():
-        raise InvalidInput("'csr' must be the PEM text of the certificate signing request")
+        raise InvalidInput(lazy_gettext("csr には証明書発行要求 (CSR) の PEM テキストを指定してください。"))
     return csr.encode("utf-8", errors="replace")
 
 
@@ -129,7 +130,7 @@ def operator_create(code: str) -> Any:
         body = json_body()
         password = body.get("password")
         if password is not None and not isinstance(password, str):
-            raise InvalidInput("password must be a string")
+            raise InvalidInput(lazy_gettext("%(field)s は文字列で指定してください。", field="password"))
         return register_and_issue(session, scope=s, settings=ca_settings(), tenant=found,
                                   data=OperatorData.from_mapping(body), password=password or None,
                                   actor=current_actor(), csr_bytes=_csr(body))
@@ -193,7 +194,7 @@ def operator_certificate_revoke(code: str, operator_id: str, serial: str) -> Any
         try:
             reason = RevocationReason(raw)
         except ValueError:
-            raise InvalidInput("unknown revocation reason") from None
+            raise InvalidInput(lazy_gettext("失効理由が正しくありません。")) from None
         return revoke_operator_certificate(session, operator=found, serial=serial, actor=current_actor(),
                                            reason=reason)
 
@@ -266,7 +267,7 @@ def passwords(code: str) -> Any:
     def work() -> list[tuple[Operator, str]]:
         ids = json_body().get("operator_ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
-            raise InvalidInput("'operator_ids' must be a list of at most 500 operator IDs")
+            raise InvalidInput(lazy_gettext("operator_ids は500件以内のオペレータIDのリストで指定してください。"))
         chosen = [managed_operator(session, s, found, i) for i in ids]
         return bulk_change_passwords(session, scope=s, tenant=found, operators=chosen, actor=current_actor(),
                                      settings=login_settings())

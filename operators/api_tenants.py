@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app, jsonify
+from flask_babel import lazy_gettext
 
 from ca.errors import InvalidInput
 from db import get_session
@@ -89,7 +90,7 @@ def tenant_order() -> Any:
     def work() -> list[Tenant]:
         codes = json_body().get("codes")
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-            raise InvalidInput("'codes' must be a list of tenant codes")
+            raise InvalidInput(lazy_gettext("%(field)s は団体コードのリストで指定してください。", field="codes"))
         return reorder_tenants(session, codes=codes, actor=current_actor())
 
     ordered = unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target="tenants")
@@ -115,7 +116,7 @@ def joint_use_put(business_id: str) -> Any:
     def work() -> list[Tenant]:
         codes = json_body().get("tenants")
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-            raise InvalidInput("'tenants' must be a list of tenant codes")
+            raise InvalidInput(lazy_gettext("%(field)s は団体コードのリストで指定してください。", field="tenants"))
         return set_joint_use(session, settings=ca_settings(), system=system, tenant_codes=codes, actor=current_actor())
 
     result = unit_of_work(work, failure=AuditAction.TENANT_REJECTED, target=f"business_system:{system.business_id}")
@@ -153,7 +154,7 @@ def in_business_id_put(code: str, business_id: str, operator_id: str) -> Any:
         body = json_body()
         value = body.get("in_business_id")
         if not isinstance(value, str):
-            raise InvalidInput("'in_business_id' must be a string")
+            raise InvalidInput(lazy_gettext("%(field)s は文字列で指定してください。", field="in_business_id"))
         return set_in_business_id(session, operator=op, system=system, in_business_id=value,
                                   permissions=parse_permissions(body.get("permissions")), actor=current_actor())
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, stream_with_context, url_for
+from flask_babel import gettext as _
 from markupsafe import escape
 from sqlalchemy import func, select
 
@@ -109,11 +110,12 @@ def import_csv(code: str) -> Any:
             for progress in csv_io.import_operators(session, scope=s, tenant=tenant, rows=rows, actor=actor):
                 if progress.finished:
                     session.commit()
-                    yield (f'<p class="notice" id="done">{progress.done} 件を登録しました。</p>'
+                    done = escape(_("%(count)s 件を登録しました。", count=progress.done))
+                    yield (f'<p class="notice" id="done">{done}</p>'
                            f'<p><a href="{url_for("operators_admin.operator_list", code=tenant.code)}">'
-                           "操作者一覧へ</a> ・ "
+                           f'{escape(_("操作者一覧へ"))}</a> {escape(_("・"))} '
                            f'<a href="{url_for("operators_admin.bulk.certificates_pending", code=tenant.code)}">'
-                           "証明書未発行の操作者へ（オペレータ証明書発行）</a></p>")
+                           f'{escape(_("証明書未発行の操作者へ（オペレータ証明書発行）"))}</a></p>')
                 else:
                     # One step per chunk; static/js/import_progress.js keeps only the newest on screen.
                     yield (f'<p class="import-step" role="status"><progress value="{progress.done}" '

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,13 +28,13 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 URL_FIELDS = ("top_url", "operator_admin_url", "personalize_url")
 LABELS = {
-    "business_id": "業務ID",
-    "name": "業務システム名",
-    "admin_org": "管理組織名",
-    "top_url": "業務トップURL",
-    "operator_admin_url": "オペレータ管理URL",
-    "personalize_url": "パーソナライズURL",
-    "phone": "連絡先電話",
+    "business_id": lazy_gettext("業務ID"),
+    "name": lazy_gettext("業務システム名"),
+    "admin_org": lazy_gettext("管理組織名"),
+    "top_url": lazy_gettext("業務トップURL"),
+    "operator_admin_url": lazy_gettext("オペレータ管理URL"),
+    "personalize_url": lazy_gettext("パーソナライズURL"),
+    "phone": lazy_gettext("連絡先電話"),
     "email": "E-mail",
 }
 # Longest accepted value per field (the column sizes); longer input is refused, never cut.
@@ -66,15 +67,16 @@ class BusinessSystemData:
         raw_id = data.get("business_id")
         values["business_id"] = raw_id.strip() if isinstance(raw_id, str) else ""
         if not _BUSINESS_ID.match(values["business_id"]):
-            raise InvalidInput("業務ID (business_id) must be exactly two digits, e.g. 05")
+            raise InvalidInput(lazy_gettext("業務ID (business_id) は半角数字2桁で指定してください（例: 05）。"))
         if not values["name"]:
-            raise InvalidInput("業務システム名 (name) is required")
+            raise InvalidInput(lazy_gettext("業務システム名 (name) は必須です。"))
         for field in URL_FIELDS:
             host_of(values[field], field)
         if values["phone"] and not _PHONE.match(values["phone"]):
-            raise InvalidInput("連絡先電話 (phone) may contain digits and hyphens only (at most 20)")
+            raise InvalidInput(lazy_gettext(
+                "連絡先電話 (phone) に使えるのは半角数字とハイフンだけです（20文字以内）。"))
         if values["email"] and (len(values["email"]) > 320 or not _EMAIL.match(values["email"])):
-            raise InvalidInput("E-mail (email) is not a valid address")
+            raise InvalidInput(lazy_gettext("E-Mail (email) のアドレスが正しくありません。"))
         return cls(**values)
 
     def hosts(self) -> list[str]:
@@ -91,17 +93,20 @@ def host_of(url: str, field: str = "url") -> str:
     """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
     label = LABELS.get(field, field)
     if not url:
-        raise InvalidInput(f"{label} ({field}) is required")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は必須です。", label=label, field=field))
     if len(url) > 2000:
-        raise InvalidInput(f"{label} ({field}) is longer than 2000 characters")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。", label=label,
+                                        field=field, limit=2000))
     try:
         parts = urlsplit(url)
         hostname = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise InvalidInput(f"{label} ({field}) is not a valid URL") from None
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL が正しくありません。", label=label,
+                                        field=field)) from None
     if parts.scheme != "https" or not hostname:
-        raise InvalidInput(f"{label} ({field}) must be an https:// URL with a host name")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
+                                        label=label, field=field))
     try:
         ipaddress.ip_address(hostname)
         return hostname
@@ -110,9 +115,11 @@ def host_of(url: str, field: str = "url") -> str:
     try:
         ascii_host = hostname.encode("idna").decode("ascii")
     except UnicodeError:
-        raise InvalidInput(f"{label} ({field}) has an invalid host name") from None
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
+                                        field=field)) from None
     if not _HOSTNAME.match(ascii_host):
-        raise InvalidInput(f"{label} ({field}) has an invalid host name")
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
+                                        field=field))
     return ascii_host.lower()
 
 
@@ -126,7 +133,7 @@ def general_name_for_host(host: str) -> x509.GeneralName:
 def get_by_business_id(session: Session, business_id: str) -> BusinessSystem:
     system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
     if system is None:
-        raise NotFound(f"no business system with 業務ID {business_id!r}")
+        raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=business_id))
     return system
 
 

@@ -16,6 +16,8 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext
+from flask_babel.speaklater import LazyString
 from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -55,8 +57,8 @@ class CsvRowError(InvalidInput):
 
     code = "invalid_csv_row"
 
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
+    def __init__(self, line: int, reason: str | LazyString) -> None:
+        super().__init__(lazy_gettext("%(line)s 行目: %(reason)s", line=line, reason=reason))
         self.line = line
         self.reason = reason
 
@@ -91,7 +93,7 @@ def decode(raw: bytes) -> str:
     try:
         return raw.decode("cp932")
     except UnicodeDecodeError:
-        raise InvalidInput("the CSV file is neither UTF-8 nor Shift_JIS (CP932)") from None
+        raise InvalidInput(lazy_gettext("CSV ファイルが UTF-8 でも Shift_JIS (CP932) でもありません。")) from None
 
 
 def parse_in_business_ids(raw: str, business_ids: Sequence[str], *, drop_unknown: bool = False) -> dict[str, str]:
@@ -104,7 +106,7 @@ def parse_in_business_ids(raw: str, business_ids: Sequence[str], *, drop_unknown
         return {}
     if "=" not in raw:
         if not IN_BUSINESS_ID.match(raw):
-            raise InvalidInput("業務内ID must be 1-64 letters, digits or _ . @ -")
+            raise InvalidInput(lazy_gettext("業務内ID は半角英数字と _ . @ - の1〜64文字で指定してください。"))
         return {b: raw for b in business_ids}
     result: dict[str, str] = {}
     for part in (p for p in raw.replace(",", ";").split(";") if p.strip()):
@@ -112,9 +114,9 @@ def parse_in_business_ids(raw: str, business_ids: Sequence[str], *, drop_unknown
         if business_id not in business_ids:
             if drop_unknown:
                 continue
-            raise InvalidInput(f"業務内ID names 業務ID {business_id[:10]!r}, which is not among 許可業務")
+            raise InvalidInput(lazy_gettext("業務内ID の業務ID %(id)s は許可業務にありません。", id=business_id[:10]))
         if not IN_BUSINESS_ID.match(value):
-            raise InvalidInput("業務内ID must be 1-64 letters, digits or _ . @ -")
+            raise InvalidInput(lazy_gettext("業務内ID は半角英数字と _ . @ - の1〜64文字で指定してください。"))
         result[business_id] = value
     return result
 
@@ -125,17 +127,18 @@ def read_rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:
     try:
         header = next(reader)
     except StopIteration:
-        raise CsvRowError(1, "the file is empty") from None
+        raise CsvRowError(1, lazy_gettext("ファイルが空です。")) from None
     except csv.Error as exc:
-        raise CsvRowError(1, f"unreadable CSV ({exc})") from None
+        raise CsvRowError(1, lazy_gettext("CSV を読み取れません（%(error)s）。", error=str(exc))) from None
     keys = []
     for name in header:
         key = _HEADER_TO_KEY.get(name.strip())
         if key is None:
-            raise CsvRowError(1, f"unknown column {name.strip()[:40]!r}; use the template's header")
+            raise CsvRowError(1, lazy_gettext("不明な列 %(name)s があります。テンプレートの見出し行を使ってください。",
+                                                  name=name.strip()[:40]))
         keys.append(key)
     if "operator_id" not in keys or "name" not in keys:
-        raise CsvRowError(1, "the header needs at least オペレータID and 氏名・組織名")
+        raise CsvRowError(1, lazy_gettext("見出し行には少なくとも オペレータID と 氏名・組織名 が必要です。"))
     count = 0
     while True:
         line = reader.line_num + 1
@@ -144,14 +147,15 @@ def read_rows(text: str) -> Iterator[tuple[int, dict[str, str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise CsvRowError(line, f"unreadable CSV ({exc})") from None
+            raise CsvRowError(line, lazy_gettext("CSV を読み取れません（%(error)s）。", error=str(exc))) from None
         if not any(cell.strip() for cell in row):
             continue
         count += 1
         if count > MAX_ROWS:
-            raise CsvRowError(line, f"too many rows (at most {MAX_ROWS})")
+            raise CsvRowError(line, lazy_gettext("行数が多すぎます（最大 %(max)s 行）。", max=MAX_ROWS))
         if len(row) != len(keys):
-            raise CsvRowError(line, f"expected {len(keys)} columns, found {len(row)}")
+            raise CsvRowError(line, lazy_gettext("列の数が %(found)s です（%(expected)s 列必要です）。", found=len(row),
+                                                     expected=len(keys)))
         yield line, dict(zip(keys, row, strict=True))
 
 
@@ -168,23 +172,26 @@ def validate(session: Session, *, tenant: Tenant, text: str, drop_unpermitted: b
                     dict(values, business_ids=[b for b in data.business_ids if b in allowed]))
             not_allowed = [b for b in data.business_ids if b not in allowed]
             if not_allowed:
-                raise InvalidInput(f"許可業務 {', '.join(not_allowed)} is not in this tenant's joint use "
-                                   "(共同利用業務設定)")
+                raise InvalidInput(lazy_gettext(
+                    "許可業務: %(ids)s はこの団体が利用できる業務ではありません（共同利用業務設定）。",
+                    ids=", ".join(not_allowed)))
             in_business = parse_in_business_ids(values.get("in_business_ids", ""), data.business_ids,
                                                 drop_unknown=drop_unpermitted)
             password = values.get("password", "").strip()
             if password:
                 reason = check_policy(password, operator_id=data.operator_id)
                 if reason:
-                    raise InvalidInput(f"パスワード: {reason}")
+                    raise InvalidInput(lazy_gettext("パスワード: %(reason)s", reason=reason))
         except InvalidInput as exc:
             raise CsvRowError(line, exc.message) from None
         if data.operator_id in seen:
-            raise CsvRowError(line, f"オペレータID {data.operator_id} also appears on line {seen[data.operator_id]}")
+            raise CsvRowError(line, lazy_gettext(
+                "オペレータID %(id)s は %(other)s 行目にもあります。", id=data.operator_id,
+                                                     other=seen[data.operator_id]))
         seen[data.operator_id] = line
         rows.append(ImportRow(line=line, data=data, in_business_ids=in_business, password=password))
     if not rows:
-        raise CsvRowError(2, "the file has no operator rows")
+        raise CsvRowError(2, lazy_gettext("ファイルに操作者の行がありません。"))
     taken: set[str] = set()
     ids = list(seen)
     for start in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
@@ -192,7 +199,8 @@ def validate(session: Session, *, tenant: Tenant, text: str, drop_unpermitted: b
             Operator.tenant_id == tenant.id, Operator.operator_id.in_(ids[start:start + 900]))))
     for row in rows:
         if row.data.operator_id in taken:
-            raise CsvRowError(row.line, f"オペレータID {row.data.operator_id} is already registered in this tenant")
+            raise CsvRowError(row.line, lazy_gettext("オペレータID %(id)s はこの団体に登録済みです。",
+                                                         id=row.data.operator_id))
     return rows
 
 
@@ -218,7 +226,8 @@ def import_operators(session: Session, *, scope: Scope, tenant: Tenant, rows: Se
         try:
             created = session.execute(insert(Operator).returning(Operator.id, Operator.operator_id), values)
         except IntegrityError:  # someone registered one of these IDs after validation
-            raise Conflict("an operator ID of this file was registered meanwhile; import again") from None
+            raise Conflict(lazy_gettext(
+                "このファイルのオペレータIDが処理中に登録されました。もう一度インポートしてください。")) from None
         pks = {operator_id: pk for pk, operator_id in created}
         links = [{"operator_id": pks[r.data.operator_id], "business_system_id": systems[b]}
                  for r in chunk for b in r.data.business_ids]
@@ -252,7 +261,8 @@ def _encode(text: str, encoding: str) -> bytes:
         try:
             return text.encode("cp932")
         except UnicodeEncodeError:
-            raise InvalidInput("some values cannot be written in Shift_JIS (CP932); export as UTF-8") from None
+            raise InvalidInput(lazy_gettext(
+                "Shift_JIS (CP932) で書けない値があります。UTF-8 で出力してください。")) from None
     return b"\xef\xbb\xbf" + text.encode("utf-8")  # the BOM makes Excel read UTF-8
 
 

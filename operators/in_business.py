@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -69,7 +70,9 @@ def mappings_of(session: Session, operator: Operator) -> list[InBusinessId]:
 
 def _require_permitted(operator: Operator, system: BusinessSystem) -> None:
     if system.id not in {s.id for s in operator.permitted_systems} or operator.revoked_at is not None:
-        raise NotFound(f"operator {operator.operator_id} may not use business system {system.business_id}")
+        raise NotFound(lazy_gettext(
+            "操作者 %(id)s は業務 %(business_id)s を許可されていません。", id=operator.operator_id,
+                                     business_id=system.business_id))
 
 
 def set_in_business_id(session: Session, *, operator: Operator, system: BusinessSystem, in_business_id: str,
@@ -102,7 +105,7 @@ def delete_in_business_id(session: Session, *, operator: Operator, system: Busin
     mapping = session.scalar(select(InBusinessId).where(InBusinessId.operator_id == operator.id,
                                                         InBusinessId.business_system_id == system.id))
     if mapping is None:
-        raise NotFound("no in-business ID for this operator and business system")
+        raise NotFound(lazy_gettext("この操作者とこの業務の業務内IDはありません。"))
     session.delete(mapping)
     session.flush()
     record_event(session, action=AuditAction.IN_BUSINESS_ID_DELETED, actor=actor,

@@ -54,7 +54,8 @@ def unlock_operator() -> Any:
     except OpauthError as exc:
         flash(exc.message)
         return redirect(url_for("login_admin.locked")), 303
-    flash(_("%(op)s のロックを解除しました。", op=f"{tenant_code}/{operator_id}"))
+    who = f"{tenant_code}/{operator_id}"
+    flash(_("%(op)s のロックを解除しました。", op=who))
     return redirect(url_for("login_admin.locked")), 303
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -165,7 +166,7 @@ def revoke_operator_certificate(session: Session, *, operator: Operator, serial:
     for cert in operator_certificates(session, operator):
         if cert.serial == serial.strip().lower():
             return revoke(session, certificate=cert, reason=reason, actor=actor)
-    raise NotFound("no such certificate for this operator")
+    raise NotFound(lazy_gettext("この操作者の指定された証明書はありません。"))
 
 
 def revoke_all(session: Session, *, operator: Operator, actor: Actor,

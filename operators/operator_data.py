@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flask_babel import lazy_gettext
+
 from ca.errors import InvalidInput
 from operators.models import AuthMethod, Gender, Role
 
@@ -24,26 +26,34 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _FORMULA_START = frozenset("=+-@")
 
 LABELS = {
-    "operator_id": "オペレータID",
-    "password": "パスワード",
-    "name": "氏名・組織名",
-    "in_business_id": "業務内ID",
-    "business_ids": "許可業務",
-    "department": "部門",
-    "gender": "性別",
-    "phone": "連絡先電話",
-    "extension": "内線",
+    "operator_id": lazy_gettext("オペレータID"),
+    "password": lazy_gettext("パスワード"),
+    "name": lazy_gettext("氏名・組織名"),
+    "in_business_id": lazy_gettext("業務内ID"),
+    "business_ids": lazy_gettext("許可業務"),
+    "department": lazy_gettext("部門"),
+    "gender": lazy_gettext("性別"),
+    "phone": lazy_gettext("連絡先電話"),
+    "extension": lazy_gettext("内線"),
     "email": "E-Mail",
-    "info": "情報",
-    "extra_info": "付帯情報",
-    "auth_method": "認証方式",
-    "role": "権限",
-    "administers_business_id": "管理する業務",
+    "info": lazy_gettext("情報"),
+    "extra_info": lazy_gettext("付帯情報"),
+    "auth_method": lazy_gettext("認証方式"),
+    "role": lazy_gettext("権限"),
+    "administers_business_id": lazy_gettext("管理する業務"),
 }
 GENDER_LABELS = {Gender.UNSPECIFIED: "指定なし", Gender.MALE: "男性", Gender.FEMALE: "女性"}
 AUTH_METHOD_LABELS = {AuthMethod.PASSWORD: "ID・パスワード", AuthMethod.BIOMETRIC: "生体認証"}
 ROLE_LABELS = {Role.OPERATOR: "操作者", Role.TENANT_MANAGER: "運用管理部門",
                Role.BUSINESS_ADMIN: "業務システムの管理者", Role.SYSTEM_ADMIN: "システム管理者"}
+# The *_LABELS above are also the CSV's words (import accepts them, export writes them): screens show these.
+GENDER_NAMES = {Gender.UNSPECIFIED: lazy_gettext("指定なし"), Gender.MALE: lazy_gettext("男性"),
+                Gender.FEMALE: lazy_gettext("女性")}
+AUTH_METHOD_NAMES = {AuthMethod.PASSWORD: lazy_gettext("ID・パスワード"),
+                     AuthMethod.BIOMETRIC: lazy_gettext("生体認証")}
+ROLE_NAMES = {Role.OPERATOR: lazy_gettext("操作者"), Role.TENANT_MANAGER: lazy_gettext("運用管理部門"),
+              Role.BUSINESS_ADMIN: lazy_gettext("業務システムの管理者"),
+              Role.SYSTEM_ADMIN: lazy_gettext("システム管理者")}
 _MAX = {"name": 200, "department": 200, "email": 320, "info": 1000, "extra_info": 1000}
 TEXT_FIELDS = ("operator_id", "name", "department", "phone", "extension", "email", "info", "extra_info")
 
@@ -57,8 +67,9 @@ def _enum(cls: type[Gender] | type[AuthMethod] | type[Role], labels: Mapping[Any
     try:
         return cls(raw)
     except ValueError:
-        allowed = "、".join(labels.values())
-        raise InvalidInput(f"{label} must be one of: {allowed}") from None
+        allowed = "、".join(labels.values()) + " (" + ", ".join(m.value for m in cls) + ")"
+        raise InvalidInput(lazy_gettext("%(field)s は次のいずれかです: %(allowed)s", field=label,
+                                        allowed=allowed)) from None
 
 
 def parse_business_ids(raw: object) -> tuple[str, ...]:
@@ -70,10 +81,11 @@ def parse_business_ids(raw: object) -> tuple[str, ...]:
     elif isinstance(raw, (list, tuple)) and all(isinstance(p, str) for p in raw):
         items = [p.strip() for p in raw]
     else:
-        raise InvalidInput("許可業務 (business_ids) must be a list of 2-digit 業務IDs")
+        raise InvalidInput(lazy_gettext("許可業務 (business_ids) は2桁の業務IDのリストで指定してください。"))
     for item in items:
         if not BUSINESS_ID.match(item):
-            raise InvalidInput(f"許可業務 (business_ids): {item[:10]!r} is not a 2-digit 業務ID")
+            raise InvalidInput(lazy_gettext(
+                "許可業務 (business_ids): %(item)s は2桁の業務IDではありません。", item=item[:10]))
     return tuple(sorted(set(items)))
 
 
@@ -105,39 +117,47 @@ class OperatorData:
             if raw is None:
                 raw = ""
             if not isinstance(raw, str):
-                raise InvalidInput(f"{LABELS[name]} ({name}) must be a string")
+                raise InvalidInput(lazy_gettext(
+                    "%(label)s (%(field)s) は文字列で指定してください。", label=LABELS[name],
+                                                field=name))
             values[name] = raw.strip()
         if operator_id is not None:
             values["operator_id"] = operator_id
         for name, value in values.items():
             if _CONTROL.search(value):
-                raise InvalidInput(f"{LABELS[name]} ({name}) contains control characters")
+                raise InvalidInput(lazy_gettext("%(label)s (%(field)s) に制御文字は使えません。", label=LABELS[name],
+                                                field=name))
         if not OPERATOR_ID.match(values["operator_id"]):
-            raise InvalidInput("オペレータID (operator_id) must be 1-64 half-width letters and digits (半角英数)")
+            raise InvalidInput(lazy_gettext("オペレータID (operator_id) は半角英数字の1〜64文字で指定してください。"))
         if not values["name"]:
-            raise InvalidInput("氏名・組織名 (name) is required")
+            raise InvalidInput(lazy_gettext("氏名・組織名 (name) は必須です。"))
         for name, limit in _MAX.items():
             if len(values[name]) > limit:
-                raise InvalidInput(f"{LABELS[name]} ({name}) is longer than {limit} characters")
+                raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。",
+                                                label=LABELS[name], field=name, limit=limit))
             # Exported CSVs are opened in Excel: a leading = + - @ would be run as a formula there.
             if values[name][:1] in _FORMULA_START:
-                raise InvalidInput(f"{LABELS[name]} ({name}) must not start with = + - or @")
+                raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の先頭に = + - @ は使えません。",
+                                                label=LABELS[name], field=name))
         if values["phone"] and not PHONE.match(values["phone"]):
-            raise InvalidInput("連絡先電話 (phone) may contain half-width digits and hyphens only (at most 20)")
+            raise InvalidInput(lazy_gettext(
+                "連絡先電話 (phone) に使えるのは半角数字とハイフンだけです（20文字以内）。"))
         if values["extension"] and not EXTENSION.match(values["extension"]):
-            raise InvalidInput("内線 (extension) may contain half-width digits and hyphens only (at most 20)")
+            raise InvalidInput(lazy_gettext("内線 (extension) に使えるのは半角数字とハイフンだけです（20文字以内）。"))
         if values["email"] and not EMAIL.match(values["email"]):
-            raise InvalidInput("E-Mail (email) is not a valid address")
+            raise InvalidInput(lazy_gettext("E-Mail (email) のアドレスが正しくありません。"))
         if values["in_business_id"] and not IN_BUSINESS_ID.match(values["in_business_id"]):
-            raise InvalidInput("業務内ID (in_business_id) must be 1-64 letters, digits or _ . @ -")
-        gender = _enum(Gender, GENDER_LABELS, values["gender"] or "unspecified", "性別 (gender)")
+            raise InvalidInput(lazy_gettext(
+                "業務内ID (in_business_id) は半角英数字と _ . @ - の1〜64文字で指定してください。"))
+        gender = _enum(Gender, GENDER_LABELS, values["gender"] or "unspecified", lazy_gettext("性別 (gender)"))
         auth_method = _enum(AuthMethod, AUTH_METHOD_LABELS, values["auth_method"] or "password",
-                            "認証方式 (auth_method)")
-        role = _enum(Role, ROLE_LABELS, values["role"] or "operator", "権限 (role)")
+                            lazy_gettext("認証方式 (auth_method)"))
+        role = _enum(Role, ROLE_LABELS, values["role"] or "operator", lazy_gettext("権限 (role)"))
         if values["administers_business_id"] and not BUSINESS_ID.match(values["administers_business_id"]):
-            raise InvalidInput("管理する業務 (administers_business_id) must be a 2-digit 業務ID")
+            raise InvalidInput(lazy_gettext("管理する業務 (administers_business_id) は2桁の業務IDで指定してください。"))
         if role is Role.BUSINESS_ADMIN and not values["administers_business_id"]:
-            raise InvalidInput("a business system administrator needs 管理する業務 (administers_business_id)")
+            raise InvalidInput(lazy_gettext(
+                "業務システムの管理者には 管理する業務 (administers_business_id) が必要です。"))
         return cls(
             operator_id=values["operator_id"], name=values["name"], department=values["department"],
             gender=gender,  # type: ignore[arg-type]

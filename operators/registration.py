@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from operators.operator_certs import (
     reissue_for_permissions,
     revoke_all,
 )
-from operators.operator_data import OperatorData
+from operators.operator_data import ROLE_NAMES, OperatorData
 from operators.passwords import check_policy, generate_password, hash_password
 from operators.tenancy import (
     Scope,
@@ -80,22 +81,24 @@ def permitted_systems(session: Session, tenant: Tenant, business_ids: Sequence[s
     allowed = {s.business_id: s for s in joint_use_systems(session, tenant)}
     missing = [b for b in business_ids if b not in allowed]
     if missing:
-        raise InvalidInput(f"許可業務: {', '.join(missing)} is not a business system this tenant may use "
-                           "(共同利用業務設定)")
+        raise InvalidInput(lazy_gettext(
+            "許可業務: %(ids)s はこの団体が利用できる業務ではありません（共同利用業務設定）。",
+                                        ids=", ".join(missing)))
     return [allowed[b] for b in business_ids]
 
 
 def check_role(session: Session, scope: Scope, tenant: Tenant, data: OperatorData) -> BusinessSystem | None:
     """Managers may create operators and managers of their tenant; only システム管理者 more."""
     if data.role in (Role.SYSTEM_ADMIN, Role.BUSINESS_ADMIN) and not scope.all_tenants:
-        raise Forbidden(f"only a system administrator may register a {data.role.value}")
+        raise Forbidden(lazy_gettext("%(role)s を登録できるのはシステム管理者だけです。", role=ROLE_NAMES[data.role]))
     if data.role is Role.SYSTEM_ADMIN and tenant.kind is not TenantKind.SYSTEM:
-        raise InvalidInput("system administrators belong to the system tenant (システム管理)")
+        raise InvalidInput(lazy_gettext("システム管理者はシステム管理の団体にだけ登録できます。"))
     if data.role is Role.BUSINESS_ADMIN:
         system = session.scalar(select(BusinessSystem).where(
             BusinessSystem.business_id == data.administers_business_id))
         if system is None:
-            raise InvalidInput(f"管理する業務: no business system {data.administers_business_id}")
+            raise InvalidInput(lazy_gettext(
+                "管理する業務: 業務ID %(id)s の業務システムはありません。", id=data.administers_business_id))
         return system
     return None
 
@@ -103,7 +106,7 @@ def check_role(session: Session, scope: Scope, tenant: Tenant, data: OperatorDat
 def _check_password(password: str, operator_id: str) -> str:
     reason = check_policy(password, operator_id=operator_id)
     if reason is not None:
-        raise InvalidInput(f"パスワード (password): {reason}")
+        raise InvalidInput(lazy_gettext("パスワード (password): %(reason)s", reason=reason))
     return hash_password(password)
 
 
@@ -111,7 +114,7 @@ def _ensure_new_operator_id(session: Session, tenant: Tenant, operator_id: str) 
     taken = session.scalar(select(Operator.id).where(Operator.tenant_id == tenant.id,
                                                      Operator.operator_id == operator_id))
     if taken is not None:
-        raise Conflict(f"オペレータID {operator_id} is already registered in this tenant")
+        raise Conflict(lazy_gettext("オペレータID %(id)s はこの団体に登録済みです。", id=operator_id))
 
 
 def _apply(session: Session, operator: Operator, data: OperatorData, systems: list[BusinessSystem],
@@ -154,7 +157,7 @@ def register_operator(session: Session, *, scope: Scope, tenant: Tenant, data: O
     try:
         session.flush()
     except IntegrityError:  # registered concurrently after the check above
-        raise Conflict(f"オペレータID {data.operator_id} is already registered in this tenant") from None
+        raise Conflict(lazy_gettext("オペレータID %(id)s はこの団体に登録済みです。", id=data.operator_id)) from None
     _apply(session, operator, data, systems, administers)
     session.flush()
     record_event(session, action=AuditAction.OPERATOR_REGISTERED, actor=actor,
@@ -182,9 +185,9 @@ def update_operator(session: Session, *, scope: Scope, settings: CaSettings, ope
     tenant = operator.tenant
     ensure_can_manage_operators(scope, tenant)
     if operator.revoked_at is not None:
-        raise Conflict(f"operator {operator.operator_id} is revoked and cannot be modified")
+        raise Conflict(lazy_gettext("操作者 %(id)s は失効しているため修正できません。", id=operator.operator_id))
     if data.operator_id != operator.operator_id:
-        raise InvalidInput("オペレータID cannot be changed")
+        raise InvalidInput(lazy_gettext("オペレータIDは変更できません。"))
     changes_role = data.role is not operator.role or data.role is Role.BUSINESS_ADMIN
     administers = check_role(session, scope, tenant, data) if changes_role else None
     systems = permitted_systems(session, tenant, data.business_ids)
@@ -245,9 +248,9 @@ def revoke_operator(session: Session, *, scope: Scope, operator: Operator, actor
     """操作者失効: no login anywhere, every certificate revoked, biometrics removed; the record stays."""
     ensure_can_manage_operators(scope, operator.tenant)
     if operator.revoked_at is not None:
-        raise Conflict(f"operator {operator.operator_id} is already revoked")
+        raise Conflict(lazy_gettext("操作者 %(id)s は既に失効しています。", id=operator.operator_id))
     if operator.id == scope.actor_id:
-        raise InvalidInput("you cannot revoke yourself")
+        raise InvalidInput(lazy_gettext("自分自身は失効できません。"))
     operator.revoked_at = utcnow()
     operator.session_version += 1  # ends every browser session at its next request
     operator.password_hash = ""
@@ -280,14 +283,15 @@ def stage_operator(session: Session, *, scope: Scope, tenant: Tenant, data: Oper
     if staged is not None:
         others = others.where(StagedOperator.id != staged.id)
     if session.scalar(others) is not None:
-        raise Conflict(f"オペレータID {data.operator_id} is already on the registration target list")
+        raise Conflict(lazy_gettext("オペレータID %(id)s は既に登録対象リストにあります。", id=data.operator_id))
     if staged is None:
         count = session.scalar(select(func.count()).select_from(staged_of(scope, tenant).subquery())) or 0
         if count >= MAX_STAGED:
-            raise InvalidInput(f"the registration target list holds at most {MAX_STAGED} operators; "
-                               "issue them first or use CSV import")
+            raise InvalidInput(lazy_gettext(
+                "登録対象リストには %(max)s 名までしか登録できません。先に証明書を発行するか、"
+                                            "CSV で一括登録してください。", max=MAX_STAGED))
         if not password:
-            raise InvalidInput("パスワード (password) is required (use 生成 to generate one)")
+            raise InvalidInput(lazy_gettext("パスワード (password) は必須です（「生成」で作成できます）。"))
         staged = StagedOperator(manager_id=scope.actor_id, tenant_id=tenant.id, operator_id=data.operator_id)
         session.add(staged)
     staged.operator_id = data.operator_id
@@ -314,7 +318,7 @@ def issue_staged(session: Session, *, scope: Scope, settings: CaSettings, tenant
     """証明書発行: register every staged operator and issue each one's PKCS#12, all or nothing."""
     entries = list(session.scalars(staged_of(scope, tenant)))
     if not entries:
-        raise InvalidInput("the registration target list is empty")
+        raise InvalidInput(lazy_gettext("登録対象リストは空です。"))
     results = []
     for entry in entries:
         data = OperatorData.from_mapping(entry.fields)
@@ -337,13 +341,13 @@ def bulk_change_passwords(session: Session, *, scope: Scope, tenant: Tenant, ope
     """
     ensure_can_manage_operators(scope, tenant)
     if not operators:
-        raise InvalidInput("select at least one operator")
+        raise InvalidInput(lazy_gettext("操作者を一人以上選択してください。"))
     results = []
     for operator in operators:
         if operator.tenant_id != tenant.id:
-            raise NotFound(f"no operator {operator.operator_id!r} in this tenant")
+            raise NotFound(lazy_gettext("この団体に操作者 %(id)s はいません。", id=operator.operator_id))
         if operator.revoked_at is not None:
-            raise Conflict(f"operator {operator.operator_id} is revoked")
+            raise Conflict(lazy_gettext("操作者 %(id)s は失効しています。", id=operator.operator_id))
         password = generate_password()
         set_password(session, operator=operator, new_hash=hash_password(password), settings=settings,
                      must_change=True)

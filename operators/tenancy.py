@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
@@ -61,12 +62,12 @@ _BUSINESS_ID = re.compile(r"^[0-9]{2}$")
 def well_formed_business_id(business_id: str) -> str:
     """``business_id`` if it is two digits; ``NotFound`` otherwise."""
     if not _BUSINESS_ID.match(business_id):
-        raise NotFound("no such business system")
+        raise NotFound(lazy_gettext("指定された業務システムはありません。"))
     return business_id
 
 
 def _not_found_tenant() -> NotFound:
-    return NotFound("no such tenant (市町村・任意団体)")
+    return NotFound(lazy_gettext("指定された市町村・任意団体はありません。"))
 
 
 def _joint_use_exists(tenant_id: int, business_system_id: int) -> object:
@@ -133,10 +134,10 @@ def operators_of(scope: Scope, tenant: Tenant) -> Select[Operator]:
 def get_operator(session: Session, scope: Scope, tenant: Tenant, operator_id: str) -> Operator:
     """One operator of ``tenant`` by オペレータID; ``NotFound`` when outside the scope."""
     if not _OPERATOR_ID.match(operator_id):
-        raise NotFound("no such operator in this tenant")
+        raise NotFound(lazy_gettext("この団体に指定された操作者はいません。"))
     operator = session.scalar(operators_of(scope, tenant).where(Operator.operator_id == operator_id))
     if operator is None:
-        raise NotFound(f"no operator {operator_id[:64]!r} in this tenant")
+        raise NotFound(lazy_gettext("この団体に操作者 %(id)s はいません。", id=operator_id[:64]))
     return operator
 
 
@@ -164,14 +165,16 @@ def in_business_system(session: Session, scope: Scope, tenant: Tenant, business_
     well_formed_business_id(business_id)
     system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
     if system is None or session.get(JointUse, (tenant.id, system.id)) is None:
-        raise NotFound(f"no business system {business_id[:2]!r} in this tenant's joint use")
+        raise NotFound(lazy_gettext(
+            "業務 %(business_id)s はこの団体の共同利用業務ではありません。", business_id=business_id[:2]))
     if scope.all_tenants:
         return system
     if scope.business_system_id is not None and scope.business_system_id == system.id:
         return system
     if scope.manages_operators and tenant.id == scope.tenant_id:
         return system
-    raise NotFound(f"no business system {business_id[:2]!r} in this tenant's joint use")
+    raise NotFound(lazy_gettext(
+        "業務 %(business_id)s はこの団体の共同利用業務ではありません。", business_id=business_id[:2]))
 
 
 def administered_systems(session: Session, scope: Scope) -> list[BusinessSystem]:
@@ -201,5 +204,5 @@ def get_staged(session: Session, scope: Scope, tenant: Tenant, staged_id: int) -
     """One entry of the acting manager's own registration target list; ``NotFound`` otherwise."""
     staged = session.scalar(staged_of(scope, tenant).where(StagedOperator.id == staged_id))
     if staged is None:
-        raise NotFound("no such entry in the registration target list (登録対象リスト)")
+        raise NotFound(lazy_gettext("指定された登録対象は登録対象リストにありません。"))
     return staged

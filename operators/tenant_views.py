@@ -49,7 +49,7 @@ def tenant_list() -> Any:
         try:
             unit_of_work(lambda: create_tenant(session, data=TenantData.from_mapping(values), actor=current_actor()),
                          failure=AuditAction.TENANT_REJECTED, target=f"tenant:{values['code'][:20]}")
-            flash(f"{values['name']} を登録しました。")
+            flash(_("%(name)s を登録しました。", name=values["name"]))
             return redirect(url_for("tenants_admin.tenant_list"))
         except OpauthError as exc:
             error, status = exc.message, exc.status
@@ -133,7 +133,7 @@ def joint_use() -> Any:
             unit_of_work(lambda: set_joint_use(session, settings=ca_settings(), system=system,
                                                tenant_codes=sorted(chosen), actor=current_actor()),
                          failure=AuditAction.TENANT_REJECTED, target=f"business_system:{system.business_id}")
-            flash("共同利用業務設定を登録しました。")
+            flash(_("共同利用業務設定を登録しました。"))
             return redirect(url_for("tenants_admin.joint_use", business_id=system.business_id))
         codes = chosen
     else:
@@ -190,16 +190,16 @@ def in_business_set(code: str, business_id: str, operator_id: str) -> Any:
     if request.form.get("action") == "delete":
         if request.form.get("confirmed") != "1":
             return render_template(
-                "operators/confirm.html", tenant=tenant, title="業務内IDの削除",
-                message=f"{operator.operator_id} の業務 {system.business_id} の業務内IDと業務権限を削除します。"
-                        "よろしいですか。",
+                "operators/confirm.html", tenant=tenant, title=_("業務内IDの削除"),
+                message=_("%(id)s の業務 %(business_id)s の業務内IDと業務権限を削除します。よろしいですか。",
+                          id=operator.operator_id, business_id=system.business_id),
                 back=url_for("tenants_admin.in_business_list", code=tenant.code, business_id=system.business_id),
                 hidden={"action": "delete", "confirmed": "1"})
         unit_of_work(lambda: delete_in_business_id(session, operator=operator, system=system, actor=current_actor()),
                      failure=AuditAction.OPERATOR_REJECTED, target=target)
     else:
-        entered = {"in_business_id": request.form.get("in_business_id", "")[:100],
-                   "permissions": request.form.get("permissions", "")[:4000]}
+        entered = {"in_business_id": request.form.get("in_business_id", ""),
+                   "permissions": request.form.get("permissions", "")}
         try:
             unit_of_work(lambda: set_in_business_id(
                 session, operator=operator, system=system, in_business_id=entered["in_business_id"],

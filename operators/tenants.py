@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -15,8 +16,8 @@ from operators.audit import Actor, AuditAction, record_event
 from operators.models import BusinessSystem, JointUse, Tenant, TenantKind
 
 TENANT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
-KIND_LABELS = {TenantKind.MUNICIPALITY: "市町村", TenantKind.PREFECTURE: "都道府県",
-               TenantKind.VOLUNTARY: "任意団体", TenantKind.SYSTEM: "システム管理"}
+KIND_LABELS = {TenantKind.MUNICIPALITY: lazy_gettext("市町村"), TenantKind.PREFECTURE: lazy_gettext("都道府県"),
+               TenantKind.VOLUNTARY: lazy_gettext("任意団体"), TenantKind.SYSTEM: lazy_gettext("システム管理")}
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,22 @@ class TenantData:
             raw["code"] = code
         for key, value in raw.items():
             if not isinstance(value, str):
-                raise InvalidInput(f"{key} must be a string")
+                raise InvalidInput(lazy_gettext("%(field)s は文字列で指定してください。", field=key))
         code_value, name, kind_value = (str(raw[k]).strip() for k in ("code", "name", "kind"))
         if not TENANT_CODE.match(code_value):
-            raise InvalidInput("団体コード (code) must be 1-20 lower-case letters, digits or hyphens")
+            raise InvalidInput(lazy_gettext(
+                "団体コード (code) は半角英小文字・数字・ハイフンの1〜20文字で指定してください。"))
         if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise InvalidInput("団体名 (name) contains control characters")
+            raise InvalidInput(lazy_gettext("団体名 (name) に制御文字は使えません。"))
         if not name or len(name) > 200:
-            raise InvalidInput("団体名 (name) is required (at most 200 characters)")
+            raise InvalidInput(lazy_gettext("団体名 (name) は必須です（200文字以内）。"))
         try:
             kind = TenantKind(kind_value)
         except ValueError:
-            raise InvalidInput("種別 (kind) must be municipality, prefecture or voluntary") from None
+            raise InvalidInput(lazy_gettext(
+                "種別 (kind) は municipality、prefecture、voluntary のいずれかです。")) from None
         if kind is TenantKind.SYSTEM:
-            raise InvalidInput("there is exactly one system tenant; it cannot be created")
+            raise InvalidInput(lazy_gettext("システム管理の団体は一つだけです。作成できません。"))
         return cls(code=code_value, name=name, kind=kind)
 
 
@@ -59,17 +62,17 @@ def list_tenants(session: Session) -> list[Tenant]:
 def get_tenant_by_code(session: Session, code: str) -> Tenant:
     """A tenant by code for システム管理者 screens; ``NotFound`` otherwise."""
     if not TENANT_CODE.match(code):
-        raise NotFound("no such tenant (市町村・任意団体)")
+        raise NotFound(lazy_gettext("指定された市町村・任意団体はありません。"))
     tenant = session.scalar(select(Tenant).where(Tenant.code == code))
     if tenant is None:
-        raise NotFound("no such tenant (市町村・任意団体)")
+        raise NotFound(lazy_gettext("指定された市町村・任意団体はありません。"))
     return tenant
 
 
 def create_tenant(session: Session, *, data: TenantData, actor: Actor) -> Tenant:
     """市町村・任意団体設定: add a tenant at the end of the display order."""
     if session.scalar(select(Tenant.id).where(Tenant.code == data.code)) is not None:
-        raise Conflict(f"団体コード {data.code} is already used")
+        raise Conflict(lazy_gettext("団体コード %(code)s は既に使われています。", code=data.code))
     last = session.scalar(select(Tenant.display_order).order_by(Tenant.display_order.desc()).limit(1)) or 0
     tenant = Tenant(code=data.code, name=data.name, kind=data.kind, display_order=last + 1)
     session.add(tenant)
@@ -83,7 +86,7 @@ def update_tenant(session: Session, *, tenant: Tenant, data: TenantData, actor: 
     """Change name and kind (the code names the tenant everywhere and stays)."""
     if tenant.kind is TenantKind.SYSTEM:
         if not data.name:
-            raise InvalidInput("団体名 (name) is required")
+            raise InvalidInput(lazy_gettext("団体名 (name) は必須です。"))
         tenant.name = data.name
     else:
         tenant.name, tenant.kind = data.name, data.kind
@@ -97,7 +100,7 @@ def reorder_tenants(session: Session, *, codes: Sequence[str], actor: Actor) -> 
     """表示順変更: ``codes`` lists every tenant once, in the new order."""
     tenants = {t.code: t for t in list_tenants(session)}
     if sorted(codes) != sorted(tenants) or len(set(codes)) != len(codes):
-        raise InvalidInput("list every tenant exactly once")
+        raise InvalidInput(lazy_gettext("すべての市町村・任意団体をちょうど一度ずつ指定してください。"))
     for position, code in enumerate(codes):
         tenants[code].display_order = position
     session.flush()
@@ -125,7 +128,7 @@ def set_joint_use(session: Session, *, settings: CaSettings, system: BusinessSys
     tenants = {t.code: t for t in list_tenants(session)}
     unknown = [c for c in tenant_codes if c not in tenants]
     if unknown:
-        raise InvalidInput(f"unknown tenant code(s): {', '.join(sorted(unknown))[:200]}")
+        raise InvalidInput(lazy_gettext("不明な団体コード: %(codes)s", codes=", ".join(sorted(unknown))[:200]))
     before = {t.code for t in permitted_tenants(session, system)}
     after = set(tenant_codes)
     if before - after:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
 
 from ca.errors import InvalidInput, NotFound, OpauthError
@@ -25,7 +27,7 @@ from operators.operator_certs import (
     operator_certificates,
     revoke_operator_certificate,
 )
-from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, LABELS, ROLE_LABELS, OperatorData
+from operators.operator_data import AUTH_METHOD_NAMES, GENDER_NAMES, LABELS, ROLE_NAMES, OperatorData
 from operators.passwords import generate_password
 from operators.permissions import Permission, has_permission
 from operators.registration import (
@@ -63,8 +65,8 @@ def _form_data() -> dict[str, Any]:
 
 def _form_context(tenant: Tenant, values: dict[str, Any]) -> dict[str, Any]:
     session = get_session()
-    return {"tenant": tenant, "values": values, "labels": LABELS, "genders": GENDER_LABELS,
-            "auth_methods": AUTH_METHOD_LABELS, "roles": ROLE_LABELS, "scope": scope(),
+    return {"tenant": tenant, "values": values, "labels": LABELS, "genders": GENDER_NAMES,
+            "auth_methods": AUTH_METHOD_NAMES, "roles": ROLE_NAMES, "scope": scope(),
             "systems": joint_use_systems(session, tenant),
             "staged": list(session.scalars(staged_of(scope(), tenant)))}
 
@@ -150,7 +152,7 @@ def register(code: str) -> Any:
         # The password stays in the form (it may be the one 生成 just showed, seen nowhere else).
         return render_template("operators/register.html", **_form_context(tenant, values), generated=None,
                                password=password, error=exc.message), exc.status
-    flash(f"{values['operator_id']} を登録対象リストに追加しました。")
+    flash(_("%(id)s を登録対象リストに追加しました。", id=values["operator_id"]))
     return redirect(url_for("operators_admin.register", code=tenant.code))
 
 
@@ -214,9 +216,9 @@ def operator_detail(code: str, operator_id: str) -> Any:
     tenant = managed_tenant(session, s, code)
     operator = managed_operator(session, s, tenant, operator_id)
     return render_template("operators/detail.html", tenant=tenant, operator=operator,
-                           certificates=operator_certificates(session, operator), genders=GENDER_LABELS,
+                           certificates=operator_certificates(session, operator), genders=GENDER_NAMES,
                            mappings=mappings_of(session, operator),
-                           auth_methods=AUTH_METHOD_LABELS, roles=ROLE_LABELS)
+                           auth_methods=AUTH_METHOD_NAMES, roles=ROLE_NAMES)
 
 
 def _operator_values(operator: Operator) -> dict[str, Any]:
@@ -247,9 +249,10 @@ def operator_edit(code: str, operator_id: str) -> Any:
     except OpauthError as exc:
         return render_template("operators/edit.html", **_form_context(tenant, values), operator=operator,
                                error=exc.message), exc.status
-    message = "操作者情報を更新しました。"
+    message = _("操作者情報を更新しました。")
     if result.reissued:
-        message += f" 許可業務の変更により証明書を {len(result.reissued)} 件再発行しました（旧証明書は失効）。"
+        message += " " + _("許可業務の変更により証明書を %(count)s 件再発行しました（旧証明書は失効）。",
+                           count=len(result.reissued))
     flash(message)
     return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
 
@@ -292,7 +295,7 @@ def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> 
             body, media_type, filename = export_certificate(session, cert, fmt)
             return Response(body, mimetype=media_type,
                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    raise NotFound("no such certificate for this operator")
+    raise NotFound(lazy_gettext("この操作者の指定された証明書はありません。"))
 
 
 @bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/revoke", methods=["GET", "POST"])
@@ -305,18 +308,18 @@ def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
     operator = managed_operator(session, s, tenant, operator_id)
     if request.method == "GET":
         return render_template("operators/confirm.html", tenant=tenant,
-                               title="オペレータ証明書失効",
-                               message=f"証明書 {serial[:40]} を失効します。よろしいですか。",
+                               title=_("オペレータ証明書失効"),
+                               message=_("証明書 %(serial)s を失効します。よろしいですか。", serial=serial[:40]),
                                back=url_for("operators_admin.operator_detail", code=tenant.code,
                                             operator_id=operator.operator_id))
     try:
         reason = RevocationReason(request.form.get("reason", "unspecified"))
     except ValueError:
-        raise InvalidInput("unknown revocation reason") from None
+        raise InvalidInput(lazy_gettext("失効理由が正しくありません。")) from None
     unit_of_work(lambda: revoke_operator_certificate(session, operator=operator, serial=serial,
                                                      actor=current_actor(), reason=reason),
                  failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
-    flash("証明書を失効しました。")
+    flash(_("証明書を失効しました。"))
     return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
 
 
@@ -330,14 +333,16 @@ def operator_revoke(code: str, operator_id: str) -> Any:
     operator = managed_operator(session, s, tenant, operator_id)
     if request.method == "GET":
         return render_template(
-            "operators/confirm.html", tenant=tenant, title="操作者失効",
-            message=(f"{operator.operator_id}（{operator.name}）を失効します。ログインできなくなり、"
-                     "すべてのオペレータ証明書が失効し、生体情報が削除されます。よろしいですか。"),
+            "operators/confirm.html", tenant=tenant, title=_("操作者失効"),
+            message=_("%(id)s（%(name)s）を失効します。ログインできなくなり、"
+                      "すべてのオペレータ証明書が失効し、生体情報が削除されます。よろしいですか。",
+                      id=operator.operator_id, name=operator.name),
             back=url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
     result = unit_of_work(lambda: revoke_operator(session, scope=s, operator=operator, actor=current_actor()),
                           failure=AuditAction.OPERATOR_REJECTED,
                           target=f"operator:{tenant.code}/{operator.operator_id}")
-    flash(f"{operator.operator_id} を失効しました（証明書 {len(result.certificates)} 件失効）。")
+    flash(_("%(id)s を失効しました（証明書 %(count)s 件失効）。", id=operator.operator_id,
+            count=len(result.certificates)))
     return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
 
 

@@ -9,15 +9,43 @@
     if (el) { el.textContent = text; el.className = isError ? "error" : ""; }
   }
 
+  // Words in the page's language, keyed by DOMException name (templates/bio/_webauthn_messages.html).
+  function messages() {
+    var block = document.getElementById("webauthn-messages");
+    try { return block ? JSON.parse(block.textContent) : {}; } catch (e) { return {}; }
+  }
+
+  // What the operator should do. The browser's own message (English, with a W3C link) is never shown;
+  // the server's message is already in the user's language.
+  function explain(error) {
+    var words = messages();
+    if (error && error.fromServer) {
+      return (words.failed ? words.failed + " " : "") + error.message;
+    }
+    if (error && error.name === "TypeError" && error.fromFetch) { return words.network || String(error); }
+    if (error && error.name && words[error.name]) { return words[error.name]; }
+    return words.otherError || String(error && error.name ? error.name : error);
+  }
+
   async function postJSON(url, body, csrf) {
-    var response = await fetch(url, {
-      method: "POST", credentials: "same-origin",
-      headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
-      body: JSON.stringify(body || {})
-    });
+    var response;
+    try {
+      response = await fetch(url, {
+        method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+        body: JSON.stringify(body || {})
+      });
+    } catch (e) {
+      e.fromFetch = true;
+      throw e;
+    }
     var data = {};
     try { data = await response.json(); } catch (e) { data = {message: response.statusText}; }
-    if (!response.ok) { throw new Error(data.message || ("HTTP " + response.status)); }
+    if (!response.ok) {
+      var failure = new Error(data.message || ("HTTP " + response.status));
+      failure.fromServer = true;
+      throw failure;
+    }
     return data;
   }
 
@@ -43,17 +71,17 @@
     button.addEventListener("click", async function (event) {
       event.preventDefault();
       if (!window.PublicKeyCredential || !PublicKeyCredential.parseRequestOptionsFromJSON) {
-        status(root, root.dataset.msgUnsupported || "WebAuthn is not available in this browser.", true);
+        status(root, messages().unsupported || "WebAuthn is not available in this browser.", true);
         return;
       }
       button.disabled = true;
-      status(root, root.dataset.msgWaiting || "…", false);
+      status(root, messages().waiting || "…", false);
       try {
         var result = await ceremony(root, extra ? extra() : {});
         var next = result.redirect || root.dataset.next || "/";
         window.location.assign(next);
       } catch (error) {
-        status(root, (root.dataset.msgFailed || "") + " " + (error && error.message ? error.message : error), true);
+        status(root, explain(error), true);
         button.disabled = false;
       }
     });

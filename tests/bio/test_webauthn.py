@@ -131,7 +131,7 @@ def test_aaguid_allow_list() -> None:
     rp = RelyingParty(rp_id="localhost", rp_name="x", origin="https://localhost:8443",
                       allowed_aaguids=frozenset({allowed}))
     options = registration_options(rp=rp, user_handle=b"\x01" * 32, user_name="u", display_name="u", exclude=[])
-    with pytest.raises(WebAuthnFailure, match="not allowed"):
+    with pytest.raises(WebAuthnFailure, match="許可されていません"):
         verify_registration(rp=rp, credential=SoftAuthenticator().create(options.options_json),
                             expected_challenge=options.challenge)
     good = SoftAuthenticator(aaguid=bytes(range(1, 17)))

@@ -156,7 +156,7 @@ def test_biometric_login_without_a_certificate_is_refused(browser: Any, tls_serv
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_selector("#webauthn-status.error")
-        assert "client certificate" in page.locator("#webauthn-status").inner_text()
+        assert "クライアント証明書" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
     # a refused login is a failure (counted towards the lock), never a success followed by a refusal
     assert _login_audit(tls_server, me.operator_id) == [("auth.login_failure", "client_certificate")]
@@ -168,7 +168,7 @@ def test_biometric_login_with_another_operators_certificate_is_refused(browser: 
         _enrol(page, tls_server, me.operator_id)
         _bio_login(page, me.operator_id)
         page.wait_for_selector("#webauthn-status.error")
-        assert "another operator" in page.locator("#webauthn-status").inner_text()
+        assert "別の操作者" in page.locator("#webauthn-status").inner_text()
         assert "/login" in page.goto("/top").url
     assert _login_audit(tls_server, me.operator_id) == [("auth.login_failure", "client_certificate")]
 

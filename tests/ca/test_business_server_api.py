@@ -83,7 +83,7 @@ def test_certificate_is_downloadable_in_every_format(api: FlaskClient) -> None:
         for c in x509.load_pem_x509_certificates(api.get(f"/api/v1/certificates/{serial}/chain.pem").data)}
     assert len(p7) == 3
     bad = api.get(f"/api/v1/certificates/{serial}/zip")
-    assert bad.status_code == 400 and "format must be one of" in bad.get_json()["message"]
+    assert bad.status_code == 400 and "format は次のいずれか" in bad.get_json()["message"]
 
 
 def test_caissuers_url_serves_the_issuing_ca_in_der(api: FlaskClient) -> None:

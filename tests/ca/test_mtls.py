@@ -131,12 +131,12 @@ def test_valid_business_certificate_is_accepted(direct: Deployment) -> None:
 def test_no_certificate_is_refused_with_a_clear_message(direct: Deployment) -> None:
     code, status, body = direct.curl(None)
     assert code == 0 and status == 403
-    assert body["error"] == "client_certificate_refused" and "required" in str(body["message"])
+    assert body["error"] == "client_certificate_refused" and "必要です" in str(body["message"])
 
 
 def test_certificate_not_bound_to_a_business_system_is_refused(direct: Deployment) -> None:
     _code, status, body = direct.curl(direct.terminal)
-    assert status == 403 and "business system" in str(body["message"])
+    assert status == 403 and "業務システム" in str(body["message"])
 
 
 def test_foreign_certificate_is_refused(direct: Deployment) -> None:
@@ -148,7 +148,7 @@ def test_foreign_certificate_is_refused(direct: Deployment) -> None:
 def test_spoofed_certificate_header_is_ignored_without_a_trusted_proxy(direct: Deployment) -> None:
     header = urllib.parse.quote(direct.business.cert.read_text())
     code, status, body = direct.curl(None, "-H", f"X-SSL-Client-Cert: {header}")
-    assert code == 0 and status == 403 and "required" in str(body["message"])
+    assert code == 0 and status == 403 and "必要です" in str(body["message"])
 
 
 def test_revocation_takes_effect_at_once(direct: Deployment, tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_revocation_takes_effect_at_once(direct: Deployment, tmp_path: Path) -> 
     result = flask_cli(direct.env, "cert", "revoke", victim.serial, "--reason", "keyCompromise")
     assert result.returncode == 0, result.stderr
     _code, status, body = direct.curl(victim)  # no restart, no wait
-    assert status == 403 and "revoked" in str(body["message"])
+    assert status == 403 and "失効しています" in str(body["message"])
 
 
 def test_expired_certificate_is_refused(direct: Deployment, tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_nginx_revocation_takes_effect_at_once_without_reload(proxied: Deploymen
     assert proxied.curl(victim)[1] == 200
     assert flask_cli(proxied.env, "cert", "revoke", victim.serial, "--reason", "keyCompromise").returncode == 0
     _code, status, body = proxied.curl(victim)  # nginx's CRL is stale; the app's check is not
-    assert status == 403 and "revoked" in str(body["message"])
+    assert status == 403 and "失効しています" in str(body["message"])
 
 
 # --- trusted proxies, in-process ------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_revoking_twice_is_409_and_changes_nothing(app: Flask, api: FlaskClient,
     revoke(api, leaf.serial, "superseded")
     before = _row(app, leaf.serial)
     response = api.post(f"/api/v1/certificates/{leaf.serial}/revoke", json={"reason": "keyCompromise"})
-    assert response.status_code == 409 and "already revoked" in response.get_json()["message"]
+    assert response.status_code == 409 and "既に失効しています" in response.get_json()["message"]
     assert _row(app, leaf.serial) == before
     rejected = _audit(app, "certificate.revocation_rejected")
     assert rejected[-1].target == f"certificate:{leaf.serial}" and rejected[-1].result == "failure"
@@ -80,19 +80,19 @@ def test_hold_release_and_final_revocation(app: Flask, api: FlaskClient, tmp_pat
     leaf = issue_leaf(api, tmp_path)
     assert revoke(api, leaf.serial, "certificateHold")["status"] == "on_hold"
     again = api.post(f"/api/v1/certificates/{leaf.serial}/revoke", json={"reason": "certificateHold"})
-    assert again.status_code == 409 and "on hold" in again.get_json()["message"]
+    assert again.status_code == 409 and "既に保留中です" in again.get_json()["message"]
     released = api.post(f"/api/v1/certificates/{leaf.serial}/release-hold")
     assert released.status_code == 200 and released.get_json()["status"] == "valid"
     assert _row(app, leaf.serial) == (None, None, None)
     assert _audit(app, "certificate.hold_released")[-1].target == f"certificate:{leaf.serial}"
     not_held = api.post(f"/api/v1/certificates/{leaf.serial}/release-hold")
-    assert not_held.status_code == 409 and "not on hold" in not_held.get_json()["message"]
+    assert not_held.status_code == 409 and "保留中ではありません（失効していません）" in not_held.get_json()["message"]
     # A hold may become final; a final revocation may not be released.
     revoke(api, leaf.serial, "certificateHold")
     assert revoke(api, leaf.serial, "cessationOfOperation")["status"] == "revoked"
     before = _row(app, leaf.serial)
     final = api.post(f"/api/v1/certificates/{leaf.serial}/release-hold")
-    assert final.status_code == 409 and "revoked for good" in final.get_json()["message"]
+    assert final.status_code == 409 and "cessationOfOperation) で失効済み" in final.get_json()["message"]
     assert api.post(f"/api/v1/certificates/{leaf.serial}/revoke",
                     json={"reason": "removeFromCRL"}).status_code == 409
     assert _row(app, leaf.serial) == before
@@ -124,22 +124,22 @@ def test_revocation_needs_authentication(app: Flask, api: FlaskClient, tmp_path:
 
 def test_cli_revoke_and_release(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
     leaf = issue_leaf(api, tmp_path)
-    runner = app.test_cli_runner()
+    runner = app.test_cli_runner(env={"LANG": "ja_JP.UTF-8", "LC_ALL": None, "LC_MESSAGES": None})
     held = runner.invoke(args=["cert", "revoke", leaf.serial, "--reason", "certificateHold"])
     assert held.exit_code == 0 and "on_hold" in held.output, held.output
     released = runner.invoke(args=["cert", "release-hold", leaf.serial])
     assert released.exit_code == 0 and "valid" in released.output, released.output
     again = runner.invoke(args=["cert", "release-hold", leaf.serial])
-    assert again.exit_code == 2 and "not on hold" in again.output
+    assert again.exit_code == 2 and "保留中ではありません" in again.output
     revoked = runner.invoke(args=["cert", "revoke", leaf.serial, "--reason", "keyCompromise",
                                   "--invalidity-date", "2026-11-01T00:00:00Z"])
     assert revoked.exit_code == 0 and "revoked (keyCompromise)" in revoked.output, revoked.output
     twice = runner.invoke(args=["cert", "revoke", leaf.serial, "--reason", "keyCompromise"])
-    assert twice.exit_code == 2 and "already revoked" in twice.output
+    assert twice.exit_code == 2 and "既に失効しています" in twice.output
     unknown = runner.invoke(args=["cert", "revoke", "abc123", "--reason", "keyCompromise"])
-    assert unknown.exit_code == 2 and "no such certificate" in unknown.output
+    assert unknown.exit_code == 2 and "指定された証明書はありません" in unknown.output
     bad = runner.invoke(args=["cert", "revoke", leaf.serial, "--reason", "lost"])
-    assert bad.exit_code == 2 and "reason must be one of" in bad.output
+    assert bad.exit_code == 2 and "失効理由 (reason) は次のいずれか" in bad.output
     assert _audit(app, "certificate.revoked")[-1].actor.startswith("cli:")
 
 
@@ -167,7 +167,7 @@ def test_web_ui_revokes_only_after_confirmation(app: Flask, admin_client: FlaskC
     assert _row(app, leaf.serial)[1] == "keyCompromise"
     twice = admin_client.post(f"/admin/certificates/{cert_id}/revoke",
                               data={"csrf_token": token, "reason": "superseded"})
-    assert twice.status_code == 409 and "already revoked" in twice.get_data(as_text=True)
+    assert twice.status_code == 409 and "既に失効しています" in twice.get_data(as_text=True)
     no_csrf = admin_client.post(f"/admin/certificates/{cert_id}/revoke/confirm", data={"reason": "superseded"})
     assert no_csrf.status_code == 400
 

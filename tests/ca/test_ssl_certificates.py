@@ -57,11 +57,11 @@ def test_csr_path_binds_a_terminal(api: FlaskClient) -> None:
 
 
 def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) -> None:
-    cases = [({"tenant": "system", "hosts": "a.example.jp"}, 400, "exactly one"),
-             ({"tenant": "system", "terminal": "t1", "business_id": "05", "hosts": "a.example.jp"}, 400, "exactly one"),
-             ({"tenant": "system", "terminal": "t1", "hosts": ""}, 400, "at least one"),
+    cases = [({"tenant": "system", "hosts": "a.example.jp"}, 400, "どちらか一方だけ"),
+             ({"tenant": "system", "terminal": "t1", "business_id": "05", "hosts": "a.example.jp"}, 400, "一方だけ"),
+             ({"tenant": "system", "terminal": "t1", "hosts": ""}, 400, "一つ以上"),
              ({"tenant": "system", "terminal": "bad name!", "hosts": "a.example.jp"}, 400, "terminal"),
-             ({"tenant": "nowhere", "terminal": "t1", "hosts": "a.example.jp"}, 404, "tenant"),
+             ({"tenant": "nowhere", "terminal": "t1", "hosts": "a.example.jp"}, 404, "市町村・任意団体"),
              ({"tenant": "system", "business_id": "77", "hosts": "a.example.jp"}, 404, "業務ID"),
              ({"tenant": "system", "terminal": "t1", "hosts": "a.example.jp", "csr": "junk"}, 400, "not a CSR")]
     before = len(api.get("/api/v1/ssl-certificates?all=1").get_json()["items"])
@@ -115,7 +115,7 @@ def test_web_ui_issue_with_generated_key_then_delete_with_confirmation(admin_cli
     bad = admin_client.post("/admin/ssl-certificates/new", data={
         "csrf_token": csrf_token(page), "tenant": "system", "business_id": "05", "hosts": "",
         "csr": (io.BytesIO(b""), "")}, content_type="multipart/form-data")
-    assert bad.status_code == 400 and "at least one" in bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "一つ以上" in bad.get_data(as_text=True)
 
 
 def test_expiring_certificates_are_listed_for_administrators(app: Flask, admin_client: FlaskClient,

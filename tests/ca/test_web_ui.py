@@ -71,7 +71,7 @@ def test_tampered_confirmation_is_refused(app: Flask, admin_client: FlaskClient)
     fields = _hidden(html)
     fields["csr_b64"] = "!!!not-base64!!!"
     response = admin_client.post("/admin/business-server-certificates/issue", data=fields)
-    assert response.status_code == 400 and "altered" in response.get_data(as_text=True)
+    assert response.status_code == 400 and "変更されています" in response.get_data(as_text=True)
     fields = _hidden(html)
     fields["top_url"] = "javascript:alert(1)"
     response = admin_client.post("/admin/business-server-certificates/issue", data=fields)

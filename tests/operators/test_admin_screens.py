@@ -25,7 +25,7 @@ def test_system_admin_creates_and_edits_tenants_and_reorders_them(world: World, 
     assert created.status_code == 302
     dup = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "nishikanto", "name": "x",
                                                     "kind": "voluntary"})
-    assert dup.status_code == 409 and "already used" in dup.get_data(as_text=True)
+    assert dup.status_code == 409 and "既に使われています" in dup.get_data(as_text=True)
     bad = sys_web.post("/admin/tenants", data={"csrf_token": token, "code": "Bad Code", "name": "x",
                                                     "kind": "voluntary"})
     assert bad.status_code == 400
@@ -151,7 +151,7 @@ def test_lists_are_paginated(world: World, api_a: FlaskClient, web_a: FlaskClien
 
 
 def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_path: Path) -> None:
-    runner = world.app.test_cli_runner()
+    runner = world.app.test_cli_runner(env={"LANG": "ja_JP.UTF-8", "LC_ALL": None, "LC_MESSAGES": None})
     result = runner.invoke(args=["tenant", "create", "--code", "higashi", "--name", "東市"])
     assert result.exit_code == 0, result.output
     assert runner.invoke(args=["tenant", "joint-use", "05", "higashi", "minamiedo"]).exit_code == 0
@@ -169,7 +169,7 @@ def test_cli_tenant_joint_use_register_import_export_revoke(world: World, tmp_pa
     bad = tmp_path / "bad.csv"
     bad.write_text("オペレータID,氏名・組織名,許可業務\r\nOP9003,東,07\r\n")
     result = runner.invoke(args=["operator", "import", "--tenant", "higashi", str(bad)])
-    assert result.exit_code == 2 and "line 2" in result.output
+    assert result.exit_code == 2 and "2 行目" in result.output
     out = tmp_path / "export.csv"
     assert runner.invoke(args=["operator", "export", "--tenant", "higashi", "--out", str(out)]).exit_code == 0
     assert "東 二郎" in out.read_bytes().decode("utf-8-sig")

@@ -67,21 +67,21 @@ def test_a_bad_row_is_reported_with_its_line_and_nothing_is_written(world: World
     data = csv_bytes([row("OP2001"), row("OP2002", email="not-an-address"), row("OP2003")])
     status, body = import_api(api_a, "minamiedo", data)
     assert status == 400 and body["error"] == "invalid_csv_row"
-    assert str(body["message"]).startswith("line 3:") and "E-Mail" in str(body["message"])
+    assert str(body["message"]).startswith("3 行目:") and "E-Mail" in str(body["message"])
     assert count_operators(world, "minamiedo") == 1  # mgrA only
 
 
 @pytest.mark.parametrize(("rows", "line", "reason"), [
-    ([row("OP1"), row("OP1")], 3, "also appears on line 2"),
-    ([row("OP1"), row("OP2", business_ids="99")], 3, "joint use"),
-    ([row("OP1"), ["OP2", "名前"]], 3, "columns"),
+    ([row("OP1"), row("OP1")], 3, "2 行目にもあります"),
+    ([row("OP1"), row("OP2", business_ids="99")], 3, "共同利用業務設定"),
+    ([row("OP1"), ["OP2", "名前"]], 3, "列の数"),
     ([row("OP1", password="short")], 2, "パスワード"),
-    ([row("mgrA")], 2, "already registered"),
+    ([row("mgrA")], 2, "登録済み"),
     ([row("OP1", in_business_ids="07=X")], 2, "業務内ID"),
 ])
 def test_row_errors(world: World, api_a: FlaskClient, rows: list[list[str]], line: int, reason: str) -> None:
     status, body = import_api(api_a, "minamiedo", csv_bytes(rows))
-    assert status == 400 and str(body["message"]).startswith(f"line {line}:") and reason in str(body["message"])
+    assert status == 400 and str(body["message"]).startswith(f"{line} 行目:") and reason in str(body["message"])
     assert count_operators(world, "minamiedo") == 1
 
 
@@ -103,7 +103,7 @@ def test_export_round_trip_migrates_operators_to_another_tenant(world: World, ap
     assert "mgrA" not in text  # administrative accounts are not exported
     # 07 is not in 南武蔵野市's joint use: permissions are re-checked and the import refused...
     status, body = import_api(api_b, "musashino", exported.data)
-    assert status == 400 and "07" in str(body["message"]) and str(body["message"]).startswith("line 2:")
+    assert status == 400 and "07" in str(body["message"]) and str(body["message"]).startswith("2 行目:")
     assert count_operators(world, "musashino") == 1
     # ...unless the manager chooses to drop what the target tenant may not use
     status, body = import_api(api_b, "musashino", exported.data, drop_unpermitted="1")
@@ -137,7 +137,7 @@ def test_web_import_reports_the_bad_line(world: World, web_a: FlaskClient) -> No
     data = csv_bytes([row("OP5001"), row("OP5002", phone="電話")], "cp932")
     response = web_a.post("/admin/t/minamiedo/import", data={
         "csrf_token": csrf_token(page), "file": (io.BytesIO(data), "ops.csv")}, content_type="multipart/form-data")
-    assert response.status_code == 400 and "line 3:" in response.get_data(as_text=True)
+    assert response.status_code == 400 and "3 行目:" in response.get_data(as_text=True)
     assert count_operators(world, "minamiedo") == 1
 
 
@@ -173,7 +173,7 @@ def test_oversized_upload_is_413(world: World, api_a: FlaskClient) -> None:
 @pytest.mark.parametrize("name", ["=HYPERLINK(\"http://evil\")", "+1+2", "-2+3", "@SUM(A1)"])
 def test_values_excel_would_run_as_formulas_are_refused(world: World, api_a: FlaskClient, name: str) -> None:
     status, body = import_api(api_a, "minamiedo", csv_bytes([row("OP1", name)]))
-    assert status == 400 and str(body["message"]).startswith("line 2:")
+    assert status == 400 and str(body["message"]).startswith("2 行目:")
 
 
 def test_an_id_registered_between_validation_and_writing_is_a_conflict(world: World) -> None:
