@@ -125,3 +125,29 @@ def test_csv_import_streams_steps_that_one_script_collapses_into_one_bar(world: 
     body = response.get_data(as_text=True)
     assert "js/import_progress.js" in body.split("</head>")[0]
     assert re.findall(r'<p class="import-step"[^>]*><progress value="(\d+)"', body) == ["0", "500", "1000", "1200"]
+
+
+def _stage_and_issue(web: FlaskClient, operator_id: str, auth_method: str) -> str:
+    token = csrf_token(web.get("/admin/t/minamiedo/register").get_data(as_text=True))
+    staged = web.post("/admin/t/minamiedo/register", data={
+        "csrf_token": token, "action": "stage", "operator_id": operator_id, "password": "Register-Pass-0001",
+        "name": "山田 花子", "gender": "unspecified", "business_ids": ["05"], "auth_method": auth_method,
+        "role": "operator"})
+    assert staged.status_code == 302, staged.get_data(as_text=True)
+    issued = web.post("/admin/t/minamiedo/staged/issue", data={"csrf_token": token})
+    assert issued.status_code == 200
+    return issued.get_data(as_text=True)
+
+
+def test_issue_result_asks_for_biometrics_only_when_a_biometric_operator_was_issued(
+        world: World, web_a: FlaskClient) -> None:
+    reminder = "生体認証方式の操作者は、続けて生体情報を登録してください。"
+    assert reminder not in _stage_and_issue(web_a, "OP7101", "password")
+    assert reminder in _stage_and_issue(web_a, "OP7102", "biometric")
+
+
+def test_error_page_leads_to_login_or_to_the_top_screen(world: World, web_a: FlaskClient) -> None:
+    anonymous = world.app.test_client().get("/admin/t/minamiedo/operators/none?x=%00")
+    assert anonymous.status_code == 400 and 'href="/login"' in anonymous.get_data(as_text=True)
+    logged_in = web_a.get("/admin/t/minamiedo/operators/NOSUCH")
+    assert logged_in.status_code == 404 and 'href="/top"' in logged_in.get_data(as_text=True)
