@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, authorities
-from ca.crl import bump_status_version, current_crl, issue_crl
+from ca.crl import bump_status_version, current_crl
 from ca.errors import Conflict, InvalidInput
 from ca.inquiry import get_certificate
-from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
+from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.ocsp import ensure_responder, presign, stale_responses
+from ca.publishing import note, publish_now
 from db import utcnow
 from operators.audit import Actor, AuditAction, record_event
 
@@ -146,15 +147,15 @@ def _status_changed(session: Session, certificate: Certificate) -> None:
 
 
 def publish(session: Session, settings: CaSettings, certificate: Certificate) -> None:
-    """After a status change: sign the CA's next CRL and the certificate's OCSP responses now.
+    """After a status change: the CA's next CRL and the certificate's OCSP responses, once this commits.
 
-    Not required for correctness (CRL and OCSP notice the change by themselves on the
-    next fetch), but it moves the signing cost out of the relying parties' requests.
+    Not required for correctness (validation and OCSP read the status from the database),
+    but it keeps what relying parties fetch current without any request paying for it: in
+    a web process the signing happens in the background after the commit (``ca/publishing.py``);
+    outside an app it happens here, in the caller's transaction.
     """
-    authority = session.get(CertificateAuthority, certificate.authority_id)
-    assert authority is not None
-    issue_crl(session, settings, authority)
-    presign(session, settings, certificate)
+    if not note(session, authority_id=certificate.authority_id, certificate_id=certificate.id):
+        publish_now(session, settings, authority_ids={certificate.authority_id}, certificate_ids={certificate.id})
 
 
 @dataclass(frozen=True)
