@@ -65,8 +65,13 @@ def ca_bundle() -> Any:
 
 def _caching_headers(response: Response, *, body: bytes, this_update: datetime | None,
                      next_update: datetime | None, cacheable: bool) -> Response:
-    """RFC 5019 6.2: ETag, Last-Modified, Expires; max-age never beyond nextUpdate."""
-    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    """RFC 5019 6.2: ETag, Last-Modified, Expires; max-age never beyond nextUpdate.
+
+    Only a GET (or HEAD) can be revalidated: a POST answer gets no ETag and skips the conditional checks.
+    """
+    revalidatable = request.method in ("GET", "HEAD")
+    if revalidatable:
+        response.set_etag(hashlib.sha256(body).hexdigest()[:32])
     if this_update is not None:
         response.headers["Last-Modified"] = http_date(this_update)
     if next_update is not None:
@@ -77,7 +82,7 @@ def _caching_headers(response: Response, *, body: bytes, this_update: datetime |
         response.headers["Cache-Control"] = f"public, max-age={max_age}, no-transform, must-revalidate"
     else:
         response.headers["Cache-Control"] = "no-store"
-    return response.make_conditional(request)  # type: ignore[return-value]
+    return response.make_conditional(request) if revalidatable else response  # type: ignore[return-value]
 
 
 def _crl_response(crl: Crl, fmt: str) -> Response:
