@@ -141,18 +141,24 @@ def revoke_by_serial(
 
 
 def _status_changed(session: Session, certificate: Certificate) -> None:
-    """Flush the new status and mark the CA's CRL out of date (re-signed before it is served again)."""
+    """Flush the new status, mark the CA's CRL out of date and, in an app, have it republished after commit.
+
+    So every status change (the operator modules revoke through here too) reaches the CRL and the
+    stored OCSP answers right after its commit, outside the request; a script without an app
+    leaves that to the worker or the next CRL fetch.
+    """
     session.flush()
     bump_status_version(session, certificate.authority_id)
+    note(session, authority_id=certificate.authority_id, certificate_id=certificate.id)
 
 
 def publish(session: Session, settings: CaSettings, certificate: Certificate) -> None:
-    """After a status change: the CA's next CRL and the certificate's OCSP responses, once this commits.
+    """After a status change: the CA's next CRL and the certificate's OCSP responses.
 
-    Not required for correctness (validation and OCSP read the status from the database),
-    but it keeps what relying parties fetch current without any request paying for it: in
-    a web process the signing happens in the background after the commit (``ca/publishing.py``);
-    outside an app it happens here, in the caller's transaction.
+    In an app every status change is already republished after its commit (``_status_changed``,
+    ``ca/publishing.py``: in the background in a web process), so this adds nothing there; a script
+    without an app gets them signed here, in its own transaction. Not required for correctness:
+    validation and OCSP read the status from the database.
     """
     if not note(session, authority_id=certificate.authority_id, certificate_id=certificate.id):
         publish_now(session, settings, authority_ids={certificate.authority_id}, certificate_ids={certificate.id})

@@ -139,10 +139,10 @@ def test_crl_is_served_from_storage_until_a_status_changes(app: Flask, api: Flas
     assert one.data == two.data  # not re-signed per request
     assert one.headers["ETag"] and one.headers["Expires"] and "max-age=" in one.headers["Cache-Control"]
     assert api.get(path, headers={"If-None-Match": one.headers["ETag"]}).status_code == 304
-    # A module revoking through the service alone (no publish): the next fetch still serves the stored CRL
-    # (no request signs one) and has the next one signed in the background.
-    with app.app_context():
-        session = get_session()
+    # A script revoking through the engine alone (a session, no app: nothing republishes after its commit):
+    # the next fetch still serves the stored CRL (no request signs one) and has the next one signed in the
+    # background.
+    with app.extensions["opauth.sessionmaker"]() as session:
         revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.PRIVILEGE_WITHDRAWN, actor=SYSTEM_ACTOR)
         session.commit()
     assert api.get(path).data == one.data
@@ -324,3 +324,15 @@ def test_pki_worker_re_signs_what_is_due(app: Flask) -> None:
     with app.app_context():
         numbers = get_session().scalars(select(Crl.number).where(Crl.authority_id == 2)).all()
     assert max(numbers) == 2
+
+
+def test_a_revocation_by_another_module_republishes_after_its_commit(
+        app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """Operator certificates are revoked through ``revoke`` alone: the CRL follows all the same."""
+    leaf = issue_leaf(api, tmp_path)
+    with app.app_context():
+        session = get_session()
+        revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.AFFILIATION_CHANGED, actor=SYSTEM_ACTOR)
+        session.commit()  # outside a request: published right after the commit
+    crl = x509.load_der_x509_crl(api.get(_cdp(leaf.cert)).data)
+    assert crl.get_revoked_certificate_by_serial_number(int(leaf.serial, 16)) is not None

@@ -40,7 +40,7 @@ def _der(leaf: Leaf) -> bytes:
 
 
 def _status_change(app: Flask, serial: str, reason: RevocationReason | None) -> None:
-    """Revoke or release through the service only (no publishing): validation must still see it."""
+    """Revoke or release through the service alone (no explicit publish): validation must see it."""
     with app.app_context():
         session = get_session()
         cert = session.scalar(select(Certificate).where(Certificate.serial == serial))
@@ -74,7 +74,10 @@ def test_validation_reads_revocation_from_the_database_and_signs_no_crl(
     assert _validate(app, _der(leaf)).valid  # from the path cache
     with app.app_context():
         crls_before = get_session().scalars(select(Crl.id)).all()
-    _status_change(app, leaf.serial, RevocationReason.KEY_COMPROMISE)  # no publishing: the CRL now lags
+    # A script revoking through the engine alone (a session, no app): nothing republishes, the CRL lags.
+    with app.extensions["opauth.sessionmaker"]() as session:
+        revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.KEY_COMPROMISE, actor=SYSTEM_ACTOR)
+        session.commit()
     revoked = _validate(app, _der(leaf))
     assert not revoked.valid and revoked.reason == "revoked" and revoked.revocation_reason == "key_compromise"
     with app.app_context():
