@@ -9,6 +9,8 @@ Prints a Markdown table (the README's "Benchmarks" section shows the latest one)
 - CRL generation time for 10k, 100k and 1M revoked entries (rows bulk-inserted
   into a throw-away SQLite database), with the number of raw signatures the same
   time would buy;
+- the mutual-TLS certificate check (``validate_chain``, warm, in-process) with 0 revoked
+  entries and at each CRL size: it must not grow with the CRL;
 - business server certificates issued per second through the REST API over HTTP.
 
 Everything runs in a temporary directory; requests and time are bounded. A
@@ -250,10 +252,32 @@ def bench_issuance(work: Path) -> float:
         server.stop()
 
 
-def bench_crl(work: Path) -> dict[int, tuple[float, int]]:
-    """Seconds to generate (and store) a CRL of each size, and its size in bytes."""
+VALIDATIONS = 200
+
+
+def _validation_seconds(app: Any, leaf_der: bytes) -> float:
+    """Mean seconds of a warm ``validate_chain`` of an unrevoked leaf (what the mTLS check runs per request)."""
+    import db
+    from ca.authority import CaSettings
+    from ca.validation import validate_chain
+
+    with app.app_context():
+        settings = CaSettings.from_config(app.config)
+        session = db.get_session()
+        for i in range(VALIDATIONS + 1):
+            if i == 1:  # the first call validates the path; the rest reuse it and read the status
+                start = time.perf_counter()
+            result = validate_chain(session, settings, leaf_der=leaf_der, required_eku={"server_auth"},
+                                    key_usage={"digital_signature"})
+            session.rollback()
+            assert result.valid, result
+        return (time.perf_counter() - start) / VALIDATIONS
+
+
+def bench_crl(work: Path, validations: dict[int, float]) -> dict[int, tuple[float, int]]:
+    """Seconds to generate (and store) a CRL of each size, and its size in bytes; fills ``validations``."""
     instance = work / "crl-instance"
-    _prepare_instance(instance)
+    leaf_der, _issuer = _prepare_instance(instance)
     import db
     from app import create_app
     from ca.authority import CaSettings, authorities
@@ -263,6 +287,7 @@ def bench_crl(work: Path) -> dict[int, tuple[float, int]]:
     path = Path(app.config["DATABASE_URL"].removeprefix("sqlite:///"))
     with app.app_context():
         issuing_id = authorities(db.get_session())[-1].id
+    validations[0] = _validation_seconds(app, leaf_der)
     now = datetime.now(UTC).replace(microsecond=0)
     reasons = ("keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged", "unspecified")
     results: dict[int, tuple[float, int]] = {}
@@ -291,6 +316,7 @@ def bench_crl(work: Path) -> dict[int, tuple[float, int]]:
             elapsed = time.perf_counter() - start
             assert crl.entries == size, (crl.entries, size)
             results[size] = (elapsed, len(crl.der))
+        validations[size] = _validation_seconds(app, leaf_der)
     app.extensions["opauth.engine"].dispose()
     return results
 
@@ -309,7 +335,8 @@ def main() -> None:
         sign_rate = raw_p256_signs_per_second()
         ocsp_rates = bench_ocsp(work)
         issue_rate = bench_issuance(work)
-        crl_times = bench_crl(work)
+        validations: dict[int, float] = {}
+        crl_times = bench_crl(work, validations)
         sign_rate_after = raw_p256_signs_per_second()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -329,6 +356,9 @@ def main() -> None:
     for size, (seconds, length) in crl_times.items():
         print(f"| CRL with {size:,} revoked entries ({length / 1e6:.1f} MB) | {seconds:.2f} s "
               f"({size / seconds:,.0f} entries/s) | {sign_rate:,.0f} | {seconds * sign_rate:,.0f} signatures' time |")
+    for size, seconds in validations.items():
+        print(f"| mTLS certificate check (validate_chain, warm, in-process), {size:,} revoked entries | "
+              f"{seconds * 1000:.2f} ms | {sign_rate:,.0f} | {seconds * sign_rate:,.1f} signatures' time |")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ for the confirmation screen, with the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -26,9 +26,11 @@ from ca.profiles import validity_days
 from operators.audit import Actor, AuditAction, record_event
 from operators.business_systems import (
     BusinessSystemData,
+    find_by_business_id,
     general_name_for_host,
     save_and_audit,
 )
+from operators.models import BusinessSystem
 
 # The subject as the seed's result screen shows it: 国名/地域, 都道府県, 市区町村, 組織, 部門名, 一般名.
 SUBJECT_ORDER = (
@@ -95,7 +97,18 @@ def latest_certificate(session: Session, business_system_id: int) -> Certificate
         select(Certificate)
         .where(Certificate.business_system_id == business_system_id,
                Certificate.profile == CertificateProfile.BUSINESS_SERVER)
-        .order_by(Certificate.id.desc()))
+        .order_by(Certificate.id.desc()).limit(1))
+
+
+def _saved(session: Session, data: BusinessSystemData, actor: Actor) -> tuple[BusinessSystem, bool]:
+    """The business system as ``data`` describes it: saved and audited only when it is new or changed.
+
+    Re-issuing for an unchanged system (the common case, e.g. a renewal script) is then one lookup.
+    """
+    system = find_by_business_id(session, data.business_id)
+    if system is not None and all(getattr(system, name) == value for name, value in asdict(data).items()):
+        return system, False
+    return save_and_audit(session, data, actor)
 
 
 def issue_business_server_certificate(
@@ -108,7 +121,7 @@ def issue_business_server_certificate(
 ) -> Certificate:
     """Save the business system and issue its server certificate, in the caller's transaction."""
     planned = preview(data, csr_bytes, max_csr_bytes=settings.config["MAX_CSR_BYTES"])
-    system, created = save_and_audit(session, data, actor)
+    system, created = _saved(session, data, actor)
     previous = None if created else latest_certificate(session, system.id)
     public_key = planned.csr.public_key()
     cert = issue_certificate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -267,6 +268,30 @@ def pki_refresh() -> None:
     for authority_id, serial in report.responders:
         click.echo(f"CA {authority_id}: OCSP signing certificate {serial}")
     click.echo(f"OCSP responses re-signed: {report.ocsp_resigned}")
+
+
+@pki_group.command("worker")
+@click.option("--interval", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Seconds between rounds.")
+@click.option("--rounds", type=click.IntRange(min=0), default=0, help="Stop after this many rounds (0: never).")
+def pki_worker(interval: int, rounds: int) -> None:
+    """Keep CRLs and OCSP answers current: `pki refresh` every INTERVAL seconds (run it beside the web server)."""
+    done = 0
+    while True:
+        session = new_session()
+        try:
+            report = refresh(session, CaSettings.from_config(current_app.config))
+            session.commit()
+            click.echo(f"CRL numbers {dict(report.crls)}; OCSP responses re-signed: {report.ocsp_resigned}")
+        except Exception as exc:  # a database hiccup must not end the worker: the next round retries
+            session.rollback()
+            click.echo(f"pki refresh failed: {exc}", err=True)
+        finally:
+            session.close()
+        done += 1
+        if rounds and done >= rounds:
+            return
+        time.sleep(interval)
 
 
 @click.group("audit", cls=AppGroup)

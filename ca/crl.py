@@ -1,10 +1,11 @@
 """CRLs (RFC 5280 section 5): produced per CA, stored, served from storage, re-signed when stale.
 
-A CRL is re-signed when (a) a certificate of its CA changed status since it was
-signed (``RevocationState.status_version``), or (b) its nextUpdate is closer
-than ``CRL_REFRESH_HOURS``. Both are checked on every fetch, before every
-validation and by ``flask --app app pki refresh``, so a CRL is never stale by
-more than the time it takes to sign one.
+A CRL is due for re-signing when (a) a certificate of its CA changed status
+since it was signed (``RevocationState.status_version``), or (b) its nextUpdate
+is closer than ``CRL_REFRESH_HOURS``. Signing happens outside requests: after
+the committing status change (``ca/publishing.py``), and on schedule by
+``flask --app app pki worker`` / ``pki refresh``. Requests serve the latest
+stored CRL (``latest_crl``) and, when it is due, only ask for a new one.
 
 The DER is written by hand, streaming the revoked rows (four columns, batched,
 no ORM objects): cryptography's ``CertificateRevocationListBuilder`` copies its
@@ -220,6 +221,11 @@ def issue_crl(session: Session, settings: CaSettings, authority: CertificateAuth
     return crl
 
 
+def crl_is_due(session: Session, settings: CaSettings, authority_id: int) -> bool:
+    """Whether the CA's stored CRL lags a status change or nears its nextUpdate (or is missing)."""
+    return _needs_new_crl(session, settings, authority_id)
+
+
 def _needs_new_crl(session: Session, settings: CaSettings, authority_id: int) -> bool:
     row = session.execute(
         select(Crl.status_version, Crl.next_update).where(Crl.authority_id == authority_id)
@@ -232,8 +238,13 @@ def _needs_new_crl(session: Session, settings: CaSettings, authority_id: int) ->
     return bool(row.status_version < version or row.next_update - margin <= utcnow())
 
 
+def latest_crl(session: Session, authority_id: int) -> Crl | None:
+    """The CA's newest stored CRL as it is (None before its first); never signs."""
+    return session.scalar(select(Crl).where(Crl.authority_id == authority_id).order_by(Crl.number.desc()).limit(1))
+
+
 def current_crl(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Crl:
-    """The CA's newest CRL, re-signed first if a status changed or nextUpdate is near.
+    """The CA's newest CRL, re-signed first if a status changed or nextUpdate is near (publisher, worker).
 
     May add a CRL to ``session`` (flushed): the caller commits, as with every service.
     """
@@ -241,7 +252,7 @@ def current_crl(session: Session, settings: CaSettings, authority: CertificateAu
         lock_state(session, authority.id)
         if _needs_new_crl(session, settings, authority.id):  # not done meanwhile by another worker
             return issue_crl(session, settings, authority)
-    crl = session.scalar(select(Crl).where(Crl.authority_id == authority.id).order_by(Crl.number.desc()).limit(1))
+    crl = latest_crl(session, authority.id)
     assert crl is not None
     return crl
 

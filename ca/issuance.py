@@ -17,7 +17,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ca.errors import SettingsConflict
@@ -52,10 +52,14 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
+# Built once: issuance runs it for every certificate.
+_SERIAL_TAKEN = select(Certificate.id).where(Certificate.serial == bindparam("serial"))
+
+
 def _unused_serial(session: Session) -> int:
     for _ in range(5):
         serial = new_serial()
-        taken = session.scalar(select(Certificate.id).where(Certificate.serial == serial_hex(serial)))
+        taken = session.scalar(_SERIAL_TAKEN, {"serial": serial_hex(serial)})
         if taken is None:
             return serial
     raise RuntimeError("could not find an unused serial number")  # pragma: no cover - 2^-159 odds

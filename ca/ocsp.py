@@ -24,6 +24,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -31,8 +32,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
-from sqlalchemy import and_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, issuer_for, signer_for
 from ca.crl import dialect_insert, lock_state
@@ -100,17 +101,31 @@ class Responder:
     not_after: datetime
 
 
-def _newest_responder(session: Session, authority_id: int) -> Certificate | None:
-    return session.scalar(
-        select(Certificate).where(Certificate.authority_id == authority_id,
-                                  Certificate.profile == CertificateProfile.OCSP_SIGNING,
-                                  Certificate.revoked_at.is_(None))
-        .order_by(Certificate.id.desc()).limit(1).execution_options(populate_existing=True))
+# Statements built once on the plain tables: building select()s per request cost more than running them.
+_cert = Certificate.__table__
+_stored = OcspResponse.__table__
+_NEWEST_RESPONDER = (
+    select(_cert.c.id, _cert.c.not_after, _cert.c.details)
+    .where(_cert.c.authority_id == bindparam("authority_id"), _cert.c.profile == CertificateProfile.OCSP_SIGNING,
+           _cert.c.revoked_at.is_(None))
+    .order_by(_cert.c.id.desc()).limit(1))
+_CERTIFICATE_DER = select(_cert.c.der).where(_cert.c.id == bindparam("id"))
+_ResponderRow = tuple[int, datetime, dict[str, Any]]  # id, not_after, details
 
 
-def _usable(row: Certificate | None, settings: CaSettings) -> bool:
+def _newest_responder(session: Session, authority_id: int) -> _ResponderRow | None:
+    row = session.execute(_NEWEST_RESPONDER, {"authority_id": authority_id}).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def _usable(row: _ResponderRow | None, settings: CaSettings) -> bool:
     renew = timedelta(days=settings.config["OCSP_SIGNING_RENEW_DAYS"])
-    return row is not None and row.not_after - renew > utcnow() and "key_uri" in row.details
+    return row is not None and row[1] - renew > utcnow() and "key_uri" in row[2]
+
+
+# A certificate never changes once signed: its parsed form is kept, by row id and key URI (the URI,
+# unique per key, keeps two databases used by one process apart).
+_responder_certs: dict[tuple[int, str], x509.Certificate] = {}
 
 
 def ensure_responder(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Responder:
@@ -120,10 +135,20 @@ def ensure_responder(session: Session, settings: CaSettings, authority: Certific
         lock_state(session, authority.id)  # one renewal per CA even with several workers
         row = _newest_responder(session, authority.id)
         if not _usable(row, settings):
-            row = _issue_responder(session, settings, authority)
+            issued = _issue_responder(session, settings, authority)
+            row = (issued.id, issued.not_after, issued.details)
     assert row is not None
-    return Responder(certificate_id=row.id, certificate=x509.load_der_x509_certificate(row.der),
-                     signer=signer_for(settings, row.details["key_uri"]), not_after=row.not_after)
+    certificate_id, not_after, details = row
+    cache_key = (certificate_id, str(details["key_uri"]))
+    certificate = _responder_certs.get(cache_key)
+    if certificate is None:
+        der = session.execute(_CERTIFICATE_DER, {"id": certificate_id}).scalar_one()
+        certificate = x509.load_der_x509_certificate(der)
+        if len(_responder_certs) > 64:  # a few per CA over the years
+            _responder_certs.clear()
+        _responder_certs[cache_key] = certificate
+    return Responder(certificate_id=certificate_id, certificate=certificate,
+                     signer=signer_for(settings, details["key_uri"]), not_after=not_after)
 
 
 def _issue_responder(session: Session, settings: CaSettings, authority: CertificateAuthority) -> Certificate:
@@ -219,10 +244,26 @@ def _parse(request_der: bytes) -> _CertId | None:
         return None
 
 
+# One statement built at import (building a select() with an alias per request cost more than the
+# query): the stored answer, the certificate's current status and whether the answer's signer was revoked
+# since, on plain tables (Core, no ORM entity handling), with the parameters bound per request.
+_signer = Certificate.__table__.alias("ocsp_signer")
+_STATUS_AND_STORED = (
+    select(_cert.c.id, _cert.c.revoked_at, _cert.c.revocation_reason,
+           _stored.c.revoked_at, _stored.c.revocation_reason, _stored.c.this_update,
+           _stored.c.next_update, _stored.c.der, _signer.c.revoked_at)
+    .select_from(_cert)
+    .outerjoin(_stored, and_(_stored.c.certificate_id == _cert.c.id,
+                             _stored.c.hash_algorithm == bindparam("algorithm")))
+    .outerjoin(_signer, _signer.c.id == _stored.c.responder_id)
+    .where(_cert.c.serial == bindparam("serial"), _cert.c.authority_id == bindparam("authority_id")))
+
+
 def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAnswer:
     """The OCSP response for a DER OCSPRequest; never raises for bad input.
 
-    May store a (re-)signed response in ``session`` (flushed): the caller commits.
+    May store a (re-)signed response in ``session`` (flushed): the caller commits
+    (``OcspAnswer.from_storage`` tells when there is nothing to commit).
     """
     cert_id = _parse(request_der)
     if cert_id is None:
@@ -232,15 +273,9 @@ def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAn
     authority_id = find_authority_id(session, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
     if authority_id is None:
         return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    signer = aliased(Certificate)
-    row = session.execute(
-        select(Certificate.id, Certificate.revoked_at, Certificate.revocation_reason,
-               OcspResponse.revoked_at, OcspResponse.revocation_reason, OcspResponse.this_update,
-               OcspResponse.next_update, OcspResponse.der, signer.revoked_at)
-        .outerjoin(OcspResponse, and_(OcspResponse.certificate_id == Certificate.id,
-                                      OcspResponse.hash_algorithm == cert_id.algorithm))
-        .outerjoin(signer, signer.id == OcspResponse.responder_id)
-        .where(Certificate.serial == format(cert_id.serial, "x"), Certificate.authority_id == authority_id)
+    row = session.connection().execute(
+        _STATUS_AND_STORED,
+        {"algorithm": cert_id.algorithm, "serial": format(cert_id.serial, "x"), "authority_id": authority_id},
     ).first()
     now = utcnow()
     if row is None:

@@ -1,7 +1,7 @@
 """Public PKI endpoints relying parties fetch without logging in: CA certificates, CRLs, OCSP.
 
-Thin: CRLs come from ``ca/crl.py`` (served from storage, re-signed when a status
-changed or nextUpdate is near), OCSP answers from ``ca/ocsp.py``.
+Thin: CRLs come from ``ca/crl.py``, served from storage as they are (a due CRL is
+re-signed in the background, never in the request), OCSP answers from ``ca/ocsp.py``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from werkzeug.http import http_date
 
 from ca import ocsp
 from ca.authority import CaSettings, authorities, pem_bundle
-from ca.crl import crl_by_number, crl_pem, current_crl
+from ca.crl import crl_by_number, crl_is_due, crl_pem, current_crl, latest_crl
 from ca.errors import NotFound
 from ca.models import CertificateAuthority, Crl
+from ca.publishing import request_republication
 from db import get_session, utcnow
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,13 @@ def ca_bundle() -> Any:
 
 def _caching_headers(response: Response, *, body: bytes, this_update: datetime | None,
                      next_update: datetime | None, cacheable: bool) -> Response:
-    """RFC 5019 6.2: ETag, Last-Modified, Expires; max-age never beyond nextUpdate."""
-    response.set_etag(hashlib.sha256(body).hexdigest()[:32])
+    """RFC 5019 6.2: ETag, Last-Modified, Expires; max-age never beyond nextUpdate.
+
+    Only a GET (or HEAD) can be revalidated: a POST answer gets no ETag and skips the conditional checks.
+    """
+    revalidatable = request.method in ("GET", "HEAD")
+    if revalidatable:
+        response.set_etag(hashlib.sha256(body).hexdigest()[:32])
     if this_update is not None:
         response.headers["Last-Modified"] = http_date(this_update)
     if next_update is not None:
@@ -77,7 +83,7 @@ def _caching_headers(response: Response, *, body: bytes, this_update: datetime |
         response.headers["Cache-Control"] = f"public, max-age={max_age}, no-transform, must-revalidate"
     else:
         response.headers["Cache-Control"] = "no-store"
-    return response.make_conditional(request)  # type: ignore[return-value]
+    return response.make_conditional(request) if revalidatable else response  # type: ignore[return-value]
 
 
 def _crl_response(crl: Crl, fmt: str) -> Response:
@@ -90,10 +96,26 @@ def _crl_response(crl: Crl, fmt: str) -> Response:
                             cacheable=True)
 
 
+def _ca_settings() -> CaSettings:
+    """The CA settings of this app, made once (it may read the passphrase file): OCSP asks on every request."""
+    key = (current_app.config["INSTANCE_DIR"], current_app.config["KEY_PASSPHRASE"])
+    cached: tuple[object, CaSettings] | None = current_app.extensions.get("opauth.pki_ca_settings")
+    if cached is None or cached[0] != key:
+        cached = (key, CaSettings.from_config(current_app.config))
+        current_app.extensions["opauth.pki_ca_settings"] = cached
+    return cached[1]
+
+
 def _current_crl(authority_id: int) -> Crl:
     session = get_session()
-    crl = current_crl(session, CaSettings.from_config(current_app.config), _authority(authority_id))
-    session.commit()  # keep a re-signed CRL (no-op when it was served from storage)
+    authority = _authority(authority_id)
+    settings = _ca_settings()
+    crl = latest_crl(session, authority.id)
+    if crl is None:  # only an instance initialised without CRLs: its first one lists little, sign it now
+        crl = current_crl(session, settings, authority)
+        session.commit()
+    elif crl_is_due(session, settings, authority.id):  # serve this one while the next is signed
+        request_republication(current_app._get_current_object(), authority.id)  # type: ignore[attr-defined]
     return crl
 
 
@@ -126,8 +148,9 @@ def _ocsp_response(request_der: bytes | None, *, via_get: bool) -> Response:
         if request_der is None:
             result = ocsp.unsuccessful(x509_ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         else:
-            result = ocsp.answer(session, CaSettings.from_config(current_app.config), request_der)
-            session.commit()  # keep a freshly signed response for the next client
+            result = ocsp.answer(session, _ca_settings(), request_der)
+            if not result.from_storage:
+                session.commit()  # keep a freshly signed response for the next client
     except Exception:  # a client must get an OCSP answer, never an HTML 500
         session.rollback()
         log.exception("OCSP responder failed")

@@ -15,12 +15,13 @@ from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, authorities
-from ca.crl import bump_status_version, current_crl, issue_crl
+from ca.crl import bump_status_version, current_crl
 from ca.errors import Conflict, InvalidInput
 from ca.inquiry import get_certificate
 from ca.labels import reason_label
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
 from ca.ocsp import ensure_responder, presign, stale_responses
+from ca.publishing import note, publish_now
 from db import utcnow
 from operators.audit import Actor, AuditAction, record_event
 
@@ -155,21 +156,27 @@ def revoke_by_serial(
 
 
 def _status_changed(session: Session, certificate: Certificate) -> None:
-    """Flush the new status and mark the CA's CRL out of date (re-signed before it is served again)."""
+    """Flush the new status, mark the CA's CRL out of date and, in an app, have it republished after commit.
+
+    So every status change (the operator modules revoke through here too) reaches the CRL and the
+    stored OCSP answers right after its commit, outside the request; a script without an app
+    leaves that to the worker or the next CRL fetch.
+    """
     session.flush()
     bump_status_version(session, certificate.authority_id)
+    note(session, authority_id=certificate.authority_id, certificate_id=certificate.id)
 
 
 def publish(session: Session, settings: CaSettings, certificate: Certificate) -> None:
-    """After a status change: sign the CA's next CRL and the certificate's OCSP responses now.
+    """After a status change: the CA's next CRL and the certificate's OCSP responses.
 
-    Not required for correctness (CRL and OCSP notice the change by themselves on the
-    next fetch), but it moves the signing cost out of the relying parties' requests.
+    In an app every status change is already republished after its commit (``_status_changed``,
+    ``ca/publishing.py``: in the background in a web process), so this adds nothing there; a script
+    without an app gets them signed here, in its own transaction. Not required for correctness:
+    validation and OCSP read the status from the database.
     """
-    authority = session.get(CertificateAuthority, certificate.authority_id)
-    assert authority is not None
-    issue_crl(session, settings, authority)
-    presign(session, settings, certificate)
+    if not note(session, authority_id=certificate.authority_id, certificate_id=certificate.id):
+        publish_now(session, settings, authority_ids={certificate.authority_id}, certificate_ids={certificate.id})
 
 
 @dataclass(frozen=True)

@@ -122,8 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CRL_VALIDITY_HOURS", _int, 24,
             "Lifetime of a CRL (nextUpdate − thisUpdate, hours)."),
     Setting("CRL_REFRESH_HOURS", _int, 12,
-            "A CRL is re-signed when its nextUpdate is less than this many hours away "
-            "(on the next fetch, before validation, and by `flask --app app pki refresh`)."),
+            "A CRL is re-signed when its nextUpdate is less than this many hours away (by the background "
+            "publisher when a fetch notices it, and by `pki worker`, which `make run` starts, or `pki refresh`)."),
     Setting("PKI_CACHE_MAX_AGE_SECONDS", _int, 60,
             "HTTP `max-age` of CRL and OCSP answers (never beyond nextUpdate). HTTP caches may serve an "
             "answer this old, so it bounds how long a revocation can hide behind a cache; 0 disables caching."),

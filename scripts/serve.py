@@ -2,7 +2,8 @@
 
 nginx terminates TLS on BIND (sending opauth's CA names, handing any client certificate to the
 application) and serves /pki/ over plain HTTP on PKI_HTTP_BIND; gunicorn listens only on
-APP_SOCKET. Ctrl-C (SIGINT) or SIGTERM stops both; if either exits, the other is stopped too and
+APP_SOCKET; `flask --app app pki worker` re-signs CRLs and OCSP answers before they fall due.
+Ctrl-C (SIGINT) or SIGTERM stops all three; if any exits, the others are stopped too and
 the exit status says so. Every RENEW_CHECK_SECONDS, and at once on SIGHUP, opauth's own TLS
 certificate is re-issued if it is due (SERVER_CERT_RENEW_DAYS, changed names) and nginx reloads
 it. Every AUDIT_CHECKPOINT_SECONDS (and once at start) the audit log's head is signed into a checkpoint
@@ -143,7 +144,7 @@ def _reload_if_renewed(nginx: subprocess.Popen[bytes], passphrase: str, passphra
 
 
 def main() -> int:
-    """Start gunicorn and nginx; return when either exits or on SIGINT/SIGTERM, having stopped both."""
+    """Start gunicorn, the PKI worker and nginx; return when one exits or on SIGINT/SIGTERM, having stopped all."""
     settings = load_settings()
     instance = Path(settings["INSTANCE_DIR"]).resolve()
     sock = app_socket_path(settings).resolve()
@@ -185,6 +186,10 @@ def main() -> int:
                                     cwd=ROOT, env=gunicorn_env, start_new_session=True)
         procs.append(gunicorn)
         _wait(lambda: _socket_answers(sock), procs, "gunicorn")
+        # CRLs and OCSP answers re-signed before they fall due, whether or not anyone fetches them.
+        worker = subprocess.Popen([str(BIN / "flask"), "--app", "app", "pki", "worker"], cwd=ROOT,
+                                  env=gunicorn_env, start_new_session=True)
+        procs.append(worker)
         # -e: nginx's own log from the first moment (the compiled-in /var/log/nginx is not ours to write).
         nginx = subprocess.Popen([_nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log"),
                                   "-c", str(conf)], cwd=prefix, start_new_session=True)
@@ -214,8 +219,10 @@ def main() -> int:
             _audit_checkpoint()
         time.sleep(0.5)
     names = {id(procs[0]): "gunicorn", id(procs[-1]): "nginx"}
+    if len(procs) == 3:
+        names[id(procs[1])] = "pki worker"
     failed = [] if stopping else [names[id(p)] for p in procs if p.poll() is not None]
-    for proc in reversed(procs):  # nginx first, then gunicorn (both shut down fast on SIGTERM)
+    for proc in reversed(procs):  # nginx first, then the worker and gunicorn (all stop fast on SIGTERM)
         _stop(proc, signal.SIGTERM)
     if failed:
         print(f"serve: {' and '.join(failed)} exited; stopped everything",

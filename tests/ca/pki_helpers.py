@@ -16,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
+from ca.publishing import publisher
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import business_payload, make_csr, run
 
@@ -65,8 +66,10 @@ def issue_leaf(api: FlaskClient, directory: Path, name: str = "leaf") -> Leaf:
 
 
 def revoke(api: FlaskClient, serial: str, reason: str, **extra: str) -> dict:
+    """Revoke through the API, then wait for the background publisher's new CRL and OCSP answers."""
     response = api.post(f"/api/v1/certificates/{serial}/revoke", json={"reason": reason, **extra})
     assert response.status_code == 200, response.get_json()
+    assert publisher.wait_idle(), "the CRL/OCSP publisher did not finish"
     return response.get_json()  # type: ignore[no-any-return]
 
 

@@ -160,3 +160,23 @@ def test_issuance_is_audited(app: Flask, api: FlaskClient) -> None:
         event = events.one()
     assert event.action == "certificate.issued" and event.actor == "admin" and event.tenant == "system"
     assert count(app, Certificate) >= 4  # root, issuing, server TLS, this one
+
+
+def _actions(app: Flask) -> list[str]:
+    with app.app_context():
+        return list(get_session().scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def test_reissuing_for_an_unchanged_system_audits_the_certificate_not_the_system(
+        app: Flask, api: FlaskClient) -> None:
+    first = issue(api)
+    before = _actions(app)
+    second = issue(api)  # the same business system data: nothing to save
+    third = issue(api, name="利用環境設定（改）")  # changed: saved and audited as before
+    added = [action for action in _actions(app)[len(before):] if not action.startswith("auth.")]
+    assert added == ["certificate.issued", "business_system.updated", "certificate.issued"], added
+    assert third["replaces_id"] == second["id"] and second["replaces_id"] == first["id"]
+    with app.app_context():
+        recorded = get_session().scalars(select(Certificate.serial).where(
+            Certificate.serial.in_([first["serial"], second["serial"], third["serial"]]))).all()
+    assert len(recorded) == 3

@@ -22,6 +22,7 @@ from ca.authority import CaSettings, authorities
 from ca.crl import build_crl, issue_crl
 from ca.keys import SoftwareSigner
 from ca.models import Certificate, CertificateProfile, Crl, RevocationReason
+from ca.publishing import publisher
 from ca.revocation import revoke_by_serial
 from db import get_session, new_session
 from operators.audit import SYSTEM_ACTOR
@@ -138,11 +139,14 @@ def test_crl_is_served_from_storage_until_a_status_changes(app: Flask, api: Flas
     assert one.data == two.data  # not re-signed per request
     assert one.headers["ETag"] and one.headers["Expires"] and "max-age=" in one.headers["Cache-Control"]
     assert api.get(path, headers={"If-None-Match": one.headers["ETag"]}).status_code == 304
-    # A module revoking through the service alone (no publish): the next fetch re-signs.
-    with app.app_context():
-        session = get_session()
+    # A script revoking through the engine alone (a session, no app: nothing republishes after its commit):
+    # the next fetch still serves the stored CRL (no request signs one) and has the next one signed in the
+    # background.
+    with app.extensions["opauth.sessionmaker"]() as session:
         revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.PRIVILEGE_WITHDRAWN, actor=SYSTEM_ACTOR)
         session.commit()
+    assert api.get(path).data == one.data
+    assert publisher.wait_idle()
     crl = x509.load_der_x509_crl(api.get(path).data)
     assert crl.get_revoked_certificate_by_serial_number(int(leaf.serial, 16)) is not None
 
@@ -280,5 +284,55 @@ def test_root_crl_lists_a_revoked_issuing_ca(sqlite_app: Flask, reason: str) -> 
         revoke_by_serial(session, serial=issuing_cert.serial, reason=RevocationReason(reason), actor=SYSTEM_ACTOR)
         session.commit()
         serial = int(issuing_cert.serial, 16)
-    response = sqlite_app.test_client().get("/pki/crl/1.crl")
+    client = sqlite_app.test_client()
+    client.get("/pki/crl/1.crl")  # the stored CRL, and a new one due: signed in the background
+    assert publisher.wait_idle()
+    response = client.get("/pki/crl/1.crl")
     assert x509.load_der_x509_crl(response.data).get_revoked_certificate_by_serial_number(serial) is not None
+
+
+def test_a_cli_revocation_publishes_right_after_its_commit(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    leaf = issue_leaf(api, tmp_path)
+    result = app.test_cli_runner().invoke(args=["cert", "revoke", leaf.serial, "--reason", "keyCompromise"])
+    assert result.exit_code == 0, result.output
+    crl = x509.load_der_x509_crl(api.get(_cdp(leaf.cert)).data)  # no waiting: the command published it
+    assert crl.get_revoked_certificate_by_serial_number(int(leaf.serial, 16)) is not None
+
+
+def test_a_rolled_back_revocation_publishes_nothing(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    from ca.revocation import publish
+
+    leaf = issue_leaf(api, tmp_path)
+    with app.app_context():
+        session = get_session()
+        before = session.scalar(select(Crl.number).order_by(Crl.number.desc()).where(Crl.authority_id == 2).limit(1))
+        cert = revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.KEY_COMPROMISE,
+                                actor=SYSTEM_ACTOR)
+        publish(session, CaSettings.from_config(app.config), cert)
+        session.rollback()
+        session.commit()  # a later commit of the same session must not publish the abandoned change
+        after = session.scalar(select(Crl.number).order_by(Crl.number.desc()).where(Crl.authority_id == 2).limit(1))
+    assert publisher.wait_idle()
+    assert before == after
+
+
+def test_pki_worker_re_signs_what_is_due(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    app.config["CRL_REFRESH_HOURS"] = app.config["CRL_VALIDITY_HOURS"]  # every CRL is due now
+    result: Result = runner.invoke(args=["pki", "worker", "--rounds", "1"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        numbers = get_session().scalars(select(Crl.number).where(Crl.authority_id == 2)).all()
+    assert max(numbers) == 2
+
+
+def test_a_revocation_by_another_module_republishes_after_its_commit(
+        app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """Operator certificates are revoked through ``revoke`` alone: the CRL follows all the same."""
+    leaf = issue_leaf(api, tmp_path)
+    with app.app_context():
+        session = get_session()
+        revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.AFFILIATION_CHANGED, actor=SYSTEM_ACTOR)
+        session.commit()  # outside a request: published right after the commit
+    crl = x509.load_der_x509_crl(api.get(_cdp(leaf.cert)).data)
+    assert crl.get_revoked_certificate_by_serial_number(int(leaf.serial, 16)) is not None

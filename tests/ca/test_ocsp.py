@@ -259,3 +259,26 @@ def test_get_path_with_raw_slashes_and_plus_signs_is_decoded(app: Flask, api: Fl
     answer = ocsp.load_der_ocsp_response((tmp_path / "resp.der").read_bytes())
     assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
     assert answer.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+
+
+def test_a_pre_signed_answer_is_one_read_and_no_write(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """What a stored answer needs: the status and the stored response in one query; nothing signed or written."""
+    from sqlalchemy import event
+
+    leaf = issue_leaf(api, tmp_path)
+    body = _request(leaf)
+    first = api.post("/pki/ocsp", data=body, content_type="application/ocsp-request").data  # pre-signs if needed
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    engine = app.extensions["opauth.engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        again = api.post("/pki/ocsp", data=body, content_type="application/ocsp-request").data
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert again == first
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1 and len(statements) == 1, statements

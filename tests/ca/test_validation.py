@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from ca.authority import CaSettings
-from ca.models import Certificate, CertificateProfile, RevocationReason
+from ca.models import Certificate, CertificateProfile, Crl, RevocationReason
 from ca.revocation import release_hold, revoke, revoke_by_serial
 from ca.validation import ValidationResult, validate_chain
 from db import get_session
@@ -40,7 +40,7 @@ def _der(leaf: Leaf) -> bytes:
 
 
 def _status_change(app: Flask, serial: str, reason: RevocationReason | None) -> None:
-    """Revoke or release through the service only (no publishing): validation must still see it."""
+    """Revoke or release through the service alone (no explicit publish): validation must see it."""
     with app.app_context():
         session = get_session()
         cert = session.scalar(select(Certificate).where(Certificate.serial == serial))
@@ -64,6 +64,43 @@ def test_valid_revoked_held_and_released(app: Flask, api: FlaskClient, tmp_path:
     _status_change(app, leaf.serial, RevocationReason.KEY_COMPROMISE)
     revoked = _validate(app, _der(leaf))
     assert not revoked.valid and revoked.reason == "revoked" and revoked.revocation_reason == "key_compromise"
+
+
+def test_validation_reads_revocation_from_the_database_and_signs_no_crl(
+        app: Flask, api: FlaskClient, tmp_path: Path) -> None:
+    """The path is validated once and reused; the status is read per call; no CRL is signed here."""
+    leaf = issue_leaf(api, tmp_path)
+    assert _validate(app, _der(leaf)).valid
+    assert _validate(app, _der(leaf)).valid  # from the path cache
+    with app.app_context():
+        crls_before = get_session().scalars(select(Crl.id)).all()
+    # A script revoking through the engine alone (a session, no app): nothing republishes, the CRL lags.
+    with app.extensions["opauth.sessionmaker"]() as session:
+        revoke_by_serial(session, serial=leaf.serial, reason=RevocationReason.KEY_COMPROMISE, actor=SYSTEM_ACTOR)
+        session.commit()
+    revoked = _validate(app, _der(leaf))
+    assert not revoked.valid and revoked.reason == "revoked" and revoked.revocation_reason == "key_compromise"
+    with app.app_context():
+        assert get_session().scalars(select(Crl.id)).all() == crls_before
+
+
+def test_a_certificate_chaining_to_our_root_but_unrecorded_is_refused(app: Flask) -> None:
+    """Signed with our issuing CA's key yet absent from the certificate table: its status is unknown."""
+    issuing_cert, issuing_key = _issuing_ca(app)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    rogue = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue")]))
+             .issuer_name(issuing_cert.subject).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                            critical=True)
+             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuing_key.public_key()),
+                            critical=False)
+             .sign(issuing_key, hashes.SHA256()))
+    result = _validate(app, rogue.public_bytes(Encoding.DER))
+    assert not result.valid and result.reason == "no_revocation_info", result
 
 
 def test_the_chain_sent_by_the_client_is_accepted_but_not_required(
