@@ -19,7 +19,7 @@ from ca.crl import bump_status_version, current_crl
 from ca.errors import Conflict, InvalidInput
 from ca.inquiry import get_certificate
 from ca.labels import reason_label
-from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
+from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.ocsp import ensure_responder, presign, stale_responses
 from ca.publishing import note, publish_now
 from db import utcnow
