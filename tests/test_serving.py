@@ -63,7 +63,7 @@ def served(env: dict[str, str], instance: Path, first_init: str) -> Iterator[Ser
 
 def _curl(served: Served, instance: Path, path: str, *extra: str | Path) -> tuple[int, str]:
     result = run("curl", "-sS", "--cacert", instance / "tls" / "ca-bundle.pem", "-o", "-", "-w", "\n%{http_code}",
-                 *extra, served.https + path)
+                 "-H", "Accept-Language: en", *extra, served.https + path)
     body, _, status = result.stdout.rpartition("\n")
     assert result.returncode == 0, result.stderr  # an HTTP answer, never a broken handshake
     return int(status), body
