@@ -61,6 +61,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from bio import views as bio_views
     from ca import api, cli, mtls, pki_views, tls_api, tls_cli, tls_views, views
+    from oidc import api as oidc_api
+    from oidc import cli as oidc_cli
+    from oidc import views as oidc_views
     from operators import api as operators_api
     from operators import auth, login_admin, login_top, tenant_views
     from operators import cli as operators_cli
@@ -71,14 +74,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     mtls.init_app(app)  # certificate-bound sessions end when the certificate does
     login_admin.init_app(app)
     bio_views.init_app(app)
+    oidc_views.init_app(app)  # business login: the OpenID provider
     for blueprint in (login_top.bp, views.bp, pki_views.bp, api.bp, operators_views.bp, tenant_views.bp,
-                      operators_api.bp, tls_api.bp, tls_views.bp):
+                      operators_api.bp, tls_api.bp, tls_views.bp, oidc_api.bp):
         app.register_blueprint(blueprint)
     # Machine clients authenticate every request (HTTP Basic or a client certificate): no ambient cookies.
-    for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp):
+    for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp, oidc_api.bp, oidc_views.bp):
         csrf.exempt(blueprint)
     app.add_template_global(tls_views.expiry_warnings)
-    for module in (cli, operators_cli, tls_cli):
+    for module in (cli, operators_cli, tls_cli, oidc_cli):
         module.init_app(app)
     _register_error_handlers(app)
 

@@ -74,6 +74,17 @@ class AuditAction(enum.StrEnum):
     # Mutual TLS (issue 7)
     CLIENT_CERT_REFUSED = "mtls.client_certificate_refused"
     OPERATOR_CERT_MISMATCH = "mtls.operator_certificate_mismatch"
+    # Business login (OpenID Connect provider)
+    OIDC_CLIENT_UPDATED = "oidc.client_updated"
+    OIDC_CLIENT_REJECTED = "oidc.client_rejected"
+    OIDC_AUTHORIZED = "oidc.authorized"
+    OIDC_DENIED = "oidc.denied"
+    OIDC_TOKEN_ISSUED = "oidc.token_issued"
+    OIDC_TOKEN_REFUSED = "oidc.token_refused"
+    OIDC_CLIENT_AUTH_FAILED = "oidc.client_auth_failed"
+    OIDC_CODE_REPLAY = "oidc.code_replay"
+    OIDC_USERINFO_REFUSED = "oidc.userinfo_refused"
+    OIDC_KEY_ROTATED = "oidc.key_rotated"
 
 
 @dataclass(frozen=True)
