@@ -34,6 +34,7 @@ bp = Blueprint("oidc_authorize", __name__, url_prefix="/oidc")
 RESUME_COOKIE = "opauth_oidc_resume"
 RESUME_SECONDS = 600
 SID_KEY = "oidc_sid"
+LOGIN_ASKED_KEY = "oidc_login_asked"
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -89,7 +90,9 @@ def _to_login(operator: Operator | None) -> Any:
     target = url_for("auth.change_password") if operator is not None and operator.must_change_password \
         else url_for("auth.login")
     response = redirect(target)
-    cookie = _serializer().dumps({"url": request.full_path, "at": int(time.time())})
+    marker = secrets.token_urlsafe(16)
+    session[LOGIN_ASKED_KEY] = marker  # a login clears the session, and with it this marker
+    cookie = _serializer().dumps({"url": request.full_path, "asked": marker})
     response.set_cookie(RESUME_COOKIE, cookie, max_age=RESUME_SECONDS, path="/", httponly=True,
                         secure=bool(current_app.config["SESSION_COOKIE_SECURE"]), samesite="Lax")
     return response
@@ -104,10 +107,18 @@ def _max_age() -> int | None:
     return int(raw)
 
 
-def _fresh_login_done(auth_at: int) -> bool:
+def _logged_in_since_asked(state: dict[str, Any] | None) -> bool:
+    """True when a login happened after the request in ``state`` sent the browser to it.
+
+    Logging in starts a fresh session, so the marker set when the browser was sent away is gone.
+    """
+    return state is not None and bool(state.get("asked")) and session.get(LOGIN_ASKED_KEY) != state["asked"]
+
+
+def _fresh_login_done() -> bool:
     """True when the operator logged in after this same request sent them to the login."""
     state = _resume_state()
-    return state is not None and state["url"] == request.full_path and auth_at >= int(state.get("at", 0))
+    return state is not None and state["url"] == request.full_path and _logged_in_since_asked(state)
 
 
 def _login_needed(operator: Operator | None, prompts: set[str], max_age: int | None) -> bool:
@@ -116,8 +127,8 @@ def _login_needed(operator: Operator | None, prompts: set[str], max_age: int | N
     auth_at = session.get("auth_at")
     if not isinstance(auth_at, int):
         return True
-    if "login" in prompts or (max_age is not None and int(time.time()) - auth_at > max_age):
-        return not _fresh_login_done(auth_at)
+    if "login" in prompts or (max_age is not None and int(time.time()) - auth_at >= max_age):
+        return not _fresh_login_done()
     return False
 
 
@@ -182,8 +193,7 @@ def _resume_after_login() -> Any:
     if request.endpoint != "top.index" or not current_user.is_authenticated:
         return None
     state = _resume_state()
-    auth_at = session.get("auth_at")
-    if state is None or not isinstance(auth_at, int) or auth_at < int(state.get("at", 0)):
+    if state is None or not _logged_in_since_asked(state):
         return None
     url = state["url"]
     if not url.startswith("/oidc/authorize?"):
