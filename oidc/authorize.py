@@ -27,7 +27,7 @@ from oidc.pairwise import pairwise_key
 from oidc.server import Client, get_server, issuer
 from operators.audit import Actor, AuditAction, record_event, record_event_separately
 from operators.auth import current_operator
-from operators.models import AuditResult, Operator
+from operators.models import AuditResult, AuthMethod, Operator
 
 bp = Blueprint("oidc_authorize", __name__, url_prefix="/oidc")
 
@@ -87,7 +87,7 @@ def _error_response(error: OAuth2Error, *, operator: Operator | None, reason: st
 
 def _to_login(operator: Operator | None) -> Any:
     """Send the browser to opauth's login (or the forced password change) and remember this request."""
-    target = url_for("auth.change_password") if operator is not None and operator.must_change_password \
+    target = url_for("auth.change_password") if operator is not None and _must_change_password(operator) \
         else url_for("auth.login")
     response = redirect(target)
     marker = secrets.token_urlsafe(16)
@@ -121,8 +121,13 @@ def _fresh_login_done() -> bool:
     return state is not None and state["url"] == request.full_path and _logged_in_since_asked(state)
 
 
+def _must_change_password(operator: Operator) -> bool:
+    # Biometric operators have no password to change (the flag set at registration means nothing for them).
+    return operator.must_change_password and operator.auth_method is AuthMethod.PASSWORD
+
+
 def _login_needed(operator: Operator | None, prompts: set[str], max_age: int | None) -> bool:
-    if operator is None or operator.must_change_password:
+    if operator is None or _must_change_password(operator):
         return True
     auth_at = session.get("auth_at")
     if not isinstance(auth_at, int):

@@ -157,4 +157,4 @@ def configured_clients(session: Session) -> list[tuple[BusinessSystem, OidcClien
     rows = session.execute(select(BusinessSystem, OidcClient)
                            .join(OidcClient, OidcClient.business_system_id == BusinessSystem.id)
                            .order_by(BusinessSystem.business_id))
-    return [(system, client) for system, client in rows.tuples()]
+    return [(system, client) for system, client in rows]
