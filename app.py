@@ -61,6 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from bio import views as bio_views
     from ca import api, cli, mtls, pki_views, tls_api, tls_cli, tls_views, views
+    from oidc import admin_views as oidc_admin_views
     from oidc import api as oidc_api
     from oidc import cli as oidc_cli
     from oidc import views as oidc_views
@@ -76,7 +77,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     bio_views.init_app(app)
     oidc_views.init_app(app)  # business login: the OpenID provider
     for blueprint in (login_top.bp, views.bp, pki_views.bp, api.bp, operators_views.bp, tenant_views.bp,
-                      operators_api.bp, tls_api.bp, tls_views.bp, oidc_api.bp):
+                      operators_api.bp, tls_api.bp, tls_views.bp, oidc_api.bp,
+                      oidc_admin_views.bp):
         app.register_blueprint(blueprint)
     # Machine clients authenticate every request (HTTP Basic or a client certificate): no ambient cookies.
     for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp, oidc_api.bp, oidc_views.bp):
