@@ -24,13 +24,17 @@ def pairwise_key(instance_dir: Path) -> bytes:
     path = instance_dir / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Written aside and linked into place, so a concurrent worker never reads a half-written secret.
+        draft = path.with_name(f".pairwise-{secrets.token_hex(8)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker created it first
+            os.link(draft, path)
+        except FileExistsError:  # another worker created it first: theirs counts
             pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32))
+        finally:
+            draft.unlink()
     return path.read_text().strip().encode()
 
 

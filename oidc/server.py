@@ -43,6 +43,7 @@ CODE_SECONDS = 60
 ACCESS_TOKEN_SECONDS = 300
 ID_TOKEN_SECONDS = 300
 SCOPES = ("openid", "profile")
+MAX_NONCE = 255
 EXTENSION_KEY = "opauth.oidc_server"
 
 
@@ -279,6 +280,9 @@ class IdToken(OpenIDCode):
         super().__init__(require_nonce=True)
 
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        # The nonce is stored with the code: printable ASCII of a bounded length, or the request is refused.
+        if len(nonce) > MAX_NONCE or not all(0x20 < ord(ch) < 0x7F for ch in nonce):
+            raise InvalidRequestError(f"'nonce' must be at most {MAX_NONCE} printable ASCII characters")
         client = query_client(request.payload.client_id)
         if client is None:
             return False

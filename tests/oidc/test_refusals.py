@@ -46,6 +46,11 @@ def _redirected_error(world: World, req: AuthRequest, **overrides: str | None) -
     ({"response_type": "code id_token"}, "unsupported_response_type"),
     ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
     ({"max_age": "-1"}, "invalid_request"),
+    ({"max_age": "１２"}, "invalid_request"),
+    ({"nonce": "n" * 256}, "invalid_request"),
+    ({"nonce": "a\x00b"}, "invalid_request"),
+    ({"code_challenge": "短い"}, "invalid_request"),
+    ({"prompt": "none login"}, "invalid_request"),
 ])
 def test_bad_authorization_requests_are_sent_back_with_an_error(world: World, overrides: dict[str, str | None],
                                                                   error: str) -> None:
