@@ -400,6 +400,10 @@ def build_server(app: Flask) -> AuthorizationServer:
     server.register_client_auth_method("tls_client_auth", authenticate_tls_client)
     server.register_grant(CodeGrant, [S256Required(), OpauthRules(), IdToken()])
     server.register_extension(Issuer())
+    from oidc.token_endpoints import Introspection, Revocation
+
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)
     return server
 
 

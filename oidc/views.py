@@ -45,7 +45,11 @@ def discovery_document() -> dict[str, Any]:
         "userinfo_endpoint": f"{base}/userinfo",
         "jwks_uri": f"{base}/jwks.json",
         # gunicorn asks every connection for an optional client certificate, so the aliases are the same URLs.
-        "mtls_endpoint_aliases": {"token_endpoint": f"{base}/token", "userinfo_endpoint": f"{base}/userinfo"},
+        "revocation_endpoint": f"{base}/revoke",
+        "introspection_endpoint": f"{base}/introspect",
+        "mtls_endpoint_aliases": {"token_endpoint": f"{base}/token", "userinfo_endpoint": f"{base}/userinfo",
+                                  "revocation_endpoint": f"{base}/revoke",
+                                  "introspection_endpoint": f"{base}/introspect"},
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -53,6 +57,8 @@ def discovery_document() -> dict[str, Any]:
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": [ALGORITHM],
         "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "revocation_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "introspection_endpoint_auth_methods_supported": ["tls_client_auth"],
         "tls_client_certificate_bound_access_tokens": True,
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login"],
@@ -103,6 +109,35 @@ def token() -> Any:
     else:
         session.commit()
     return response
+
+
+def _endpoint(name: str) -> Any:
+    """Revocation or introspection: Authlib runs it; refusals are audited; the change is committed."""
+    response = get_server().create_endpoint_response(name)
+    session = get_session()
+    session.commit()
+    if response.status_code >= 400:
+        body = response.get_json(silent=True) or {}
+        record_event_separately(new_session, action=AuditAction.OIDC_TOKEN_REFUSED,
+                                actor=Actor(name="oidc-client", source=request.remote_addr or ""),
+                                result=AuditResult.FAILURE,
+                                target=f"client:{str(request.form.get('client_id', ''))[:40]}",
+                                detail={"endpoint": name, "error": str(body.get("error", "")),
+                                        "description": str(body.get("error_description", ""))[:300]})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/revoke", methods=["POST"])
+def revoke() -> Any:
+    """Token revocation (RFC 7009), client authenticated by its certificate."""
+    return _endpoint("revocation")
+
+
+@bp.route("/introspect", methods=["POST"])
+def introspect() -> Any:
+    """Token introspection (RFC 7662), client authenticated by its certificate (the token's own)."""
+    return _endpoint("introspection")
 
 
 def _invalid_token(description: str, *, target: str = "") -> Any:

@@ -81,6 +81,7 @@ class AuditAction(enum.StrEnum):
     OIDC_DENIED = "oidc.denied"
     OIDC_TOKEN_ISSUED = "oidc.token_issued"
     OIDC_TOKEN_REFUSED = "oidc.token_refused"
+    OIDC_TOKEN_REVOKED = "oidc.token_revoked"
     OIDC_CLIENT_AUTH_FAILED = "oidc.client_auth_failed"
     OIDC_CODE_REPLAY = "oidc.code_replay"
     OIDC_USERINFO_REFUSED = "oidc.userinfo_refused"
