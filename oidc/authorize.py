@@ -23,6 +23,7 @@ from ca.authority import CaSettings
 from ca.mtls import SESSION_KEY as CLIENT_CERT_SESSION_KEY
 from db import get_session, new_session
 from oidc.claims import refusal_for, subject_for
+from oidc.logout import SID_KEY
 from oidc.pairwise import pairwise_key
 from oidc.server import Client, get_server, issuer
 from operators.audit import Actor, AuditAction, record_event, record_event_separately
@@ -33,7 +34,6 @@ bp = Blueprint("oidc_authorize", __name__, url_prefix="/oidc")
 
 RESUME_COOKIE = "opauth_oidc_resume"
 RESUME_SECONDS = 600
-SID_KEY = "oidc_sid"
 LOGIN_ASKED_KEY = "oidc_login_asked"
 
 

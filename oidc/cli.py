@@ -17,6 +17,8 @@ from ca.errors import OpauthError
 from db import get_session, new_session
 from oidc.clients import client_for_business_id, client_settings_json, configured_clients, save_client_settings
 from oidc.keys import key_listing, rotate
+from oidc.logout import TIMEOUT_SECONDS, deliver, due_deliveries, issuer_of
+from oidc.models import OidcLogoutDelivery
 from operators.audit import AuditAction, audited_unit_of_work
 
 T = TypeVar("T")
@@ -102,6 +104,25 @@ def keys_rotate(force: bool) -> None:
     result = _run(lambda: rotate(session, settings, actor=cli_actor(), force=force),
                   failure=AuditAction.OIDC_KEY_ROTATED, target="oidc_keys")
     click.echo(f"active {result.active_kid}; retired {result.retired_kid or '-'}; next {result.next_kid}")
+
+
+@oidc_group.command("deliver-logouts")
+@click.option("--timeout", default=TIMEOUT_SECONDS, show_default=True, help="Seconds to wait for each business system.")
+def deliver_logouts(timeout: float) -> None:
+    """Send the back-channel logout tokens that are due (run from cron, e.g. every minute)."""
+    session = get_session()
+    settings = CaSettings.from_config(current_app.config)
+    sent = failed = 0
+    for delivery_id in due_deliveries(session):
+        delivery = session.get(OidcLogoutDelivery, delivery_id)
+        if delivery is None:
+            continue
+        result = deliver(session, settings, delivery, issuer=issuer_of(current_app.config), timeout=timeout)
+        session.commit()  # one delivery at a time: a later failure does not undo an earlier success
+        sent, failed = sent + result.delivered, failed + (not result.delivered)
+        if not result.delivered:
+            click.echo(f"{result.business_id}\tdelivery {result.delivery_id}\t{result.error}", err=True)
+    click.echo(f"{sent} logout tokens delivered, {failed} failed")
 
 
 def init_app(app: Flask) -> None:

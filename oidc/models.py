@@ -99,3 +99,26 @@ class OidcSigningKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     keep_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OidcLogoutDelivery(Base):
+    """バックチャネルログアウト: one logout token owed to one business system for one ended opauth session.
+
+    Written in the transaction that ends the session (an outbox); ``flask oidc deliver-logouts`` sends it
+    with a short timeout and retries later, so a slow or dead business system never delays the operator.
+    """
+
+    __tablename__ = "oidc_logout_delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_system_id: Mapped[int] = mapped_column(ForeignKey("business_system.id", ondelete="CASCADE"),
+                                                    index=True)
+    operator_pk: Mapped[int] = mapped_column(ForeignKey("operator.id", ondelete="CASCADE"), index=True)
+    sid: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    gave_up_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str] = mapped_column(String(400), default="")

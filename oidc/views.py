@@ -195,8 +195,9 @@ def userinfo() -> Any:
 
 def init_app(app: Flask) -> None:
     """Build the authorization server and register the protocol endpoints."""
-    from oidc import authorize
+    from oidc import authorize, logout
 
     app.extensions[EXTENSION_KEY] = build_server(app)
     app.register_blueprint(bp)
     authorize.init_app(app)
+    logout.init_app(app)

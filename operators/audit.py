@@ -86,6 +86,8 @@ class AuditAction(enum.StrEnum):
     OIDC_CODE_REPLAY = "oidc.code_replay"
     OIDC_USERINFO_REFUSED = "oidc.userinfo_refused"
     OIDC_KEY_ROTATED = "oidc.key_rotated"
+    OIDC_LOGOUT_SENT = "oidc.logout_sent"
+    OIDC_LOGOUT_FAILED = "oidc.logout_failed"
 
 
 @dataclass(frozen=True)

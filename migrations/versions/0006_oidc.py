@@ -1,4 +1,5 @@
-"""business login (OIDC provider): client settings, authorization codes, issued tokens, signing keys
+"""business login (OIDC provider): client settings, authorization codes, issued tokens, signing keys,
+back-channel logout outbox
 
 Revision ID: 0006
 Revises: 0004
@@ -67,6 +68,26 @@ def upgrade() -> None:
     op.create_index(op.f('ix_oidc_authorization_code_business_system_id'), 'oidc_authorization_code', ['business_system_id'], unique=False)
     op.create_index(op.f('ix_oidc_authorization_code_operator_pk'), 'oidc_authorization_code', ['operator_pk'], unique=False)
     op.create_index(op.f('ix_oidc_authorization_code_sid'), 'oidc_authorization_code', ['sid'], unique=False)
+    op.create_table('oidc_logout_delivery',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('business_system_id', sa.Integer(), nullable=False),
+    sa.Column('operator_pk', sa.Integer(), nullable=False),
+    sa.Column('sid', sa.String(length=64), nullable=False),
+    sa.Column('reason', sa.String(length=40), nullable=False),
+    sa.Column('created_at', db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('next_attempt_at', db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('delivered_at', db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('gave_up_at', db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.String(length=400), nullable=False),
+    sa.ForeignKeyConstraint(['business_system_id'], ['business_system.id'], name=op.f('fk_oidc_logout_delivery_business_system_id_business_system'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['operator_pk'], ['operator.id'], name=op.f('fk_oidc_logout_delivery_operator_pk_operator'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_oidc_logout_delivery'))
+    )
+    op.create_index(op.f('ix_oidc_logout_delivery_business_system_id'), 'oidc_logout_delivery', ['business_system_id'], unique=False)
+    op.create_index(op.f('ix_oidc_logout_delivery_next_attempt_at'), 'oidc_logout_delivery', ['next_attempt_at'], unique=False)
+    op.create_index(op.f('ix_oidc_logout_delivery_operator_pk'), 'oidc_logout_delivery', ['operator_pk'], unique=False)
+    op.create_index(op.f('ix_oidc_logout_delivery_sid'), 'oidc_logout_delivery', ['sid'], unique=False)
     op.create_table('oidc_token',
     sa.Column('jti', sa.String(length=64), nullable=False),
     sa.Column('code_id', sa.Integer(), nullable=True),
@@ -91,6 +112,11 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_oidc_token_code_id'), table_name='oidc_token')
     op.drop_index(op.f('ix_oidc_token_business_system_id'), table_name='oidc_token')
     op.drop_table('oidc_token')
+    op.drop_index(op.f('ix_oidc_logout_delivery_sid'), table_name='oidc_logout_delivery')
+    op.drop_index(op.f('ix_oidc_logout_delivery_operator_pk'), table_name='oidc_logout_delivery')
+    op.drop_index(op.f('ix_oidc_logout_delivery_next_attempt_at'), table_name='oidc_logout_delivery')
+    op.drop_index(op.f('ix_oidc_logout_delivery_business_system_id'), table_name='oidc_logout_delivery')
+    op.drop_table('oidc_logout_delivery')
     op.drop_index(op.f('ix_oidc_authorization_code_sid'), table_name='oidc_authorization_code')
     op.drop_index(op.f('ix_oidc_authorization_code_operator_pk'), table_name='oidc_authorization_code')
     op.drop_index(op.f('ix_oidc_authorization_code_business_system_id'), table_name='oidc_authorization_code')

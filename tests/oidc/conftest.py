@@ -156,6 +156,7 @@ class AuthRequest:
     verifier: str = ""
     challenge: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    redirect: str = ""  # default: the system's URI in REDIRECTS
 
     def __post_init__(self) -> None:
         self.verifier, self.challenge = pkce()
@@ -166,7 +167,7 @@ class AuthRequest:
 
     @property
     def redirect_uri(self) -> str:
-        return REDIRECTS[self.business_id]
+        return self.redirect or REDIRECTS[self.business_id]
 
     def params(self, **overrides: str | None) -> dict[str, str]:
         values: dict[str, str | None] = {
