@@ -31,7 +31,9 @@ def client_edit(business_id: str) -> Any:
     if request.method == "POST":
         form = {"enabled": request.form.get("enabled") == "on",
                 "redirect_uris": request.form.get("redirect_uris", "")[:25_000],
-                "backchannel_logout_uri": request.form.get("backchannel_logout_uri", "")[:2000]}
+                "backchannel_logout_uri": request.form.get("backchannel_logout_uri", "")[:2000],
+                "post_logout_redirect_uris": request.form.get("post_logout_redirect_uris", "")[:25_000],
+                "initiate_login_uri": request.form.get("initiate_login_uri", "")[:2000]}
         try:
             unit_of_work(lambda: save_client_settings(session, business_id=system.business_id, data=form,
                                                       actor=current_actor()),
@@ -39,7 +41,9 @@ def client_edit(business_id: str) -> Any:
         except OpauthError as exc:
             error = exc.message
             values = dict(values, enabled=form["enabled"], backchannel_logout_uri=form["backchannel_logout_uri"],
-                          redirect_uris=str(form["redirect_uris"]).splitlines())
+                          redirect_uris=str(form["redirect_uris"]).splitlines(),
+                          post_logout_redirect_uris=str(form["post_logout_redirect_uris"]).splitlines(),
+                          initiate_login_uri=form["initiate_login_uri"])
         else:
             flash(_("業務ログイン認証の設定を更新しました。"))
             return redirect(url_for("oidc_admin.client_edit", business_id=system.business_id))

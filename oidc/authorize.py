@@ -16,7 +16,7 @@ from typing import Any
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
-from flask_login import current_user
+from flask_login import current_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ca.authority import CaSettings
@@ -210,3 +210,44 @@ def init_app(app: Flask) -> None:
     """Register the endpoint and the return from the login."""
     app.register_blueprint(bp)
     app.before_request(_resume_after_login)
+
+
+# --- RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0) ---------------------------------------
+
+def _end_opauth_session(operator: Operator | None) -> None:
+    """Log the browser out of opauth, as its own logout does (the business systems are told by back-channel)."""
+    if operator is not None:
+        db_session = get_session()
+        record_event(db_session, action=AuditAction.LOGOUT, actor=_actor(operator), detail={"via": "oidc"})
+        db_session.commit()
+    logout_user()
+    session.clear()
+
+
+def _finish_logout(redirect_uri: str | None) -> Any:
+    if redirect_uri:
+        return redirect(redirect_uri)
+    return render_template("oidc/logged_out.html")
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def end_session() -> Any:
+    """End-session endpoint: with a matching ``id_token_hint`` at once, otherwise after the operator confirms."""
+    server = get_server()
+    operator = current_operator()
+    try:
+        end_request = server.validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        return _error_response(error, operator=operator)
+    claims = end_request.id_token_claims
+    confirmed = request.method == "POST"  # only our own confirmation form posts (CSRF-protected)
+    if operator is None:
+        return _finish_logout(end_request.redirect_uri)
+    if confirmed or (claims is not None and claims.get("sid") == session.get(SID_KEY)):
+        _end_opauth_session(operator)
+        return _finish_logout(end_request.redirect_uri)
+    fields = {k: v for k, v in request.args.items()
+              if k in ("id_token_hint", "post_logout_redirect_uri", "state", "client_id") and len(v) < 8192}
+    client = end_request.client
+    return render_template("oidc/logout_confirm.html", fields=fields,
+                           system=client.system if client is not None else None)

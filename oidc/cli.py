@@ -69,8 +69,13 @@ def client_show(business_id: str) -> None:
 @click.option("--redirect-uri", "redirect_uris", multiple=True,
               help="A redirect URI (repeat for several); replaces the registered list.")
 @click.option("--backchannel-logout-uri", default=None, help="Back-channel logout URI ('' to remove).")
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True,
+              help="Where RP-initiated logout may return (repeat for several); replaces the list.")
+@click.option("--initiate-login-uri", default=None,
+              help="The system's login initiation URI, linked from the operator top screen ('' to remove).")
 def client_set(business_id: str, enabled: bool | None, redirect_uris: tuple[str, ...],
-               backchannel_logout_uri: str | None) -> None:
+               backchannel_logout_uri: str | None, post_logout_redirect_uris: tuple[str, ...],
+               initiate_login_uri: str | None) -> None:
     """Change a business system's settings; options not given keep their value."""
     session = get_session()
 
@@ -80,7 +85,11 @@ def client_set(business_id: str, enabled: bool | None, redirect_uris: tuple[str,
         data = {"enabled": current["enabled"] if enabled is None else enabled,
                 "redirect_uris": list(redirect_uris) if redirect_uris else current["redirect_uris"],
                 "backchannel_logout_uri": current["backchannel_logout_uri"] if backchannel_logout_uri is None
-                else backchannel_logout_uri}
+                else backchannel_logout_uri,
+                "post_logout_redirect_uris": list(post_logout_redirect_uris) if post_logout_redirect_uris
+                else current["post_logout_redirect_uris"],
+                "initiate_login_uri": current["initiate_login_uri"] if initiate_login_uri is None
+                else initiate_login_uri}
         saved = save_client_settings(session, business_id=business_id, data=data, actor=cli_actor())
         return client_settings_json(system, saved)
 

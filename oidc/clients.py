@@ -67,6 +67,32 @@ def check_client_uri(uri: str, *, hosts: list[str], label: str) -> str:
     return uri
 
 
+def _uri_list(data: Mapping[str, Any], key: str, *, hosts: list[str]) -> list[str]:
+    raw = data.get(key, [])
+    if isinstance(raw, str):
+        raw = [line.strip() for line in raw.splitlines() if line.strip()]
+    if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
+        raise InvalidInput(f"{key} must be a list of URIs")
+    if len(raw) > MAX_REDIRECT_URIS:
+        raise InvalidInput(f"at most {MAX_REDIRECT_URIS} URIs may be registered in {key}")
+    uris: list[str] = []
+    for uri in raw:
+        checked = check_client_uri(uri, hosts=hosts, label=key)
+        if checked not in uris:
+            uris.append(checked)
+    return uris
+
+
+def _optional_uri(data: Mapping[str, Any], key: str, *, hosts: list[str]) -> str:
+    value = data.get(key) or ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be a string")
+    value = value.strip()
+    if value:
+        check_client_uri(value, hosts=hosts, label=key)
+    return value
+
+
 @dataclass(frozen=True)
 class ClientSettingsData:
     """Validated client settings for one business system."""
@@ -74,6 +100,8 @@ class ClientSettingsData:
     enabled: bool
     redirect_uris: tuple[str, ...]
     backchannel_logout_uri: str
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    initiate_login_uri: str = ""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, system: BusinessSystem) -> ClientSettingsData:
@@ -83,28 +111,14 @@ class ClientSettingsData:
             enabled = enabled.lower() in ("1", "true", "on", "yes")
         if not isinstance(enabled, bool):
             raise InvalidInput("enabled must be true or false")
-        raw = data.get("redirect_uris", [])
-        if isinstance(raw, str):
-            raw = [line.strip() for line in raw.splitlines() if line.strip()]
-        if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
-            raise InvalidInput("redirect_uris must be a list of URIs")
-        if len(raw) > MAX_REDIRECT_URIS:
-            raise InvalidInput(f"at most {MAX_REDIRECT_URIS} redirect URIs may be registered")
         hosts = registered_hosts(system)
-        uris: list[str] = []
-        for uri in raw:
-            checked = check_client_uri(uri, hosts=hosts, label="redirect_uris")
-            if checked not in uris:
-                uris.append(checked)
+        uris = _uri_list(data, "redirect_uris", hosts=hosts)
         if enabled and not uris:
             raise InvalidInput("business login needs at least one redirect URI")
-        logout = data.get("backchannel_logout_uri") or ""
-        if not isinstance(logout, str):
-            raise InvalidInput("backchannel_logout_uri must be a string")
-        logout = logout.strip()
-        if logout:
-            check_client_uri(logout, hosts=hosts, label="backchannel_logout_uri")
-        return cls(enabled=enabled, redirect_uris=tuple(uris), backchannel_logout_uri=logout)
+        return cls(enabled=enabled, redirect_uris=tuple(uris),
+                   backchannel_logout_uri=_optional_uri(data, "backchannel_logout_uri", hosts=hosts),
+                   post_logout_redirect_uris=tuple(_uri_list(data, "post_logout_redirect_uris", hosts=hosts)),
+                   initiate_login_uri=_optional_uri(data, "initiate_login_uri", hosts=hosts))
 
 
 def find_client(session: Session, system: BusinessSystem) -> OidcClient | None:
@@ -131,11 +145,15 @@ def save_client_settings(session: Session, *, business_id: str, data: Mapping[st
     client.enabled = settings.enabled
     client.redirect_uris = list(settings.redirect_uris)
     client.backchannel_logout_uri = settings.backchannel_logout_uri
+    client.post_logout_redirect_uris = list(settings.post_logout_redirect_uris)
+    client.initiate_login_uri = settings.initiate_login_uri
     session.flush()
     record_event(session, action=AuditAction.OIDC_CLIENT_UPDATED, actor=actor,
                  target=f"business_system:{system.business_id}",
                  detail={"enabled": settings.enabled, "redirect_uris": list(settings.redirect_uris),
-                         "backchannel_logout_uri": settings.backchannel_logout_uri})
+                         "backchannel_logout_uri": settings.backchannel_logout_uri,
+                         "post_logout_redirect_uris": list(settings.post_logout_redirect_uris),
+                         "initiate_login_uri": settings.initiate_login_uri})
     return client
 
 
@@ -147,6 +165,8 @@ def client_settings_json(system: BusinessSystem, client: OidcClient | None) -> d
         "enabled": bool(client and client.enabled),
         "redirect_uris": list(client.redirect_uris) if client else [],
         "backchannel_logout_uri": client.backchannel_logout_uri if client else "",
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris) if client else [],
+        "initiate_login_uri": client.initiate_login_uri if client else "",
         "token_endpoint_auth_method": "tls_client_auth",
         "registered_hosts": registered_hosts(system),
     }

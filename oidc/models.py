@@ -27,6 +27,8 @@ class OidcClient(Base):
     enabled: Mapped[bool] = mapped_column(default=False)
     redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     backchannel_logout_uri: Mapped[str] = mapped_column(String(2000), default="")
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    initiate_login_uri: Mapped[str] = mapped_column(String(2000), default="")  # third-party initiated login
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

@@ -23,6 +23,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
+from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Flask, current_app, g, request
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select, update
@@ -32,7 +33,7 @@ from ca.mtls import ClientCertRefused, ClientIdentity, Purpose, authenticate_cli
 from db import get_session, new_session, utcnow
 from oidc.claims import LoginKind, Subject, refusal_for, subject_for, user_claims
 from oidc.clients import business_id_from_client_id, client_id_for
-from oidc.keys import ALGORITHM, signing_key
+from oidc.keys import ALGORITHM, signing_key, verification_keys
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_key
 from operators.audit import Actor, AuditAction, record_event, record_event_separately
@@ -99,6 +100,10 @@ class Client:
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type == "authorization_code"
+
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        return {"post_logout_redirect_uris": list(self.settings.post_logout_redirect_uris)}
 
 
 def query_client(client_id: str | None) -> Client | None:
@@ -384,6 +389,24 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
                          "client_certificate": identity.serial, "sid": subject.sid})
 
 
+class EndSession(EndSessionEndpoint):
+    """RP-initiated logout: validates ``id_token_hint`` and ``post_logout_redirect_uri``; the view logs out."""
+
+    def get_server_jwks(self) -> KeySet:
+        return verification_keys(get_session())
+
+    def get_algorithms(self) -> list[str]:
+        return [ALGORITHM]
+
+    def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Client | None:
+        aud = id_token_claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else list(aud or [])
+        return query_client(str(audiences[0])) if len(audiences) == 1 else None
+
+    def end_session(self, end_session_request: Any) -> None:
+        pass  # the view ends opauth's session itself (audit, Flask-Login, back-channel logouts)
+
+
 class Issuer(IssuerParameter):
     """RFC 9207: the ``iss`` parameter on authorization responses."""
 
@@ -404,6 +427,7 @@ def build_server(app: Flask) -> AuthorizationServer:
 
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)
+    server.register_endpoint(EndSession)
     return server
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from authlib.common.urls import add_params_to_uri
 from flask import Blueprint, Flask, current_app, jsonify, request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -30,7 +31,7 @@ from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex
 from oidc.server import EXTENSION_KEY, SCOPES, build_server, get_server, issuer, subject_of_code
 from operators.audit import Actor, AuditAction, record_event_separately
-from operators.models import AuditResult
+from operators.models import AuditResult, BusinessSystem
 
 bp = Blueprint("oidc", __name__, url_prefix="/oidc")
 
@@ -45,10 +46,16 @@ def discovery_document() -> dict[str, Any]:
         "userinfo_endpoint": f"{base}/userinfo",
         "jwks_uri": f"{base}/jwks.json",
         # gunicorn asks every connection for an optional client certificate, so the aliases are the same URLs.
+        "end_session_endpoint": f"{base}/logout",
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "revocation_endpoint": f"{base}/revoke",
         "introspection_endpoint": f"{base}/introspect",
         "mtls_endpoint_aliases": {"token_endpoint": f"{base}/token", "userinfo_endpoint": f"{base}/userinfo",
-                                  "revocation_endpoint": f"{base}/revoke",
+                                  "end_session_endpoint": f"{base}/logout",
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "revocation_endpoint": f"{base}/revoke",
                                   "introspection_endpoint": f"{base}/introspect"},
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
@@ -193,11 +200,24 @@ def userinfo() -> Any:
     return response
 
 
+def business_link(system: BusinessSystem) -> str:
+    """Where the operator top screen links a business system: its login initiation URI when it has one.
+
+    OpenID Connect Core §4 (third-party initiated login): the system starts its own authorization request
+    at opauth, so the operator arrives signed in. Otherwise the 業務トップURL, as before.
+    """
+    client = get_session().get(OidcClient, system.id)
+    if client is None or not client.enabled or not client.initiate_login_uri:
+        return system.top_url
+    return str(add_params_to_uri(client.initiate_login_uri, {"iss": issuer(), "target_link_uri": system.top_url}))
+
+
 def init_app(app: Flask) -> None:
     """Build the authorization server and register the protocol endpoints."""
     from oidc import authorize, logout
 
     app.extensions[EXTENSION_KEY] = build_server(app)
     app.register_blueprint(bp)
+    app.add_template_global(business_link)
     authorize.init_app(app)
     logout.init_app(app)

@@ -38,6 +38,8 @@ def upgrade() -> None:
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('redirect_uris', sa.JSON(), nullable=False),
     sa.Column('backchannel_logout_uri', sa.String(length=2000), nullable=False),
+    sa.Column('post_logout_redirect_uris', sa.JSON(), nullable=False),
+    sa.Column('initiate_login_uri', sa.String(length=2000), nullable=False),
     sa.Column('created_at', db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', db.UtcDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['business_system_id'], ['business_system.id'], name=op.f('fk_oidc_client_business_system_id_business_system'), ondelete='CASCADE'),
