@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from flask import g, has_app_context
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -80,8 +81,14 @@ def private_jwk(settings: CaSettings, row: OidcSigningKey) -> ECKey:
 
 
 def signing_key(session: Session, settings: CaSettings) -> ECKey:
-    """The key that signs new tokens."""
-    return private_jwk(settings, ensure_signing_keys(session, settings))
+    """The key that signs new tokens (looked up once per request: ID and access token use the same)."""
+    cached = g.get("oidc_signing_key") if has_app_context() else None
+    if isinstance(cached, ECKey):
+        return cached
+    key = private_jwk(settings, ensure_signing_keys(session, settings))
+    if has_app_context():
+        g.oidc_signing_key = key
+    return key
 
 
 def published_keys(session: Session, *, now: datetime | None = None) -> list[OidcSigningKey]:

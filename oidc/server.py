@@ -111,6 +111,13 @@ def query_client(client_id: str | None) -> Client | None:
     business_id = business_id_from_client_id(client_id or "")
     if business_id is None:
         return None
+    cache: dict[str, Client | None] = g.setdefault("oidc_clients", {})  # Authlib asks several times a request
+    if business_id not in cache:
+        cache[business_id] = _load_client(business_id)
+    return cache[business_id]
+
+
+def _load_client(business_id: str) -> Client | None:
     session = get_session()
     system = find_by_business_id(session, business_id)
     if system is None:
