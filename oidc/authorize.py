@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import secrets
 import time
+import urllib.parse
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
+from authlib.oidc.core.errors import LoginRequiredError
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -155,14 +158,10 @@ def authorize() -> Any:
         if "none" in prompts and len(prompts) > 1:
             raise ValueError("prompt=none cannot be combined with other values")
     except ValueError as exc:
-        from authlib.oauth2.rfc6749 import InvalidRequestError
-
         return _error_response(InvalidRequestError(str(exc), redirect_uri=redirect_uri, state=state),
                                operator=operator)
     if _login_needed(operator, prompts, max_age):
         if "none" in prompts:
-            from authlib.oidc.core.errors import LoginRequiredError
-
             return _error_response(LoginRequiredError(redirect_uri=redirect_uri, state=state), operator=operator)
         return _to_login(operator)
     assert operator is not None
@@ -170,8 +169,6 @@ def authorize() -> Any:
     operator = db_session.merge(operator)
     refusal = refusal_for(db_session, operator=operator, system=client.system, client=client.settings)
     if refusal is not None:
-        from authlib.oauth2.rfc6749 import AccessDeniedError
-
         return _error_response(AccessDeniedError(redirect_uri=redirect_uri, state=state), operator=operator,
                                reason=str(refusal))
     if SID_KEY not in session:
@@ -182,7 +179,8 @@ def authorize() -> Any:
                           login_method=str(session.get("login_method", "password")),
                           operator_cert_sha256=str(session.get(CLIENT_CERT_SESSION_KEY, "")))
     response = server.create_authorization_response(grant=grant, grant_user=subject)
-    if response.status_code == 302 and "code=" in (response.location or ""):
+    issued = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(response.location or "").query))
+    if response.status_code == 302 and "code" in issued and "error" not in issued:
         record_event(db_session, action=AuditAction.OIDC_AUTHORIZED, actor=_actor(operator),
                      target=f"business_system:{client.system.business_id}",
                      detail={"sid": subject.sid, "acr": subject.login_kind.acr})

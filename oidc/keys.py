@@ -9,12 +9,13 @@ every token it signed has expired and caches have refreshed.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import g, has_app_context
+from flask import current_app, g, has_app_context
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -48,6 +49,7 @@ def _new_key(session: Session, settings: CaSettings, state: SigningKeyState) -> 
                          activated_at=utcnow() if state is SigningKeyState.ACTIVE else None)
     session.add(row)
     session.flush()
+    forget_published_keys()
     return row
 
 
@@ -100,14 +102,43 @@ def published_keys(session: Session, *, now: datetime | None = None) -> list[Oid
         .order_by(OidcSigningKey.id)))
 
 
+# The published keys change only on rotation (and on first use); a few seconds of reuse per process spares a
+# database read on every JWKS, userinfo and introspection request. Rotation in this process clears it;
+# another process's rotation shows here within PUBLISHED_CACHE_SECONDS.
+PUBLISHED_CACHE_SECONDS = 5.0
+_published: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+
+def _published_jwks(session: Session) -> list[dict[str, Any]]:
+    # per database and instance (tests and several apps in one process must not share an answer)
+    instance = str(current_app.config.get("INSTANCE_DIR", "")) if has_app_context() else ""
+    cache_key = f"{session.get_bind().engine.url}|{instance}"
+    now = time.monotonic()
+    with _loaded_lock:
+        hit = _published.get(cache_key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+    keys = [dict(row.public_jwk) for row in published_keys(session)]
+    if keys:  # never remember "no keys": the first keys may be committing in another request right now
+        with _loaded_lock:
+            _published[cache_key] = (now + PUBLISHED_CACHE_SECONDS, keys)
+    return keys
+
+
+def forget_published_keys() -> None:
+    """Drop the cached JWKS of this process (after keys were added or rotated)."""
+    with _loaded_lock:
+        _published.clear()
+
+
 def jwks(session: Session) -> dict[str, Any]:
     """The public JWKS document."""
-    return {"keys": [dict(row.public_jwk) for row in published_keys(session)]}
+    return {"keys": [dict(key) for key in _published_jwks(session)]}
 
 
 def verification_keys(session: Session) -> KeySet:
     """Public keys that verify tokens we signed (every published key)."""
-    return KeySet([ECKey.import_key(dict(row.public_jwk)) for row in published_keys(session)])
+    return KeySet([ECKey.import_key(dict(key)) for key in _published_jwks(session)])
 
 
 @dataclass(frozen=True)
@@ -142,6 +173,7 @@ def rotate(session: Session, settings: CaSettings, *, actor: Actor, force: bool 
     upcoming.activated_at = now
     new_next = _new_key(session, settings, SigningKeyState.NEXT)
     session.flush()
+    forget_published_keys()
     record_event(session, action=AuditAction.OIDC_KEY_ROTATED, actor=actor, target=f"oidc_key:{upcoming.kid}",
                  detail={"active": upcoming.kid, "retired": retired, "next": new_next.kid, "forced": force})
     return Rotation(active_kid=upcoming.kid, retired_kid=retired, next_kid=new_next.kid)

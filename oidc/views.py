@@ -26,7 +26,7 @@ from oidc.claims import (
     refusal_for,
     user_claims,
 )
-from oidc.keys import ALGORITHM, ensure_signing_keys, jwks, published_keys, verification_keys
+from oidc.keys import ALGORITHM, ensure_signing_keys, forget_published_keys, jwks, verification_keys
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex
 from oidc.server import EXTENSION_KEY, SCOPES, build_server, get_server, issuer, subject_of_code
@@ -91,10 +91,13 @@ def configuration() -> Any:
 def jwks_document() -> Any:
     """The public token-signing keys: the next, the active and the recently retired ones."""
     session = get_session()
-    if not published_keys(session):  # the first request of a new instance publishes the first keys
+    document = jwks(session)
+    if not document["keys"]:  # the first request of a new instance publishes the first keys
         ensure_signing_keys(session, CaSettings.from_config(current_app.config))
         session.commit()
-    response = jsonify(jwks(session))
+        forget_published_keys()
+        document = jwks(session)
+    response = jsonify(document)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 
