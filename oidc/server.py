@@ -18,12 +18,9 @@ from authlib.common.security import generate_token
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Request
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
-from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
-from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
-from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Flask, current_app, g, request
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select, update
@@ -33,9 +30,10 @@ from ca.mtls import ClientCertRefused, ClientIdentity, Purpose, authenticate_cli
 from db import get_session, new_session, utcnow
 from oidc.claims import LoginKind, Subject, refusal_for, subject_for, user_claims
 from oidc.clients import business_id_from_client_id, client_id_for
-from oidc.keys import ALGORITHM, signing_key, verification_keys
+from oidc.keys import ALGORITHM, signing_key
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_key
+from oidc.rules import OpauthRules, S256Required
 from operators.audit import Actor, AuditAction, record_event, record_event_separately
 from operators.business_systems import find_by_business_id
 from operators.models import AuditResult, BusinessSystem, Operator
@@ -169,48 +167,6 @@ def subject_of_code(row: OidcAuthorizationCode) -> Subject | None:
     return subject_for(session, pairwise_key(_settings().instance_dir), operator=operator, system=system,
                        sid=row.sid, auth_time=row.auth_time, login_method=row.login_method,
                        operator_cert_sha256=row.operator_cert_sha256)
-
-
-# --- PKCE and the other request rules ---------------------------------------------------------------------
-
-class S256Required(CodeChallenge):
-    """PKCE for every client (Authlib forces it only for public clients) and S256 only (no ``plain``)."""
-
-    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
-    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-
-    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
-        data = grant.request.payload.data
-        if not data.get("code_challenge"):
-            raise InvalidRequestError("PKCE is required: send code_challenge with code_challenge_method=S256")
-        if data.get("code_challenge_method") != "S256":
-            raise InvalidRequestError("code_challenge_method must be S256")
-        super().validate_code_challenge(grant, redirect_uri)
-
-    def validate_code_verifier(self, grant: Any, result: Any) -> None:
-        if not grant.request.form.get("code_verifier"):
-            raise InvalidRequestError("Missing 'code_verifier'")
-        super().validate_code_verifier(grant, result)
-
-
-class OpauthRules:
-    """``state`` and the ``openid`` scope required; no request objects; query response mode only."""
-
-    def __call__(self, grant: Any) -> None:
-        grant.register_hook("after_validate_authorization_request_payload", self.validate)
-
-    def validate(self, grant: Any, redirect_uri: str) -> None:
-        data = grant.request.payload.data
-        if "request" in data:
-            raise RequestNotSupportedError()
-        if "request_uri" in data:
-            raise RequestURINotSupportedError()
-        if not data.get("state"):
-            raise InvalidRequestError("Missing 'state' in request.")
-        if "openid" not in str(data.get("scope", "")).split():
-            raise InvalidRequestError("the scope must include 'openid'")
-        if data.get("response_mode", "query") != "query":
-            raise InvalidRequestError("only response_mode=query is supported")
 
 
 # --- the grant --------------------------------------------------------------------------------------------
@@ -396,24 +352,6 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
                          "client_certificate": identity.serial, "sid": subject.sid})
 
 
-class EndSession(EndSessionEndpoint):
-    """RP-initiated logout: validates ``id_token_hint`` and ``post_logout_redirect_uri``; the view logs out."""
-
-    def get_server_jwks(self) -> KeySet:
-        return verification_keys(get_session())
-
-    def get_algorithms(self) -> list[str]:
-        return [ALGORITHM]
-
-    def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Client | None:
-        aud = id_token_claims.get("aud")
-        audiences = [aud] if isinstance(aud, str) else list(aud or [])
-        return query_client(str(audiences[0])) if len(audiences) == 1 else None
-
-    def end_session(self, end_session_request: Any) -> None:
-        pass  # the view ends opauth's session itself (audit, Flask-Login, back-channel logouts)
-
-
 class Issuer(IssuerParameter):
     """RFC 9207: the ``iss`` parameter on authorization responses."""
 
@@ -430,7 +368,7 @@ def build_server(app: Flask) -> AuthorizationServer:
     server.register_client_auth_method("tls_client_auth", authenticate_tls_client)
     server.register_grant(CodeGrant, [S256Required(), OpauthRules(), IdToken()])
     server.register_extension(Issuer())
-    from oidc.token_endpoints import Introspection, Revocation
+    from oidc.endpoints import EndSession, Introspection, Revocation
 
     server.register_endpoint(Revocation)
     server.register_endpoint(Introspection)

@@ -1,5 +1,6 @@
-"""Token revocation (RFC 7009) and introspection (RFC 7662) for business systems, by mutual TLS.
+"""Authlib endpoints beside the grant: token revocation (RFC 7009), introspection (RFC 7662), end session.
 
+Revocation and introspection are for business systems authenticated by mutual TLS.
 A business system may revoke or introspect only the access tokens issued to it, authenticating with
 its SSL通信証明書 exactly as at the token endpoint. Introspection also requires that certificate to be
 the one the token is bound to (``cnf.x5t#S256``); otherwise the token is reported inactive.
@@ -13,17 +14,19 @@ from typing import Any, ClassVar
 
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from ca.mtls import ClientIdentity
 from db import get_session, utcnow
 from oidc.keys import ALGORITHM, verification_keys
 from oidc.models import OidcToken
 from oidc.pairwise import b64url_sha256_from_hex
-from oidc.server import Client, issuer
+from oidc.server import Client, issuer, query_client
 from operators.audit import Actor, AuditAction, record_event
 
 
@@ -101,3 +104,21 @@ class Introspection(IntrospectionEndpoint):
                 "iss": claims.get("iss"), "exp": claims.get("exp"), "iat": claims.get("iat"),
                 "jti": claims.get("jti"), "sid": claims.get("sid"),
                 "cnf": {"x5t#S256": b64url_sha256_from_hex(token.row.client_cert_sha256)}}
+
+
+class EndSession(EndSessionEndpoint):
+    """RP-initiated logout: validates ``id_token_hint`` and ``post_logout_redirect_uri``; the view logs out."""
+
+    def get_server_jwks(self) -> KeySet:
+        return verification_keys(get_session())
+
+    def get_algorithms(self) -> list[str]:
+        return [ALGORITHM]
+
+    def resolve_client_from_id_token_claims(self, id_token_claims: dict[str, Any]) -> Client | None:
+        aud = id_token_claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else list(aud or [])
+        return query_client(str(audiences[0])) if len(audiences) == 1 else None
+
+    def end_session(self, end_session_request: Any) -> None:
+        pass  # the view ends opauth's session itself (audit, Flask-Login, back-channel logouts)
