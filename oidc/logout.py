@@ -2,7 +2,8 @@
 
 When an opauth session ends — logout, session expiry, a certificate-bound session losing its certificate
 (all through Flask-Login's ``logout_user``) — or every session of an operator ends at once (lock,
-password change or reset, 操作者失効: the ``session_version`` bump), a delivery row is written for each
+password change or reset, 操作者失効: the ``session_version`` bump), or the operator certificate a
+biometric session was made with is revoked, a delivery row is written for each
 business system the session signed into, in the same transaction. ``flask --app app oidc deliver-logouts``
 (cron) posts the signed ``logout_token`` with a short timeout and retries with back-off; each attempt
 is audited. The operator's own request never waits for a business system.
@@ -28,6 +29,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
+from ca.models import Certificate, CertificateProfile
 from db import new_session, utcnow
 from oidc.clients import client_id_for
 from oidc.keys import signing_key
@@ -86,11 +88,27 @@ def enqueue_operator_logout(session: Session, *, operator_pk: int, reason: str) 
         return _enqueue(session, targets, reason)
 
 
+def enqueue_certificate_logout(session: Session, *, fingerprint_sha256: str) -> int:
+    """Owe logout tokens for the sessions logged in with this operator certificate (it was just revoked)."""
+    with session.no_autoflush:
+        query = (select(OidcAuthorizationCode.business_system_id, OidcAuthorizationCode.operator_pk,
+                        OidcAuthorizationCode.sid)
+                 .where(OidcAuthorizationCode.used_at.is_not(None),
+                        OidcAuthorizationCode.operator_cert_sha256 == fingerprint_sha256,
+                        OidcAuthorizationCode.created_at >= utcnow() - SESSION_WINDOW).distinct())
+        targets = [(system_id, op_pk, sid) for system_id, op_pk, sid in session.execute(query)]
+        return _enqueue(session, targets, "certificate_revoked")
+
+
 def _on_flush(session: Session, _context: Any, _instances: Any) -> None:
-    """Every session of an operator ends when ``session_version`` changes: owe the business systems a logout."""
+    """Sessions end when an operator's ``session_version`` changes or the operator certificate a biometric
+    session was bound to is revoked: owe the business systems a logout, in the same transaction."""
     for obj in list(session.dirty):
         if isinstance(obj, Operator) and inspect(obj).attrs.session_version.history.has_changes():
             enqueue_operator_logout(session, operator_pk=obj.id, reason="sessions_ended")
+        elif (isinstance(obj, Certificate) and obj.profile is CertificateProfile.OPERATOR
+              and obj.revoked_at is not None and inspect(obj).attrs.revoked_at.history.has_changes()):
+            enqueue_certificate_logout(session, fingerprint_sha256=obj.fingerprint_sha256)
 
 
 def _on_logged_out(_app: Flask, **_extra: Any) -> None:

@@ -26,9 +26,11 @@ from sqlalchemy import select
 from db import get_session
 from oidc.models import OidcLogoutDelivery
 from operators.models import AuditEvent
-from tests.conftest import csrf_token
+from tests.bio.helpers import bio_login, manager_enrols
+from tests.bio.softauthn import SoftAuthenticator
+from tests.conftest import ADMIN_PASSWORD, csrf_token
 from tests.helpers import BUSINESS, make_csr
-from tests.oidc.conftest import AuthRequest, Cert, World, exchange, get_code
+from tests.oidc.conftest import AuthRequest, Cert, World, exchange, get_code, web_login
 from tests.servers import free_port
 
 
@@ -154,3 +156,32 @@ def test_an_unreachable_business_system_is_retried_later_and_audited(world: Worl
         assert delivery.delivered_at is None and delivery.attempts == 1
         assert delivery.next_attempt_at > delivery.created_at
     assert "0 logout tokens delivered, 0 failed" in _deliver(world), "not retried before its time"
+
+
+def test_revoking_the_operator_certificate_of_a_biometric_session_logs_it_out(world: World,
+                                                                             receiver: Receiver) -> None:
+    app = world.app
+    op_key = ec.generate_private_key(ec.SECP256R1())
+    response = world.admin.post("/api/v1/tenants/minamiedo/operators", json={
+        "operator_id": "OP0602", "name": "生体 花子", "auth_method": "biometric", "business_ids": ["09"],
+        "csr": make_csr(op_key).decode()})
+    assert response.status_code == 201, response.get_json()
+    serial = response.get_json()["certificate"]["serial"]
+    leaf = x509.load_pem_x509_certificate(world.admin.get(f"/api/v1/certificates/{serial}/pem").get_data())
+    authn = SoftAuthenticator(rp_id="opauth.example.jp", origin="https://opauth.example.jp")
+    assert manager_enrols(web_login(app, "system", "admin", ADMIN_PASSWORD), "OP0602", authn,
+                          tenant="minamiedo").status_code == 200
+    app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"] = True
+    operator_browser = app.test_client()
+    operator_browser.environ_base["HTTP_X_SSL_CLIENT_CERT"] = urllib.parse.quote(
+        leaf.public_bytes(Encoding.PEM).decode())
+    assert bio_login(operator_browser, "OP0602", authn, tenant="minamiedo").status_code == 200
+    req = AuthRequest("09", redirect=f"https://127.0.0.1:{receiver.port}/cb")
+    body = exchange(app, req, get_code(operator_browser, req), _client_cert_09(world)).get_json()
+    keys = KeySet.import_key_set(app.test_client().get("/oidc/jwks.json").get_json())
+    sid = jwt.decode(body["id_token"], keys, algorithms=["ES256"]).claims["sid"]
+    response = world.admin.post(f"/api/v1/tenants/minamiedo/operators/OP0602/certificates/{serial}/revoke",
+                                json={"reason": "keyCompromise"})
+    assert response.status_code == 200, response.get_json()
+    _deliver(world)
+    assert [jwt.decode(t, keys, algorithms=["ES256"]).claims["sid"] for t in receiver.tokens] == [sid]
