@@ -63,7 +63,7 @@ def _actor(operator: Operator | None) -> Actor:
 
 
 def _target() -> str:
-    return f"client:{str(request.args.get('client_id', ''))[:40]}"
+    return f"client:{str(request.values.get('client_id', ''))[:40]}"
 
 
 def _error_response(error: OAuth2Error, *, operator: Operator | None, reason: str = "") -> Any:
@@ -95,14 +95,19 @@ def _to_login(operator: Operator | None) -> Any:
     response = redirect(target)
     marker = secrets.token_urlsafe(16)
     session[LOGIN_ASKED_KEY] = marker  # a login clears the session, and with it this marker
-    cookie = _serializer().dumps({"url": request.full_path, "asked": marker})
+    cookie = _serializer().dumps({"url": _request_url(), "asked": marker})
     response.set_cookie(RESUME_COOKIE, cookie, max_age=RESUME_SECONDS, path="/", httponly=True,
                         secure=bool(current_app.config["SESSION_COOKIE_SECURE"]), samesite="Lax")
     return response
 
 
+def _request_url() -> str:
+    """This authorization request as a GET URL (a POSTed request comes back as GET after the login)."""
+    return "/oidc/authorize?" + urllib.parse.urlencode(list(request.values.items(multi=True)))
+
+
 def _max_age() -> int | None:
-    raw = request.args.get("max_age")
+    raw = request.values.get("max_age")
     if raw is None or raw == "":
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
@@ -121,7 +126,7 @@ def _logged_in_since_asked(state: dict[str, Any] | None) -> bool:
 def _fresh_login_done() -> bool:
     """True when the operator logged in after this same request sent them to the login."""
     state = _resume_state()
-    return state is not None and state["url"] == request.full_path and _logged_in_since_asked(state)
+    return state is not None and state["url"] == _request_url() and _logged_in_since_asked(state)
 
 
 def _must_change_password(operator: Operator) -> bool:
@@ -140,9 +145,9 @@ def _login_needed(operator: Operator | None, prompts: set[str], max_age: int | N
     return False
 
 
-@bp.route("/authorize", methods=["GET"])
+@bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> Any:
-    """Authorization endpoint (code flow only)."""
+    """Authorization endpoint (code flow only); GET or a form POST from the business system (OIDC Core 3.1.2.1)."""
     server = get_server()
     operator = current_operator()
     try:
@@ -151,8 +156,8 @@ def authorize() -> Any:
         return _error_response(error, operator=operator)
     client: Client = grant.request.client
     redirect_uri = grant.redirect_uri
-    state = request.args.get("state")
-    prompts = set(str(request.args.get("prompt", "")).split())
+    state = request.values.get("state")
+    prompts = set(str(request.values.get("prompt", "")).split())
     try:
         max_age = _max_age()
         if "none" in prompts and len(prompts) > 1:
@@ -207,6 +212,9 @@ def _resume_after_login() -> Any:
 def init_app(app: Flask) -> None:
     """Register the endpoint and the return from the login."""
     app.register_blueprint(bp)
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:  # business systems POST authorization requests from their own pages
+        csrf.exempt(authorize)
     app.before_request(_resume_after_login)
 
 

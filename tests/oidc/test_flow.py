@@ -5,7 +5,17 @@ from __future__ import annotations
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.oidc.conftest import BASE, AuthRequest, World, exchange, get_code, userinfo
+from tests.conftest import csrf_token
+from tests.oidc.conftest import (
+    BASE,
+    OPERATOR_PASSWORD,
+    AuthRequest,
+    World,
+    exchange,
+    get_code,
+    redirect_params,
+    userinfo,
+)
 
 
 def _verify(world: World, token: str) -> dict[str, object]:
@@ -33,3 +43,26 @@ def test_code_flow_issues_signed_tokens_with_opauth_claims(world: World) -> None
     info = userinfo(world.app, body["access_token"], world.certs["05"])
     assert info.status_code == 200, info.get_json()
     assert info.get_json()["sub"] == id_token["sub"]
+
+
+def test_authorization_request_may_be_posted_by_the_business_systems_page(world: World) -> None:
+    req = AuthRequest("05")
+    response = world.browser.post("/oidc/authorize", data=req.params())  # no CSRF token: a cross-site form post
+    assert response.status_code == 302, response.get_data(as_text=True)
+    params = redirect_params(response.headers["Location"])
+    assert params["state"] == req.state
+    assert exchange(world.app, req, params["code"], world.certs["05"]).status_code == 200
+
+
+def test_posted_request_without_a_session_resumes_after_the_login(world: World) -> None:
+    req = AuthRequest("05")
+    browser = world.app.test_client()
+    response = browser.post("/oidc/authorize", data=req.params())
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+    page = browser.get("/login").get_data(as_text=True)
+    response = browser.post("/login", data={"csrf_token": csrf_token(page), "tenant": "minamiedo",
+                                            "operator_id": "OP0601", "password": OPERATOR_PASSWORD})
+    resumed = browser.get(response.headers["Location"]).headers["Location"]
+    assert resumed.startswith("/oidc/authorize?")
+    params = redirect_params(browser.get(resumed).headers["Location"])
+    assert params["state"] == req.state and "code" in params
