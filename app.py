@@ -73,6 +73,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from bio import views as bio_views
     from ca import api, cli, labels, mtls, pki_views, tls_api, tls_cli, tls_views, views
+    from oidc import admin_views as oidc_admin_views
+    from oidc import api as oidc_api
+    from oidc import cli as oidc_cli
+    from oidc import views as oidc_views
     from operators import api as operators_api
     from operators import auth, login_admin, login_top, settings_views, tenant_views
     from operators import cli as operators_cli
@@ -85,20 +89,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     login_admin.init_app(app)
     settings_views.init_app(app)  # 環境基本設定: screen, API, CLI
     bio_views.init_app(app)
+    oidc_views.init_app(app)  # business login: the OpenID provider
     for blueprint in (login_top.bp, views.bp, pki_views.bp, api.bp, operators_views.bp, tenant_views.bp,
-                      operators_api.bp, tls_api.bp, tls_views.bp):
+                      operators_api.bp, tls_api.bp, tls_views.bp, oidc_api.bp,
+                      oidc_admin_views.bp):
         app.register_blueprint(blueprint)
     # Machine clients authenticate every request (HTTP Basic or a client certificate), so the form token is not
     # asked of them; an API call that rides on the browser's session cookie must still send X-CSRFToken, and
     # one a browser makes for another site's page is refused (operators.web.refuse_ambient_api_calls).
-    for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp):
+    for blueprint in (api.bp, operators_api.bp, pki_views.bp, tls_api.bp, oidc_api.bp, oidc_views.bp):
         csrf.exempt(blueprint)
     app.before_request(refuse_ambient_api_calls)
     app.add_template_global(tls_views.expiry_warnings)
     app.add_template_global(labels.status_label)
     app.add_template_global(labels.reason_label)
     app.add_template_global(labels.profile_label)
-    for module in (cli, operators_cli, tls_cli):
+    for module in (cli, operators_cli, tls_cli, oidc_cli):
         module.init_app(app)
     _register_error_handlers(app)
 

@@ -122,7 +122,8 @@ def str_enum(cls: type[enum.Enum]) -> Enum:
     return Enum(cls, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
 
 
-MODEL_MODULES = ("ca.models", "operators.models", "operators.login_models", "bio.models", "config.instance")
+MODEL_MODULES = ("ca.models", "operators.models", "operators.login_models", "bio.models", "config.instance",
+                 "oidc.models")
 
 
 def import_models() -> None:

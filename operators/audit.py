@@ -80,6 +80,20 @@ class AuditAction(enum.StrEnum):
     SETTINGS_INITIALISED = "settings.initialised"
     SETTING_CHANGED = "settings.changed"
     SETTINGS_REJECTED = "settings.rejected"
+    # Business login (OpenID Connect provider)
+    OIDC_CLIENT_UPDATED = "oidc.client_updated"
+    OIDC_CLIENT_REJECTED = "oidc.client_rejected"
+    OIDC_AUTHORIZED = "oidc.authorized"
+    OIDC_DENIED = "oidc.denied"
+    OIDC_TOKEN_ISSUED = "oidc.token_issued"
+    OIDC_TOKEN_REFUSED = "oidc.token_refused"
+    OIDC_TOKEN_REVOKED = "oidc.token_revoked"
+    OIDC_CLIENT_AUTH_FAILED = "oidc.client_auth_failed"
+    OIDC_CODE_REPLAY = "oidc.code_replay"
+    OIDC_USERINFO_REFUSED = "oidc.userinfo_refused"
+    OIDC_KEY_ROTATED = "oidc.key_rotated"
+    OIDC_LOGOUT_SENT = "oidc.logout_sent"
+    OIDC_LOGOUT_FAILED = "oidc.logout_failed"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs system packages. No argument: everything the test suite drives (openssl, curl, nginx, chromium,
+# Installs system packages. No argument: everything the test suite drives (openssl, curl, nginx, chromium, node,
 # PC/SC: pcscd + vsmartcard-vpcd + pcsc-tools, and what pyscard builds with). `build`: only what
 # `pip install` needs to build pyscard (the Makefile runs it before installing). Other arguments: only those
 # packages (`make run` asks for nginx alone).
@@ -26,7 +26,7 @@ else
   if [ $# -gt 0 ]; then
     wanted=("$@")
   else
-    wanted=(openssl curl nginx chromium pcscd vsmartcard-vpcd pcsc-tools)
+    wanted=(openssl curl nginx chromium pcscd vsmartcard-vpcd pcsc-tools node)
     mapfile -t missing < <(build_missing)
   fi
   for pkg in "${wanted[@]}"; do
@@ -37,6 +37,8 @@ else
       pcscd) [ -x /usr/sbin/pcscd ] || missing+=(pcscd) ;;
       vsmartcard-vpcd) [ -f /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || missing+=(vsmartcard-vpcd) ;;
       pcsc-tools) command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools) ;;
+      # The business-login tests drive openid-client (npm, Node 20) as an independent relying party.
+      node) { command -v node && command -v npm; } >/dev/null 2>&1 || missing+=(nodejs npm) ;;
       *) command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || missing+=("$pkg") ;;
     esac
   done

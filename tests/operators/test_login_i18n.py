@@ -17,7 +17,8 @@ MO = PO.with_suffix(".mo")
 
 def _source_msgids() -> set[str]:
     method_map = [("app.py", "python"), ("i18n.py", "python"), ("bio/**.py", "python"),
-                  ("operators/**.py", "python"), ("ca/**.py", "python"), ("templates/**.html", "jinja2")]
+                  ("operators/**.py", "python"), ("ca/**.py", "python"), ("oidc/**.py", "python"),
+                  ("templates/**.html", "jinja2")]
     keywords = {"_": None, "gettext": None, "lazy_gettext": None}
     found = set()
     for _filename, _lineno, message, _comments, _context in extract_from_dir(

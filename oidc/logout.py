@@ -1,0 +1,227 @@
+"""Back-channel logout (OpenID Connect Back-Channel Logout 1.0): ended opauth sessions end the business systems'.
+
+When an opauth session ends — logout, session expiry, a certificate-bound session losing its certificate
+(all through Flask-Login's ``logout_user``) — or every session of an operator ends at once (lock,
+password change or reset, 操作者失効: the ``session_version`` bump), or the operator certificate a
+biometric session was made with is revoked, a delivery row is written for each
+business system the session signed into, in the same transaction. ``flask --app app oidc deliver-logouts``
+(cron) posts the signed ``logout_token`` with a short timeout and retries with back-off; each attempt
+is audited. The operator's own request never waits for a business system.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, session
+from flask_login import user_logged_out
+from joserfc import jwt
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session
+
+from ca.authority import CaSettings
+from ca.models import Certificate, CertificateProfile
+from db import new_session, utcnow
+from oidc.clients import client_id_for
+from oidc.keys import signing_key
+from oidc.models import OidcAuthorizationCode, OidcClient, OidcLogoutDelivery
+from oidc.pairwise import pairwise_key, pairwise_sub, sector_for
+from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
+from operators.models import AuditResult, BusinessSystem, Operator
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+SID_KEY = "oidc_sid"  # the opauth session's id towards business systems (set by the authorization endpoint)
+# Sessions older than this cannot still be open at a business system through opauth (absolute timeouts).
+SESSION_WINDOW = timedelta(hours=24)
+MAX_ATTEMPTS = 8
+TIMEOUT_SECONDS = 2.0
+
+
+def _signed_in_systems(session: Session, *, sid: str | None = None, operator_pk: int | None = None,
+                       since: datetime | None = None) -> list[tuple[int, int, str]]:
+    """(business system, operator, sid) for each business system a session received tokens for."""
+    query = select(OidcAuthorizationCode.business_system_id, OidcAuthorizationCode.operator_pk,
+                   OidcAuthorizationCode.sid).where(OidcAuthorizationCode.used_at.is_not(None)).distinct()
+    if sid is not None:
+        query = query.where(OidcAuthorizationCode.sid == sid)
+    if operator_pk is not None:
+        query = query.where(OidcAuthorizationCode.operator_pk == operator_pk)
+    if since is not None:
+        query = query.where(OidcAuthorizationCode.created_at >= since)
+    return [(system_id, op_pk, s) for system_id, op_pk, s in session.execute(query)]
+
+
+def _enqueue(session: Session, targets: list[tuple[int, int, str]], reason: str) -> int:
+    count = 0
+    for system_id, operator_pk, sid in targets:
+        client = session.get(OidcClient, system_id)
+        if client is None or not client.backchannel_logout_uri:
+            continue
+        pending = session.scalar(select(OidcLogoutDelivery.id).where(
+            OidcLogoutDelivery.sid == sid, OidcLogoutDelivery.business_system_id == system_id,
+            OidcLogoutDelivery.delivered_at.is_(None), OidcLogoutDelivery.gave_up_at.is_(None)).limit(1))
+        if pending is None:
+            session.add(OidcLogoutDelivery(business_system_id=system_id, operator_pk=operator_pk, sid=sid,
+                                           reason=reason, next_attempt_at=utcnow()))
+            count += 1
+    return count
+
+
+def enqueue_session_logout(session: Session, *, sid: str, reason: str) -> int:
+    """Owe a logout token to every business system that session ``sid`` signed into; returns how many."""
+    return _enqueue(session, _signed_in_systems(session, sid=sid), reason)
+
+
+def enqueue_operator_logout(session: Session, *, operator_pk: int, reason: str) -> int:
+    """Owe logout tokens for every recent session of an operator (all their sessions just ended)."""
+    with session.no_autoflush:
+        targets = _signed_in_systems(session, operator_pk=operator_pk, since=utcnow() - SESSION_WINDOW)
+        return _enqueue(session, targets, reason)
+
+
+def enqueue_certificate_logout(session: Session, *, fingerprint_sha256: str) -> int:
+    """Owe logout tokens for the sessions logged in with this operator certificate (it was just revoked)."""
+    with session.no_autoflush:
+        query = (select(OidcAuthorizationCode.business_system_id, OidcAuthorizationCode.operator_pk,
+                        OidcAuthorizationCode.sid)
+                 .where(OidcAuthorizationCode.used_at.is_not(None),
+                        OidcAuthorizationCode.operator_cert_sha256 == fingerprint_sha256,
+                        OidcAuthorizationCode.created_at >= utcnow() - SESSION_WINDOW).distinct())
+        targets = [(system_id, op_pk, sid) for system_id, op_pk, sid in session.execute(query)]
+        return _enqueue(session, targets, "certificate_revoked")
+
+
+def _on_flush(session: Session, _context: Any, _instances: Any) -> None:
+    """Sessions end when an operator's ``session_version`` changes or the operator certificate a biometric
+    session was bound to is revoked: owe the business systems a logout, in the same transaction."""
+    for obj in list(session.dirty):
+        if isinstance(obj, Operator) and inspect(obj).attrs.session_version.history.has_changes():
+            enqueue_operator_logout(session, operator_pk=obj.id, reason="sessions_ended")
+        elif (isinstance(obj, Certificate) and obj.profile is CertificateProfile.OPERATOR
+              and obj.revoked_at is not None and inspect(obj).attrs.revoked_at.history.has_changes()):
+            enqueue_certificate_logout(session, fingerprint_sha256=obj.fingerprint_sha256)
+
+
+def _on_logged_out(_app: Flask, **_extra: Any) -> None:
+    """Flask-Login logged the browser out (logout, expiry, lost certificate): its sid's logouts are owed."""
+    sid = session.get(SID_KEY)
+    if not isinstance(sid, str) or not sid:
+        return
+    db_session = new_session()  # its own transaction: the view may or may not commit after logging out
+    try:
+        if enqueue_session_logout(db_session, sid=sid, reason="logout"):
+            db_session.commit()
+    finally:
+        db_session.close()
+
+
+# --- delivery ----------------------------------------------------------------------------------------------
+
+def logout_token(db_session: Session, settings: CaSettings, *, issuer: str, system: BusinessSystem,
+                 delivery: OidcLogoutDelivery) -> str:
+    """The signed ``logout_token``: pairwise ``sub`` and ``sid`` of the ended session, no ``nonce``."""
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": client_id_for(system), "iat": now, "exp": now + 120,
+              "jti": secrets.token_urlsafe(24), "sid": delivery.sid,
+              "sub": pairwise_sub(pairwise_key(settings.instance_dir), sector=sector_for(system.business_id),
+                                  operator_pk=delivery.operator_pk),
+              "events": {LOGOUT_EVENT: {}}}
+    key = signing_key(db_session, settings)
+    return jwt.encode({"alg": "ES256", "typ": "logout+jwt", "kid": key.kid or ""}, claims, key)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a logout token goes to the registered URI only
+
+
+def _post(uri: str, token: str, *, ca_bundle: Path, timeout: float) -> str | None:
+    """POST the token; None on 200/204, else why it failed."""
+    if not uri.startswith("https://"):  # registered URIs are https (oidc.clients); never file: or others
+        return "the back-channel logout URI is not https"
+    context = ssl.create_default_context()
+    if ca_bundle.exists():
+        context.load_verify_locations(cafile=str(ca_bundle))  # business servers may use opauth's certificates
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
+    body = urllib.parse.urlencode({"logout_token": token}).encode()
+    request = urllib.request.Request(uri, data=body, headers={  # noqa: S310 - https only, checked above
+        "Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"})
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"unreachable: {getattr(exc, 'reason', exc)}"[:400]
+    return None if status in (200, 204) else f"answered HTTP {status}"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one delivery attempt did."""
+
+    delivery_id: int
+    business_id: str
+    delivered: bool
+    error: str
+
+
+def deliver(db_session: Session, settings: CaSettings, delivery: OidcLogoutDelivery, *, issuer: str,
+            timeout: float = TIMEOUT_SECONDS, now: datetime | None = None) -> DeliveryResult:
+    """Attempt one delivery; record the outcome (and the next attempt, with back-off) and audit it."""
+    now = now or utcnow()
+    system = db_session.get(BusinessSystem, delivery.business_system_id)
+    client = db_session.get(OidcClient, delivery.business_system_id)
+    delivery.attempts += 1
+    if system is None or client is None or not client.backchannel_logout_uri:
+        error: str | None = "the business system no longer has a back-channel logout URI"
+        delivery.gave_up_at = now
+    else:
+        token = logout_token(db_session, settings, issuer=issuer, system=system, delivery=delivery)
+        error = _post(client.backchannel_logout_uri, token, ca_bundle=settings.instance_dir / "tls" / "ca-bundle.pem",
+                      timeout=timeout)
+    target = f"business_system:{system.business_id if system else delivery.business_system_id}"
+    if error is None:
+        delivery.delivered_at = now
+        delivery.last_error = ""
+        record_event(db_session, action=AuditAction.OIDC_LOGOUT_SENT, actor=SYSTEM_ACTOR, target=target,
+                     detail={"delivery": delivery.id, "sid": delivery.sid, "attempt": delivery.attempts})
+    else:
+        delivery.last_error = error
+        if delivery.attempts >= MAX_ATTEMPTS:
+            delivery.gave_up_at = now
+        delivery.next_attempt_at = now + timedelta(minutes=2 ** min(delivery.attempts, 10))
+        record_event(db_session, action=AuditAction.OIDC_LOGOUT_FAILED, actor=SYSTEM_ACTOR,
+                     result=AuditResult.FAILURE, target=target,
+                     detail={"delivery": delivery.id, "sid": delivery.sid, "attempt": delivery.attempts,
+                             "error": error, "gave_up": delivery.gave_up_at is not None})
+    return DeliveryResult(delivery.id, system.business_id if system else "", error is None, error or "")
+
+
+def due_deliveries(db_session: Session, *, now: datetime | None = None, limit: int = 200) -> list[int]:
+    """Ids of deliveries whose next attempt is due."""
+    now = now or utcnow()
+    return list(db_session.scalars(select(OidcLogoutDelivery.id).where(
+        OidcLogoutDelivery.delivered_at.is_(None), OidcLogoutDelivery.gave_up_at.is_(None),
+        OidcLogoutDelivery.next_attempt_at <= now).order_by(OidcLogoutDelivery.id).limit(limit)))
+
+
+def init_app(app: Flask) -> None:
+    """Listen for the ends of sessions (Flask-Login's logout and the session_version bump)."""
+    user_logged_out.connect(_on_logged_out, app)
+    if not event.contains(Session, "before_flush", _on_flush):
+        event.listen(Session, "before_flush", _on_flush)
+
+
+def issuer_of(app_config: Any) -> str:
+    """The issuer for an app's configuration (also outside a request)."""
+    return str(app_config["PUBLIC_BASE_URL"]).rstrip("/") + "/oidc"

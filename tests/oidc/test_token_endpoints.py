@@ -1,0 +1,55 @@
+"""Revocation (RFC 7009) and introspection (RFC 7662): the business system's own tokens, over its certificate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.oidc.conftest import AuthRequest, Cert, World, exchange, get_code, userinfo
+
+
+def _token(world: World, business_id: str = "05") -> str:
+    req = AuthRequest(business_id)
+    response = exchange(world.app, req, get_code(world.browser, req), world.certs[business_id])
+    token: str = response.get_json()["access_token"]
+    return token
+
+
+def _post(world: World, path: str, token: str, cert: Cert | None, client_id: str = "biz-05") -> Any:
+    return world.app.test_client().post(path, data={"token": token, "client_id": client_id},
+                                        headers=cert.header if cert else {})
+
+
+def test_introspection_reports_an_active_bound_token(world: World) -> None:
+    token = _token(world)
+    body = _post(world, "/oidc/introspect", token, world.certs["05"]).get_json()
+    assert body["active"] is True and body["client_id"] == "biz-05"
+    assert body["cnf"] == {"x5t#S256": world.certs["05"].x5t}
+
+
+def test_introspection_by_another_system_or_another_certificate_says_inactive(world: World) -> None:
+    token = _token(world)
+    assert _post(world, "/oidc/introspect", token, world.certs["07"], "biz-07").get_json() == {"active": False}
+    second = world.issue_ssl_cert("05")  # the same system's other certificate: not the one the token is bound to
+    assert _post(world, "/oidc/introspect", token, second).get_json() == {"active": False}
+    assert _post(world, "/oidc/introspect", "garbage", world.certs["05"]).get_json() == {"active": False}
+
+
+def test_introspection_without_a_certificate_is_refused(world: World) -> None:
+    response = _post(world, "/oidc/introspect", _token(world), None)
+    assert response.status_code in (400, 401) and response.get_json()["error"] == "invalid_client"
+
+
+def test_revocation_ends_the_token_at_userinfo_and_introspection(world: World) -> None:
+    token = _token(world)
+    response = _post(world, "/oidc/revoke", token, world.certs["05"])
+    assert response.status_code == 200
+    assert userinfo(world.app, token, world.certs["05"]).status_code == 401
+    assert _post(world, "/oidc/introspect", token, world.certs["05"]).get_json() == {"active": False}
+    assert _post(world, "/oidc/revoke", "unknown-token", world.certs["05"]).status_code == 200  # RFC 7009 §2.2
+
+
+def test_a_system_cannot_revoke_another_systems_token(world: World) -> None:
+    token = _token(world, "05")
+    response = _post(world, "/oidc/revoke", token, world.certs["07"], "biz-07")
+    assert response.status_code == 400
+    assert userinfo(world.app, token, world.certs["05"]).status_code == 200
