@@ -238,7 +238,7 @@ def test_nginx_without_certificate_is_refused_by_the_app(proxied: Deployment) ->
 def test_nginx_foreign_certificate_reaches_the_app_and_gets_403(proxied: Deployment) -> None:
     code, status, body = proxied.curl(proxied.foreign)
     assert (code, status) == (0, 403), body  # an HTTP answer from the one enforcement point, not nginx's 400
-    assert body["error"] == "client_certificate_refused" and "not issued by this system" in str(body["message"])
+    assert body["error"] == "client_certificate_refused" and "このシステムが発行したものではありません" in str(body["message"])
 
 
 def test_nginx_replaces_a_spoofed_header(proxied: Deployment) -> None:
@@ -313,7 +313,7 @@ def test_proxy_headers_count_over_the_app_socket_only_never_over_tcp(tmp_path: P
         assert json.loads(over_socket.stdout)["business_id"] == "05", over_socket.stdout
         over_tcp = run("curl", "-sS", "-H", header, f"http://127.0.0.1:{port}{API}")
         answer = json.loads(over_tcp.stdout)
-        assert answer["error"] == "client_certificate_refused" and "required" in answer["message"]
+        assert answer["error"] == "client_certificate_refused" and "必要です" in answer["message"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import select
@@ -48,7 +49,8 @@ def receiver(world: World, tmp_path: Path) -> Iterator[Receiver]:
     base = f"https://127.0.0.1:{port}"
     key = ec.generate_private_key(ec.SECP256R1())
     system = dict(BUSINESS, business_id="09", name="テスト業務", top_url=f"{base}/top",
-                  operator_admin_url=f"{base}/admin", personalize_url=f"{base}/perso", csr=make_csr(key).decode())
+                  operator_admin_url=f"{base}/admin", personalize_url=f"{base}/perso",
+                  csr=make_csr(key, subject=x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP")])).decode())
     response = world.admin.post("/api/v1/business-server-certificates", json=system)
     assert response.status_code == 201, response.get_json()
     chain = world.admin.get(f"/api/v1/certificates/{response.get_json()['serial']}/chain.pem").get_data()
