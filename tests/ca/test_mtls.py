@@ -238,7 +238,8 @@ def test_nginx_without_certificate_is_refused_by_the_app(proxied: Deployment) ->
 def test_nginx_foreign_certificate_reaches_the_app_and_gets_403(proxied: Deployment) -> None:
     code, status, body = proxied.curl(proxied.foreign)
     assert (code, status) == (0, 403), body  # an HTTP answer from the one enforcement point, not nginx's 400
-    assert body["error"] == "client_certificate_refused" and "このシステムが発行したものではありません" in str(body["message"])
+    assert body["error"] == "client_certificate_refused"
+    assert "このシステムが発行したものではありません" in str(body["message"])
 
 
 def test_nginx_replaces_a_spoofed_header(proxied: Deployment) -> None:
