@@ -390,7 +390,7 @@ def test_login_without_the_client_certificate_is_a_counted_failure_not_a_success
     successes = len(audit_events(app, AuditAction.LOGIN_SUCCESS))
     response = bio_login(app.test_client(), "BIO01", enrolled)
     assert response.status_code == 403
-    assert "certificate" in response.get_json()["message"]
+    assert "オペレータ証明書" in response.get_json()["message"]
     assert len(audit_events(app, AuditAction.LOGIN_SUCCESS)) == successes
     failure = audit_events(app, AuditAction.LOGIN_FAILURE)[-1]
     assert failure.detail["reason"] == "client_certificate" and failure.detail["consecutive_failures"] == 1

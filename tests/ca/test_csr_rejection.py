@@ -143,7 +143,7 @@ def test_json_without_csr_or_with_bad_fields_is_400(api: FlaskClient) -> None:
     assert response.status_code == 400
     for field, value, message in [("business_id", "5", "two digits"), ("top_url", "ftp://x.jp/", "https"),
                                   ("email", "no-at-sign", "(email)"), ("phone", "03(1234)", "digits"),
-                                  ("name", "", "required"), ("business_id", 5, "string")]:
+                                  ("name", "", "required"), ("business_id", 5, "two digits")]:
         payload = dict(BUSINESS, csr=make_csr().decode())
         payload[field] = value
         response = api.post("/api/v1/business-server-certificates", json=payload, headers={"Accept-Language": "en"})

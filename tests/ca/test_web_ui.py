@@ -80,7 +80,7 @@ def test_tampered_confirmation_is_refused(app: Flask, admin_client: FlaskClient)
 
 def test_forms_require_csrf_token(admin_client: FlaskClient) -> None:
     response = admin_client.post("/admin/business-server-certificates/confirm", data=dict(BUSINESS))
-    assert response.status_code == 400 and "不正な送信" in response.get_data(as_text=True)
+    assert response.status_code == 400 and "確認用トークン (csrf_token) がありません" in response.get_data(as_text=True)
 
 
 def test_modify_business_system(app: Flask, admin_client: FlaskClient) -> None:

@@ -57,10 +57,13 @@ def test_a_changed_name_list_reissues_the_certificate(tmp_path: Path, sqlite_url
     initialise(app)
     first = _server_cert(instance)
     assert _names(first) == {"localhost", "127.0.0.1", "::1"}
+    # The public URL is kept with the instance (環境基本設定); it takes effect at the next start.
+    changed = app.test_cli_runner().invoke(args=["settings", "set", "PUBLIC_BASE_URL",
+                                                 "https://opauth.example.jp:8443", "--yes"])
+    assert changed.exit_code == 0, changed.output
     app.extensions["opauth.engine"].dispose()
 
-    moved = make_app(instance, sqlite_url, PUBLIC_BASE_URL="https://opauth.example.jp:8443",
-                     SERVER_NAMES="[2001:db8::1]")
+    moved = make_app(instance, sqlite_url, SERVER_NAMES="[2001:db8::1]")
     assert _ensure(moved) is True
     second = _server_cert(instance)
     assert _names(second) == {"opauth.example.jp", "2001:db8::1", "localhost", "127.0.0.1", "::1"}
