@@ -6,6 +6,11 @@ Apache runs unprivileged-port in the foreground from its own configuration under
 endpoint (RFC 8705 tls_client_auth; mod_auth_openidc's ``none`` method posts ``client_id``) and shows
 the claims through server-side includes. A back-channel logout delivered by ``flask oidc deliver-logouts``
 ends its session. The browser is a cookie-keeping HTTPS client.
+
+``cnf``: mod_auth_openidc 2.4.12 (Debian 12) checks an access token's ``cnf.x5t#S256`` only as a resource
+server and only against the fingerprint mod_token_binding exports (TB_SSL_CLIENT_CERT_FINGERPRINT; not packaged
+in Debian); without it a token passed over any certificate when tried, so nothing here relies on it. opauth's
+own userinfo enforces the binding (tests/oidc/test_refusals.py).
 """
 
 from __future__ import annotations
