@@ -60,6 +60,7 @@ compile-translations: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.oidc
 
 # apdl card path: APDU round trips through a private pcscd + vsmartcard-vpcd + the emulated card (root).
 bench-apdl: $(STAMP) system-deps

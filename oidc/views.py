@@ -156,7 +156,10 @@ def _invalid_token(description: str, *, target: str = "") -> Any:
                             result=AuditResult.FAILURE, target=target, detail={"reason": description})
     response = jsonify(error="invalid_token", error_description=description)
     response.status_code = 401
-    response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
+    # RFC 6750 §3 allows only printable ASCII without '"' and '\\' in the challenge (gunicorn refuses the rest with
+    # a 500); the certificate refusal reason may be Japanese, so the header keeps the ASCII part, the body all of it.
+    ascii_description = "".join(c for c in description if " " <= c <= "~" and c not in '"\\').strip(" :")
+    response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{ascii_description}"'
     response.headers["Cache-Control"] = "no-store"
     return response
 

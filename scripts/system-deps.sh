@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs system packages. No argument: everything the test suite drives (openssl, curl, nginx, chromium, node,
+# apache2 with mod_auth_openidc,
 # PC/SC: pcscd + vsmartcard-vpcd + pcsc-tools, and what pyscard builds with). `build`: only what
 # `pip install` needs to build pyscard (the Makefile runs it before installing). Other arguments: only those
 # packages (`make run` asks for nginx alone).
@@ -26,7 +27,7 @@ else
   if [ $# -gt 0 ]; then
     wanted=("$@")
   else
-    wanted=(openssl curl nginx chromium pcscd vsmartcard-vpcd pcsc-tools node)
+    wanted=(openssl curl nginx chromium pcscd vsmartcard-vpcd pcsc-tools node apache2 libapache2-mod-auth-openidc)
     mapfile -t missing < <(build_missing)
   fi
   for pkg in "${wanted[@]}"; do
@@ -38,6 +39,9 @@ else
       vsmartcard-vpcd) [ -f /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || missing+=(vsmartcard-vpcd) ;;
       pcsc-tools) command -v scriptor >/dev/null 2>&1 || missing+=(pcsc-tools) ;;
       # The business-login tests drive openid-client (npm, Node 20) as an independent relying party.
+      # Apache's mod_auth_openidc is the second independent relying party of the business-login tests.
+      apache2) [ -x /usr/sbin/apache2 ] || missing+=(apache2) ;;
+      libapache2-mod-auth-openidc) [ -f /usr/lib/apache2/modules/mod_auth_openidc.so ] || missing+=(libapache2-mod-auth-openidc) ;;
       node) { command -v node && command -v npm; } >/dev/null 2>&1 || missing+=(nodejs npm) ;;
       *) command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || missing+=("$pkg") ;;
     esac

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -317,7 +318,11 @@ def _token(world: World) -> str:
 def test_bound_token_without_the_certificate_is_refused(world: World) -> None:
     response = userinfo(world.app, _token(world), None)
     assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
-    assert response.headers["WWW-Authenticate"].startswith("Bearer error=\"invalid_token\"")
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer error=\"invalid_token\"")
+    # RFC 6750 §3: the description is printable ASCII without quote or backslash (gunicorn answered 500 for the
+    # Japanese refusal reason); the full reason stays in the JSON body.
+    assert re.fullmatch(r'Bearer error="invalid_token", error_description="[\x20\x21\x23-\x5b\x5d-\x7e]*"', challenge)
     assert _audited(world, "oidc.userinfo_refused")
 
 

@@ -1,0 +1,270 @@
+"""An independent relying party, Apache's mod_auth_openidc (Debian), against gunicorn over real TLS.
+
+Apache runs unprivileged-port in the foreground from its own configuration under tmp, serving HTTPS on
+127.0.0.1 with the server certificate opauth issued for business system 05 (whose registered host is
+127.0.0.1). It protects /protected/, exchanges codes presenting the system's SSL通信証明書 at the token
+endpoint (RFC 8705 tls_client_auth; mod_auth_openidc's ``none`` method posts ``client_id``) and shows
+the claims through server-side includes. A back-channel logout delivered by ``flask oidc deliver-logouts``
+ends its session. The browser is a cookie-keeping HTTPS client.
+
+``cnf``: mod_auth_openidc 2.4.12 (Debian 12) checks an access token's ``cnf.x5t#S256`` only as a resource
+server and only against the fingerprint mod_token_binding exports (TB_SSL_CLIENT_CERT_FINGERPRINT; not packaged
+in Debian); without it a token passed over any certificate when tried, so nothing here relies on it. opauth's
+own userinfo enforces the binding (tests/oidc/test_refusals.py).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.helpers import BUSINESS, SUBJECT, make_csr
+from tests.servers import _wait_for_port, flask_cli, free_port, gunicorn, instance_env
+
+MODULES = Path("/usr/lib/apache2/modules")
+LOOPBACK = x509.Name([*list(SUBJECT)[:-1], x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+NEW_PASSWORD = "Operator-Secret-2026"
+
+
+def _apache() -> str:
+    """The apache2 binary; the test fails (never skips) when Apache or mod_auth_openidc is missing."""
+    binary = shutil.which("apache2") or ("/usr/sbin/apache2" if Path("/usr/sbin/apache2").exists() else None)
+    if binary is None or not (MODULES / "mod_auth_openidc.so").exists():
+        pytest.fail("apache2 and libapache2-mod-auth-openidc are required (scripts/system-deps.sh installs them)")
+    return binary
+
+
+@dataclass(frozen=True)
+class Site:
+    opauth: str
+    apache: str
+    ca: Path
+    env: dict[str, str]
+    one_time_password: str
+    client_cert: Path
+    error_log: Path
+
+
+def _conf(root: Path, port: int, opauth: str, ca: Path) -> str:
+    modules = ["mpm_prefork", "authn_core", "authz_core", "authz_user", "mime", "include", "ssl", "socache_shmcb",
+               "auth_openidc"]
+    # Started as root (CI), Apache drops to www-data before serving; everything it reads then is world-readable.
+    user = "User www-data\nGroup www-data\n" if os.geteuid() == 0 else ""
+    loads = "".join(f"LoadModule {m}_module {MODULES / f'mod_{m}.so'}\n" for m in modules)
+    return f"""ServerRoot {root}
+PidFile {root}/httpd.pid
+Mutex file:{root}
+{user}{loads}ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+ErrorLog {root}/error.log
+LogLevel warn auth_openidc:debug
+TypesConfig /etc/mime.types
+AddType text/html .shtml
+DocumentRoot {root}/htdocs
+SSLEngine on
+SSLCertificateFile {root}/server.pem
+SSLCertificateKeyFile {root}/server.key
+SSLSessionCache none
+
+# mod_auth_openidc 2.4.12 refuses discovery documents that list only auth methods it does not know
+# (tls_client_auth): the provider is configured by hand from the same endpoints instead.
+OIDCProviderIssuer {opauth}/oidc
+OIDCProviderAuthorizationEndpoint {opauth}/oidc/authorize
+OIDCProviderTokenEndpoint {opauth}/oidc/token
+OIDCProviderJwksUri {opauth}/oidc/jwks.json
+OIDCProviderUserInfoEndpoint {opauth}/oidc/userinfo
+OIDCProviderBackChannelLogoutSupported On
+OIDCCABundlePath {ca}
+OIDCClientID biz-05
+OIDCRedirectURI https://127.0.0.1:{port}/protected/redirect_uri
+OIDCCryptoPassphrase apache-test-passphrase
+OIDCProviderTokenEndpointAuth none
+OIDCClientTokenEndpointCert {root}/client.pem
+OIDCClientTokenEndpointKey {root}/client.key
+OIDCPKCEMethod S256
+OIDCScope "openid profile"
+OIDCIDTokenSignedResponseAlg ES256
+OIDCPassClaimsAs environment
+OIDCSessionType server-cache
+
+<Location /protected>
+  AuthType openid-connect
+  Require valid-user
+</Location>
+<Directory {root}/htdocs>
+  Options +Includes
+  AddOutputFilter INCLUDES .shtml
+</Directory>
+"""
+
+
+CLAIMS_PAGE = """<html><body>
+<p id="sub"><!--#echo var="OIDC_CLAIM_sub" --></p>
+<p id="amr"><!--#echo var="OIDC_CLAIM_amr" --></p>
+<p id="acr"><!--#echo var="OIDC_CLAIM_acr" --></p>
+<p id="name"><!--#echo encoding="none" var="OIDC_CLAIM_name" --></p>
+<p id="iss"><!--#echo var="OIDC_CLAIM_iss" --></p>
+</body></html>
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    binary = _apache()
+    tmp = tmp_path_factory.mktemp("mod-auth-openidc")
+    oport, aport = free_port(), free_port()
+    opauth, apache = f"https://localhost:{oport}", f"https://127.0.0.1:{aport}"
+    env = instance_env(tmp / "instance", OPAUTH_PUBLIC_BASE_URL=opauth, OPAUTH_ARGON2_TIME_COST="1",
+                       OPAUTH_ARGON2_MEMORY_KIB="8192", OPAUTH_ARGON2_PARALLELISM="1")
+    assert flask_cli(env, "init").returncode == 0
+    root = Path(tempfile.mkdtemp(prefix="apache-oidc-"))  # outside pytest's 0700 tree: www-data reads it
+    root.chmod(0o755)
+    (root / "htdocs" / "protected").mkdir(parents=True)
+    (root / "htdocs" / "protected" / "claims.shtml").write_text(CLAIMS_PAGE)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    (root / "server.key").write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp / "server.csr").write_bytes(make_csr(server_key, LOOPBACK))
+    system = dict(BUSINESS, top_url=f"{apache}/protected/claims.shtml", operator_admin_url=f"{apache}/admin",
+                  personalize_url=f"{apache}/perso")
+    args: list[str | Path] = ["cert", "issue-business-server", "--csr", tmp / "server.csr", "--format", "chain.pem",
+                              "--out", root / "server.pem"]
+    for name, value in system.items():
+        args += [f"--{name.replace('_', '-')}", value]
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    (root / "client.key").write_bytes(client_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp / "client.csr").write_bytes(make_csr(client_key, LOOPBACK))
+    redirect = f"{apache}/protected/redirect_uri"
+    for command in (args, ["tenant", "create", "--code", "minamiedo", "--name", "南江戸市"],
+                    ["tenant", "joint-use", "05", "minamiedo"],
+                    ["oidc", "client", "set", "05", "--enable", "--redirect-uri", redirect,
+                     "--backchannel-logout-uri", f"{redirect}?logout=backchannel"],
+                    ["ssl", "issue", "--tenant", "system", "--business-id", "05", "--host", "127.0.0.1",
+                     "--csr", tmp / "client.csr", "--out", root / "client.pem"]):
+        result = flask_cli(env, *command)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+    registered = flask_cli(env, "operator", "register", "--tenant", "minamiedo", "--operator-id", "OP0601",
+                           "--name", "山田 太郎", "--business-ids", "05", "--csr", tmp / "server.csr")
+    assert registered.returncode == 0, registered.stderr
+    password = registered.stdout.split("shown once): ")[-1].strip()
+    ca = root / "ca-bundle.pem"
+    shutil.copy(tmp / "instance" / "tls" / "ca-bundle.pem", ca)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    conf = root / "apache2.conf"
+    conf.write_text(_conf(root, aport, opauth, ca))
+    with gunicorn(env, oport):
+        proc = subprocess.Popen([binary, "-X", "-d", str(root), "-f", str(conf)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for_port(proc, aport, "apache2", root / "error.log")
+            yield Site(opauth=opauth, apache=apache, ca=ca, env=env, one_time_password=password,
+                       client_cert=root / "client.pem", error_log=root / "error.log")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+class _Browser:
+    """Cookies, redirects followed by hand (so each hop can be checked), our CA trusted."""
+
+    def __init__(self, ca: Path) -> None:
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: object, **kwargs: object) -> None:
+                return None
+
+        context = ssl.create_default_context(cafile=str(ca))
+        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                                  urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+                                                  NoRedirect())
+
+    def go(self, url: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        # mod_auth_openidc sends only requests that accept HTML to the provider (others get 401).
+        headers = {"Referer": url, "Accept-Language": "en", "Accept": "text/html"}
+        request = urllib.request.Request(url, data=data, headers=headers)
+        try:
+            response = self.opener.open(request, timeout=30)
+        except urllib.error.HTTPError as exc:
+            location = urllib.parse.urljoin(url, exc.headers.get("Location", ""))
+            return exc.code, location, exc.read().decode()
+        return response.status, urllib.parse.urljoin(url, response.headers.get("Location", "")), \
+            response.read().decode()
+
+    def follow(self, url: str, until: str) -> tuple[str, str]:
+        """GET url and follow redirects until a page is answered or the next hop starts with ``until``."""
+        for _ in range(10):
+            status, location, page = self.go(url)
+            if status not in (301, 302, 303) or location.startswith(until):
+                return (location if status in (301, 302, 303) else url), page
+            url = location
+        raise AssertionError(f"redirect loop at {url}")
+
+    def post_form(self, url: str, fields: dict[str, str]) -> tuple[int, str, str]:
+        _status, _location, page = self.go(url)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token, page[:500]
+        return self.go(url, {"csrf_token": token.group(1), **fields})
+
+
+def _claim(page: str, name: str) -> str:
+    found = re.search(rf'<p id="{name}">(.*?)</p>', page, re.S)
+    assert found, page[:1000]
+    return found.group(1)
+
+
+def test_mod_auth_openidc_logs_in_and_drops_its_session_on_back_channel_logout(site: Site) -> None:
+    browser = _Browser(site.ca)
+    protected = site.apache + "/protected/claims.shtml"
+    login, page = browser.follow(protected, until=site.opauth + "/login")
+    assert login == site.opauth + "/login", (login, page[:500], site.error_log.read_text()[-3000:])
+    status, location, _ = browser.post_form(login, {
+        "tenant": "minamiedo", "operator_id": "OP0601", "password": site.one_time_password})
+    assert status == 302 and location.endswith("/password")
+    status, location, _ = browser.post_form(location, {
+        "current_password": site.one_time_password, "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD})
+    assert status == 302
+    # opauth's top screen resumes the authorization request; Apache exchanges the code and shows the page.
+    final, page = browser.follow(location, until="never")
+    log = site.error_log.read_text()
+    assert final == protected, (final, page[:500], log[-3000:])
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", _claim(page, "sub")), page
+    assert _claim(page, "amr") == "pwd" and _claim(page, "acr") == "urn:opauth:acr:password"
+    assert _claim(page, "name") == "山田 太郎" and _claim(page, "iss") == site.opauth + "/oidc"
+    # Apache's token request (its debug log) posted client_id and presented the SSL通信証明書 (tls_client_auth).
+    token_call = next(line for line in log.splitlines() if f"url={site.opauth}/oidc/token," in line)
+    assert "client_id=biz-05" in token_call and f"ssl_cert={site.client_cert}," in token_call
+    assert "client_secret" not in token_call
+    _, again = browser.follow(protected, until="never")  # the session holds: no trip to opauth
+    assert _claim(again, "sub") == _claim(page, "sub")
+
+    # Logging out of opauth announces it to Apache over the back channel; its session is gone.
+    status, _, top = browser.go(site.opauth + "/top")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', top)
+    assert status == 200 and token, top[:500]
+    status, _, _ = browser.go(site.opauth + "/logout", {"csrf_token": token.group(1)})
+    assert status in (200, 302)
+    delivered = flask_cli(site.env, "oidc", "deliver-logouts", "--timeout", "5")
+    assert delivered.returncode == 0, delivered.stderr
+    assert "1 logout tokens delivered, 0 failed" in delivered.stdout, (delivered.stdout, delivered.stderr)
+    status, location, _ = browser.go(protected)
+    assert status == 302 and location.startswith(site.opauth + "/oidc/authorize?"), (status, location)
