@@ -15,11 +15,9 @@ own userinfo enforces the binding (tests/oidc/test_refusals.py).
 
 from __future__ import annotations
 
-import http.cookiejar
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -28,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from cryptography import x509
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.helpers import BUSINESS, SUBJECT, make_csr
+from tests.oidc.browser import FormBrowser
 from tests.servers import _wait_for_port, flask_cli, free_port, gunicorn, instance_env
 
 MODULES = Path("/usr/lib/apache2/modules")
@@ -184,31 +184,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-class _Browser:
-    """Cookies, redirects followed by hand (so each hop can be checked), our CA trusted."""
+class _Browser(FormBrowser):
+    """Relative redirects made absolute, and followed by hand (so each hop can be checked)."""
 
-    def __init__(self, ca: Path) -> None:
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args: object, **kwargs: object) -> None:
-                return None
+    # mod_auth_openidc sends only requests that accept HTML to the provider (others get 401).
+    headers: ClassVar[dict[str, str]] = {"Accept-Language": "en", "Accept": "text/html"}
 
-        context = ssl.create_default_context(cafile=str(ca))
-        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
-                                                  urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-                                                  NoRedirect())
-
-    def go(self, url: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        # mod_auth_openidc sends only requests that accept HTML to the provider (others get 401).
-        headers = {"Referer": url, "Accept-Language": "en", "Accept": "text/html"}
-        request = urllib.request.Request(url, data=data, headers=headers)
-        try:
-            response = self.opener.open(request, timeout=30)
-        except urllib.error.HTTPError as exc:
-            location = urllib.parse.urljoin(url, exc.headers.get("Location", ""))
-            return exc.code, location, exc.read().decode()
-        return response.status, urllib.parse.urljoin(url, response.headers.get("Location", "")), \
-            response.read().decode()
+    def location(self, url: str, raw: str) -> str:
+        return urllib.parse.urljoin(url, raw)
 
     def follow(self, url: str, until: str) -> tuple[str, str]:
         """GET url and follow redirects until a page is answered or the next hop starts with ``until``."""
@@ -218,12 +201,6 @@ class _Browser:
                 return (location if status in (301, 302, 303) else url), page
             url = location
         raise AssertionError(f"redirect loop at {url}")
-
-    def post_form(self, url: str, fields: dict[str, str]) -> tuple[int, str, str]:
-        _status, _location, page = self.go(url)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert token, page[:500]
-        return self.go(url, {"csrf_token": token.group(1), **fields})
 
 
 def _claim(page: str, name: str) -> str:

@@ -8,11 +8,8 @@ over the same certificate. The browser is a plain cookie-keeping HTTPS client.
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
-import re
 import shutil
-import ssl
 import subprocess
 import urllib.error
 import urllib.parse
@@ -26,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.helpers import BUSINESS, make_csr
+from tests.oidc.browser import FormBrowser
 from tests.servers import flask_cli, free_port, gunicorn, instance_env
 
 RP_DIR = Path(__file__).resolve().parent / "rp"
@@ -98,39 +96,10 @@ def _rp(*args: str | Path) -> dict[str, object]:
     return data
 
 
-class _Browser:
-    """Cookies, no automatic redirects, our CA trusted: enough of a browser for opauth's login forms."""
-
-    def __init__(self, ca: Path) -> None:
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args: object, **kwargs: object) -> None:
-                return None
-
-        context = ssl.create_default_context(cafile=str(ca))
-        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
-                                                  urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
-                                                  NoRedirect())
-
-    def go(self, url: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        request = urllib.request.Request(url, data=data, headers={"Referer": url})
-        try:
-            response = self.opener.open(request, timeout=30)
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers.get("Location", ""), exc.read().decode()
-        return response.status, response.headers.get("Location", ""), response.read().decode()
-
-    def post_form(self, url: str, fields: dict[str, str]) -> tuple[int, str, str]:
-        _status, _location, page = self.go(url)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert token, page[:500]
-        return self.go(url, {"csrf_token": token.group(1), **fields})
-
-
 def test_openid_client_completes_code_pkce_and_tls_client_auth(provider: Provider) -> None:
     issuer = provider.base + "/oidc"
     started = _rp("start", issuer, "biz-05", REDIRECT, provider.ca)
-    browser = _Browser(provider.ca)
+    browser = FormBrowser(provider.ca)
     status, location, _ = browser.go(str(started["url"]))
     assert status == 302 and location.endswith("/login")
     status, location, _ = browser.post_form(provider.base + "/login", {
