@@ -41,9 +41,11 @@ run: init
 system-deps:
 	./scripts/system-deps.sh
 
+# ruff, mypy, and the import contracts in pyproject.toml ([tool.importlinter]: layers, independence).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) system-deps lint compile-translations
 	$(BIN)/pytest

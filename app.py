@@ -14,11 +14,10 @@ from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 import db
-import i18n
-import webinput
-from ca.errors import OpauthError
 from config import environment_values, load_settings
 from config import instance as instance_settings
+from kernel import i18n, webinput
+from kernel.errors import OpauthError
 
 csrf = CSRFProtect()
 
@@ -71,16 +70,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     instance_settings.init_app(app, environment_values(config))
     csrf.init_app(app)
 
+    import bootstrap
     from bio import views as bio_views
-    from ca import api, cli, labels, mtls, pki_views, tls_api, tls_cli, tls_views, views
+    from ca import labels
+    from certs import api, cli, pki_views, tls_api, tls_cli, tls_views, views
     from oidc import admin_views as oidc_admin_views
     from oidc import api as oidc_api
     from oidc import cli as oidc_cli
     from oidc import views as oidc_views
     from operators import api as operators_api
-    from operators import auth, login_admin, login_top, settings_views, tenant_views
     from operators import cli as operators_cli
+    from operators import settings_views, tenant_views
     from operators import views as operators_views
+    from operators.login import admin as login_admin
+    from operators.login import auth, mtls
+    from operators.login import top as login_top
     from operators.web import refuse_ambient_api_calls
 
     i18n.init_app(app)
@@ -104,7 +108,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.add_template_global(labels.status_label)
     app.add_template_global(labels.reason_label)
     app.add_template_global(labels.profile_label)
-    for module in (cli, operators_cli, tls_cli, oidc_cli):
+    for module in (bootstrap, cli, operators_cli, tls_cli, oidc_cli):
         module.init_app(app)
     _register_error_handlers(app)
 

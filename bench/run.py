@@ -88,10 +88,10 @@ def _prepare_instance(instance: Path) -> tuple[bytes, bytes]:
     os.environ.update(_env(instance))
     import db
     from app import create_app
+    from bootstrap import init_instance
     from ca.authority import CaSettings
-    from operators.bootstrap import init_instance
+    from operators.login.passwords import hash_password
     from operators.models import Operator
-    from operators.passwords import hash_password
 
     app = create_app()
     db.upgrade(app.config["DATABASE_URL"])

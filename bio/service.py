@@ -29,11 +29,11 @@ from bio.webauthn import (
     verify_assertion,
     verify_registration,
 )
-from ca.errors import Conflict, NotFound
 from db import utcnow
-from operators.audit import Actor, AuditAction, record_event
-from operators.login_models import LoginMethod
-from operators.login_service import (
+from kernel.audit import Actor, AuditAction, AuditResult, record_event
+from kernel.errors import Conflict, NotFound
+from operators.login.models import LoginMethod
+from operators.login.service import (
     LoginRefusal,
     LoginResult,
     LoginSettings,
@@ -44,8 +44,9 @@ from operators.login_service import (
     record_success,
     record_unknown,
 )
-from operators.models import AuditResult, AuthMethod, Operator
+from operators.models import AuthMethod, Operator
 from operators.operator_certs import ensure_not_revoked
+from operators.registration import on_operator_revoked
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed at a terminal
 CODE_LENGTH = 12
@@ -348,3 +349,14 @@ def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: Re
         record_event(session, action=AuditAction.REAUTHENTICATED, actor=actor, target=_target(operator),
                      detail={"method": str(method)})
     return LoginResult(operator)
+
+
+def remove_all_credentials(session: Session, operator: Operator, actor: Actor) -> int:
+    """Delete every credential of an operator (操作者失効), each deletion audited; how many were removed."""
+    credentials = credentials_of(session, operator)
+    for credential in credentials:
+        delete_credential(session, operator=operator, credential_pk=credential.id, actor=actor)
+    return len(credentials)
+
+
+on_operator_revoked("biometrics", remove_all_credentials)

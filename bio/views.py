@@ -35,10 +35,10 @@ from bio.service import (
     redeem_enrolment_code,
 )
 from bio.webauthn import RelyingParty, WebAuthnFailure
-from ca import mtls
-from ca.errors import OpauthError
 from db import get_session
-from operators.auth import (
+from kernel.errors import OpauthError
+from operators.login import mtls
+from operators.login.auth import (
     LOGIN_FAILED,
     SYSTEM_TENANT_CODE,
     THROTTLED,
@@ -56,8 +56,8 @@ from operators.auth import (
     start_session,
     tenants,
 )
-from operators.login_models import LoginMethod
-from operators.login_service import LoginRefusal, is_throttled, note_source_failure
+from operators.login.models import LoginMethod
+from operators.login.service import LoginRefusal, is_throttled, note_source_failure
 from operators.models import Operator, Tenant
 from operators.permissions import Permission
 from operators.tenancy import managed_operator, managed_tenant, operators_of, scope_of, visible_tenants

@@ -36,7 +36,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from ca.errors import OpauthError
+from kernel.errors import OpauthError
 
 
 class WebAuthnFailure(OpauthError):

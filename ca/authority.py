@@ -15,12 +15,12 @@ from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ca.errors import CaNotInitialised
 from ca.issuance import Issuer, issue_certificate
 from ca.keys import Signer, SoftwareSigner, generate_private_key, load_signer, store_software_key
 from ca.models import CaKind, CertificateAuthority, CertificateProfile
 from ca.profiles import pki_urls, validity_days
 from db import utcnow
+from kernel.errors import CaNotInitialised
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, issuer_for
-from ca.errors import NotFound
 from ca.keys import Signer
 from ca.models import Certificate, CertificateAuthority, Crl, RevocationReason, RevocationState
 from db import utcnow
+from kernel.errors import NotFound
 
 # RFC 5280 5.3.1 CRLReason codes.
 REASON_CODES: dict[RevocationReason, int] = {

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
-from ca.errors import InvalidCsr
+from kernel.errors import InvalidCsr
 
 ALLOWED_CURVES = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 MIN_RSA_BITS = 2048

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, TypeVar
@@ -14,10 +15,9 @@ from flask_babel import lazy_gettext
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from ca.errors import InvalidInput, NotFound
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
 from db import utcnow
-from operators.models import BusinessSystem
+from kernel.errors import InvalidInput, NotFound
 
 T = TypeVar("T")
 
@@ -56,22 +56,21 @@ def list_certificates(
     session: Session,
     *,
     profile: str | None = None,
-    business_id: str | None = None,
+    business_system_ids: Collection[int] | None = None,
     status: str | None = None,
     text: str | None = None,
     page: int = 1,
     per_page: int = 50,
 ) -> Page[Certificate]:
-    """Certificates, newest first, filtered by profile, 業務ID, status and a text match."""
+    """Certificates, newest first, filtered by profile, owning business systems (ids), status and a text match."""
     if page < 1 or per_page < 1 or per_page > 500:
         raise InvalidInput(lazy_gettext("page は1以上、per_page は1〜500で指定してください。"))
     query = select(Certificate)
     wanted_profile = _parse_enum(CertificateProfile, profile, "profile")
     if wanted_profile is not None:
         query = query.where(Certificate.profile == wanted_profile)
-    if business_id:
-        query = query.join(BusinessSystem, Certificate.business_system_id == BusinessSystem.id).where(
-            BusinessSystem.business_id == business_id)
+    if business_system_ids is not None:
+        query = query.where(Certificate.business_system_id.in_(list(business_system_ids)))
     wanted_status = _parse_enum(StatusFilter, status, "status")
     now = utcnow()
     if wanted_status is StatusFilter.VALID:

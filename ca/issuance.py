@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ca.errors import SettingsConflict
 from ca.keys import Signer
 from ca.models import Certificate, CertificateProfile
 from ca.profiles import PkiUrls, extensions_for
 from db import utcnow
+from kernel.errors import SettingsConflict
 
 # Tolerate clocks of relying parties that run a little behind.
 BACKDATE = timedelta(minutes=5)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db import Base, UtcDateTime, str_enum, utcnow
-
-if TYPE_CHECKING:
-    from operators.models import BusinessSystem
 
 
 class CaKind(enum.StrEnum):
@@ -87,6 +84,8 @@ class Certificate(Base):
     der: Mapped[bytes] = mapped_column(LargeBinary)
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     spki_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # The owner a certificate was issued for, by id: the engine knows no business systems or tenants
+    # (operators.models maps ``Certificate.business_system`` from the business system's side).
     business_system_id: Mapped[int | None] = mapped_column(
         ForeignKey("business_system.id"), index=True)
     tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenant.id"), index=True)
@@ -99,7 +98,6 @@ class Certificate(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     authority: Mapped[CertificateAuthority] = relationship()
-    business_system: Mapped[BusinessSystem | None] = relationship()
 
     @property
     def status(self) -> str:

@@ -12,17 +12,17 @@ when too long or when they hold control characters.
 from __future__ import annotations
 
 import ipaddress
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 
-from ca.errors import InvalidCsr, InvalidInput, OpauthError
-from operators.business_systems import URL_FIELDS, host_of
-from operators.models import BusinessSystem
+from kernel.errors import InvalidCsr, InvalidInput, OpauthError
 
 # RFC 5280 Appendix A upper bounds (ub-*), in characters.
 UPPER_BOUNDS: dict[x509.ObjectIdentifier, int] = {
@@ -41,19 +41,52 @@ ATTRIBUTE_LABELS = {
     NameOID.ORGANIZATIONAL_UNIT_NAME: lazy_gettext("部門名(OU)"),
     NameOID.COMMON_NAME: lazy_gettext("一般名(CN)"),
 }
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 # Control characters (C0, C1, DEL, NUL), format characters (bidi overrides, zero-width), surrogates,
 # private use and line/paragraph separators: none belongs in a name a person or a TLS client reads.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 
-def registered_hosts(system: BusinessSystem) -> list[str]:
-    """The host names registered for a business system: the hosts of its URLs, in screen order."""
-    hosts: list[str] = []
-    for field in URL_FIELDS:
-        host = host_of(getattr(system, field), field)
-        if host not in hosts:
-            hosts.append(host)
-    return hosts
+def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
+    """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
+    label = label or field
+    if not url:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は必須です。", label=label, field=field))
+    if len(url) > 2000:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。", label=label,
+                                        field=field, limit=2000))
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL が正しくありません。", label=label,
+                                        field=field)) from None
+    if parts.scheme != "https" or not hostname:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
+                                        label=label, field=field))
+    try:
+        ipaddress.ip_address(hostname)
+        return hostname
+    except ValueError:
+        pass
+    try:
+        ascii_host = hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
+                                        field=field)) from None
+    if not _HOSTNAME.match(ascii_host):
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
+                                        field=field))
+    return ascii_host.lower()
+
+
+def general_name_for_host(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _shown(value: str) -> str:

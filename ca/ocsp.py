@@ -42,7 +42,7 @@ from ca.keys import Signer, generate_private_key, store_software_key
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, OcspResponse, RevocationReason
 from ca.profiles import validity_days
 from db import utcnow
-from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
+from kernel.audit import SYSTEM_ACTOR, AuditAction, record_event
 
 log = logging.getLogger(__name__)
 

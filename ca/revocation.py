@@ -16,14 +16,14 @@ from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, authorities
 from ca.crl import bump_status_version, current_crl
-from ca.errors import Conflict, InvalidInput
 from ca.inquiry import get_certificate
 from ca.labels import reason_label
 from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.ocsp import ensure_responder, presign, stale_responses
 from ca.publishing import note, publish_now
 from db import utcnow
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict, InvalidInput
 
 # RFC 5280 5.3.1: removeFromCRL is not a revocation reason a certificate keeps; it is how a
 # CRL (or our API/CLI) says "the hold is released".

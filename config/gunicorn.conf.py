@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ca.keys import ensure_passphrase
 from config import load_settings
-from operators.bootstrap import tls_paths
+from config.serving import tls_paths
 
 _settings = load_settings()
 _paths = tls_paths(Path(_settings["INSTANCE_DIR"]))

@@ -61,3 +61,8 @@ def render_nginx_conf(site: NginxSite) -> str:
     if missing:
         raise ValueError(f"nginx.conf.template: no value for {', '.join(missing)}")
     return rendered
+
+
+def tls_paths(instance_dir: Path) -> dict[str, Path]:
+    tls = instance_dir / "tls"
+    return {"cert": tls / "server.pem", "key": tls / "server.key", "ca": tls / "ca-bundle.pem"}

@@ -7,12 +7,12 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ca.errors import OpauthError
 from db import get_session
+from kernel.audit import AuditAction
+from kernel.errors import OpauthError
 from oidc.clients import client_for_business_id, client_settings_json, save_client_settings
 from oidc.server import issuer
-from operators.audit import AuditAction
-from operators.auth import current_actor, requires, requires_recent_auth
+from operators.login.auth import current_actor, requires, requires_recent_auth
 from operators.permissions import Permission
 from operators.web import unit_of_work
 

@@ -7,11 +7,12 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from db import get_session
+from kernel.audit import AuditAction
+from kernel.web import json_body
 from oidc.clients import client_for_business_id, client_settings_json, save_client_settings
-from operators.audit import AuditAction
-from operators.auth import current_actor, requires
+from operators.login.auth import current_actor, requires
 from operators.permissions import Permission
-from operators.web import json_body, unit_of_work
+from operators.web import unit_of_work
 
 bp = Blueprint("oidc_api", __name__, url_prefix="/api/v1")
 

@@ -23,15 +23,15 @@ from flask_login import current_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ca.authority import CaSettings
-from ca.mtls import SESSION_KEY as CLIENT_CERT_SESSION_KEY
 from db import get_session, new_session
+from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
 from oidc.claims import refusal_for, subject_for
 from oidc.logout import SID_KEY
 from oidc.pairwise import pairwise_key
 from oidc.server import Client, get_server, issuer
-from operators.audit import Actor, AuditAction, record_event, record_event_separately
-from operators.auth import current_operator
-from operators.models import AuditResult, AuthMethod, Operator
+from operators.login.auth import current_operator
+from operators.login.mtls import SESSION_KEY as CLIENT_CERT_SESSION_KEY
+from operators.models import AuthMethod, Operator
 
 bp = Blueprint("oidc_authorize", __name__, url_prefix="/oidc")
 

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from oidc.models import OidcClient
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_sub, sector_for
-from operators.login_service import locked_until
-from operators.login_top import usable_business_systems
+from operators.login.service import locked_until
 from operators.models import BusinessSystem, InBusinessId, Operator
+from operators.tenancy import usable_business_systems
 
 CLAIM_TENANT = "https://opauth/tenant"
 CLAIM_IN_BUSINESS_ID = "https://opauth/in_business_id"

@@ -12,14 +12,14 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ca.authority import CaSettings
-from ca.cli import cli_actor
-from ca.errors import OpauthError
 from db import get_session, new_session
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.cli import cli_actor
+from kernel.errors import OpauthError
 from oidc.clients import client_for_business_id, client_settings_json, configured_clients, save_client_settings
 from oidc.keys import key_listing, rotate
 from oidc.logout import TIMEOUT_SECONDS, deliver, due_deliveries, issuer_of
 from oidc.models import OidcLogoutDelivery
-from operators.audit import AuditAction, audited_unit_of_work
 
 T = TypeVar("T")
 

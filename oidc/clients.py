@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ca.errors import InvalidInput, NotFound
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import InvalidInput, NotFound
 from oidc.models import OidcClient
-from operators.audit import Actor, AuditAction, record_event
-from operators.business_systems import URL_FIELDS, find_by_business_id, host_of
+from operators.business_systems import find_by_business_id, host_of, registered_hosts
 from operators.models import BusinessSystem
 
 CLIENT_ID_PREFIX = "biz-"
@@ -35,16 +35,6 @@ def business_id_from_client_id(client_id: str) -> str | None:
         return None
     rest = client_id[len(CLIENT_ID_PREFIX):]
     return rest if len(rest) == 2 and rest.isascii() and rest.isdigit() else None
-
-
-def registered_hosts(system: BusinessSystem) -> list[str]:
-    """The host names of the business system's registered URLs (業務トップURL etc.)."""
-    hosts: list[str] = []
-    for field in URL_FIELDS:
-        host = host_of(getattr(system, field), field)
-        if host not in hosts:
-            hosts.append(host)
-    return hosts
 
 
 def check_client_uri(uri: str, *, hosts: list[str], label: str) -> str:

@@ -21,13 +21,13 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from ca.mtls import ClientIdentity
 from db import get_session, utcnow
+from kernel.audit import Actor, AuditAction, record_event
 from oidc.keys import ALGORITHM, verification_keys
 from oidc.models import OidcToken
 from oidc.pairwise import b64url_sha256_from_hex
 from oidc.server import Client, issuer, query_client
-from operators.audit import Actor, AuditAction, record_event
+from operators.login.mtls import ClientIdentity
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, signer_for
-from ca.errors import Conflict
 from ca.keys import KeyStoreError, store_software_key
 from db import utcnow
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict
 from oidc.models import OidcSigningKey, SigningKeyState
-from operators.audit import Actor, AuditAction, record_event
 
 ALGORITHM = "ES256"
 # A retired key stays in the JWKS this long: longer than any token it signed (5 minutes) plus the time

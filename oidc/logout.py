@@ -31,12 +31,12 @@ from sqlalchemy.orm import Session
 from ca.authority import CaSettings
 from ca.models import Certificate, CertificateProfile
 from db import new_session, utcnow
+from kernel.audit import SYSTEM_ACTOR, AuditAction, AuditResult, record_event
 from oidc.clients import client_id_for
 from oidc.keys import signing_key
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcLogoutDelivery
 from oidc.pairwise import pairwise_key, pairwise_sub, sector_for
-from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
-from operators.models import AuditResult, BusinessSystem, Operator
+from operators.models import BusinessSystem, Operator
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 SID_KEY = "oidc_sid"  # the opauth session's id towards business systems (set by the authorization endpoint)

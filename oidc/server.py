@@ -26,17 +26,17 @@ from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select, update
 
 from ca.authority import CaSettings
-from ca.mtls import ClientCertRefused, ClientIdentity, Purpose, authenticate_client
 from db import get_session, new_session, utcnow
+from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
 from oidc.claims import LoginKind, Subject, refusal_for, subject_for, user_claims
 from oidc.clients import business_id_from_client_id, client_id_for
 from oidc.keys import ALGORITHM, signing_key
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_key
 from oidc.rules import OpauthRules, S256Required
-from operators.audit import Actor, AuditAction, record_event, record_event_separately
 from operators.business_systems import find_by_business_id
-from operators.models import AuditResult, BusinessSystem, Operator
+from operators.login.mtls import ClientCertRefused, ClientIdentity, Purpose, authenticate_client
+from operators.models import BusinessSystem, Operator
 
 CODE_SECONDS = 60
 ACCESS_TOKEN_SECONDS = 300

@@ -16,8 +16,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from ca.authority import CaSettings
-from ca.mtls import ClientCertRefused, Purpose, authenticate_client
 from db import get_session, new_session
+from kernel.audit import Actor, AuditAction, AuditResult, record_event_separately
 from oidc.claims import (
     CLAIM_IN_BUSINESS_ID,
     CLAIM_OPERATOR_CERT,
@@ -30,8 +30,8 @@ from oidc.keys import ALGORITHM, ensure_signing_keys, forget_published_keys, jwk
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex
 from oidc.server import EXTENSION_KEY, SCOPES, build_server, get_server, issuer, subject_of_code
-from operators.audit import Actor, AuditAction, record_event_separately
-from operators.models import AuditResult, BusinessSystem
+from operators.login.mtls import ClientCertRefused, Purpose, authenticate_client
+from operators.models import BusinessSystem
 
 bp = Blueprint("oidc", __name__, url_prefix="/oidc")
 

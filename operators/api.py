@@ -13,13 +13,15 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
 
-from ca.errors import InvalidInput
 from ca.models import Certificate, RevocationReason
 from db import get_session
+from kernel.audit import AuditAction
+from kernel.errors import InvalidInput
+from kernel.web import int_arg, json_body, optional_json_body
+from kernel.webinput import query_text
 from operators import csv_io
-from operators.audit import AuditAction
-from operators.auth import current_actor, login_settings, requires
 from operators.in_business import mappings_of
+from operators.login.auth import current_actor, login_settings, requires
 from operators.models import Operator
 from operators.operator_certs import (
     IssuedOperatorCertificate,
@@ -37,8 +39,7 @@ from operators.registration import (
     update_operator,
 )
 from operators.tenancy import managed_operator, managed_tenant, operators_of
-from operators.web import ca_settings, int_arg, json_body, optional_json_body, scope, unit_of_work
-from webinput import query_text
+from operators.web import ca_settings, scope, unit_of_work
 
 bp = Blueprint("operators_api", __name__, url_prefix="/api/v1")
 

@@ -12,14 +12,15 @@ from typing import Any
 
 from flask import g, jsonify, request
 
-from ca.errors import InvalidInput
 from db import get_session
+from kernel.audit import AuditAction
+from kernel.errors import InvalidInput
+from kernel.web import json_body
 from operators.api import bp
-from operators.audit import AuditAction
-from operators.auth import authenticate, current_actor, login_settings
-from operators.login_service import change_password
+from operators.login.auth import authenticate, current_actor, login_settings
+from operators.login.service import change_password
 from operators.models import AuthMethod
-from operators.web import json_body, unit_of_work
+from operators.web import unit_of_work
 
 SYSTEM_TENANT_CODE = "system"
 

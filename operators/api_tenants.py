@@ -10,13 +10,14 @@ from typing import Any
 from flask import Response, current_app, jsonify
 from flask_babel import lazy_gettext
 
-from ca.errors import InvalidInput
 from db import get_session
+from kernel.audit import AuditAction
+from kernel.errors import InvalidInput
+from kernel.web import int_arg, json_body
 from operators.api import bp
-from operators.audit import AuditAction
-from operators.auth import current_actor, requires
 from operators.business_systems import get_by_business_id
 from operators.in_business import delete_in_business_id, list_mappings, parse_permissions, set_in_business_id
+from operators.login.auth import current_actor, requires
 from operators.models import InBusinessId, Tenant
 from operators.permissions import Permission
 from operators.tenancy import get_operator, get_tenant, in_business_system, visible_tenants, well_formed_business_id
@@ -29,7 +30,7 @@ from operators.tenants import (
     set_joint_use,
     update_tenant,
 )
-from operators.web import ca_settings, int_arg, json_body, scope, unit_of_work
+from operators.web import ca_settings, scope, unit_of_work
 
 
 def tenant_json(tenant: Tenant) -> dict[str, Any]:

@@ -13,18 +13,19 @@ from flask_babel import gettext as _
 from markupsafe import escape
 from sqlalchemy import func, select
 
-from ca.errors import InvalidInput, OpauthError
 from db import get_session, new_session
+from kernel.audit import AuditAction, AuditResult, record_event_separately
+from kernel.errors import InvalidInput, OpauthError
+from kernel.web import data_url, no_store, page_arg
 from operators import csv_io
-from operators.audit import AuditAction, record_event_separately
-from operators.auth import current_actor, login_settings, requires, requires_recent_auth
-from operators.models import AuditResult, Operator
+from operators.login.auth import current_actor, login_settings, requires, requires_recent_auth
+from operators.models import Operator
 from operators.operator_certs import issue_operator_certificate, without_live_certificate
 from operators.operator_data import LABELS
 from operators.permissions import Permission
 from operators.registration import RegistrationResult, bulk_change_passwords
 from operators.tenancy import managed_operator, managed_tenant, operators_of
-from operators.web import ca_settings, data_url, no_store, page_arg, scope, unit_of_work
+from operators.web import ca_settings, scope, unit_of_work
 
 bp = Blueprint("bulk", __name__)
 MAX_BATCH_ISSUE = 100  # PKCS#12s shown on one page

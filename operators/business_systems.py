@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit
 
-from cryptography import x509
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-import webinput
-from ca.errors import Conflict, InvalidInput, NotFound
-from operators.audit import Actor, AuditAction, record_event
+from ca import names
+from ca.models import Certificate
+from kernel import webinput
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict, InvalidInput, NotFound
 from operators.models import BusinessSystem
 
 _BUSINESS_ID = re.compile(r"^[0-9]{2}$")
 _PHONE = re.compile(r"^[0-9][0-9-]{0,19}$")
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 URL_FIELDS = ("top_url", "operator_admin_url", "personalize_url")
 LABELS = {
@@ -90,44 +87,10 @@ class BusinessSystemData:
 
 
 def host_of(url: str, field: str = "url") -> str:
-    """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
-    label = LABELS.get(field, field)
-    if not url:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は必須です。", label=label, field=field))
-    if len(url) > 2000:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。", label=label,
-                                        field=field, limit=2000))
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL が正しくありません。", label=label,
-                                        field=field)) from None
-    if parts.scheme != "https" or not hostname:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
-                                        label=label, field=field))
-    try:
-        ipaddress.ip_address(hostname)
-        return hostname
-    except ValueError:
-        pass
-    try:
-        ascii_host = hostname.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
-                                        field=field)) from None
-    if not _HOSTNAME.match(ascii_host):
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
-                                        field=field))
-    return ascii_host.lower()
+    """The host of a business system's https URL field (``ca.names.host_of`` with the field's label)."""
+    return names.host_of(url, field, label=LABELS.get(field, field))
 
 
-def general_name_for_host(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
 
 
 def get_by_business_id(session: Session, business_id: str) -> BusinessSystem:
@@ -170,3 +133,27 @@ def save_and_audit(session: Session, data: BusinessSystemData, actor: Actor) -> 
 
 def list_business_systems(session: Session) -> list[BusinessSystem]:
     return list(session.scalars(select(BusinessSystem).order_by(BusinessSystem.business_id)))
+
+
+def registered_hosts(system: BusinessSystem) -> list[str]:
+    """The host names registered for a business system: the hosts of its URLs, in screen order."""
+    hosts: list[str] = []
+    for field in URL_FIELDS:
+        host = host_of(getattr(system, field), field)
+        if host not in hosts:
+            hosts.append(host)
+    return hosts
+
+
+def system_of(certificate: Certificate) -> BusinessSystem | None:
+    """The business system a certificate was issued for (the backref declared on ``BusinessSystem``)."""
+    system: BusinessSystem | None = getattr(certificate, "business_system")  # noqa: B009 - a backref
+    return system
+
+
+def system_ids(session: Session, business_id: str | None) -> list[int] | None:
+    """A 業務ID filter as business system ids: None for no filter, [] when no such system exists."""
+    if not business_id:
+        return None
+    system = find_by_business_id(session, business_id)
+    return [system.id] if system else []

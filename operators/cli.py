@@ -16,19 +16,19 @@ from flask.cli import AppGroup
 from flask_babel import force_locale
 
 from ca.authority import CaSettings
-from ca.cli import cli_actor, echo_rows, json_option
-from ca.errors import InvalidInput, OpauthError
 from db import get_session, new_session
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.cli import cli_actor, echo_rows, json_option
+from kernel.errors import InvalidInput, OpauthError
 from operators import csv_io
-from operators.audit import AuditAction, audited_unit_of_work
 from operators.business_systems import get_by_business_id
 from operators.in_business import parse_permissions, set_in_business_id
-from operators.login_service import LoginSettings, change_password
+from operators.login.service import LoginSettings, change_password
 from operators.models import AuthMethod
 from operators.operator_data import OperatorData
 from operators.registration import bulk_change_passwords, register_and_issue, revoke_operator
 from operators.tenancy import (
-    Scope,
+    CLI_SCOPE,
     get_operator,
     get_tenant,
     in_business_system,
@@ -38,8 +38,6 @@ from operators.tenancy import (
 from operators.tenants import TenantData, create_tenant, list_tenants, set_joint_use
 
 T = TypeVar("T")
-CLI_SCOPE = Scope(actor_id=0, actor_name="cli", tenant_id=0, all_tenants=True, manages_operators=True,
-                  business_system_id=None)
 
 
 def _run(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:

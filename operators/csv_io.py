@@ -22,11 +22,11 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ca.errors import Conflict, InvalidInput
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict, InvalidInput
+from operators.login.passwords import check_policy, hash_password
 from operators.models import InBusinessId, Operator, Role, Tenant, operator_business_system
 from operators.operator_data import AUTH_METHOD_LABELS, GENDER_LABELS, IN_BUSINESS_ID, OperatorData
-from operators.passwords import check_policy, hash_password
 from operators.tenancy import Scope, ensure_can_manage_operators, joint_use_systems, operators_of
 
 # (key, header) in file order; the template and the export use these headers.

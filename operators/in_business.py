@@ -11,8 +11,8 @@ from flask_babel import lazy_gettext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ca.errors import InvalidInput, NotFound
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import InvalidInput, NotFound
 from operators.models import BusinessSystem, InBusinessId, Operator, Tenant
 from operators.operator_data import IN_BUSINESS_ID
 from operators.tenancy import Scope, operators_of

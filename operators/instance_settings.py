@@ -20,10 +20,10 @@ from flask_babel import gettext
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ca.errors import InvalidInput, SettingsConflict
 from config import INSTANCE_SETTINGS, PINNED, ConfigError, InstanceRule, load_settings, parse_oid
 from config import instance as store
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import InvalidInput, SettingsConflict
 
 
 def N_(text: str) -> str:  # noqa: N802 - the marker pybabel extracts; translated when shown

@@ -6,9 +6,10 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, UniqueConstraint
+from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
 
+from ca.models import Certificate
 from db import Base, UtcDateTime, str_enum, utcnow
 
 
@@ -49,6 +50,10 @@ class BusinessSystem(Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    # Certificates issued for this system. The PKI engine (ca/) keeps only ``Certificate.business_system_id``;
+    # the backref gives each certificate its ``business_system`` for screens and exports.
+    certificates: Mapped[list[Certificate]] = relationship(
+        Certificate, backref=backref("business_system", viewonly=True), viewonly=True)
 
     @property
     def image_name(self) -> str:
@@ -101,7 +106,7 @@ class Operator(Base):
     session_version: Mapped[int] = mapped_column(default=1)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    # Operator registration fields of seed 001 I.2.1(5) (issue 5).
+    # Operator registration fields of seed 001 I.2.1(5).
     department: Mapped[str] = mapped_column(String(200), default="")  # 部門
     gender: Mapped[Gender] = mapped_column(str_enum(Gender), default=Gender.UNSPECIFIED)  # 性別
     phone: Mapped[str] = mapped_column(String(40), default="")  # 連絡先電話
@@ -116,41 +121,6 @@ class Operator(Base):
     tenant: Mapped[Tenant] = relationship()
     permitted_systems: Mapped[list[BusinessSystem]] = relationship(
         secondary=operator_business_system, order_by="BusinessSystem.business_id")
-
-
-class AuditResult(enum.StrEnum):
-    SUCCESS = "success"
-    FAILURE = "failure"
-
-
-class AuditEvent(Base):
-    """Append-only audit log; each row's hash covers its fields and the previous row's hash."""
-
-    __tablename__ = "audit_event"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    actor: Mapped[str] = mapped_column(String(200))
-    tenant: Mapped[str] = mapped_column(String(20), default="")
-    source: Mapped[str] = mapped_column(String(64), default="")
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    target: Mapped[str] = mapped_column(String(400), default="")
-    result: Mapped[AuditResult] = mapped_column(str_enum(AuditResult))
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
-
-
-class AuditHead(Base):
-    """One row holding the newest audit hash; locked while appending so the chain stays linear."""
-
-    __tablename__ = "audit_head"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_hash: Mapped[str] = mapped_column(String(64))
-    last_id: Mapped[int] = mapped_column(default=0)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    note: Mapped[str] = mapped_column(Text, default="")
 
 
 class JointUse(Base):

@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session
 from ca.authority import CaSettings, chain_certificates, current_issuer
 from ca.csr import parse_csr
 from ca.delivery import Pkcs12Bundle, build_pkcs12
-from ca.errors import Conflict
 from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
 from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.profiles import validity_days
 from db import utcnow
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict
 from operators.models import Operator, OperatorCertificate, Tenant
 
 
@@ -160,8 +160,8 @@ def reissue_for_permissions(session: Session, *, settings: CaSettings, operator:
 def revoke_operator_certificate(session: Session, *, operator: Operator, serial: str, actor: Actor,
                                 reason: RevocationReason = RevocationReason.UNSPECIFIED) -> Certificate:
     """失効: one of the operator's certificates (``NotFound`` for anyone else's)."""
-    from ca.errors import NotFound
     from ca.revocation import revoke
+    from kernel.errors import NotFound
 
     for cert in operator_certificates(session, operator):
         if cert.serial == serial.strip().lower():

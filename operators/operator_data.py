@@ -13,7 +13,7 @@ from typing import Any
 
 from flask_babel import lazy_gettext
 
-from ca.errors import InvalidInput
+from kernel.errors import InvalidInput
 from operators.models import AuthMethod, Gender, Role
 
 OPERATOR_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")

@@ -12,18 +12,18 @@ class Permission(enum.StrEnum):
     ISSUE_BUSINESS_SERVER_CERTIFICATES = "business_server_certificates.issue"
     MANAGE_BUSINESS_SYSTEMS = "business_systems.manage"
     VIEW_AUDIT = "audit.view"
-    # Tenancy (issue 5). Which tenant's data a permission reaches is decided by operators/tenancy.py.
+    # Tenancy. Which tenant's data a permission reaches is decided by operators/tenancy.py.
     MANAGE_TENANTS = "tenants.manage"  # 市町村・任意団体設定, 表示順変更
     MANAGE_JOINT_USE = "joint_use.manage"  # 共同利用業務設定
     ALL_TENANTS = "tenants.all"  # act on any tenant's data (システム管理者)
     MANAGE_OPERATORS = "operators.manage"  # 操作者登録・失効, オペレータ証明書, 出力・移行, パスワード一括変更
     MANAGE_IN_BUSINESS_IDS = "in_business_ids.manage"  # 業務内ID管理 / 操作者権限登録
-    # Login and biometrics (issue 6); the tenant reached is decided by operators/tenancy.py.
+    # Login and biometrics; the tenant reached is decided by operators/tenancy.py.
     MANAGE_BIOMETRICS = "biometrics.manage"  # 生体情報管理: enrol, delete, enrolment codes
     UNLOCK_OPERATORS = "operators.unlock"  # lift a login lock
-    # Revocation (issue 4)
+    # Revocation
     REVOKE_CERTIFICATES = "certificates.revoke"  # 失効, 保留解除 (certificateHold release)
-    # Mutual TLS (issue 7)
+    # Mutual TLS
     MANAGE_TLS_CERTIFICATES = "tls_certificates.manage"  # SSL通信証明書: 発行・削除・照会・再発行
     VIEW_CERTIFICATE_EXPIRY = "certificates.expiry"  # expiring certificates of (administered) business systems
     MANAGE_SETTINGS = "settings.manage"  # 環境基本設定: the instance's settings

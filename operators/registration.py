@@ -6,7 +6,7 @@ the view, API handler or CLI command owns the unit of work.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flask_babel import lazy_gettext
@@ -15,11 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
-from ca.errors import Conflict, Forbidden, InvalidInput, NotFound
 from ca.models import Certificate, RevocationReason
 from db import utcnow
-from operators.audit import Actor, AuditAction, record_event
-from operators.login_service import LoginSettings, set_password
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from operators.login.passwords import check_policy, generate_password, hash_password
+from operators.login.service import LoginSettings, set_password
 from operators.models import (
     BusinessSystem,
     InBusinessId,
@@ -36,7 +37,6 @@ from operators.operator_certs import (
     revoke_all,
 )
 from operators.operator_data import ROLE_NAMES, OperatorData
-from operators.passwords import check_policy, generate_password, hash_password
 from operators.tenancy import (
     Scope,
     ensure_can_manage_operators,
@@ -232,16 +232,20 @@ def withdraw_business_system(session: Session, *, settings: CaSettings, tenant: 
     return operators
 
 
+# What else an operator holds that must go when they are revoked (biometric credentials, registered by
+# bio.service): each cleanup runs in the revoking transaction, audits itself and returns how many it removed.
+RevocationCleanup = Callable[[Session, Operator, Actor], int]
+_revocation_cleanups: dict[str, RevocationCleanup] = {}
+
+
+def on_operator_revoked(name: str, cleanup: RevocationCleanup) -> None:
+    """Run ``cleanup`` inside every 操作者失効 (registering the same name again replaces it)."""
+    _revocation_cleanups[name] = cleanup
+
+
 def _remove_biometrics(session: Session, operator: Operator, actor: Actor) -> int:
-    """Delete the operator's biometric (WebAuthn) credentials through bio/'s own service (each audited)."""
-    try:
-        from bio.service import credentials_of, delete_credential
-    except ImportError:  # pragma: no cover - an installation without bio/
-        return 0
-    credentials = credentials_of(session, operator)
-    for credential in credentials:
-        delete_credential(session, operator=operator, credential_pk=credential.id, actor=actor)
-    return len(credentials)
+    """The biometric credentials removed by the cleanups registered with ``on_operator_revoked``."""
+    return sum(cleanup(session, operator, actor) for cleanup in _revocation_cleanups.values())
 
 
 def revoke_operator(session: Session, *, scope: Scope, operator: Operator, actor: Actor) -> RevocationResult:

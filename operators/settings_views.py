@@ -18,12 +18,12 @@ from flask.cli import AppGroup
 from flask_babel import gettext as _
 from sqlalchemy.engine import make_url
 
-from ca.errors import OpauthError
 from config import INSTANCE_SETTINGS, PINNED, settings_markdown
 from config import instance as store
 from db import get_session, new_session
-from operators.audit import Actor, AuditAction, audited_unit_of_work
-from operators.auth import current_actor, requires, requires_recent_auth
+from kernel.audit import Actor, AuditAction, audited_unit_of_work
+from kernel.errors import OpauthError
+from kernel.web import json_body
 from operators.instance_settings import (
     GROUPS,
     Change,
@@ -34,8 +34,8 @@ from operators.instance_settings import (
     list_settings,
     plan_changes,
 )
+from operators.login.auth import current_actor, requires, requires_recent_auth
 from operators.permissions import Permission
-from operators.web import json_body
 
 bp = Blueprint("settings_admin", __name__)
 api_bp = Blueprint("settings_api", __name__, url_prefix="/api/v1")

@@ -21,8 +21,8 @@ from flask_babel import lazy_gettext
 from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
-from ca.errors import NotFound
-from operators.models import BusinessSystem, JointUse, Operator, Role, StagedOperator, Tenant
+from kernel.errors import NotFound
+from operators.models import BusinessSystem, JointUse, Operator, Role, StagedOperator, Tenant, operator_business_system
 from operators.permissions import Permission, has_permission
 
 
@@ -36,6 +36,11 @@ class Scope:
     all_tenants: bool
     manages_operators: bool
     business_system_id: int | None  # set for business system administrators
+
+
+# The scope of a shell user running `flask --app app ...` on the server: every tenant.
+CLI_SCOPE = Scope(actor_id=0, actor_name="cli", tenant_id=0, all_tenants=True, manages_operators=True,
+                  business_system_id=None)
 
 
 def scope_of(operator: Operator) -> Scope:
@@ -206,3 +211,17 @@ def get_staged(session: Session, scope: Scope, tenant: Tenant, staged_id: int) -
     if staged is None:
         raise NotFound(lazy_gettext("指定された登録対象は登録対象リストにありません。"))
     return staged
+
+
+def usable_business_systems(session: Session, operator: Operator) -> list[BusinessSystem]:
+    """The systems the operator may use: permitted to them (許可業務), permitted to their tenant
+    by joint use (共同利用) and enabled. Revoked operators get none."""
+    if operator.revoked_at is not None:
+        return []
+    query = (select(BusinessSystem)
+             .join(operator_business_system, operator_business_system.c.business_system_id == BusinessSystem.id)
+             .join(JointUse, (JointUse.business_system_id == BusinessSystem.id)
+                   & (JointUse.tenant_id == operator.tenant_id))
+             .where(operator_business_system.c.operator_id == operator.id, BusinessSystem.enabled.is_(True))
+             .order_by(BusinessSystem.business_id))
+    return list(session.scalars(query))

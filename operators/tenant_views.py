@@ -7,12 +7,13 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
-from ca.errors import InvalidInput, OpauthError
 from db import get_session
-from operators.audit import AuditAction
-from operators.auth import current_actor, requires, requires_recent_auth
+from kernel.audit import AuditAction
+from kernel.errors import InvalidInput, OpauthError
+from kernel.web import page_arg
 from operators.business_systems import get_by_business_id, list_business_systems
 from operators.in_business import delete_in_business_id, list_mappings, parse_permissions, set_in_business_id
+from operators.login.auth import current_actor, requires, requires_recent_auth
 from operators.models import TenantKind
 from operators.permissions import Permission
 from operators.tenancy import (
@@ -33,7 +34,7 @@ from operators.tenants import (
     set_joint_use,
     update_tenant,
 )
-from operators.web import ca_settings, page_arg, scope, unit_of_work
+from operators.web import ca_settings, scope, unit_of_work
 
 bp = Blueprint("tenants_admin", __name__, url_prefix="/admin")
 

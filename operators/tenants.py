@@ -11,8 +11,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
-from ca.errors import Conflict, InvalidInput, NotFound
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import Conflict, InvalidInput, NotFound
 from operators.models import BusinessSystem, JointUse, Tenant, TenantKind
 
 TENANT_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")

@@ -13,14 +13,17 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
 
-from ca.errors import InvalidInput, NotFound, OpauthError
 from ca.inquiry import export_certificate
 from ca.models import RevocationReason
 from db import get_session
+from kernel.audit import AuditAction
+from kernel.errors import InvalidInput, NotFound, OpauthError
+from kernel.web import data_url, no_store, page_arg
+from kernel.webinput import query_text
 from operators import bulk_views
-from operators.audit import AuditAction
-from operators.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.in_business import mappings_of
+from operators.login.auth import current_actor, current_operator, requires, requires_recent_auth
+from operators.login.passwords import generate_password
 from operators.models import Operator, Tenant
 from operators.operator_certs import (
     issue_operator_certificate,
@@ -28,7 +31,6 @@ from operators.operator_certs import (
     revoke_operator_certificate,
 )
 from operators.operator_data import AUTH_METHOD_NAMES, GENDER_NAMES, LABELS, ROLE_NAMES, OperatorData
-from operators.passwords import generate_password
 from operators.permissions import Permission, has_permission
 from operators.registration import (
     administered_business_id,
@@ -47,8 +49,7 @@ from operators.tenancy import (
     staged_of,
     visible_tenants,
 )
-from operators.web import ca_settings, data_url, no_store, page_arg, scope, unit_of_work
-from webinput import query_text
+from operators.web import ca_settings, scope, unit_of_work
 
 bp = Blueprint("operators_admin", __name__, url_prefix="/admin")
 bp.register_blueprint(bulk_views.bp)  # 一括登録, 出力, パスワード一括変更, 証明書未発行 (operators_admin.bulk.*)

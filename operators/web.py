@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import Response, current_app, jsonify, request
+from flask import current_app, jsonify, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import validate_csrf
 from wtforms import ValidationError
 
 from ca.authority import CaSettings
-from ca.errors import InvalidInput, NotFound
 from db import get_session, new_session
-from operators.audit import AuditAction, audited_unit_of_work, record_event_separately
-from operators.auth import current_actor, current_operator
-from operators.models import AuditResult
+from kernel.audit import AuditAction, AuditResult, audited_unit_of_work, record_event_separately
+from kernel.errors import NotFound
+from operators.login.auth import current_actor, current_operator
 from operators.tenancy import Scope, scope_of
 
 T = TypeVar("T")
@@ -38,49 +36,10 @@ def unit_of_work(work: Callable[[], T], *, failure: AuditAction, target: str) ->
                                 actor=current_actor(), target=target)
 
 
-def page_arg() -> int:
-    """The ``page`` query argument, clamped to a sane range."""
-    try:
-        return max(1, min(int(request.args.get("page", "1")), 100_000))
-    except ValueError:
-        return 1
-
-
 def ca_settings() -> CaSettings:
     """The CA settings of the running app."""
     return CaSettings.from_config(current_app.config)
 
-
-def data_url(data: bytes, media_type: str) -> str:
-    """A data: URL holding ``data``, for a download that never touches the server again."""
-    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
-
-
-def no_store(body: str) -> Response:
-    """An HTML response that caches must not keep (one-time secrets)."""
-    response = Response(body, mimetype="text/html")
-    response.headers["Cache-Control"] = "no-store"  # one-time secrets must not stay in caches
-    return response
-
-
-# --- JSON API ---------------------------------------------------------------------------------------
-
-def json_body() -> dict[str, Any]:
-    """The JSON object sent; ``InvalidInput`` for anything else.
-
-    The body was decoded and checked by the kernel (``webinput.decode_json``) before the view ran.
-    """
-    body = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(body, dict):
-        raise InvalidInput(_("JSON のオブジェクトを送ってください(Content-Type: application/json)。"))
-    return body
-
-
-def optional_json_body() -> dict[str, Any]:
-    """The JSON object sent, or {} when there is no body; anything else is refused."""
-    if not request.get_data(cache=True):
-        return {}
-    return json_body()
 
 
 def _cross_site() -> bool:
@@ -126,19 +85,3 @@ def refuse_ambient_api_calls() -> Any:
     return None
 
 
-def int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> int:
-    """An integer query argument within [low, high]; ``InvalidInput`` otherwise."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if len(raw) > 12:  # int() of a long digit string is itself costly; no valid value is this long
-        raise InvalidInput(_("%(name)s は %(low)d 以上 %(high)d 以下で指定してください。", name=name, low=low,
-                             high=high))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(_("%(name)s は整数で指定してください。", name=name)) from None
-    if not low <= value <= high:
-        raise InvalidInput(_("%(name)s は %(low)d 以上 %(high)d 以下で指定してください。", name=name, low=low,
-                             high=high))
-    return value

@@ -46,9 +46,9 @@ def _audit_checkpoint() -> None:
 def _renew_server_certificate() -> bool:
     """Re-issue opauth's TLS certificate if due, exactly as `init` does; True when a new one was written."""
     from app import create_app
+    from bootstrap import ensure_tls_certificate
     from ca.authority import CaSettings
     from db import get_session
-    from operators.bootstrap import ensure_tls_certificate
 
     app = create_app()
     try:

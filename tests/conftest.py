@@ -24,8 +24,8 @@ from sqlalchemy import create_engine, text
 
 import db
 from app import create_app
+from bootstrap import init_instance
 from ca.authority import CaSettings
-from operators.bootstrap import init_instance
 
 PG_ADMIN_URL = os.environ.get("OPAUTH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, select, text
 
 from db import get_session
-from operators.models import AuditEvent
+from kernel.audit import AuditEvent
 from tests.helpers import BUSINESS
 
 WAIT_SECONDS = 120  # how long the test waits for the racers to block (a bound, not an assertion on timing)

@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.routing import IntegerConverter
 
-import webinput
 from db import get_session
-from operators.models import AuditEvent
+from kernel import webinput
+from kernel.audit import AuditEvent
 from tests.conftest import csrf_token
 from tests.helpers import BUSINESS, make_csr
 

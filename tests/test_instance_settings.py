@@ -18,13 +18,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from app import create_app
-from ca.errors import SettingsConflict
 from config import INSTANCE_SETTINGS, PINNED, SETTINGS
 from config import instance as store
 from db import get_session
-from operators.audit import SYSTEM_ACTOR, AuditAction
+from kernel.audit import SYSTEM_ACTOR, AuditAction, AuditEvent
+from kernel.errors import SettingsConflict
 from operators.instance_settings import SettingsInvalid, apply_changes, plan_changes
-from operators.models import AuditEvent
 from tests.conftest import TEST_PKI_BASE, csrf_token
 from tests.helpers import business_payload, make_csr
 
@@ -160,7 +159,7 @@ def test_an_environment_that_disagrees_about_pinned_urls_cannot_issue(app: Flask
         assert rogue.config["PKI_BASE_URL"] == TEST_PKI_BASE  # the instance's value is the one in effect
         assert "OPAUTH_PKI_BASE_URL" in rogue.config["PINNED_CONFLICTS"][0]
         from ca.authority import CaSettings
-        from ca.business_server import issue_business_server_certificate
+        from certs.business_server import issue_business_server_certificate
         from operators.business_systems import BusinessSystemData
 
         payload = business_payload(make_csr())

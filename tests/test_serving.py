@@ -158,7 +158,7 @@ def _refusals(instance: Path) -> list[dict[str, Any]]:
 
     from app import create_app
     from db import get_session
-    from operators.models import AuditEvent
+    from kernel.audit import AuditEvent
 
     app = create_app({"INSTANCE_DIR": str(instance)})
     try:

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 APDL = Path(__file__).resolve().parents[2] / "apdl"
-OPAUTH_PACKAGES = {"ca", "operators", "bio", "db", "config", "app", "i18n", "oidc", "tests"}
+OPAUTH_PACKAGES = {"ca", "certs", "kernel", "operators", "bio", "db", "config", "app", "bootstrap", "oidc", "tests"}
 
 
 def _imported_top_levels(path: Path) -> set[str]:

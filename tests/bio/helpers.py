@@ -13,8 +13,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 import db
-from operators.models import AuditEvent, AuthMethod, BusinessSystem, Operator, Role, Tenant, TenantKind
-from operators.passwords import hash_password
+from kernel.audit import AuditEvent
+from operators.login.passwords import hash_password
+from operators.models import AuthMethod, BusinessSystem, Operator, Role, Tenant, TenantKind
 from tests.conftest import csrf_token
 
 OPERATOR_PASSWORD = "Sakura-Momiji-2026"

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 import db
 from bio.models import EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
-from operators.audit import AuditAction
+from kernel.audit import AuditAction
 from operators.models import Role
 from tests.bio.helpers import (
     OPERATOR_PASSWORD,

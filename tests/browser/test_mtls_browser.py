@@ -26,8 +26,8 @@ from werkzeug.serving import make_server
 import db
 from ca.models import Certificate, RevocationReason
 from ca.revocation import revoke
-from operators.audit import SYSTEM_ACTOR
-from operators.models import AuditEvent, OperatorCertificate, Role
+from kernel.audit import SYSTEM_ACTOR, AuditEvent
+from operators.models import OperatorCertificate, Role
 from tests.bio.helpers import OPERATOR_PASSWORD, add_operator, register_biometric
 from tests.browser.conftest import _free_port
 from tests.conftest import initialise, make_app

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from ca.models import Certificate
 from db import get_session
-from operators.models import AuditEvent
+from kernel.audit import AuditEvent
 from tests.helpers import BUSINESS, business_payload, make_csr, run
 
 

@@ -25,7 +25,7 @@ from ca.models import Certificate, CertificateProfile, Crl, RevocationReason
 from ca.publishing import publisher
 from ca.revocation import revoke_by_serial
 from db import get_session, new_session
-from operators.audit import SYSTEM_ACTOR
+from kernel.audit import SYSTEM_ACTOR
 from tests.ca.pki_helpers import Leaf, issue_leaf, live_server, pki_path, revoke
 from tests.helpers import pkilint, run
 

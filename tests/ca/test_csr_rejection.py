@@ -15,10 +15,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from ca.csr import parse_csr
-from ca.errors import InvalidCsr
 from ca.models import Certificate
 from db import get_session
-from operators.models import AuditEvent, BusinessSystem
+from kernel.audit import AuditEvent
+from kernel.errors import InvalidCsr
+from operators.models import BusinessSystem
 from tests.helpers import BUSINESS, make_csr, rsa_key
 
 

@@ -263,7 +263,7 @@ def _failed_login_source(app: object, remote: str, forwarded: str) -> str:
     from sqlalchemy import select
 
     from db import get_session
-    from operators.models import AuditEvent
+    from kernel.audit import AuditEvent
     from tests.conftest import csrf_token
 
     assert isinstance(app, Flask)

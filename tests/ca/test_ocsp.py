@@ -21,7 +21,7 @@ from ca.models import Certificate, CertificateProfile, OcspResponse, RevocationR
 from ca.ocsp import ensure_responder
 from ca.revocation import revoke_by_serial
 from db import get_session
-from operators.audit import SYSTEM_ACTOR
+from kernel.audit import SYSTEM_ACTOR
 from tests.ca.pki_helpers import Leaf, issue_leaf, live_server, openssl_ocsp, revoke
 from tests.helpers import pkilint, run
 

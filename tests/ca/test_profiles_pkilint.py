@@ -13,11 +13,11 @@ from flask import Flask
 from sqlalchemy import select
 
 from ca.authority import CaSettings, current_issuer
-from ca.business_server import issue_business_server_certificate
 from ca.issuance import issue_certificate
 from ca.models import Certificate, CertificateProfile
+from certs.business_server import issue_business_server_certificate
 from db import get_session
-from operators.audit import SYSTEM_ACTOR
+from kernel.audit import SYSTEM_ACTOR
 from operators.business_systems import BusinessSystemData
 from tests.helpers import BUSINESS, make_csr, pkilint, rsa_key
 

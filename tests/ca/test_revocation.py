@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ca.models import Certificate, CertificateProfile
 from db import get_session
-from operators.models import AuditEvent
+from kernel.audit import AuditEvent
 from tests.ca.pki_helpers import issue_leaf, revoke
 from tests.conftest import csrf_token
 

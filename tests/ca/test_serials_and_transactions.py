@@ -10,10 +10,10 @@ from sqlalchemy.exc import IntegrityError
 
 import ca.issuance as issuance
 from ca.authority import CaSettings
-from ca.business_server import issue_business_server_certificate
 from ca.models import Certificate
+from certs.business_server import issue_business_server_certificate
 from db import get_session
-from operators.audit import SYSTEM_ACTOR
+from kernel.audit import SYSTEM_ACTOR
 from operators.business_systems import BusinessSystemData
 from tests.helpers import BUSINESS, make_csr
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from db import get_session
-from operators.models import AuditEvent
+from kernel.audit import AuditEvent
 from tests.conftest import csrf_token
 from tests.helpers import BUSINESS, make_csr, run
 
@@ -134,8 +134,8 @@ def test_expiring_certificates_are_listed_for_administrators(app: Flask, admin_c
 
 
 def _business_admin(app: Flask, operator_id: str, business_id: str | None) -> None:
+    from operators.login.passwords import hash_password
     from operators.models import BusinessSystem, Operator, Role, Tenant
-    from operators.passwords import hash_password
     from tests.bio.helpers import OPERATOR_PASSWORD
 
     with app.app_context():

@@ -20,7 +20,7 @@ from ca.models import Certificate, CertificateProfile, Crl, RevocationReason
 from ca.revocation import release_hold, revoke, revoke_by_serial
 from ca.validation import ValidationResult, validate_chain
 from db import get_session
-from operators.audit import SYSTEM_ACTOR
+from kernel.audit import SYSTEM_ACTOR
 from tests.ca.pki_helpers import Leaf, issue_leaf
 
 

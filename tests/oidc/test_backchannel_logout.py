@@ -25,8 +25,8 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select
 
 from db import get_session
+from kernel.audit import AuditEvent
 from oidc.models import OidcLogoutDelivery
-from operators.models import AuditEvent
 from tests.bio.helpers import bio_login, manager_enrols
 from tests.bio.softauthn import SoftAuthenticator
 from tests.conftest import ADMIN_PASSWORD, csrf_token

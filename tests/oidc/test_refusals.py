@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select, update
 
 from db import get_session, utcnow
+from kernel.audit import AuditEvent
 from oidc.models import OidcAuthorizationCode
-from operators.models import AuditEvent
 from tests.conftest import csrf_token
 from tests.oidc.conftest import (
     REDIRECTS,

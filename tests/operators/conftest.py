@@ -21,9 +21,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from db import get_session
+from kernel.audit import AuditEvent
 from operators.business_systems import BusinessSystemData, save_business_system
+from operators.login.passwords import hash_password
 from operators.models import (
-    AuditEvent,
     InBusinessId,
     JointUse,
     Operator,
@@ -34,7 +35,6 @@ from operators.models import (
     TenantKind,
     operator_business_system,
 )
-from operators.passwords import hash_password
 from tests.conftest import csrf_token
 from tests.helpers import BUSINESS, run
 

@@ -10,8 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from db import get_session
-from operators.models import AuditEvent, Operator, Tenant
-from operators.passwords import verify_password
+from kernel.audit import AuditEvent
+from operators.login.passwords import verify_password
+from operators.models import Operator, Tenant
 from tests.conftest import csrf_token
 from tests.helpers import run
 from tests.operators.conftest import World, basic_client, register, web_client

@@ -10,8 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from db import get_session
-from operators.audit import SYSTEM_ACTOR, AuditAction, record_event, verify_chain
-from operators.models import AuditEvent
+from kernel.audit import SYSTEM_ACTOR, AuditAction, AuditEvent, record_event, verify_chain
 
 
 def _add_events(app: Flask, n: int) -> list[int]:

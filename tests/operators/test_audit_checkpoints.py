@@ -17,10 +17,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from ca.models import CertificateAuthority
+from certs.audit_checkpoints import AUDIT_KEY_URI, CHECKPOINT_FILE, PUBLIC_KEY_FILE
 from db import get_session
-from operators.audit import _entry_hash, verify_chain
-from operators.audit_checkpoints import AUDIT_KEY_URI, CHECKPOINT_FILE, PUBLIC_KEY_FILE
-from operators.models import AuditEvent
+from kernel.audit import AuditEvent, _entry_hash, verify_chain
 from tests.helpers import BUSINESS
 from tests.operators.test_audit import _drop_guard, guard_restored  # noqa: F401 - autouse fixture
 

@@ -13,7 +13,8 @@ from ca.inquiry import get_certificate
 from ca.models import RevocationReason
 from ca.profiles import permitted_business_ids
 from db import get_session
-from operators.models import AuditEvent, InBusinessId, Operator
+from kernel.audit import AuditEvent
+from operators.models import InBusinessId, Operator
 from tests.bio.helpers import manager_enrols
 from tests.bio.softauthn import SoftAuthenticator
 from tests.conftest import csrf_token

@@ -177,9 +177,9 @@ def test_values_excel_would_run_as_formulas_are_refused(world: World, api_a: Fla
 
 
 def test_an_id_registered_between_validation_and_writing_is_a_conflict(world: World) -> None:
-    from ca.errors import Conflict
+    from kernel.audit import SYSTEM_ACTOR
+    from kernel.errors import Conflict
     from operators import csv_io
-    from operators.audit import SYSTEM_ACTOR
     from operators.models import Role
     from operators.tenancy import Scope
 

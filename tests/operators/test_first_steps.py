@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 import db
-from operators.models import AuditEvent
+from kernel.audit import AuditEvent
 from tests.conftest import csrf_token
 
 NEW_PASSWORD = "Scripted-Setup-Password-7"

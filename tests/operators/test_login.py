@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 import db
-from operators.audit import AuditAction, verify_chain
-from operators.login_models import OperatorLoginState
+from kernel.audit import AuditAction, verify_chain
+from operators.login.models import OperatorLoginState
 from operators.models import Operator, Role
 from tests.bio.helpers import (
     CHEAP_ARGON2,
@@ -84,7 +84,7 @@ def test_unknown_operator_and_wrong_password_get_the_same_answer(app: Flask) -> 
 
 
 def test_unknown_operator_costs_a_password_verification_too(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    import operators.login_service as service
+    import operators.login.service as service
 
     calls: list[str | None] = []
     real = service.verify_password
@@ -363,7 +363,7 @@ def test_nul_bytes_and_huge_fields_are_a_refusal_not_a_500(app: Flask) -> None:
 
 
 def test_safe_next_allows_only_paths_on_this_site(app: Flask) -> None:
-    from operators.auth import safe_next
+    from operators.login.auth import safe_next
 
     with app.test_request_context("/", base_url="http://localhost"):
         assert safe_next("/admin/certificates?page=2") == "/admin/certificates?page=2"

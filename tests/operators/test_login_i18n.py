@@ -16,8 +16,9 @@ MO = PO.with_suffix(".mo")
 
 
 def _source_msgids() -> set[str]:
-    method_map = [("app.py", "python"), ("i18n.py", "python"), ("bio/**.py", "python"),
-                  ("operators/**.py", "python"), ("ca/**.py", "python"), ("oidc/**.py", "python"),
+    method_map = [("app.py", "python"), ("bootstrap.py", "python"), ("kernel/**.py", "python"),
+                  ("bio/**.py", "python"), ("operators/**.py", "python"), ("ca/**.py", "python"),
+                  ("certs/**.py", "python"), ("oidc/**.py", "python"),
                   ("templates/**.html", "jinja2")]
     keywords = {"_": None, "gettext": None, "lazy_gettext": None}
     found = set()

@@ -57,7 +57,7 @@ def test_top_screen_lists_only_usable_business_systems(app: Flask) -> None:
 
 
 def test_revoked_operator_sees_nothing(app: Flask) -> None:
-    from operators.login_top import usable_business_systems
+    from operators.tenancy import usable_business_systems
 
     usable = add_business_system(app, "05", "利用環境設定")
     pk = add_operator(app, "OP9998")

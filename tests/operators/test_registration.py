@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from ca.profiles import permitted_business_ids
 from db import get_session
+from operators.login.passwords import verify_password
 from operators.models import Gender, Operator, OperatorCertificate
-from operators.passwords import verify_password
 from tests.conftest import csrf_token
 from tests.helpers import make_csr, pkilint, run
 from tests.operators.conftest import (

@@ -8,10 +8,10 @@ from cryptography import x509
 from flask import Flask
 from sqlalchemy import select
 
+from bootstrap import ensure_tls_certificate, tls_paths
 from ca.authority import CaSettings
 from ca.models import Certificate
 from db import get_session
-from operators.bootstrap import ensure_tls_certificate, tls_paths
 from tests.conftest import initialise, make_app
 from tests.helpers import run
 

@@ -31,11 +31,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, signer_for
-from ca.errors import OpauthError
 from ca.keys import KeyStoreError, Signer, generate_private_key, store_software_key
 from db import utcnow
-from operators.audit import Actor, AuditAction, record_event
-from operators.models import AuditEvent
+from kernel.audit import Actor, AuditAction, AuditEvent, record_event
+from kernel.errors import OpauthError
 
 AUDIT_KEY_URI = "file:keys/audit-checkpoint.key.pem"
 CHECKPOINT_FILE = "checkpoints.jsonl"

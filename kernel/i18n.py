@@ -20,7 +20,7 @@ DEFAULT_LANGUAGE = "ja"
 LANG_COOKIE = "opauth_lang"
 # Paths used by programs rather than browsers: their clients may ask for a language with Accept-Language.
 MACHINE_PATHS = ("/api/", "/pki/")
-TRANSLATIONS_DIR = Path(__file__).resolve().parent / "translations"
+TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 
 babel = Babel()
 

@@ -35,13 +35,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
-from ca.errors import OpauthError
 from ca.models import Certificate, CertificateProfile
 from ca.validation import validate_chain
 from config.serving import app_socket_path
 from db import get_session, new_session
-from operators.audit import Actor, AuditAction, record_event_separately
-from operators.models import AuditResult, OperatorCertificate
+from kernel.audit import Actor, AuditAction, AuditResult, record_event_separately
+from kernel.errors import OpauthError
+from operators.models import OperatorCertificate
 
 CLIENT_CERT_HEADER = "X-SSL-Client-Cert"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -256,7 +256,7 @@ def _end_unbound_session() -> Any:
         return None
     from flask_login import logout_user
 
-    from operators.auth import current_actor
+    from operators.login.auth import current_actor
 
     record_event_separately(new_session, action=AuditAction.OPERATOR_CERT_MISMATCH, actor=current_actor(),
                             result=AuditResult.FAILURE, target=request.path, detail={"reason": violation})

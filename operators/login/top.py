@@ -13,30 +13,15 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, render_template, url_for
 from flask_babel import lazy_gettext
 from markupsafe import escape
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from werkzeug.routing import BuildError
 
 from db import get_session
-from operators.auth import current_operator, login_required_page
-from operators.models import BusinessSystem, JointUse, Operator, operator_business_system
+from operators.login.auth import current_operator, login_required_page
+from operators.models import Operator
 from operators.permissions import Permission, has_permission
+from operators.tenancy import usable_business_systems
 
 bp = Blueprint("top", __name__)
-
-
-def usable_business_systems(session: Session, operator: Operator) -> list[BusinessSystem]:
-    """The systems the operator may use: permitted to them (許可業務), permitted to their tenant
-    by joint use (共同利用) and enabled. Revoked operators get none."""
-    if operator.revoked_at is not None:
-        return []
-    query = (select(BusinessSystem)
-             .join(operator_business_system, operator_business_system.c.business_system_id == BusinessSystem.id)
-             .join(JointUse, (JointUse.business_system_id == BusinessSystem.id)
-                   & (JointUse.tenant_id == operator.tenant_id))
-             .where(operator_business_system.c.operator_id == operator.id, BusinessSystem.enabled.is_(True))
-             .order_by(BusinessSystem.business_id))
-    return list(session.scalars(query))
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from werkzeug.http import http_date
 from ca import ocsp
 from ca.authority import CaSettings, authorities, pem_bundle
 from ca.crl import crl_by_number, crl_is_due, crl_pem, current_crl, latest_crl
-from ca.errors import NotFound
 from ca.models import CertificateAuthority, Crl
 from ca.publishing import request_republication
 from db import get_session, utcnow
+from kernel.errors import NotFound
 
 log = logging.getLogger(__name__)
 

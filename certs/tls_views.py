@@ -10,9 +10,8 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from flask_babel import lazy_gettext
 from werkzeug.datastructures import FileStorage
 
-from ca.errors import NotFound, OpauthError
 from ca.inquiry import expiring_certificates, list_certificates
-from ca.tls_certs import (
+from certs.tls_certs import (
     IssuedTlsCertificate,
     TlsCertificateData,
     delete_tls_certificate,
@@ -21,14 +20,16 @@ from ca.tls_certs import (
     reissue_tls_certificate,
     tls_certificates,
 )
-from ca.views import read_upload
+from certs.views import read_upload
 from db import get_session, new_session, utcnow
-from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, current_operator, requires, requires_recent_auth
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.errors import NotFound, OpauthError
+from kernel.web import page_arg
 from operators.business_systems import find_by_business_id, list_business_systems
+from operators.login.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.permissions import Permission
 from operators.tenancy import administered_systems, scope_of, visible_tenants
-from operators.web import ca_settings, page_arg, scope
+from operators.web import ca_settings, scope
 
 bp = Blueprint("tls_admin", __name__, url_prefix="/admin")
 
@@ -143,7 +144,7 @@ def business_certificates(business_id: str) -> Any:
     system = find_by_business_id(session, business_id)
     if system is None or not (reach.all_tenants or system.id in {s.id for s in administered_systems(session, reach)}):
         raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=business_id[:20]))
-    certs = list_certificates(session, business_id=system.business_id, page=page_arg(),
+    certs = list_certificates(session, business_system_ids=[system.id], page=page_arg(),
                               per_page=current_app.config["PAGE_SIZE"])
     return render_template("ca/business_certificates.html", system=system, page=certs,
                            warn_before=utcnow() + timedelta(days=current_app.config["CERT_EXPIRY_WARNING_DAYS"]))

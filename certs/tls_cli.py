@@ -12,9 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ca.authority import CaSettings
-from ca.cli import cli_actor, echo_rows, json_option
-from ca.errors import OpauthError
-from ca.tls_certs import (
+from certs.tls_certs import (
     IssuedTlsCertificate,
     TlsCertificateData,
     delete_tls_certificate,
@@ -23,8 +21,11 @@ from ca.tls_certs import (
     tls_certificates,
 )
 from db import get_session, new_session
-from operators.audit import AuditAction, audited_unit_of_work
-from operators.cli import CLI_SCOPE
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.cli import cli_actor, echo_rows, json_option
+from kernel.errors import OpauthError
+from operators.business_systems import system_of
+from operators.tenancy import CLI_SCOPE
 
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ def list_command(show_all: bool, as_json: bool) -> None:
     echo_rows(("serial", "status", "not_after", "binding", "subject"),
               ({"serial": c.serial, "status": c.status,
                 "not_after": c.not_after if as_json else f"{c.not_after:%Y-%m-%d}",
-                "binding": c.business_system.business_id if c.business_system
+                "binding": s.business_id if (s := system_of(c))
                 else (c.details or {}).get("terminal", ""), "subject": c.subject}
                for c in tls_certificates(get_session(), scope=CLI_SCOPE, active_only=not show_all)),
               as_json=as_json)

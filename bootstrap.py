@@ -10,29 +10,37 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+from flask import Flask, current_app
+from flask.cli import with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import db
 from ca.authority import CaSettings, chain_certificates, current_issuer, init_hierarchy, pem_bundle
 from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
 from ca.models import Certificate, CertificateAuthority, CertificateProfile
 from ca.profiles import validity_days
 from ca.revocation import refresh
-from db import utcnow
-from operators.audit import SYSTEM_ACTOR, AuditAction, record_event
-from operators.auth import ensure_system_tenant
+from config.serving import tls_paths
+from db import get_session, utcnow
+from kernel.audit import SYSTEM_ACTOR, AuditAction, record_event
+from kernel.cli import fail
+from kernel.errors import OpauthError
 from operators.instance_settings import given_settings, seed_at_init
+from operators.login.auth import ensure_system_tenant
+from operators.login.passwords import generate_password, hash_password
 from operators.models import Operator, Role
-from operators.passwords import generate_password, hash_password
 
 BOOTSTRAP_ADMIN_ID = "admin"
 TLS_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -51,11 +59,6 @@ class InitReport:
 def initial_password_path(instance_dir: Path) -> Path:
     """The 0600 file holding the bootstrap administrator's one-time password."""
     return instance_dir / INITIAL_PASSWORD_FILE
-
-
-def tls_paths(instance_dir: Path) -> dict[str, Path]:
-    tls = instance_dir / "tls"
-    return {"cert": tls / "server.pem", "key": tls / "server.key", "ca": tls / "ca-bundle.pem"}
 
 
 def init_instance(session: Session, settings: CaSettings) -> InitReport:
@@ -177,3 +180,47 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
+
+
+@click.command("init")
+@with_appcontext
+def init_command() -> None:
+    """Create the database schema, CA hierarchy, bootstrap administrator and TLS certificate (idempotent)."""
+    db.upgrade(current_app.config["DATABASE_URL"])
+    settings = CaSettings.from_config(current_app.config)
+    try:
+        report = init_instance(get_session(), settings)
+    except OpauthError as exc:  # e.g. OPAUTH_PKI_BASE_URL disagrees with the instance's stored value
+        fail(exc)
+        return
+    click.echo("CA hierarchy created." if report.created_ca else "CA hierarchy already present: reused.")
+    if report.tls_issued:
+        click.echo(f"TLS certificate for localhost written to {tls_paths(settings.instance_dir)['cert']}")
+    if report.admin_password:
+        _announce_bootstrap_admin(report.admin_password, report.admin_password_file)
+
+
+def _announce_bootstrap_admin(password: str, path: Path | None) -> None:
+    # stdout of `make run` may be a log file or the journal: the password itself only goes to a terminal.
+    click.echo("")
+    click.echo("  Bootstrap administrator (change the password at first login):")
+    click.echo("    tenant:      system (システム管理)")
+    click.echo(f"    operator ID: {BOOTSTRAP_ADMIN_ID}")
+    if sys.stdout.isatty():
+        click.echo(f"    password:    {password}  (one-time)")
+    click.echo(f"    the one-time password is in {path} (mode 0600); delete the file after the first login")
+    click.echo("")
+
+
+@click.command("db-upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Apply database migrations (Alembic) up to the newest revision."""
+    db.upgrade(current_app.config["DATABASE_URL"])
+    click.echo("database schema is up to date")
+
+
+def init_app(app: Flask) -> None:
+    """Register ``flask init`` and ``flask db-upgrade``."""
+    app.cli.add_command(init_command)
+    app.cli.add_command(db_upgrade)

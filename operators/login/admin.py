@@ -13,11 +13,11 @@ from flask import Blueprint, Flask, flash, jsonify, redirect, render_template, r
 from flask.cli import AppGroup
 from flask_babel import gettext as _
 
-from ca.errors import OpauthError
 from db import get_session
-from operators.audit import Actor
-from operators.auth import current_actor, current_operator, requires, requires_recent_auth
-from operators.login_service import find_operator, locked_operators, unlock
+from kernel.audit import Actor
+from kernel.errors import OpauthError
+from operators.login.auth import current_actor, current_operator, requires, requires_recent_auth
+from operators.login.service import find_operator, locked_operators, unlock
 from operators.permissions import Permission
 from operators.tenancy import get_operator, managed_tenant, scope_of
 

@@ -25,7 +25,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 class Base(DeclarativeBase):
@@ -122,8 +122,8 @@ def str_enum(cls: type[enum.Enum]) -> Enum:
     return Enum(cls, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
 
 
-MODEL_MODULES = ("ca.models", "operators.models", "operators.login_models", "bio.models", "config.instance",
-                 "oidc.models")
+MODEL_MODULES = ("kernel.audit", "ca.models", "operators.models", "operators.login.models", "bio.models",
+                 "config.instance", "oidc.models")
 
 
 def import_models() -> None:

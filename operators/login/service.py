@@ -17,12 +17,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ca.errors import OpauthError
 from db import utcnow
-from operators.audit import Actor, AuditAction, record_event
-from operators.login_models import LoginMethod, LoginThrottle, OperatorLoginState, PasswordHistory
-from operators.models import AuditResult, AuthMethod, Operator, Tenant
-from operators.passwords import check_policy, hash_password, needs_rehash, verify_password
+from kernel.audit import Actor, AuditAction, AuditResult, record_event
+from kernel.errors import OpauthError
+from operators.login.models import LoginMethod, LoginThrottle, OperatorLoginState, PasswordHistory
+from operators.login.passwords import check_policy, hash_password, needs_rehash, verify_password
+from operators.models import AuthMethod, Operator, Tenant
 
 
 class PasswordRejected(OpauthError):

@@ -27,7 +27,7 @@ from flask import Flask, current_app, request
 from flask_babel import gettext as _
 from werkzeug.routing import IntegerConverter, Map
 
-from ca.errors import InvalidInput, NotFound, OpauthError
+from kernel.errors import InvalidInput, NotFound, OpauthError
 
 MAX_JSON_DEPTH = 32
 MAX_JSON_INT = 2**53 - 1

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import getpass
-import json
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup
 
-import db
 from ca.authority import CaSettings
-from ca.business_server import issue_business_server_certificate
-from ca.errors import OpauthError
-from ca.inquiry import export_certificate, get_certificate, list_certificates
+from ca.inquiry import export_certificate, get_certificate
 from ca.models import RevocationReason
 from ca.revocation import (
     REMOVE_FROM_CRL,
@@ -29,88 +22,14 @@ from ca.revocation import (
     refresh,
     revoke_by_serial,
 )
+from certs.audit_checkpoints import default_directory, record_checkpoint, sign_checkpoint, verify_checkpoints
+from certs.business_server import issue_business_server_certificate
+from certs.inquiry import find_certificates
 from db import get_session, new_session
-from operators.audit import Actor, AuditAction, audited_unit_of_work, verify_chain
-from operators.audit_checkpoints import default_directory, record_checkpoint, sign_checkpoint, verify_checkpoints
-from operators.bootstrap import BOOTSTRAP_ADMIN_ID, init_instance, tls_paths
+from kernel.audit import AuditAction, audited_unit_of_work, verify_chain
+from kernel.cli import cli_actor, echo_rows, fail, json_option
+from kernel.errors import OpauthError
 from operators.business_systems import BusinessSystemData, list_business_systems
-
-
-def cli_actor() -> Actor:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Actor(name=f"cli:{user}", tenant="system", source="cli")
-
-
-def json_option(fn: Any) -> Any:
-    """``--json`` for list commands."""
-    return click.option("--json", "as_json", is_flag=True,
-                        help="print a JSON array of objects instead of tab-separated text")(fn)
-
-
-def echo_rows(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], *, as_json: bool) -> None:
-    """A list command's output: a header line and tab-separated rows, or (``--json``) a JSON array."""
-    items = [{c: row[c] for c in columns} for row in rows]
-    if as_json:
-        click.echo(json.dumps(items, ensure_ascii=False, indent=2, default=_json_value))
-        return
-    click.echo("\t".join(columns))
-    for item in items:
-        click.echo("\t".join(_text(item[c]) for c in columns))
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return ",".join(_text(v) for v in value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    # a tab or newline inside a value would shift the columns
-    return str(value).replace("\t", " ").replace("\n", " ")
-
-
-def _fail(exc: OpauthError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
-    sys.exit(2)
-
-
-@click.command("init")
-@with_appcontext
-def init_command() -> None:
-    """Create the database schema, CA hierarchy, bootstrap administrator and TLS certificate (idempotent)."""
-    db.upgrade(current_app.config["DATABASE_URL"])
-    settings = CaSettings.from_config(current_app.config)
-    try:
-        report = init_instance(get_session(), settings)
-    except OpauthError as exc:  # e.g. OPAUTH_PKI_BASE_URL disagrees with the instance's stored value
-        _fail(exc)
-        return
-    click.echo("CA hierarchy created." if report.created_ca else "CA hierarchy already present: reused.")
-    if report.tls_issued:
-        click.echo(f"TLS certificate for localhost written to {tls_paths(settings.instance_dir)['cert']}")
-    if report.admin_password:
-        _announce_bootstrap_admin(report.admin_password, report.admin_password_file)
-
-
-def _announce_bootstrap_admin(password: str, path: Path | None) -> None:
-    # stdout of `make run` may be a log file or the journal: the password itself only goes to a terminal.
-    click.echo("")
-    click.echo("  Bootstrap administrator (change the password at first login):")
-    click.echo("    tenant:      system (システム管理)")
-    click.echo(f"    operator ID: {BOOTSTRAP_ADMIN_ID}")
-    if sys.stdout.isatty():
-        click.echo(f"    password:    {password}  (one-time)")
-    click.echo(f"    the one-time password is in {path} (mode 0600); delete the file after the first login")
-    click.echo("")
 
 
 @click.group("business-system", cls=AppGroup)
@@ -163,7 +82,7 @@ def issue_business_server(csr_path: Path, out: Path | None, fmt: str, **fields: 
                                     actor=actor, target=f"business_system:{fields['business_id'][:3]}")
         body, _media, _name = export_certificate(session, cert, fmt)
     except OpauthError as exc:
-        _fail(exc)
+        fail(exc)
         return
     click.echo(f"issued serial {cert.serial} for {cert.subject}", err=True)
     if out is None:
@@ -181,10 +100,10 @@ def issue_business_server(csr_path: Path, out: Path | None, fmt: str, **fields: 
 def cert_list(profile: str | None, business_id: str | None, status: str | None, page: int, as_json: bool) -> None:
     """List certificates, newest first, one page at a time (the page count goes to stderr)."""
     try:
-        result = list_certificates(get_session(), profile=profile, business_id=business_id, status=status,
+        result = find_certificates(get_session(), profile=profile, business_id=business_id, status=status,
                                    page=page, per_page=current_app.config["PAGE_SIZE"])
     except OpauthError as exc:
-        _fail(exc)
+        fail(exc)
         return
     echo_rows(("serial", "profile", "status", "not_after", "subject"),
               ({"serial": c.serial, "profile": c.profile, "status": c.status,
@@ -202,7 +121,7 @@ def cert_show(serial: str, fmt: str, out: Path | None) -> None:
     try:
         body, _media, _name = export_certificate(session, get_certificate(session, serial=serial), fmt)
     except OpauthError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if out is None:
         click.echo(body.decode() if fmt.endswith("pem") else body.hex())
@@ -223,7 +142,7 @@ def _revocation_command(serial: str, reason: RevocationReason | None, invalidity
         cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.REVOCATION_REJECTED,
                                     actor=actor, target=f"certificate:{serial[:40]}")
     except OpauthError as exc:
-        _fail(exc)
+        fail(exc)
         return
     state = f"{cert.status} ({cert.revocation_reason})" if cert.revocation_reason else cert.status
     click.echo(f"{cert.serial}\t{state}\t{cert.subject}")
@@ -240,7 +159,7 @@ def cert_revoke(serial: str, reason: str, invalidity_date: str | None) -> None:
     try:
         parsed = parse_reason(reason)
     except OpauthError as exc:
-        _fail(exc)
+        fail(exc)
         return
     _revocation_command(serial, parsed, invalidity_date)
 
@@ -354,20 +273,11 @@ def audit_checkpoint(directory: Path | None) -> None:
         checkpoint = sign_checkpoint(settings, directory=target, sequence=event.id, entry_hash=event.entry_hash)
     except OpauthError as exc:
         session.rollback()
-        _fail(exc)
+        fail(exc)
         return
     click.echo(f"checkpoint signed: entry {checkpoint.sequence} {checkpoint.entry_hash} -> {target}")
 
 
-@click.command("db-upgrade")
-@with_appcontext
-def db_upgrade() -> None:
-    """Apply database migrations (Alembic) up to the newest revision."""
-    db.upgrade(current_app.config["DATABASE_URL"])
-    click.echo("database schema is up to date")
-
-
 def init_app(app: Flask) -> None:
-    for command in (init_command, business_system_group, cert_group, audit_group, db_upgrade,
-                    pki_group):
+    for command in (business_system_group, cert_group, audit_group, pki_group):
         app.cli.add_command(command)

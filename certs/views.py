@@ -14,15 +14,17 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from ca.authority import authorities
-from ca.business_server import issue_business_server_certificate, preview
-from ca.errors import InvalidCsr, OpauthError
-from ca.inquiry import chain_for, export_certificate, get_certificate, list_certificates
+from ca.inquiry import chain_for, export_certificate, get_certificate
 from ca.labels import reason_label
 from ca.models import Certificate, CertificateProfile, RevocationReason
 from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
+from certs.business_server import issue_business_server_certificate, preview
+from certs.inquiry import find_certificates
 from db import get_session, new_session
-from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, current_operator, requires, requires_recent_auth
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.errors import InvalidCsr, OpauthError
+from kernel.web import page_arg
+from kernel.webinput import query_text
 from operators.business_systems import (
     LABELS,
     BusinessSystemData,
@@ -31,10 +33,10 @@ from operators.business_systems import (
     list_business_systems,
     save_and_audit,
 )
+from operators.login.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.permissions import Permission, has_permission
 from operators.tenancy import well_formed_business_id
-from operators.web import ca_settings, page_arg
-from webinput import query_text
+from operators.web import ca_settings
 
 bp = Blueprint("ca_admin", __name__)
 
@@ -132,7 +134,7 @@ def issue_business_server() -> Any:
 def certificate_list() -> Any:
     """照会: certificates with filters and pagination."""
     filters = {k: query_text(k, max_length=100) for k in ("profile", "business_id", "status", "text")}
-    page = list_certificates(get_session(), page=page_arg(), per_page=current_app.config["PAGE_SIZE"],
+    page = find_certificates(get_session(), page=page_arg(), per_page=current_app.config["PAGE_SIZE"],
                              **{k: v or None for k, v in filters.items()})
     return render_template("ca/certificate_list.html", page=page, filters=filters,
                            profiles=list(CertificateProfile))

@@ -8,11 +8,9 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify, request
 from flask_babel import lazy_gettext
 
-from ca.api import certificate_json
-from ca.errors import InvalidCsr
 from ca.inquiry import expiring_certificates
-from ca.mtls import Purpose, requires_client_certificate
-from ca.tls_certs import (
+from certs.api import certificate_json
+from certs.tls_certs import (
     IssuedTlsCertificate,
     TlsCertificateData,
     delete_tls_certificate,
@@ -22,11 +20,14 @@ from ca.tls_certs import (
     tls_certificates,
 )
 from db import get_session, new_session
-from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, requires
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.errors import InvalidCsr
+from kernel.web import json_body, optional_json_body
+from operators.login.auth import current_actor, requires
+from operators.login.mtls import Purpose, requires_client_certificate
 from operators.models import BusinessSystem
 from operators.permissions import Permission
-from operators.web import ca_settings, json_body, optional_json_body, scope
+from operators.web import ca_settings, scope
 
 bp = Blueprint("tls_api", __name__, url_prefix="/api/v1")
 

@@ -9,26 +9,29 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_babel import lazy_gettext
 
-from ca.business_server import issue_business_server_certificate
-from ca.errors import InvalidCsr
-from ca.inquiry import export_certificate, get_certificate, list_certificates
+from ca.inquiry import export_certificate, get_certificate
 from ca.models import Certificate
 from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_by_serial
-from ca.views import read_upload
+from certs.business_server import issue_business_server_certificate
+from certs.inquiry import find_certificates
+from certs.views import read_upload
 from db import get_session, new_session
-from operators.audit import AuditAction, audited_unit_of_work
-from operators.auth import current_actor, requires
+from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.errors import InvalidCsr
+from kernel.web import int_arg, json_body
 from operators.business_systems import (
     LABELS,
     BusinessSystemData,
     get_by_business_id,
     list_business_systems,
     save_and_audit,
+    system_of,
 )
+from operators.login.auth import current_actor, requires
 from operators.models import BusinessSystem
 from operators.permissions import Permission
 from operators.tenancy import well_formed_business_id
-from operators.web import ca_settings, int_arg, json_body
+from operators.web import ca_settings
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "static" / "openapi.json"
@@ -46,7 +49,7 @@ def certificate_json(cert: Certificate) -> dict[str, Any]:
         "not_after": cert.not_after.isoformat(),
         "status": cert.status,
         "fingerprint_sha256": cert.fingerprint_sha256,
-        "business_id": cert.business_system.business_id if cert.business_system else None,
+        "business_id": system.business_id if (system := system_of(cert)) else None,
         "issued_by": cert.issued_by,
         "created_at": cert.created_at.isoformat(),
         "revoked_at": cert.revoked_at.isoformat() if cert.revoked_at else None,
@@ -133,7 +136,7 @@ def issue_business_server() -> Any:
 @bp.route("/certificates")
 @requires(Permission.VIEW_CERTIFICATES)
 def certificates() -> Any:
-    page = list_certificates(
+    page = find_certificates(
         get_session(),
         profile=request.args.get("profile"), business_id=request.args.get("business_id"),
         status=request.args.get("status"), text=request.args.get("q"),

@@ -18,16 +18,22 @@ from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, current_issuer
 from ca.csr import parse_csr
-from ca.errors import InvalidCsr
 from ca.issuance import issue_certificate
 from ca.models import Certificate, CertificateProfile
-from ca.names import allowed_host, allowed_hosts, check_subject_value, common_name_for, requested_names
+from ca.names import (
+    allowed_host,
+    allowed_hosts,
+    check_subject_value,
+    common_name_for,
+    general_name_for_host,
+    requested_names,
+)
 from ca.profiles import validity_days
-from operators.audit import Actor, AuditAction, record_event
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import InvalidCsr
 from operators.business_systems import (
     BusinessSystemData,
     find_by_business_id,
-    general_name_for_host,
     save_and_audit,
 )
 from operators.models import BusinessSystem

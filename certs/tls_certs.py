@@ -23,15 +23,15 @@ from sqlalchemy.orm import Session
 from ca.authority import CaSettings, chain_certificates, current_issuer
 from ca.csr import parse_csr
 from ca.delivery import Pkcs12Bundle, build_pkcs12
-from ca.errors import InvalidInput, NotFound
 from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
 from ca.models import Certificate, CertificateProfile, RevocationReason
-from ca.names import allowed_hosts, check_subject_value, common_name_for, registered_hosts
+from ca.names import allowed_hosts, check_subject_value, common_name_for, general_name_for_host
 from ca.profiles import validity_days
 from ca.revocation import revoke
-from operators.audit import Actor, AuditAction, record_event
-from operators.business_systems import find_by_business_id, general_name_for_host, host_of
+from kernel.audit import Actor, AuditAction, record_event
+from kernel.errors import InvalidInput, NotFound
+from operators.business_systems import find_by_business_id, host_of, registered_hosts
 from operators.models import BusinessSystem, Tenant
 from operators.tenancy import Scope, get_tenant
 

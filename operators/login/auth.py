@@ -38,21 +38,19 @@ from flask_login import LoginManager, current_user, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ca.errors import OpauthError
 from db import get_session, new_session
-from operators.audit import Actor, AuditAction, record_event, record_event_separately
-from operators.login_models import LoginMethod
-from operators.login_service import (
+from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
+from kernel.errors import OpauthError
+from operators.login.models import LoginMethod
+from operators.login.service import (
     LoginRefusal,
     LoginSettings,
     password_change_required,
     password_login,
     verify_current_password,
 )
-from operators.login_service import (
-    change_password as change_password_service,
-)
-from operators.models import AuditResult, AuthMethod, Operator, Tenant, TenantKind
+from operators.login.service import change_password as change_password_service
+from operators.models import AuthMethod, Operator, Tenant, TenantKind
 from operators.permissions import Permission, has_permission
 
 bp = Blueprint("auth", __name__)

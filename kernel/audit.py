@@ -12,15 +12,50 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from db import utcnow
-from operators.models import AuditEvent, AuditHead, AuditResult
+from db import Base, UtcDateTime, str_enum, utcnow
 
 GENESIS_HASH = "0" * 64
+
+
+class AuditResult(enum.StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+class AuditEvent(Base):
+    """Append-only audit log; each row's hash covers its fields and the previous row's hash."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    tenant: Mapped[str] = mapped_column(String(20), default="")
+    source: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(400), default="")
+    result: Mapped[AuditResult] = mapped_column(str_enum(AuditResult))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """One row holding the newest audit hash; locked while appending so the chain stays linear."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    last_id: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    note: Mapped[str] = mapped_column(Text, default="")
 
 
 class AuditAction(enum.StrEnum):
@@ -40,7 +75,7 @@ class AuditAction(enum.StrEnum):
     ACCESS_DENIED = "auth.access_denied"
     AUDIT_VERIFIED = "audit.verified"
     AUDIT_CHECKPOINT = "audit.checkpoint"
-    # Tenancy and operator registration (issue 5)
+    # Tenancy and operator registration
     TENANT_CREATED = "tenant.created"
     TENANT_UPDATED = "tenant.updated"
     TENANTS_REORDERED = "tenant.reordered"
@@ -61,7 +96,7 @@ class AuditAction(enum.StrEnum):
     CERTIFICATE_REVOKED = "certificate.revoked"
     CERTIFICATE_HOLD_RELEASED = "certificate.hold_released"
     REVOCATION_REJECTED = "certificate.revocation_rejected"
-    # Login hardening and biometrics (issue 6)
+    # Login hardening and biometrics
     LOGIN_LOCKED = "auth.locked"
     LOGIN_UNLOCKED = "auth.unlocked"
     LOGIN_THROTTLED = "auth.throttled"
@@ -73,7 +108,7 @@ class AuditAction(enum.StrEnum):
     BIO_CLONE_SUSPECTED = "bio.clone_suspected"
     BIO_ENROLMENT_CODE_ISSUED = "bio.enrolment_code_issued"
     BIO_ENROLMENT_CODE_REDEEMED = "bio.enrolment_code_redeemed"
-    # Mutual TLS (issue 7)
+    # Mutual TLS
     CLIENT_CERT_REFUSED = "mtls.client_certificate_refused"
     OPERATOR_CERT_MISMATCH = "mtls.operator_certificate_mismatch"
     # 環境基本設定 (instance settings)
@@ -209,7 +244,7 @@ def audited_unit_of_work(session: Session, session_factory: Callable[[], Session
 
     This is the unit-of-work boundary shared by the web UI, the API and the CLI.
     """
-    from ca.errors import OpauthError
+    from kernel.errors import OpauthError
 
     try:
         result = work()
