@@ -47,6 +47,7 @@ from operators.login.auth import (
     client_address,
     current_actor,
     current_operator,
+    form_identity,
     is_recently_authenticated,
     login_settings,
     mark_reauthenticated,
@@ -331,9 +332,7 @@ def enrol() -> Any:
     error = None
     status = 200
     if request.method == "POST":
-        tenant_code = request.form.get("tenant", "")[:20]
-        operator_id = request.form.get("operator_id", "")[:64]
-        actor = attempt_actor(tenant_code=tenant_code, operator_id=operator_id)
+        tenant_code, operator_id, actor = form_identity()
         settings = login_settings()
         if is_throttled(db_session, source=client_address(), settings=settings):
             error, status = str(THROTTLED), 429

@@ -18,7 +18,7 @@ from certs.views import read_upload
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
 from kernel.errors import InvalidCsr
-from kernel.web import int_arg, json_body
+from kernel.web import attachment, int_arg, json_body
 from operators.business_systems import (
     LABELS,
     BusinessSystemData,
@@ -155,9 +155,7 @@ def certificate(serial: str) -> Any:
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_download(serial: str, fmt: str) -> Any:
     session = get_session()
-    body, media_type, filename = export_certificate(session, get_certificate(session, serial=serial), fmt)
-    return Response(body, mimetype=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return attachment(*export_certificate(session, get_certificate(session, serial=serial), fmt))
 
 
 def _revocation(serial: str, *, release: bool) -> Any:

@@ -7,7 +7,7 @@ import binascii
 from typing import Any
 
 from cryptography import x509
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from certs.inquiry import find_certificates
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
 from kernel.errors import InvalidCsr, OpauthError
-from kernel.web import page_arg
+from kernel.web import attachment, page_arg
 from kernel.webinput import query_text
 from operators.business_systems import (
     LABELS,
@@ -211,9 +211,7 @@ def revoke_certificate(cert_id: int) -> Any:
 @requires(Permission.VIEW_CERTIFICATES)
 def certificate_download(cert_id: int, fmt: str) -> Any:
     session = get_session()
-    body, media_type, filename = export_certificate(session, get_certificate(session, cert_id=cert_id), fmt)
-    return Response(body, mimetype=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return attachment(*export_certificate(session, get_certificate(session, cert_id=cert_id), fmt))
 
 
 @bp.route("/admin/business-systems")

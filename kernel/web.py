@@ -68,3 +68,11 @@ def int_arg(name: str, default: int, *, low: int = 1, high: int = 100_000) -> in
         raise InvalidInput(_("%(name)s は %(low)d 以上 %(high)d 以下で指定してください。", name=name, low=low,
                              high=high))
     return value
+
+
+def attachment(body: bytes | str, media_type: str, filename: str, *, no_store: bool = False) -> Response:
+    """A download: ``body`` as ``filename`` (``no_store`` for one-time secrets that caches must not keep)."""
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if no_store:
+        headers["Cache-Control"] = "no-store"
+    return Response(body, mimetype=media_type, headers=headers)

@@ -39,7 +39,7 @@ from operators.registration import (
     update_operator,
 )
 from operators.tenancy import managed_operator, managed_tenant, operators_of
-from operators.web import ca_settings, scope, unit_of_work
+from operators.web import ca_settings, export_filters, operators_csv, scope, unit_of_work
 
 bp = Blueprint("operators_api", __name__, url_prefix="/api/v1")
 
@@ -240,13 +240,7 @@ def operator_export(code: str) -> Any:
     """オペレータ情報出力 as CSV."""
     session, s = get_session(), scope()
     found = managed_tenant(session, s, code)
-    filters = {k: query_text(k, max_length=200) for k in csv_io.EXPORT_FILTERS}
-    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
-    body = unit_of_work(lambda: csv_io.export_csv(session, scope=s, tenant=found, filters=filters,
-                                                  actor=current_actor(), encoding=encoding),
-                        failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{found.code}")
-    return Response(body, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="operators-{found.code}.csv"'})
+    return operators_csv(session, s, found, export_filters())
 
 
 @bp.route("/tenants/<code>/operators/template.csv")

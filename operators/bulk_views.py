@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from db import get_session, new_session
 from kernel.audit import AuditAction, AuditResult, record_event_separately
 from kernel.errors import InvalidInput, OpauthError
-from kernel.web import data_url, no_store, page_arg
+from kernel.web import attachment, data_url, no_store, page_arg
 from operators import csv_io
 from operators.login.auth import current_actor, login_settings, requires, requires_recent_auth
 from operators.models import Operator
@@ -25,7 +25,7 @@ from operators.operator_data import LABELS
 from operators.permissions import Permission
 from operators.registration import RegistrationResult, bulk_change_passwords
 from operators.tenancy import managed_operator, managed_tenant, operators_of
-from operators.web import ca_settings, scope, unit_of_work
+from operators.web import ca_settings, export_filters, operators_csv, scope, unit_of_work
 
 bp = Blueprint("bulk", __name__)
 MAX_BATCH_ISSUE = 100  # PKCS#12s shown on one page
@@ -79,8 +79,7 @@ def import_template(code: str) -> Any:
     """The CSV template (UTF-8 with BOM, or Shift_JIS)."""
     tenant = managed_tenant(get_session(), scope(), code)
     encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
-    return Response(csv_io.template_csv(encoding), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="operators-template-{tenant.code}.csv"'})
+    return attachment(csv_io.template_csv(encoding), "text/csv", f"operators-template-{tenant.code}.csv")
 
 
 @bp.route("/t/<code>/import", methods=["GET", "POST"])
@@ -140,15 +139,10 @@ def export(code: str) -> Any:
     """オペレータ情報出力: filter form (GET without ``download``) or the CSV."""
     session, s = get_session(), scope()
     tenant = managed_tenant(session, s, code)
-    filters = {k: request.args.get(k, "")[:200].replace("\x00", "") for k in csv_io.EXPORT_FILTERS}
+    filters = export_filters()
     if request.args.get("download") != "1":
         return render_template("operators/export.html", tenant=tenant, filters=filters, labels=LABELS)
-    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
-    body = unit_of_work(lambda: csv_io.export_csv(session, scope=s, tenant=tenant, filters=filters,
-                                                  actor=current_actor(), encoding=encoding),
-                        failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
-    return Response(body, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="operators-{tenant.code}.csv"'})
+    return operators_csv(session, s, tenant, filters)
 
 
 @bp.route("/t/<code>/passwords", methods=["GET", "POST"])
@@ -182,5 +176,4 @@ def passwords(code: str) -> Any:
         return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8")
 
     body = unit_of_work(work, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
-    return Response(body, mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="passwords-{tenant.code}.csv"', "Cache-Control": "no-store"})
+    return attachment(body, "text/csv", f"passwords-{tenant.code}.csv", no_store=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
@@ -18,7 +18,7 @@ from ca.models import RevocationReason
 from db import get_session
 from kernel.audit import AuditAction
 from kernel.errors import InvalidInput, NotFound, OpauthError
-from kernel.web import data_url, no_store, page_arg
+from kernel.web import attachment, data_url, no_store, page_arg
 from kernel.webinput import query_text
 from operators import bulk_views
 from operators.in_business import mappings_of
@@ -293,9 +293,7 @@ def certificate_download(code: str, operator_id: str, serial: str, fmt: str) -> 
     operator = managed_operator(session, s, tenant, operator_id)
     for cert in operator_certificates(session, operator):
         if cert.serial == serial.lower():
-            body, media_type, filename = export_certificate(session, cert, fmt)
-            return Response(body, mimetype=media_type,
-                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+            return attachment(*export_certificate(session, cert, fmt))
     raise NotFound(lazy_gettext("この操作者の指定された証明書はありません。"))
 
 

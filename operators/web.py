@@ -1,4 +1,7 @@
-"""Helpers shared by the tenancy web views and API (operators/views.py, bulk_views.py, tenant_views.py, api.py)."""
+"""Helpers of the operators' web views and API that know the logged-in operator.
+
+The tenancy scope, the audited unit of work, the CSRF rule for API calls and the CSV export response.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,22 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from flask import current_app, jsonify, request
+from flask import Response, current_app, jsonify, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import validate_csrf
+from sqlalchemy.orm import Session
 from wtforms import ValidationError
 
 from ca.authority import CaSettings
 from db import get_session, new_session
 from kernel.audit import AuditAction, AuditResult, audited_unit_of_work, record_event_separately
 from kernel.errors import NotFound
+from kernel.web import attachment
+from kernel.webinput import query_text
+from operators import csv_io
 from operators.login.auth import current_actor, current_operator
+from operators.models import Tenant
 from operators.tenancy import Scope, scope_of
 
 T = TypeVar("T")
@@ -85,3 +93,15 @@ def refuse_ambient_api_calls() -> Any:
     return None
 
 
+def export_filters() -> dict[str, str]:
+    """オペレータ情報出力's filters from the query string (each a substring match, under the text rule)."""
+    return {k: query_text(k, max_length=200) for k in csv_io.EXPORT_FILTERS}
+
+
+def operators_csv(session: Session, s: Scope, tenant: Tenant, filters: dict[str, str]) -> Response:
+    """オペレータ情報出力: the tenant's operators as a CSV download (UTF-8, or CP932 with ``encoding=cp932``)."""
+    encoding = "cp932" if request.args.get("encoding") == "cp932" else "utf-8"
+    body = unit_of_work(lambda: csv_io.export_csv(session, scope=s, tenant=tenant, filters=filters,
+                                                  actor=current_actor(), encoding=encoding),
+                        failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant.code}")
+    return attachment(body, "text/csv", f"operators-{tenant.code}.csv")

@@ -121,6 +121,13 @@ def attempt_actor(*, tenant_code: str, operator_id: str) -> Actor:
     return Actor(name=operator_id[:64] or "anonymous", tenant=tenant_code[:20], source=client_address())
 
 
+def form_identity() -> tuple[str, str, Actor]:
+    """The tenant and operator ID a login form names, and the audit actor of that attempt."""
+    tenant_code = request.form.get("tenant", "")[:20]
+    operator_id = request.form.get("operator_id", "")[:64]
+    return tenant_code, operator_id, attempt_actor(tenant_code=tenant_code, operator_id=operator_id)
+
+
 def authenticate(db_session: Session, *, tenant_code: str, operator_id: str, password: str) -> Operator | None:
     """The operator whose credentials these are, or None (lock and throttle apply; caller commits)."""
     result = password_login(db_session, tenant_code=tenant_code, operator_id=operator_id, password=password,
@@ -320,12 +327,10 @@ def login() -> Any:
     error = None
     status = 200
     if request.method == "POST":
-        tenant_code = request.form.get("tenant", "")[:20]
-        operator_id = request.form.get("operator_id", "")[:64]
+        tenant_code, operator_id, actor = form_identity()
         password = request.form.get("password", "")[:256]
         result = password_login(db_session, tenant_code=tenant_code, operator_id=operator_id, password=password,
-                                source=client_address(), settings=login_settings(),
-                                actor=attempt_actor(tenant_code=tenant_code, operator_id=operator_id))
+                                source=client_address(), settings=login_settings(), actor=actor)
         db_session.commit()
         if result.ok and result.operator is not None:
             start_session(result.operator, method=LoginMethod.PASSWORD)
