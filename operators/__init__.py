@@ -1,0 +1,1 @@
+"""Identity and tenancy: tenants, joint use, business systems, operators, permissions, registration."""

@@ -1,0 +1,1 @@
+"""Login, sessions, passwords and lockout, and the one client-certificate enforcement point (``mtls``)."""
