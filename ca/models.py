@@ -84,11 +84,10 @@ class Certificate(Base):
     der: Mapped[bytes] = mapped_column(LargeBinary)
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     spki_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    # The owner a certificate was issued for, by id: the engine knows no business systems or tenants
-    # (operators.models maps ``Certificate.business_system`` from the business system's side).
-    business_system_id: Mapped[int | None] = mapped_column(
-        ForeignKey("business_system.id"), index=True)
-    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenant.id"), index=True)
+    # Whom a certificate was issued for, by id. The engine knows no business systems or tenants: their
+    # foreign keys and ``Certificate.business_system`` are declared by operators.models, which owns them.
+    business_system_id: Mapped[int | None] = mapped_column(index=True)
+    tenant_id: Mapped[int | None] = mapped_column(index=True)
     issued_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     replaces_id: Mapped[int | None] = mapped_column(ForeignKey("certificate.id"))

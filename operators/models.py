@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Table, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, ForeignKeyConstraint, Integer, String, Table, UniqueConstraint
 from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
 
 from ca.models import Certificate
@@ -53,7 +53,8 @@ class BusinessSystem(Base):
     # Certificates issued for this system. The PKI engine (ca/) keeps only ``Certificate.business_system_id``;
     # the backref gives each certificate its ``business_system`` for screens and exports.
     certificates: Mapped[list[Certificate]] = relationship(
-        Certificate, backref=backref("business_system", viewonly=True), viewonly=True)
+        Certificate, primaryjoin="BusinessSystem.id == foreign(Certificate.business_system_id)",
+        backref=backref("business_system", viewonly=True), viewonly=True)
 
     @property
     def image_name(self) -> str:
@@ -176,3 +177,9 @@ class StagedOperator(Base):
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     password_hash: Mapped[str] = mapped_column(String(400), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# The certificate table's links to its owners, which the PKI engine's model leaves to the owners' side.
+_certificate_table = cast(Table, Certificate.__table__)
+_certificate_table.append_constraint(ForeignKeyConstraint(["business_system_id"], ["business_system.id"]))
+_certificate_table.append_constraint(ForeignKeyConstraint(["tenant_id"], ["tenant.id"]))
