@@ -94,6 +94,11 @@ class AuditAction(enum.StrEnum):
     OIDC_KEY_ROTATED = "oidc.key_rotated"
     OIDC_LOGOUT_SENT = "oidc.logout_sent"
     OIDC_LOGOUT_FAILED = "oidc.logout_failed"
+    # API tokens for machine clients
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REJECTED = "api_token.rejected"
+    API_TOKEN_REVOKED = "api_token.revoked"
+    API_TOKEN_REFUSED = "api_token.refused"
 
 
 @dataclass(frozen=True)
