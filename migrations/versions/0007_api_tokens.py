@@ -1,4 +1,5 @@
-"""API tokens for machine clients (stored as SHA-256 of the secret; scoped, expiring, revocable)
+"""API tokens for machine clients (stored as SHA-256 of the secret; scoped, expiring, revocable);
+index for a business system's newest certificate
 
 Revision ID: 0007
 Revises: 0006
@@ -39,9 +40,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('api_token', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_token_operator_pk'), ['operator_pk'], unique=False)
+    op.create_index('ix_certificate_business_system_latest', 'certificate', ['business_system_id', 'profile', 'id'],
+                    unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_certificate_business_system_latest', table_name='certificate')
     with op.batch_alter_table('api_token', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_token_operator_pk'))
 
