@@ -79,8 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from oidc import cli as oidc_cli
     from oidc import views as oidc_views
     from operators import api as operators_api
+    from operators import api_token_views, settings_views, tenant_views
     from operators import cli as operators_cli
-    from operators import settings_views, tenant_views
     from operators import views as operators_views
     from operators.login import admin as login_admin
     from operators.login import auth, mtls
@@ -91,6 +91,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)  # login, sessions and their timeouts
     mtls.init_app(app)  # certificate-bound sessions end when the certificate does
     login_admin.init_app(app)
+    api_token_views.init_app(app)  # API トークン: screen, API, CLI
     settings_views.init_app(app)  # 環境基本設定: screen, API, CLI
     bio_views.init_app(app)
     oidc_views.init_app(app)  # business login: the OpenID provider

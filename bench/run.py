@@ -47,8 +47,8 @@ PASSWORD = "Bench-Password-2026!x"
 CLIENTS = 4
 OCSP_REQUESTS = 4000  # per scenario, spread over the client processes
 OCSP_SECONDS = 20.0  # and at most this long
-ISSUE_REQUESTS = 60
-ISSUE_SECONDS = 60.0
+ISSUE_REQUESTS = 1000
+ISSUE_SECONDS = 20.0
 CRL_SIZES = (10_000, 100_000, 1_000_000)
 
 sys.path.insert(0, str(ROOT))
@@ -114,6 +114,21 @@ def _prepare_instance(instance: Path) -> tuple[bytes, bytes]:
 
 def _basic() -> str:
     return "Basic " + base64.b64encode(f"admin@system:{PASSWORD}".encode()).decode()
+
+
+def _issuance_token(port: int) -> str:
+    """An API token for issuance, made once over the API with the administrator's password (as a script would)."""
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/api/v1/api-tokens", headers={"Authorization": _basic(), "Content-Type": "application/json"},
+                 body=json.dumps({"name": "bench", "scopes": ["business_server_certificates.issue"], "days": 1}))
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    if response.status != 201:
+        raise RuntimeError(f"token creation failed: HTTP {response.status} {body}")
+    return f"Bearer {body['token']}"
 
 
 def _csr() -> str:
@@ -233,7 +248,7 @@ def bench_issuance(work: Path) -> float:
 
         csrs = [_csr() for _ in range(ISSUE_REQUESTS)]
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-        headers = {"Authorization": _basic(), "Content-Type": "application/json"}
+        headers = {"Authorization": _issuance_token(server.port), "Content-Type": "application/json"}
         done = 0
         start = time.perf_counter()
         deadline = time.monotonic() + ISSUE_SECONDS

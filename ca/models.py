@@ -70,6 +70,8 @@ class Certificate(Base):
         Index("ix_certificate_profile_created", "profile", "created_at"),
         # CRL production streams one CA's revoked certificates through this index.
         Index("ix_certificate_authority_revoked", "authority_id", "revoked_at"),
+        # A re-issue names the business system's newest certificate: one index probe however many came before.
+        Index("ix_certificate_business_system_latest", "business_system_id", "profile", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -13,8 +13,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca.authority import CaSettings, current_issuer
 from ca.csr import parse_csr
@@ -97,13 +98,25 @@ def preview(data: BusinessSystemData, csr_bytes: bytes, *, max_csr_bytes: int) -
     return BusinessServerPreview(csr=csr, subject=x509.Name(attrs), sans=sans)
 
 
-def latest_certificate(session: Session, business_system_id: int) -> Certificate | None:
+@dataclass(frozen=True)
+class LatestCertificate:
+    """The id and serial of a business system's newest server certificate (what a re-issue names)."""
+
+    id: int
+    serial: str
+
+
+# Built once; reads two columns through ix_certificate_business_system_latest, never the DER.
+_LATEST = (select(Certificate.id, Certificate.serial)
+           .where(Certificate.business_system_id == bindparam("system_id"),
+                  Certificate.profile == CertificateProfile.BUSINESS_SERVER)
+           .order_by(Certificate.id.desc()).limit(1))
+
+
+def latest_certificate(session: Session, business_system_id: int) -> LatestCertificate | None:
     """The newest business server certificate of a business system."""
-    return session.scalar(
-        select(Certificate)
-        .where(Certificate.business_system_id == business_system_id,
-               Certificate.profile == CertificateProfile.BUSINESS_SERVER)
-        .order_by(Certificate.id.desc()).limit(1))
+    row = session.execute(_LATEST, {"system_id": business_system_id}).first()
+    return LatestCertificate(id=row.id, serial=row.serial) if row is not None else None
 
 
 def _saved(session: Session, data: BusinessSystemData, actor: Actor) -> tuple[BusinessSystem, bool]:
@@ -142,6 +155,7 @@ def issue_business_server_certificate(
         business_system_id=system.id,
         replaces_id=previous.id if previous else None,
     )
+    set_committed_value(cert, "business_system", system)  # the caller's JSON needs it: no second lookup
     record_event(session, action=AuditAction.CERTIFICATE_ISSUED, actor=actor,
                  target=f"certificate:{cert.serial}",
                  detail={"profile": str(cert.profile), "subject": cert.subject, "sans": cert.sans,

@@ -242,8 +242,15 @@ def init_app(app: Flask, given: dict[str, Any]) -> None:
 
 def refresh(app: Flask) -> bool:
     """Re-apply the stored settings if another process (or request) changed them; True if it did."""
-    read = _read(app.extensions["opauth.engine"])
-    if read is None or read[0] == app.extensions.get(VERSION):
+    engine: Engine = app.extensions["opauth.engine"]
+    try:
+        with engine.connect() as conn:
+            if current_version(conn) == app.extensions.get(VERSION):
+                return False  # the common case: one small read per request
+    except DBAPIError:
+        return False
+    read = _read(engine)
+    if read is None:
         return False
     app.extensions[VERSION] = read[0]
     _apply(app, read[1], at_start=False)

@@ -129,6 +129,11 @@ class AuditAction(enum.StrEnum):
     OIDC_KEY_ROTATED = "oidc.key_rotated"
     OIDC_LOGOUT_SENT = "oidc.logout_sent"
     OIDC_LOGOUT_FAILED = "oidc.logout_failed"
+    # API tokens for machine clients
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REJECTED = "api_token.rejected"
+    API_TOKEN_REVOKED = "api_token.revoked"
+    API_TOKEN_REFUSED = "api_token.refused"
 
 
 @dataclass(frozen=True)
@@ -178,12 +183,15 @@ def record_event(
     """Append one entry in ``session``'s transaction (committed with the work it describes)."""
     # Write to the head row first: this takes the row lock (PostgreSQL) or the write
     # lock (SQLite) before the previous hash is read, so the chain cannot fork.
+    # UPDATE ... RETURNING reads the previous hash under that lock in the same statement; populate_existing
+    # so a head object this session kept from an earlier transaction is overwritten, never trusted.
     now = utcnow()
-    updated = session.execute(update(AuditHead).where(AuditHead.id == 1).values(updated_at=now))
-    if getattr(updated, "rowcount", 0) == 0:
-        session.add(AuditHead(id=1, last_hash=GENESIS_HASH, last_id=0, updated_at=now))
+    head = session.scalars(update(AuditHead).where(AuditHead.id == 1).values(updated_at=now)
+                           .returning(AuditHead).execution_options(populate_existing=True)).one_or_none()
+    if head is None:
+        head = AuditHead(id=1, last_hash=GENESIS_HASH, last_id=0, updated_at=now)
+        session.add(head)
         session.flush()
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     event = AuditEvent(
         created_at=now, actor=_printable(actor.name)[:200], tenant=_printable(actor.tenant)[:20],
         source=_printable(actor.source)[:64], action=str(action), target=_printable(target)[:400], result=result,

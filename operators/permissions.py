@@ -27,12 +27,13 @@ class Permission(enum.StrEnum):
     MANAGE_TLS_CERTIFICATES = "tls_certificates.manage"  # SSL通信証明書: 発行・削除・照会・再発行
     VIEW_CERTIFICATE_EXPIRY = "certificates.expiry"  # expiring certificates of (administered) business systems
     MANAGE_SETTINGS = "settings.manage"  # 環境基本設定: the instance's settings
+    MANAGE_API_TOKENS = "api_tokens.manage"  # API トークン: make and revoke one's own machine credentials
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SYSTEM_ADMIN: frozenset(Permission),
     Role.TENANT_MANAGER: frozenset({Permission.MANAGE_OPERATORS, Permission.MANAGE_IN_BUSINESS_IDS,
-                                    Permission.MANAGE_BIOMETRICS}),
+                                    Permission.MANAGE_BIOMETRICS, Permission.MANAGE_API_TOKENS}),
     Role.BUSINESS_ADMIN: frozenset({Permission.MANAGE_IN_BUSINESS_IDS, Permission.VIEW_CERTIFICATE_EXPIRY}),
     Role.OPERATOR: frozenset(),
 }

@@ -81,7 +81,7 @@ def refuse_ambient_api_calls() -> Any:
     if _cross_site():
         return _refuse_api_call("cross_site", _("他のサイトのページからの API 呼び出しは受け付けません。"))
     auth = request.authorization
-    if auth is not None and auth.type == "basic" and auth.username and auth.password:
+    if auth is not None and (auth.type == "bearer" or (auth.type == "basic" and auth.username and auth.password)):
         return None  # the API authenticates these credentials themselves (operators.auth)
     if not current_user.is_authenticated:
         return None  # no ambient credential: the view answers 401

@@ -3,9 +3,11 @@
 Browser sessions use Flask-Login; the login id is ``pk:session_version``, so
 bumping ``Operator.session_version`` (password change, lock, revocation) ends
 every session of that operator. Sessions also end after an idle and an
-absolute timeout. API clients send HTTP Basic credentials
-(``operator_id@tenant_code``; the tenant defaults to the system tenant) and go
-through the same lock and throttle rules. Both paths end in ``requires``, the
+absolute timeout. API clients send an API token (``Authorization: Bearer
+opa_...``, see ``operators.api_tokens``: one hash lookup, no password hash per
+request) or HTTP Basic credentials (``operator_id@tenant_code``; the tenant
+defaults to the system tenant), which go through the same lock and throttle
+rules. Both paths end in ``requires``, the
 single permission check. The rules themselves live in
 ``operators.login_service``.
 """
@@ -41,10 +43,13 @@ from sqlalchemy.orm import Session
 from db import get_session, new_session
 from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
 from kernel.errors import OpauthError
+from operators.api_tokens import REFUSAL_MESSAGES, TokenRefusal, check_bearer, record_refusal, token_permits
 from operators.login.models import LoginMethod
 from operators.login.service import (
     LoginRefusal,
     LoginSettings,
+    is_throttled,
+    note_source_failure,
     password_change_required,
     password_login,
     verify_current_password,
@@ -113,7 +118,9 @@ def current_actor() -> Actor:
     operator = current_operator()
     if operator is None:
         return Actor(name="anonymous", source=client_address())
-    return Actor(name=operator.operator_id, tenant=operator.tenant.code, source=client_address())
+    token = g.get("api_token")
+    source = client_address() if token is None else f"{client_address()} api_token:{token.id}"[:64]
+    return Actor(name=operator.operator_id, tenant=operator.tenant.code, source=source)
 
 
 def attempt_actor(*, tenant_code: str, operator_id: str) -> Actor:
@@ -238,12 +245,18 @@ def requires(permission: Permission) -> Callable[[F], F]:
                     operator = _api_operator()
                 except _ApiThrottled:
                     return jsonify(error="throttled", message="too many failed logins from this address"), 429
+                except _TokenRefused as refused:
+                    response = jsonify(error="invalid_token", reason=str(refused.refusal),
+                                       message=str(REFUSAL_MESSAGES[refused.refusal]))
+                    response.status_code = 401
+                    response.headers["WWW-Authenticate"] = 'Bearer realm="opauth", error="invalid_token"'
+                    return response
             else:
                 operator = current_operator()
             if operator is None:
                 if is_api:
-                    response = jsonify(error="unauthorized",
-                                       message="authentication required (HTTP Basic: operator_id@tenant)")
+                    response = jsonify(error="unauthorized", message="authentication required "
+                                       "(Authorization: Bearer opa_... or HTTP Basic: operator_id@tenant)")
                     response.status_code = 401
                     response.headers["WWW-Authenticate"] = 'Basic realm="opauth", charset="UTF-8"'
                     return response
@@ -253,7 +266,8 @@ def requires(permission: Permission) -> Callable[[F], F]:
                     return jsonify(error="password_change_required",
                                    message="change the one-time password in the web UI first"), 403
                 return redirect(url_for("auth.change_password"))
-            if not has_permission(operator, permission):
+            token = g.get("api_token") if is_api else None
+            if not has_permission(operator, permission) or (token is not None and not token_permits(token, permission)):
                 record_event_separately(new_session, action=AuditAction.ACCESS_DENIED, actor=current_actor(),
                                         result=AuditResult.FAILURE, target=request.path,
                                         detail={"permission": str(permission)})
@@ -291,7 +305,9 @@ def _api_operator() -> Operator | None:
         return g.api_operator  # type: ignore[no-any-return]
     auth = request.authorization
     operator = None
-    if auth is not None and auth.type == "basic" and auth.username and auth.password:
+    if auth is not None and auth.type == "bearer":
+        operator = _bearer_operator(auth.token or "")
+    elif auth is not None and auth.type == "basic" and auth.username and auth.password:
         operator_id, _sep, tenant_code = auth.username.partition("@")
         tenant_code = tenant_code or SYSTEM_TENANT_CODE
         db_session = get_session()
@@ -307,6 +323,35 @@ def _api_operator() -> Operator | None:
         operator = current_user.operator
     g.api_operator = operator
     return operator
+
+
+class _TokenRefused(Exception):
+    def __init__(self, refusal: TokenRefusal) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
+def _bearer_operator(secret: str) -> Operator:
+    """The owner of a valid API token (``Authorization: Bearer opa_...``); ``_TokenRefused`` otherwise.
+
+    A valid token costs one lookup. Refusals are audited and counted against the source address like
+    failed logins; a throttled address is answered 429 without further entries.
+    """
+    db_session = get_session()
+    check = check_bearer(db_session, secret=secret[:200], source=client_address())
+    if check.refusal is not None:
+        if check.refusal is not TokenRefusal.OWNER_DISABLED:
+            if is_throttled(db_session, source=client_address(), settings=login_settings()):
+                raise _ApiThrottled()
+            note_source_failure(db_session, source=client_address(), settings=login_settings())
+        record_refusal(db_session, check, source=client_address())
+        db_session.commit()
+        raise _TokenRefused(check.refusal)
+    if check.wrote:
+        db_session.commit()  # the token's last use, whatever the view does
+    assert check.token is not None
+    g.api_token = check.token
+    return check.token.operator
 
 
 def tenants(db_session: Session) -> list[Tenant]:

@@ -8,9 +8,10 @@ from cryptography import x509
 from flask import Flask
 from sqlalchemy import select
 
-from bootstrap import ensure_tls_certificate, tls_paths
+from bootstrap import ensure_tls_certificate
 from ca.authority import CaSettings
 from ca.models import Certificate
+from config.serving import tls_paths
 from db import get_session
 from tests.conftest import initialise, make_app
 from tests.helpers import run

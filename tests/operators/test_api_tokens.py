@@ -1,0 +1,274 @@
+"""API tokens: made once by an operator, sent as ``Authorization: Bearer opa_...`` by scripts and servers."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from db import get_session
+from kernel.audit import AuditEvent
+from operators.api_token_models import ApiToken
+from operators.api_tokens import check_bearer
+from tests.conftest import csrf_token
+from tests.helpers import business_payload, make_csr
+
+ISSUE = "business_server_certificates.issue"
+MANAGER_PASSWORD = "Manager-Password-2026"
+
+
+def basic(app: Flask, user: str, password: str) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return client
+
+
+def bearer(app: Flask, secret: str) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    return client
+
+
+def new_token(client: FlaskClient, *scopes: str, name: str = "renewal script", **extra: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/api-tokens", json={"name": name, "scopes": list(scopes), **extra})
+    assert response.status_code == 201, response.get_json()
+    assert response.headers["Cache-Control"] == "no-store"
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def audit_actions(app: Flask, action: str) -> list[AuditEvent]:
+    with app.app_context():
+        return list(get_session().scalars(select(AuditEvent).where(AuditEvent.action == action)
+                                          .order_by(AuditEvent.id)))
+
+
+@pytest.fixture
+def admin_api(api: FlaskClient) -> FlaskClient:
+    app = api.application
+    # Cheap argon2 for the accounts made here: HTTP Basic verifies a password on every request.
+    app.config.update(ARGON2_TIME_COST=1, ARGON2_MEMORY_KIB=8192, ARGON2_PARALLELISM=1)
+    return api
+
+
+def add_manager(admin_api: FlaskClient, tenant: str, operator_id: str) -> FlaskClient:
+    """A tenant (if new) and its 運用管理部門 operator, made over the API; returns their HTTP Basic client."""
+    app = admin_api.application
+    created = admin_api.post("/api/v1/tenants", json={"code": tenant, "name": f"{tenant} 市", "kind": "municipality"})
+    assert created.status_code in (201, 409), created.get_json()
+    response = admin_api.post(f"/api/v1/tenants/{tenant}/operators", json={
+        "operator_id": operator_id, "name": "管理 担当", "role": "tenant_manager", "auth_method": "password",
+        "password": "One-Time-Password-2026"})
+    assert response.status_code == 201, response.get_json()
+    changed = basic(app, f"{operator_id}@{tenant}", "One-Time-Password-2026").post(
+        "/api/v1/me/password", json={"new_password": MANAGER_PASSWORD})
+    assert changed.status_code == 200, changed.get_json()
+    return basic(app, f"{operator_id}@{tenant}", MANAGER_PASSWORD)
+
+
+def test_token_issues_business_server_certificates_and_is_kept_only_as_a_hash(admin_api: FlaskClient,
+                                                                             database_url: str) -> None:
+    app = admin_api.application
+    created = new_token(admin_api, ISSUE, days=7)
+    secret = created["token"]
+    assert secret.startswith("opa_") and len(secret) == 47
+    assert created["scopes"] == [ISSUE] and created["status"] == "active" and created["prefix"] == secret[:12]
+    machine = bearer(app, secret)
+
+    first = machine.post("/api/v1/business-server-certificates", json=business_payload(make_csr()))
+    assert first.status_code == 201, first.get_json()
+    assert first.get_json()["issued_by"] == "admin"
+    again = machine.post("/api/v1/business-server-certificates", json=business_payload(make_csr()))
+    assert again.status_code == 201 and again.get_json()["replaces_id"] == first.get_json()["id"]
+
+    # Out of scope: the token may issue, nothing else, although its owner may do everything.
+    denied = machine.get("/api/v1/business-systems")
+    assert denied.status_code == 403 and denied.get_json()["error"] == "forbidden"
+    # A token never makes tokens.
+    assert machine.post("/api/v1/api-tokens", json={"name": "x", "scopes": [ISSUE]}).status_code == 403
+
+    listed = admin_api.get("/api/v1/api-tokens").get_json()["items"]
+    assert [t["id"] for t in listed] == [created["id"]]
+    assert "token" not in listed[0] and listed[0]["last_used_at"] is not None
+    issued = [e for e in audit_actions(app, "certificate.issued") if e.detail.get("business_id") == "05"]
+    assert len(issued) == 2 and all(f"api_token:{created['id']}" in e.source for e in issued)
+
+    with app.app_context():
+        row = get_session().scalars(select(ApiToken)).one()
+        stored = [str(getattr(row, c.key)) for c in ApiToken.__table__.columns]
+        assert all(secret[4:] not in value for value in stored)
+    if database_url.startswith("sqlite:///"):
+        assert secret[4:].encode() not in Path(database_url.removeprefix("sqlite:///")).read_bytes()
+
+
+def test_revoked_token_is_refused_with_a_clear_401_and_audited(admin_api: FlaskClient) -> None:
+    app = admin_api.application
+    created = new_token(admin_api, ISSUE)
+    machine = bearer(app, created["token"])
+    revoked = admin_api.post(f"/api/v1/api-tokens/{created['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.get_json()["status"] == "revoked"
+    assert admin_api.post(f"/api/v1/api-tokens/{created['id']}/revoke").get_json()["changed"] is False
+
+    refused = machine.post("/api/v1/business-server-certificates", json=business_payload(make_csr()))
+    assert refused.status_code == 401
+    assert refused.get_json()["error"] == "invalid_token" and refused.get_json()["reason"] == "revoked"
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert [e.action for e in audit_actions(app, "api_token.revoked")] == ["api_token.revoked"]
+    refusals = audit_actions(app, "api_token.refused")
+    assert refusals[-1].detail == {"reason": "revoked"} and refusals[-1].actor == "admin"
+
+
+@pytest.mark.parametrize("secret", [
+    "", "opa_", "opa_" + "A" * 43, "opa_" + "A" * 42 + "\x00", "opa_" + "A" * 5000, "トークン", "Basic x",
+    "opa_" + "é" * 43, "../../etc/passwd", "opa_" + "A" * 42 + "%",
+])
+def test_unknown_or_malformed_tokens_are_401_never_500(sqlite_app: Flask, secret: str) -> None:
+    response = sqlite_app.test_client().get("/api/v1/certificates",
+                                            headers={"Authorization": f"Bearer {secret}".encode()})
+    assert response.status_code == 401, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"] in ("invalid_token", "unauthorized")
+    if body["error"] == "invalid_token":
+        assert body["reason"] in ("unknown", "malformed") and body["message"]
+        events = audit_actions(sqlite_app, "api_token.refused")
+        assert events and events[-1].actor == "anonymous"
+
+
+def test_expired_token_is_refused(admin_api: FlaskClient) -> None:
+    app = admin_api.application
+    created = new_token(admin_api, ISSUE, days=1)
+    with app.app_context():
+        session = get_session()
+        token = session.get(ApiToken, created["id"])
+        assert token is not None
+        check = check_bearer(session, secret=created["token"], source="127.0.0.1",
+                             now=token.expires_at)
+        assert not check.ok and str(check.refusal) == "expired"
+        session.rollback()
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"name": "x", "scopes": []}, "scopes"),
+    ({"name": "x", "scopes": "certificates.view"}, "scopes"),
+    ({"name": "x", "scopes": ["api_tokens.manage"]}, "api_tokens.manage"),
+    ({"name": "x", "scopes": ["no.such.permission"]}, "no.such.permission"),
+    ({"name": "x", "scopes": [{"a": 1}]}, "dict"),
+    ({"name": "", "scopes": [ISSUE]}, "name"),
+    ({"name": "x" * 101, "scopes": [ISSUE]}, "name"),
+    ({"name": "x", "scopes": [ISSUE], "days": 0}, "days"),
+    ({"name": "x", "scopes": [ISSUE], "days": 91}, "days"),
+    ({"name": "x", "scopes": [ISSUE], "days": "9" * 5000}, "days"),
+    ({"name": "x", "scopes": [ISSUE], "days": True}, "days"),
+    ({"name": "x", "scopes": [ISSUE], "days": 1.5}, "days"),
+    ({"name": ["x"], "scopes": [ISSUE]}, "name"),
+])
+def test_bad_token_requests_are_clear_400s_and_audited(admin_api: FlaskClient, body: dict[str, Any],
+                                                       needle: str) -> None:
+    response = admin_api.post("/api/v1/api-tokens", json=body)
+    assert response.status_code == 400, response.get_json()
+    assert needle in response.get_json()["message"]
+    assert audit_actions(admin_api.application, "api_token.rejected")
+
+
+def test_token_never_carries_more_than_its_owner_and_never_reaches_another_tenant(admin_api: FlaskClient) -> None:
+    app = admin_api.application
+    manager_a = add_manager(admin_api, "minamiedo", "MGRA")
+    add_manager(admin_api, "musashino", "MGRB")
+    admin_token = new_token(admin_api, ISSUE)
+
+    # More than the owner holds is refused.
+    over = manager_a.post("/api/v1/api-tokens", json={"name": "x", "scopes": ["certificates.view"]})
+    assert over.status_code == 400 and "certificates.view" in over.get_json()["message"]
+    token_a = new_token(manager_a, "operators.manage")
+    machine_a = bearer(app, token_a["token"])
+
+    assert machine_a.get("/api/v1/tenants/minamiedo/operators").status_code == 200
+    for path in ("/api/v1/tenants/musashino/operators", "/api/v1/tenants/musashino/operators/MGRB",
+                 "/api/v1/tenants/system/operators/admin"):
+        refused = machine_a.get(path)
+        assert refused.status_code == 404, (path, refused.get_json())
+    assert machine_a.get("/api/v1/certificates").status_code == 403
+    # Another operator's tokens are neither listed nor revocable by the manager.
+    assert [t["id"] for t in manager_a.get("/api/v1/api-tokens").get_json()["items"]] == [token_a["id"]]
+    assert manager_a.post(f"/api/v1/api-tokens/{admin_token['id']}/revoke").status_code == 404
+    assert manager_a.get(f"/api/v1/api-tokens/{admin_token['id']}").status_code == 404
+    assert bearer(app, admin_token["token"]).post(
+        "/api/v1/business-server-certificates", json=business_payload(make_csr())).status_code == 201
+    # The system administrator sees every tenant's tokens.
+    assert {t["operator_id"] for t in admin_api.get("/api/v1/api-tokens").get_json()["items"]} == {"admin", "MGRA"}
+
+
+def test_revoked_or_locked_owner_disables_their_tokens(admin_api: FlaskClient) -> None:
+    app = admin_api.application
+    manager_a = add_manager(admin_api, "minamiedo", "MGRA")
+    manager_b = add_manager(admin_api, "minamiedo", "MGRC")
+    token_a = bearer(app, new_token(manager_a, "operators.manage")["token"])
+    token_b = bearer(app, new_token(manager_b, "operators.manage")["token"])
+    assert token_a.get("/api/v1/tenants/minamiedo/operators").status_code == 200
+
+    # Locked by failed logins: the token stops with the operator.
+    for _attempt in range(app.config["LOGIN_MAX_FAILURES"]):
+        assert basic(app, "MGRA@minamiedo", "wrong-password").get("/api/v1/api-tokens").status_code == 401
+    refused = token_a.get("/api/v1/tenants/minamiedo/operators")
+    assert refused.status_code == 401 and refused.get_json()["reason"] == "owner_disabled"
+    assert admin_api.post("/api/v1/operators/minamiedo/MGRA/unlock").status_code == 200
+    assert token_a.get("/api/v1/tenants/minamiedo/operators").status_code == 200
+
+    # Revoked (操作者失効): every token of the operator is refused.
+    assert admin_api.post("/api/v1/tenants/minamiedo/operators/MGRC/revoke", json={}).status_code == 200
+    refused = token_b.get("/api/v1/tenants/minamiedo/operators")
+    assert refused.status_code == 401 and refused.get_json()["reason"] == "owner_disabled"
+
+
+def test_cli_creates_lists_and_revokes_tokens(admin_api: FlaskClient) -> None:
+    app = admin_api.application
+    runner = app.test_cli_runner()
+    made = runner.invoke(args=["tokens", "create", "system", "admin", "--name", "web01 renewal",
+                               "--scope", ISSUE, "--days", "10"])
+    assert made.exit_code == 0, made.output
+    secret = made.stdout.strip().splitlines()[-1]
+    assert secret.startswith("opa_")
+    assert bearer(app, secret).post("/api/v1/business-server-certificates",
+                                    json=business_payload(make_csr())).status_code == 201
+    listed = runner.invoke(args=["tokens", "list"])
+    assert "web01 renewal" in listed.output and secret not in listed.output
+    token_id = listed.output.split("\t", 1)[0]
+    bad = runner.invoke(args=["tokens", "create", "system", "admin", "--name", "x", "--scope", "api_tokens.manage"])
+    assert bad.exit_code != 0 and "api_tokens.manage" in bad.output
+    assert runner.invoke(args=["tokens", "create", "system", "nobody", "--name", "x", "--scope", ISSUE]).exit_code != 0
+    revoked = runner.invoke(args=["tokens", "revoke", token_id])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert bearer(app, secret).get("/api/v1/certificates").status_code == 401
+    assert runner.invoke(args=["tokens", "revoke", "999999"]).exit_code != 0
+    assert token_id in runner.invoke(args=["tokens", "list", "--all"]).output
+
+
+def test_web_screen_creates_shows_once_and_revokes(admin_client: FlaskClient) -> None:
+    app = admin_client.application
+    page = admin_client.get("/admin/api-tokens")
+    assert page.status_code == 200 and ISSUE in page.get_data(as_text=True)
+    token = csrf_token(page.get_data(as_text=True))
+    refused = admin_client.post("/admin/api-tokens", data={"csrf_token": token, "name": "", "scopes": [ISSUE]})
+    assert refused.status_code == 400 and 'role="alert"' in refused.get_data(as_text=True)
+    created = admin_client.post("/admin/api-tokens", data={"csrf_token": token, "name": "夜間更新",
+                                                           "scopes": [ISSUE], "days": "30"})
+    assert created.status_code == 201 and created.headers["Cache-Control"] == "no-store"
+    html = created.get_data(as_text=True)
+    start = html.index('id="token-secret">') + len('id="token-secret">')
+    secret = html[start:html.index("<", start)]
+    assert secret.startswith("opa_") and len(secret) == 47
+    listing = admin_client.get("/admin/api-tokens").get_data(as_text=True)
+    assert "夜間更新" in listing and secret not in listing
+    assert bearer(app, secret).get("/api/v1/certificates").status_code == 403  # scope: issue only
+    with app.app_context():
+        token_id = get_session().scalars(select(ApiToken.id)).one()
+    done = admin_client.post(f"/admin/api-tokens/{token_id}/revoke", data={"csrf_token": token})
+    assert done.status_code == 303
+    assert bearer(app, secret).post("/api/v1/business-server-certificates",
+                                    json=business_payload(make_csr())).get_json()["reason"] == "revoked"
+    assert admin_client.get("/admin/api-tokens?lang=en").status_code == 200
