@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from db import utcnow
@@ -131,6 +131,10 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+_TAKE_HEAD = (update(AuditHead).where(AuditHead.id == 1).values(updated_at=bindparam("now"))
+              .returning(AuditHead))
+
+
 def record_event(
     session: Session,
     *,
@@ -143,12 +147,15 @@ def record_event(
     """Append one entry in ``session``'s transaction (committed with the work it describes)."""
     # Write to the head row first: this takes the row lock (PostgreSQL) or the write
     # lock (SQLite) before the previous hash is read, so the chain cannot fork.
+    # UPDATE ... RETURNING: the lock and the current head in one statement (read fresh, never from the
+    # session's identity map).
     now = utcnow()
-    updated = session.execute(update(AuditHead).where(AuditHead.id == 1).values(updated_at=now))
-    if getattr(updated, "rowcount", 0) == 0:
+    head = session.scalars(_TAKE_HEAD, {"now": now},
+                           execution_options={"populate_existing": True}).one_or_none()
+    if head is None:
         session.add(AuditHead(id=1, last_hash=GENESIS_HASH, last_id=0, updated_at=now))
         session.flush()
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
+        head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     event = AuditEvent(
         created_at=now, actor=_printable(actor.name)[:200], tenant=_printable(actor.tenant)[:20],
         source=_printable(actor.source)[:64], action=str(action), target=_printable(target)[:400], result=result,
