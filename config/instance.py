@@ -102,9 +102,12 @@ def decided_keys(session: Session) -> set[str]:
     return set(session.scalars(select(InstanceSetting.key)))
 
 
+_VERSION = select(func.coalesce(func.max(InstanceSetting.version), 0))  # asked before every request
+
+
 def current_version(conn: Session | Connection) -> int:
     """The table's version: changes whenever any setting is written."""
-    return int(conn.execute(select(func.coalesce(func.max(InstanceSetting.version), 0))).scalar_one())
+    return int(conn.execute(_VERSION).scalar_one())
 
 
 def write(session: Session, *, key: str, value: Any | None, actor: str) -> None:
@@ -240,17 +243,25 @@ def init_app(app: Flask, given: dict[str, Any]) -> None:
         refresh(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
-def refresh(app: Flask) -> bool:
-    """Re-apply the stored settings if another process (or request) changed them; True if it did."""
-    engine: Engine = app.extensions["opauth.engine"]
+def _version(engine: Engine) -> int | None:
     try:
         with engine.connect() as conn:
-            if current_version(conn) == app.extensions.get(VERSION):
-                return False  # the common case: one small read per request
+            return current_version(conn)
     except DBAPIError:
+        return None
+
+
+def refresh(app: Flask) -> bool:
+    """Re-apply the stored settings if another process (or request) changed them; True if it did.
+
+    Every request asks only for the version; the settings are read when it moved.
+    """
+    engine = app.extensions["opauth.engine"]
+    version = _version(engine)
+    if version is None or version == app.extensions.get(VERSION):
         return False
     read = _read(engine)
-    if read is None:
+    if read is None or read[0] == app.extensions.get(VERSION):
         return False
     app.extensions[VERSION] = read[0]
     _apply(app, read[1], at_start=False)

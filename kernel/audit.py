@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, Integer, String, Text, select, update
+from sqlalchemy import JSON, Integer, String, Text, bindparam, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db import Base, UtcDateTime, str_enum, utcnow
@@ -171,6 +171,10 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+_TAKE_HEAD = (update(AuditHead).where(AuditHead.id == 1).values(updated_at=bindparam("now"))
+              .returning(AuditHead))
+
+
 def record_event(
     session: Session,
     *,
@@ -183,15 +187,15 @@ def record_event(
     """Append one entry in ``session``'s transaction (committed with the work it describes)."""
     # Write to the head row first: this takes the row lock (PostgreSQL) or the write
     # lock (SQLite) before the previous hash is read, so the chain cannot fork.
-    # UPDATE ... RETURNING reads the previous hash under that lock in the same statement; populate_existing
-    # so a head object this session kept from an earlier transaction is overwritten, never trusted.
+    # UPDATE ... RETURNING: the lock and the current head in one statement (read fresh, never from the
+    # session's identity map).
     now = utcnow()
-    head = session.scalars(update(AuditHead).where(AuditHead.id == 1).values(updated_at=now)
-                           .returning(AuditHead).execution_options(populate_existing=True)).one_or_none()
+    head = session.scalars(_TAKE_HEAD, {"now": now},
+                           execution_options={"populate_existing": True}).one_or_none()
     if head is None:
-        head = AuditHead(id=1, last_hash=GENESIS_HASH, last_id=0, updated_at=now)
-        session.add(head)
+        session.add(AuditHead(id=1, last_hash=GENESIS_HASH, last_id=0, updated_at=now))
         session.flush()
+        head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).one()
     event = AuditEvent(
         created_at=now, actor=_printable(actor.name)[:200], tenant=_printable(actor.tenant)[:20],
         source=_printable(actor.source)[:64], action=str(action), target=_printable(target)[:400], result=result,

@@ -49,6 +49,7 @@ def _new_key(session: Session, settings: CaSettings, state: SigningKeyState) -> 
                          activated_at=utcnow() if state is SigningKeyState.ACTIVE else None)
     session.add(row)
     session.flush()
+    _created[0] += 1
     forget_published_keys()
     return row
 
@@ -82,12 +83,36 @@ def private_jwk(settings: CaSettings, row: OidcSigningKey) -> ECKey:
         return key
 
 
+# The active key changes only on rotation. A process keeps using the key it last read for up to
+# ACTIVE_CACHE_SECONDS after another process rotated: harmless, since a retired key stays published
+# (RETIRED_KEY_KEPT) and the tokens it signs still verify. Rotation in this process clears it at once.
+ACTIVE_CACHE_SECONDS = 5.0
+_active: dict[str, tuple[float, ECKey]] = {}
+_created = [0]  # keys made by this process
+
+
+def _cache_key(session: Session, settings: CaSettings) -> str:
+    # per database and instance (tests and several apps in one process must not share a key)
+    return f"{session.get_bind().engine.url}|{settings.instance_dir}"
+
+
 def signing_key(session: Session, settings: CaSettings) -> ECKey:
-    """The key that signs new tokens (looked up once per request: ID and access token use the same)."""
+    """The key that signs new tokens (ID token, access token and logout token of a request use the same)."""
     cached = g.get("oidc_signing_key") if has_app_context() else None
     if isinstance(cached, ECKey):
         return cached
-    key = private_jwk(settings, ensure_signing_keys(session, settings))
+    cache_key = _cache_key(session, settings)
+    now = time.monotonic()
+    with _loaded_lock:
+        hit = _active.get(cache_key)
+    if hit is not None and hit[0] > now:
+        key = hit[1]
+    else:
+        created_before = _created[0]
+        key = private_jwk(settings, ensure_signing_keys(session, settings))
+        if _created[0] == created_before:  # a key made by this (uncommitted) transaction is not remembered
+            with _loaded_lock:
+                _active[cache_key] = (now + ACTIVE_CACHE_SECONDS, key)
     if has_app_context():
         g.oidc_signing_key = key
     return key
@@ -126,9 +151,10 @@ def _published_jwks(session: Session) -> list[dict[str, Any]]:
 
 
 def forget_published_keys() -> None:
-    """Drop the cached JWKS of this process (after keys were added or rotated)."""
+    """Drop the cached JWKS and active key of this process (after keys were added or rotated)."""
     with _loaded_lock:
         _published.clear()
+        _active.clear()
 
 
 def jwks(session: Session) -> dict[str, Any]:

@@ -19,9 +19,15 @@ from pathlib import Path
 KEY_FILE = Path("keys") / "pairwise"
 
 
+_read_keys: dict[Path, bytes] = {}  # the secret never changes once written: read once per process
+
+
 def pairwise_key(instance_dir: Path) -> bytes:
     """The instance's pairwise secret, generated once (32 random bytes, mode 0600)."""
     path = instance_dir / KEY_FILE
+    known = _read_keys.get(path)
+    if known is not None:
+        return known
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Written aside and linked into place, so a concurrent worker never reads a half-written secret.
@@ -35,7 +41,9 @@ def pairwise_key(instance_dir: Path) -> bytes:
             pass
         finally:
             draft.unlink()
-    return path.read_text().strip().encode()
+    key = path.read_text().strip().encode()
+    _read_keys[path] = key
+    return key
 
 
 def sector_for(business_id: str) -> str:

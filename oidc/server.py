@@ -23,7 +23,9 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from flask import Flask, current_app, g, request
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ca.authority import CaSettings
 from db import get_session, new_session, utcnow
@@ -34,7 +36,6 @@ from oidc.keys import ALGORITHM, signing_key
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_key
 from oidc.rules import OpauthRules, S256Required
-from operators.business_systems import find_by_business_id
 from operators.login.mtls import ClientCertRefused, ClientIdentity, Purpose, authenticate_client
 from operators.models import BusinessSystem, Operator
 
@@ -115,13 +116,20 @@ def query_client(client_id: str | None) -> Client | None:
     return cache[business_id]
 
 
+# Statements of the token path, built once (SQLAlchemy caches their compiled form).
+_CLIENT = (select(BusinessSystem, OidcClient)
+           .join(OidcClient, OidcClient.business_system_id == BusinessSystem.id)
+           .where(BusinessSystem.business_id == bindparam("business_id")))
+_CODE = select(OidcAuthorizationCode).where(OidcAuthorizationCode.code_sha256 == bindparam("code_sha256"))
+_CLAIM_CODE = (update(OidcAuthorizationCode)
+               .where(OidcAuthorizationCode.id == bindparam("code_id"), OidcAuthorizationCode.used_at.is_(None))
+               .values(used_at=bindparam("now"))
+               .execution_options(synchronize_session=False))
+
+
 def _load_client(business_id: str) -> Client | None:
-    session = get_session()
-    system = find_by_business_id(session, business_id)
-    if system is None:
-        return None
-    settings = session.get(OidcClient, system.id)
-    return Client(system, settings) if settings is not None else None
+    row = get_session().execute(_CLIENT, {"business_id": business_id}).first()
+    return Client(row[0], row[1]) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,7 @@ class Code:
 def subject_of_code(row: OidcAuthorizationCode) -> Subject | None:
     """The subject a code was issued for, or None when the operator or system is gone."""
     session = get_session()
-    operator = session.get(Operator, row.operator_pk)
+    operator = session.get(Operator, row.operator_pk, options=[joinedload(Operator.tenant)])  # tenant: claims
     system = session.get(BusinessSystem, row.business_system_id)
     if operator is None or system is None:
         return None
@@ -193,8 +201,7 @@ class CodeGrant(AuthorizationCodeGrant):
     def query_authorization_code(self, code: str, client: Client) -> Code | None:
         """The code if it is this client's, unexpired and unused; claimed here so it cannot be used twice."""
         session = get_session()
-        row = session.scalar(select(OidcAuthorizationCode).where(OidcAuthorizationCode.code_sha256 ==
-                                                                 sha256_hex(code)))
+        row = session.scalar(_CODE, {"code_sha256": sha256_hex(code)})
         if row is None:
             return None
         target = f"business_system:{client.system.business_id}"
@@ -205,9 +212,10 @@ class CodeGrant(AuthorizationCodeGrant):
             return None
         now = utcnow()
         # The conditional update is the claim: of two concurrent requests only one changes the row.
-        claimed = session.execute(update(OidcAuthorizationCode).where(
-            OidcAuthorizationCode.id == row.id, OidcAuthorizationCode.used_at.is_(None)).values(used_at=now))
-        if getattr(claimed, "rowcount", 0) != 1:
+        claimed = session.execute(_CLAIM_CODE, {"code_id": row.id, "now": now})
+        if getattr(claimed, "rowcount", 0) == 1:
+            set_committed_value(row, "used_at", now)  # what the database now holds
+        else:
             revoked = session.execute(update(OidcToken).where(OidcToken.code_id == row.id,
                                                               OidcToken.revoked_at.is_(None))
                                       .values(revoked_at=now))
@@ -343,13 +351,14 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
     code: Code = oauth_request.authorization_code
     identity: ClientIdentity = g.oidc_client_identity
     now = utcnow()
-    session.add(OidcToken(jti=g.oidc_jti, code_id=code.row.id, business_system_id=subject.system.id,
-                          operator_pk=subject.operator.id, client_cert_sha256=identity.fingerprint_sha256,
-                          issued_at=now, expires_at=now + timedelta(seconds=ACCESS_TOKEN_SECONDS)))
+    # The audit entry first: the token row is then written in the same flush as the entry.
     record_event(session, action=AuditAction.OIDC_TOKEN_ISSUED, actor=_audit_actor(),
                  target=f"business_system:{subject.system.business_id}",
                  detail={"operator": f"{subject.operator.tenant.code}/{subject.operator.operator_id}",
                          "client_certificate": identity.serial, "sid": subject.sid})
+    session.add(OidcToken(jti=g.oidc_jti, code_id=code.row.id, business_system_id=subject.system.id,
+                          operator_pk=subject.operator.id, client_cert_sha256=identity.fingerprint_sha256,
+                          issued_at=now, expires_at=now + timedelta(seconds=ACCESS_TOKEN_SECONDS)))
 
 
 class Issuer(IssuerParameter):
