@@ -13,6 +13,9 @@ trusted-proxy handling.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,14 +23,18 @@ from typing import Any
 
 from flask import Flask, g
 from flask.sessions import SessionInterface, SessionMixin
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from werkzeug.http import http_date
 
 import i18n
 import webinput
-from ca import pki_views
+from ca import ocsp, pki_views
+from ca.authority import CaSettings
 from ca.mtls import TrustedProxyMiddleware
 from config import instance as instance_settings
 from config.serving import app_socket_path
+from db import utcnow
 
 PREFIX = "/pki"
 SETTINGS_PROBE_SECONDS = 1.0
@@ -43,16 +50,104 @@ class _NoSession(SessionInterface):
         return None
 
 
-class _Dispatch:
-    """WSGI: paths under /pki/ go to the PKI app, everything else to the main app."""
+_GET_PREFIX = PREFIX + "/ocsp/"
+_PLAIN_GET = re.compile(r"[A-Za-z0-9+/=%_-]+")  # what base64 in a path looks like; anything else: the full app
+_SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"),
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")]
 
-    def __init__(self, main: Callable[..., Iterable[bytes]], pki: Callable[..., Iterable[bytes]]) -> None:
+
+class _PreSigned:
+    """WSGI: a plain OCSP request whose pre-signed answer is stored is answered with one read and no framework.
+
+    A POST to /pki/ocsp with a body of at most ``ocsp.MAX_REQUEST_BYTES``, or a GET of /pki/ocsp/<base64>
+    without query string or conditional headers, is looked up with ``ocsp.stored_answer`` on a connection of
+    its own; a reusable answer goes out with the headers the PKI app gives it (RFC 5019 caching for GET,
+    ``no-store`` for POST, the security headers). Everything else (nonces, unknown or stale answers,
+    malformed requests, errors) returns None and the PKI app answers as it always does.
+    """
+
+    def __init__(self, pki: Flask, probe: Callable[[], None]) -> None:
+        self.config = pki.config
+        self.engine: Engine = pki.extensions["opauth.engine"]
+        self.probe = probe
+        self._settings: tuple[object, CaSettings] | None = None
+
+    def settings(self) -> CaSettings:
+        key = (self.config["INSTANCE_DIR"], self.config["KEY_PASSPHRASE"])
+        if self._settings is None or self._settings[0] != key:
+            self._settings = (key, CaSettings.from_config(self.config))
+        return self._settings[1]
+
+    def request_der(self, environ: dict[str, Any]) -> tuple[bytes, bool] | None:
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
+        if environ.get("QUERY_STRING"):
+            return None
+        if method == "POST" and path == PREFIX + "/ocsp":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or "-1")
+            except ValueError:
+                return None
+            if not 0 < length <= ocsp.MAX_REQUEST_BYTES:
+                return None
+            body: bytes = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)  # the PKI app reads it again if it answers instead
+            return body, False
+        if method == "GET" and path.startswith(_GET_PREFIX):
+            encoded = path[len(_GET_PREFIX):]
+            if (not _PLAIN_GET.fullmatch(encoded) or encoded.startswith("/") or "HTTP_IF_NONE_MATCH" in environ
+                    or "HTTP_IF_MODIFIED_SINCE" in environ or "HTTP_RANGE" in environ):
+                return None
+            der = pki_views._decode_get(encoded)
+            return (der, True) if der else None
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes] | None:
+        try:
+            found = self.request_der(environ)
+            if found is None:
+                return None
+            der, via_get = found
+            self.probe()
+            with self.engine.connect() as connection:
+                answer = ocsp.stored_answer(connection, self.settings(), der)
+        except Exception:  # the PKI app answers, and reports, whatever went wrong here
+            return None
+        if answer is None or answer.this_update is None or answer.next_update is None:
+            return None
+        headers = [("Content-Type", "application/ocsp-response"), ("Content-Length", str(len(answer.der)))]
+        if via_get:  # as werkzeug's make_conditional does for a GET
+            headers += [("ETag", f'"{hashlib.sha256(answer.der).hexdigest()[:32]}"'), ("Date", http_date())]
+        headers += [("Last-Modified", http_date(answer.this_update)), ("Expires", http_date(answer.next_update))]
+        if via_get:
+            max_age = min(int(self.config["PKI_CACHE_MAX_AGE_SECONDS"]),
+                          max(0, int((answer.next_update - utcnow()).total_seconds())))
+            headers.append(("Cache-Control", f"public, max-age={max_age}, no-transform, must-revalidate"))
+        else:
+            headers.append(("Cache-Control", "no-store"))
+        headers += _SECURITY_HEADERS
+        if environ.get("wsgi.url_scheme") == "https":
+            headers.append(("Strict-Transport-Security", "max-age=31536000"))
+        start_response("200 OK", headers)
+        return [answer.der]
+
+
+class _Dispatch:
+    """WSGI: paths under /pki/ go to the PKI app (pre-signed OCSP answers first), everything else to the main app."""
+
+    def __init__(self, main: Callable[..., Iterable[bytes]], pki: Callable[..., Iterable[bytes]],
+                 presigned: _PreSigned) -> None:
         self.main = main
         self.pki = pki
+        self.presigned = presigned
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == PREFIX or path.startswith(PREFIX + "/"):
+            if path.startswith(PREFIX + "/ocsp"):
+                answered = self.presigned(environ, start_response)
+                if answered is not None:
+                    return answered
             return self.pki(environ, start_response)
         return self.main(environ, start_response)
 
@@ -92,7 +187,8 @@ def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request
     for key in ("opauth.engine", "opauth.sessionmaker", "opauth.trusted_proxies"):
         pki.extensions[key] = main.extensions[key]
     webinput.init_app(pki)  # first, as in the main app: the request guard runs before anything reads the request
-    pki.before_request(_settings_probe(main))
+    probe = _settings_probe(main)
+    pki.before_request(probe)
     pki.teardown_appcontext(_close_session)
     i18n.init_app(pki)
     pki.register_blueprint(pki_views.bp)
@@ -100,6 +196,6 @@ def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request
     pki.after_request(after_request)
     pki_wsgi = TrustedProxyMiddleware(pki.wsgi_app, main.extensions["opauth.trusted_proxies"],
                                       str(app_socket_path(main.config).resolve()))
-    main.wsgi_app = _Dispatch(main.wsgi_app, pki_wsgi)  # type: ignore[method-assign]
+    main.wsgi_app = _Dispatch(main.wsgi_app, pki_wsgi, _PreSigned(pki, probe))  # type: ignore[method-assign]
     main.extensions["opauth.pki_app"] = pki
     return pki
