@@ -73,7 +73,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     import bootstrap
     from bio import views as bio_views
     from ca import labels
-    from certs import api, cli, pki_views, tls_api, tls_cli, tls_views, views
+    from certs import api, cli, pki_app, pki_views, tls_api, tls_cli, tls_views, views
     from oidc import admin_views as oidc_admin_views
     from oidc import api as oidc_api
     from oidc import cli as oidc_cli
@@ -113,19 +113,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         module.init_app(app)
     _register_error_handlers(app)
 
-    @app.after_request
-    def _security_headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts (WTF_CSRF_SSL_STRICT).
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
-        if request.is_secure:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        return response
-
+    app.after_request(security_headers)
+    # /pki/ (CA certificates, CRLs, OCSP) is served by a lean app of its own: no cookie session, login hooks
+    # or per-request settings probe on the path relying parties hit on every certificate check.
+    pki_app.mount(app, error_handlers=_register_error_handlers, after_request=security_headers)
     return app
+
+
+def security_headers(response: Any) -> Any:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    # same-origin, not no-referrer: Flask-WTF checks the Referer of HTTPS form posts (WTF_CSRF_SSL_STRICT).
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Content-Security-Policy",
+                                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return response
 
 
 def _wants_json() -> bool:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, issuer_for, signer_for
@@ -195,7 +195,7 @@ def _issuer_hashes(authority_id: int, cert_der: bytes) -> dict[str, tuple[bytes,
 _issuer_ids: dict[tuple[str, bytes, bytes], int] = {}
 
 
-def find_authority_id(session: Session, algorithm: str, name_hash: bytes, key_hash: bytes) -> int | None:
+def find_authority_id(session: Session | Connection, algorithm: str, name_hash: bytes, key_hash: bytes) -> int | None:
     """The id of the CA whose name and key hashes the CertID carries, if it is one of ours.
 
     A CA's certificate never changes once its row exists, so a hit in the in-process
@@ -259,37 +259,67 @@ _STATUS_AND_STORED = (
     .where(_cert.c.serial == bindparam("serial"), _cert.c.authority_id == bindparam("authority_id")))
 
 
+def _lookup(db: Session | Connection, request_der: bytes) -> tuple[_CertId, int, Any] | OcspAnswer:
+    """The request's CertID, its CA and the status/stored-answer row; or the unsuccessful answer it gets."""
+    cert_id = _parse(request_der)
+    if cert_id is None:
+        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    if cert_id.algorithm not in _HASHES:
+        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+    authority_id = find_authority_id(db, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
+    if authority_id is None:
+        return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    connection = db.connection() if isinstance(db, Session) else db
+    row = connection.execute(
+        _STATUS_AND_STORED,
+        {"algorithm": cert_id.algorithm, "serial": format(cert_id.serial, "x"), "authority_id": authority_id},
+    ).first()
+    return cert_id, authority_id, row
+
+
+def _reusable(cert_id: _CertId, row: Any, settings: CaSettings, now: datetime) -> OcspAnswer | None:
+    """The stored answer if it still states the current status, is not near nextUpdate, and its
+    signer has not been revoked since (a compromised responder key must stop speaking)."""
+    (_id, revoked_at, reason, stored_revoked_at, stored_reason, stored_this, stored_next, stored_der,
+     signer_revoked_at) = row
+    refresh = timedelta(hours=settings.config["OCSP_REFRESH_HOURS"])
+    if (cert_id.nonce is None and stored_der is not None and stored_revoked_at == revoked_at
+            and stored_reason == reason and stored_next - refresh > now and signer_revoked_at is None):
+        kind = OcspAnswerKind.GOOD if revoked_at is None else OcspAnswerKind.REVOKED
+        return OcspAnswer(der=stored_der, kind=kind, this_update=stored_this, next_update=stored_next,
+                          cacheable=True, from_storage=True)
+    return None
+
+
+def stored_answer(connection: Connection, settings: CaSettings, request_der: bytes) -> OcspAnswer | None:
+    """The pre-signed answer to a request, read on ``connection`` alone; None when ``answer`` has work to do.
+
+    Only a reusable stored answer comes back: anything to sign, refuse or store is left to ``answer``.
+    """
+    found = _lookup(connection, request_der)
+    if isinstance(found, OcspAnswer) or found[2] is None:
+        return None
+    cert_id, _authority_id, row = found
+    return _reusable(cert_id, row, settings, utcnow())
+
+
 def answer(session: Session, settings: CaSettings, request_der: bytes) -> OcspAnswer:
     """The OCSP response for a DER OCSPRequest; never raises for bad input.
 
     May store a (re-)signed response in ``session`` (flushed): the caller commits
     (``OcspAnswer.from_storage`` tells when there is nothing to commit).
     """
-    cert_id = _parse(request_der)
-    if cert_id is None:
-        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    if cert_id.algorithm not in _HASHES:
-        return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
-    authority_id = find_authority_id(session, cert_id.algorithm, cert_id.name_hash, cert_id.key_hash)
-    if authority_id is None:
-        return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-    row = session.connection().execute(
-        _STATUS_AND_STORED,
-        {"algorithm": cert_id.algorithm, "serial": format(cert_id.serial, "x"), "authority_id": authority_id},
-    ).first()
+    found = _lookup(session, request_der)
+    if isinstance(found, OcspAnswer):
+        return found
+    cert_id, authority_id, row = found
     now = utcnow()
     if row is None:
         return _sign(session, settings, authority_id, cert_id, status=None, now=now)
-    (certificate_id, revoked_at, reason, stored_revoked_at, stored_reason, stored_this, stored_next, stored_der,
-     signer_revoked_at) = row
-    refresh = timedelta(hours=settings.config["OCSP_REFRESH_HOURS"])
-    # Reuse only what still states the current status, is not near nextUpdate, and whose
-    # signer has not been revoked since (a compromised responder key must stop speaking).
-    if (cert_id.nonce is None and stored_der is not None and stored_revoked_at == revoked_at
-            and stored_reason == reason and stored_next - refresh > now and signer_revoked_at is None):
-        kind = OcspAnswerKind.GOOD if revoked_at is None else OcspAnswerKind.REVOKED
-        return OcspAnswer(der=stored_der, kind=kind, this_update=stored_this, next_update=stored_next,
-                          cacheable=True, from_storage=True)
+    reused = _reusable(cert_id, row, settings, now)
+    if reused is not None:
+        return reused
+    certificate_id, revoked_at, reason = row[0], row[1], row[2]
     return _sign(session, settings, authority_id, cert_id, status=(certificate_id, revoked_at, reason), now=now)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import flask
 from flask import Flask, current_app, request
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from werkzeug.routing import IntegerConverter, Map
 
 from kernel.errors import InvalidInput, NotFound, OpauthError
@@ -180,11 +181,12 @@ def query_text(name: str, *, max_length: int, default: str = "") -> str:
 
 # --- the request guard ------------------------------------------------------------------------------
 
-def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: str, multiline: bool) -> None:
+def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: Any, multiline: bool) -> None:
+    # ``where`` is a lazy string: translated only when something is refused, not on every request.
     for key, values in pairs:
         for value in (key, *values):
             if isinstance(value, str) and has_control_characters(value, multiline=multiline):
-                raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=where))
+                raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=str(where)))
 
 
 def guard_request() -> None:
@@ -195,11 +197,11 @@ def guard_request() -> None:
     if has_control_characters(request.path):
         # Like any other malformed identifier: nothing by that name exists.
         raise NotFound(_("URL に使用できない文字(制御文字)が含まれています。"))
-    _check_pairs(request.args.lists(), where=_("クエリ文字列"), multiline=False)
+    _check_pairs(request.args.lists(), where=lazy_gettext("クエリ文字列"), multiline=False)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             # Text areas (a pasted PEM, notes) keep their line breaks; every other control character is refused.
-            _check_pairs(request.form.lists(), where=_("フォームの入力"), multiline=True)
+            _check_pairs(request.form.lists(), where=lazy_gettext("フォームの入力"), multiline=True)
         elif request.is_json and request.content_length != 0 and request.get_data(cache=True):
             request.get_json()  # decoded and checked once here; views get the cached result
 
