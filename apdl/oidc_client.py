@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from joserfc import jwt
@@ -148,12 +149,14 @@ class Provider:
         """Exchange ``code`` (mutual TLS) and verify the ID token; LoginError when anything is off."""
         client = self._oauth()
         try:
+            # verify and cert per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
             token = client.fetch_token(self.metadata()["token_endpoint"], grant_type="authorization_code",
-                                       code=code, code_verifier=verifier, timeout=self.settings.timeout)
-        except OAuth2Error as exc:
+                                       code=code, code_verifier=verifier, timeout=self.settings.timeout,
+                                       verify=self.settings.verify, cert=client.cert)
+        except (OAuth2Error, OAuthError) as exc:
             raise LoginError(f"token request refused: {exc.error}")
         except requests.RequestException as exc:
-            raise LoginError(f"token request failed: {type(exc).__name__}")
+            raise LoginError(f"token request failed: {type(exc).__name__}: {str(exc)[:300]}")
         finally:
             client.close()
         id_token = token.get("id_token")
