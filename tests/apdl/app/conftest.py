@@ -149,8 +149,11 @@ def apdl_app(opauth: Opauth, tmp_path: Path) -> Iterator[Flask]:
 
 
 @contextmanager
-def served_apdl(opauth: Opauth, app: Flask) -> Iterator[str]:
-    """The module's own gunicorn (TLS, the server certificate opauth issued) on ``app``'s instance."""
+def served_apdl(opauth: Opauth, app: Flask) -> Iterator[subprocess.Popen[str]]:
+    """The module's own gunicorn (TLS, the server certificate opauth issued) on ``app``'s instance.
+
+    It inherits this process's PCSCLITE_CSOCK_NAME, so it reaches the private pcscd when one runs.
+    """
     port = int(opauth.apdl_base.rsplit(":", 1)[1])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APDL_", "OPAUTH_"))}
     env.update({f"APDL_{k}": str(v) for k, v in apdl_config(opauth, Path(app.config["INSTANCE_DIR"])).items()})
@@ -160,7 +163,7 @@ def served_apdl(opauth: Opauth, app: Flask) -> Iterator[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for_port(proc, port, "apdl gunicorn")
-        yield opauth.apdl_base
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
