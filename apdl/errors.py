@@ -13,3 +13,21 @@ class CardError(ApdlError):
 
 class CardUnavailable(CardError):
     """No reader, no card in the reader, or the card does not answer."""
+
+
+class InvalidInput(ApdlError):
+    """A form or request value is not acceptable (HTTP 400); the message is shown to the operator."""
+
+    status = 400
+
+
+class Conflict(ApdlError):
+    """The request clashes with what exists (a duplicate AID, a card that is not the holder's): HTTP 409."""
+
+    status = 409
+
+
+class Refused(ApdlError):
+    """A rule forbids the operation for this operator or tenant (area rules, card state): HTTP 403."""
+
+    status = 403

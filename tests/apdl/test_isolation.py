@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 APDL = Path(__file__).resolve().parents[2] / "apdl"
-OPAUTH_PACKAGES = {"ca", "certs", "kernel", "operators", "bio", "db", "config", "app", "bootstrap", "oidc", "tests"}
+OPAUTH_PACKAGES = {"ca", "certs", "kernel", "operators", "bio", "db", "config", "app", "bootstrap", "oidc",
+                   "i18n", "webinput", "migrations", "tests"}
 
 
 def _imported_top_levels(path: Path) -> set[str]:
@@ -35,3 +38,21 @@ def test_the_isolation_check_sees_every_import_form(tmp_path: Path) -> None:
     sample.write_text("import ca.keys\nfrom operators import audit\n"
                       "import importlib\nimportlib.import_module('bio.x')\n")
     assert _imported_top_levels(sample) >= {"ca", "operators", "bio"}
+
+
+def test_the_running_module_loads_nothing_from_opauth(tmp_path: Path) -> None:
+    """Importing every apdl module and building the app pulls in no opauth package (checked in a fresh interpreter)."""
+    modules = sorted(".".join(f.relative_to(APDL.parent).with_suffix("").parts).removesuffix(".__init__")
+                     for f in APDL.rglob("*.py") if "versions" not in f.parts and f.name != "env.py")
+    script = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "from apdl.app import create_app\n"
+        f"create_app({{'INSTANCE_DIR': {str(tmp_path)!r}}})\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(OPAUTH_PACKAGES)!r})\n"
+        "print(','.join(bad))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=APDL.parent, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

@@ -1,0 +1,112 @@
+"""The AP download module (カードAPダウンロードモジュール) as its own Flask application.
+
+``flask --app apdl.app`` for commands (``flask --app apdl.app apdl migrate``); gunicorn with
+``--config python:apdl.gunicorn_conf``. Settings come from ``APDL_*`` variables (apdl/settings.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, render_template
+from flask_babel import lazy_gettext
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from apdl import db, i18n
+from apdl.errors import ApdlError, CardError, CardUnavailable
+from apdl.settings import load_settings
+
+csrf = CSRFProtect()
+
+HTTP_MESSAGES = {
+    400: lazy_gettext("リクエストが正しくありません。"),
+    403: lazy_gettext("この操作を行う権限がありません。"),
+    404: lazy_gettext("指定されたものは見つかりません。"),
+    405: lazy_gettext("このメソッドは使用できません。"),
+    413: lazy_gettext("リクエストが大きすぎます。"),
+    500: lazy_gettext("内部エラーが発生しました。"),
+}
+
+
+def _secret_key(instance: Path, configured: str) -> str:
+    if configured:
+        return configured
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the module: settings (defaults < APDL_* env < ``config``), database, i18n, blueprints."""
+    settings = load_settings(config)
+    instance = Path(settings["INSTANCE_DIR"]).resolve()
+    app = Flask(__name__, instance_path=str(instance), template_folder="templates")
+    app.config.update(settings)
+    app.config.update(SECRET_KEY=_secret_key(instance, settings["SECRET_KEY"]), MAX_CONTENT_LENGTH=1024 * 1024,
+                      SESSION_COOKIE_NAME="apdl_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=settings["SESSION_COOKIE_SECURE"],
+                      WTF_CSRF_TIME_LIMIT=None)
+    db.init_app(app)
+    i18n.init_app(app)
+    csrf.init_app(app)
+
+    from apdl import auth
+    from apdl.views import aps, cards, main, residents, tenants
+
+    for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, residents.bp, cards.bp):
+        app.register_blueprint(blueprint)
+    csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
+    app.jinja_env.globals["current_operator"] = auth.current_operator
+    _error_handlers(app)
+    _cli(app)
+
+    @app.after_request
+    def _headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return app
+
+
+def _error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApdlError)
+    def _apdl_error(exc: ApdlError) -> Any:
+        if isinstance(exc, CardUnavailable):
+            return render_template("error.html",
+                               message=lazy_gettext("カードを読み取れません。カードを確認してください。")), 503
+        if isinstance(exc, CardError):
+            app.logger.warning("card error: %s", exc)
+            return render_template("error.html",
+                               message=lazy_gettext("カードの操作に失敗しました。")), 502
+        return render_template("error.html", message=str(exc)), getattr(exc, "status", 400)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(_exc: CSRFError) -> Any:
+        return render_template("error.html",
+                               message=lazy_gettext("画面の有効期限が切れました。やり直してください。")), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])), code
+
+
+def _cli(app: Flask) -> None:
+    group = click.Group("apdl", help="AP download module administration.")
+
+    @group.command("migrate")
+    def migrate() -> None:
+        """Bring the module's database to the newest schema (its own Alembic migrations)."""
+        db.upgrade(app.config["DATABASE_URL"])
+        click.echo("apdl database is up to date")
+
+    app.cli.add_command(group)

@@ -1,0 +1,229 @@
+"""カードAP搭載 / 削除 / 地域住民向け領域設定 on the card in the server's PC/SC reader.
+
+"Recorded or not done": an installation row is committed as ``pending`` before INSTALL and completed
+after ``9000``; a refusal marks it ``failed``. A crash in between leaves ``pending`` rows, which the next
+contact with the card settles from GET STATUS. These services therefore commit as they go (the row
+must be durable before the card is touched). PINs and keys are never stored or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from apdl import oplog
+from apdl.areas import may_use_area
+from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSession
+from apdl.card.apdu import StatusWord
+from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
+from apdl.card.commands import Area as CardArea
+from apdl.card.pcsc import PcscTransport
+from apdl.db import utcnow
+from apdl.errors import CardError, Conflict, InvalidInput, Refused
+from apdl.models import Area, CardAp, Installation, InstallState, Resident
+from apdl.tenancy import Operator, TenantScope
+
+KEY_SEED_FILE = "ap-key-seed"
+
+
+@dataclass(frozen=True)
+class CardView:
+    """What one contact with the card showed."""
+
+    card_identifier: str
+    residence_code: str
+    aids: list[str]  # every application and security domain GET STATUS listed
+    regional_created: bool
+    free: dict[str, int]  # area → free bytes
+
+
+@contextmanager
+def open_card() -> Iterator[GlobalPlatformCardSession]:
+    """A card session on the configured reader (APDL_READER), released afterwards."""
+    transport = PcscTransport(current_app.config["READER"])
+    try:
+        yield GlobalPlatformCardSession(transport)
+    finally:
+        transport.close()
+
+
+def _key_seed() -> bytes:
+    path = Path(current_app.config["INSTANCE_DIR"]) / KEY_SEED_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
+
+
+def _auth_key(ap: CardAp, user_id: str) -> bytes:
+    """A type A AP's mutual-authentication key, derived from the instance's seed (never stored)."""
+    return hmac.new(_key_seed(), f"{ap.aid}:{user_id}".encode(), hashlib.sha256).digest()[:16]
+
+
+def _aids(entries: list[AppEntry]) -> list[str]:
+    return [e.aid.hex().upper() for e in entries]
+
+
+def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, *,
+            operator: Operator) -> CardView:
+    """Read the card, check it is the holder's, settle pending rows from GET STATUS; logged."""
+    info = card.card_info()
+    if info.card_identifier != resident.card_identifier:
+        raise Conflict(_("読み取ったカードはこの利用者のカードではありません。"))
+    aids = _aids(card.list_apps())
+    regional = REGIONAL_AREA_AID.hex().upper() in aids
+    free = {Area.EXTENDED.value: card.free_space(CardArea.EXTENDED).free_bytes}
+    if regional:
+        free[Area.REGIONAL.value] = card.free_space(CardArea.REGIONAL).free_bytes
+    db = scope.session
+    rows = db.execute(scope.select(Installation).join(CardAp, CardAp.id == Installation.card_ap_id)
+                      .add_columns(CardAp.aid).where(Installation.card_identifier == resident.card_identifier,
+                                                     Installation.state == InstallState.PENDING)).all()
+    for row, aid in rows:
+        row.state = InstallState.INSTALLED if aid in aids else InstallState.FAILED
+        row.completed_at, row.detail = utcnow(), "reconciled from GET STATUS"
+        oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_RECONCILED,
+                     target=f"installation:{row.id}", detail={"aid": aid, "state": row.state})
+    oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_SESSION,
+                 target=f"card:{info.card_identifier}", detail={"apps": len(aids), "regional": regional})
+    db.commit()
+    return CardView(info.card_identifier, info.residence_code, aids, regional, free)
+
+
+def _refuse(scope: TenantScope, operator: Operator, target: str, reason: str, message: str) -> Refused:
+    db = scope.session
+    db.rollback()
+    oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.REFUSED, target=target,
+                 detail={"reason": reason})
+    db.commit()
+    return Refused(message)
+
+
+def create_regional_area(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, *,
+                         operator: Operator) -> None:
+    """地域住民向け領域設定: only the residence municipality."""
+    view = contact(scope, card, resident, operator=operator)
+    if not may_use_area(scope.profile(), Area.REGIONAL, residence_code=view.residence_code):
+        raise _refuse(scope, operator, f"card:{view.card_identifier}", "not the residence municipality",
+                      _("地域住民向け領域は住所地の市町村だけが設定できます。"))
+    if view.regional_created:
+        return
+    card.create_regional_area()
+    oplog.record(scope.session, tenant_code=scope.tenant_code, actor=operator.actor,
+                 action=oplog.Action.REGIONAL_AREA_CREATED, target=f"card:{view.card_identifier}")
+    scope.session.commit()
+
+
+def _new_user_id(scope: TenantScope, ap: CardAp) -> str:
+    while True:
+        user_id = secrets.token_hex(8).upper()
+        taken = scope.session.scalars(select(Installation.id).where(Installation.card_ap_id == ap.id,
+                                                                    Installation.user_id_in_ap == user_id)).first()
+        if taken is None:
+            return user_id
+
+
+def _check_resident(scope: TenantScope, resident: Resident, operator: Operator) -> None:
+    if resident.card_status != "active":
+        raise _refuse(scope, operator, f"resident:{resident.id}", "card not active",
+                      _("このカードは運用中ではありません。"))
+    if resident.holder_request_at is None:
+        raise _refuse(scope, operator, f"resident:{resident.id}", "no holder request",
+                      _("本人の申出が記録されていません。"))
+
+
+def download(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, ap_ids: list[int], *,
+             pin: str, operator: Operator) -> list[Installation]:
+    """Load the selected APs; every rule is checked before the first INSTALL."""
+    if not ap_ids:
+        raise InvalidInput(_("搭載するカードAPを選択してください。"))
+    aps = [scope.ap_or_404(ap_id) for ap_id in dict.fromkeys(ap_ids)]
+    _check_resident(scope, resident, operator)
+    if any(ap.ap_type == ApType.A for ap in aps) and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 16):
+        raise InvalidInput(_("暗証番号（4〜16桁の数字）を入力してください。"))
+    view = contact(scope, card, resident, operator=operator)
+    needed: dict[str, int] = {}
+    for ap in aps:
+        area = Area(ap.area)
+        if not may_use_area(scope.profile(), area, residence_code=view.residence_code):
+            raise _refuse(scope, operator, f"ap:{ap.aid}", "regional area of another municipality",
+                          _("地域住民向け領域のカードAPは住所地の市町村だけが搭載できます。"))
+        if area is Area.REGIONAL and not view.regional_created:
+            raise Refused(_("先に地域住民向け領域を設定してください。"))
+        if ap.aid in view.aids:
+            raise Conflict(_("カードAP「%(name)s」は搭載済みです。", name=ap.name))
+        needed[area.value] = needed.get(area.value, 0) + ap.size_bytes
+    for area_name, size in needed.items():
+        if size > view.free.get(area_name, 0):
+            raise _refuse(scope, operator, f"card:{view.card_identifier}", f"no space in {area_name}",
+                          _("カードの空き容量が足りません。"))
+    done: list[Installation] = []
+    for ap in aps:
+        done.append(_install_one(scope, card, resident, ap, pin=pin, operator=operator))
+    return done
+
+
+def _install_one(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, ap: CardAp, *, pin: str,
+                 operator: Operator) -> Installation:
+    db = scope.session
+    user_id = _new_user_id(scope, ap)
+    row = Installation(tenant_code=scope.tenant_code, resident_id=resident.id,
+                       card_identifier=resident.card_identifier, card_ap_id=ap.id, user_id_in_ap=user_id,
+                       state=InstallState.PENDING, created_by=operator.actor)
+    db.add(row)
+    db.commit()  # durable before the card is touched
+    ap_type = ApType(ap.ap_type)
+    spec = ApSpec(aid=bytes.fromhex(ap.aid), ap_type=ap_type, size_bytes=ap.size_bytes, user_id=user_id.encode(),
+                  pin=pin.encode() if ap_type is ApType.A else b"",
+                  pin_max_tries=ap.pin_max_tries if ap_type is ApType.A else 3,
+                  auth_key=_auth_key(ap, user_id) if ap_type is ApType.A else b"")
+    try:
+        card.install(spec, area=CardArea(ap.area))
+    except CardStatusError as exc:
+        row.state, row.completed_at, row.detail = InstallState.FAILED, utcnow(), f"SW {exc.sw:04X}"
+        oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor,
+                     action=oplog.Action.AP_INSTALL_FAILED, target=f"ap:{ap.aid}",
+                     detail={"card": resident.card_identifier, "sw": f"{exc.sw:04X}"})
+        db.commit()
+        if exc.sw == StatusWord.NOT_ENOUGH_MEMORY:
+            raise Refused(_("カードの空き容量が足りません。")) from exc
+        raise CardError(f"INSTALL refused: SW {exc.sw:04X}") from exc
+    row.state, row.completed_at = InstallState.INSTALLED, utcnow()
+    oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.AP_INSTALLED,
+                 target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "installation": row.id,
+                                                "area": ap.area})
+    db.commit()
+    return row
+
+
+def delete(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, installation: Installation, *,
+           operator: Operator) -> None:
+    """カードAP削除 on the holder's request; regional APs only by the residence municipality."""
+    ap = scope.session.get(CardAp, installation.card_ap_id)
+    if ap is None or installation.state != InstallState.INSTALLED or installation.resident_id != resident.id:
+        raise Conflict(_("このカードAPは搭載されていません。"))
+    view = contact(scope, card, resident, operator=operator)
+    if not may_use_area(scope.profile(), Area(ap.area), residence_code=view.residence_code):
+        raise _refuse(scope, operator, f"ap:{ap.aid}", "regional area of another municipality",
+                      _("地域住民向け領域のカードAPは住所地の市町村だけが削除できます。"))
+    try:
+        card.delete(bytes.fromhex(ap.aid))
+    except CardStatusError as exc:
+        if exc.sw != StatusWord.REFERENCED_DATA_NOT_FOUND:  # already gone from the card: record the deletion
+            raise CardError(f"DELETE refused: SW {exc.sw:04X}") from exc
+    installation.state, installation.deleted_at, installation.deleted_by = (InstallState.DELETED, utcnow(),
+                                                                            operator.actor)
+    oplog.record(scope.session, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.AP_DELETED,
+                 target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "installation": installation.id,
+                                                "reason": "holder_request"})
+    scope.session.commit()

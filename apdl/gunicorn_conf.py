@@ -1,0 +1,23 @@
+"""gunicorn settings of the AP download module, from the same APDL_* settings as the app.
+
+``gunicorn --config python:apdl.gunicorn_conf``: HTTPS on APDL_BIND when APDL_TLS_CERT/KEY are set
+(the server certificate opauth issued for the module's host), plain HTTP behind a proxy otherwise.
+"""
+
+from __future__ import annotations
+
+from apdl.settings import load_settings
+
+_settings = load_settings()
+
+wsgi_app = "apdl.app:create_app()"
+bind = [_settings["BIND"]]
+workers = _settings["WORKERS"]
+worker_class = "gthread"
+threads = 4
+if _settings["TLS_CERT"]:
+    certfile = _settings["TLS_CERT"]
+    keyfile = _settings["TLS_KEY"]
+accesslog = "-"
+errorlog = "-"
+control_socket_disable = True

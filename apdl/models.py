@@ -1,0 +1,186 @@
+"""apdl's tables. Tenant-owned rows carry ``tenant_code`` (the 利用機関 from the ID token) and are read
+only through :mod:`apdl.tenancy`."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from apdl.db import Base, utcnow
+
+
+class Area(enum.StrEnum):
+    """The card area an AP lives in."""
+
+    REGIONAL = "regional"  # 地域住民向け領域
+    EXTENDED = "extended"  # 拡張利用領域
+
+
+class PinPolicy(enum.StrEnum):
+    """Who sets a card AP's PIN."""
+
+    NONE = "none"  # type C: no PIN
+    USER = "user"  # type A: the holder enters it at download
+
+
+class TenantKind(enum.StrEnum):
+    """What a 利用機関 is, for the area rules."""
+
+    MUNICIPALITY = "municipality"  # 市町村
+    PREFECTURE = "prefecture"  # 都道府県
+    VOLUNTARY = "voluntary"  # 任意団体
+    OTHER = "other"  # 国・行政機関・民間
+
+
+class InstallState(enum.StrEnum):
+    """Life of one AP installation row ("recorded or not done")."""
+
+    PENDING = "pending"  # written before INSTALL
+    INSTALLED = "installed"  # the card answered 9000 (or GET STATUS lists it)
+    FAILED = "failed"  # the card refused, or GET STATUS does not list it after a crash
+    DELETED = "deleted"
+
+
+class OperatorSession(Base):
+    """A module session opened by an OIDC login at opauth; ended by logout or back-channel logout."""
+
+    __tablename__ = "apdl_operator_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sid: Mapped[str] = mapped_column(String(128), index=True)
+    sub: Mapped[str] = mapped_column(String(128), index=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    tenant_name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    in_business_id: Mapped[str] = mapped_column(String(128))
+    permissions: Mapped[list[str]] = mapped_column(JSON)
+    acr: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    end_reason: Mapped[str] = mapped_column(String(40), default="")
+
+
+class CardAp(Base):
+    """カードAP: an application providers may have loaded into a card's free area (instance-wide registry)."""
+
+    __tablename__ = "apdl_card_aps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    aid: Mapped[str] = mapped_column(String(32), unique=True)  # upper-case hex, 5..16 bytes
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    provider_name: Mapped[str] = mapped_column(String(100))
+    area: Mapped[str] = mapped_column(String(16))
+    ap_type: Mapped[str] = mapped_column(String(4))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    pin_policy: Mapped[str] = mapped_column(String(16))
+    pin_max_tries: Mapped[int] = mapped_column(Integer, default=3)
+    business_id: Mapped[str] = mapped_column(String(2))
+    personalize_url: Mapped[str] = mapped_column(String(2000), default="")
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TenantProfile(Base):
+    """利用機関 as the module knows it: kind and 全国地方公共団体コード for the area rules."""
+
+    __tablename__ = "apdl_tenant_profiles"
+
+    tenant_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    municipality_code: Mapped[str] = mapped_column(String(6), default="")
+
+
+class TenantApAvailability(Base):
+    """利用機関別ダウンロード可能AP: which APs a tenant's terminals may load."""
+
+    __tablename__ = "apdl_tenant_ap_availability"
+    __table_args__ = (UniqueConstraint("tenant_code", "card_ap_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    card_ap_id: Mapped[int] = mapped_column(ForeignKey("apdl_card_aps.id"))
+
+
+class CustomField(Base):
+    """A 利用者 item the tenant defines (at most 20 per tenant)."""
+
+    __tablename__ = "apdl_custom_fields"
+    __table_args__ = (UniqueConstraint("tenant_code", "label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[str] = mapped_column(String(100))
+    max_length: Mapped[int] = mapped_column(Integer, default=100)
+    required: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Resident(Base):
+    """利用者: a card holder registered by a tenant. Never the 個人番号 nor the 住民票コード."""
+
+    __tablename__ = "apdl_residents"
+    __table_args__ = (UniqueConstraint("tenant_code", "card_identifier"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    card_status: Mapped[str] = mapped_column(String(16))  # カード運用状態
+    card_identifier: Mapped[str] = mapped_column(String(32))  # カードFID
+    kana_family: Mapped[str] = mapped_column(String(100))
+    kana_given: Mapped[str] = mapped_column(String(100))
+    kanji_family: Mapped[str] = mapped_column(String(100))
+    kanji_given: Mapped[str] = mapped_column(String(100))
+    birth_date: Mapped[date] = mapped_column(Date)
+    gender: Mapped[str] = mapped_column(String(8))
+    postal_code: Mapped[str] = mapped_column(String(8))
+    address1: Mapped[str] = mapped_column(String(200))
+    address2: Mapped[str] = mapped_column(String(200), default="")
+    phone: Mapped[str] = mapped_column(String(20), default="")
+    email: Mapped[str] = mapped_column(String(254), default="")
+    occupation: Mapped[str] = mapped_column(String(100), default="")
+    custom: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    holder_request_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # 本人の申出
+    holder_request_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class Installation(Base):
+    """One AP on one card: pending before INSTALL, installed after 9000, reconciled from GET STATUS."""
+
+    __tablename__ = "apdl_installations"
+    __table_args__ = (UniqueConstraint("card_ap_id", "user_id_in_ap"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("apdl_residents.id"), index=True)
+    card_identifier: Mapped[str] = mapped_column(String(32), index=True)
+    card_ap_id: Mapped[int] = mapped_column(ForeignKey("apdl_card_aps.id"))
+    user_id_in_ap: Mapped[str] = mapped_column(String(32))  # 利用者ID: random, never from personal data
+    state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class OperationLog(Base):
+    """操作ログ: every card session, operation, registry change and login, hash-chained."""
+
+    __tablename__ = "apdl_operation_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)

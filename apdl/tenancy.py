@@ -1,0 +1,97 @@
+"""The tenancy guard: every read of tenant-owned rows goes through here, scoped to the operator's 利用機関.
+
+The tenant is the ``https://opauth/tenant`` claim of the operator's ID token. Rows of another tenant
+are indistinguishable from rows that do not exist (404). The AP registry is instance-wide; a tenant
+sees only the APs made available to it, the admin tenant (``APDL_ADMIN_TENANT``) sees them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from flask import abort
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from apdl.models import CardAp, CustomField, Installation, Resident, TenantApAvailability, TenantProfile
+from apdl.permissions import Permission
+
+TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability)
+T = TypeVar("T", Resident, Installation, CustomField, TenantApAvailability)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The logged-in operator as the ID token describes them."""
+
+    session_id: str
+    sub: str
+    sid: str
+    name: str
+    tenant_code: str
+    tenant_name: str
+    in_business_id: str
+    permissions: frozenset[Permission]
+    is_admin_tenant: bool
+
+    @property
+    def actor(self) -> str:
+        """How the operation log names this operator (pairwise sub and 業務内ID, never a personal ID)."""
+        return f"{self.in_business_id}@{self.tenant_code} ({self.sub[:16]})"
+
+
+@dataclass(frozen=True)
+class TenantScope:
+    """Queries of one tenant."""
+
+    session: Session
+    tenant_code: str
+    is_admin_tenant: bool = False
+
+    def select(self, model: type[T]) -> Select[T]:
+        """``SELECT model`` limited to this tenant."""
+        if model not in TENANT_OWNED:
+            raise TypeError(f"{model.__name__} is not tenant-owned")
+        return select(model).where(model.tenant_code == self.tenant_code)
+
+    def get_or_404(self, model: type[T], pk: int) -> T:
+        """The row with ``pk`` if it belongs to this tenant; 404 otherwise."""
+        row = self.session.scalars(self.select(model).where(model.id == pk)).first()
+        if row is None:
+            abort(404)
+        return row
+
+    def visible_aps(self, *, include_withdrawn: bool = False) -> Select[CardAp]:
+        """APs this tenant may see: all for the admin tenant, else those available to it."""
+        query = select(CardAp).order_by(CardAp.aid)
+        if not include_withdrawn:
+            query = query.where(CardAp.withdrawn_at.is_(None))
+        if not self.is_admin_tenant:
+            query = query.join(TenantApAvailability, TenantApAvailability.card_ap_id == CardAp.id).where(
+                TenantApAvailability.tenant_code == self.tenant_code)
+        return query
+
+    def ap_or_404(self, pk: int, *, include_withdrawn: bool = False) -> CardAp:
+        """One visible AP, or 404."""
+        row = self.session.scalars(self.visible_aps(include_withdrawn=include_withdrawn)
+                                   .where(CardAp.id == pk)).first()
+        if row is None:
+            abort(404)
+        return row
+
+    def profile(self) -> TenantProfile | None:
+        """This tenant's own profile (kind, 全国地方公共団体コード)."""
+        return self.session.get(TenantProfile, self.tenant_code)
+
+    def require_admin_tenant(self) -> None:
+        """Registry screens exist only for the admin tenant: 404 for everyone else."""
+        if not self.is_admin_tenant:
+            abort(404)
+
+
+def scope_for(session: Session, operator: Operator) -> TenantScope:
+    """The scope of ``operator``'s tenant."""
+    return TenantScope(session, operator.tenant_code, operator.is_admin_tenant)
+
+

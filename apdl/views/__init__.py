@@ -1,0 +1,1 @@
+"""apdl's screens: thin views that parse, check the permission, call one service, commit and render."""

@@ -1,0 +1,80 @@
+"""カードAP搭載 / カードAP削除 / 地域住民向け領域設定 for one 利用者, on the card in the server's reader."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+
+from apdl import cardops, residents
+from apdl.auth import current_operator, require
+from apdl.db import get_session
+from apdl.errors import InvalidInput
+from apdl.models import CardAp, Installation, InstallState, Resident
+from apdl.permissions import Permission
+from apdl.tenancy import Operator, TenantScope, scope_for
+
+bp = Blueprint("cards", __name__, url_prefix="/residents/<int:resident_id>/card")
+
+
+def _context(resident_id: int) -> tuple[Operator, TenantScope, Resident]:
+    operator = current_operator()
+    assert operator is not None
+    scope = scope_for(get_session(), operator)
+    return operator, scope, scope.get_or_404(Resident, resident_id)
+
+
+@bp.post("/read")
+@require(Permission.AP_DOWNLOAD)
+def read(resident_id: int) -> ResponseReturnValue:
+    """再読み込み: read the card (GET STATUS) and show what it holds."""
+    operator, scope, resident = _context(resident_id)
+    with cardops.open_card() as card:
+        view = cardops.contact(scope, card, resident, operator=operator)
+    session = get_session()
+    installed = session.execute(scope.select(Installation).join(CardAp, CardAp.id == Installation.card_ap_id)
+                                .add_columns(CardAp).where(Installation.resident_id == resident.id,
+                                                           Installation.state == InstallState.INSTALLED)
+                                .order_by(Installation.id)).all()
+    on_card = {ap.id for _row, ap in installed}
+    offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card]
+    return render_template("resident.html", resident=resident, installed=installed, offered=offered,
+                           fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
+                           card=view)
+
+
+@bp.post("/regional-area")
+@require(Permission.AP_DOWNLOAD)
+def regional_area(resident_id: int) -> ResponseReturnValue:
+    """地域住民向け領域設定."""
+    operator, scope, resident = _context(resident_id)
+    with cardops.open_card() as card:
+        cardops.create_regional_area(scope, card, resident, operator=operator)
+    return redirect(url_for("residents.show", resident_id=resident.id))
+
+
+@bp.post("/download")
+@require(Permission.AP_DOWNLOAD)
+def download(resident_id: int) -> ResponseReturnValue:
+    """カードAPダウンロード of the selected APs."""
+    operator, scope, resident = _context(resident_id)
+    raw = request.form.getlist("ap_ids")
+    if not all(v.isascii() and v.isdigit() and len(v) < 10 for v in raw):
+        raise InvalidInput(_("搭載するカードAPを選択してください。"))
+    with cardops.open_card() as card:
+        cardops.download(scope, card, resident, [int(v) for v in raw], pin=request.form.get("pin", ""),
+                         operator=operator)
+    return redirect(url_for("residents.show", resident_id=resident.id))
+
+
+@bp.post("/installations/<int:installation_id>/delete")
+@require(Permission.AP_DELETE)
+def delete(resident_id: int, installation_id: int) -> ResponseReturnValue:
+    """カードAP削除, once the operator confirms the holder asked for it."""
+    operator, scope, resident = _context(resident_id)
+    installation = scope.get_or_404(Installation, installation_id)
+    if request.form.get("confirm") != "yes":
+        raise InvalidInput(_("削除の確認にチェックを入れてください。"))
+    with cardops.open_card() as card:
+        cardops.delete(scope, card, resident, installation, operator=operator)
+    return redirect(url_for("residents.show", resident_id=resident.id))

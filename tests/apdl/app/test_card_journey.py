@@ -1,0 +1,149 @@
+"""An operator logged in through opauth registers a 利用者, creates the regional area, loads three APs
+through pyscard → pcscd → vpcd → the emulated card, sees them in GET STATUS and deletes one; the rules
+refuse before the card is touched, and a refused INSTALL leaves nothing recorded as installed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from apdl import db, oplog
+from apdl.card.adapter import GlobalPlatformCardSession
+from apdl.card.commands import Area as CardArea
+from apdl.card.pcsc import PcscTransport
+from apdl.emulator.card import CardState
+from apdl.emulator.stack import PcscStack
+from apdl.models import Installation, InstallState, OperationLog
+from tests.apdl.app.conftest import Opauth, login, submit
+from tests.apdl.app.world import APS, build_registry, register_resident
+
+pytestmark = pytest.mark.pcsc
+
+STANDARD_AIDS = {"A000000151000000", "D392F0000101", "D392F0000102"}  # card manager and the two areas
+
+
+def _card_aps(stack: PcscStack) -> set[str]:
+    """GET STATUS through a second, independent pyscard session: the APs on the card."""
+    transport = PcscTransport(stack.reader)
+    try:
+        entries = GlobalPlatformCardSession(transport).list_apps()
+    finally:
+        transport.close()
+    return {e.aid.hex().upper() for e in entries} - STANDARD_AIDS
+
+
+def _installations(app: Flask) -> list[tuple[str, str]]:
+    with app.app_context():
+        rows = db.get_session().scalars(select(Installation).order_by(Installation.id))
+        return [(r.state, r.user_id_in_ap) for r in rows]
+
+
+def _actions(app: Flask) -> list[str]:
+    with app.app_context():
+        session = db.get_session()
+        assert oplog.verify_chain(session) is None
+        return [e.action for e in session.scalars(select(OperationLog).order_by(OperationLog.id))]
+
+
+def test_register_create_area_load_three_list_and_delete(opauth: Opauth, apdl_app: Flask,
+                                                         card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    resident = register_resident(client)
+    page = f"/residents/{resident}"
+    read = submit(client, page, f"{page}/card/read", {})
+    assert read.status_code == 200 and 'id="regional">なし<' in read.get_data(as_text=True)
+    assert submit(client, page, f"{page}/card/regional-area", {}).status_code == 302
+    chosen = ["R1", "E1", "E2"]
+    response = submit(client, page, f"{page}/card/download",
+                      {"ap_ids": [str(registry.ids[label]) for label in chosen], "pin": "2580"})
+    assert response.status_code == 302, response.get_data(as_text=True)[-500:]
+    expected = {APS[label][0] for label in chosen}
+    assert _card_aps(card_stack) == expected == card_stack.card.installed()
+    assert card_stack.card.installed(CardArea.REGIONAL) == {APS["R1"][0]}
+    rows = _installations(apdl_app)
+    assert [state for state, _ in rows] == ["installed"] * 3
+    assert len({user_id for _, user_id in rows}) == 3 and all(re.fullmatch(r"[0-9A-F]{16}", u) for _, u in rows)
+    shown = submit(client, page, f"{page}/card/read", {}).get_data(as_text=True)
+    assert all(APS[label][0] in shown for label in chosen) and 'id="regional">あり<' in shown
+    assert "https://perso.example.jp/p" in shown  # 利用者情報登録 leads to the AP's personalisation URL
+    with apdl_app.app_context():
+        logged = str([e.detail for e in db.get_session().scalars(select(OperationLog))])
+    assert "2580" not in logged
+
+    with apdl_app.app_context():
+        e1 = db.get_session().scalars(select(Installation).where(
+            Installation.card_ap_id == registry.ids["E1"])).one().id
+    unconfirmed = submit(client, page, f"{page}/card/installations/{e1}/delete", {})
+    assert unconfirmed.status_code == 400 and APS["E1"][0] in _card_aps(card_stack)
+    deleted = submit(client, page, f"{page}/card/installations/{e1}/delete", {"confirm": "yes"})
+    assert deleted.status_code == 302
+    assert _card_aps(card_stack) == {APS["R1"][0], APS["E2"][0]}
+    actions = _actions(apdl_app)
+    assert actions.count("ap_installed") == 3 and "regional_area_created" in actions and "ap_deleted" in actions
+
+
+def test_a_municipality_where_the_holder_does_not_live_may_not_touch_the_regional_area(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    kita = login(opauth, apdl_app, "kita")
+    resident = register_resident(kita)
+    page = f"/residents/{resident}"
+    refused = submit(kita, page, f"{page}/card/regional-area", {})
+    assert refused.status_code == 403 and "住所地の市町村" in refused.get_data(as_text=True)
+    card_stack.card.load_state(CardState(regional_created=True))  # created by the residence municipality
+    refused = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["R1"])]})
+    assert refused.status_code == 403
+    assert _card_aps(card_stack) == set() and _installations(apdl_app) == []
+    allowed = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+    assert allowed.status_code == 302 and _card_aps(card_stack) == {APS["E1"][0]}
+    not_offered = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E3"])]})
+    assert not_offered.status_code == 404  # an AP not available to this tenant does not exist for it
+
+
+def test_not_enough_memory_from_the_card_records_nothing_as_installed(opauth: Opauth, apdl_app: Flask,
+                                                                      card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    card_stack.card.force_status(0x6A84, ins=0xE6)
+    response = submit(client, page, f"{page}/card/download",
+                      {"ap_ids": [str(registry.ids[label]) for label in ("E1", "E3")]})
+    assert response.status_code == 403 and "空き容量" in response.get_data(as_text=True)
+    assert _card_aps(card_stack) == set()
+    assert [state for state, _ in _installations(apdl_app)] == [InstallState.FAILED]
+    assert "ap_install_failed" in _actions(apdl_app)
+
+
+def test_a_selection_that_does_not_fit_the_free_space_is_refused_before_any_install(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    card_stack.card.load_state(CardState(extended_quota=3000))
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    response = submit(client, page, f"{page}/card/download",
+                      {"ap_ids": [str(registry.ids[label]) for label in ("E1", "E3")]})
+    assert response.status_code == 403
+    assert _card_aps(card_stack) == set() and _installations(apdl_app) == []
+
+
+def test_refusals_before_the_card_is_touched(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    e2 = str(registry.ids["E2"])
+    assert submit(client, page, f"{page}/card/download", {"ap_ids": [e2]}).status_code == 400  # type A needs a PIN
+    assert submit(client, page, f"{page}/card/download", {"ap_ids": []}).status_code == 400
+    assert submit(client, page, f"{page}/card/download", {"ap_ids": ["x"]}).status_code == 400
+    no_request = f"/residents/{register_resident(client, card='9999999999999', holder_request=False)}"
+    assert submit(client, no_request, f"{no_request}/card/download", {"ap_ids": [e2], "pin": "1234"}).status_code == 403
+    other_card = f"/residents/{register_resident(client, card='5555555555555')}"
+    mismatch = submit(client, other_card, f"{other_card}/card/download", {"ap_ids": [e2], "pin": "1234"})
+    assert mismatch.status_code == 409  # the card in the reader is not this holder's
+    reader = login(opauth, apdl_app, "reader")  # user.register only
+    assert submit(reader, page, f"{page}/card/download", {"ap_ids": [e2], "pin": "1234"}).status_code == 403
+    assert "refused" in _actions(apdl_app)
+    assert _card_aps(card_stack) == set()

@@ -1,0 +1,67 @@
+"""The module's own app factory, settings, migrations and gunicorn configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from apdl import db
+from apdl.app import create_app
+from apdl.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_settings_come_from_apdl_variables_with_an_embedded_default_database(tmp_path: Path) -> None:
+    values = load_settings(environ={"APDL_INSTANCE_DIR": str(tmp_path), "APDL_OPAUTH_ISSUER": "https://op.example/oidc/",
+                                    "APDL_WORKERS": "3", "OPAUTH_DATABASE_URL": "sqlite:///elsewhere.db"})
+    assert values["DATABASE_URL"] == f"sqlite:///{tmp_path.resolve()}/apdl.db"
+    assert values["OPAUTH_ISSUER"] == "https://op.example/oidc" and values["WORKERS"] == 3
+    assert load_settings(environ={})["INSTANCE_DIR"].endswith("instance/apdl")
+
+
+@pytest.mark.parametrize(("name", "value"), [("APDL_WORKERS", "many"), ("APDL_OPAUTH_ISSUER", "http://op/oidc"),
+                                             ("APDL_SESSION_COOKIE_SECURE", "perhaps")])
+def test_a_bad_setting_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(environ={name: value})
+
+
+def test_migrations_create_the_schema_in_the_modules_own_version_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/apdl.db"
+    db.upgrade(url)
+    tables = set(inspect(create_engine(url)).get_table_names())
+    assert {"apdl_alembic_version", "apdl_card_aps", "apdl_residents", "apdl_installations",
+            "apdl_operation_log", "apdl_operator_sessions"} <= tables
+    assert "alembic_version" not in tables  # opauth's own migrations keep their table
+    db.upgrade(url)  # idempotent
+
+
+def test_migrate_command_and_an_anonymous_visit(tmp_path: Path) -> None:
+    env = {"APDL_INSTANCE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "apdl.app", "apdl", "migrate"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "apdl.db").exists()
+    app = create_app({"INSTANCE_DIR": str(tmp_path)})
+    client = app.test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and "opauth でログイン" in page.get_data(as_text=True)
+    for path in ("/residents", "/aps", "/residents/1"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.headers["Location"] == "/login", path
+    assert client.get("/tenants").status_code == 302
+    assert client.get("/no-such-page").status_code == 404
+
+
+def test_gunicorn_config_reads_the_same_settings(tmp_path: Path) -> None:
+    script = "import apdl.gunicorn_conf as c; print(c.bind, c.workers, c.wsgi_app, getattr(c, 'certfile', '-'))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"APDL_BIND": "127.0.0.1:9555", "APDL_WORKERS": "1", "APDL_TLS_CERT": "/x/cert.pem",
+                                 "APDL_INSTANCE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["['127.0.0.1:9555']", "1", "apdl.app:create_app()", "/x/cert.pem"]

@@ -1,0 +1,74 @@
+""""Recorded or not done": the module is killed after the card executed INSTALL but before its database
+commit; the next contact with the card settles the pending row from GET STATUS."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from apdl import db, oplog
+from apdl.card.commands import INS_INSTALL, INSTALL_FOR_INSTALL_AND_MAKE_SELECTABLE
+from apdl.emulator.stack import PcscStack
+from apdl.models import Installation, InstallState, OperationLog
+from tests.apdl.app.conftest import Opauth, browser_for, login, served_apdl, submit
+from tests.apdl.app.world import APS, build_registry, register_resident
+from tests.oidc.browser import FormBrowser
+
+pytestmark = pytest.mark.pcsc
+
+
+def _workers(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_a_crash_between_install_and_commit_is_reconciled_at_the_next_contact(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = build_registry(opauth, apdl_app)
+    resident = register_resident(login(opauth, apdl_app, "minami"))
+    page = f"/residents/{resident}"
+    card = card_stack.card
+    with served_apdl(opauth, apdl_app) as server:
+        module = FormBrowser(opauth.ca)
+        _, authorize, _ = module.go(opauth.apdl_base + "/login")
+        _, callback, _ = browser_for(opauth, "minami").go(authorize)
+        status, location, _ = module.go(callback)
+        assert status == 302 and location == "/", (status, location)
+        _, _, body = module.go(opauth.apdl_base + page)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', body)
+        assert token, body[:500]
+        [worker] = _workers(server.pid)
+        answer = card.process
+
+        def install_then_crash(raw: bytes) -> bytes:
+            reply = answer(raw)
+            if raw[1] == INS_INSTALL and raw[2] == INSTALL_FOR_INSTALL_AND_MAKE_SELECTABLE:
+                os.kill(worker, signal.SIGKILL)  # the card has the AP; the module never hears 9000
+            return reply
+
+        monkeypatch.setattr(card, "process", install_then_crash)
+        form = {"csrf_token": token.group(1), "ap_ids": str(registry.ids["E1"])}
+        with pytest.raises(OSError):
+            module.go(opauth.apdl_base + page + "/card/download", form)
+        monkeypatch.undo()
+    assert card.installed() == {APS["E1"][0]}
+    with apdl_app.app_context():
+        assert [r.state for r in db.get_session().scalars(select(Installation))] == [InstallState.PENDING]
+
+    client = login(opauth, apdl_app, "minami")  # the module restarted: the next contact with the card
+    assert submit(client, page, f"{page}/card/read", {}).status_code == 200
+    with apdl_app.app_context():
+        session = db.get_session()
+        rows = list(session.scalars(select(Installation)))
+        assert [(r.state, r.detail) for r in rows] == [(InstallState.INSTALLED, "reconciled from GET STATUS")]
+        assert "card_reconciled" in [e.action for e in session.scalars(select(OperationLog))]
+        assert oplog.verify_chain(session) is None
+    shown = client.get(page).get_data(as_text=True)
+    assert urllib.parse.quote(APS["E1"][0]) in shown

@@ -1,0 +1,122 @@
+"""カードAP管理 and 利用者登録 through the module's forms, and the tenancy guard over every route."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+
+from tests.apdl.app.conftest import Opauth, login, submit
+from tests.apdl.app.world import APS, build_registry, register_ap, register_resident
+
+
+@pytest.mark.parametrize("aid", ["D392F0000", "D392F000", "D392F00002000100112233445566778899", "D392F0000Z",
+                                 "A000000151000000", ""])
+def test_invalid_or_reserved_aids_are_refused(opauth: Opauth, apdl_app: Flask, aid: str) -> None:
+    admin = login(opauth, apdl_app, "admin")
+    response = submit(admin, "/aps", "/aps", {"aid": aid, "name": "x", "provider_name": "p", "area": "extended",
+                                              "ap_type": "C", "size_bytes": "100", "business_id": "05"})
+    assert response.status_code == 400 and "AID" in response.get_data(as_text=True)
+
+
+def test_a_duplicate_aid_is_refused_and_other_fields_are_checked(opauth: Opauth, apdl_app: Flask) -> None:
+    admin = login(opauth, apdl_app, "admin")
+    register_ap(admin, "E1")
+    base = {"aid": APS["E1"][0].lower(), "name": "again", "provider_name": "p", "area": "extended",
+            "ap_type": "C", "size_bytes": "100", "business_id": "05"}
+    assert submit(admin, "/aps", "/aps", base).status_code == 409
+    for bad in ({"area": "both"}, {"ap_type": "D"}, {"size_bytes": "0"}, {"size_bytes": "70000"},
+                {"business_id": "5"}, {"name": ""}, {"personalize_url": "http://x"}):
+        response = submit(admin, "/aps", "/aps", {**base, "aid": "D392F0000400", **bad})
+        assert response.status_code == 400, bad
+
+
+def test_withdrawn_aps_leave_every_tenants_list(opauth: Opauth, apdl_app: Flask) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")
+    assert APS["E3"][0] in minami.get("/aps").get_data(as_text=True)
+    admin = login(opauth, apdl_app, "admin")
+    ap = registry.ids["E3"]
+    assert submit(admin, f"/aps/{ap}", f"/aps/{ap}/withdraw", {}).status_code == 302
+    assert "廃止" in admin.get(f"/aps/{ap}").get_data(as_text=True)
+    assert APS["E3"][0] not in minami.get("/aps").get_data(as_text=True)
+    assert minami.get(f"/aps/{ap}").status_code == 404
+
+
+def test_tenant_profiles_need_a_valid_municipality_code(opauth: Opauth, apdl_app: Flask) -> None:
+    admin = login(opauth, apdl_app, "admin")
+    for fields in ({"tenant_code": "minamiedo", "kind": "municipality", "municipality_code": "131017"},
+                   {"tenant_code": "minamiedo", "kind": "municipality", "municipality_code": ""},
+                   {"tenant_code": "Bad Code", "kind": "voluntary"}, {"tenant_code": "x", "kind": "empire"}):
+        assert submit(admin, "/tenants", "/tenants", fields).status_code == 400, fields
+    ok = submit(admin, "/tenants", "/tenants", {"tenant_code": "minamiedo", "kind": "municipality",
+                                                 "municipality_code": "131016"})
+    assert ok.status_code == 302
+
+
+def test_registry_screens_are_the_admin_tenants_only(opauth: Opauth, apdl_app: Flask) -> None:
+    minami = login(opauth, apdl_app, "minami")  # no ap.manage
+    assert minami.get("/tenants").status_code == 403
+    response = submit(minami, "/aps", "/aps", {"aid": "D392F0000500", "name": "x"})
+    assert response.status_code == 403
+
+
+def test_resident_fields_are_checked_and_no_individual_number_is_stored(opauth: Opauth, apdl_app: Flask) -> None:
+    client = login(opauth, apdl_app, "minami")
+    resident = register_resident(client, card="1111111111111", birth_date="1986-06-02")
+    page = client.get(f"/residents/{resident}").get_data(as_text=True)
+    assert "山田 花子" in page and "1986-06-02" in page
+    for bad in ({"kana_family": "やまだ"}, {"kanji_family": "Yamada"}, {"postal_code": "1000001x"},
+                {"birth_date": "1986/06/02"}, {"gender": "x"}, {"card_status": "lost"}, {"card_identifier": "12ab"},
+                {"address2": "番号 123456789018"}, {"occupation": "123456789018"}, {"email": "no-at-sign"}):
+        response = submit(client, "/residents", "/residents",
+                          {"card_status": "active", "card_identifier": "2222222222222", "kana_family": "ヤマダ",
+                           "kana_given": "ハナコ", "kanji_family": "山田", "kanji_given": "花子",
+                           "birth_date": "3610602", "gender": "female", "postal_code": "100-0001",
+                           "address1": "千代田１", **bad})
+        assert response.status_code == 400, bad
+    duplicate = submit(client, "/residents", "/residents", {
+        "card_status": "active", "card_identifier": "1111111111111", "kana_family": "ヤマダ", "kana_given": "タロウ",
+        "kanji_family": "山田", "kanji_given": "太郎", "birth_date": "3610602", "gender": "male",
+        "postal_code": "1000001", "address1": "千代田１"})
+    assert duplicate.status_code == 409
+
+
+def test_up_to_twenty_tenant_items_and_the_twenty_first_is_refused(opauth: Opauth, apdl_app: Flask) -> None:
+    client = login(opauth, apdl_app, "minami")
+    for n in range(1, 21):
+        response = submit(client, "/residents/fields", "/residents/fields", {"label": f"項目{n}", "max_length": "20"})
+        assert response.status_code == 302, n
+    refused = submit(client, "/residents/fields", "/residents/fields", {"label": "項目21"})
+    assert refused.status_code == 400 and "20" in refused.get_data(as_text=True)
+    form = client.get("/residents").get_data(as_text=True)
+    names = re.findall(r'name="(custom_\d+)"', form)
+    assert len(names) == 20
+    resident = register_resident(client, card="3333333333333", **{names[0]: "図書館利用", names[1]: "x" * 20})
+    assert "図書館利用" in client.get(f"/residents/{resident}").get_data(as_text=True)
+    too_long = submit(client, "/residents", "/residents", {names[0]: "x" * 21, "card_identifier": "4444444444444"})
+    assert too_long.status_code == 400
+    kita = login(opauth, apdl_app, "kita")  # another tenant's items are not theirs
+    assert 'name="custom_' not in kita.get("/residents").get_data(as_text=True)
+
+
+def test_another_tenant_reaches_none_of_this_tenants_objects(opauth: Opauth, apdl_app: Flask) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")
+    resident = register_resident(minami, card="7777777777777")
+    kita = login(opauth, apdl_app, "kita")
+    assert "7777777777777" not in kita.get("/residents").get_data(as_text=True)
+    assert "7777777777777" not in kita.get("/residents?card=7777777777777").get_data(as_text=True)
+    token_page = "/residents"
+    paths = {rule.rule for rule in apdl_app.url_map.iter_rules() if "resident_id" in rule.arguments}
+    assert paths, "no per-resident routes"
+    for rule in sorted(paths):
+        path = rule.replace("<int:resident_id>", str(resident)).replace("<int:installation_id>", "1")
+        methods = {m for rule_ in apdl_app.url_map.iter_rules() if rule_.rule == rule for m in rule_.methods or ()}
+        response = (submit(kita, token_page, path, {"ap_ids": [str(registry.ids["E1"])], "confirm": "yes"})
+                    if "POST" in methods else kita.get(path))
+        assert response.status_code == 404, (rule, response.status_code)
+    assert kita.get(f"/aps/{registry.ids['E3']}").status_code == 404  # not available to 北江戸市
+    assert kita.get(f"/aps/{registry.ids['E1']}").status_code == 200
+    assert minami.get(f"/residents/{resident}").status_code == 200
