@@ -79,11 +79,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from oidc import cli as oidc_cli
     from oidc import views as oidc_views
     from operators import api as operators_api
-    from operators import api_token_views, settings_views, tenant_views
     from operators import cli as operators_cli
+    from operators import settings_views, tenant_views
     from operators import views as operators_views
     from operators.login import admin as login_admin
-    from operators.login import auth, mtls
+    from operators.login import api_token_views, auth, mtls
     from operators.login import top as login_top
     from operators.web import refuse_ambient_api_calls
 

@@ -123,7 +123,7 @@ def str_enum(cls: type[enum.Enum]) -> Enum:
 
 
 MODEL_MODULES = ("kernel.audit", "ca.models", "operators.models", "operators.login.models", "bio.models",
-                 "config.instance", "oidc.models", "operators.api_token_models")
+                 "config.instance", "oidc.models", "operators.login.api_token_models")
 
 
 def import_models() -> None:

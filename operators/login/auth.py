@@ -4,7 +4,7 @@ Browser sessions use Flask-Login; the login id is ``pk:session_version``, so
 bumping ``Operator.session_version`` (password change, lock, revocation) ends
 every session of that operator. Sessions also end after an idle and an
 absolute timeout. API clients send an API token (``Authorization: Bearer
-opa_...``, see ``operators.api_tokens``: one hash lookup, no password hash per
+opa_...``, see ``operators.login.api_tokens``: one hash lookup, no password hash per
 request) or HTTP Basic credentials (``operator_id@tenant_code``; the tenant
 defaults to the system tenant), which go through the same lock and throttle
 rules. Both paths end in ``requires``, the
@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from db import get_session, new_session
 from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
 from kernel.errors import OpauthError
-from operators.api_tokens import REFUSAL_MESSAGES, TokenRefusal, check_bearer, record_refusal, token_permits
+from operators.login.api_tokens import REFUSAL_MESSAGES, TokenRefusal, check_bearer, record_refusal, token_permits
 from operators.login.models import LoginMethod
 from operators.login.service import (
     LoginRefusal,

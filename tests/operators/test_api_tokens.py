@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from db import get_session
 from kernel.audit import AuditEvent
-from operators.api_token_models import ApiToken
-from operators.api_tokens import check_bearer
+from operators.login.api_token_models import ApiToken
+from operators.login.api_tokens import check_bearer
 from tests.conftest import csrf_token
 from tests.helpers import business_payload, make_csr
 

@@ -1,6 +1,6 @@
 """API トークン管理: the web screen, the REST API (/api/v1/api-tokens) and ``flask tokens``.
 
-Thin: parse, call ``operators.api_tokens``, commit once, render. The secret of a
+Thin: parse, call ``operators.login.api_tokens``, commit once, render. The secret of a
 new token is shown once (never stored, never in a URL or a log); pages that
 show it are sent with ``Cache-Control: no-store``.
 """
@@ -20,8 +20,8 @@ from db import get_session
 from kernel.audit import Actor, AuditAction
 from kernel.errors import InvalidInput, OpauthError
 from kernel.web import json_body, no_store
-from operators.api_token_models import ApiToken
-from operators.api_tokens import (
+from operators.login.api_token_models import ApiToken
+from operators.login.api_tokens import (
     DEFAULT_DAYS,
     MAX_DAYS,
     NewToken,

@@ -27,7 +27,7 @@ from db import utcnow
 from kernel import webinput
 from kernel.audit import Actor, AuditAction, AuditResult, record_event
 from kernel.errors import InvalidInput, NotFound
-from operators.api_token_models import ApiToken
+from operators.login.api_token_models import ApiToken
 from operators.login.models import OperatorLoginState
 from operators.login.service import password_change_required
 from operators.models import Operator
