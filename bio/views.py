@@ -137,7 +137,7 @@ def login_verify() -> Any:
     claimed = challenge_operator(db_session, challenge_id=challenge_id)
     if claimed is not None and current_app.config["BIOMETRIC_CLIENT_CERT_REQUIRED"]:
         # Mutual TLS: the operator's own, valid operator certificate. Checked before the login's own
-        # writes (ca.mtls audits its refusals in a transaction of their own); finish_login decides.
+        # writes (operators.login.mtls audits its refusals in a transaction of their own); finish_login decides.
         try:
             identity = mtls.operator_certificate_for(claimed.id)
         except mtls.ClientCertRefused as exc:

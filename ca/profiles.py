@@ -3,7 +3,7 @@
 Every end-entity certificate gets basic constraints, key usage, extended key
 usage, SKI/AKI, certificatePolicies (``CERTIFICATE_POLICY_OID``), a CRL
 distribution point and an AIA (OCSP + caIssuers) that point at URLs this server
-serves (see ``ca/pki_views.py``). The OCSP responder's certificate carries no
+serves (see ``certs/pki_views.py``). The OCSP responder's certificate carries no
 CRL distribution point nor AIA: it is id-pkix-ocsp-nocheck, so relying parties
 never check its status, and the response names the CA it answers for.
 """
@@ -87,7 +87,7 @@ class PkiUrls:
 
 
 def pki_urls(base_url: str, authority_id: int) -> PkiUrls:
-    """The URLs served by ``ca/pki_views.py`` for the CA with this id."""
+    """The URLs served by ``certs/pki_views.py`` for the CA with this id."""
     return PkiUrls(
         crl=f"{base_url}/pki/crl/{authority_id}.crl",
         ocsp=f"{base_url}/pki/ocsp",

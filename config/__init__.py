@@ -133,7 +133,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PAGE_SIZE", _int, 50, "Rows per page in lists (web UI and API)."),
     Setting("SESSION_COOKIE_SECURE", _bool, True,
             "Send the session cookie over HTTPS only."),
-    # Login (operators/login_*.py, operators/auth.py)
+    # Login (operators/login/)
     Setting("ARGON2_TIME_COST", _int, 3, "argon2id iterations for operator passwords (RFC 9106)."),
     Setting("ARGON2_MEMORY_KIB", _int, 65536, "argon2id memory per hash (KiB)."),
     Setting("ARGON2_PARALLELISM", _int, 4, "argon2id lanes."),

@@ -1,7 +1,7 @@
 """The `make run` layout: nginx in front (TLS, client CA names, plain-HTTP /pki/), gunicorn behind a Unix socket.
 
 Shared by ``scripts/serve.py`` (which starts both), ``config/gunicorn.conf.py``,
-``ca/mtls.py`` (which trusts proxy headers only over that socket) and the tests.
+``operators/login/mtls.py`` (which trusts proxy headers only over that socket) and the tests.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The thin module over Authlib: opauth's clients, codes, PKCE rule, client authentication and tokens.
 
 Authlib (with joserfc) runs the OAuth 2.0 / OpenID Connect protocol. What it lacks is written here:
-RFC 8705 ``tls_client_auth`` through ``ca.mtls`` (the one enforcement point), certificate-bound JWT
+RFC 8705 ``tls_client_auth`` through ``operators.login.mtls`` (the one enforcement point), certificate-bound JWT
 access tokens (``cnf.x5t#S256``), PKCE S256 required for every client, single-use codes whose replay
 revokes what they produced, and pairwise subjects. Nothing outside ``oidc/`` imports Authlib.
 """

@@ -47,7 +47,7 @@ def change_own_password() -> Any:
     session.commit()  # the login attempt's audit entry and counters, whatever follows
     if operator is None:
         return _unauthorized()
-    g.api_operator = operator  # the audit actor of this request (operators.auth.current_actor)
+    g.api_operator = operator  # the audit actor of this request (operators.login.auth.current_actor)
 
     def work() -> None:
         if operator.auth_method is AuthMethod.BIOMETRIC:

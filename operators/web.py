@@ -39,7 +39,7 @@ def scope() -> Scope:
 
 
 def unit_of_work(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:
-    """Run ``work`` and commit once; refusals are rolled back and audited (operators.audit)."""
+    """Run ``work`` and commit once; refusals are rolled back and audited (kernel.audit)."""
     return audited_unit_of_work(get_session(), new_session, work=work, failure_action=failure,
                                 actor=current_actor(), target=target)
 
@@ -82,7 +82,7 @@ def refuse_ambient_api_calls() -> Any:
         return _refuse_api_call("cross_site", _("他のサイトのページからの API 呼び出しは受け付けません。"))
     auth = request.authorization
     if auth is not None and (auth.type == "bearer" or (auth.type == "basic" and auth.username and auth.password)):
-        return None  # the API authenticates these credentials themselves (operators.auth)
+        return None  # the API authenticates these credentials themselves (operators.login.auth)
     if not current_user.is_authenticated:
         return None  # no ambient credential: the view answers 401
     try:

@@ -9,7 +9,7 @@ request) or HTTP Basic credentials (``operator_id@tenant_code``; the tenant
 defaults to the system tenant), which go through the same lock and throttle
 rules. Both paths end in ``requires``, the
 single permission check. The rules themselves live in
-``operators.login_service``.
+``operators.login.service``.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def generate_password(length: int = 16) -> str:
 def check_policy(password: str, *, operator_id: str, min_length: int | None = None) -> str | None:
     """The reason ``password`` is unacceptable (length, contains the operator ID), or None.
 
-    Reuse of earlier passwords needs the database: see ``operators.login_service.change_password``.
+    Reuse of earlier passwords needs the database: see ``operators.login.service.change_password``.
     """
     if min_length is None:
         min_length = int(current_app.config["PASSWORD_MIN_LENGTH"]) if has_app_context() else 12

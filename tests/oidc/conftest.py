@@ -6,7 +6,7 @@
 - Business login enabled for both, with one redirect URI each (PUT .../oidc-client).
 
 The Flask test client stands in for the nginx proxy: the app trusts 127.0.0.1 and the client certificate
-travels in X-SSL-Client-Cert, the way ca/mtls.py reads it behind nginx.
+travels in X-SSL-Client-Cert, the way operators/login/mtls.py reads it behind nginx.
 """
 
 from __future__ import annotations
