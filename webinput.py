@@ -25,6 +25,7 @@ from typing import Any
 import flask
 from flask import Flask, current_app, request
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext
 from werkzeug.routing import IntegerConverter, Map
 
 from ca.errors import InvalidInput, NotFound, OpauthError
@@ -195,11 +196,12 @@ def guard_request() -> None:
     if has_control_characters(request.path):
         # Like any other malformed identifier: nothing by that name exists.
         raise NotFound(_("URL に使用できない文字(制御文字)が含まれています。"))
-    _check_pairs(request.args.lists(), where=_("クエリ文字列"), multiline=False)
+    # Lazy labels: every request passes here, and the words are needed only for a refusal.
+    _check_pairs(request.args.lists(), where=lazy_gettext("クエリ文字列"), multiline=False)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
             # Text areas (a pasted PEM, notes) keep their line breaks; every other control character is refused.
-            _check_pairs(request.form.lists(), where=_("フォームの入力"), multiline=True)
+            _check_pairs(request.form.lists(), where=lazy_gettext("フォームの入力"), multiline=True)
         elif request.is_json and request.content_length != 0 and request.get_data(cache=True):
             request.get_json()  # decoded and checked once here; views get the cached result
 
