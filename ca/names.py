@@ -102,7 +102,7 @@ def check_subject_value(oid: x509.ObjectIdentifier, value: object, *, from_csr: 
     Raises ``InvalidCsr`` for what a CSR asked for, ``InvalidInput`` for values taken from the registry.
     """
     error: type[OpauthError] = InvalidCsr if from_csr else InvalidInput
-    label = str(ATTRIBUTE_LABELS.get(oid, oid.dotted_string))
+    label = ATTRIBUTE_LABELS.get(oid, oid.dotted_string)  # translated only if a message is made
     if not isinstance(value, str):
         raise error(_("%(attribute)s は文字列で指定してください。", attribute=label))
     if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value):

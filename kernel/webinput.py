@@ -197,6 +197,7 @@ def guard_request() -> None:
     if has_control_characters(request.path):
         # Like any other malformed identifier: nothing by that name exists.
         raise NotFound(_("URL に使用できない文字(制御文字)が含まれています。"))
+    # Lazy labels: every request passes here, and the words are needed only for a refusal.
     _check_pairs(request.args.lists(), where=lazy_gettext("クエリ文字列"), multiline=False)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):

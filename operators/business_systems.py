@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
+from flask_babel.speaklater import LazyString
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -59,7 +60,7 @@ class BusinessSystemData:
         for field in LABELS:
             if field == "business_id":
                 continue  # checked by its own pattern below, with its own message
-            values[field] = webinput.text(data.get(field), field=f"{LABELS[field]} ({field})",
+            values[field] = webinput.text(data.get(field), field=_field_label(field),
                                           max_length=MAX_LENGTHS[field])
         raw_id = data.get("business_id")
         values["business_id"] = raw_id.strip() if isinstance(raw_id, str) else ""
@@ -84,6 +85,12 @@ class BusinessSystemData:
             if host not in seen:
                 seen.append(host)
         return seen
+
+
+def _field_label(field: str) -> str:
+    """「業務システム名 (name)」, translated only when a message is made (most input is valid)."""
+    label: str = LazyString(lambda: f"{LABELS[field]} ({field})")
+    return label
 
 
 def host_of(url: str, field: str = "url") -> str:

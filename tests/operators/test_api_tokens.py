@@ -272,3 +272,20 @@ def test_web_screen_creates_shows_once_and_revokes(admin_client: FlaskClient) ->
     assert bearer(app, secret).post("/api/v1/business-server-certificates",
                                     json=business_payload(make_csr())).get_json()["reason"] == "revoked"
     assert admin_client.get("/admin/api-tokens?lang=en").status_code == 200
+
+
+def test_guessing_tokens_is_throttled_like_failed_logins_and_the_audit_chain_holds(admin_api: FlaskClient) -> None:
+    app = admin_api.application
+    app.config["LOGIN_THROTTLE_FAILURES"] = 3
+    valid = new_token(admin_api, ISSUE)["token"]
+    guesser = bearer(app, "opa_" + "B" * 43)
+    for _attempt in range(3):
+        assert guesser.get("/api/v1/certificates").status_code == 401
+    throttled = guesser.get("/api/v1/certificates")
+    assert throttled.status_code == 429 and throttled.get_json()["error"] == "throttled"
+    assert len(audit_actions(app, "api_token.refused")) == 3  # no entry per throttled guess
+    # A real token is not a guess: it still works from the same address.
+    assert bearer(app, valid).post("/api/v1/business-server-certificates",
+                                   json=business_payload(make_csr())).status_code == 201
+    verified = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert verified.exit_code == 0, verified.output
