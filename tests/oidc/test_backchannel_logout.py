@@ -256,3 +256,14 @@ def test_an_unused_code_owes_no_logout(world: World, receiver: Receiver) -> None
         assert delivery.gave_up_at is not None and delivery.attempts == 0, "settled when due, without sending"
     assert receiver.tokens == []
     assert not _audit(world, "oidc.logout_sent") and not _audit(world, "oidc.logout_failed")
+
+
+def test_logout_asked_by_another_business_system_is_announced(world: World, receiver: Receiver) -> None:
+    id_token = _sign_in_to_09(world, receiver)
+    req = AuthRequest("05")
+    hint = exchange(world.app, req, get_code(world.browser, req), world.certs["05"]).get_json()["id_token"]
+    response = world.browser.get("/oidc/logout?" + urllib.parse.urlencode({"id_token_hint": hint}))
+    assert response.status_code == 200, "RP-initiated logout of the same session ends it at once"
+    assert world.browser.get("/top").status_code == 302
+    assert "1 logout tokens delivered" in _deliver(world)
+    assert [_sid(world, t) for t in receiver.tokens] == [id_token["sid"]]
