@@ -6,14 +6,13 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from oidc.models import OidcClient
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_sub, sector_for
 from operators.login.service import locked_until
-from operators.models import BusinessSystem, InBusinessId, Operator
-from operators.tenancy import usable_business_systems
+from operators.models import BusinessSystem, InBusinessId, JointUse, Operator, operator_business_system
 
 CLAIM_TENANT = "https://opauth/tenant"
 CLAIM_IN_BUSINESS_ID = "https://opauth/in_business_id"
@@ -43,9 +42,21 @@ def refusal_for(session: Session, *, operator: Operator, system: BusinessSystem,
         return Refusal.LOCKED
     if client is None or not client.enabled:
         return Refusal.CLIENT_DISABLED
-    if system not in usable_business_systems(session, operator):
+    if not system.enabled or session.execute(_PERMITTED, {"operator": operator.id, "system": system.id,
+                                                           "tenant": operator.tenant_id}).first() is None:
         return Refusal.NOT_PERMITTED
     return None
+
+
+# The operator top screen's rule (operators.login_top.usable_business_systems) for one system: among the
+# operator's 許可業務 and their tenant's 共同利用 (the caller checks that the system is enabled).
+_PERMITTED = (select(operator_business_system.c.business_system_id)
+              .join(JointUse, JointUse.business_system_id == operator_business_system.c.business_system_id)
+              .where(operator_business_system.c.operator_id == bindparam("operator"),
+                     operator_business_system.c.business_system_id == bindparam("system"),
+                     JointUse.tenant_id == bindparam("tenant")))
+_IN_BUSINESS_ID = select(InBusinessId.in_business_id, InBusinessId.permissions).where(
+    InBusinessId.operator_id == bindparam("operator"), InBusinessId.business_system_id == bindparam("system"))
 
 
 class LoginKind(enum.StrEnum):
@@ -101,11 +112,10 @@ def user_claims(session: Session, subject: Subject, scope: str) -> dict[str, Any
     }
     if "profile" in scope.split():
         claims["name"] = operator.name
-    mapping = session.scalar(select(InBusinessId).where(InBusinessId.operator_id == operator.id,
-                                                        InBusinessId.business_system_id == system.id))
+    mapping = session.execute(_IN_BUSINESS_ID, {"operator": operator.id, "system": system.id}).first()
     if mapping is not None:
         claims[CLAIM_IN_BUSINESS_ID] = mapping.in_business_id
-        claims[CLAIM_PERMISSIONS] = list(mapping.permissions)
+        claims[CLAIM_PERMISSIONS] = list(mapping.permissions or [])
     else:
         claims[CLAIM_PERMISSIONS] = []
     if subject.login_kind is LoginKind.BIOMETRIC and subject.operator_cert_sha256:

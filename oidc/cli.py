@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
 from db import get_session, new_session
@@ -18,10 +20,10 @@ from kernel.cli import cli_actor
 from kernel.errors import OpauthError
 from oidc.clients import client_for_business_id, client_settings_json, configured_clients, save_client_settings
 from oidc.keys import key_listing, rotate
-from oidc.logout import TIMEOUT_SECONDS, deliver, due_deliveries, issuer_of
-from oidc.models import OidcLogoutDelivery
+from oidc.logout import TIMEOUT_SECONDS, RoundReport, deliver_due, issuer_of
 
 T = TypeVar("T")
+LOGOUT_WORKER_INTERVAL = 10
 
 oidc_group = AppGroup("oidc", help="Business login (OpenID Connect provider): clients and signing keys.")
 client_group = AppGroup("client", help="Business login settings of business systems.")
@@ -115,23 +117,45 @@ def keys_rotate(force: bool) -> None:
     click.echo(f"active {result.active_kid}; retired {result.retired_kid or '-'}; next {result.next_kid}")
 
 
+def _deliver_round(session: Session, timeout: float) -> RoundReport:
+    report = deliver_due(session, CaSettings.from_config(current_app.config), issuer=issuer_of(current_app.config),
+                         timeout=timeout)
+    for result in report.failed:
+        click.echo(f"{result.business_id}\tdelivery {result.delivery_id}\t{result.error}", err=True)
+    return report
+
+
 @oidc_group.command("deliver-logouts")
 @click.option("--timeout", default=TIMEOUT_SECONDS, show_default=True, help="Seconds to wait for each business system.")
 def deliver_logouts(timeout: float) -> None:
     """Send the back-channel logout tokens that are due (run from cron, e.g. every minute)."""
-    session = get_session()
-    settings = CaSettings.from_config(current_app.config)
-    sent = failed = 0
-    for delivery_id in due_deliveries(session):
-        delivery = session.get(OidcLogoutDelivery, delivery_id)
-        if delivery is None:
-            continue
-        result = deliver(session, settings, delivery, issuer=issuer_of(current_app.config), timeout=timeout)
-        session.commit()  # one delivery at a time: a later failure does not undo an earlier success
-        sent, failed = sent + result.delivered, failed + (not result.delivered)
-        if not result.delivered:
-            click.echo(f"{result.business_id}\tdelivery {result.delivery_id}\t{result.error}", err=True)
-    click.echo(f"{sent} logout tokens delivered, {failed} failed")
+    report = _deliver_round(get_session(), timeout)
+    click.echo(f"{report.sent} logout tokens delivered, {len(report.failed)} failed")
+
+
+@oidc_group.command("logout-worker")
+@click.option("--interval", type=click.IntRange(min=1), default=LOGOUT_WORKER_INTERVAL, show_default=True,
+              help="Seconds between rounds.")
+@click.option("--rounds", type=click.IntRange(min=0), default=0, help="Stop after this many rounds (0: never).")
+@click.option("--timeout", default=TIMEOUT_SECONDS, show_default=True, help="Seconds to wait for each business system.")
+def logout_worker(interval: int, rounds: int, timeout: float) -> None:
+    """`deliver-logouts` every INTERVAL seconds (run it beside the web server; `make run` does)."""
+    done = 0
+    while True:
+        session = new_session()
+        try:
+            report = _deliver_round(session, timeout)
+            if report.sent or report.failed:
+                click.echo(f"{report.sent} logout tokens delivered, {len(report.failed)} failed")
+        except Exception as exc:  # a database hiccup must not end the worker: the next round retries
+            session.rollback()
+            click.echo(f"logout delivery failed: {exc}", err=True)
+        finally:
+            session.close()
+        done += 1
+        if rounds and done >= rounds:
+            return
+        time.sleep(interval)
 
 
 def init_app(app: Flask) -> None:

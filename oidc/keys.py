@@ -162,9 +162,22 @@ def jwks(session: Session) -> dict[str, Any]:
     return {"keys": [dict(key) for key in _published_jwks(session)]}
 
 
+_verifying: dict[int, tuple[list[dict[str, Any]], KeySet]] = {}  # parsed once per cached JWKS
+
+
 def verification_keys(session: Session) -> KeySet:
     """Public keys that verify tokens we signed (every published key)."""
-    return KeySet([ECKey.import_key(dict(key)) for key in _published_jwks(session)])
+    keys = _published_jwks(session)
+    with _loaded_lock:
+        hit = _verifying.get(id(keys))
+        if hit is not None and hit[0] is keys:
+            return hit[1]
+    key_set = KeySet([ECKey.import_key(dict(key)) for key in keys])
+    with _loaded_lock:
+        if len(_verifying) > 16:
+            _verifying.clear()
+        _verifying[id(keys)] = (keys, key_set)  # the list is kept alive with it, so its id is not reused
+    return key_set
 
 
 @dataclass(frozen=True)

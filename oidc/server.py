@@ -33,6 +33,7 @@ from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_e
 from oidc.claims import LoginKind, Subject, refusal_for, subject_for, user_claims
 from oidc.clients import business_id_from_client_id, client_id_for
 from oidc.keys import ALGORITHM, signing_key
+from oidc.logout import schedule_timeout_logout
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_key
 from oidc.rules import OpauthRules, S256Required
@@ -53,7 +54,10 @@ def issuer() -> str:
 
 
 def _settings() -> CaSettings:
-    return CaSettings.from_config(current_app.config)
+    settings = g.get("oidc_ca_settings")  # asked several times a request
+    if not isinstance(settings, CaSettings):
+        settings = g.oidc_ca_settings = CaSettings.from_config(current_app.config)
+    return settings
 
 
 def _audit_actor() -> Actor:
@@ -196,6 +200,9 @@ class CodeGrant(AuthorizationCodeGrant):
             auth_time=subject.auth_time, login_method=subject.login_kind.value, sid=subject.sid,
             operator_cert_sha256=subject.operator_cert_sha256, created_at=now,
             expires_at=now + timedelta(seconds=CODE_SECONDS)))
+        # Should this browser session just stop, the business system is told when it has timed out.
+        schedule_timeout_logout(get_session(), system_id=subject.system.id, operator_pk=subject.operator.id,
+                                sid=subject.sid)
         get_session().flush()
 
     def query_authorization_code(self, code: str, client: Client) -> Code | None:

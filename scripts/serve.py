@@ -2,10 +2,11 @@
 
 nginx terminates TLS on BIND (sending opauth's CA names, handing any client certificate to the
 application) and serves /pki/ over plain HTTP on PKI_HTTP_BIND; gunicorn listens only on
-APP_SOCKET; `flask --app app pki worker` re-signs CRLs and OCSP answers before they fall due.
-Ctrl-C (SIGINT) or SIGTERM stops all three; if any exits, the others are stopped too and
-the exit status says so. Every RENEW_CHECK_SECONDS, and at once on SIGHUP, opauth's own TLS
-certificate is re-issued if it is due (SERVER_CERT_RENEW_DAYS, changed names) and nginx reloads
+APP_SOCKET; `flask --app app pki worker` re-signs CRLs and OCSP answers before they fall due;
+`flask --app app oidc logout-worker` sends the business systems' back-channel logout tokens as they
+fall due (every LOGOUT_INTERVAL_SECONDS). Ctrl-C (SIGINT) or SIGTERM stops them all; if any exits,
+the others are stopped too and the exit status says so. Every RENEW_CHECK_SECONDS, and at once on
+SIGHUP, opauth's own TLS certificate is re-issued if it is due (SERVER_CERT_RENEW_DAYS, changed names) and nginx reloads
 it. Every AUDIT_CHECKPOINT_SECONDS (and once at start) the audit log's head is signed into a checkpoint
 outside the database (`flask --app app audit checkpoint`), so a later truncation is reported by
 `audit verify`. Run after `flask --app app init` (the Makefile does both).
@@ -32,6 +33,7 @@ from config.serving import NginxSite, app_socket_path, render_nginx_conf, upstre
 BIN = Path(sys.executable).parent
 RENEW_CHECK_SECONDS = 6 * 3600
 AUDIT_CHECKPOINT_SECONDS = 3600
+LOGOUT_INTERVAL_SECONDS = 10
 
 
 def _audit_checkpoint() -> None:
@@ -169,6 +171,7 @@ def main() -> int:
     # Own process groups: the terminal's Ctrl-C reaches only this supervisor, which stops both in order.
     gunicorn_env = dict(os.environ, OPAUTH_BIND=f"unix:{sock}", OPAUTH_SERVE_TLS="false")
     procs: list[subprocess.Popen[bytes]] = []
+    names: list[str] = []
     stopping = False
     check_now = False
 
@@ -185,15 +188,23 @@ def main() -> int:
         gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", str(ROOT / "config" / "gunicorn.conf.py")],
                                     cwd=ROOT, env=gunicorn_env, start_new_session=True)
         procs.append(gunicorn)
+        names.append("gunicorn")
         _wait(lambda: _socket_answers(sock), procs, "gunicorn")
         # CRLs and OCSP answers re-signed before they fall due, whether or not anyone fetches them.
         worker = subprocess.Popen([str(BIN / "flask"), "--app", "app", "pki", "worker"], cwd=ROOT,
                                   env=gunicorn_env, start_new_session=True)
         procs.append(worker)
+        names.append("pki worker")
+        # Back-channel logouts reach the business systems within seconds of being owed (never in a request).
+        procs.append(subprocess.Popen([str(BIN / "flask"), "--app", "app", "oidc", "logout-worker",
+                                       "--interval", str(LOGOUT_INTERVAL_SECONDS)], cwd=ROOT, env=gunicorn_env,
+                                      start_new_session=True))
+        names.append("logout worker")
         # -e: nginx's own log from the first moment (the compiled-in /var/log/nginx is not ours to write).
         nginx = subprocess.Popen([_nginx_binary(), "-p", str(prefix), "-e", str(prefix / "error.log"),
                                   "-c", str(conf)], cwd=prefix, start_new_session=True)
         procs.append(nginx)
+        names.append("nginx")
         checks = [settings["BIND"]] + ([settings["PKI_HTTP_BIND"]] if settings["PKI_HTTP_BIND"] else [])
         _wait(lambda: all(_tcp_answers(c) for c in checks), procs,
               f"nginx (see {prefix / 'error.log'})")
@@ -218,11 +229,8 @@ def main() -> int:
             next_checkpoint = time.monotonic() + AUDIT_CHECKPOINT_SECONDS
             _audit_checkpoint()
         time.sleep(0.5)
-    names = {id(procs[0]): "gunicorn", id(procs[-1]): "nginx"}
-    if len(procs) == 3:
-        names[id(procs[1])] = "pki worker"
-    failed = [] if stopping else [names[id(p)] for p in procs if p.poll() is not None]
-    for proc in reversed(procs):  # nginx first, then the worker and gunicorn (all stop fast on SIGTERM)
+    failed = [] if stopping else [name for name, p in zip(names, procs, strict=True) if p.poll() is not None]
+    for proc in reversed(procs):  # nginx first, then the workers and gunicorn (all stop fast on SIGTERM)
         _stop(proc, signal.SIGTERM)
     if failed:
         print(f"serve: {' and '.join(failed)} exited; stopped everything",

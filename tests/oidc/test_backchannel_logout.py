@@ -1,7 +1,8 @@
 """Back-channel logout: ended opauth sessions are announced to the business systems they signed into.
 
 A real HTTPS receiver on 127.0.0.1 (its server certificate issued by opauth for business system 09) stands
-in for the business system; delivery runs through the CLI, as cron would run it.
+in for the business system; delivery runs through the CLI, as cron (``deliver-logouts``) or ``make run``
+(``logout-worker``) runs it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import http.server
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -187,3 +189,81 @@ def test_revoking_the_operator_certificate_of_a_biometric_session_logs_it_out(wo
     assert response.status_code == 200, response.get_json()
     _deliver(world)
     assert [jwt.decode(t, keys, algorithms=["ES256"]).claims["sid"] for t in receiver.tokens] == [sid]
+
+
+def _sid(world: World, token: str) -> str:
+    keys = KeySet.import_key_set(world.app.test_client().get("/oidc/jwks.json").get_json())
+    return str(jwt.decode(token, keys, algorithms=["ES256"]).claims["sid"])
+
+
+def test_a_session_that_simply_stops_is_announced_once_it_has_timed_out(world: World, receiver: Receiver) -> None:
+    absolute = int(world.app.config["SESSION_ABSOLUTE_MINUTES"]) * 60
+    with world.browser.session_transaction() as browser_session:  # logged in almost that long ago
+        browser_session["auth_at"] = int(time.time()) - absolute + 20
+    id_token = _sign_in_to_09(world, receiver)
+    assert "0 logout tokens delivered" in _deliver(world), "not before the session has ended"
+    deadline = time.monotonic() + 90  # no request comes from the browser any more
+    while not receiver.tokens and time.monotonic() < deadline:
+        time.sleep(1)
+        result = world.app.test_cli_runner().invoke(args=["oidc", "logout-worker", "--rounds", "1"])
+        assert result.exit_code == 0, result.output
+    assert [_sid(world, t) for t in receiver.tokens] == [id_token["sid"]]
+    sent = _audit(world, "oidc.logout_sent")
+    assert sent and sent[-1].detail["reason"] == "session_timeout"
+    response = world.browser.get("/top")  # the browser comes back: its session is over ...
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert "0 logout tokens delivered" in _deliver(world), "... and the business system is not told twice"
+
+
+def test_an_idle_session_ends_at_its_next_request_and_is_announced(world: World, receiver: Receiver) -> None:
+    id_token = _sign_in_to_09(world, receiver)
+    idle = int(world.app.config["SESSION_IDLE_MINUTES"]) * 60
+    with world.browser.session_transaction() as browser_session:  # the operator left the browser alone
+        browser_session["seen_at"] = int(time.time()) - idle - 5
+    response = world.browser.get("/top")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert _audit(world, "auth.session_expired")
+    assert "1 logout tokens delivered" in _deliver(world)
+    assert [_sid(world, t) for t in receiver.tokens] == [id_token["sid"]]
+
+
+def test_locking_the_operator_logs_out_their_business_system_sessions(world: World, receiver: Receiver) -> None:
+    id_token = _sign_in_to_09(world, receiver)
+    someone = world.app.test_client()
+    for _ in range(int(world.app.config["LOGIN_MAX_FAILURES"])):
+        page = someone.get("/login").get_data(as_text=True)
+        someone.post("/login", data={"csrf_token": csrf_token(page), "tenant": "minamiedo", "operator_id": "OP0601",
+                                     "password": "not-the-password"})
+    assert _audit(world, "auth.locked")
+    assert "1 logout tokens delivered" in _deliver(world)
+    assert [_sid(world, t) for t in receiver.tokens] == [id_token["sid"]]
+
+
+def test_an_unused_code_owes_no_logout(world: World, receiver: Receiver) -> None:
+    absolute = int(world.app.config["SESSION_ABSOLUTE_MINUTES"]) * 60
+    with world.browser.session_transaction() as browser_session:
+        browser_session["auth_at"] = int(time.time()) - absolute + 2
+    get_code(world.browser, AuthRequest("09", redirect=f"https://127.0.0.1:{receiver.port}/cb"))  # never exchanged
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with world.app.app_context():
+            if get_session().scalars(select(OidcLogoutDelivery.gave_up_at)).one() is not None:
+                break
+        time.sleep(1)
+        _deliver(world)
+    with world.app.app_context():
+        delivery = get_session().scalars(select(OidcLogoutDelivery)).one()
+        assert delivery.gave_up_at is not None and delivery.attempts == 0, "settled when due, without sending"
+    assert receiver.tokens == []
+    assert not _audit(world, "oidc.logout_sent") and not _audit(world, "oidc.logout_failed")
+
+
+def test_logout_asked_by_another_business_system_is_announced(world: World, receiver: Receiver) -> None:
+    id_token = _sign_in_to_09(world, receiver)
+    req = AuthRequest("05")
+    hint = exchange(world.app, req, get_code(world.browser, req), world.certs["05"]).get_json()["id_token"]
+    response = world.browser.get("/oidc/logout?" + urllib.parse.urlencode({"id_token_hint": hint}))
+    assert response.status_code == 200, "RP-initiated logout of the same session ends it at once"
+    assert world.browser.get("/top").status_code == 302
+    assert "1 logout tokens delivered" in _deliver(world)
+    assert [_sid(world, t) for t in receiver.tokens] == [id_token["sid"]]

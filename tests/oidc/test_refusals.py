@@ -64,6 +64,7 @@ def test_missing_state_is_refused(world: World) -> None:
     response = world.browser.get(AuthRequest("05").url(state=None))
     assert response.status_code == 302
     assert redirect_params(response.headers["Location"])["error"] == "invalid_request"
+    assert _audited(world, "oidc.denied")
 
 
 @pytest.mark.parametrize("redirect_uri", [
@@ -83,6 +84,7 @@ def test_unregistered_redirect_uris_get_an_error_page_not_a_redirect(world: Worl
 def test_unknown_client_gets_an_error_page(world: World) -> None:
     response = world.browser.get(AuthRequest("05").url(client_id="biz-99"))
     assert response.status_code == 400 and "Location" not in response.headers
+    assert _audited(world, "oidc.denied")
 
 
 @pytest.mark.parametrize("uri", [
@@ -101,6 +103,7 @@ def test_prompt_none_without_a_session_answers_login_required(world: World) -> N
     response = world.app.test_client().get(req.url(prompt="none"))
     params = redirect_params(response.headers["Location"])
     assert response.status_code == 302 and params["error"] == "login_required" and params["state"] == req.state
+    assert _audited(world, "oidc.denied")
 
 
 def test_without_a_session_the_operator_logs_in_and_comes_back(world: World) -> None:
@@ -156,6 +159,7 @@ def test_operator_without_the_permission_is_refused(world: World) -> None:
 def test_tenant_without_joint_use_is_refused(world: World) -> None:
     assert world.admin.put("/api/v1/business-systems/05/joint-use", json={"tenants": []}).status_code == 200
     _deny(world, "05")
+    assert any(e.detail.get("reason") == "system_not_permitted" for e in _audited(world, "oidc.denied"))
 
 
 def test_disabled_business_login_is_refused(world: World) -> None:
@@ -212,6 +216,8 @@ def test_code_of_one_client_cannot_be_used_by_another(world: World) -> None:
     other.verifier = req.verifier
     response = exchange(world.app, other, code, world.certs["07"])
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+    assert any(e.detail.get("reason") == "code issued to another client" for e in _audited(world, "oidc.token_refused"))
+    assert exchange(world.app, req, code, world.certs["05"]).status_code == 200, "still the rightful client's"
 
 
 def test_expired_code_is_refused(world: World) -> None:
@@ -223,6 +229,7 @@ def test_expired_code_is_refused(world: World) -> None:
         session.commit()
     response = exchange(world.app, req, code, world.certs["05"])
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_grant"
+    assert any(e.detail.get("reason") == "code expired" for e in _audited(world, "oidc.token_refused"))
 
 
 @pytest.mark.parametrize(("overrides", "error"), [
@@ -269,6 +276,7 @@ def test_revoked_ssl_certificate_is_refused_on_the_next_request(world: World) ->
     assert response.status_code == 200, response.get_json()
     response = exchange(world.app, req, code, world.certs["05"])
     assert response.get_json()["error"] == "invalid_client"
+    assert any("失効" in e.detail.get("reason", "") for e in _audited(world, "oidc.client_auth_failed"))
 
 
 def test_terminal_certificate_is_not_a_client_certificate(world: World) -> None:
@@ -276,6 +284,7 @@ def test_terminal_certificate_is_not_a_client_certificate(world: World) -> None:
     req = AuthRequest("05")
     response = exchange(world.app, req, get_code(world.browser, req), terminal)
     assert response.get_json()["error"] == "invalid_client"
+    assert _audited(world, "oidc.client_auth_failed")
 
 
 def test_operator_certificate_is_not_a_client_certificate(world: World) -> None:
@@ -293,6 +302,7 @@ def test_operator_certificate_is_not_a_client_certificate(world: World) -> None:
     req = AuthRequest("05")
     response = exchange(world.app, req, get_code(world.browser, req), operator_cert)
     assert response.get_json()["error"] == "invalid_client"
+    assert _audited(world, "oidc.client_auth_failed")
 
 
 def test_spoofed_certificate_header_from_an_untrusted_peer_is_ignored(world: World) -> None:
@@ -329,6 +339,7 @@ def test_bound_token_without_the_certificate_is_refused(world: World) -> None:
 def test_bound_token_over_another_certificate_is_refused(world: World) -> None:
     response = userinfo(world.app, _token(world), world.certs["07"])
     assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
+    assert any("another certificate" in e.detail.get("reason", "") for e in _audited(world, "oidc.userinfo_refused"))
 
 
 def test_forged_or_garbage_tokens_are_refused(world: World) -> None:
@@ -337,6 +348,7 @@ def test_forged_or_garbage_tokens_are_refused(world: World) -> None:
     for forged in ("garbage", f"{header}.{payload}.", "eyJhbGciOiJub25lIn0.e30.", token[:-4] + "AAAA"):
         response = userinfo(world.app, forged, world.certs["05"])
         assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
+    assert len(_audited(world, "oidc.userinfo_refused")) == 4
 
 
 def test_control_characters_in_an_authorization_request_are_refused_where_input_enters(world: World) -> None:
