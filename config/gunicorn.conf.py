@@ -30,6 +30,11 @@ workers = _settings["WORKERS"]
 worker_class = "gthread"
 threads = 4
 _unix = _settings["BIND"].startswith("unix:")
+# A gthread worker accepts every connection it can, so a few keep-alive clients could all land on one worker
+# and leave the other core idle (`make bench` prints the busiest worker's share). On TCP each worker listens on
+# a socket of its own (SO_REUSEPORT) and the kernel spreads connections across them. Behind nginx (the Unix
+# socket; SO_REUSEPORT does not balance those) each proxied request is a new connection, so they spread anyway.
+reuse_port = not _unix
 if _unix:
     _run_dir = Path(_settings["BIND"].removeprefix("unix:")).parent
     _run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
