@@ -392,7 +392,7 @@ def bench_http(work: Path, inst: Instance, results: dict[str, Any]) -> None:
 GUNICORN_VARIANTS: list[tuple[str, bool, list[str]]] = [  # label, SO_REUSEPORT, gunicorn options
     ("gthread, 2 workers x 4 threads, keep-alive 2 s (the settings before)", False,
      ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--keep-alive", "2"]),
-    ("the same with reuse_port (a listening socket per worker; gunicorn.conf.py on TCP now)", True,
+    ("the same with reuse_port (a listening socket per worker: gunicorn.conf.py on TCP now)", True,
      ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--keep-alive", "2"]),
     ("gthread 2 x 4, keep-alive off (a connection per request, as behind nginx)", False,
      ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--keep-alive", "0"]),
