@@ -568,6 +568,14 @@ def table(results: dict[str, Any], peers: dict[str, tuple[float, str, float, flo
                  "django-ca create_cert, in-process, no HTTP", peer("djca.sqlite.sign_api"), "—")
         rate_row(f"business server certificate over HTTP (session cookie), {c}", results["issue"],
                  "raw pyca/cryptography issue-from-CSR, 1 core", peer("py.issue_from_csr"), "—")
+    if "bio" in results:
+        bio = results["bio"]
+        parts = ", ".join(f"{k} {v:.1f} ms" for k, v in bio.items() if k not in ("logins_per_second", "profiled_ms"))
+        rows.append(("biometric login end to end, in-process, sequential (login page, options, verify; no TLS)",
+                      f"{bio['logins_per_second']:.1f} logins/s; per login under cProfile "
+                      f"({bio['profiled_ms']:.0f} ms): {parts}",
+                      f"py_webauthn verify_authentication_response alone: {results['bio_raw']:,.0f}/s",
+                      f"{bio['logins_per_second'] / results['bio_raw']:.1%}", "≥ 300 logins/s on 2 workers"))
     for size, (mine, raw, _n) in results.get("crl", {}).items():
         rows.append((f"CRL with {size:,} entries, signed and stored", f"{mine:.2f} s",
                      f"raw cryptography builder (entries at once): {raw:.2f} s", f"{raw / mine:.0%}",
@@ -597,6 +605,10 @@ def main() -> None:
         bench_http(work, inst, results)
         variants = bench_gunicorn(work, inst) if os.environ.get("GUNICORN_VARIANTS", "1") == "1" else []
         bench_inprocess(inst, results)
+        from bench import bio_login
+
+        results["bio"] = bio_login.bench(work, 20 if quick else bio_login.LOGINS)
+        results["bio_raw"] = bio_login.raw_verifications_per_second()
         sign_rate_after = own.raw_p256_signs_per_second(1.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
