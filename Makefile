@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck init bench bench-apdl system-deps clean translations compile-translations lock
+.PHONY: run test lint typecheck init bench bench-peers bench-own bench-apdl system-deps clean translations compile-translations lock
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -60,9 +60,18 @@ translations: $(STAMP)
 compile-translations: $(STAMP)
 	$(BIN)/pybabel -q compile -d translations
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
+# `make bench`: opauth beside cfssl, django-ca, a minimal Flask app and the raw limits in one run (one table,
+# bench/peers.py; the peers come from ../shared/bench/peers, PEERS_DIR elsewhere), then business login.
+bench: bench-peers
 	$(BIN)/python -m bench.oidc
+
+bench-peers: $(STAMP)
+	./scripts/system-deps.sh wrk
+	$(BIN)/python -m bench.peers
+
+# opauth alone, against the raw P-256 signing rate (stdlib HTTP client, HTTP Basic issuance).
+bench-own: $(STAMP)
+	$(BIN)/python -m bench.run
 
 # apdl card path: APDU round trips through a private pcscd + vsmartcard-vpcd + the emulated card (root).
 bench-apdl: $(STAMP) system-deps

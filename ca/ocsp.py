@@ -259,9 +259,10 @@ _STATUS_AND_STORED = (
     .where(_cert.c.serial == bindparam("serial"), _cert.c.authority_id == bindparam("authority_id")))
 
 
-def _lookup(db: Session | Connection, request_der: bytes) -> tuple[_CertId, int, Any] | OcspAnswer:
+def _lookup(db: Session | Connection, request_der: bytes,
+            cert_id: _CertId | None = None) -> tuple[_CertId, int, Any] | OcspAnswer:
     """The request's CertID, its CA and the status/stored-answer row; or the unsuccessful answer it gets."""
-    cert_id = _parse(request_der)
+    cert_id = cert_id or _parse(request_der)
     if cert_id is None:
         return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
     if cert_id.algorithm not in _HASHES:
@@ -296,7 +297,10 @@ def stored_answer(connection: Connection, settings: CaSettings, request_der: byt
 
     Only a reusable stored answer comes back: anything to sign, refuse or store is left to ``answer``.
     """
-    found = _lookup(connection, request_der)
+    cert_id = _parse(request_der)
+    if cert_id is None or cert_id.nonce is not None:  # a nonce is signed afresh: nothing stored answers it
+        return None
+    found = _lookup(connection, request_der, cert_id)
     if isinstance(found, OcspAnswer) or found[2] is None:
         return None
     cert_id, _authority_id, row = found

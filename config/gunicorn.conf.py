@@ -30,6 +30,11 @@ workers = _settings["WORKERS"]
 worker_class = "gthread"
 threads = 4
 _unix = _settings["BIND"].startswith("unix:")
+# A gthread worker accepts every connection it can, so a few keep-alive clients could all land on one worker
+# and leave the other core idle (`make bench` prints the busiest worker's share). On TCP each worker listens on
+# a socket of its own (SO_REUSEPORT) and the kernel spreads connections across them. Behind nginx (the Unix
+# socket; SO_REUSEPORT does not balance those) each proxied request is a new connection, so they spread anyway.
+reuse_port = True
 if _unix:
     _run_dir = Path(_settings["BIND"].removeprefix("unix:")).parent
     _run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -45,6 +50,18 @@ control_socket_disable = True
 # X-Forwarded-Proto (the https scheme behind nginx) is believed from the same peers as the application's proxy
 # headers: always over the Unix socket (gunicorn trusts those), over TCP only from TRUSTED_PROXIES.
 forwarded_allow_ips = _settings["TRUSTED_PROXIES"]
+
+
+
+def on_starting(server: Any) -> None:
+    """SO_REUSEPORT only when every listener is TCP, whatever bound them (settings or --bind).
+
+    With it, each worker binds its listeners itself: a Unix socket would be removed and re-made by every
+    worker, and an inherited descriptor cannot be re-bound.
+    """
+    if any(str(b).startswith(("unix:", "fd://")) for b in server.cfg.bind):
+        server.cfg.set("reuse_port", False)
+
 
 _context: ssl.SSLContext | None = None
 
