@@ -56,6 +56,7 @@ ACCOUNTS = {
     "kita": Account("kitaedo", "OP0701", FULL),  # another municipality
     "reader": Account("minamiedo", "OP0602", "user.register"),  # no download or delete
     "leaver": Account("minamiedo", "OP0603", FULL),  # logs out of opauth in the back-channel test
+    "chromium": Account("minamiedo", "OP0604", FULL),  # logs in with Chromium (its one-time password)
 }
 
 
