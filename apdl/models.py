@@ -107,6 +107,19 @@ class TenantApAvailability(Base):
     card_ap_id: Mapped[int] = mapped_column(ForeignKey("apdl_card_aps.id"))
 
 
+class Preset(Base):
+    """プリセット: a tenant's named set of APs; at most one per tenant loads automatically (自動搭載)."""
+
+    __tablename__ = "apdl_presets"
+    __table_args__ = (UniqueConstraint("tenant_code", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    auto_load: Mapped[bool] = mapped_column(Boolean, default=False)
+    card_ap_ids: Mapped[list[int]] = mapped_column(JSON)
+
+
 class CustomField(Base):
     """A 利用者 item the tenant defines (at most 20 per tenant)."""
 

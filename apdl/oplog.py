@@ -31,6 +31,8 @@ class Action(enum.StrEnum):
     AP_REJECTED = "ap_rejected"
     AP_WITHDRAWN = "ap_withdrawn"
     AVAILABILITY_CHANGED = "availability_changed"
+    PRESET_SAVED = "preset_saved"
+    PRESET_REMOVED = "preset_removed"
     TENANT_PROFILE_SET = "tenant_profile_set"
     CUSTOM_FIELD_ADDED = "custom_field_added"
     RESIDENT_REGISTERED = "resident_registered"

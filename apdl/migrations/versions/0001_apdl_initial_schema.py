@@ -1,8 +1,7 @@
-"""apdl initial schema: sessions, AP registry, availability, tenant profiles, 利用者, installations, log.
+"""apdl initial schema: sessions, AP registry, availability, presets, tenant profiles, 利用者, installations, log.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 13:06:37.523914
 """
 from __future__ import annotations
 
@@ -84,6 +83,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_apdl_operator_sessions_sid'), ['sid'], unique=False)
         batch_op.create_index(batch_op.f('ix_apdl_operator_sessions_sub'), ['sub'], unique=False)
         batch_op.create_index(batch_op.f('ix_apdl_operator_sessions_tenant_code'), ['tenant_code'], unique=False)
+
+    op.create_table('apdl_presets',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('tenant_code', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('auto_load', sa.Boolean(), nullable=False),
+    sa.Column('card_ap_ids', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('tenant_code', 'name')
+    )
+    with op.batch_alter_table('apdl_presets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_apdl_presets_tenant_code'), ['tenant_code'], unique=False)
 
     op.create_table('apdl_residents',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -174,6 +185,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_apdl_residents_tenant_code'))
 
     op.drop_table('apdl_residents')
+    with op.batch_alter_table('apdl_presets', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_apdl_presets_tenant_code'))
+
+    op.drop_table('apdl_presets')
     with op.batch_alter_table('apdl_operator_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_apdl_operator_sessions_tenant_code'))
         batch_op.drop_index(batch_op.f('ix_apdl_operator_sessions_sub'))

@@ -52,7 +52,7 @@ class Account:
 
 ACCOUNTS = {
     "admin": Account(ADMIN_TENANT, "AD0001", "ap.manage"),
-    "minami": Account("minamiedo", "OP0601", FULL),  # the card holder's municipality (千代田区 code)
+    "minami": Account("minamiedo", "OP0601", FULL + " ap.manage"),  # the holder's municipality (千代田区 code)
     "kita": Account("kitaedo", "OP0701", FULL),  # another municipality
     "reader": Account("minamiedo", "OP0602", "user.register"),  # no download or delete
     "leaver": Account("minamiedo", "OP0603", FULL),  # logs out of opauth in the back-channel test

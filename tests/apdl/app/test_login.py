@@ -32,7 +32,7 @@ def test_operator_logs_in_through_opauth_and_sees_name_tenant_and_permissions(op
     page = client.get("/").get_data(as_text=True)
     assert re.search(r'id="name">操作者 minami<', page), page
     assert "南江戸市 (minamiedo)" in page and "U-OP0601" in page
-    assert re.search(r'id="permissions">ap.delete ap.download user.register<', page)
+    assert re.search(r'id="permissions">ap.delete ap.download ap.manage user.register<', page)
     entries = _log(apdl_app)
     assert [e.action for e in entries] == ["login"] and entries[0].tenant_code == "minamiedo"
     assert entries[0].detail["acr"] == "urn:opauth:acr:password"
