@@ -197,3 +197,12 @@ class OperationLog(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class OperationLogHead(Base):
+    """The chain's head (one row): writing it first serialises appends so the chain cannot fork."""
+
+    __tablename__ = "apdl_operation_log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_hash: Mapped[str] = mapped_column(String(64))

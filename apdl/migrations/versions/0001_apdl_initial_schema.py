@@ -63,6 +63,11 @@ def upgrade() -> None:
     with op.batch_alter_table('apdl_operation_log', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_apdl_operation_log_tenant_code'), ['tenant_code'], unique=False)
 
+    op.create_table('apdl_operation_log_head',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
     op.create_table('apdl_operator_sessions',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('sid', sa.String(length=128), nullable=False),
@@ -195,6 +200,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_apdl_operator_sessions_sid'))
 
     op.drop_table('apdl_operator_sessions')
+    op.drop_table('apdl_operation_log_head')
     with op.batch_alter_table('apdl_operation_log', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_apdl_operation_log_tenant_code'))
 
