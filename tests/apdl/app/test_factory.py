@@ -99,3 +99,31 @@ def test_the_operation_log_is_a_hash_chain_that_shows_tampering_and_refuses_secr
         session.execute(update(OperationLog).where(OperationLog.id == entries[1].id).values(actor="someone else"))
         session.commit()
         assert oplog.verify_chain(session) == entries[1].id
+
+
+@pytest.mark.postgres
+def test_postgresql_holds_apdl_beside_opauth_in_one_database(pg_database: str, tmp_path: Path) -> None:
+    """opauth's fixture has migrated its own schema; apdl's migrations add theirs beside it."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from apdl import oplog
+
+    db.upgrade(pg_database)
+    command.check(db.alembic_config(pg_database))
+    tables = set(inspect(create_engine(pg_database)).get_table_names())
+    assert {"alembic_version", "apdl_alembic_version", "apdl_residents"} <= tables
+    app = create_app({"INSTANCE_DIR": str(tmp_path), "DATABASE_URL": pg_database})
+    with app.app_context():
+        session = db.get_session()
+        oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGIN, detail={"n": 1})
+        oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGOUT)
+        session.commit()
+        assert oplog.verify_chain(session) is None
+        session.execute(text("DELETE FROM apdl_operation_log"))
+        session.execute(text("DELETE FROM apdl_operation_log_head"))
+        session.commit()
+    app.extensions[db.ENGINE_KEY].dispose()
+    command.downgrade(db.alembic_config(pg_database), "base")
+    assert not {t for t in inspect(create_engine(pg_database)).get_table_names() if t.startswith("apdl_")} - {
+        "apdl_alembic_version"}
