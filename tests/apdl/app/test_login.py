@@ -97,6 +97,19 @@ def test_back_channel_logout_from_opauth_ends_the_module_session(opauth: Opauth,
     assert "backchannel_logout" in [e.action for e in _log(apdl_app)]
 
 
+def test_revoking_the_operator_at_opauth_ends_the_module_session(opauth: Opauth, apdl_app: Flask) -> None:
+    client = login(opauth, apdl_app, "revoked")
+    assert client.get("/residents").status_code == 200
+    with served_apdl(opauth, apdl_app):
+        opauth.cli("operator", "revoke", "--tenant", "minamiedo", "--yes", "OP0605")
+        delivered = opauth.cli("oidc", "deliver-logouts", "--timeout", "5")
+    assert "1 logout tokens delivered, 0 failed" in delivered, delivered
+    assert client.get("/residents").headers["Location"] == "/login"
+    authorize = client.get("/login").headers["Location"]
+    status, location, _ = browser_for(opauth, "revoked").go(authorize)
+    assert status == 302 and not location.startswith(opauth.apdl_base + "/auth/callback?code"), location
+
+
 def test_a_forged_or_malformed_logout_token_is_refused(opauth: Opauth, apdl_app: Flask) -> None:
     client = login(opauth, apdl_app, "minami")
     key = ECKey.import_key(ec.generate_private_key(ec.SECP256R1()))
