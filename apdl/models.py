@@ -82,6 +82,7 @@ class CardAp(Base):
     pin_max_tries: Mapped[int] = mapped_column(Integer, default=3)
     business_id: Mapped[str] = mapped_column(String(2))
     personalize_url: Mapped[str] = mapped_column(String(2000), default="")
+    needs_standard_id: Mapped[bool] = mapped_column(Boolean, default=False)  # 標準IDを付番する
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -174,6 +175,7 @@ class Installation(Base):
     card_identifier: Mapped[str] = mapped_column(String(32), index=True)
     card_ap_id: Mapped[int] = mapped_column(ForeignKey("apdl_card_aps.id"))
     user_id_in_ap: Mapped[str] = mapped_column(String(32))  # 利用者ID: random, never from personal data
+    standard_id: Mapped[str | None] = mapped_column(String(16), unique=True)  # 標準ID: municipality code + random
     state: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -30,6 +30,7 @@ def upgrade() -> None:
     sa.Column('pin_max_tries', sa.Integer(), nullable=False),
     sa.Column('business_id', sa.String(length=2), nullable=False),
     sa.Column('personalize_url', sa.String(length=2000), nullable=False),
+    sa.Column('needs_standard_id', sa.Boolean(), nullable=False),
     sa.Column('withdrawn_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
@@ -142,6 +143,7 @@ def upgrade() -> None:
     sa.Column('card_identifier', sa.String(length=32), nullable=False),
     sa.Column('card_ap_id', sa.Integer(), nullable=False),
     sa.Column('user_id_in_ap', sa.String(length=32), nullable=False),
+    sa.Column('standard_id', sa.String(length=16), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('detail', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -152,7 +154,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['card_ap_id'], ['apdl_card_aps.id'], ),
     sa.ForeignKeyConstraint(['resident_id'], ['apdl_residents.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('card_ap_id', 'user_id_in_ap')
+    sa.UniqueConstraint('card_ap_id', 'user_id_in_ap'),
+    sa.UniqueConstraint('standard_id')
     )
     with op.batch_alter_table('apdl_installations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_apdl_installations_card_identifier'), ['card_identifier'], unique=False)

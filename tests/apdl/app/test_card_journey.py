@@ -161,3 +161,9 @@ def test_an_automatic_preset_skips_the_selection_and_loads_its_aps(opauth: Opaut
     response = submit(client, page, f"{page}/card/download", {"preset": "auto"})
     assert response.status_code == 302, response.get_data(as_text=True)[-400:]
     assert _card_aps(card_stack) == {APS["E1"][0], APS["E3"][0]}
+    with apdl_app.app_context():
+        rows = {r.card_ap_id: r for r in db.get_session().scalars(select(Installation))}
+    standard = rows[registry.ids["E3"]].standard_id  # 避難所受付 asks for a 標準ID, 健康ポイント does not
+    assert standard is not None and re.fullmatch(r"131016[0-9]{10}", standard)
+    assert rows[registry.ids["E1"]].standard_id is None
+    assert standard in client.get(page).get_data(as_text=True)
