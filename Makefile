@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck init bench bench-peers bench-own bench-apdl system-deps clean translations compile-translations lock
+.PHONY: run run-apdl test lint typecheck init bench bench-peers bench-own bench-apdl system-deps clean translations compile-translations lock
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -37,6 +37,12 @@ init: $(STAMP) compile-translations
 run: init
 	./scripts/system-deps.sh nginx
 	$(BIN)/python scripts/serve.py
+
+# The AP download module beside `make run` (second terminal, root): registers it in opauth, a demo tenant
+# and operator, the emulated card in a private pcscd, the module on https://localhost:8444.
+run-apdl: init
+	./scripts/system-deps.sh pcscd vsmartcard-vpcd
+	$(BIN)/python scripts/apdl_demo.py
 
 system-deps:
 	./scripts/system-deps.sh

@@ -21,7 +21,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from apdl import oplog
-from apdl.areas import may_use_area
+from apdl.areas import may_use_area, municipality_code_valid
 from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSession
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
@@ -133,6 +133,14 @@ def _new_user_id(scope: TenantScope, ap: CardAp) -> str:
             return user_id
 
 
+def _new_standard_id(scope: TenantScope, municipality_code: str) -> str:
+    """標準ID: the tenant's 全国地方公共団体コード + 10 random digits, unique across the database."""
+    while True:
+        candidate = municipality_code + f"{secrets.randbelow(10**10):010d}"
+        if scope.session.scalars(select(Installation.id).where(Installation.standard_id == candidate)).first() is None:
+            return candidate
+
+
 def _check_resident(scope: TenantScope, resident: Resident, operator: Operator) -> None:
     if resident.card_status != "active":
         raise _refuse(scope, operator, f"resident:{resident.id}", "card not active",
@@ -160,6 +168,9 @@ def download(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resi
                           _("地域住民向け領域のカードAPは住所地の市町村だけが搭載できます。"))
         if area is Area.REGIONAL and not view.regional_created:
             raise Refused(_("先に地域住民向け領域を設定してください。"))
+        if ap.needs_standard_id and not _municipality_code(scope):
+            raise _refuse(scope, operator, f"ap:{ap.aid}", "standard ID needs a municipality code",
+                          _("標準IDを付番するカードAPは全国地方公共団体コードのある市町村だけが搭載できます。"))
         if ap.aid in view.aids:
             raise Conflict(_("カードAP「%(name)s」は搭載済みです。", name=ap.name))
         needed[area.value] = needed.get(area.value, 0) + ap.size_bytes
@@ -173,12 +184,19 @@ def download(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resi
     return done
 
 
+def _municipality_code(scope: TenantScope) -> str:
+    profile = scope.profile()
+    return profile.municipality_code if profile is not None and municipality_code_valid(
+        profile.municipality_code) else ""
+
+
 def _install_one(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, ap: CardAp, *, pin: str,
                  operator: Operator) -> Installation:
     db = scope.session
     user_id = _new_user_id(scope, ap)
     row = Installation(tenant_code=scope.tenant_code, resident_id=resident.id,
                        card_identifier=resident.card_identifier, card_ap_id=ap.id, user_id_in_ap=user_id,
+                       standard_id=_new_standard_id(scope, _municipality_code(scope)) if ap.needs_standard_id else None,
                        state=InstallState.PENDING, created_by=operator.actor)
     db.add(row)
     db.commit()  # durable before the card is touched

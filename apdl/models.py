@@ -82,6 +82,7 @@ class CardAp(Base):
     pin_max_tries: Mapped[int] = mapped_column(Integer, default=3)
     business_id: Mapped[str] = mapped_column(String(2))
     personalize_url: Mapped[str] = mapped_column(String(2000), default="")
+    needs_standard_id: Mapped[bool] = mapped_column(Boolean, default=False)  # 標準IDを付番する
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -105,6 +106,19 @@ class TenantApAvailability(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_code: Mapped[str] = mapped_column(String(64), index=True)
     card_ap_id: Mapped[int] = mapped_column(ForeignKey("apdl_card_aps.id"))
+
+
+class Preset(Base):
+    """プリセット: a tenant's named set of APs; at most one per tenant loads automatically (自動搭載)."""
+
+    __tablename__ = "apdl_presets"
+    __table_args__ = (UniqueConstraint("tenant_code", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    auto_load: Mapped[bool] = mapped_column(Boolean, default=False)
+    card_ap_ids: Mapped[list[int]] = mapped_column(JSON)
 
 
 class CustomField(Base):
@@ -161,6 +175,7 @@ class Installation(Base):
     card_identifier: Mapped[str] = mapped_column(String(32), index=True)
     card_ap_id: Mapped[int] = mapped_column(ForeignKey("apdl_card_aps.id"))
     user_id_in_ap: Mapped[str] = mapped_column(String(32))  # 利用者ID: random, never from personal data
+    standard_id: Mapped[str | None] = mapped_column(String(16), unique=True)  # 標準ID: municipality code + random
     state: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -184,3 +199,12 @@ class OperationLog(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class OperationLogHead(Base):
+    """The chain's head (one row): writing it first serialises appends so the chain cannot fork."""
+
+    __tablename__ = "apdl_operation_log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_hash: Mapped[str] = mapped_column(String(64))

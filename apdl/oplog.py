@@ -10,11 +10,11 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from apdl.db import utcnow
-from apdl.models import OperationLog
+from apdl.models import OperationLog, OperationLogHead
 
 GENESIS = "0" * 64
 FORBIDDEN_KEYS = frozenset({"pin", "key", "auth_key", "token", "password", "secret"})
@@ -31,6 +31,8 @@ class Action(enum.StrEnum):
     AP_REJECTED = "ap_rejected"
     AP_WITHDRAWN = "ap_withdrawn"
     AVAILABILITY_CHANGED = "availability_changed"
+    PRESET_SAVED = "preset_saved"
+    PRESET_REMOVED = "preset_removed"
     TENANT_PROFILE_SET = "tenant_profile_set"
     CUSTOM_FIELD_ADDED = "custom_field_added"
     RESIDENT_REGISTERED = "resident_registered"
@@ -60,14 +62,21 @@ def record(session: Session, *, tenant_code: str, actor: str, action: Action, ta
     leaked = FORBIDDEN_KEYS & {k.lower() for k in detail}
     if leaked:
         raise ValueError(f"secrets never go into the operation log: {sorted(leaked)}")
-    last = session.scalars(select(OperationLog).order_by(OperationLog.id.desc()).limit(1)
-                           .with_for_update()).first()
-    prev_hash = last.entry_hash if last else GENESIS
+    # Write the head row first: it takes the row lock (PostgreSQL) or the write lock (SQLite)
+    # before the previous hash is read, so two requests cannot both chain onto the same entry.
+    touched = session.execute(update(OperationLogHead).where(OperationLogHead.id == 1)
+                              .values(last_hash=OperationLogHead.last_hash))
+    if getattr(touched, "rowcount", 0) == 0:
+        session.add(OperationLogHead(id=1, last_hash=GENESIS))
+        session.flush()
+    head = session.scalars(select(OperationLogHead).where(OperationLogHead.id == 1).with_for_update()).one()
+    prev_hash = head.last_hash
     row = OperationLog(at=utcnow().replace(microsecond=0), tenant_code=tenant_code, actor=actor[:200],
                        action=action.value, target=target[:200], detail=detail, prev_hash=prev_hash, entry_hash="")
     row.entry_hash = _digest(prev_hash, _entry(row))
     session.add(row)
     session.flush()
+    head.last_hash = row.entry_hash
     return row
 
 

@@ -70,7 +70,8 @@ def register_ap(session: Session, form: Mapping[str, str], *, operator: Operator
                 size_bytes=_int(form, "size_bytes", _("サイズ"), 1, 65535),
                 pin_policy=PinPolicy.USER.value if ap_type == "A" else PinPolicy.NONE.value,
                 pin_max_tries=_int(form, "pin_max_tries", _("PIN試行回数"), 1, 15) if ap_type == "A" else 0,
-                business_id=business_id, personalize_url=personalize_url)
+                business_id=business_id, personalize_url=personalize_url,
+                needs_standard_id=form.get("needs_standard_id") == "on")
     if session.scalars(select(CardAp.id).where(CardAp.aid == aid)).first() is not None:
         raise Conflict(_("AID %(aid)s は登録済みです。", aid=aid))
     session.add(ap)

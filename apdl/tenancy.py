@@ -14,11 +14,11 @@ from flask import abort
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from apdl.models import CardAp, CustomField, Installation, Resident, TenantApAvailability, TenantProfile
+from apdl.models import CardAp, CustomField, Installation, Preset, Resident, TenantApAvailability, TenantProfile
 from apdl.permissions import Permission
 
-TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability)
-T = TypeVar("T", Resident, Installation, CustomField, TenantApAvailability)
+TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability, Preset)
+T = TypeVar("T", Resident, Installation, CustomField, TenantApAvailability, Preset)
 
 
 @dataclass(frozen=True)

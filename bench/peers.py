@@ -289,11 +289,11 @@ def prepare(work: Path, certificates: int = OCSP_CERTS) -> Instance:
     import db
     from app import create_app
     from ca.authority import CaSettings, authorities
-    from ca.business_server import issue_business_server_certificate
     from ca.models import RevocationReason
     from ca.publishing import publisher
     from ca.revocation import revoke_by_serial
-    from operators.audit import SYSTEM_ACTOR
+    from certs.business_server import issue_business_server_certificate
+    from kernel.audit import SYSTEM_ACTOR
     from operators.business_systems import BusinessSystemData
 
     app = create_app()

@@ -48,7 +48,7 @@ def refusal_for(session: Session, *, operator: Operator, system: BusinessSystem,
     return None
 
 
-# The operator top screen's rule (operators.login_top.usable_business_systems) for one system: among the
+# The operator top screen's rule (operators.tenancy.usable_business_systems) for one system: among the
 # operator's 許可業務 and their tenant's 共同利用 (the caller checks that the system is enabled).
 _PERMITTED = (select(operator_business_system.c.business_system_id)
               .join(JointUse, JointUse.business_system_id == operator_business_system.c.business_system_id)

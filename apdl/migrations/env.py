@@ -13,9 +13,15 @@ target_metadata = Base.metadata
 VERSION_TABLE = "apdl_alembic_version"  # may share a PostgreSQL database with opauth's own table
 
 
+def include_name(name: str | None, type_: str, _parent: object) -> bool:
+    """Autogenerate compares apdl's own tables only (opauth's may live in the same database)."""
+    return type_ != "table" or bool(name and name.startswith("apdl_"))
+
+
 def run_migrations_offline() -> None:
     context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True, version_table=VERSION_TABLE, render_as_batch=True)
+                      literal_binds=True, version_table=VERSION_TABLE, render_as_batch=True,
+                      include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -25,7 +31,7 @@ def run_migrations_online() -> None:
                                      poolclass=pool.NullPool)
     with connectable.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, version_table=VERSION_TABLE,
-                          render_as_batch=True)
+                          render_as_batch=True, include_name=include_name)
         with context.begin_transaction():
             context.run_migrations()
 

@@ -6,7 +6,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
-from apdl import cardops, residents
+from apdl import cardops, presets, residents
 from apdl.auth import current_operator, require
 from apdl.db import get_session
 from apdl.errors import InvalidInput
@@ -40,7 +40,7 @@ def read(resident_id: int) -> ResponseReturnValue:
     offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card]
     return render_template("resident.html", resident=resident, installed=installed, offered=offered,
                            fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
-                           card=view)
+                           card=view, auto=presets.auto_preset(scope))
 
 
 @bp.post("/regional-area")
@@ -61,9 +61,13 @@ def download(resident_id: int) -> ResponseReturnValue:
     raw = request.form.getlist("ap_ids")
     if not all(v.isascii() and v.isdigit() and len(v) < 10 for v in raw):
         raise InvalidInput(_("搭載するカードAPを選択してください。"))
+    ap_ids = [int(v) for v in raw]
+    auto = presets.auto_preset(scope)
+    if request.form.get("preset") == "auto" and auto is not None:
+        visible = {ap.id for ap in get_session().scalars(scope.visible_aps())}
+        ap_ids = [ap_id for ap_id in auto.card_ap_ids if ap_id in visible]
     with cardops.open_card() as card:
-        cardops.download(scope, card, resident, [int(v) for v in raw], pin=request.form.get("pin", ""),
-                         operator=operator)
+        cardops.download(scope, card, resident, ap_ids, pin=request.form.get("pin", ""), operator=operator)
     return redirect(url_for("residents.show", resident_id=resident.id))
 
 

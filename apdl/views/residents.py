@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from apdl import residents
+from apdl import presets, residents
 from apdl.auth import current_operator, login_required, require
 from apdl.db import get_session
 from apdl.models import CardAp, Installation, InstallState, Resident
@@ -65,7 +65,7 @@ def show(resident_id: int) -> ResponseReturnValue:
     offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card]
     return render_template("resident.html", resident=resident, installed=installed, offered=offered,
                            fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
-                           card=None)
+                           card=None, auto=presets.auto_preset(scope))
 
 
 @bp.get("/fields")

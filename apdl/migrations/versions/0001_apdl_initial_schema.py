@@ -1,8 +1,7 @@
-"""apdl initial schema: sessions, AP registry, availability, tenant profiles, 利用者, installations, log.
+"""apdl initial schema: sessions, AP registry, availability, presets, tenant profiles, 利用者, installations, log.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 13:06:37.523914
 """
 from __future__ import annotations
 
@@ -31,6 +30,7 @@ def upgrade() -> None:
     sa.Column('pin_max_tries', sa.Integer(), nullable=False),
     sa.Column('business_id', sa.String(length=2), nullable=False),
     sa.Column('personalize_url', sa.String(length=2000), nullable=False),
+    sa.Column('needs_standard_id', sa.Boolean(), nullable=False),
     sa.Column('withdrawn_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
@@ -64,6 +64,11 @@ def upgrade() -> None:
     with op.batch_alter_table('apdl_operation_log', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_apdl_operation_log_tenant_code'), ['tenant_code'], unique=False)
 
+    op.create_table('apdl_operation_log_head',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
     op.create_table('apdl_operator_sessions',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('sid', sa.String(length=128), nullable=False),
@@ -84,6 +89,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_apdl_operator_sessions_sid'), ['sid'], unique=False)
         batch_op.create_index(batch_op.f('ix_apdl_operator_sessions_sub'), ['sub'], unique=False)
         batch_op.create_index(batch_op.f('ix_apdl_operator_sessions_tenant_code'), ['tenant_code'], unique=False)
+
+    op.create_table('apdl_presets',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('tenant_code', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('auto_load', sa.Boolean(), nullable=False),
+    sa.Column('card_ap_ids', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('tenant_code', 'name')
+    )
+    with op.batch_alter_table('apdl_presets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_apdl_presets_tenant_code'), ['tenant_code'], unique=False)
 
     op.create_table('apdl_residents',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -126,6 +143,7 @@ def upgrade() -> None:
     sa.Column('card_identifier', sa.String(length=32), nullable=False),
     sa.Column('card_ap_id', sa.Integer(), nullable=False),
     sa.Column('user_id_in_ap', sa.String(length=32), nullable=False),
+    sa.Column('standard_id', sa.String(length=16), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('detail', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -136,7 +154,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['card_ap_id'], ['apdl_card_aps.id'], ),
     sa.ForeignKeyConstraint(['resident_id'], ['apdl_residents.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('card_ap_id', 'user_id_in_ap')
+    sa.UniqueConstraint('card_ap_id', 'user_id_in_ap'),
+    sa.UniqueConstraint('standard_id')
     )
     with op.batch_alter_table('apdl_installations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_apdl_installations_card_identifier'), ['card_identifier'], unique=False)
@@ -174,12 +193,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_apdl_residents_tenant_code'))
 
     op.drop_table('apdl_residents')
+    with op.batch_alter_table('apdl_presets', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_apdl_presets_tenant_code'))
+
+    op.drop_table('apdl_presets')
     with op.batch_alter_table('apdl_operator_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_apdl_operator_sessions_tenant_code'))
         batch_op.drop_index(batch_op.f('ix_apdl_operator_sessions_sub'))
         batch_op.drop_index(batch_op.f('ix_apdl_operator_sessions_sid'))
 
     op.drop_table('apdl_operator_sessions')
+    op.drop_table('apdl_operation_log_head')
     with op.batch_alter_table('apdl_operation_log', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_apdl_operation_log_tenant_code'))
 

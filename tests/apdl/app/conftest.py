@@ -52,10 +52,12 @@ class Account:
 
 ACCOUNTS = {
     "admin": Account(ADMIN_TENANT, "AD0001", "ap.manage"),
-    "minami": Account("minamiedo", "OP0601", FULL),  # the card holder's municipality (千代田区 code)
+    "minami": Account("minamiedo", "OP0601", FULL + " ap.manage"),  # the holder's municipality (千代田区 code)
     "kita": Account("kitaedo", "OP0701", FULL),  # another municipality
     "reader": Account("minamiedo", "OP0602", "user.register"),  # no download or delete
     "leaver": Account("minamiedo", "OP0603", FULL),  # logs out of opauth in the back-channel test
+    "chromium": Account("minamiedo", "OP0604", FULL),  # logs in with Chromium (its one-time password)
+    "revoked": Account("minamiedo", "OP0605", FULL),  # revoked at opauth (操作者失効) in the back-channel test
 }
 
 
@@ -105,6 +107,7 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
     world.cli("init")
     (tmp / "server.csr").write_bytes(make_csr(_key(world.server_key), LOOPBACK))
     (tmp / "client.csr").write_bytes(make_csr(_key(world.client_key), LOOPBACK))
+    (tmp / "operator.csr").write_bytes(make_csr(_key(tmp / "operator.key")))  # operator certificates: another key
     system = {"business-id": "01", "name": "カードAPダウンロード", "admin-org": "J-LIS",
               "top-url": f"{apdl_base}/", "operator-admin-url": f"{apdl_base}/aps",
               "personalize-url": f"{apdl_base}/residents", "phone": "03-1234-5678", "email": "apdl@example.jp"}
@@ -123,7 +126,7 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
               "--csr", tmp / "client.csr", "--out", world.client_cert)
     for label, account in ACCOUNTS.items():
         out = world.cli("operator", "register", "--tenant", account.tenant, "--operator-id", account.operator_id,
-                        "--name", f"操作者 {label}", "--business-ids", "01", "--csr", tmp / "client.csr")
+                        "--name", f"操作者 {label}", "--business-ids", "01", "--csr", tmp / "operator.csr")
         world.passwords[label] = out.split("shown once): ")[-1].strip()
         world.cli("operator", "in-business-id", "--tenant", account.tenant, "--business-id", "01",
                   "--operator-id", account.operator_id, "--id", f"U-{account.operator_id}",

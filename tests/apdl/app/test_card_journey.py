@@ -147,3 +147,23 @@ def test_refusals_before_the_card_is_touched(opauth: Opauth, apdl_app: Flask, ca
     assert submit(reader, page, f"{page}/card/download", {"ap_ids": [e2], "pin": "1234"}).status_code == 403
     assert "refused" in _actions(apdl_app)
     assert _card_aps(card_stack) == set()
+
+
+def test_an_automatic_preset_skips_the_selection_and_loads_its_aps(opauth: Opauth, apdl_app: Flask,
+                                                                    card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    preset = {"name": "転入セット", "ap_ids": [str(registry.ids["E1"]), str(registry.ids["E3"])], "auto_load": "on"}
+    assert submit(client, "/presets", "/presets", preset).status_code == 302
+    page = f"/residents/{register_resident(client)}"
+    shown = client.get(page).get_data(as_text=True)
+    assert 'id="offered"' not in shown and "転入セット" in shown
+    response = submit(client, page, f"{page}/card/download", {"preset": "auto"})
+    assert response.status_code == 302, response.get_data(as_text=True)[-400:]
+    assert _card_aps(card_stack) == {APS["E1"][0], APS["E3"][0]}
+    with apdl_app.app_context():
+        rows = {r.card_ap_id: r for r in db.get_session().scalars(select(Installation))}
+    standard = rows[registry.ids["E3"]].standard_id  # 避難所受付 asks for a 標準ID, 健康ポイント does not
+    assert standard is not None and re.fullmatch(r"131016[0-9]{10}", standard)
+    assert rows[registry.ids["E1"]].standard_id is None
+    assert standard in client.get(page).get_data(as_text=True)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, select
 
 from apdl import db
 from apdl.app import create_app
@@ -65,3 +65,65 @@ def test_gunicorn_config_reads_the_same_settings(tmp_path: Path) -> None:
                                  "APDL_INSTANCE_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["['127.0.0.1:9555']", "1", "apdl.app:create_app()", "/x/cert.pem"]
+
+
+def test_migrations_match_the_models_and_downgrade_cleanly(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path}/apdl.db"
+    db.upgrade(url)
+    command.check(db.alembic_config(url))  # raises when the models and migrations differ
+    command.downgrade(db.alembic_config(url), "base")
+    assert set(inspect(create_engine(url)).get_table_names()) == {"apdl_alembic_version"}
+
+
+def test_the_operation_log_is_a_hash_chain_that_shows_tampering_and_refuses_secrets(tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from apdl import oplog
+    from apdl.models import OperationLog
+
+    app = create_app({"INSTANCE_DIR": str(tmp_path)})
+    db.upgrade(app.config["DATABASE_URL"])
+    with app.app_context():
+        session = db.get_session()
+        for n in range(3):
+            oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGIN, detail={"n": n})
+        session.commit()
+        entries = list(session.scalars(select(OperationLog).order_by(OperationLog.id)))
+        assert [e.prev_hash for e in entries[1:]] == [e.entry_hash for e in entries[:-1]]
+        assert oplog.verify_chain(session) is None
+        with pytest.raises(ValueError, match="secrets"):
+            oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.AP_INSTALLED, detail={"PIN": "1"})
+        session.rollback()
+        session.execute(update(OperationLog).where(OperationLog.id == entries[1].id).values(actor="someone else"))
+        session.commit()
+        assert oplog.verify_chain(session) == entries[1].id
+
+
+@pytest.mark.postgres
+def test_postgresql_holds_apdl_beside_opauth_in_one_database(pg_database: str, tmp_path: Path) -> None:
+    """opauth's fixture has migrated its own schema; apdl's migrations add theirs beside it."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from apdl import oplog
+
+    db.upgrade(pg_database)
+    command.check(db.alembic_config(pg_database))
+    tables = set(inspect(create_engine(pg_database)).get_table_names())
+    assert {"alembic_version", "apdl_alembic_version", "apdl_residents"} <= tables
+    app = create_app({"INSTANCE_DIR": str(tmp_path), "DATABASE_URL": pg_database})
+    with app.app_context():
+        session = db.get_session()
+        oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGIN, detail={"n": 1})
+        oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGOUT)
+        session.commit()
+        assert oplog.verify_chain(session) is None
+        session.execute(text("DELETE FROM apdl_operation_log"))
+        session.execute(text("DELETE FROM apdl_operation_log_head"))
+        session.commit()
+    app.extensions[db.ENGINE_KEY].dispose()
+    command.downgrade(db.alembic_config(pg_database), "base")
+    assert not {t for t in inspect(create_engine(pg_database)).get_table_names() if t.startswith("apdl_")} - {
+        "apdl_alembic_version"}

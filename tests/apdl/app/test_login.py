@@ -32,7 +32,7 @@ def test_operator_logs_in_through_opauth_and_sees_name_tenant_and_permissions(op
     page = client.get("/").get_data(as_text=True)
     assert re.search(r'id="name">操作者 minami<', page), page
     assert "南江戸市 (minamiedo)" in page and "U-OP0601" in page
-    assert re.search(r'id="permissions">ap.delete ap.download user.register<', page)
+    assert re.search(r'id="permissions">ap.delete ap.download ap.manage user.register<', page)
     entries = _log(apdl_app)
     assert [e.action for e in entries] == ["login"] and entries[0].tenant_code == "minamiedo"
     assert entries[0].detail["acr"] == "urn:opauth:acr:password"
@@ -95,6 +95,19 @@ def test_back_channel_logout_from_opauth_ends_the_module_session(opauth: Opauth,
     assert response.status_code == 302 and response.headers["Location"] == "/login"
     assert bystander.get("/residents").status_code == 200  # another operator's session stays
     assert "backchannel_logout" in [e.action for e in _log(apdl_app)]
+
+
+def test_revoking_the_operator_at_opauth_ends_the_module_session(opauth: Opauth, apdl_app: Flask) -> None:
+    client = login(opauth, apdl_app, "revoked")
+    assert client.get("/residents").status_code == 200
+    with served_apdl(opauth, apdl_app):
+        opauth.cli("operator", "revoke", "--tenant", "minamiedo", "--yes", "OP0605")
+        delivered = opauth.cli("oidc", "deliver-logouts", "--timeout", "5")
+    assert "1 logout tokens delivered, 0 failed" in delivered, delivered
+    assert client.get("/residents").headers["Location"] == "/login"
+    authorize = client.get("/login").headers["Location"]
+    status, location, _ = browser_for(opauth, "revoked").go(authorize)
+    assert status == 302 and not location.startswith(opauth.apdl_base + "/auth/callback?code"), location
 
 
 def test_a_forged_or_malformed_logout_token_is_refused(opauth: Opauth, apdl_app: Flask) -> None:

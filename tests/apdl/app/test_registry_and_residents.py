@@ -56,10 +56,37 @@ def test_tenant_profiles_need_a_valid_municipality_code(opauth: Opauth, apdl_app
 
 
 def test_registry_screens_are_the_admin_tenants_only(opauth: Opauth, apdl_app: Flask) -> None:
-    minami = login(opauth, apdl_app, "minami")  # no ap.manage
-    assert minami.get("/tenants").status_code == 403
-    response = submit(minami, "/aps", "/aps", {"aid": "D392F0000500", "name": "x"})
-    assert response.status_code == 403
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")  # ap.manage, but not in the admin tenant: the screens do not exist
+    assert minami.get("/tenants").status_code == 404
+    assert minami.get("/tenants/minamiedo").status_code == 404
+    assert submit(minami, "/aps", "/aps", {"aid": "D392F0000500", "name": "x"}).status_code == 404
+    ap = registry.ids["E1"]
+    assert submit(minami, f"/aps/{ap}", f"/aps/{ap}/withdraw", {}).status_code == 404
+    assert submit(minami, "/aps", "/tenants/minamiedo/availability", {"action": "add"}).status_code == 404
+    kita = login(opauth, apdl_app, "kita")  # no ap.manage at all
+    assert kita.get("/tenants").status_code == 403 and kita.get("/presets").status_code == 403
+
+
+def test_presets_belong_to_their_tenant_and_refuse_aps_it_may_not_load(opauth: Opauth, apdl_app: Flask) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")
+    ids = registry.ids
+    ok = submit(minami, "/presets", "/presets", {"name": "転入セット", "ap_ids": [str(ids["E1"]), str(ids["E3"])],
+                                                 "auto_load": "on"})
+    assert ok.status_code == 302
+    page = minami.get("/presets").get_data(as_text=True)
+    assert "転入セット" in page and "健康ポイント、避難所受付" in page
+    assert submit(minami, "/presets", "/presets", {"name": "転入セット", "ap_ids": [str(ids["E1"])]}).status_code == 409
+    assert submit(minami, "/presets", "/presets", {"name": "空", "ap_ids": []}).status_code == 400
+    admin = login(opauth, apdl_app, "admin")
+    assert submit(admin, f"/aps/{ids['E3']}", f"/aps/{ids['E3']}/withdraw", {}).status_code == 302
+    refused = submit(minami, "/presets", "/presets", {"name": "廃止を含む", "ap_ids": [str(ids["E3"])]})
+    assert refused.status_code == 404  # a withdrawn AP is not this tenant's to choose any more
+    preset_id = re.search(r'action="/presets/(\d+)/delete"', page).group(1)  # type: ignore[union-attr]
+    assert submit(admin, "/", f"/presets/{preset_id}/delete", {}).status_code == 404  # another tenant's preset
+    assert submit(minami, "/presets", f"/presets/{preset_id}/delete", {}).status_code == 302
+    assert "転入セット" not in minami.get("/presets").get_data(as_text=True)
 
 
 def test_resident_fields_are_checked_and_no_individual_number_is_stored(opauth: Opauth, apdl_app: Flask) -> None:

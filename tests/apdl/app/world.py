@@ -26,12 +26,17 @@ class Registry:
     ids: dict[str, int]
 
 
+STANDARD_ID_APS = {"E3"}  # 避難所受付 numbers a 標準ID into each installation
+
+
 def register_ap(admin: FlaskClient, label: str, *, size: int = 2048) -> int:
     aid, name, area, ap_type = APS[label]
-    response = submit(admin, "/aps", "/aps", {
-        "aid": aid, "name": name, "description": f"{name}の説明", "provider_name": "南江戸市", "area": area,
-        "ap_type": ap_type, "size_bytes": str(size), "pin_max_tries": "3", "business_id": "05",
-        "personalize_url": "https://perso.example.jp/p"})
+    fields = {"aid": aid, "name": name, "description": f"{name}の説明", "provider_name": "南江戸市", "area": area,
+              "ap_type": ap_type, "size_bytes": str(size), "pin_max_tries": "3", "business_id": "05",
+              "personalize_url": "https://perso.example.jp/p"}
+    if label in STANDARD_ID_APS:
+        fields["needs_standard_id"] = "on"
+    response = submit(admin, "/aps", "/aps", fields)
     assert response.status_code == 302, response.get_data(as_text=True)[-600:]
     page = admin.get("/aps").get_data(as_text=True)
     found = re.search(rf'href="/aps/(\d+)">{aid}<', page)

@@ -1,0 +1,182 @@
+"""`make run-apdl`: the AP download module beside a running opauth (`make run`), ready to log in.
+
+Run as root in a second terminal while `make run` serves opauth. Idempotent; on every start it:
+
+1. registers the module in opauth through opauth's own CLI (``flask --app app``): business system 01
+   (カードAPダウンロード) on https://localhost:8444 with its server certificate, business login with the
+   redirect and back-channel logout URIs, its SSL通信証明書, a demo tenant ``demo-city`` (市町村) with joint
+   use, and operator ``APDL01`` whose 業務内ID carries every permission of the module (its one-time
+   password is printed once);
+2. migrates the module's own database (instance/apdl) and, through the module's services, records the
+   demo tenant's profile (千代田区's code 131016, the emulated card's residence) and three demo APs;
+3. starts a private pcscd + vsmartcard-vpcd with the emulated card, and the module's gunicorn over TLS.
+
+Stop with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+
+OPAUTH = os.environ.get("OPAUTH_PUBLIC_BASE_URL", "https://localhost:8443").rstrip("/")
+OPAUTH_INSTANCE = Path(os.environ.get("OPAUTH_INSTANCE_DIR", ROOT / "instance"))
+APDL_BIND = os.environ.get("APDL_BIND", "127.0.0.1:8444")
+APDL = f"https://localhost:{APDL_BIND.rsplit(':', 1)[1]}"
+APDL_INSTANCE = Path(os.environ.get("APDL_INSTANCE_DIR", ROOT / "instance" / "apdl"))
+TENANT, OPERATOR = "demo-city", "APDL01"
+PERMISSIONS = "ap.download ap.delete ap.manage user.register"
+DEMO_APS = (("D392F000020001", "地域図書館カード", "regional", "C"),
+            ("D392F000030001", "健康ポイント", "extended", "C"),
+            ("D392F000030002", "窓口予約", "extended", "A"))
+
+
+def _opauth(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BIN / "flask"), "--app", "app", *map(str, args)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise SystemExit(f"flask --app app {' '.join(map(str, args[:3]))} failed:\n{result.stdout}{result.stderr}")
+    return result
+
+
+def _key_and_csr(key_path: Path) -> bytes:
+    if key_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_path.chmod(0o600)
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                         x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "tokyo"),
+                         x509.NameAttribute(NameOID.LOCALITY_NAME, "chiyoda"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "J-LIS"),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "apdl"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def register_in_opauth(tls: Path) -> str | None:
+    """Business system 01, demo tenant and operator; returns the operator's one-time password when new."""
+    tls.mkdir(parents=True, exist_ok=True)
+    (tls / "server.csr").write_bytes(_key_and_csr(tls / "server.key"))
+    (tls / "client.csr").write_bytes(_key_and_csr(tls / "client.key"))
+    if not (tls / "server.pem").exists():
+        _opauth("cert", "issue-business-server", "--business-id", "01", "--name", "カードAPダウンロード",
+                "--admin-org", "J-LIS", "--top-url", f"{APDL}/", "--operator-admin-url", f"{APDL}/aps",
+                "--personalize-url", f"{APDL}/residents", "--csr", tls / "server.csr", "--format", "chain.pem",
+                "--out", tls / "server.pem")
+    _opauth("tenant", "create", "--code", TENANT, "--name", "デモ市", "--kind", "municipality", check=False)
+    _opauth("tenant", "joint-use", "01", TENANT)
+    _opauth("oidc", "client", "set", "01", "--enable", "--redirect-uri", f"{APDL}/auth/callback",
+            "--backchannel-logout-uri", f"{APDL}/backchannel-logout")
+    if not (tls / "client.pem").exists():
+        _opauth("ssl", "issue", "--tenant", "system", "--business-id", "01", "--host", "localhost",
+                "--csr", tls / "client.csr", "--out", tls / "client.pem")
+    password = None
+    registered = _opauth("operator", "register", "--tenant", TENANT, "--operator-id", OPERATOR, "--name", "デモ 操作者",
+                         "--business-ids", "01", "--p12-out", tls / f"{OPERATOR}-{int(time.time())}.p12", check=False)
+    if registered.returncode == 0:
+        password = registered.stdout.split("login password (shown once): ")[-1].strip()
+    _opauth("operator", "in-business-id", "--tenant", TENANT, "--business-id", "01", "--operator-id", OPERATOR,
+            "--id", "APDL-DEMO-01", "--permissions", PERMISSIONS)
+    return password
+
+
+def apdl_env(tls: Path) -> dict[str, str]:
+    """The module's settings for this demo."""
+    return {"APDL_INSTANCE_DIR": str(APDL_INSTANCE), "APDL_PUBLIC_BASE_URL": APDL,
+            "APDL_OPAUTH_ISSUER": OPAUTH + "/oidc", "APDL_CLIENT_ID": "biz-01",
+            "APDL_CLIENT_CERT": str(tls / "client.pem"), "APDL_CLIENT_KEY": str(tls / "client.key"),
+            "APDL_CA_BUNDLE": str(OPAUTH_INSTANCE / "tls" / "ca-bundle.pem"), "APDL_ADMIN_TENANT": TENANT,
+            "APDL_BIND": APDL_BIND, "APDL_WORKERS": "1", "APDL_TLS_CERT": str(tls / "server.pem"),
+            "APDL_TLS_KEY": str(tls / "server.key")}
+
+
+def seed_module(env: dict[str, str]) -> None:
+    """Migrate, then the demo tenant's profile and APs through the module's services (once)."""
+    from sqlalchemy import select
+
+    from apdl import db, registry
+    from apdl.app import create_app
+    from apdl.models import CardAp
+    from apdl.permissions import Permission
+    from apdl.tenancy import Operator
+
+    app = create_app({"INSTANCE_DIR": env["APDL_INSTANCE_DIR"], "ADMIN_TENANT": TENANT})
+    db.upgrade(app.config["DATABASE_URL"])
+    setup = Operator(session_id="-", sub="make run-apdl", sid="-", name="make run-apdl", tenant_code=TENANT,
+                     tenant_name="デモ市", in_business_id="setup", permissions=frozenset(Permission),
+                     is_admin_tenant=True)
+    with app.test_request_context():
+        session = db.get_session()
+        registry.set_profile(session, {"tenant_code": TENANT, "kind": "municipality", "municipality_code": "131016"},
+                             operator=setup)
+        ids = []
+        for aid, name, area, ap_type in DEMO_APS:
+            existing = session.scalars(select(CardAp).where(CardAp.aid == aid)).first()
+            ids.append(existing.id if existing else registry.register_ap(session, {
+                "aid": aid, "name": name, "description": f"{name}（デモ）", "provider_name": "デモ市", "area": area,
+                "ap_type": ap_type, "size_bytes": "2048", "pin_max_tries": "3", "business_id": "01"},
+                operator=setup).id)
+        registry.change_availability(session, TENANT, ids, add=True, operator=setup)
+        session.commit()
+    app.extensions[db.ENGINE_KEY].dispose()
+
+
+def main() -> int:
+    """Register, seed, start the card stack and the module; wait for Ctrl-C."""
+    if not (OPAUTH_INSTANCE / "tls" / "ca-bundle.pem").exists():
+        raise SystemExit("opauth is not initialised: run `make run` first")
+    tls = APDL_INSTANCE / "tls"
+    APDL_INSTANCE.mkdir(parents=True, exist_ok=True)
+    password = register_in_opauth(tls)
+    env = apdl_env(tls)
+    seed_module(env)
+
+    from apdl.emulator.stack import StackUnavailable, start_stack
+
+    try:
+        stack = start_stack(APDL_INSTANCE / "pcsc")
+    except StackUnavailable as exc:
+        raise SystemExit(f"the PC/SC stack cannot start (root, pcscd and vsmartcard-vpcd are needed): {exc}")
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("APDL_")}
+    server_env.update(env, APDL_READER=stack.reader, PCSCLITE_CSOCK_NAME=str(stack.socket_path))
+    gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT,
+                                env=server_env)
+    print(f"\nAP download module: {APDL}/  (log in through opauth at {OPAUTH})")
+    print(f"operator: tenant {TENANT}, ID {OPERATOR}" + (f", one-time password {password}" if password else ""))
+    print(f"emulated card in '{stack.reader}': card FID {stack.card.state.card_identifier}, residence 131016\n")
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and gunicorn.poll() is None:
+        time.sleep(0.5)
+    if gunicorn.poll() is None:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
