@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from oidc.models import OidcClient
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_sub, sector_for
 from operators.login.service import locked_until
-from operators.models import BusinessSystem, InBusinessId, JointUse, Operator, operator_business_system
+from operators.models import BusinessSystem, InBusinessId, Operator
+from operators.tenancy import may_use_business_system
 
 CLAIM_TENANT = "https://opauth/tenant"
 CLAIM_IN_BUSINESS_ID = "https://opauth/in_business_id"
@@ -42,19 +43,11 @@ def refusal_for(session: Session, *, operator: Operator, system: BusinessSystem,
         return Refusal.LOCKED
     if client is None or not client.enabled:
         return Refusal.CLIENT_DISABLED
-    if not system.enabled or session.execute(_PERMITTED, {"operator": operator.id, "system": system.id,
-                                                           "tenant": operator.tenant_id}).first() is None:
+    if not may_use_business_system(session, operator, system):
         return Refusal.NOT_PERMITTED
     return None
 
 
-# The operator top screen's rule (operators.tenancy.usable_business_systems) for one system: among the
-# operator's 許可業務 and their tenant's 共同利用 (the caller checks that the system is enabled).
-_PERMITTED = (select(operator_business_system.c.business_system_id)
-              .join(JointUse, JointUse.business_system_id == operator_business_system.c.business_system_id)
-              .where(operator_business_system.c.operator_id == bindparam("operator"),
-                     operator_business_system.c.business_system_id == bindparam("system"),
-                     JointUse.tenant_id == bindparam("tenant")))
 _IN_BUSINESS_ID = select(InBusinessId.in_business_id, InBusinessId.permissions).where(
     InBusinessId.operator_id == bindparam("operator"), InBusinessId.business_system_id == bindparam("system"))
 

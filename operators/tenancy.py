@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from flask_babel import lazy_gettext
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from kernel.errors import NotFound
@@ -225,3 +225,19 @@ def usable_business_systems(session: Session, operator: Operator) -> list[Busine
              .where(operator_business_system.c.operator_id == operator.id, BusinessSystem.enabled.is_(True))
              .order_by(BusinessSystem.business_id))
     return list(session.scalars(query))
+
+
+# usable_business_systems for one system, as one prepared statement (asked on every business login).
+_PERMITTED = (select(operator_business_system.c.business_system_id)
+              .join(JointUse, JointUse.business_system_id == operator_business_system.c.business_system_id)
+              .where(operator_business_system.c.operator_id == bindparam("operator"),
+                     operator_business_system.c.business_system_id == bindparam("system"),
+                     JointUse.tenant_id == bindparam("tenant")))
+
+
+def may_use_business_system(session: Session, operator: Operator, system: BusinessSystem) -> bool:
+    """Whether ``system`` is among ``usable_business_systems(session, operator)``, with one indexed read."""
+    if operator.revoked_at is not None or not system.enabled:
+        return False
+    return session.execute(_PERMITTED, {"operator": operator.id, "system": system.id,
+                                        "tenant": operator.tenant_id}).first() is not None
