@@ -75,6 +75,9 @@ class Opauth:
     server_key: Path
     passwords: dict[str, str] = field(default_factory=dict)
     browsers: dict[str, FormBrowser] = field(default_factory=dict)
+    biometric_p12: Path | None = None  # BIO0606 of 南江戸市, a biometric operator (PKCS#12 from `operator register`)
+    biometric_p12_password: str = ""
+    manager_password: str = ""  # mgr01 of 南江戸市, the tenant manager who enrols BIO0606's fingerprint
 
     @property
     def issuer(self) -> str:
@@ -131,6 +134,18 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
         world.cli("operator", "in-business-id", "--tenant", account.tenant, "--business-id", "01",
                   "--operator-id", account.operator_id, "--id", f"U-{account.operator_id}",
                   "--permissions", account.permissions)
+    manager = world.cli("operator", "register", "--tenant", "minamiedo", "--operator-id", "mgr01", "--name",
+                        "南江戸市 運用管理", "--role", "tenant_manager", "--p12-out", tmp / "mgr01.p12")
+    world.manager_password = manager.split("login password (shown once): ")[-1].strip()
+    result = flask_cli(env, "operator", "register", "--tenant", "minamiedo", "--operator-id", "BIO0606", "--name",
+                       "生体 花子", "--auth-method", "biometric", "--business-ids", "01", "--p12-out",
+                       tmp / "BIO0606.p12")
+    assert result.returncode == 0, result.stderr
+    world.biometric_p12 = tmp / "BIO0606.p12"
+    world.biometric_p12_password = re.search(r"its password \(shown once\): (\S+)",
+                                             result.stdout + result.stderr).group(1)  # type: ignore[union-attr]
+    world.cli("operator", "in-business-id", "--tenant", "minamiedo", "--business-id", "01", "--operator-id",
+              "BIO0606", "--id", "U-BIO0606", "--permissions", FULL)
     with gunicorn(env, oport):
         yield world
 
