@@ -1,6 +1,7 @@
-"""The whole path in Chromium: an operator logs in at the module through opauth's login page, registers a
-利用者, sets up the regional area, loads three APs onto the emulated card (module under its own gunicorn,
-card through pcscd + vpcd), sees them on 再読み込み and deletes one."""
+"""The whole path in Chromium: an operator logs in at the module through opauth's login (password, or
+biometric with the operator certificate over mutual TLS), registers a 利用者, sets up the regional area,
+loads three APs onto the emulated card (module under its own gunicorn, card through pcscd + vpcd), sees
+them on 再読み込み and deletes one."""
 
 from __future__ import annotations
 
