@@ -33,7 +33,7 @@ from apdl.app import create_app
 from apdl.models import OperationLog
 from tests.helpers import SUBJECT, make_csr
 from tests.oidc.browser import FormBrowser
-from tests.servers import BIN, ROOT, _wait_for_port, flask_cli, free_port, gunicorn, instance_env
+from tests.servers import BIN, ROOT, _wait_for_port, flask_cli, free_port, instance_env
 
 LOOPBACK = x509.Name([*list(SUBJECT)[:-1], x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
 NEW_PASSWORD = "Operator-Secret-2026"
@@ -146,8 +146,19 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
                                              result.stdout + result.stderr).group(1)  # type: ignore[union-attr]
     world.cli("operator", "in-business-id", "--tenant", "minamiedo", "--business-id", "01", "--operator-id",
               "BIO0606", "--id", "U-BIO0606", "--permissions", FULL)
-    with gunicorn(env, oport):
+    # opauth's own gunicorn settings; its log goes to a file, since a pipe nobody reads fills up over a session
+    # of requests and then blocks the server.
+    log = (tmp / "opauth.log").open("w")
+    server_env = dict(env, OPAUTH_BIND=f"127.0.0.1:{oport}", OPAUTH_WORKERS="1")
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT,
+                            env=server_env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_port(proc, oport, "opauth gunicorn", tmp / "opauth.log")
         yield world
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 def apdl_config(opauth: Opauth, instance: Path, reader: str = "Virtual PCD 00 00") -> dict[str, Any]:
@@ -177,14 +188,17 @@ def served_apdl(opauth: Opauth, app: Flask) -> Iterator[subprocess.Popen[str]]:
     env.update({f"APDL_{k}": str(v) for k, v in apdl_config(opauth, Path(app.config["INSTANCE_DIR"])).items()})
     env.update(APDL_BIND=f"127.0.0.1:{port}", APDL_WORKERS="1", APDL_TLS_CERT=str(opauth.server_cert),
                APDL_TLS_KEY=str(opauth.server_key), APDL_SECRET_KEY=app.config["SECRET_KEY"])
+    log_path = Path(app.config["INSTANCE_DIR"]) / "gunicorn.log"
+    log = log_path.open("a")
     proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_port(proc, port, "apdl gunicorn")
+        _wait_for_port(proc, port, "apdl gunicorn", log_path)
         yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 def browser_for(opauth: Opauth, label: str) -> FormBrowser:
