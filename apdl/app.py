@@ -15,6 +15,7 @@ from flask import Flask, render_template
 from flask_babel import lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from apdl import db, i18n
 from apdl.errors import ApdlError, CardError, CardUnavailable
@@ -30,6 +31,14 @@ HTTP_MESSAGES = {
     413: lazy_gettext("リクエストが大きすぎます。"),
     500: lazy_gettext("内部エラーが発生しました。"),
 }
+
+
+class BoundedInt(IntegerConverter):
+    """``<int:...>`` limited to the database's 32-bit ids: a larger number is a 404, not an overflow."""
+
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def _secret_key(instance: Path, configured: str) -> str:
@@ -48,6 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(config)
     instance = Path(settings["INSTANCE_DIR"]).resolve()
     app = Flask(__name__, instance_path=str(instance), template_folder="templates")
+    app.url_map.converters["int"] = BoundedInt
     app.config.update(settings)
     app.config.update(SECRET_KEY=_secret_key(instance, settings["SECRET_KEY"]), MAX_CONTENT_LENGTH=1024 * 1024,
                       SESSION_COOKIE_NAME="apdl_session", SESSION_COOKIE_HTTPONLY=True,

@@ -100,6 +100,14 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     return CardView(info.card_identifier, info.residence_code, aids, regional, free)
 
 
+def may_offer(scope: TenantScope, view: CardView, ap: CardAp) -> bool:
+    """Whether the カードAP搭載 table offers ``ap`` for the card just read: an area this tenant may change,
+    present on the card, with room for the AP."""
+    area = Area(ap.area)
+    return (ap.aid not in view.aids and may_use_area(scope.profile(), area, residence_code=view.residence_code)
+            and ap.size_bytes <= view.free.get(area.value, 0))
+
+
 def _refuse(scope: TenantScope, operator: Operator, target: str, reason: str, message: str) -> Refused:
     db = scope.session
     db.rollback()

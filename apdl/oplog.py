@@ -71,8 +71,12 @@ def record(session: Session, *, tenant_code: str, actor: str, action: Action, ta
         session.flush()
     head = session.scalars(select(OperationLogHead).where(OperationLogHead.id == 1).with_for_update()).one()
     prev_hash = head.last_hash
-    row = OperationLog(at=utcnow().replace(microsecond=0), tenant_code=tenant_code, actor=actor[:200],
-                       action=action.value, target=target[:200], detail=detail, prev_hash=prev_hash, entry_hash="")
+    # What a request sent may hold NUL, which PostgreSQL text cannot store.
+    detail = json.loads(json.dumps(detail, ensure_ascii=False, default=str).replace("\\u0000", "\ufffd"))
+    row = OperationLog(at=utcnow().replace(microsecond=0), tenant_code=tenant_code,
+                       actor=actor[:200].replace("\x00", "\ufffd"), action=action.value,
+                       target=target[:200].replace("\x00", "\ufffd"), detail=detail, prev_hash=prev_hash,
+                       entry_hash="")
     row.entry_hash = _digest(prev_hash, _entry(row))
     session.add(row)
     session.flush()

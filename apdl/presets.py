@@ -24,7 +24,7 @@ def auto_preset(scope: TenantScope) -> Preset | None:
 def save(scope: TenantScope, *, name: str, ap_ids: list[int], auto_load: bool, operator: Operator) -> Preset:
     """Create a preset of APs this tenant may load; marking it automatic unmarks any other."""
     name = name.strip()
-    if not name or len(name) > 100:
+    if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
         raise InvalidInput(_("プリセット名を100文字以内で入力してください。"))
     if not ap_ids:
         raise InvalidInput(_("カードAPを選択してください。"))

@@ -37,7 +37,8 @@ def read(resident_id: int) -> ResponseReturnValue:
                                                            Installation.state == InstallState.INSTALLED)
                                 .order_by(Installation.id)).all()
     on_card = {ap.id for _row, ap in installed}
-    offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card]
+    offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card
+               and cardops.may_offer(scope, view, ap)]
     return render_template("resident.html", resident=resident, installed=installed, offered=offered,
                            fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
                            card=view, auto=presets.auto_preset(scope))

@@ -29,7 +29,7 @@ def index() -> ResponseReturnValue:
     scope = scope_for(get_session(), operator)
     query = scope.select(Resident).order_by(Resident.id.desc())
     card = request.args.get("card", "").strip()[:32]
-    if card:
+    if card.isascii() and card.isdigit():
         query = query.where(Resident.card_identifier == card)
     people = list(get_session().scalars(query.limit(200)))
     return render_template("residents.html", residents=people, fields=residents.custom_fields(scope),

@@ -18,11 +18,13 @@ from apdl.tenancy import Operator, TenantScope, scope_for
 bp = Blueprint("tenants", __name__, url_prefix="/tenants")
 
 
-def _admin_scope() -> tuple[Operator, TenantScope]:
+def _admin_scope(tenant_code: str | None = None) -> tuple[Operator, TenantScope]:
     operator = current_operator()
     assert operator is not None
     scope = scope_for(get_session(), operator)
     scope.require_admin_tenant()
+    if tenant_code is not None and not registry.TENANT_CODE.match(tenant_code):
+        abort(404)
     return operator, scope
 
 
@@ -50,7 +52,7 @@ def save() -> ResponseReturnValue:
 @require(Permission.AP_MANAGE)
 def show(tenant_code: str) -> ResponseReturnValue:
     """The two lists: APs this tenant may download and the others."""
-    _admin_scope()
+    _admin_scope(tenant_code)
     session = get_session()
     profile = session.get(TenantProfile, tenant_code)
     if profile is None:
@@ -66,13 +68,13 @@ def show(tenant_code: str) -> ResponseReturnValue:
 @require(Permission.AP_MANAGE)
 def availability(tenant_code: str) -> ResponseReturnValue:
     """選択>>> adds the APs picked on the left, <<<取消 removes those picked on the right."""
-    operator, _scope = _admin_scope()
+    operator, _scope = _admin_scope(tenant_code)
     session = get_session()
     if session.get(TenantProfile, tenant_code) is None:
         abort(404)
     add = request.form.get("action") == "add"
     raw = request.form.getlist("add_ids" if add else "remove_ids")
-    if not all(v.isascii() and v.isdigit() for v in raw):
+    if not all(v.isascii() and v.isdigit() and len(v) < 10 for v in raw):
         raise InvalidInput(_("カードAPを選択してください。"))
     registry.change_availability(session, tenant_code, [int(v) for v in raw], add=add, operator=operator)
     session.commit()

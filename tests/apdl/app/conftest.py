@@ -33,7 +33,7 @@ from apdl.app import create_app
 from apdl.models import OperationLog
 from tests.helpers import SUBJECT, make_csr
 from tests.oidc.browser import FormBrowser
-from tests.servers import BIN, ROOT, _wait_for_port, flask_cli, free_port, gunicorn, instance_env
+from tests.servers import BIN, ROOT, _wait_for_port, flask_cli, free_port, instance_env
 
 LOOPBACK = x509.Name([*list(SUBJECT)[:-1], x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
 NEW_PASSWORD = "Operator-Secret-2026"
@@ -75,6 +75,9 @@ class Opauth:
     server_key: Path
     passwords: dict[str, str] = field(default_factory=dict)
     browsers: dict[str, FormBrowser] = field(default_factory=dict)
+    biometric_p12: Path | None = None  # BIO0606 of 南江戸市, a biometric operator (PKCS#12 from `operator register`)
+    biometric_p12_password: str = ""
+    manager_password: str = ""  # mgr01 of 南江戸市, the tenant manager who enrols BIO0606's fingerprint
 
     @property
     def issuer(self) -> str:
@@ -131,8 +134,31 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
         world.cli("operator", "in-business-id", "--tenant", account.tenant, "--business-id", "01",
                   "--operator-id", account.operator_id, "--id", f"U-{account.operator_id}",
                   "--permissions", account.permissions)
-    with gunicorn(env, oport):
+    manager = world.cli("operator", "register", "--tenant", "minamiedo", "--operator-id", "mgr01", "--name",
+                        "南江戸市 運用管理", "--role", "tenant_manager", "--p12-out", tmp / "mgr01.p12")
+    world.manager_password = manager.split("login password (shown once): ")[-1].strip()
+    result = flask_cli(env, "operator", "register", "--tenant", "minamiedo", "--operator-id", "BIO0606", "--name",
+                       "生体 花子", "--auth-method", "biometric", "--business-ids", "01", "--p12-out",
+                       tmp / "BIO0606.p12")
+    assert result.returncode == 0, result.stderr
+    world.biometric_p12 = tmp / "BIO0606.p12"
+    world.biometric_p12_password = re.search(r"its password \(shown once\): (\S+)",
+                                             result.stdout + result.stderr).group(1)  # type: ignore[union-attr]
+    world.cli("operator", "in-business-id", "--tenant", "minamiedo", "--business-id", "01", "--operator-id",
+              "BIO0606", "--id", "U-BIO0606", "--permissions", FULL)
+    # opauth's own gunicorn settings; its log goes to a file, since a pipe nobody reads fills up over a session
+    # of requests and then blocks the server.
+    log = (tmp / "opauth.log").open("w")
+    server_env = dict(env, OPAUTH_BIND=f"127.0.0.1:{oport}", OPAUTH_WORKERS="1")
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT,
+                            env=server_env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_port(proc, oport, "opauth gunicorn", tmp / "opauth.log")
         yield world
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 def apdl_config(opauth: Opauth, instance: Path, reader: str = "Virtual PCD 00 00") -> dict[str, Any]:
@@ -162,14 +188,17 @@ def served_apdl(opauth: Opauth, app: Flask) -> Iterator[subprocess.Popen[str]]:
     env.update({f"APDL_{k}": str(v) for k, v in apdl_config(opauth, Path(app.config["INSTANCE_DIR"])).items()})
     env.update(APDL_BIND=f"127.0.0.1:{port}", APDL_WORKERS="1", APDL_TLS_CERT=str(opauth.server_cert),
                APDL_TLS_KEY=str(opauth.server_key), APDL_SECRET_KEY=app.config["SECRET_KEY"])
+    log_path = Path(app.config["INSTANCE_DIR"]) / "gunicorn.log"
+    log = log_path.open("a")
     proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_port(proc, port, "apdl gunicorn")
+        _wait_for_port(proc, port, "apdl gunicorn", log_path)
         yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 def browser_for(opauth: Opauth, label: str) -> FormBrowser:

@@ -95,6 +95,8 @@ def test_a_municipality_where_the_holder_does_not_live_may_not_touch_the_regiona
     refused = submit(kita, page, f"{page}/card/regional-area", {})
     assert refused.status_code == 403 and "住所地の市町村" in refused.get_data(as_text=True)
     card_stack.card.load_state(CardState(regional_created=True))  # created by the residence municipality
+    offered = submit(kita, page, f"{page}/card/read", {}).get_data(as_text=True)
+    assert APS["E1"][1] in offered and APS["R1"][1] not in offered  # the table offers only what it may load
     refused = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["R1"])]})
     assert refused.status_code == 403
     assert _card_aps(card_stack) == set() and _installations(apdl_app) == []

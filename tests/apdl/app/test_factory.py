@@ -117,7 +117,8 @@ def test_postgresql_holds_apdl_beside_opauth_in_one_database(pg_database: str, t
     with app.app_context():
         session = db.get_session()
         oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGIN, detail={"n": 1})
-        oplog.record(session, tenant_code="t", actor="a", action=oplog.Action.LOGOUT)
+        oplog.record(session, tenant_code="t", actor="a\x00", action=oplog.Action.LOGIN_FAILED,
+                     target="x\x00", detail={"error": "sent\x00by a client"})
         session.commit()
         assert oplog.verify_chain(session) is None
         session.execute(text("DELETE FROM apdl_operation_log"))

@@ -147,3 +147,20 @@ def test_another_tenant_reaches_none_of_this_tenants_objects(opauth: Opauth, apd
     assert kita.get(f"/aps/{registry.ids['E3']}").status_code == 404  # not available to 北江戸市
     assert kita.get(f"/aps/{registry.ids['E1']}").status_code == 200
     assert minami.get(f"/residents/{resident}").status_code == 200
+
+
+def test_nul_bytes_and_oversized_values_get_a_4xx_never_a_500(opauth: Opauth, apdl_app: Flask) -> None:
+    admin = login(opauth, apdl_app, "admin")
+    assert admin.get("/tenants/bad%00code").status_code == 404
+    assert admin.get("/tenants/" + "x" * 300).status_code == 404
+    assert submit(admin, "/aps", "/aps", {"aid": "D392F00006\x00", "name": "x"}).status_code == 400
+    assert submit(admin, "/aps", "/aps", {"aid": "D392F0000600", "name": "x\x00", "provider_name": "p",
+                                          "area": "extended", "ap_type": "C", "size_bytes": "9" * 50,
+                                          "business_id": "05"}).status_code == 400
+    minami = login(opauth, apdl_app, "minami")
+    assert minami.get("/residents?card=%00").status_code == 200
+    assert minami.get("/residents/99999999999999999999").status_code == 404
+    assert submit(minami, "/presets", "/presets", {"name": "a\x00b", "ap_ids": ["1"]}).status_code == 400
+    assert submit(minami, "/presets", "/presets", {"name": "a", "ap_ids": ["9" * 40]}).status_code == 400
+    assert submit(minami, "/residents/fields", "/residents/fields", {"label": "\x00"}).status_code == 400
+    assert minami.get("/auth/callback?state=%00&code=%00").status_code == 400
