@@ -62,9 +62,13 @@ translations: $(STAMP)
 	$(BIN)/pybabel -q extract -F babel.cfg -k lazy_gettext --no-location --sort-output -o translations/messages.pot .
 	$(BIN)/pybabel -q update -i translations/messages.pot -d translations --no-fuzzy-matching --no-wrap
 	$(BIN)/pybabel compile -d translations
+	$(BIN)/pybabel -q extract -F apdl/babel.cfg -k lazy_gettext --no-location --sort-output -o apdl/translations/messages.pot .
+	$(BIN)/pybabel -q update -i apdl/translations/messages.pot -d apdl/translations --no-fuzzy-matching --no-wrap
+	$(BIN)/pybabel compile -d apdl/translations
 
 compile-translations: $(STAMP)
 	$(BIN)/pybabel -q compile -d translations
+	$(BIN)/pybabel -q compile -d apdl/translations
 
 # `make bench`: opauth beside cfssl, django-ca, a minimal Flask app and the raw limits in one run (one table,
 # bench/peers.py; the peers come from ../shared/bench/peers, PEERS_DIR elsewhere), then business login.
