@@ -576,6 +576,14 @@ def table(results: dict[str, Any], peers: dict[str, tuple[float, str, float, flo
                       f"({bio['profiled_ms']:.0f} ms): {parts}",
                       f"py_webauthn verify_authentication_response alone: {results['bio_raw']:,.0f}/s",
                       f"{bio['logins_per_second'] / results['bio_raw']:.1%}", "≥ 300 logins/s on 2 workers"))
+    tls = results.get("tls", {})
+    for load in ("handshake only", "handshake + GET /pki/ca-bundle.pem"):
+        if f"in front, {load}" in tls:
+            (rate, cpu), (raw_rate, raw_cpu) = tls[f"in front, {load}"], tls[f"alone, {load}"]
+            rows.append((f"full mutual-TLS handshakes (openssl s_time -new), {load}, nginx in front of opauth",
+                         f"{cpu:.2f} ms server CPU each ({rate:,.0f}/s)",
+                         f"nginx alone: {raw_cpu:.2f} ms ({raw_rate:,.0f}/s)", f"{raw_cpu / cpu:.0%}",
+                         "≥ 80% of nginx per server CPU"))
     for size, (mine, raw, _n) in results.get("crl", {}).items():
         rows.append((f"CRL with {size:,} entries, signed and stored", f"{mine:.2f} s",
                      f"raw cryptography builder (entries at once): {raw:.2f} s", f"{raw / mine:.0%}",
@@ -609,6 +617,9 @@ def main() -> None:
 
         results["bio"] = bio_login.bench(work, 20 if quick else bio_login.LOGINS)
         results["bio_raw"] = bio_login.raw_verifications_per_second()
+        from bench import tls
+
+        results["tls"] = tls.bench(work)
         sign_rate_after = own.raw_p256_signs_per_second(1.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
