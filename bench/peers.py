@@ -37,7 +37,6 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -78,28 +77,20 @@ def _peers_dir() -> Path | None:
 # --- machine credential -------------------------------------------------------------------------------
 
 def api_auth_headers(base: str, password: str) -> dict[str, str]:
-    """The credential the benchmark's machine client sends with each API call.
+    """The credential the benchmark's machine client sends with each API call: an API token.
 
-    Today: the administrator's browser session (log in once through the form; the session cookie plus the
-    ``X-CSRFToken`` a cookie-authenticated API call must carry), so no password is hashed per request.
-    A machine credential of its own (an API token as ``Authorization: Bearer``) replaces this one function.
+    Made once over the API with the administrator's password (HTTP Basic, one argon2id check), as a
+    script would; every issuance request then sends ``Authorization: Bearer opa_...``.
     """
-    jar = CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-
-    def token(page: str) -> str:
-        match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        if match is None:
-            raise RuntimeError("no CSRF token on the page")
-        return match.group(1)
-
-    login_page = opener.open(base + "/login", timeout=30).read().decode()
-    form = {"csrf_token": token(login_page), "tenant": "system", "operator_id": "admin", "password": password}
-    opener.open(urllib.request.Request(base + "/login", data=urllib.parse.urlencode(form).encode(),
-                                       headers={"Referer": base + "/login"}), timeout=30).read()
-    page = opener.open(base + "/", timeout=30).read().decode()
-    cookies = "; ".join(f"{c.name}={c.value}" for c in jar)
-    return {"Cookie": cookies, "X-CSRFToken": token(page)}
+    basic = base64.b64encode(f"admin@system:{password}".encode()).decode()
+    request = urllib.request.Request(
+        base + "/api/v1/api-tokens", method="POST",
+        data=json.dumps({"name": "bench-peers", "scopes": ["business_server_certificates.issue"],
+                         "days": 1}).encode(),
+        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        token = json.loads(response.read())["token"]
+    return {"Authorization": f"Bearer {token}"}
 
 
 # --- processes and load -------------------------------------------------------------------------------
@@ -576,6 +567,14 @@ def table(results: dict[str, Any], peers: dict[str, tuple[float, str, float, flo
                       f"({bio['profiled_ms']:.0f} ms): {parts}",
                       f"py_webauthn verify_authentication_response alone: {results['bio_raw']:,.0f}/s",
                       f"{bio['logins_per_second'] / results['bio_raw']:.1%}", "≥ 300 logins/s on 2 workers"))
+    tls = results.get("tls", {})
+    for load in ("handshake only", "handshake + GET /pki/ca-bundle.pem"):
+        if f"in front, {load}" in tls:
+            (rate, cpu), (raw_rate, raw_cpu) = tls[f"in front, {load}"], tls[f"alone, {load}"]
+            rows.append((f"full mutual-TLS handshakes (openssl s_time -new), {load}, nginx in front of opauth",
+                         f"{cpu:.2f} ms server CPU each ({rate:,.0f}/s)",
+                         f"nginx alone: {raw_cpu:.2f} ms ({raw_rate:,.0f}/s)", f"{raw_cpu / cpu:.0%}",
+                         "≥ 80% of nginx per server CPU" if load == "handshake only" else "—"))
     for size, (mine, raw, _n) in results.get("crl", {}).items():
         rows.append((f"CRL with {size:,} entries, signed and stored", f"{mine:.2f} s",
                      f"raw cryptography builder (entries at once): {raw:.2f} s", f"{raw / mine:.0%}",
@@ -609,6 +608,9 @@ def main() -> None:
 
         results["bio"] = bio_login.bench(work, 20 if quick else bio_login.LOGINS)
         results["bio_raw"] = bio_login.raw_verifications_per_second()
+        from bench import tls
+
+        results["tls"] = tls.bench(work)
         sign_rate_after = own.raw_p256_signs_per_second(1.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,8 @@ settings (re-read here at most once per ``SETTINGS_PROBE_SECONDS``; a change mad
 applies at once, because both apps share one config). What it keeps is what a /pki/ answer shows:
 the same blueprint and views, the request guard (control characters, bounded IDs), the JSON error
 answers in the request's language, the security headers, the database session per request and the
-trusted-proxy handling.
+trusted-proxy handling. In front of it, a plain OCSP request whose pre-signed answer is reusable is
+answered with one query and no framework at all (``_PreSigned``); anything else reaches the PKI app.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class _NoSession(SessionInterface):
 
 _GET_PREFIX = PREFIX + "/ocsp/"
 _PLAIN_GET = re.compile(r"[A-Za-z0-9+/=%_-]+")  # what base64 in a path looks like; anything else: the full app
+_CONDITIONAL = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_MATCH", "HTTP_IF_UNMODIFIED_SINCE",
+                "HTTP_IF_RANGE", "HTTP_RANGE")  # werkzeug's make_conditional answers these (304, 412, 206)
 _SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"),
     ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")]
@@ -95,8 +98,8 @@ class _PreSigned:
             return body, False
         if method == "GET" and path.startswith(_GET_PREFIX):
             encoded = path[len(_GET_PREFIX):]
-            if (not _PLAIN_GET.fullmatch(encoded) or encoded.startswith("/") or "HTTP_IF_NONE_MATCH" in environ
-                    or "HTTP_IF_MODIFIED_SINCE" in environ or "HTTP_RANGE" in environ):
+            if (not _PLAIN_GET.fullmatch(encoded) or encoded.startswith("/")
+                    or any(header in environ for header in _CONDITIONAL)):
                 return None
             der = pki_views._decode_get(encoded)
             return (der, True) if der else None

@@ -97,17 +97,17 @@ def stored_values(session: Session | Connection) -> dict[str, Any]:
     return values
 
 
+_VERSION_QUERY = select(func.coalesce(func.max(InstanceSetting.version), 0))  # built once: probed per request
+
+
 def decided_keys(session: Session) -> set[str]:
     """Keys that have a row (set, or explicitly reset to the default)."""
     return set(session.scalars(select(InstanceSetting.key)))
 
 
-_VERSION = select(func.coalesce(func.max(InstanceSetting.version), 0))  # asked before every request
-
-
 def current_version(conn: Session | Connection) -> int:
     """The table's version: changes whenever any setting is written."""
-    return int(conn.execute(_VERSION).scalar_one())
+    return int(conn.execute(_VERSION_QUERY).scalar_one())
 
 
 def write(session: Session, *, key: str, value: Any | None, actor: str) -> None:
@@ -243,26 +243,17 @@ def init_app(app: Flask, given: dict[str, Any]) -> None:
         refresh(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
-def _version(engine: Engine) -> int | None:
-    try:
-        with engine.connect() as conn:
-            return current_version(conn)
-    except DBAPIError:
-        return None
-
-
 def refresh(app: Flask) -> bool:
-    """Re-apply the stored settings if another process (or request) changed them; True if it did.
-
-    Every request asks only for the version; the settings are read when it moved.
-    """
-    engine = app.extensions["opauth.engine"]
-    version = _version(engine)
-    if version is None or version == app.extensions.get(VERSION):
+    """Re-apply the stored settings if another process (or request) changed them; True if it did."""
+    # The version alone on every request; the settings themselves only when it moved.
+    try:
+        with app.extensions["opauth.engine"].connect() as conn:
+            version = current_version(conn)
+            if version == app.extensions.get(VERSION):
+                return False
+            values = stored_values(conn)
+    except DBAPIError:  # not migrated yet (before `init`)
         return False
-    read = _read(engine)
-    if read is None or read[0] == app.extensions.get(VERSION):
-        return False
-    app.extensions[VERSION] = read[0]
-    _apply(app, read[1], at_start=False)
+    app.extensions[VERSION] = version
+    _apply(app, values, at_start=False)
     return True
