@@ -42,21 +42,24 @@ def refusal_for(session: Session, *, operator: Operator, system: BusinessSystem,
         return Refusal.LOCKED
     if client is None or not client.enabled:
         return Refusal.CLIENT_DISABLED
-    if not system.enabled or session.execute(_PERMITTED, {"operator": operator.id, "system": system.id,
-                                                           "tenant": operator.tenant_id}).first() is None:
+    if not system.enabled or session.connection().execute(_PERMITTED, {
+            "operator": operator.id, "system": system.id, "tenant": operator.tenant_id}).first() is None:
         return Refusal.NOT_PERMITTED
     return None
 
 
 # The operator top screen's rule (operators.login_top.usable_business_systems) for one system: among the
 # operator's 許可業務 and their tenant's 共同利用 (the caller checks that the system is enabled).
+# Table-level statements, run on the session's connection: no ORM entities to build for a yes/no and two values.
+_JOINT_USE = JointUse.__table__.c
 _PERMITTED = (select(operator_business_system.c.business_system_id)
-              .join(JointUse, JointUse.business_system_id == operator_business_system.c.business_system_id)
+              .join(JointUse.__table__, _JOINT_USE.business_system_id == operator_business_system.c.business_system_id)
               .where(operator_business_system.c.operator_id == bindparam("operator"),
                      operator_business_system.c.business_system_id == bindparam("system"),
-                     JointUse.tenant_id == bindparam("tenant")))
-_IN_BUSINESS_ID = select(InBusinessId.in_business_id, InBusinessId.permissions).where(
-    InBusinessId.operator_id == bindparam("operator"), InBusinessId.business_system_id == bindparam("system"))
+                     _JOINT_USE.tenant_id == bindparam("tenant")))
+_IN_BUSINESS = InBusinessId.__table__.c
+_IN_BUSINESS_ID = select(_IN_BUSINESS.in_business_id, _IN_BUSINESS.permissions).where(
+    _IN_BUSINESS.operator_id == bindparam("operator"), _IN_BUSINESS.business_system_id == bindparam("system"))
 
 
 class LoginKind(enum.StrEnum):
@@ -112,7 +115,7 @@ def user_claims(session: Session, subject: Subject, scope: str) -> dict[str, Any
     }
     if "profile" in scope.split():
         claims["name"] = operator.name
-    mapping = session.execute(_IN_BUSINESS_ID, {"operator": operator.id, "system": system.id}).first()
+    mapping = session.connection().execute(_IN_BUSINESS_ID, {"operator": operator.id, "system": system.id}).first()
     if mapping is not None:
         claims[CLAIM_IN_BUSINESS_ID] = mapping.in_business_id
         claims[CLAIM_PERMISSIONS] = list(mapping.permissions or [])
