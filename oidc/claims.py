@@ -48,8 +48,10 @@ def refusal_for(session: Session, *, operator: Operator, system: BusinessSystem,
     return None
 
 
-_IN_BUSINESS_ID = select(InBusinessId.in_business_id, InBusinessId.permissions).where(
-    InBusinessId.operator_id == bindparam("operator"), InBusinessId.business_system_id == bindparam("system"))
+# Table-level statements, run on the session's connection: no ORM entities to build for two values.
+_IN_BUSINESS = InBusinessId.__table__.c
+_IN_BUSINESS_ID = select(_IN_BUSINESS.in_business_id, _IN_BUSINESS.permissions).where(
+    _IN_BUSINESS.operator_id == bindparam("operator"), _IN_BUSINESS.business_system_id == bindparam("system"))
 
 
 class LoginKind(enum.StrEnum):
@@ -105,7 +107,7 @@ def user_claims(session: Session, subject: Subject, scope: str) -> dict[str, Any
     }
     if "profile" in scope.split():
         claims["name"] = operator.name
-    mapping = session.execute(_IN_BUSINESS_ID, {"operator": operator.id, "system": system.id}).first()
+    mapping = session.connection().execute(_IN_BUSINESS_ID, {"operator": operator.id, "system": system.id}).first()
     if mapping is not None:
         claims[CLAIM_IN_BUSINESS_ID] = mapping.in_business_id
         claims[CLAIM_PERMISSIONS] = list(mapping.permissions or [])

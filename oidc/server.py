@@ -12,7 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from authlib.common.security import generate_token
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -23,7 +23,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from flask import Flask, current_app, g, request
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -124,11 +124,13 @@ def query_client(client_id: str | None) -> Client | None:
 _CLIENT = (select(BusinessSystem, OidcClient)
            .join(OidcClient, OidcClient.business_system_id == BusinessSystem.id)
            .where(BusinessSystem.business_id == bindparam("business_id")))
+_OPERATOR_WITH_TENANT = select(Operator).options(joinedload(Operator.tenant)).where(Operator.id == bindparam("pk"))
 _CODE = select(OidcAuthorizationCode).where(OidcAuthorizationCode.code_sha256 == bindparam("code_sha256"))
-_CLAIM_CODE = (update(OidcAuthorizationCode)
-               .where(OidcAuthorizationCode.id == bindparam("code_id"), OidcAuthorizationCode.used_at.is_(None))
-               .values(used_at=bindparam("now"))
-               .execution_options(synchronize_session=False))
+_CODE_TABLE = cast(Table, OidcAuthorizationCode.__table__)
+_CODES = _CODE_TABLE.c
+_CLAIM_CODE = (update(_CODE_TABLE)  # on the connection: the row object is set below
+               .where(_CODES.id == bindparam("code_id"), _CODES.used_at.is_(None))
+               .values(used_at=bindparam("now")))
 
 
 def _load_client(business_id: str) -> Client | None:
@@ -172,7 +174,7 @@ class Code:
 def subject_of_code(row: OidcAuthorizationCode) -> Subject | None:
     """The subject a code was issued for, or None when the operator or system is gone."""
     session = get_session()
-    operator = session.get(Operator, row.operator_pk, options=[joinedload(Operator.tenant)])  # tenant: claims
+    operator = session.scalars(_OPERATOR_WITH_TENANT, {"pk": row.operator_pk}).first()  # the tenant is a claim
     system = session.get(BusinessSystem, row.business_system_id)
     if operator is None or system is None:
         return None
@@ -219,7 +221,7 @@ class CodeGrant(AuthorizationCodeGrant):
             return None
         now = utcnow()
         # The conditional update is the claim: of two concurrent requests only one changes the row.
-        claimed = session.execute(_CLAIM_CODE, {"code_id": row.id, "now": now})
+        claimed = session.connection().execute(_CLAIM_CODE, {"code_id": row.id, "now": now})
         if getattr(claimed, "rowcount", 0) == 1:
             set_committed_value(row, "used_at", now)  # what the database now holds
         else:

@@ -227,17 +227,19 @@ def usable_business_systems(session: Session, operator: Operator) -> list[Busine
     return list(session.scalars(query))
 
 
-# usable_business_systems for one system, as one prepared statement (asked on every business login).
+# usable_business_systems for one system, asked on every business login: one prepared, table-level statement
+# run on the session's connection (no ORM entities for a yes/no).
+_JOINT_USE = JointUse.__table__.c
 _PERMITTED = (select(operator_business_system.c.business_system_id)
-              .join(JointUse, JointUse.business_system_id == operator_business_system.c.business_system_id)
+              .join(JointUse.__table__, _JOINT_USE.business_system_id == operator_business_system.c.business_system_id)
               .where(operator_business_system.c.operator_id == bindparam("operator"),
                      operator_business_system.c.business_system_id == bindparam("system"),
-                     JointUse.tenant_id == bindparam("tenant")))
+                     _JOINT_USE.tenant_id == bindparam("tenant")))
 
 
 def may_use_business_system(session: Session, operator: Operator, system: BusinessSystem) -> bool:
     """Whether ``system`` is among ``usable_business_systems(session, operator)``, with one indexed read."""
     if operator.revoked_at is not None or not system.enabled:
         return False
-    return session.execute(_PERMITTED, {"operator": operator.id, "system": system.id,
-                                        "tenant": operator.tenant_id}).first() is not None
+    return session.connection().execute(_PERMITTED, {"operator": operator.id, "system": system.id,
+                                                     "tenant": operator.tenant_id}).first() is not None
