@@ -110,7 +110,7 @@ def _enqueue(session: Session, targets: list[tuple[int, int, str]], reason: str)
 def session_end_bound(now: int) -> int | None:
     """The moment (epoch seconds) the current browser session ends unless another request comes first.
 
-    Never earlier than ``operators.auth`` refuses the session (idle: SESSION_IDLE_MINUTES after the
+    Never earlier than ``operators.login.auth`` refuses the session (idle: SESSION_IDLE_MINUTES after the
     last request; absolute: SESSION_ABSOLUTE_MINUTES after the login); None without a login time.
     """
     auth_at = session.get("auth_at")
@@ -367,7 +367,7 @@ def deliver_due(db_session: Session, settings: CaSettings, *, issuer: str,
 def init_app(app: Flask) -> None:
     """Listen for the ends of sessions (Flask-Login's logout and the session_version bump)."""
     user_logged_out.connect(_on_logged_out, app)
-    app.before_request(_keep_scheduled_logouts_due)  # after operators.auth has ended expired sessions
+    app.before_request(_keep_scheduled_logouts_due)  # after operators.login.auth has ended expired sessions
     if not event.contains(Session, "before_flush", _on_flush):
         event.listen(Session, "before_flush", _on_flush)
 
