@@ -38,10 +38,11 @@ run: init
 	./scripts/system-deps.sh nginx
 	$(BIN)/python scripts/serve.py
 
-# The AP download module beside `make run` (second terminal, root): registers it in opauth, a demo tenant
-# and operator, the emulated card in a private pcscd, the module on https://localhost:8444.
+# opauth and the AP download module together (root): opauth's deployment as `make run` (or the one already
+# serving), the module registered in it, a demo tenant and operator, the emulated card in a private pcscd,
+# the module on https://localhost:8444. Ctrl-C stops both.
 run-apdl: init
-	./scripts/system-deps.sh pcscd vsmartcard-vpcd
+	./scripts/system-deps.sh nginx pcscd vsmartcard-vpcd
 	$(BIN)/python scripts/apdl_demo.py
 
 system-deps:

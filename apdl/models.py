@@ -7,7 +7,7 @@ import enum
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from apdl.db import Base, utcnow
@@ -138,7 +138,9 @@ class Resident(Base):
     """利用者: a card holder registered by a tenant. Never the 個人番号 nor the 住民票コード."""
 
     __tablename__ = "apdl_residents"
-    __table_args__ = (UniqueConstraint("tenant_code", "card_identifier"),)
+    # The 利用者 list and search: one tenant's rows newest first, or one カードFID in it.
+    __table_args__ = (UniqueConstraint("tenant_code", "card_identifier"),
+                      Index("ix_apdl_residents_tenant_code_id", "tenant_code", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_code: Mapped[str] = mapped_column(String(64), index=True)

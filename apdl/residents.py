@@ -101,6 +101,19 @@ def add_custom_field(scope: TenantScope, form: Mapping[str, str], *, operator: O
     return field
 
 
+SEARCH_LIMIT = 200
+
+
+def search(scope: TenantScope, card: str = "", *, limit: int = SEARCH_LIMIT) -> list[Resident]:
+    """The tenant's 利用者, newest first: the one with カードFID ``card`` when it is all digits, else the latest
+    ``limit`` (indexes: ``(tenant_code, card_identifier)`` unique, ``(tenant_code, id)``)."""
+    query = scope.select(Resident).order_by(Resident.id.desc())
+    card = card.strip()[:32]
+    if card.isascii() and card.isdigit():
+        query = query.where(Resident.card_identifier == card)
+    return list(scope.session.scalars(query.limit(limit)))
+
+
 def register(scope: TenantScope, form: Mapping[str, str], *, operator: Operator) -> Resident:
     """Register a 利用者 from the form (the holder's request to load APs is recorded with operator and time)."""
     card_status = (form.get("card_status") or "").strip()

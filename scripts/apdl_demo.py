@@ -1,7 +1,10 @@
-"""`make run-apdl`: the AP download module beside a running opauth (`make run`), ready to log in.
+"""`make run-apdl`: opauth and the AP download module together, ready to log in.
 
-Run as root in a second terminal while `make run` serves opauth. Idempotent; on every start it:
+Run as root. Idempotent (a second run reuses both instances and loses nothing); on every start it:
 
+0. initialises opauth's instance if it is new (``flask --app app init``) and, unless opauth already answers
+   at OPAUTH_PUBLIC_BASE_URL (a `make run` in another terminal), starts opauth's deployment
+   (scripts/serve.py: nginx + gunicorn) as a child and waits until its discovery document answers;
 1. registers the module in opauth through opauth's own CLI (``flask --app app``): business system 01
    (カードAPダウンロード) on https://localhost:8444 with its server certificate, business login with the
    redirect and back-channel logout URIs, its SSL通信証明書, a demo tenant ``demo-city`` (市町村) with joint
@@ -11,17 +14,21 @@ Run as root in a second terminal while `make run` serves opauth. Idempotent; on 
    demo tenant's profile (千代田区's code 131016, the emulated card's residence) and three demo APs;
 3. starts a private pcscd + vsmartcard-vpcd with the emulated card, and the module's gunicorn over TLS.
 
-Stop with Ctrl-C.
+Ctrl-C (SIGINT) or SIGTERM stops the module, the card stack and the opauth this run started.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from types import FrameType
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,6 +45,7 @@ APDL_BIND = os.environ.get("APDL_BIND", "127.0.0.1:8444")
 APDL = f"https://localhost:{APDL_BIND.rsplit(':', 1)[1]}"
 APDL_INSTANCE = Path(os.environ.get("APDL_INSTANCE_DIR", ROOT / "instance" / "apdl"))
 TENANT, OPERATOR = "demo-city", "APDL01"
+OPAUTH_START_SECONDS = 120
 PERMISSIONS = "ap.download ap.delete ap.manage user.register"
 DEMO_APS = (("D392F000020001", "地域図書館カード", "regional", "C"),
             ("D392F000030001", "健康ポイント", "extended", "C"),
@@ -138,44 +146,99 @@ def seed_module(env: dict[str, str]) -> None:
     app.extensions[db.ENGINE_KEY].dispose()
 
 
-def main() -> int:
-    """Register, seed, start the card stack and the module; wait for Ctrl-C."""
-    if not (OPAUTH_INSTANCE / "tls" / "ca-bundle.pem").exists():
-        raise SystemExit("opauth is not initialised: run `make run` first")
-    tls = APDL_INSTANCE / "tls"
-    APDL_INSTANCE.mkdir(parents=True, exist_ok=True)
-    password = register_in_opauth(tls)
-    env = apdl_env(tls)
-    seed_module(env)
-
-    from apdl.emulator.stack import StackUnavailable, start_stack
-
+def opauth_answers(ca_bundle: Path) -> bool:
+    """True when opauth's OIDC discovery document answers over HTTPS (trusting opauth's own CA)."""
+    context = ssl.create_default_context(cafile=str(ca_bundle))
     try:
-        stack = start_stack(APDL_INSTANCE / "pcsc")
-    except StackUnavailable as exc:
-        raise SystemExit(f"the PC/SC stack cannot start (root, pcscd and vsmartcard-vpcd are needed): {exc}")
-    server_env = {k: v for k, v in os.environ.items() if not k.startswith("APDL_")}
-    server_env.update(env, APDL_READER=stack.reader, PCSCLITE_CSOCK_NAME=str(stack.socket_path))
-    gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT,
-                                env=server_env)
-    print(f"\nAP download module: {APDL}/  (log in through opauth at {OPAUTH})")
-    print(f"operator: tenant {TENANT}, ID {OPERATOR}" + (f", one-time password {password}" if password else ""))
-    print(f"emulated card in '{stack.reader}': card FID {stack.card.state.card_identifier}, residence 131016\n")
-    stopping = False
+        with urllib.request.urlopen(  # noqa: S310 - OPAUTH is an https:// base URL
+                f"{OPAUTH}/oidc/.well-known/openid-configuration", context=context, timeout=5) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
 
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    while not stopping and gunicorn.poll() is None:
+def start_opauth(ca_bundle: Path) -> subprocess.Popen[bytes] | None:
+    """opauth's deployment (scripts/serve.py) as a child, unless one already answers; None when reused."""
+    if opauth_answers(ca_bundle):
+        print(f"opauth already answers at {OPAUTH}: using it", flush=True)
+        return None
+    # Its own session: the terminal's Ctrl-C reaches only this script, which stops it in order.
+    serve = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py")], cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + OPAUTH_START_SECONDS
+    while not opauth_answers(ca_bundle):
+        if serve.poll() is not None:
+            raise SystemExit(f"opauth (scripts/serve.py) exited with status {serve.returncode} while starting")
+        if time.monotonic() > deadline:
+            stop_child(serve)
+            raise SystemExit(f"opauth did not answer at {OPAUTH} within {OPAUTH_START_SECONDS} s")
         time.sleep(0.5)
-    if gunicorn.poll() is None:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
-    stack.stop()
-    return 0
+    return serve
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    """opauth (started or reused), register, seed, the card stack and the module; wait for Ctrl-C/SIGTERM."""
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops everything as Ctrl-C does, even while starting
+    ca_bundle = OPAUTH_INSTANCE / "tls" / "ca-bundle.pem"
+    if not ca_bundle.exists():
+        initialised = subprocess.run([str(BIN / "flask"), "--app", "app", "init"], cwd=ROOT, check=False)
+        if initialised.returncode != 0:
+            raise SystemExit("flask --app app init failed")
+    serve: subprocess.Popen[bytes] | None = None
+    gunicorn: subprocess.Popen[bytes] | None = None
+    stack = None
+    try:
+        serve = start_opauth(ca_bundle)
+        tls = APDL_INSTANCE / "tls"
+        APDL_INSTANCE.mkdir(parents=True, exist_ok=True)
+        password = register_in_opauth(tls)
+        env = apdl_env(tls)
+        seed_module(env)
+
+        from apdl.emulator.stack import StackUnavailable, start_stack
+
+        try:
+            stack = start_stack(APDL_INSTANCE / "pcsc")
+        except StackUnavailable as exc:
+            raise SystemExit(f"the PC/SC stack cannot start (root, pcscd and vsmartcard-vpcd are needed): {exc}")
+        server_env = {k: v for k, v in os.environ.items() if not k.startswith("APDL_")}
+        server_env.update(env, APDL_READER=stack.reader, PCSCLITE_CSOCK_NAME=str(stack.socket_path))
+        gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT,
+                                    env=server_env, start_new_session=True)
+        print(f"\nAP download module: {APDL}/  (log in through opauth at {OPAUTH})")
+        print(f"operator: tenant {TENANT}, ID {OPERATOR}" + (f", one-time password {password}" if password else ""))
+        print(f"emulated card in '{stack.reader}': card FID {stack.card.state.card_identifier}, residence 131016")
+        print("Ctrl-C stops " + ("the module and opauth" if serve else "the module (opauth keeps running)") + "\n",
+              flush=True)
+        while gunicorn.poll() is None and (serve is None or serve.poll() is None):
+            time.sleep(0.5)
+        print("apdl demo: " + ("the module" if gunicorn.poll() is not None else "opauth") + " exited; stopping",
+              file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_child(gunicorn)
+        if stack is not None:
+            stack.stop()
+        stop_child(serve)
 
 
 if __name__ == "__main__":

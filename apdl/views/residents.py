@@ -27,11 +27,7 @@ def index() -> ResponseReturnValue:
     """The tenant's 利用者 and the registration form."""
     operator = _operator()
     scope = scope_for(get_session(), operator)
-    query = scope.select(Resident).order_by(Resident.id.desc())
-    card = request.args.get("card", "").strip()[:32]
-    if card.isascii() and card.isdigit():
-        query = query.where(Resident.card_identifier == card)
-    people = list(get_session().scalars(query.limit(200)))
+    people = residents.search(scope, request.args.get("card", ""))
     return render_template("residents.html", residents=people, fields=residents.custom_fields(scope),
                            operator=operator, Permission=Permission, statuses=residents.CARD_STATUSES,
                            genders=residents.GENDERS)

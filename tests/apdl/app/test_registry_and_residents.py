@@ -6,6 +6,7 @@ import re
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from tests.apdl.app.conftest import Opauth, login, submit
 from tests.apdl.app.world import APS, build_registry, register_ap, register_resident
@@ -164,3 +165,21 @@ def test_nul_bytes_and_oversized_values_get_a_4xx_never_a_500(opauth: Opauth, ap
     assert submit(minami, "/presets", "/presets", {"name": "a", "ap_ids": ["9" * 40]}).status_code == 400
     assert submit(minami, "/residents/fields", "/residents/fields", {"label": "\x00"}).status_code == 400
     assert minami.get("/auth/callback?state=%00&code=%00").status_code == 400
+
+
+def test_the_resident_search_finds_one_card_of_this_tenant_only(opauth: Opauth, apdl_app: Flask) -> None:
+    minami, kita = login(opauth, apdl_app, "minami"), login(opauth, apdl_app, "kita")
+    first = register_resident(minami, card="3333333333331")
+    second = register_resident(minami, card="3333333333332", kanji_given="次郎", kana_given="ジロウ")
+    other = register_resident(kita, card="3333333333333")
+
+    def listed(client: FlaskClient, query: str) -> list[int]:
+        page = client.get(f"/residents{query}").get_data(as_text=True)
+        return [int(n) for n in re.findall(r'href="/residents/(\d+)"', page)]
+
+    everyone = listed(minami, "")
+    assert everyone.index(second) < everyone.index(first) and other not in everyone  # newest first, own tenant
+    assert listed(minami, "?card=3333333333331") == [first]
+    assert listed(minami, "?card=3333333333333") == []  # another tenant's card
+    assert listed(kita, "?card=3333333333333") == [other]
+    assert listed(minami, "?card=%27%20OR%201%3D1") == everyone  # not digits: the plain list, no error

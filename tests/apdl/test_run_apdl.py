@@ -1,0 +1,146 @@
+"""`make run-apdl` alone (scripts/apdl_demo.py, its second half): starts opauth's deployment and the module,
+registered, from fresh instances; SIGTERM stops both, leaving no process behind; a second run reuses both
+instances (the same operator, CA and certificates).
+
+The script runs as a subprocess on free ports and temporary instance directories (the environment variables
+it honours); its output goes to a file, read only when something fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from apdl.emulator.stack import missing_parts
+from tests.apdl.conftest import IN_CI
+from tests.servers import ROOT, free_port, serve_env
+
+START_SECONDS = 300
+
+
+def _curl(url: str, ca: Path) -> tuple[str, str]:
+    """Status code and redirect target of one GET (curl, opauth's CA trusted, no redirect followed)."""
+    result = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "10", "--cacert", str(ca),
+                             "-w", "%{http_code} %{redirect_url}", url], capture_output=True, text=True, timeout=30,
+                            check=False)
+    code, _, location = result.stdout.partition(" ")
+    return code, location
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path) -> dict[str, str]:
+    missing = missing_parts()
+    if missing:
+        message = "PC/SC stack unavailable, missing: " + ", ".join(missing)
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {k: v for k, v in serve_env(tmp_path / "opauth").items() if not k.startswith("APDL_")}
+    env.update(APDL_INSTANCE_DIR=str(tmp_path / "apdl"), APDL_BIND=f"127.0.0.1:{free_port()}")
+    return env
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The script's processes started by the test; whatever is still running at the end is stopped."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:  # the test failed before stopping it: stop everything it started
+            family = _descendants(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for pid in family:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _run(env: dict[str, str], log: Path, started: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Start the script (output to ``log``) and wait until opauth and the module's login redirect answer."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "apdl_demo.py")], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    started.append(proc)
+    opauth = env["OPAUTH_PUBLIC_BASE_URL"]
+    module = f"https://localhost:{env['APDL_BIND'].rsplit(':', 1)[1]}"
+    ca = Path(env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem"
+    deadline = time.monotonic() + START_SECONDS
+    discovery = login = ("", "")
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"apdl_demo.py exited early ({proc.returncode}):\n{log.read_text()}"
+        if ca.exists():
+            discovery = _curl(f"{opauth}/oidc/.well-known/openid-configuration", ca)
+            login = _curl(f"{module}/login", ca)
+            if discovery[0] == "200" and login[0] == "302":
+                break
+        time.sleep(1)
+    assert discovery[0] == "200", f"opauth did not answer: {discovery}\n{log.read_text()}"
+    assert login[0] == "302" and login[1].startswith(f"{opauth}/oidc/"), f"{login}\n{log.read_text()}"
+    assert "client_id=biz-01" in login[1]  # the module is registered as business system 01
+    return proc
+
+
+def _stop(env: dict[str, str], proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM the script; it exits 0 and every process it started is gone, both ports closed."""
+    family = _descendants(proc.pid)
+    assert len(family) >= 3  # opauth's supervisor with its children, the module's gunicorn, pcscd
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 0, log.read_text()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in family):
+        time.sleep(0.5)
+    assert not [pid for pid in family if _alive(pid)], log.read_text()
+    ca = Path(env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem"
+    assert _curl(f"{env['OPAUTH_PUBLIC_BASE_URL']}/oidc/.well-known/openid-configuration", ca)[0] == "000"
+    assert _curl(f"https://localhost:{env['APDL_BIND'].rsplit(':', 1)[1]}/login", ca)[0] == "000"
+
+
+def test_run_apdl_alone_serves_opauth_and_the_registered_module_sigterm_stops_both_and_a_rerun_reuses_them(
+        demo_env: dict[str, str], started: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    _stop(demo_env, _run(demo_env, first_log, started), first_log)
+    assert "one-time password" in first_log.read_text()  # operator APDL01 created, its password shown once
+    ca_bundle = (Path(demo_env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem").read_bytes()
+    module_cert = (Path(demo_env["APDL_INSTANCE_DIR"]) / "tls" / "server.pem").read_bytes()
+
+    _stop(demo_env, _run(demo_env, second_log, started), second_log)
+    second = second_log.read_text()
+    assert "one-time password" not in second  # the same operator, not a new one
+    assert (Path(demo_env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem").read_bytes() == ca_bundle
+    assert (Path(demo_env["APDL_INSTANCE_DIR"]) / "tls" / "server.pem").read_bytes() == module_cert
