@@ -126,6 +126,17 @@ MODEL_MODULES = ("kernel.audit", "ca.models", "operators.models", "operators.log
                  "config.instance", "oidc.models", "operators.login.api_token_models")
 
 
+# Tables of another application that may share opauth's database (the AP download module keeps its own
+# migrations and prefixes every table, its version table included, with ``apdl_``): opauth's migrations and
+# their comparison with the models leave them alone.
+NEIGHBOUR_TABLE_PREFIXES = ("apdl_",)
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic ``include_name``: opauth's objects only, never a neighbour application's tables."""
+    return not (type_ == "table" and name is not None and name.startswith(NEIGHBOUR_TABLE_PREFIXES))
+
+
 def import_models() -> None:
     """Import every module that defines tables, so Base.metadata is complete (migrations, tests)."""
     import importlib
