@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,14 +59,18 @@ def _wait_for_port(proc: subprocess.Popen[str], port: int, what: str, log: Path 
 def gunicorn(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[str]]:
     """gunicorn alone with config/gunicorn.conf.py, one worker, on 127.0.0.1:port (TLS unless the env says not)."""
     env = dict(env, OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="1")
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for_port(proc, port, "gunicorn")
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    # The server's log goes to a file, not a pipe: a pipe nobody reads fills up and blocks the server.
+    with tempfile.TemporaryDirectory(prefix="gunicorn-log-") as logs:
+        log = Path(logs) / "gunicorn.log"
+        with log.open("w") as sink:
+            proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "config/gunicorn.conf.py"], cwd=ROOT,
+                                    env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for_port(proc, port, "gunicorn", log)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def nginx_available() -> str | None:
@@ -82,8 +87,9 @@ def nginx(site: NginxSite) -> Iterator[subprocess.Popen[str]]:
     conf = site.prefix / "nginx.conf"
     conf.write_text(render_nginx_conf(site))
     port = int(site.https_listen.rsplit(":", 1)[1])
-    proc = subprocess.Popen([binary, "-p", str(site.prefix), "-c", str(conf)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    with (site.prefix / "nginx.out").open("w") as sink:  # a file, not a pipe nobody reads
+        proc = subprocess.Popen([binary, "-p", str(site.prefix), "-c", str(conf)], stdout=sink,
+                                stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for_port(proc, port, "nginx", site.prefix / "error.log")
         yield proc
