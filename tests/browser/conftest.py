@@ -21,11 +21,8 @@ import pytest
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from tests.browser.terminal import CHROMIUM, add_fingerprint_reader, launch_chromium
 from tests.conftest import initialise, make_app
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 if not Path(CHROMIUM).exists():  # scripts/system-deps.sh installs it; fail loudly under CI
     import os
@@ -70,10 +67,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @dataclass
@@ -98,12 +93,7 @@ def terminal(browser: Any, live_server: LiveServer) -> Iterator[Terminal]:
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(15000)
     page = context.new_page()
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    authenticator_id = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True,
-        "automaticPresenceSimulation": True}})["authenticatorId"]
+    cdp, authenticator_id = add_fingerprint_reader(context, page)
     yield Terminal(page=page, cdp=cdp, authenticator_id=authenticator_id)
     context.close()
 

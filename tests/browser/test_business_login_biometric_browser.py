@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.terminal import enrol_fingerprint, first_password_login, terminal
 from tests.helpers import BUSINESS, SUBJECT, make_csr
 from tests.oidc.conftest import AuthRequest, redirect_params
 from tests.servers import flask_cli, free_port, gunicorn, instance_env
@@ -137,33 +137,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 def _enrol(page: Any, site: Site) -> None:
     """The tenant manager, at the operator's terminal, logs in by password and enrols the fingerprint."""
-    page.goto("/login")
-    page.select_option("#tenant", "minamiedo")
-    page.fill("#operator_id", "mgrA")
-    page.fill("#password", site.manager_password)
-    page.click("#login")
-    page.wait_for_url(re.compile(r"/password$"))
-    page.fill("#current_password", site.manager_password)
-    page.fill("#new_password", MANAGER_PASSWORD)
-    page.fill("#confirm_password", MANAGER_PASSWORD)
-    page.click("#change")
-    page.wait_for_url(re.compile(r"/top$"))
-    page.goto("/bio/manage/minamiedo/BIO0601")
-    page.fill("#nickname", "窓口端末")
-    page.click("#bio-register")
-    page.wait_for_selector("#credentials")
-    page.click("header form button[type=submit]")
-    page.wait_for_url(re.compile(r"/login$"))
+    first_password_login(page, "", "minamiedo", "mgrA", site.manager_password, MANAGER_PASSWORD)
+    enrol_fingerprint(page, "", "minamiedo", "BIO0601")
 
 
 def _token_request(site: Site, req: AuthRequest, code: str) -> dict[str, Any]:
@@ -181,16 +158,7 @@ def _token_request(site: Site, req: AuthRequest, code: str) -> dict[str, Any]:
 
 
 def test_biometric_operator_signs_in_to_a_business_system_in_chromium(browser: Any, site: Site) -> None:
-    context = browser.new_context(base_url=site.url, ignore_https_errors=True, client_certificates=[
-        {"origin": site.url, "pfxPath": str(site.p12), "passphrase": site.p12_password}])
-    context.set_default_timeout(20000)
-    page = context.new_page()
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-        "isUserVerified": True, "automaticPresenceSimulation": True}})
-    try:
+    with terminal(browser, base_url=site.url, certificate=(site.url, site.p12, site.p12_password)) as page:
         _enrol(page, site)
         req = AuthRequest("05", redirect=site.redirect)
         page.goto(req.url())
@@ -201,8 +169,6 @@ def test_biometric_operator_signs_in_to_a_business_system_in_chromium(browser: A
         page.click("#bio-login")
         page.wait_for_url(site.redirect + "?**")
         assert "業務システム" in page.content()
-    finally:
-        context.close()
     callbacks = [url for url in site.landed if url.startswith(site.redirect + "?")]  # not Chromium's favicon
     assert len(callbacks) == 1, site.landed
     params = redirect_params(callbacks[0])

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.browser.conftest import CHROMIUM_ARGS
+from tests.browser.terminal import terminal
 from tests.helpers import SUBJECT, make_csr
 from tests.servers import flask_cli, free_port, gunicorn, instance_env
 
@@ -88,15 +88,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(url=url, env=env, tmp=tmp, passwords=passwords)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                              args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @dataclass(frozen=True)
 class Pkcs12:
     """The PKCS#12 file the manager downloaded and the password shown beside it."""
@@ -119,19 +110,8 @@ def _desk(browser: Any, site: Site) -> Iterator[Any]:
 @contextmanager
 def _terminal(browser: Any, site: Site, p12: Pkcs12) -> Iterator[Any]:
     """The operator's terminal: their PKCS#12 as TLS client certificate and a fingerprint reader."""
-    context = browser.new_context(base_url=site.url, ignore_https_errors=True, client_certificates=[
-        {"origin": site.url, "pfxPath": str(p12.path), "passphrase": p12.password}])
-    context.set_default_timeout(20000)
-    page = context.new_page()
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-        "isUserVerified": True, "automaticPresenceSimulation": True}})
-    try:
+    with terminal(browser, base_url=site.url, certificate=(site.url, p12.path, p12.password)) as page:
         yield page
-    finally:
-        context.close()
 
 
 def _manager_login(page: Any, site: Site, tenant: str, manager: str) -> None:

@@ -30,6 +30,7 @@ from kernel.audit import SYSTEM_ACTOR, AuditEvent
 from operators.models import OperatorCertificate, Role
 from tests.bio.helpers import OPERATOR_PASSWORD, add_operator, register_biometric
 from tests.browser.conftest import _free_port
+from tests.browser.terminal import terminal
 from tests.conftest import initialise, make_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -89,22 +90,9 @@ def _biometric_operator(server: TlsServer) -> OperatorIdentity:
 @contextmanager
 def _terminal(browser: Any, server: TlsServer, identity: OperatorIdentity | None) -> Iterator[Any]:
     """A page in a browser context (optionally with a client certificate) with a virtual authenticator."""
-    options: dict[str, Any] = {"base_url": server.url, "ignore_https_errors": True}
-    if identity is not None:
-        options["client_certificates"] = [{"origin": server.url, "pfxPath": str(identity.p12),
-                                           "passphrase": identity.p12_password}]
-    context = browser.new_context(**options)
-    context.set_default_timeout(15000)
-    page = context.new_page()
-    cdp = context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-        "isUserVerified": True, "automaticPresenceSimulation": True}})
-    try:
+    certificate = None if identity is None else (server.url, identity.p12, identity.p12_password)
+    with terminal(browser, base_url=server.url, certificate=certificate, timeout_ms=15000) as page:
         yield page
-    finally:
-        context.close()
 
 
 def _login_audit(server: TlsServer, operator_id: str) -> list[tuple[str, str]]:

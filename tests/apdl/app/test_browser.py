@@ -5,7 +5,6 @@ them on 再読み込み and deletes one."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,9 @@ from apdl.models import OperationLog
 from tests.apdl.app.conftest import NEW_PASSWORD, Opauth, served_apdl
 from tests.apdl.app.test_card_journey import _card_aps
 from tests.apdl.app.world import APS, Registry, build_registry
+from tests.browser.terminal import CHROMIUM, enrol_fingerprint, first_password_login, launch_chromium, terminal
 
-CHROMIUM = "/usr/bin/chromium"
 MANAGER_PASSWORD = "Kawasemi-Hotaru-Chosen-2026"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 pytestmark = pytest.mark.pcsc
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -34,10 +31,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 def chromium() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is required (scripts/system-deps.sh installs it)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _journey(page: Any, opauth: Opauth, registry: Registry, card_stack: PcscStack) -> None:
@@ -102,40 +97,16 @@ def test_operator_loads_three_aps_in_chromium(opauth: Opauth, apdl_app: Flask, c
 
 def _enrol_fingerprint(page: Any, opauth: Opauth) -> None:
     """The tenant manager, at the operator's terminal, logs in by password and enrols BIO0606's fingerprint."""
-    page.goto(opauth.base + "/login")
-    page.select_option("#tenant", "minamiedo")
-    page.fill("#operator_id", "mgr01")
-    page.fill("#password", opauth.manager_password)
-    page.click("#login")
-    page.wait_for_url(re.compile(r"/password$"))
-    page.fill("#current_password", opauth.manager_password)
-    page.fill("#new_password", MANAGER_PASSWORD)
-    page.fill("#confirm_password", MANAGER_PASSWORD)
-    page.click("#change")
-    page.wait_for_url(re.compile(r"/top$"))
-    page.goto(opauth.base + "/bio/manage/minamiedo/BIO0606")
-    page.fill("#nickname", "窓口端末")
-    page.click("#bio-register")
-    page.wait_for_selector("#credentials")
-    page.click("header form button[type=submit]")
-    page.wait_for_url(re.compile(r"/login$"))
+    first_password_login(page, opauth.base, "minamiedo", "mgr01", opauth.manager_password, MANAGER_PASSWORD)
+    enrol_fingerprint(page, opauth.base, "minamiedo", "BIO0606")
 
 
 def test_biometric_operator_with_certificate_loads_three_aps_in_chromium(
         opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, chromium: Any) -> None:
     registry = build_registry(opauth, apdl_app)
     assert opauth.biometric_p12 is not None
-    with served_apdl(opauth, apdl_app):
-        context = chromium.new_context(ignore_https_errors=True, client_certificates=[
-            {"origin": opauth.base, "pfxPath": str(opauth.biometric_p12),
-             "passphrase": opauth.biometric_p12_password}])
-        context.set_default_timeout(20000)
-        page = context.new_page()
-        cdp = context.new_cdp_session(page)
-        cdp.send("WebAuthn.enable", {"enableUI": False})
-        cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
-            "isUserVerified": True, "automaticPresenceSimulation": True}})
+    with served_apdl(opauth, apdl_app), terminal(chromium, certificate=(opauth.base, opauth.biometric_p12,
+                                         opauth.biometric_p12_password)) as page:
         _enrol_fingerprint(page, opauth)
         page.goto(opauth.apdl_base + "/")
         page.click("#login")
@@ -148,7 +119,6 @@ def test_biometric_operator_with_certificate_loads_three_aps_in_chromium(
         assert page.text_content("#name") == "生体 花子"
         assert page.text_content("#permissions") == "ap.delete ap.download user.register"
         _journey(page, opauth, registry, card_stack)
-        context.close()
     assert _card_aps(card_stack) == {APS["R1"][0], APS["E2"][0]}
     with apdl_app.app_context():
         logins = [e.detail for e in db.get_session().scalars(select(OperationLog)) if e.action == "login"]
