@@ -74,25 +74,6 @@ def _peers_dir() -> Path | None:
     return None
 
 
-# --- machine credential -------------------------------------------------------------------------------
-
-def api_auth_headers(base: str, password: str) -> dict[str, str]:
-    """The credential the benchmark's machine client sends with each API call: an API token.
-
-    Made once over the API with the administrator's password (HTTP Basic, one argon2id check), as a
-    script would; every issuance request then sends ``Authorization: Bearer opa_...``.
-    """
-    basic = base64.b64encode(f"admin@system:{password}".encode()).decode()
-    request = urllib.request.Request(
-        base + "/api/v1/api-tokens", method="POST",
-        data=json.dumps({"name": "bench-peers", "scopes": ["business_server_certificates.issue"],
-                         "days": 1}).encode(),
-        headers={"Authorization": f"Basic {basic}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        token = json.loads(response.read())["token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
 # --- processes and load -------------------------------------------------------------------------------
 
 def _free_port() -> int:
@@ -362,8 +343,7 @@ def bench_http(work: Path, inst: Instance, results: dict[str, Any]) -> None:
         results["ocsp_get"] = measure(server, get_dir, OCSP_CERTS, "GET", "-", "-", 200)
         results["ocsp_nonce"] = measure(server, nonce_dir, OCSP_CERTS, "POST", "/pki/ocsp", ctype, 200)
         results["ocsp_post_c1"] = measure(server, post_dir, OCSP_CERTS, "POST", "/pki/ocsp", ctype, 200, conc=1)
-        base = f"http://127.0.0.1:{server.port}"
-        headers = dict(api_auth_headers(base, own.PASSWORD))
+        headers = {"Authorization": own._issuance_token(server.port)}  # the same token `make bench-own` uses
         issue_dir = _write_bodies(work / "issue", [json.dumps(own._business(own._csr())).encode()
                                                   for _ in range(ISSUE_BODIES)])
         results["issue"] = measure(server, issue_dir, ISSUE_BODIES, "POST", "/api/v1/business-server-certificates",
