@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-INTERESTING = re.compile(r"/(ca|operators|bio|webinput|db|app|config)[/.]|sqlalchemy/orm/session.py:\d+\(commit\)"
+INTERESTING = re.compile(r"/(ca|operators|bio|oidc|kernel|authlib|joserfc|webinput|db|app|config)[/.]"
+                         r"|sqlalchemy/orm/session.py:\d+\(commit\)"
                          r"|sqlite3.Connection' objects>|cryptography|pyhanko|argon2|flask/app.py:\d+\(full_dispatch")
 
 
@@ -119,5 +120,68 @@ def main() -> None:
     app.extensions["opauth.engine"].dispose()
 
 
+class _PeerSocket:
+    """What the token endpoint reads of a mutual-TLS connection: the client's certificate (DER)."""
+
+    def __init__(self, der: bytes) -> None:
+        self.der = der
+
+    def getpeercert(self, binary_form: bool = False) -> bytes:
+        return self.der
+
+
+def token_exchange() -> None:
+    """The token endpoint in-process: code + PKCE exchanged with tls_client_auth (the certificate the TLS
+    layer would hand over), ES256 ID token and JWT access token."""
+    import urllib.parse
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from bench import oidc
+
+    work = Path(tempfile.mkdtemp(prefix="opauth-profile-token-"))
+    env, one_time = oidc._prepare(work, "https://localhost:8443")
+    os.environ.update(env)
+    from app import create_app
+
+    app = create_app()
+    browser = app.test_client()
+
+    def form(url: str, fields: dict[str, str]) -> str:
+        page = browser.get(url).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None, page[:300]
+        response = browser.post(url, data={"csrf_token": token.group(1), **fields}, headers={"Referer": url})
+        return str(response.headers.get("Location", ""))
+
+    new = "Bench-Operator-2026!x"
+    form("/login", {"tenant": "minamiedo", "operator_id": "OP0601", "password": one_time})
+    form("/password", {"current_password": one_time, "new_password": new, "confirm_password": new})
+    der = x509.load_pem_x509_certificate((work / "client.pem").read_bytes()).public_bytes(serialization.Encoding.DER)
+    peer = {"werkzeug.socket": _PeerSocket(der)}
+    client = app.test_client()
+    calls = 200
+
+    def codes() -> list[tuple[str, str]]:
+        made = []
+        for _ in range(calls + 30):
+            url, verifier = oidc._authorize_url("")
+            location = browser.get(url).headers["Location"]
+            made.append((dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"], verifier))
+        return made
+
+    pending = iter(codes())
+
+    def exchange() -> None:
+        code, verifier = next(pending)
+        response = client.post("/oidc/token", data=urllib.parse.parse_qs(oidc._token_form(code, verifier)),
+                               environ_overrides=peer)
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    _report("token exchange (code + PKCE, tls_client_auth, ES256 ID and access tokens)", exchange, calls // 2, top=30)
+    app.extensions["opauth.engine"].dispose()
+
+
 if __name__ == "__main__":
-    main()
+    token_exchange() if sys.argv[1:] == ["token"] else main()
