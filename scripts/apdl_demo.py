@@ -1,6 +1,9 @@
 """`make run-apdl`: opauth and the AP download module together, ready to log in.
 
-Run as root. Idempotent (a second run reuses both instances and loses nothing); on every start it:
+Run as root. Idempotent: a second run reuses both instances and loses nothing. Steps 1 and 2 run on the
+first start only (a marker in the module's instance remembers them, with the opauth CA they were made
+against), so later changes made in opauth or in the module (joint use, availability, profiles) are kept.
+On every start it:
 
 0. initialises opauth's instance if it is new (``flask --app app init``) and, unless opauth already answers
    at OPAUTH_PUBLIC_BASE_URL (a `make run` in another terminal), starts opauth's deployment
@@ -9,10 +12,12 @@ Run as root. Idempotent (a second run reuses both instances and loses nothing); 
    (カードAPダウンロード) on https://localhost:8444 with its server certificate, business login with the
    redirect and back-channel logout URIs, its SSL通信証明書, a demo tenant ``demo-city`` (市町村) with joint
    use, and operator ``APDL01`` whose 業務内ID carries every permission of the module (its one-time
-   password is printed once);
+   password goes to a 0600 file in the module's instance and is shown only on a terminal);
 2. migrates the module's own database (instance/apdl) and, through the module's services, records the
    demo tenant's profile (千代田区's code 131016, the emulated card's residence) and three demo APs;
-3. starts a private pcscd + vsmartcard-vpcd with the emulated card, and the module's gunicorn over TLS.
+3. starts a private pcscd + vsmartcard-vpcd with the emulated card (its contents kept in
+   instance/apdl/card.json, so the card still holds what was loaded after a restart), and the module's
+   gunicorn over TLS.
 
 Ctrl-C (SIGINT) or SIGTERM stops the module, the card stack and the opauth this run started.
 """
@@ -79,7 +84,9 @@ def _key_and_csr(key_path: Path) -> bytes:
 
 
 def register_in_opauth(tls: Path) -> str | None:
-    """Business system 01, demo tenant and operator; returns the operator's one-time password when new."""
+    """Business system 01, demo tenant and operator; returns the operator's one-time password when new.
+
+    Run once per opauth instance: ``tenant joint-use`` sets the whole list of tenants using system 01."""
     tls.mkdir(parents=True, exist_ok=True)
     (tls / "server.csr").write_bytes(_key_and_csr(tls / "server.key"))
     (tls / "client.csr").write_bytes(_key_and_csr(tls / "client.key"))
@@ -146,6 +153,36 @@ def seed_module(env: dict[str, str]) -> None:
     app.extensions[db.ENGINE_KEY].dispose()
 
 
+MARKER = APDL_INSTANCE / "demo-setup.done"
+
+
+def _opauth_ca_fingerprint(ca_bundle: Path) -> str:
+    return x509.load_pem_x509_certificates(ca_bundle.read_bytes())[-1].fingerprint(hashes.SHA256()).hex()
+
+
+def set_up_once(ca_bundle: Path, tls: Path, env: dict[str, str]) -> str | None:
+    """Register in opauth and seed the module on the first start against this opauth; later starts keep what
+    administrators changed since. Returns the operator's one-time password when it was just made."""
+    made_for = _opauth_ca_fingerprint(ca_bundle)
+    if MARKER.exists() and MARKER.read_text().strip() == made_for:
+        return None
+    password = register_in_opauth(tls)
+    seed_module(env)
+    MARKER.write_text(made_for + "\n")
+    return password
+
+
+def show_password(password: str) -> None:
+    """The operator's one-time password: to a 0600 file; on the screen only when it is a terminal."""
+    path = APDL_INSTANCE / f"{OPERATOR}-one-time-password"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(password + "\n")
+    if sys.stdout.isatty():
+        print(f"one-time password of {OPERATOR}: {password}")
+    print(f"the one-time password is in {path} (mode 0600); delete the file after the first login")
+
+
 def opauth_answers(ca_bundle: Path) -> bool:
     """True when opauth's OIDC discovery document answers over HTTPS (trusting opauth's own CA)."""
     context = ssl.create_default_context(cafile=str(ca_bundle))
@@ -206,14 +243,20 @@ def main() -> int:
         serve = start_opauth(ca_bundle)
         tls = APDL_INSTANCE / "tls"
         APDL_INSTANCE.mkdir(parents=True, exist_ok=True)
-        password = register_in_opauth(tls)
         env = apdl_env(tls)
-        seed_module(env)
+        password = set_up_once(ca_bundle, tls, env)
+        from apdl import db
+        from apdl.app import create_app
 
+        app = create_app({"INSTANCE_DIR": env["APDL_INSTANCE_DIR"], "ADMIN_TENANT": TENANT})
+        db.upgrade(app.config["DATABASE_URL"])  # a newer checkout's migrations, on every start
+        app.extensions[db.ENGINE_KEY].dispose()
+
+        from apdl.emulator.card import EmulatedCard
         from apdl.emulator.stack import StackUnavailable, start_stack
 
         try:
-            stack = start_stack(APDL_INSTANCE / "pcsc")
+            stack = start_stack(APDL_INSTANCE / "pcsc", EmulatedCard(state_path=APDL_INSTANCE / "card.json"))
         except StackUnavailable as exc:
             raise SystemExit(f"the PC/SC stack cannot start (root, pcscd and vsmartcard-vpcd are needed): {exc}")
         server_env = {k: v for k, v in os.environ.items() if not k.startswith("APDL_")}
@@ -221,7 +264,9 @@ def main() -> int:
         gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT,
                                     env=server_env, start_new_session=True)
         print(f"\nAP download module: {APDL}/  (log in through opauth at {OPAUTH})")
-        print(f"operator: tenant {TENANT}, ID {OPERATOR}" + (f", one-time password {password}" if password else ""))
+        print(f"operator: tenant {TENANT}, ID {OPERATOR}")
+        if password:
+            show_password(password)
         print(f"emulated card in '{stack.reader}': card FID {stack.card.state.card_identifier}, residence 131016")
         print("Ctrl-C stops " + ("the module and opauth" if serve else "the module (opauth keeps running)") + "\n",
               flush=True)

@@ -201,6 +201,6 @@ class PcscStack:
                 self._pcscd.wait()
 
 
-def start_stack(directory: Path) -> PcscStack:
-    """Start a private stack in ``directory`` on a free vpcd port pair."""
-    return PcscStack(directory=directory, port=_free_port_pair()).start()
+def start_stack(directory: Path, card: EmulatedCard | None = None) -> PcscStack:
+    """Start a private stack in ``directory`` on a free vpcd port pair (with ``card``, or a new blank one)."""
+    return PcscStack(directory=directory, port=_free_port_pair(), card=card or EmulatedCard()).start()

@@ -8,6 +8,7 @@ it honours); its output goes to a file, read only when something fails.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 
 from apdl.emulator.stack import missing_parts
 from tests.apdl.conftest import IN_CI
-from tests.servers import ROOT, free_port, serve_env
+from tests.servers import ROOT, flask_cli, free_port, serve_env
 
 START_SECONDS = 300
 
@@ -135,12 +136,23 @@ def test_run_apdl_alone_serves_opauth_and_the_registered_module_sigterm_stops_bo
         demo_env: dict[str, str], started: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     _stop(demo_env, _run(demo_env, first_log, started), first_log)
-    assert "one-time password" in first_log.read_text()  # operator APDL01 created, its password shown once
+    # operator APDL01 created; its one-time password goes to a 0600 file, never to a log that is not a terminal
+    password_file = Path(demo_env["APDL_INSTANCE_DIR"]) / "APDL01-one-time-password"
+    assert f"one-time password is in {password_file}" in first_log.read_text()
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 12 and password not in first_log.read_text()
+    # An administrator lets another municipality use the module too; a restart must keep that.
+    for command in (("tenant", "create", "--code", "other-city", "--name", "他市"),
+                    ("tenant", "joint-use", "01", "demo-city", "other-city")):
+        assert flask_cli(demo_env, *command).returncode == 0
     ca_bundle = (Path(demo_env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem").read_bytes()
     module_cert = (Path(demo_env["APDL_INSTANCE_DIR"]) / "tls" / "server.pem").read_bytes()
 
     _stop(demo_env, _run(demo_env, second_log, started), second_log)
     second = second_log.read_text()
     assert "one-time password" not in second  # the same operator, not a new one
+    listed = json.loads(flask_cli(demo_env, "tenant", "list", "--json").stdout)
+    assert {t["code"]: t["joint_use"] for t in listed}["other-city"] == ["01"]  # kept, not reset by the setup
     assert (Path(demo_env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem").read_bytes() == ca_bundle
     assert (Path(demo_env["APDL_INSTANCE_DIR"]) / "tls" / "server.pem").read_bytes() == module_cert
