@@ -14,7 +14,16 @@ from flask import abort
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from apdl.models import CardAp, CustomField, Installation, InstallState, Preset, Resident, TenantApAvailability, TenantProfile
+from apdl.models import (
+    CardAp,
+    CustomField,
+    Installation,
+    InstallState,
+    Preset,
+    Resident,
+    TenantApAvailability,
+    TenantProfile,
+)
 from apdl.permissions import Permission
 
 TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability, Preset)
@@ -62,7 +71,7 @@ class TenantScope:
             abort(404)
         return row
 
-    def pending_on_card(self, card_identifier: str) -> Select[tuple[Installation, str]]:
+    def pending_on_card(self, card_identifier: str) -> Select[Installation, str]:
         """Every tenant's ``pending`` installations on the card in the reader, with their AIDs: the one read
         across tenants, for :func:`apdl.cardops.contact` only. The card just read is the evidence that settles
         them, whoever reads it; waiting for the recording tenant would let another tenant's INSTALL or DELETE

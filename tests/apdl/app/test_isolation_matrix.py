@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,8 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("/static/<path:filename>", "GET"): Entry(NO_OBJECT + ": packaged files; a path out of the folder is a 404", (
         Attempt("kita", lambda w: "/static/../apdl.db", 404, missing=lambda w: "/static/none.css"),
         Attempt("anonymous", lambda w: "/static/%2e%2e/secret_key", 404, missing=lambda w: "/static/none.css"))),
-    ("/login", "GET"): Entry(NO_OBJECT + ": starts a login at opauth", (Attempt("anonymous", lambda w: "/login", 302),)),
+    ("/login", "GET"): Entry(NO_OBJECT + ": starts a login at opauth",
+                             (Attempt("anonymous", lambda w: "/login", 302),)),
     ("/auth/callback", "GET"): Entry("the pending login in the caller's own cookie; another's state is refused", (
         Attempt("kita", lambda w: "/auth/callback?code=x&state=y", 400),
         Attempt("anonymous", lambda w: "/auth/callback?code=x&state=y", 400))),
@@ -309,10 +310,8 @@ def test_no_route_reaches_another_tenants_objects(opauth: Opauth, apdl_app: Flas
     checked = 0
     for rule, method, attempt in ordered:
         label = f"{method} {rule} as {attempt.actor}"
-        if attempt.actor == "kita-leaving":
-            client = login(opauth, apdl_app, "kita")
-        else:
-            client = w.clients[attempt.actor]
+        leaving = attempt.actor == "kita-leaving"  # logs out: its own fresh session
+        client = login(opauth, apdl_app, "kita") if leaving else w.clients[attempt.actor]
         before_screens, before_card = _screens(w), _card(card_stack)
         last_id, _ = _log_after(apdl_app, 10**9)
         path = attempt.path(w)

@@ -34,7 +34,7 @@ def _capture(opauth: Opauth) -> Iterator[list[str]]:
     tokens: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server interface
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
             tokens.extend(urllib.parse.parse_qs(body).get("logout_token", []))
             self.send_response(200)
