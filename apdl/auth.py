@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from sqlalchemy import select, update
 
-from apdl import oplog
+from apdl import oplog, replay
 from apdl.db import get_session, utcnow
 from apdl.models import OperatorSession
 from apdl.oidc_client import ClientSettings, LoginError, Provider
@@ -163,11 +163,16 @@ def backchannel_logout() -> ResponseReturnValue:
     if not token or len(token) > 8192:
         return jsonify(error="invalid_request"), 400, headers
     try:
-        sid, sub = provider().verify_logout_token(token)
+        logout = provider().verify_logout_token(token)
     except LoginError as exc:
         current_app.logger.warning("logout token refused: %s", exc.reason)
         return jsonify(error="invalid_request"), 400, headers
     db = get_session()
+    reason = replay.refusal(db, logout, max_age=current_app.config["LOGOUT_TOKEN_MAX_AGE"])
+    if reason is not None:
+        current_app.logger.warning("logout token refused: %s", reason)
+        return jsonify(error="invalid_request"), 400, headers
+    sid, sub = logout.sid, logout.sub
     match = (OperatorSession.sid == sid) if sid else (OperatorSession.sub == sub)
     if sid and sub:
         match = match & (OperatorSession.sub == sub)

@@ -33,6 +33,7 @@ from apdl.models import Area, CardAp, Installation, InstallState, Resident
 from apdl.tenancy import Operator, TenantScope
 
 KEY_SEED_FILE = "ap-key-seed"
+RECONCILER = "apdl (card contact)"  # who settles a pending row when another tenant's operator read the card
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,13 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     if regional:
         free[Area.REGIONAL.value] = card.free_space(CardArea.REGIONAL).free_bytes
     db = scope.session
-    rows = db.execute(scope.select(Installation).join(CardAp, CardAp.id == Installation.card_ap_id)
-                      .add_columns(CardAp.aid).where(Installation.card_identifier == resident.card_identifier,
-                                                     Installation.state == InstallState.PENDING)).all()
-    for row, aid in rows:
+    for row, aid in db.execute(scope.pending_on_card(resident.card_identifier)).all():
         row.state = InstallState.INSTALLED if aid in aids else InstallState.FAILED
         row.completed_at, row.detail = utcnow(), "reconciled from GET STATUS"
-        oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_RECONCILED,
-                     target=f"installation:{row.id}", detail={"aid": aid, "state": row.state})
+        own = row.tenant_code == scope.tenant_code  # another tenant's row: its log names no foreign operator
+        oplog.record(db, tenant_code=row.tenant_code, actor=operator.actor if own else RECONCILER,
+                     action=oplog.Action.CARD_RECONCILED, target=f"installation:{row.id}",
+                     detail={"aid": aid, "state": row.state, **({} if own else {"at": "another tenant's contact"})})
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_SESSION,
                  target=f"card:{info.card_identifier}", detail={"apps": len(aids), "regional": regional})
     db.commit()

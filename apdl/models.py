@@ -65,6 +65,16 @@ class OperatorSession(Base):
     end_reason: Mapped[str] = mapped_column(String(40), default="")
 
 
+class LogoutTokenSeen(Base):
+    """A back-channel logout token's ``jti``, kept while a replay of it would still be fresh enough to accept."""
+
+    __tablename__ = "apdl_logout_tokens_seen"
+
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    forget_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class CardAp(Base):
     """カードAP: an application providers may have loaded into a card's free area (instance-wide registry)."""
 

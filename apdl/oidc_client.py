@@ -88,6 +88,16 @@ class Identity:
     acr: str
 
 
+@dataclass(frozen=True)
+class LogoutToken:
+    """What a verified logout token names: the session (``sid``) or the operator (``sub``), its ``jti`` and ``iat``."""
+
+    sid: str
+    sub: str
+    jti: str
+    iat: int
+
+
 class Provider:
     """opauth as seen from the module: discovery document and JWKS, cached."""
 
@@ -196,8 +206,11 @@ class Provider:
             raise LoginError(f"token rejected: {type(exc).__name__}")
         return dict(decoded.claims)
 
-    def verify_logout_token(self, token: str) -> tuple[str, str]:
-        """OIDC Back-Channel Logout 1.0 §2.6: the ``(sid, sub)`` to end; LoginError when invalid."""
+    def verify_logout_token(self, token: str) -> LogoutToken:
+        """OIDC Back-Channel Logout 1.0 §2.6: signature and claims; LoginError when invalid.
+
+        Whether the token is fresh enough and not a replay is :mod:`apdl.replay`'s to decide (it needs the
+        database)."""
         claims = self.verify(token, typ=None, nonce=None)
         events = claims.get("events")
         if not isinstance(events, dict) or LOGOUT_EVENT not in events:
@@ -207,4 +220,9 @@ class Provider:
         sid, sub = str(claims.get("sid") or ""), str(claims.get("sub") or "")
         if not sid and not sub:
             raise LoginError("a logout token names a sid or a sub")
-        return sid, sub
+        jti, iat = claims.get("jti"), claims.get("iat")
+        if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+            raise LoginError("a logout token carries a jti")
+        if not isinstance(iat, int) or isinstance(iat, bool):
+            raise LoginError("a logout token carries a numeric iat")
+        return LogoutToken(sid=sid, sub=sub, jti=jti, iat=iat)

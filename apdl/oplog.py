@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     LOGIN_FAILED = "login_failed"
     LOGOUT = "logout"
     BACKCHANNEL_LOGOUT = "backchannel_logout"
+    LOGOUT_TOKEN_REFUSED = "logout_token_refused"
     AP_REGISTERED = "ap_registered"
     AP_REJECTED = "ap_rejected"
     AP_WITHDRAWN = "ap_withdrawn"

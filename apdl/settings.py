@@ -73,6 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_TENANT", str, "system",
             "The 利用機関 whose operators keep the AP registry, availability and tenant profiles."),
     Setting("READER", str, "Virtual PCD 00 00", "PC/SC reader the server uses for card operations."),
+    Setting("LOGOUT_TOKEN_MAX_AGE", _int, 120,
+            "Seconds a back-channel logout token is accepted after its iat (opauth signs each delivery afresh)."),
     Setting("SESSION_HOURS", _int, 8, "Hours a module session lasts at most."),
     Setting("SESSION_COOKIE_SECURE", _bool, True, "Send the session cookie over https only."),
     Setting("BIND", str, "127.0.0.1:8444", "gunicorn bind address."),

@@ -14,7 +14,16 @@ from flask import abort
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from apdl.models import CardAp, CustomField, Installation, Preset, Resident, TenantApAvailability, TenantProfile
+from apdl.models import (
+    CardAp,
+    CustomField,
+    Installation,
+    InstallState,
+    Preset,
+    Resident,
+    TenantApAvailability,
+    TenantProfile,
+)
 from apdl.permissions import Permission
 
 TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability, Preset)
@@ -61,6 +70,16 @@ class TenantScope:
         if row is None:
             abort(404)
         return row
+
+    def pending_on_card(self, card_identifier: str) -> Select[Installation, str]:
+        """Every tenant's ``pending`` installations on the card in the reader, with their AIDs: the one read
+        across tenants, for :func:`apdl.cardops.contact` only. The card just read is the evidence that settles
+        them, whoever reads it; waiting for the recording tenant would let another tenant's INSTALL or DELETE
+        of the same AID change the evidence first. The rows are settled and logged under their own tenant,
+        never shown to this one."""
+        return (select(Installation, CardAp.aid).join(CardAp, CardAp.id == Installation.card_ap_id)
+                .where(Installation.card_identifier == card_identifier, Installation.state == InstallState.PENDING)
+                .order_by(Installation.id))
 
     def visible_aps(self, *, include_withdrawn: bool = False) -> Select[CardAp]:
         """APs this tenant may see: all for the admin tenant, else those available to it."""

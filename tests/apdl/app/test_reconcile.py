@@ -72,3 +72,87 @@ def test_a_crash_between_install_and_commit_is_reconciled_at_the_next_contact(
         assert oplog.verify_chain(session) is None
     shown = client.get(page).get_data(as_text=True)
     assert urllib.parse.quote(APS["E1"][0]) in shown
+
+
+def _installed_table(page: str) -> str:
+    found = re.search(r'<table id="installed">.*?</table>', page, re.S)
+    assert found, page[-500:]
+    return found.group(0)
+
+
+@pytest.mark.parametrize("executed", [False, True], ids=["install-lost", "install-done"])
+def test_another_tenants_contact_settles_a_pending_row_without_showing_it(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, monkeypatch: pytest.MonkeyPatch,
+        executed: bool) -> None:
+    """南江戸市's module dies as it sends INSTALL (before or after the card executes it); the holder then goes
+    to 北江戸市, which registered them too. 北江戸市's contact settles 南江戸市's pending row from GET STATUS
+    under 南江戸市's tenant and shows 北江戸市 nothing of it. When the AP never reached the card, 北江戸市
+    may load the same AP, and 南江戸市's next contact does not take it for its own; when it did, it is
+    南江戸市's and 北江戸市 cannot load it again."""
+    registry = build_registry(opauth, apdl_app)
+    resident = register_resident(login(opauth, apdl_app, "minami"))
+    page = f"/residents/{resident}"
+    card = card_stack.card
+    with served_apdl(opauth, apdl_app) as server:
+        module = FormBrowser(opauth.ca)
+        _, authorize, _ = module.go(opauth.apdl_base + "/login")
+        _, callback, _ = browser_for(opauth, "minami").go(authorize)
+        assert module.go(callback)[:2] == (302, "/")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', module.go(opauth.apdl_base + page)[2])
+        assert token
+        [worker] = _workers(server.pid)
+        answer = card.process
+
+        def crash_at_install(raw: bytes) -> bytes:
+            if raw[1] == INS_INSTALL and raw[2] == INSTALL_FOR_INSTALL_AND_MAKE_SELECTABLE:
+                reply = answer(raw) if executed else b"\x6f\x00"
+                os.kill(worker, signal.SIGKILL)  # the module never hears the answer
+                return reply
+            return answer(raw)
+
+        monkeypatch.setattr(card, "process", crash_at_install)
+        with pytest.raises(OSError):
+            module.go(opauth.apdl_base + page + "/card/download",
+                      {"csrf_token": token.group(1), "ap_ids": str(registry.ids["E1"])})
+        monkeypatch.undo()
+    assert card.installed() == ({APS["E1"][0]} if executed else set())
+    with apdl_app.app_context():
+        [pending] = db.get_session().scalars(select(Installation)).all()
+        assert (pending.state, pending.tenant_code) == (InstallState.PENDING, "minamiedo")
+        minami_row, minami_user_id = pending.id, pending.user_id_in_ap
+    minami = login(opauth, apdl_app, "minami")
+    assert APS["E1"][0] in _installed_table(minami.get(page).get_data(as_text=True))  # shown as pending
+
+    kita = login(opauth, apdl_app, "kita")
+    kita_page = f"/residents/{register_resident(kita)}"
+    read = submit(kita, kita_page, f"{kita_page}/card/read", {})
+    assert read.status_code == 200
+    assert minami_user_id not in read.get_data(as_text=True)
+    assert (APS["E1"][1] in read.get_data(as_text=True)) is not executed  # offered only if not on the card
+    settled_state = InstallState.INSTALLED if executed else InstallState.FAILED
+    with apdl_app.app_context():
+        session = db.get_session()
+        row = session.get(Installation, minami_row)
+        assert row is not None and (row.state, row.detail) == (settled_state, "reconciled from GET STATUS")
+        entries = list(session.scalars(select(OperationLog).order_by(OperationLog.id)))
+        settled = [e for e in entries if e.target == f"installation:{minami_row}"]
+        assert [(e.action, e.tenant_code, e.actor) for e in settled] == [
+            ("card_reconciled", "minamiedo", "apdl (card contact)")]
+        assert not [e for e in entries if e.tenant_code == "kitaedo" and e.action == "card_reconciled"]
+        assert oplog.verify_chain(session) is None
+    shown = _installed_table(minami.get(page).get_data(as_text=True))
+    assert (APS["E1"][0] in shown) is executed  # installed, or no longer pending
+    if executed:
+        again = submit(kita, kita_page, f"{kita_page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+        assert again.status_code == 409 and card.installed() == {APS["E1"][0]}
+        with apdl_app.app_context():
+            rows = {(r.tenant_code, r.state) for r in db.get_session().scalars(select(Installation))}
+            assert rows == {("minamiedo", InstallState.INSTALLED)}
+        return
+    loaded = submit(kita, kita_page, f"{kita_page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+    assert loaded.status_code == 302 and card.installed() == {APS["E1"][0]}
+    again = submit(minami, page, f"{page}/card/read", {})
+    assert again.status_code == 200 and APS["E1"][0] not in _installed_table(again.get_data(as_text=True))
+    with apdl_app.app_context():
+        states = {(r.tenant_code, r.state) for r in db.get_session().scalars(select(Installation))}
+        assert states == {("minamiedo", InstallState.FAILED), ("kitaedo", InstallState.INSTALLED)}
