@@ -86,7 +86,8 @@ def require(permission: Permission, *alternatives: Permission) -> Callable[[F], 
                 db = get_session()
                 db.rollback()
                 oplog.record(db, tenant_code=operator.tenant_code, actor=operator.actor, action=oplog.Action.REFUSED,
-                             target=request.path[:200], detail={"missing_permission": " | ".join(p.value for p in accepted)})
+                             target=request.path[:200],
+                             detail={"missing_permission": " | ".join(p.value for p in accepted)})
                 db.commit()
                 abort(403)
             return view(*args, **kwargs)

@@ -91,16 +91,18 @@ STEP_TITLES: dict[str, Any] = {
 }
 
 MESSAGES: dict[str, Any] = {
-    "pcsc_unavailable": lazy_gettext("PC/SCサービスに接続できません。サービス（pcscd）が動いているか確認してください。"),
-    "reader_missing": lazy_gettext("カードリーダー「%(reader)s」が見つかりません。接続とドライバを確認してください。"),
+    "pcsc_unavailable": lazy_gettext(
+        "PC/SCサービスに接続できません。サービス（pcscd）が動いているか確認してください。"),
+    "reader_missing": lazy_gettext(
+        "カードリーダー「%(reader)s」が見つかりません。接続とドライバを確認してください。"),
     "reader_ok": lazy_gettext("カードリーダー「%(reader)s」を検出しました。"),
     "no_card": lazy_gettext("カードが挿入されていません。カードを挿入してください。"),
     "no_atr": lazy_gettext("カードは挿入されていますが、応答（ATR）がありません。カードの向きと汚れを確認し、"
                            "挿し直してください。改善しない場合はカードの故障が考えられます。"),
     "card_ok": lazy_gettext("カードが挿入されています。"),
     "atr": lazy_gettext("ATR %(atr)s、プロトコル %(protocol)s"),
-    "mute": lazy_gettext("カードが応答しません（タイムアウト）。カードを挿し直してください。改善しない場合はカードの故障が"
-                         "考えられます。"),
+    "mute": lazy_gettext("カードが応答しません（タイムアウト）。カードを挿し直してください。"
+                         "改善しない場合はカードの故障が考えられます。"),
     "card_error": lazy_gettext("カードとの通信に失敗しました。"),
     "sw": lazy_gettext("%(command)s: %(explanation)s"),
     "manager_ok": lazy_gettext("カードマネージャを選択できました。"),
@@ -143,11 +145,11 @@ def describe(step: dict[str, Any]) -> str:
     params = dict(step.get("params", {}))
     if "area" in params:
         params["area"] = str(AREA_NAMES.get(params["area"], params["area"]))
-    if "sw" in step and step["sw"]:
+    if step.get("sw"):
         params.setdefault("explanation", explain_sw(int(step["sw"], 16)))
     message = MESSAGES.get(step["code"])
     if message is None:
-        return step["code"]
+        return str(step["code"])
     try:
         return str(message % params) if params else str(message)
     except (KeyError, TypeError, ValueError):

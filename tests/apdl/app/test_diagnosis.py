@@ -4,6 +4,7 @@ and English, the history per card and terminal, the tenancy of runs and of the r
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import subprocess
@@ -22,7 +23,7 @@ from apdl.card import commands
 from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
 from apdl.card.apdu import StatusWord
 from apdl.card.pcsc import PcscTransport
-from apdl.diagnosis import SW_MESSAGES, STATUS_FEED_HOOK
+from apdl.diagnosis import STATUS_FEED_HOOK, SW_MESSAGES
 from apdl.emulator import faults
 from apdl.emulator.card import CardState
 from apdl.emulator.faults import StatusRule
@@ -125,8 +126,8 @@ def test_an_ap_recorded_on_the_card_that_the_card_does_not_find_is_6a82(opauth: 
     e1 = APS["E1"][0]
     faults.write(card_stack.fault_path, status=[StatusRule(0x6A82, ins=commands.INS_SELECT, data=bytes.fromhex(e1))])
     run_id, page = _diagnose(client)
-    assert _step(page, "ap") == [f"fault 6A82 健康ポイント ({e1}) は搭載済みと記録されていますが、カードにありません（6A82）。"
-                                 "カードAPが見つかりません。"]
+    assert _step(page, "ap") == [f"fault 6A82 健康ポイント ({e1}) は搭載済みと記録されていますが、"
+                                 "カードにありません（6A82）。カードAPが見つかりません。"]
     run = _run(apdl_app, run_id)
     assert run.outcome == "fault" and run.summary == "sw:6A82"
     assert NAMED[0x6A82][1] in _english(client, run_id)
@@ -163,7 +164,8 @@ def test_a_full_area_is_6a84_and_a_refused_install_shows_in_the_recent_operation
     assert refused.status_code == 403
     card_stack.card.load_state(CardState(extended_quota=1000))  # a card whose extended area is nearly full
     run_id, shown = _diagnose(client)
-    assert _step(shown, "free")[-1].startswith("warning 6A84 拡張利用領域: 空き 1000 バイト。搭載できるカードAPがありません")
+    assert _step(shown, "free")[-1].startswith(
+        "warning 6A84 拡張利用領域: 空き 1000 バイト。搭載できるカードAPがありません")
     assert "ap_install_failed" in shown and f"6A84: {SW_MESSAGES[0x6A84]}" in shown
     assert _run(apdl_app, run_id).summary == "sw:6A84"
     assert NAMED[0x6A84][1] in _english(client, run_id)
@@ -255,10 +257,8 @@ def test_a_separate_emulator_process_told_to_fail_by_the_faults_command(opauth: 
     finally:
         process.terminate()
         process.wait(timeout=10)
-        try:
+        with contextlib.suppress(StackUnavailable):
             pcsc_stack.wait_card(present=False, reader=SECOND_READER_NAME)
-        except StackUnavailable:
-            pass
         app.extensions[db.ENGINE_KEY].dispose()
 
 

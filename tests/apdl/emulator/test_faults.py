@@ -4,6 +4,7 @@ process and from a separate emulator process driven by ``python -m apdl.emulator
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -156,10 +157,8 @@ def test_a_separate_emulator_process_obeys_the_faults_command(pcsc_stack: PcscSt
     finally:
         process.terminate()
         process.wait(timeout=10)
-        try:
+        with contextlib.suppress(StackUnavailable):
             pcsc_stack.wait_card(present=False, reader=SECOND_READER_NAME)
-        except StackUnavailable:
-            pass
 
 
 def test_faults_round_trip_through_json() -> None:
