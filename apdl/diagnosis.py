@@ -394,9 +394,11 @@ def _recent(scope: TenantScope, result: Run, card_identifier: str) -> None:
 
 
 def recent_operations(scope: TenantScope, card_identifier: str, limit: int = RECENT_OPERATIONS) -> list[OperationLog]:
-    """This tenant's newest operation log entries about the card (its target or the card in the detail)."""
+    """This tenant's newest operation log entries about the card (its target or the card in the detail), other
+    than the diagnoses themselves (their history is the diagnosis list)."""
     query = scope.select(OperationLog).where(or_(OperationLog.target == f"card:{card_identifier}",
-                                                 OperationLog.detail["card"].as_string() == card_identifier))
+                                                 OperationLog.detail["card"].as_string() == card_identifier),
+                                             OperationLog.action != oplog.Action.CARD_DIAGNOSED.value)
     return list(scope.session.scalars(query.order_by(OperationLog.id.desc()).limit(limit)))
 
 

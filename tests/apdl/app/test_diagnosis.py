@@ -267,13 +267,15 @@ def test_history_per_card_and_terminal_and_only_in_the_tenant(opauth: Opauth, ap
     registry = build_registry(opauth, apdl_app)
     minami = login(opauth, apdl_app, "minami")
     _load(minami, register_resident(minami), registry, ["E1"])
-    first, _ = _diagnose(minami)
+    first, page = _diagnose(minami)
+    assert "ap_installed" in page and "この利用機関の操作 " in page
     second, _ = _diagnose(minami)
+    kita = login(opauth, apdl_app, "kita")
+    kita_run, kita_page = _diagnose(kita)  # the same card, in another 利用機関
+    assert _run(apdl_app, kita_run).card_identifier == CARD
+    assert "この利用機関の操作記録はありません" in kita_page and "ap_installed" not in kita_page  # minami's, not kita's
     card_stack.card.load_state(CardState(card_identifier="5555555555555"))
     other, _ = _diagnose(minami)
-    kita = login(opauth, apdl_app, "kita")
-    kita_run, kita_page = _diagnose(kita)
-    assert "この利用機関の操作記録はありません" in kita_page  # minami's operations on the card are not kita's
     by_card = minami.get(f"/diagnosis?card={CARD}").get_data(as_text=True)
     assert re.findall(r'href="/diagnosis/(\d+)"', by_card) == [str(second), str(first)]
     by_terminal = minami.get("/diagnosis?terminal=Virtual PCD 00 00").get_data(as_text=True)

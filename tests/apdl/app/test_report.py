@@ -47,6 +47,10 @@ def _csv(client: FlaskClient, query: str, encoding: str) -> tuple[list[list[str]
     return list(csv.reader(io.StringIO(text))), body, dict(response.headers)
 
 
+def _total(counts: dict[tuple[str, str, str], int], action: str) -> int:
+    return sum(n for key, n in counts.items() if key[2] == action)
+
+
 def _log_counts(app: Flask, tenant: str | None = None) -> Counter[tuple[str, str, str]]:
     """(tenant, AID, action) of every ap_installed / ap_deleted entry, counted straight from the log."""
     with app.app_context():
@@ -91,6 +95,14 @@ def test_report_totals_equal_the_operation_log(opauth: Opauth, apdl_app: Flask, 
     assert (installs, deletions) == (6, 1)
     assert f'id="total-loads">{installs}<' in screen and f'id="total-deletions">{deletions}<' in screen
     assert "南江戸市" in screen and "北江戸市" in screen and APS["R1"][1] in screen
+    for tenant in ("minamiedo", "kitaedo"):
+        mine = {k: n for k, n in logged.items() if k[0] == tenant}
+        assert (f'<tr id="tenant-{tenant}"><td>{tenant}</td><td>{_total(mine, "ap_installed")}</td>'
+                f'<td>{_total(mine, "ap_deleted")}</td></tr>') in screen
+    e1_logged = {k: n for k, n in logged.items() if k[1] == APS["E1"][0]}
+    assert (f'<tr id="ap-{APS["E1"][0]}"><td>{APS["E1"][0]}</td><td>{_total(e1_logged, "ap_installed")}</td>'
+            f'<td>{_total(e1_logged, "ap_deleted")}</td></tr>') in screen
+    assert _total(e1_logged, "ap_installed") == 3  # twice by 南江戸市, once by 北江戸市
 
     utf8, body, headers = _csv(admin, query, "utf-8")
     assert body.startswith(b"\xef\xbb\xbf") and headers["Content-Type"] == "text/csv; charset=UTF-8"
