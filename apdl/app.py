@@ -68,9 +68,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from apdl import auth
-    from apdl.views import aps, cards, main, presets, residents, tenants
+    from apdl.views import aps, cards, diagnosis, main, presets, report, residents, tenants
 
-    for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp):
+    for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp, diagnosis.bp,
+                      report.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
     app.jinja_env.globals["current_operator"] = auth.current_operator

@@ -72,19 +72,22 @@ def login_required(view: F) -> F:
     return cast(F, wrapper)
 
 
-def require(permission: Permission) -> Callable[[F], F]:
-    """The view needs ``permission`` in the operator's 業務内ID permissions (403 otherwise, logged)."""
+def require(permission: Permission, *alternatives: Permission) -> Callable[[F], F]:
+    """The view needs ``permission`` (or one of ``alternatives``) in the operator's 業務内ID permissions
+    (403 otherwise, logged)."""
+    accepted = (permission, *alternatives)
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             operator = current_operator()
             if operator is None:
                 return redirect(url_for("auth.login"))
-            if permission not in operator.permissions:
+            if not any(p in operator.permissions for p in accepted):
                 db = get_session()
                 db.rollback()
                 oplog.record(db, tenant_code=operator.tenant_code, actor=operator.actor, action=oplog.Action.REFUSED,
-                             target=request.path[:200], detail={"missing_permission": permission.value})
+                             target=request.path[:200],
+                             detail={"missing_permission": " | ".join(p.value for p in accepted)})
                 db.commit()
                 abort(403)
             return view(*args, **kwargs)

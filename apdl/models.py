@@ -220,3 +220,23 @@ class OperationLogHead(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Diagnosis(Base):
+    """カード障害切り分け: one run on the card in a terminal's reader, its steps kept for the history."""
+
+    __tablename__ = "apdl_diagnoses"
+    # The history of one card, or of one terminal, in one tenant, newest first.
+    __table_args__ = (Index("ix_apdl_diagnoses_tenant_card", "tenant_code", "card_identifier", "id"),
+                      Index("ix_apdl_diagnoses_tenant_terminal", "tenant_code", "terminal", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64))
+    card_identifier: Mapped[str] = mapped_column(String(32), default="")  # "" when the card could not be read
+    terminal: Mapped[str] = mapped_column(String(200))  # the reader (the server's, or a terminal's)
+    actor: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok / warning / fault
+    summary: Mapped[str] = mapped_column(String(64))  # the first fault's code, e.g. "sw:6A82", "no_card"
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

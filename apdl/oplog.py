@@ -44,6 +44,8 @@ class Action(enum.StrEnum):
     AP_INSTALL_FAILED = "ap_install_failed"
     AP_DELETED = "ap_deleted"
     REFUSED = "refused"
+    CARD_DIAGNOSED = "card_diagnosed"
+    REPORT_EXPORTED = "report_exported"
 
 
 def _digest(prev_hash: str, entry: dict[str, Any]) -> str:

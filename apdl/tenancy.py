@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 from apdl.models import (
     CardAp,
     CustomField,
+    Diagnosis,
     Installation,
     InstallState,
+    OperationLog,
     Preset,
     Resident,
     TenantApAvailability,
@@ -26,8 +28,8 @@ from apdl.models import (
 )
 from apdl.permissions import Permission
 
-TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability, Preset)
-T = TypeVar("T", Resident, Installation, CustomField, TenantApAvailability, Preset)
+TENANT_OWNED = (Resident, Installation, CustomField, TenantApAvailability, Preset, Diagnosis, OperationLog)
+T = TypeVar("T", Resident, Installation, CustomField, TenantApAvailability, Preset, Diagnosis, OperationLog)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,11 @@ class TenantScope:
     def profile(self) -> TenantProfile | None:
         """This tenant's own profile (kind, 全国地方公共団体コード)."""
         return self.session.get(TenantProfile, self.tenant_code)
+
+    def reported_log(self) -> Select[OperationLog]:
+        """Operation log entries a report may count: every tenant's for the admin tenant, else this tenant's."""
+        query = select(OperationLog)
+        return query if self.is_admin_tenant else query.where(OperationLog.tenant_code == self.tenant_code)
 
     def require_admin_tenant(self) -> None:
         """Registry screens exist only for the admin tenant: 404 for everyone else."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
+from smartcard import scard
 from smartcard.Exceptions import CardConnectionException, NoCardException
 from smartcard.System import readers
 
@@ -17,6 +19,34 @@ def reader_names() -> list[str]:
         return [str(r) for r in readers()]
     except Exception as exc:  # pyscard raises its own types for "no service"
         raise CardUnavailable(f"PC/SC service unavailable: {exc}")
+
+
+@dataclass(frozen=True)
+class ReaderState:
+    """What pcscd reports for one reader without connecting: a card in it, one that gave no valid ATR."""
+
+    present: bool
+    mute: bool
+    atr: bytes
+
+
+def reader_state(reader_name: str) -> ReaderState:
+    """The reader's state now (SCardGetStatusChange without waiting); CardUnavailable when pcscd cannot tell."""
+    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise CardUnavailable(f"PC/SC service unavailable: {scard.SCardGetErrorMessage(hresult)}")
+    try:
+        hresult, states = scard.SCardGetStatusChange(context, 0, [(reader_name, scard.SCARD_STATE_UNAWARE)])
+        if hresult not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
+            raise CardUnavailable(f"reader {reader_name!r}: {scard.SCardGetErrorMessage(hresult)}")
+        _name, flags, atr = states[0]
+        return ReaderState(present=bool(flags & scard.SCARD_STATE_PRESENT), mute=bool(flags & scard.SCARD_STATE_MUTE),
+                           atr=bytes(atr))
+    finally:
+        scard.SCardReleaseContext(context)
+
+
+PROTOCOLS = {scard.SCARD_PROTOCOL_T0: "T=0", scard.SCARD_PROTOCOL_T1: "T=1", scard.SCARD_PROTOCOL_RAW: "RAW"}
 
 
 class PcscTransport:
@@ -37,6 +67,12 @@ class PcscTransport:
     def atr(self) -> bytes:
         """The card's answer to reset."""
         return bytes(self._connection.getATR())
+
+    @property
+    def protocol(self) -> str:
+        """The protocol pcscd negotiated with the card (T=0 or T=1)."""
+        value = int(self._connection.getProtocol())
+        return PROTOCOLS.get(value, f"0x{value:X}")
 
     def transmit(self, apdu: bytes) -> bytes:
         """Send one command APDU and return data + SW1 SW2."""

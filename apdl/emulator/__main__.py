@@ -16,13 +16,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="vpcd host (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"vpcd reader port (default {DEFAULT_PORT})")
     parser.add_argument("--state", type=Path, help="JSON file holding the card's contents (created if missing)")
+    parser.add_argument("--faults", type=Path,
+                        help="fault file to obey (apdl.emulator.faults): no card, mute card, forced status words")
     parser.add_argument("--card-identifier", default=CardState.card_identifier)
     parser.add_argument("--residence-code", default=CardState.residence_code)
     args = parser.parse_args(argv)
     state = None
     if args.state is None or not args.state.exists():
         state = CardState(card_identifier=args.card_identifier, residence_code=args.residence_code)
-    link = VpcdLink(EmulatedCard(state, state_path=args.state), host=args.host, port=args.port).start()
+    card = EmulatedCard(state, state_path=args.state, fault_path=args.faults)
+    link = VpcdLink(card, host=args.host, port=args.port).start()
     print(f"emulated card for vpcd at {args.host}:{args.port}; Ctrl-C to stop", flush=True)
     try:
         threading.Event().wait()

@@ -11,7 +11,8 @@ This models the public-standard stand-in that apdl's reference adapter speaks, n
   can be read without authentication (:mod:`apdl.emulator.applet`).
 
 State lives in memory (optionally mirrored to a JSON file after every change) and can be inspected
-with :meth:`EmulatedCard.snapshot`. :meth:`EmulatedCard.force_status` makes the card fail on purpose.
+with :meth:`EmulatedCard.snapshot`. :meth:`EmulatedCard.force_status` makes the card fail on purpose from the
+same process; a fault file (:mod:`apdl.emulator.faults`, ``--faults``) does so from any process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from apdl.card import commands
 from apdl.card.apdu import CommandApdu, StatusWord
 from apdl.card.commands import Area
 from apdl.emulator import applet, manager
+from apdl.emulator.faults import FaultFile
 from apdl.emulator.state import DEFAULT_AP_SIZE, CardReply, CardState, Channel
 
 __all__ = ["ATR", "DEFAULT_AP_SIZE", "CardState", "EmulatedCard"]
@@ -76,7 +78,8 @@ class _Forced:
 class EmulatedCard:
     """The card's command processor. Thread-safe: tests inspect it while pcscd talks to it."""
 
-    def __init__(self, state: CardState | None = None, *, state_path: Path | None = None) -> None:
+    def __init__(self, state: CardState | None = None, *, state_path: Path | None = None,
+                 fault_path: Path | None = None) -> None:
         if state is None and state_path is not None and state_path.exists():
             state = CardState.from_json(json.loads(state_path.read_text()))
         self.state = state or CardState()
@@ -84,6 +87,15 @@ class EmulatedCard:
         self._channel = Channel()
         self._forced: list[_Forced] = []
         self._lock = threading.Lock()
+        self.faults: FaultFile | None = None if fault_path is None else FaultFile(fault_path)
+
+    def use_fault_file(self, path: Path) -> None:
+        """Obey the fault file at ``path`` from now on (see :mod:`apdl.emulator.faults`)."""
+        self.faults = FaultFile(path)
+
+    def fault_mode(self) -> str:
+        """present, absent, mute or no_atr, as the fault file says (present without one)."""
+        return "present" if self.faults is None else self.faults.mode()
 
     def power_cycle(self) -> None:
         """Power off/on or reset: forget selection and authentication, keep the card's contents."""
@@ -136,6 +148,10 @@ class EmulatedCard:
                 if forced.remaining <= 0:
                     self._forced.remove(forced)
                 raise CardReply(forced.sw)
+        if self.faults is not None:
+            sw = self.faults.take_status(command)
+            if sw is not None:
+                raise CardReply(sw)
         if command.cla & 0x7C:
             raise CardReply(StatusWord.CLA_NOT_SUPPORTED)  # only 00 and 80 (no secure messaging, channel 0)
         handler = _HANDLERS.get(command.ins)

@@ -96,6 +96,11 @@ class PcscStack:
         return self.directory / "run" / "pcscd.comm"
 
     @property
+    def fault_path(self) -> Path:
+        """The emulated card's fault file (:mod:`apdl.emulator.faults`): write it to make the card fail."""
+        return self.directory / "faults.json"
+
+    @property
     def env(self) -> dict[str, str]:
         """Environment for client processes (scriptor, pcsc_scan) that must reach this pcscd."""
         return {**os.environ, "PCSCLITE_CSOCK_NAME": str(self.socket_path)}
@@ -130,6 +135,8 @@ class PcscStack:
                 raise StackUnavailable(f"pcscd did not come up:\n{self.log}")
             time.sleep(0.05)
         os.environ["PCSCLITE_CSOCK_NAME"] = str(self.socket_path)  # for pyscard in this process
+        if self.card.faults is None:
+            self.card.use_fault_file(self.fault_path)
         self.link = VpcdLink(self.card, port=self.port).start()
         if not self.link.wait_connected(timeout):
             self.stop()

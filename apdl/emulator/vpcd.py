@@ -22,6 +22,7 @@ POWER_OFF = 0x00
 POWER_ON = 0x01
 RESET = 0x02
 GET_ATR = 0x04
+POLL_GAP = 0.8  # seconds a swapped card stays out: more than pcscd's presence polling (400 ms)
 DEFAULT_PORT = 35963  # vpcd's first reader ("Virtual PCD 00 00") in Debian's /etc/reader.conf.d/vpcd
 
 
@@ -49,6 +50,8 @@ class VpcdLink:
 
     ``remove_card``/``insert_card`` close and reopen the connection (pcscd then sees no card / a new
     card); with ``mute`` set, the next insertion gives an invalid ATR (a present but unusable card).
+    When the card has a fault file, a second thread applies its card mode (absent, no_atr) as it changes,
+    and a ``mute`` card leaves every command unanswered until the link drops it after ``mute_seconds``.
     """
 
     def __init__(self, card: EmulatedCard, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -64,11 +67,44 @@ class VpcdLink:
         self._connected = threading.Event()
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name=f"vpcd-card-{port}", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, name=f"vpcd-faults-{port}", daemon=True)
+        self._applied_mode = "present"
+        self._apply_lock = threading.Lock()
 
     def start(self) -> VpcdLink:
         """Start serving (connects as soon as vpcd listens)."""
         self._thread.start()
+        if self.card.faults is not None:
+            self._watcher.start()
         return self
+
+    def apply_faults(self) -> None:
+        """Follow a change of the fault file's card mode now (the watcher does this every 50 ms)."""
+        with self._apply_lock:
+            mode = self.card.fault_mode()
+            if mode == self._applied_mode:
+                return
+            previous, self._applied_mode = self._applied_mode, mode
+            if mode == "absent":
+                self.remove_card()
+            elif mode == "no_atr":
+                self._swap(mute=True)
+            elif previous == "no_atr":
+                self._swap(mute=False)
+            elif previous == "absent":
+                self.mute = False
+                self.insert_card()
+
+    def _swap(self, *, mute: bool) -> None:
+        # out long enough for pcscd's presence polling to see the card leave, then the other card in
+        self.remove_card()
+        self._stopped.wait(POLL_GAP)
+        self.mute = mute
+        self.insert_card()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(0.05):
+            self.apply_faults()
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         """True once the card is connected to vpcd."""
@@ -136,5 +172,10 @@ class VpcdLink:
                     atr = b"\x00" if self.mute else ATR
                     sock.sendall(len(atr).to_bytes(2, "big") + atr)
                 continue
+            faults = self.card.faults.current() if self.card.faults is not None else None
+            if faults is not None and faults.card == "mute":
+                # no answer; a reader gives up after its timeout: the card is gone, then found again
+                self._stopped.wait(faults.mute_seconds)
+                return
             response = self.card.process(payload)
             sock.sendall(len(response).to_bytes(2, "big") + response)

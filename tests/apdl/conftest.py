@@ -14,6 +14,7 @@ import pytest
 
 from apdl.card.adapter import GlobalPlatformCardSession
 from apdl.card.pcsc import PcscTransport
+from apdl.emulator import faults
 from apdl.emulator.card import CardState
 from apdl.emulator.stack import PcscStack, StackUnavailable, missing_parts, start_stack
 
@@ -41,6 +42,8 @@ def card_stack(pcsc_stack: PcscStack) -> PcscStack:
     """The shared stack with a fresh, empty card in the reader."""
     link = pcsc_stack.link
     assert link is not None
+    faults.clear(pcsc_stack.fault_path)  # a test that made the card fail leaves it working for the next
+    link.apply_faults()
     if link.mute or not link.wait_connected(0):  # a test that failed half-way left no card or a mute one
         if link.wait_connected(0):
             pcsc_stack.remove_card()

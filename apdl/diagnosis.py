@@ -1,0 +1,412 @@
+"""カード障害切り分け: check the card in a reader step by step and explain what failed, in Japanese and English.
+
+The steps: the reader is there, a card is in it, its ATR and protocol, SELECT of the card manager, the card's
+identity (GET DATA), what GET STATUS lists, SELECT of each AP the tenant recorded on the card or the card lists
+(type A: the PIN's tries left), free space per area (GET DATA FF21), the card status feed (a hook, see
+:data:`STATUS_FEED_HOOK`), and the tenant's recent operations on this card from the operation log.
+
+Steps are stored as codes and parameters (never sentences), so the history reads in the viewer's language.
+A run is kept per card and terminal (:class:`apdl.models.Diagnosis`) and logged in the operation log.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+from flask_babel import lazy_gettext
+from sqlalchemy import or_
+
+from apdl import oplog
+from apdl.card import commands
+from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
+from apdl.card.apdu import StatusWord
+from apdl.card.commands import Area as CardArea
+from apdl.card.pcsc import PcscTransport, reader_names, reader_state
+from apdl.errors import CardError, CardUnavailable
+from apdl.models import Area, CardAp, Diagnosis, Installation, InstallState, OperationLog
+from apdl.tenancy import Operator, TenantScope
+
+# app.extensions[STATUS_FEED_HOOK]: a callable (scope, card_identifier) -> dict | None that reports the card
+# status feed's view of this card, e.g. {"status": "lost", "as_of": "2026-11-30", "stale": False}. The card
+# status feed (カードステータス) registers it; without it the step says the feed is not connected.
+STATUS_FEED_HOOK = "apdl.status_feed"
+StatusFeed = Callable[[TenantScope, str], "dict[str, Any] | None"]
+
+RECENT_OPERATIONS = 20
+SECURITY_DOMAINS = {commands.CARD_MANAGER_AID.hex().upper(), commands.REGIONAL_AREA_AID.hex().upper(),
+                    commands.EXTENDED_AREA_AID.hex().upper()}
+
+
+class Outcome(enum.StrEnum):
+    """How a step (and the whole run) went."""
+
+    OK = "ok"
+    INFO = "info"
+    WARNING = "warning"
+    FAULT = "fault"
+    SKIPPED = "skipped"
+
+
+# Plain explanations of the status words, for operators: what it means and what to do.
+SW_MESSAGES: dict[int, Any] = {
+    0x9000: lazy_gettext("正常に終了しました。"),
+    0x6310: lazy_gettext("続きのデータがあります（正常）。"),
+    0x6300: lazy_gettext("認証に失敗しました。鍵が合っていないか、別のカードです。"),
+    0x6700: lazy_gettext("コマンドの長さが正しくありません。カードの種類が違う可能性があります。"),
+    0x6982: lazy_gettext("セキュリティ条件を満たしていません。認証または暗証番号の照合が必要です。"),
+    0x6983: lazy_gettext("暗証番号がロックされています。本人確認のうえ、暗証番号の初期化が必要です。"),
+    0x6985: lazy_gettext("使用条件を満たしていません。操作の順序や、カードの状態を確認してください。"),
+    0x6A80: lazy_gettext("コマンドのデータが正しくありません。"),
+    0x6A81: lazy_gettext("カードがこの機能に対応していません。"),
+    0x6A82: lazy_gettext("カードAPが見つかりません。カードに搭載されていないか、削除されています。"),
+    0x6A83: lazy_gettext("レコードが見つかりません。"),
+    0x6A84: lazy_gettext("カードの空き容量が足りません。不要なカードAPを削除してください。"),
+    0x6A86: lazy_gettext("コマンドのパラメータ（P1・P2）が正しくありません。"),
+    0x6A88: lazy_gettext("指定されたデータがカードにありません。"),
+    0x6A89: lazy_gettext("同じAIDのカードAPが既にカードにあります。"),
+    0x6D00: lazy_gettext("カードがこの命令に対応していません。カードの種類が違う可能性があります。"),
+    0x6E00: lazy_gettext("カードがこの命令クラスに対応していません。カードの種類が違う可能性があります。"),
+    0x6F00: lazy_gettext("カード内部でエラーが発生しました。カードの故障が考えられます。"),
+}
+SW_RETRIES = lazy_gettext("暗証番号が違います。残り%(n)s回です。")
+SW_UNKNOWN = lazy_gettext("カードがエラーを返しました（SW %(sw)s）。")
+
+STEP_TITLES: dict[str, Any] = {
+    "reader": lazy_gettext("カードリーダー"),
+    "card": lazy_gettext("カードの挿入"),
+    "atr": lazy_gettext("ATR・プロトコル"),
+    "manager": lazy_gettext("カードマネージャの選択"),
+    "card_info": lazy_gettext("カード情報"),
+    "apps": lazy_gettext("カードAP一覧"),
+    "ap": lazy_gettext("カードAPの選択"),
+    "pin": lazy_gettext("暗証番号の状態"),
+    "free": lazy_gettext("空き容量"),
+    "status_feed": lazy_gettext("カードステータス"),
+    "recent": lazy_gettext("最近の操作"),
+}
+
+MESSAGES: dict[str, Any] = {
+    "pcsc_unavailable": lazy_gettext(
+        "PC/SCサービスに接続できません。サービス（pcscd）が動いているか確認してください。"),
+    "reader_missing": lazy_gettext(
+        "カードリーダー「%(reader)s」が見つかりません。接続とドライバを確認してください。"),
+    "reader_ok": lazy_gettext("カードリーダー「%(reader)s」を検出しました。"),
+    "no_card": lazy_gettext("カードが挿入されていません。カードを挿入してください。"),
+    "no_atr": lazy_gettext("カードは挿入されていますが、応答（ATR）がありません。カードの向きと汚れを確認し、"
+                           "挿し直してください。改善しない場合はカードの故障が考えられます。"),
+    "card_ok": lazy_gettext("カードが挿入されています。"),
+    "atr": lazy_gettext("ATR %(atr)s、プロトコル %(protocol)s"),
+    "mute": lazy_gettext("カードが応答しません（タイムアウト）。カードを挿し直してください。"
+                         "改善しない場合はカードの故障が考えられます。"),
+    "card_error": lazy_gettext("カードとの通信に失敗しました。"),
+    "sw": lazy_gettext("%(command)s: %(explanation)s"),
+    "manager_ok": lazy_gettext("カードマネージャを選択できました。"),
+    "card_info": lazy_gettext("カードFID %(card)s、住所地コード %(residence)s"),
+    "apps": lazy_gettext("カードAP %(count)s件（%(aids)s）"),
+    "ap_ok": lazy_gettext("%(name)s を選択できました。"),
+    "ap_missing": lazy_gettext("%(name)s は搭載済みと記録されていますが、カードにありません（6A82）。"
+                               "カードAPが見つかりません。"),
+    "ap_not_recorded": lazy_gettext("%(name)s はカードにありますが、この利用機関の搭載記録にありません。"),
+    "pin_left": lazy_gettext("%(name)s の暗証番号: 残り%(n)s回"),
+    "pin_blocked": lazy_gettext("%(name)s の暗証番号: %(explanation)s"),
+    "pin_verified": lazy_gettext("%(name)s の暗証番号は照合済みです。"),
+    "free": lazy_gettext("%(area)s: 空き %(free)s バイト、カードAP %(apps)s件"),
+    "free_short": lazy_gettext("%(area)s: 空き %(free)s バイト。搭載できるカードAPがありません（6A84）。"
+                               "カードの空き容量が足りません。"),
+    "area_absent": lazy_gettext("%(area)s はまだ設定されていません。"),
+    "feed_unavailable": lazy_gettext("カードステータスは連携されていません。"),
+    "feed": lazy_gettext("カードステータス: %(status)s（%(as_of)s 時点）"),
+    "feed_stale": lazy_gettext("カードステータス: %(status)s（%(as_of)s 時点、情報が古くなっています）"),
+    "recent": lazy_gettext("この利用機関の操作 %(count)s件"),
+    "recent_none": lazy_gettext("この利用機関の操作記録はありません。"),
+    "skipped": lazy_gettext("前の段階で失敗したため実施していません。"),
+}
+AREA_NAMES: dict[str, Any] = {Area.REGIONAL.value: lazy_gettext("地域住民向け領域"),
+                              Area.EXTENDED.value: lazy_gettext("拡張利用領域")}
+
+
+def explain_sw(sw: int) -> str:
+    """The plain explanation of a status word in the current language, with the code."""
+    if sw & 0xFFF0 == 0x63C0:
+        return f"{sw:04X}: " + str(SW_RETRIES % {"n": sw & 0x0F})
+    message = SW_MESSAGES.get(sw)
+    if message is None:
+        return str(SW_UNKNOWN % {"sw": f"{sw:04X}"})
+    return f"{sw:04X}: {message}"
+
+
+def describe(step: dict[str, Any]) -> str:
+    """One stored step as a sentence in the current language."""
+    params = dict(step.get("params", {}))
+    if "area" in params:
+        params["area"] = str(AREA_NAMES.get(params["area"], params["area"]))
+    if step.get("sw"):
+        params.setdefault("explanation", explain_sw(int(step["sw"], 16)))
+    message = MESSAGES.get(step["code"])
+    if message is None:
+        return str(step["code"])
+    try:
+        return str(message % params) if params else str(message)
+    except (KeyError, TypeError, ValueError):
+        return str(message)
+
+
+def step_title(step: dict[str, Any]) -> str:
+    """The step's name in the current language."""
+    return str(STEP_TITLES.get(step["key"], step["key"]))
+
+
+@dataclass
+class Run:
+    """Steps gathered so far."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    current: str = "reader"  # the step under way (where a card that stops answering is reported)
+
+    def add(self, key: str, outcome: Outcome, code: str, *, sw: int | None = None, **params: Any) -> None:
+        step: dict[str, Any] = {"key": key, "outcome": outcome.value, "code": code, "params": params}
+        if sw is not None:
+            step["sw"] = f"{sw:04X}"
+        self.steps.append(step)
+
+    def status_error(self, key: str, exc: CardStatusError, **params: Any) -> None:
+        outcome = Outcome.WARNING if exc.sw & 0xFFF0 == 0x63C0 else Outcome.FAULT
+        self.add(key, outcome, "sw", sw=exc.sw, command=exc.command, **params)
+
+    def skip(self, *keys: str) -> None:
+        for key in keys:
+            self.add(key, Outcome.SKIPPED, "skipped")
+
+    @property
+    def outcome(self) -> Outcome:
+        outcomes = {s["outcome"] for s in self.steps}
+        if Outcome.FAULT.value in outcomes:
+            return Outcome.FAULT
+        return Outcome.WARNING if Outcome.WARNING.value in outcomes else Outcome.OK
+
+    @property
+    def summary(self) -> str:
+        for wanted in (Outcome.FAULT.value, Outcome.WARNING.value):
+            for step in self.steps:
+                if step["outcome"] == wanted:
+                    return f"sw:{step['sw']}" if step.get("sw") else step["code"]
+        return "ok"
+
+
+CARD_STEPS = ("atr", "manager", "card_info", "apps", "ap", "free", "status_feed", "recent")
+
+
+def run(scope: TenantScope, *, operator: Operator, reader: str | None = None, terminal: str | None = None) -> Diagnosis:
+    """Diagnose the card in ``reader`` (default APDL_READER), store the run and log it; committed."""
+    reader = reader or current_app.config["READER"]
+    terminal = terminal or reader
+    started = time.monotonic()
+    result = Run()
+    card_identifier = _probe(scope, result, reader)
+    diagnosis = Diagnosis(tenant_code=scope.tenant_code, card_identifier=card_identifier, terminal=terminal[:200],
+                          actor=operator.actor, duration_ms=int((time.monotonic() - started) * 1000),
+                          outcome=result.outcome.value, summary=result.summary[:64], steps=result.steps)
+    db = scope.session
+    db.add(diagnosis)
+    db.flush()
+    oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_DIAGNOSED,
+                 target=f"card:{card_identifier}" if card_identifier else f"reader:{reader}",
+                 detail={"diagnosis": diagnosis.id, "outcome": diagnosis.outcome, "summary": diagnosis.summary,
+                         "terminal": diagnosis.terminal})
+    db.commit()
+    return diagnosis
+
+
+def _probe(scope: TenantScope, result: Run, reader: str) -> str:
+    """Run the steps into ``result``; the card's identifier when it could be read."""
+    try:
+        names = reader_names()
+    except CardUnavailable:
+        result.add("reader", Outcome.FAULT, "pcsc_unavailable")
+        result.skip("card", *CARD_STEPS)
+        return ""
+    if reader not in names:
+        result.add("reader", Outcome.FAULT, "reader_missing", reader=reader)
+        result.skip("card", *CARD_STEPS)
+        return ""
+    result.add("reader", Outcome.OK, "reader_ok", reader=reader)
+    try:
+        state = reader_state(reader)
+    except CardUnavailable:
+        result.add("card", Outcome.FAULT, "card_error")
+        result.skip(*CARD_STEPS)
+        return ""
+    if not state.present:
+        result.add("card", Outcome.FAULT, "no_card")
+        result.skip(*CARD_STEPS)
+        return ""
+    if state.mute or len(state.atr) < 2 or state.atr[0] not in (0x3B, 0x3F):  # TS: direct or inverse convention
+        result.add("card", Outcome.FAULT, "no_atr")
+        result.skip(*CARD_STEPS)
+        return ""
+    result.add("card", Outcome.OK, "card_ok")
+    try:
+        transport = PcscTransport(reader)
+    except CardUnavailable:
+        result.add("atr", Outcome.FAULT, "no_atr")
+        result.skip(*CARD_STEPS[1:])
+        return ""
+    card_identifier = ""
+    try:
+        result.current = "atr"
+        result.add("atr", Outcome.OK, "atr", atr=transport.atr.hex(" ").upper(), protocol=transport.protocol)
+        card_identifier = _card_steps(scope, result, GlobalPlatformCardSession(transport))
+    except CardUnavailable:
+        result.add(result.current, Outcome.FAULT, "mute")
+        done = {s["key"] for s in result.steps}
+        result.skip(*[k for k in CARD_STEPS if k not in done and k not in ("pin", "status_feed", "recent")])
+    except CardError:
+        result.add(result.current, Outcome.FAULT, "card_error")
+    finally:
+        transport.close()
+    if card_identifier:
+        _status_feed(scope, result, card_identifier)
+        _recent(scope, result, card_identifier)
+    else:
+        result.skip("status_feed", "recent")
+    return card_identifier
+
+
+def _card_steps(scope: TenantScope, result: Run, card: GlobalPlatformCardSession) -> str:
+    result.current = "manager"
+    try:
+        card.select(commands.CARD_MANAGER_AID)
+        result.add("manager", Outcome.OK, "manager_ok")
+    except CardStatusError as exc:
+        result.status_error("manager", exc)
+    card_identifier = ""
+    result.current = "card_info"
+    try:
+        info = card.card_info()
+        card_identifier = info.card_identifier[:32]
+        result.add("card_info", Outcome.OK, "card_info", card=info.card_identifier, residence=info.residence_code)
+    except CardStatusError as exc:
+        result.status_error("card_info", exc)
+    on_card: list[str] | None
+    result.current = "apps"
+    try:
+        on_card = [e.aid.hex().upper() for e in card.list_apps()]
+        aps = [a for a in on_card if a not in SECURITY_DOMAINS]
+        result.add("apps", Outcome.OK, "apps", count=len(aps), aids=", ".join(aps) or "-")
+    except CardStatusError as exc:
+        on_card = None
+        result.status_error("apps", exc)
+    _ap_steps(scope, result, card, card_identifier, on_card)
+    if on_card is None or commands.REGIONAL_AREA_AID.hex().upper() in on_card:
+        _free_step(scope, result, card, Area.REGIONAL.value)
+    else:
+        result.add("free", Outcome.INFO, "area_absent", area=Area.REGIONAL.value)
+    _free_step(scope, result, card, Area.EXTENDED.value)
+    return card_identifier
+
+
+def _ap_steps(scope: TenantScope, result: Run, card: GlobalPlatformCardSession, card_identifier: str,
+              on_card: list[str] | None) -> None:
+    db = scope.session
+    recorded: dict[str, CardAp] = {}
+    if card_identifier:
+        rows = db.execute(scope.select(Installation).join(CardAp, CardAp.id == Installation.card_ap_id)
+                          .add_columns(CardAp).where(Installation.card_identifier == card_identifier,
+                                                     Installation.state.in_((InstallState.INSTALLED,
+                                                                             InstallState.PENDING)))).all()
+        recorded = {ap.aid: ap for _row, ap in rows}
+    visible = {ap.aid: ap for ap in db.scalars(scope.visible_aps(include_withdrawn=True))}
+    aids = list(recorded) + [a for a in (on_card or []) if a not in SECURITY_DOMAINS and a not in recorded]
+    for aid in aids:
+        result.current = "ap"
+        ap = recorded.get(aid) or visible.get(aid)
+        name = f"{ap.name} ({aid})" if ap is not None else aid
+        try:
+            card.select(bytes.fromhex(aid))
+        except CardStatusError as exc:
+            if exc.sw == StatusWord.NOT_FOUND and aid in recorded:
+                result.add("ap", Outcome.FAULT, "ap_missing", sw=exc.sw, name=name, aid=aid)
+            else:
+                result.status_error("ap", exc, name=name, aid=aid)
+            continue
+        if aid in recorded or on_card is None:
+            result.add("ap", Outcome.OK, "ap_ok", name=name, aid=aid)
+        else:
+            result.add("ap", Outcome.INFO, "ap_not_recorded", name=name, aid=aid)
+        if ap is not None and ap.ap_type == "A":
+            try:
+                left = card.pin_retries()
+            except CardStatusError as exc:
+                result.status_error("pin", exc, name=name, aid=aid)
+                continue
+            if left < 0:
+                result.add("pin", Outcome.OK, "pin_verified", name=name, aid=aid)
+            elif left == 0:  # 6983 (or 63C0): no tries left
+                result.add("pin", Outcome.FAULT, "pin_blocked", sw=StatusWord.PIN_BLOCKED, name=name, aid=aid)
+            else:
+                result.add("pin", Outcome.OK, "pin_left", name=name, aid=aid, n=left)
+
+
+def _free_step(scope: TenantScope, result: Run, card: GlobalPlatformCardSession, area: str) -> None:
+    result.current = "free"
+    try:
+        space = card.free_space(CardArea(area))
+    except CardStatusError as exc:
+        if exc.sw == StatusWord.NOT_FOUND and area == Area.REGIONAL.value:
+            result.add("free", Outcome.INFO, "area_absent", area=area)
+            return
+        result.status_error("free", exc, area=area)
+        return
+    sizes = [ap.size_bytes for ap in scope.session.scalars(scope.visible_aps()) if ap.area == area]
+    if sizes and min(sizes) > space.free_bytes:
+        result.add("free", Outcome.WARNING, "free_short", sw=StatusWord.NOT_ENOUGH_MEMORY, area=area,
+                   free=space.free_bytes, apps=space.installed_apps)
+    else:
+        result.add("free", Outcome.OK, "free", area=area, free=space.free_bytes, apps=space.installed_apps)
+
+
+def _status_feed(scope: TenantScope, result: Run, card_identifier: str) -> None:
+    """The card status feed's view of the card, through the STATUS_FEED_HOOK slot (empty until it exists)."""
+    hook: StatusFeed | None = current_app.extensions.get(STATUS_FEED_HOOK)
+    state = hook(scope, card_identifier) if hook is not None else None
+    if state is None:
+        result.add("status_feed", Outcome.INFO, "feed_unavailable")
+        return
+    status, as_of, stale = str(state.get("status", "")), str(state.get("as_of", "")), bool(state.get("stale"))
+    bad = status not in ("", "active")
+    result.add("status_feed", Outcome.WARNING if bad or stale else Outcome.OK, "feed_stale" if stale else "feed",
+               status=status, as_of=as_of)
+
+
+def _recent(scope: TenantScope, result: Run, card_identifier: str) -> None:
+    entries = recent_operations(scope, card_identifier)
+    if not entries:
+        result.add("recent", Outcome.INFO, "recent_none")
+        return
+    result.add("recent", Outcome.INFO, "recent", count=len(entries),
+               entries=[{"at": e.at.isoformat(timespec="seconds"), "action": e.action, "target": e.target,
+                         "sw": str(e.detail.get("sw", ""))} for e in entries])
+
+
+def recent_operations(scope: TenantScope, card_identifier: str, limit: int = RECENT_OPERATIONS) -> list[OperationLog]:
+    """This tenant's newest operation log entries about the card (its target or the card in the detail), other
+    than the diagnoses themselves (their history is the diagnosis list)."""
+    query = scope.select(OperationLog).where(or_(OperationLog.target == f"card:{card_identifier}",
+                                                 OperationLog.detail["card"].as_string() == card_identifier),
+                                             OperationLog.action != oplog.Action.CARD_DIAGNOSED.value)
+    return list(scope.session.scalars(query.order_by(OperationLog.id.desc()).limit(limit)))
+
+
+def history(scope: TenantScope, *, card: str = "", terminal: str = "", limit: int = 50) -> list[Diagnosis]:
+    """This tenant's diagnoses, newest first, of one card and/or one terminal."""
+    query = scope.select(Diagnosis)
+    if card:
+        query = query.where(Diagnosis.card_identifier == card)
+    if terminal:
+        query = query.where(Diagnosis.terminal == terminal)
+    return list(scope.session.scalars(query.order_by(Diagnosis.id.desc()).limit(limit)))

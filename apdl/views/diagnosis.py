@@ -1,0 +1,57 @@
+"""カード障害切り分け: run a diagnosis on the card in the reader, see one run, and the history per card and terminal."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from apdl import diagnosis
+from apdl.auth import current_operator, require
+from apdl.db import get_session
+from apdl.models import Diagnosis
+from apdl.permissions import Permission
+from apdl.tenancy import Operator, TenantScope, scope_for
+
+bp = Blueprint("diagnosis", __name__, url_prefix="/diagnosis")
+CARD_PERMISSIONS = (Permission.AP_DOWNLOAD, Permission.AP_DELETE, Permission.AP_MANAGE)
+
+
+def _scope() -> tuple[Operator, TenantScope]:
+    operator = current_operator()
+    assert operator is not None
+    return operator, scope_for(get_session(), operator)
+
+
+def _filter(value: str | None, limit: int) -> str:
+    value = (value or "").strip()
+    return value[:limit] if value.isprintable() else ""
+
+
+@bp.get("")
+@require(*CARD_PERMISSIONS)
+def index() -> ResponseReturnValue:
+    """The run button and this tenant's history (optionally of one card or terminal)."""
+    operator, scope = _scope()
+    card, terminal = _filter(request.args.get("card"), 32), _filter(request.args.get("terminal"), 200)
+    runs = diagnosis.history(scope, card=card, terminal=terminal)
+    return render_template("diagnosis_index.html", runs=runs, card=card, terminal=terminal, operator=operator,
+                           reader=current_app.config["READER"])
+
+
+@bp.post("")
+@require(*CARD_PERMISSIONS)
+def run() -> ResponseReturnValue:
+    """Diagnose the card in the module's reader."""
+    operator, scope = _scope()
+    result = diagnosis.run(scope, operator=operator)
+    return redirect(url_for("diagnosis.show", diagnosis_id=result.id))
+
+
+@bp.get("/<int:diagnosis_id>")
+@require(*CARD_PERMISSIONS)
+def show(diagnosis_id: int) -> ResponseReturnValue:
+    """One run, step by step, in the viewer's language."""
+    operator, scope = _scope()
+    row = scope.get_or_404(Diagnosis, diagnosis_id)
+    return render_template("diagnosis.html", run=row, describe=diagnosis.describe, title=diagnosis.step_title,
+                           explain_sw=diagnosis.explain_sw, operator=operator)
