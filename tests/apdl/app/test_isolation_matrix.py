@@ -53,6 +53,7 @@ class World:
     preset: int
     field_id: int
     minami_sid: str
+    diagnosis: int  # 南江戸市's カード障害切り分け run on the card in the reader
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class Entry:
 
 def _resident(w: World) -> str:
     return f"/residents/{w.resident}"
+
+
+def _diagnosis_link(w: World) -> tuple[str, ...]:
+    return (f"/diagnosis/{w.diagnosis}\"",)
 
 
 NO_OBJECT = "names no tenant-owned object"
@@ -177,6 +182,20 @@ MATRIX: dict[tuple[str, str], Entry] = {
             Attempt("kita", lambda w: f"/residents/{w.kita_resident}/card/installations/{w.installation}/delete", 404,
                     form=lambda w: {"confirm": "yes"},
                     missing=lambda w: f"/residents/{w.kita_resident}/card/installations/{MISSING}/delete"))),
+    ("/diagnosis", "GET"): Entry("the history lists only the tenant's own runs, also filtered by 南江戸市's card", (
+        Attempt("kita", lambda w: "/diagnosis", 200, absent=_diagnosis_link),
+        Attempt("kita", lambda w: f"/diagnosis?card={CARD}", 200, absent=_diagnosis_link),
+        Attempt("admin", lambda w: "/diagnosis", 200, absent=_diagnosis_link))),
+    ("/diagnosis", "POST"): Entry("runs on the card in the reader as the tenant's own run; 南江戸市's recent "
+                                  "operations on that card are not shown", (
+        Attempt("kita", lambda w: "/diagnosis", 302, form=lambda w: {}, writes=frozenset({"card_diagnosed"}),
+                follow=True),)),
+    ("/diagnosis/<int:diagnosis_id>", "GET"): Entry("南江戸市's run id", (
+        Attempt("kita", lambda w: f"/diagnosis/{w.diagnosis}", 404, missing=lambda w: f"/diagnosis/{MISSING}"),)),
+    ("/report", "GET"): Entry("needs ap.manage; a manager outside the admin tenant sees its own figures only", (
+        Attempt("kita", lambda w: "/report", 403),)),
+    ("/report/csv", "GET"): Entry("needs ap.manage, as the screen", (
+        Attempt("kita", lambda w: "/report/csv?encoding=cp932", 403),)),
 }
 
 
@@ -287,6 +306,9 @@ def _build(opauth: Opauth, app: Flask, stack: PcscStack) -> World:
     assert submit(minami, "/presets", "/presets", {"name": "南江戸セット", "ap_ids": [str(registry.ids["E1"])],
                                                    "auto_load": "on"}).status_code == 302
     preset = int(re.findall(r'/presets/(\d+)/delete', minami.get("/presets").get_data(as_text=True))[0])
+    diagnosed = submit(minami, "/diagnosis", "/diagnosis", {})
+    assert diagnosed.status_code == 302, diagnosed.get_data(as_text=True)[-400:]
+    diagnosis = int(diagnosed.headers["Location"].rsplit("/", 1)[1])
     kita = login(opauth, app, "kita")
     kita_resident = register_resident(kita, card=CARD)  # the same holder, registered by 北江戸市 too
     with app.app_context():
@@ -295,7 +317,8 @@ def _build(opauth: Opauth, app: Flask, stack: PcscStack) -> World:
         assert entry is not None
         sid = str(entry.detail["sid"])
     clients = {"minami": minami, "kita": kita, "admin": login(opauth, app, "admin"), "anonymous": app.test_client()}
-    return World(app, registry, clients, resident, other, kita_resident, installation, preset, field_id, sid)
+    return World(app, registry, clients, resident, other, kita_resident, installation, preset, field_id, sid,
+                 diagnosis)
 
 
 @pytest.mark.pcsc
