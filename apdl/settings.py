@@ -73,6 +73,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ADMIN_TENANT", str, "system",
             "The 利用機関 whose operators keep the AP registry, availability and tenant profiles."),
     Setting("READER", str, "Virtual PCD 00 00", "PC/SC reader the server uses for card operations."),
+    Setting("SCP03", _bool, True,
+            "Run card management under a GlobalPlatform SCP03 secure channel (C-MAC, C-DECRYPTION, R-MAC)."),
+    Setting("CARD_KEYS", str, "",
+            "File holding the cards' SCP03 static keys (VV:ENC:MAC:DEK, hex). Empty: INSTANCE_DIR/card-keys, "
+            "generated once. Never logged, stored in the database or sent to a terminal."),
     Setting("SESSION_HOURS", _int, 8, "Hours a module session lasts at most."),
     Setting("SESSION_COOKIE_SECURE", _bool, True, "Send the session cookie over https only."),
     Setting("BIND", str, "127.0.0.1:8444", "gunicorn bind address."),

@@ -210,12 +210,17 @@ def main() -> int:
         env = apdl_env(tls)
         seed_module(env)
 
+        from apdl.cardops import card_keys
+        from apdl.emulator.card import CardState
         from apdl.emulator.stack import StackUnavailable, start_stack
+        from apdl.settings import load_settings
 
         try:
             stack = start_stack(APDL_INSTANCE / "pcsc")
         except StackUnavailable as exc:
             raise SystemExit(f"the PC/SC stack cannot start (root, pcscd and vsmartcard-vpcd are needed): {exc}")
+        # the emulated card is issued with the module's SCP03 keys (APDL_CARD_KEYS or the instance's card-keys)
+        stack.card.load_state(CardState(scp03_keys=card_keys(load_settings(environ={**os.environ, **env})).to_hex()))
         server_env = {k: v for k, v in os.environ.items() if not k.startswith("APDL_")}
         server_env.update(env, APDL_READER=stack.reader, PCSCLITE_CSOCK_NAME=str(stack.socket_path))
         gunicorn = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT,

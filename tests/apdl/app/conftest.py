@@ -28,8 +28,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from apdl import db
+from apdl import cardops, db
 from apdl.app import create_app
+from apdl.emulator.card import CardState
+from apdl.emulator.stack import PcscStack
 from apdl.models import OperationLog
 from tests.helpers import SUBJECT, make_csr
 from tests.oidc.browser import FormBrowser
@@ -175,6 +177,18 @@ def apdl_app(opauth: Opauth, tmp_path: Path) -> Iterator[Flask]:
     db.upgrade(app.config["DATABASE_URL"])
     yield app
     app.extensions[db.ENGINE_KEY].dispose()
+
+
+def issued_card(app: Flask, **fields: Any) -> CardState:
+    """A fresh card issued with the module's SCP03 keys (as the card issuer would personalise it)."""
+    return CardState(scp03_keys=cardops.card_keys(app.config).to_hex(), **fields)
+
+
+@pytest.fixture
+def card_stack(card_stack: PcscStack, apdl_app: Flask) -> PcscStack:
+    """The shared stack with a fresh, empty card that holds the module's SCP03 keys."""
+    card_stack.card.load_state(issued_card(apdl_app))
+    return card_stack
 
 
 @contextmanager
