@@ -21,15 +21,16 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from apdl import oplog
+from apdl import oplog, terminals
 from apdl.areas import may_use_area, municipality_code_valid
+from apdl.auth import current_operator
 from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSession, Transport
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport
 from apdl.card.scp03 import StaticKeys
-from apdl.db import utcnow
+from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
 from apdl.models import Area, CardAp, Installation, InstallState, Resident
 from apdl.tenancy import Operator, TenantScope
@@ -75,7 +76,22 @@ def card_session(transport: Transport) -> GlobalPlatformCardSession:
 
 @contextmanager
 def open_card() -> Iterator[GlobalPlatformCardSession]:
-    """A card session on the configured reader (APDL_READER), released afterwards."""
+    """A card session, released afterwards: on the server's reader (APDL_READER), or with
+    APDL_CARD_TRANSPORT=agent through the card agent of the terminal paired with this operator's session."""
+    if current_app.config["CARD_TRANSPORT"] == "agent":
+        operator = current_operator()
+        paired = terminals.paired_terminal(get_session(), operator.session_id) if operator is not None else None
+        if paired is None:
+            raise Refused(_("端末が組付けられていません。端末の組付けを行ってください。"))
+        relay = current_app.extensions[SESSIONMAKER_KEY]()
+        agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
+                                         timeout=float(current_app.config["AGENT_TIMEOUT"]))
+        try:
+            yield card_session(agent)
+        finally:
+            agent.close()
+            relay.close()
+        return
     transport = PcscTransport(current_app.config["READER"])
     try:
         yield card_session(transport)

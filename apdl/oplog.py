@@ -43,6 +43,9 @@ class Action(enum.StrEnum):
     AP_INSTALL_FAILED = "ap_install_failed"
     AP_DELETED = "ap_deleted"
     REFUSED = "refused"
+    TERMINAL_CODE = "terminal_code"  # a card agent asked for a pairing code
+    TERMINAL_PAIRED = "terminal_paired"
+    TERMINAL_REFUSED = "terminal_refused"  # a client certificate was refused (missing, foreign, revoked)
 
 
 def _digest(prev_hash: str, entry: dict[str, Any]) -> str:

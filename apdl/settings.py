@@ -78,6 +78,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CARD_KEYS", str, "",
             "File holding the cards' SCP03 static keys (VV:ENC:MAC:DEK, hex). Empty: INSTANCE_DIR/card-keys, "
             "generated once. Never logged, stored in the database or sent to a terminal."),
+    Setting("CARD_TRANSPORT", str, "local",
+            "Where the card is: `local` (the server's PC/SC reader, APDL_READER) or `agent` (the card agent of "
+            "the terminal paired with the operator's session)."),
+    Setting("TERMINAL_CA", str, "",
+            "PEM file of the CAs that issue terminals' SSL通信証明書 (card agents' client certificates). "
+            "Empty: CA_BUNDLE."),
+    Setting("AGENT_TIMEOUT", _int, 15, "Seconds the module waits for a card agent's answer to one APDU."),
     Setting("SESSION_HOURS", _int, 8, "Hours a module session lasts at most."),
     Setting("SESSION_COOKIE_SECURE", _bool, True, "Send the session cookie over https only."),
     Setting("BIND", str, "127.0.0.1:8444", "gunicorn bind address."),

@@ -104,7 +104,10 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
     tmp = tmp_path_factory.mktemp("opauth-for-apdl")
     oport, aport = free_port(), free_port()
     base, apdl_base = f"https://localhost:{oport}", f"https://127.0.0.1:{aport}"
-    env = instance_env(tmp / "instance", OPAUTH_PUBLIC_BASE_URL=base, OPAUTH_ARGON2_TIME_COST="1",
+    # PKI_BASE_URL: the CRL distribution point in the certificates is this opauth itself (the module fetches
+    # the CRL there to check a terminal's certificate), not the plain-HTTP listener `make run` adds.
+    env = instance_env(tmp / "instance", OPAUTH_PUBLIC_BASE_URL=base, OPAUTH_PKI_BASE_URL=base,
+                       OPAUTH_ARGON2_TIME_COST="1",
                        OPAUTH_ARGON2_MEMORY_KIB="8192", OPAUTH_ARGON2_PARALLELISM="1")
     world = Opauth(base=base, env=env, ca=tmp / "instance" / "tls" / "ca-bundle.pem", apdl_base=apdl_base,
                    client_cert=tmp / "client.pem", client_key=tmp / "client.key", server_cert=tmp / "server.pem",
