@@ -179,14 +179,23 @@ def test_a_browser_paired_with_another_terminal_cannot_drive_this_one(
         page = f"/residents/{register_resident(kita)}"
         stalled = submit(kita, page, f"{page}/card/read", {})
         assert stalled.status_code == 503  # its own terminal's agent never answered
+        assert agent.received() == []  # nothing of kita's session reached terminal02's agent
         minami = login(opauth, app, "minami")
         assert submit(minami, "/terminal", "/terminal", {"code": agent.code()}).status_code == 302
         # the pairing code is single-use: the other browser cannot take over terminal02 with it
         assert submit(kita, "/terminal", "/terminal", {"code": agent.code()}).status_code == 400
-        # terminal03 cannot collect or answer terminal02's commands
-        status, _ = _post(opauth, other, "/agent/respond", {"exchange": 1, "response": "9000"})
-        assert status == 400
-        assert agent.received() == []  # nothing of kita's session reached terminal02's agent
+        minami_page = f"/residents/{register_resident(minami)}"
+        assert submit(minami, minami_page, f"{minami_page}/card/read", {}).status_code == 200
+        relayed = len(agent.received())
+        assert relayed > 0
+        assert submit(kita, page, f"{page}/card/read", {}).status_code == 503  # still only its own terminal
+        assert len(agent.received()) == relayed
+        assert _post(opauth, other, "/agent/poll", {"wait": 0})[0] == 204  # terminal03 sees none of it
+        # bad input from an agent is a clear 400
+        assert _post(opauth, other, "/agent/poll", {"wait": 100})[0] == 400
+        assert _post(opauth, other, "/agent/poll", {"wait": "soon"})[0] == 400
+        assert _post(opauth, other, "/agent/respond", {"exchange": "1", "response": "9000"})[0] == 400
+        assert _post(opauth, other, "/agent/respond", {"exchange": 10**6, "response": "9000"})[0] == 400
     finally:
         agent.stop()
 
