@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from flask import current_app, request
@@ -116,7 +117,7 @@ def authenticate_terminal() -> Terminal:
         raise TerminalRefused(_("端末証明書は信頼するCAが発行したものではありません。"))
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, Exception):  # InvalidSignature has no common base with ValueError
+    except (InvalidSignature, ValueError, TypeError):
         raise TerminalRefused(_("端末証明書は信頼するCAが発行したものではありません。")) from None
     now = datetime.datetime.now(datetime.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
