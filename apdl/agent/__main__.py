@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from typing import Any
 
 from smartcard.Exceptions import CardConnectionException, NoCardException
@@ -64,30 +64,41 @@ class Reader:
 
 
 class Module:
-    """The module's agent API over mutual TLS."""
+    """The module's agent API over mutual TLS, on one kept-alive connection."""
 
     def __init__(self, base: str, *, cert: str, key: str, ca: str, timeout: float = 40.0) -> None:
-        if not base.startswith("https://"):
-            raise SystemExit("the module URL must be https://")
-        self.base = base.rstrip("/")
+        parts = urllib.parse.urlsplit(base)
+        if parts.scheme != "https" or not parts.hostname:
+            raise SystemExit("the module URL must be https://host[:port]")
+        self.host, self.port, self.prefix = parts.hostname, parts.port or 443, parts.path.rstrip("/")
         self.timeout = timeout
         self.context = ssl.create_default_context(cafile=ca)
         self.context.load_cert_chain(cert, key)
+        self._connection: http.client.HTTPSConnection | None = None
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """POST JSON; the JSON answer, or None for 204. A 403 raises Stopped."""
-        request = urllib.request.Request(  # noqa: S310 - the base is checked to be https
-            self.base + path, data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout,  # noqa: S310 - https only
-                                        context=self.context) as answer:
+        """POST JSON; the JSON answer, or None for 204. A 403 raises Stopped; other errors raise OSError."""
+        for attempt in range(2):
+            if self._connection is None:
+                self._connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                               context=self.context)
+            try:
+                self._connection.request("POST", self.prefix + path, body=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+                answer = self._connection.getresponse()
                 raw = answer.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 403:
-                raise Stopped(exc.read().decode(errors="replace")) from None
-            raise
-        return json.loads(raw) if raw else None
+            except (OSError, http.client.HTTPException):
+                self._connection.close()
+                self._connection = None
+                if attempt:
+                    raise
+                continue  # the server closed the kept-alive connection: once more on a new one
+            if answer.status == 403:
+                raise Stopped(raw.decode(errors="replace"))
+            if answer.status >= 400:
+                raise OSError(f"HTTP {answer.status}: {raw[:200].decode(errors='replace')}")
+            return json.loads(raw) if raw else None
+        return None
 
 
 def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False) -> None:
@@ -99,9 +110,7 @@ def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False) -
     while True:
         try:
             job = module.post("/agent/poll", {"wait": wait})
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            if isinstance(exc, urllib.error.HTTPError) and exc.code < 500:
-                raise
+        except OSError as exc:
             print(f"module unreachable ({exc}); retrying", file=sys.stderr, flush=True)
             time.sleep(1)
             continue

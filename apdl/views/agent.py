@@ -17,10 +17,10 @@ bp = Blueprint("agent", __name__)
 MAX_WAIT = 25.0
 
 
-def _terminal() -> Terminal:
+def _terminal(*, check_revocation: bool = True) -> Terminal:
     """Every agent route passes here first: the client certificate decides (refusals are logged)."""
     try:
-        return terminals.authenticate_terminal()
+        return terminals.authenticate_terminal(check_revocation=check_revocation)
     except TerminalRefused as exc:
         db = get_session()
         db.rollback()
@@ -60,8 +60,9 @@ def agent_poll() -> ResponseReturnValue:
 
 @bp.post("/agent/respond")
 def agent_respond() -> ResponseReturnValue:
-    """The card's answer to one APDU (hex), or ``error`` when the agent could not reach the card."""
-    terminal = _terminal()
+    """The card's answer to one APDU (hex), or null when the agent could not reach the card. The exchange
+    must have been collected by this certificate in a poll, which checked revocation."""
+    terminal = _terminal(check_revocation=False)
     body = _json()
     exchange, response = body.get("exchange"), body.get("response")
     if not isinstance(exchange, int) or not (response is None or isinstance(response, str)):

@@ -58,7 +58,8 @@ def test_the_running_module_loads_nothing_from_opauth(tmp_path: Path) -> None:
     assert result.stdout.strip() == ""
 
 
-AGENT_ALLOWED = {"__future__", "argparse", "contextlib", "json", "ssl", "sys", "time", "typing", "urllib", "smartcard"}
+AGENT_ALLOWED = {"__future__", "argparse", "contextlib", "http", "json", "ssl", "sys", "time", "typing", "urllib",
+                 "smartcard"}
 
 
 def test_the_card_agent_imports_only_the_standard_library_and_pyscard() -> None:
