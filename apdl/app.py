@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, render_template
+from flask import Flask, jsonify, render_template, request
 from flask_babel import lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -68,12 +68,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from apdl import auth
-    from apdl.views import aps, cards, diagnosis, main, presets, report, residents, tenants
+    from apdl.views import agent, aps, cards, diagnosis, main, presets, report, residents, tenants
 
     for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp, diagnosis.bp,
-                      report.bp):
+                      report.bp, agent.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
+    for view in (agent.agent_pair, agent.agent_poll, agent.agent_respond):
+        csrf.exempt(view)  # the card agent: no browser, no cookie; its client certificate authenticates it
     app.jinja_env.globals["current_operator"] = auth.current_operator
     _error_handlers(app)
     _cli(app)
@@ -91,6 +93,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _error_handlers(app: Flask) -> None:
     @app.errorhandler(ApdlError)
     def _apdl_error(exc: ApdlError) -> Any:
+        if request.path.startswith("/agent/"):  # the card agent reads JSON
+            return jsonify(error=str(exc)), getattr(exc, "status", 502 if isinstance(exc, CardError) else 400)
         if isinstance(exc, CardUnavailable):
             return render_template("error.html",
                                message=lazy_gettext("カードを読み取れません。カードを確認してください。")), 503

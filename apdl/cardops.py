@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +21,23 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from apdl import oplog
+from apdl import oplog, terminals
 from apdl.areas import may_use_area, municipality_code_valid
-from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSession
+from apdl.auth import current_operator
+from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSession, Transport
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport
-from apdl.db import utcnow
+from apdl.card.scp03 import StaticKeys
+from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
 from apdl.models import Area, CardAp, Installation, InstallState, Resident
 from apdl.tenancy import Operator, TenantScope
 
 KEY_SEED_FILE = "ap-key-seed"
 RECONCILER = "apdl (card contact)"  # who settles a pending row when another tenant's operator read the card
+CARD_KEYS_FILE = "card-keys"
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,51 @@ class CardView:
     free: dict[str, int]  # area → free bytes
 
 
+def card_keys(config: Mapping[str, object]) -> StaticKeys:
+    """The cards' SCP03 static keys: the APDL_CARD_KEYS file, or INSTANCE_DIR/card-keys generated once (0600).
+
+    The emulator is given the same file when a card is issued (``python -m apdl.emulator --keys-file``).
+    """
+    configured = str(config.get("CARD_KEYS") or "")
+    path = Path(configured) if configured else Path(str(config["INSTANCE_DIR"])) / CARD_KEYS_FILE
+    if not configured and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(StaticKeys.generate().to_hex() + "\n")
+    try:
+        return StaticKeys.from_hex(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CardError(f"SCP03 card keys unusable ({path}): {type(exc).__name__}") from None
+
+
+def card_session(transport: Transport) -> GlobalPlatformCardSession:
+    """The reference adapter over ``transport``, with the SCP03 keys when APDL_SCP03 is on."""
+    keys = card_keys(current_app.config) if current_app.config["SCP03"] else None
+    return GlobalPlatformCardSession(transport, keys=keys)
+
+
 @contextmanager
 def open_card() -> Iterator[GlobalPlatformCardSession]:
-    """A card session on the configured reader (APDL_READER), released afterwards."""
+    """A card session, released afterwards: on the server's reader (APDL_READER), or with
+    APDL_CARD_TRANSPORT=agent through the card agent of the terminal paired with this operator's session."""
+    if current_app.config["CARD_TRANSPORT"] == "agent":
+        operator = current_operator()
+        paired = terminals.paired_terminal(get_session(), operator.session_id) if operator is not None else None
+        if paired is None:
+            raise Refused(_("端末が組付けられていません。端末の組付けを行ってください。"))
+        relay = current_app.extensions[SESSIONMAKER_KEY]()
+        agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
+                                         timeout=float(current_app.config["AGENT_TIMEOUT"]))
+        try:
+            yield card_session(agent)
+        finally:
+            agent.close()
+            relay.close()
+        return
     transport = PcscTransport(current_app.config["READER"])
     try:
-        yield GlobalPlatformCardSession(transport)
+        yield card_session(transport)
     finally:
         transport.close()
 

@@ -27,6 +27,7 @@ from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport, reader_names, reader_state
+from apdl.cardops import card_session
 from apdl.errors import CardError, CardUnavailable
 from apdl.models import Area, CardAp, Diagnosis, Installation, InstallState, OperationLog
 from apdl.tenancy import Operator, TenantScope
@@ -260,7 +261,7 @@ def _probe(scope: TenantScope, result: Run, reader: str) -> str:
     try:
         result.current = "atr"
         result.add("atr", Outcome.OK, "atr", atr=transport.atr.hex(" ").upper(), protocol=transport.protocol)
-        card_identifier = _card_steps(scope, result, GlobalPlatformCardSession(transport))
+        card_identifier = _card_steps(scope, result, card_session(transport))  # SCP03 when on
     except CardUnavailable:
         result.add(result.current, Outcome.FAULT, "mute")
         done = {s["key"] for s in result.steps}

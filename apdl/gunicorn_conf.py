@@ -1,10 +1,13 @@
 """gunicorn settings of the AP download module, from the same APDL_* settings as the app.
 
 ``gunicorn --config python:apdl.gunicorn_conf``: HTTPS on APDL_BIND when APDL_TLS_CERT/KEY are set
-(the server certificate opauth issued for the module's host), plain HTTP behind a proxy otherwise.
+(the server certificate opauth issued for the module's host), asking for an optional client certificate
+(the card agents'), plain HTTP behind a proxy otherwise.
 """
 
 from __future__ import annotations
+
+import ssl
 
 from apdl.settings import load_settings
 
@@ -18,6 +21,11 @@ threads = 4
 if _settings["TLS_CERT"]:
     certfile = _settings["TLS_CERT"]
     keyfile = _settings["TLS_KEY"]
+    # Card agents present their terminal's SSL通信証明書; browsers present none. The TLS layer only asks
+    # (and checks the chain when one is presented); apdl.terminals.authenticate_terminal decides per request.
+    if _settings["TERMINAL_CA"] or _settings["CA_BUNDLE"]:
+        cert_reqs = ssl.CERT_OPTIONAL
+        ca_certs = _settings["TERMINAL_CA"] or _settings["CA_BUNDLE"]
 accesslog = "-"
 errorlog = "-"
 control_socket_disable = True

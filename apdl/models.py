@@ -240,3 +240,38 @@ class Diagnosis(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # ok / warning / fault
     summary: Mapped[str] = mapped_column(String(64))  # the first fault's code, e.g. "sw:6A82", "no_card"
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class TerminalPairing(Base):
+    """端末の組付け: a terminal's card agent (known by its SSL通信証明書) and the one operator session it serves.
+
+    The agent asks for a one-time code (shown on the terminal's screen); the operator types it into the
+    module; from then on that session's card operations go through that agent only.
+    """
+
+    __tablename__ = "apdl_terminal_pairings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    terminal_fingerprint: Mapped[str] = mapped_column(String(64), index=True)  # SHA-256 of the certificate
+    terminal_name: Mapped[str] = mapped_column(String(200))
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the one-time code
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    operator_session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    paired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AgentExchange(Base):
+    """One command APDU the server built for a terminal's card agent, and the card's answer.
+
+    Under SCP03 both are protected (C-MAC/C-DECRYPTION, R-MAC): the agent relays bytes it cannot forge.
+    """
+
+    __tablename__ = "apdl_agent_exchanges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    terminal_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    command: Mapped[str] = mapped_column(Text)  # hex
+    response: Mapped[str | None] = mapped_column(Text)  # hex, or None until answered
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | sent | answered | failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

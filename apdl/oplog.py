@@ -46,6 +46,9 @@ class Action(enum.StrEnum):
     REFUSED = "refused"
     CARD_DIAGNOSED = "card_diagnosed"
     REPORT_EXPORTED = "report_exported"
+    TERMINAL_CODE = "terminal_code"  # a card agent asked for a pairing code
+    TERMINAL_PAIRED = "terminal_paired"
+    TERMINAL_REFUSED = "terminal_refused"  # a client certificate was refused (missing, foreign, revoked)
 
 
 def _digest(prev_hash: str, entry: dict[str, Any]) -> str:

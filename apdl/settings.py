@@ -75,6 +75,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("READER", str, "Virtual PCD 00 00", "PC/SC reader the server uses for card operations."),
     Setting("LOGOUT_TOKEN_MAX_AGE", _int, 120,
             "Seconds a back-channel logout token is accepted after its iat (opauth signs each delivery afresh)."),
+    Setting("SCP03", _bool, True,
+            "Run card management under a GlobalPlatform SCP03 secure channel (C-MAC, C-DECRYPTION, R-MAC)."),
+    Setting("CARD_KEYS", str, "",
+            "File holding the cards' SCP03 static keys (VV:ENC:MAC:DEK, hex). Empty: INSTANCE_DIR/card-keys, "
+            "generated once. Never logged, stored in the database or sent to a terminal."),
+    Setting("CARD_TRANSPORT", str, "local",
+            "Where the card is: `local` (the server's PC/SC reader, APDL_READER) or `agent` (the card agent of "
+            "the terminal paired with the operator's session)."),
+    Setting("TERMINAL_CA", str, "",
+            "PEM file of the CAs that issue terminals' SSL通信証明書 (card agents' client certificates). "
+            "Empty: CA_BUNDLE."),
+    Setting("AGENT_TIMEOUT", _int, 15, "Seconds the module waits for a card agent's answer to one APDU."),
     Setting("SESSION_HOURS", _int, 8, "Hours a module session lasts at most."),
     Setting("SESSION_COOKIE_SECURE", _bool, True, "Send the session cookie over https only."),
     Setting("BIND", str, "127.0.0.1:8444", "gunicorn bind address."),

@@ -252,11 +252,18 @@ def main() -> int:
         db.upgrade(app.config["DATABASE_URL"])  # a newer checkout's migrations, on every start
         app.extensions[db.ENGINE_KEY].dispose()
 
-        from apdl.emulator.card import EmulatedCard
+        from apdl.cardops import card_keys
+        from apdl.emulator.card import CardState, EmulatedCard
         from apdl.emulator.stack import StackUnavailable, start_stack
+        from apdl.settings import load_settings
 
+        # The emulated card keeps its contents in card.json; a new one is issued with the module's SCP03 keys
+        # (APDL_CARD_KEYS or the instance's card-keys file).
+        card_file = APDL_INSTANCE / "card.json"
+        issued = None if card_file.exists() else CardState(
+            scp03_keys=card_keys(load_settings(environ={**os.environ, **env})).to_hex())
         try:
-            stack = start_stack(APDL_INSTANCE / "pcsc", EmulatedCard(state_path=APDL_INSTANCE / "card.json"))
+            stack = start_stack(APDL_INSTANCE / "pcsc", EmulatedCard(issued, state_path=card_file))
         except StackUnavailable as exc:
             raise SystemExit(f"the PC/SC stack cannot start (root, pcscd and vsmartcard-vpcd are needed): {exc}")
         server_env = {k: v for k, v in os.environ.items() if not k.startswith("APDL_")}

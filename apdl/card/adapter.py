@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from apdl.card import auth, commands, tlv
+from apdl.card import auth, commands, scp03, tlv
 from apdl.card.apdu import CommandApdu, ResponseApdu, StatusWord, explain
 from apdl.card.commands import ApSpec, Area
 from apdl.errors import CardError
@@ -148,34 +148,47 @@ class GlobalPlatformCardSession:
     A stand-in for the real chip protocol, which is not public (see the module docstring).
     """
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, keys: scp03.StaticKeys | None = None,
+                 level: scp03.SecurityLevel = scp03.DEFAULT_LEVEL) -> None:
         self._transport = transport
+        self._secure = scp03.HostChannel(transport, keys, level=level) if keys is not None else None
+
+    def _transmit(self, command: CommandApdu) -> ResponseApdu:
+        channel = self._secure if self._secure is not None and self._secure.is_open else self._transport
+        return ResponseApdu.parse(channel.transmit(command.to_bytes()))
 
     def _send(self, name: str, command: CommandApdu) -> ResponseApdu:
-        response = ResponseApdu.parse(self._transport.transmit(command.to_bytes()))
+        response = self._transmit(command)
         if not response.ok:
             raise CardStatusError(name, response)
         return response
 
     def select(self, aid: bytes) -> bytes:
-        """SELECT by AID."""
+        """SELECT by AID (this ends any secure channel session)."""
+        if self._secure is not None:
+            self._secure.close()
         return self._send("SELECT", commands.select(aid)).data
+
+    def _select_domain(self, aid: bytes) -> None:
+        """SELECT the card manager or an area and, with keys, open the SCP03 session with it."""
+        self.select(aid)
+        if self._secure is not None:
+            self._secure.open()
 
     def card_info(self) -> CardInfo:
         """GET DATA DF20 from the card manager."""
-        self.select(commands.CARD_MANAGER_AID)
+        self._select_domain(commands.CARD_MANAGER_AID)
         fields = tlv.as_dict(self._send("GET DATA", commands.get_data(commands.TAG_CARD_INFO)).data)
         inner = tlv.as_dict(fields.get(commands.TAG_CARD_INFO, b""))
         return CardInfo(inner.get(0xC1, b"").decode("ascii"), inner.get(0xC2, b"").decode("ascii"))
 
     def list_apps(self) -> list[AppEntry]:
         """GET STATUS (applications and security domains) from the card manager, following 6310 paging."""
-        self.select(commands.CARD_MANAGER_AID)
+        self._select_domain(commands.CARD_MANAGER_AID)
         entries: list[AppEntry] = []
         first = True
         while True:
-            raw = self._transport.transmit(commands.get_status(commands.STATUS_APPS_AND_SDS, first=first).to_bytes())
-            response = ResponseApdu.parse(raw)
+            response = self._transmit(commands.get_status(commands.STATUS_APPS_AND_SDS, first=first))
             if response.sw == StatusWord.REFERENCED_DATA_NOT_FOUND and first:
                 return entries  # GP answers 6A88 when nothing matches
             if response.sw not in (StatusWord.OK, StatusWord.MORE_DATA):
@@ -192,29 +205,29 @@ class GlobalPlatformCardSession:
 
     def create_regional_area(self) -> None:
         """INSTALL of the regional area's security domain from the card manager."""
-        self.select(commands.CARD_MANAGER_AID)
+        self._select_domain(commands.CARD_MANAGER_AID)
         self._send("INSTALL", commands.create_regional_area())
 
     def install(self, ap: ApSpec, *, area: Area) -> None:
         """Select the area's security domain, then INSTALL [for install and make selectable]."""
-        self.select(area.aid)
+        self._select_domain(area.aid)
         self._send("INSTALL", commands.install_ap(ap))
 
     def load(self, load_file_aid: bytes, load_file: bytes, *, area: Area) -> None:
         """INSTALL [for load] then the LOAD blocks, through the area's security domain."""
-        self.select(area.aid)
+        self._select_domain(area.aid)
         self._send("INSTALL", commands.install_for_load(load_file_aid, size_bytes=len(load_file)))
         for block in commands.load_blocks(load_file):
             self._send("LOAD", block)
 
     def delete(self, aid: bytes) -> None:
         """DELETE from the card manager."""
-        self.select(commands.CARD_MANAGER_AID)
+        self._select_domain(commands.CARD_MANAGER_AID)
         self._send("DELETE", commands.delete(aid))
 
     def free_space(self, area: Area) -> FreeSpace:
         """GET DATA FF21 from the area's security domain."""
-        self.select(area.aid)
+        self._select_domain(area.aid)
         data = tlv.as_dict(self._send("GET DATA", commands.get_data(commands.TAG_EXTENDED_CARD_RESOURCES)).data)
         inner = tlv.as_dict(data.get(commands.TAG_EXTENDED_CARD_RESOURCES, b""))
         return FreeSpace(installed_apps=int.from_bytes(inner.get(0x81, b"\x00"), "big"),
@@ -226,7 +239,7 @@ class GlobalPlatformCardSession:
 
     def pin_retries(self) -> int:
         """VERIFY without data: 63Cx gives x; 9000 means already verified (full count unknown: -1)."""
-        response = ResponseApdu.parse(self._transport.transmit(commands.verify(None).to_bytes()))
+        response = self._transmit(commands.verify(None))
         if response.retries_left is not None:
             return response.retries_left
         if response.ok:

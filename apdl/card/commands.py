@@ -66,7 +66,7 @@ PARAM_PIN_TRIES = 0x82
 PARAM_AUTH_KEY = 0x83
 PARAM_USER_ID = 0x84
 
-LOAD_BLOCK_SIZE = 240
+LOAD_BLOCK_SIZE = 224  # 224 + ISO padding (240) + C-MAC (8) still fits a short APDU under SCP03
 
 
 class Area(enum.StrEnum):

@@ -6,6 +6,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from apdl.card.scp03 import StaticKeys
 from apdl.emulator.card import CardState, EmulatedCard
 from apdl.emulator.vpcd import DEFAULT_PORT, VpcdLink
 
@@ -20,10 +21,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="fault file to obey (apdl.emulator.faults): no card, mute card, forced status words")
     parser.add_argument("--card-identifier", default=CardState.card_identifier)
     parser.add_argument("--residence-code", default=CardState.residence_code)
+    parser.add_argument("--keys-file", type=Path,
+                        help="issue the card with these SCP03 keys (the module's APDL_CARD_KEYS or instance card-keys "
+                             "file); without it a new card's management is open")
     args = parser.parse_args(argv)
     state = None
     if args.state is None or not args.state.exists():
-        state = CardState(card_identifier=args.card_identifier, residence_code=args.residence_code)
+        keys = StaticKeys.from_hex(args.keys_file.read_text()).to_hex() if args.keys_file else ""
+        state = CardState(card_identifier=args.card_identifier, residence_code=args.residence_code, scp03_keys=keys)
     card = EmulatedCard(state, state_path=args.state, fault_path=args.faults)
     link = VpcdLink(card, host=args.host, port=args.port).start()
     print(f"emulated card for vpcd at {args.host}:{args.port}; Ctrl-C to stop", flush=True)

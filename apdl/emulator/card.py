@@ -7,6 +7,9 @@ This models the public-standard stand-in that apdl's reference adapter speaks, n
 - the regional area (地域住民向け領域) exists only after 地域住民向け領域設定 (INSTALL of a supplementary
   security domain); the extended area (拡張利用領域) exists from issuance; each has a byte quota
   (defaults: ten and twenty APs of the default size, as seed 003 assumes);
+- with SCP03 keys in its state, the card manager and the areas demand a GlobalPlatform SCP03 secure
+  channel (at least C-MAC) for GET STATUS, INSTALL, LOAD and DELETE and answer ``6982`` to a wrong
+  C-MAC (:mod:`apdl.card.scp03`); without keys they are open, as before;
 - type A APs hold a record behind mutual authentication and a PIN with a retry counter; type C APs
   can be read without authentication (:mod:`apdl.emulator.applet`).
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apdl.card import commands
+from apdl.card import commands, scp03
 from apdl.card.apdu import CommandApdu, StatusWord
 from apdl.card.commands import Area
 from apdl.emulator import applet, manager
@@ -64,6 +67,8 @@ _HANDLERS: dict[int, Handler] = {
 }
 _CARD_MANAGEMENT = {commands.INS_GET_STATUS, commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE,
                     commands.INS_GET_DATA}
+# With SCP03 keys on the card, these need a secure channel session (at least C-MAC) with the security domain.
+_NEEDS_SECURE_CHANNEL = {commands.INS_GET_STATUS, commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE}
 _CHANGES_STATE = {commands.INS_INSTALL, commands.INS_LOAD, commands.INS_DELETE, commands.INS_VERIFY,
                   commands.INS_CHANGE_REFERENCE_DATA, commands.INS_RESET_RETRY_COUNTER}
 
@@ -132,14 +137,42 @@ class EmulatedCard:
                 command = CommandApdu.parse(raw)
             except ValueError:
                 return StatusWord.WRONG_LENGTH.to_bytes(2, "big")
+            secure = None
             try:
-                data = self._dispatch(command)
-                reply = data + StatusWord.OK.to_bytes(2, "big")
+                clear = self._secure_messaging(command)
+                secure = self._channel.secure
+                data = self._dispatch(clear)
+                sw = int(StatusWord.OK)
             except CardReply as refused:
-                reply = refused.data + refused.sw.to_bytes(2, "big")
+                data, sw = refused.data, refused.sw
             if command.ins in _CHANGES_STATE:
                 self._save()  # also after a refusal: a wrong PIN spends a try
-            return reply
+            if secure is not None and secure is self._channel.secure:
+                return secure.wrap_response(data, sw)
+            return data + sw.to_bytes(2, "big")
+
+    def _secure_messaging(self, command: CommandApdu) -> CommandApdu:
+        """SCP03 at a security domain of a card that has keys: open a session, or check and strip a
+        command's protection. Card management there needs at least C-MAC; a security error is 6982."""
+        keys = self.state.scp03_keys
+        channel = self._channel
+        if not keys or command.ins == commands.INS_SELECT or channel.selected.startswith("app:"):
+            return command
+        if command.ins == scp03.INS_INITIALIZE_UPDATE and command.cla & 0xF0 == 0x80:
+            channel.secure = scp03.CardChannel(scp03.StaticKeys.from_hex(keys))
+            answer = channel.secure.initialize_update(command)
+            raise CardReply(answer.sw, answer.data)
+        if channel.secure is not None and channel.secure.level == 0 and command.ins == scp03.INS_EXTERNAL_AUTHENTICATE:
+            answer = channel.secure.external_authenticate(command)
+            raise CardReply(answer.sw, answer.data)
+        clear = channel.secure.unwrap(command) if channel.secure is not None else (
+            None if command.cla & scp03.CLA_SECURE_MESSAGING else command)
+        if clear is None:
+            raise CardReply(StatusWord.SECURITY_STATUS_NOT_SATISFIED)
+        if clear.ins in _NEEDS_SECURE_CHANNEL and (
+                channel.secure is None or not channel.secure.level & scp03.SecurityLevel.C_MAC):
+            raise CardReply(StatusWord.SECURITY_STATUS_NOT_SATISFIED)
+        return clear
 
     def _dispatch(self, command: CommandApdu) -> bytes:
         for forced in self._forced:
@@ -153,7 +186,7 @@ class EmulatedCard:
             if sw is not None:
                 raise CardReply(sw)
         if command.cla & 0x7C:
-            raise CardReply(StatusWord.CLA_NOT_SUPPORTED)  # only 00 and 80 (no secure messaging, channel 0)
+            raise CardReply(StatusWord.CLA_NOT_SUPPORTED)  # only 00 and 80 (secure messaging is unwrapped before)
         handler = _HANDLERS.get(command.ins)
         if handler is None:
             raise CardReply(StatusWord.INS_NOT_SUPPORTED)

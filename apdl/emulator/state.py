@@ -8,6 +8,7 @@ from typing import Any
 from apdl.card import commands, tlv
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import ApType, Area
+from apdl.card.scp03 import CardChannel
 
 DEFAULT_AP_SIZE = 2048
 # Seed 003: the regional area holds about ten APs, the extended area about twenty of equal size.
@@ -60,6 +61,7 @@ class CardState:
     regional_quota: int = DEFAULT_REGIONAL_QUOTA
     extended_quota: int = DEFAULT_EXTENDED_QUOTA
     regional_created: bool = False
+    scp03_keys: str = ""  # the card's SCP03 key set as VV:ENC:MAC:DEK hex; empty: no secure channel (open card manager)
     apps: dict[str, AppState] = field(default_factory=dict)
     load_files: dict[str, LoadFileState] = field(default_factory=dict)
 
@@ -99,7 +101,7 @@ class CardState:
 
 @dataclass
 class Channel:
-    """What a power cycle or reset forgets: selection, authentication, pending load, paging."""
+    """What a power cycle or reset forgets: selection, authentication, pending load, paging, secure channel."""
 
     selected: str = "manager"  # "manager", "area:<name>" or "app:<AID hex>"
     authenticated: bool = False
@@ -110,6 +112,7 @@ class Channel:
     load_next_block: int = 0
     load_buffer: bytearray = field(default_factory=bytearray)
     status_pages: list[bytes] = field(default_factory=list)
+    secure: CardChannel | None = None  # the SCP03 session with the selected security domain
 
     def restart(self, *, selected: str = "manager") -> None:
         """Back to the state after power-up, with ``selected`` selected."""

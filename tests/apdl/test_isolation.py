@@ -56,3 +56,16 @@ def test_the_running_module_loads_nothing_from_opauth(tmp_path: Path) -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+AGENT_ALLOWED = {"__future__", "argparse", "contextlib", "http", "json", "ssl", "sys", "time", "typing", "urllib",
+                 "smartcard"}
+
+
+def test_the_card_agent_imports_only_the_standard_library_and_pyscard() -> None:
+    """The terminal's agent carries no server code (and so no key handling): stdlib + pyscard only."""
+    files = sorted((APDL / "agent").rglob("*.py"))
+    assert files
+    imported = set().union(*(_imported_top_levels(f) for f in files))
+    assert imported <= AGENT_ALLOWED, imported - AGENT_ALLOWED
+    assert "apdl" not in imported

@@ -28,8 +28,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from apdl import db
+from apdl import cardops, db
 from apdl.app import create_app
+from apdl.emulator.card import CardState
+from apdl.emulator.stack import PcscStack
 from apdl.models import OperationLog
 from tests.helpers import SUBJECT, make_csr
 from tests.oidc.browser import FormBrowser
@@ -102,7 +104,10 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
     tmp = tmp_path_factory.mktemp("opauth-for-apdl")
     oport, aport = free_port(), free_port()
     base, apdl_base = f"https://localhost:{oport}", f"https://127.0.0.1:{aport}"
-    env = instance_env(tmp / "instance", OPAUTH_PUBLIC_BASE_URL=base, OPAUTH_ARGON2_TIME_COST="1",
+    # PKI_BASE_URL: the CRL distribution point in the certificates is this opauth itself (the module fetches
+    # the CRL there to check a terminal's certificate), not the plain-HTTP listener `make run` adds.
+    env = instance_env(tmp / "instance", OPAUTH_PUBLIC_BASE_URL=base, OPAUTH_PKI_BASE_URL=base,
+                       OPAUTH_ARGON2_TIME_COST="1",
                        OPAUTH_ARGON2_MEMORY_KIB="8192", OPAUTH_ARGON2_PARALLELISM="1")
     world = Opauth(base=base, env=env, ca=tmp / "instance" / "tls" / "ca-bundle.pem", apdl_base=apdl_base,
                    client_cert=tmp / "client.pem", client_key=tmp / "client.key", server_cert=tmp / "server.pem",
@@ -175,6 +180,18 @@ def apdl_app(opauth: Opauth, tmp_path: Path) -> Iterator[Flask]:
     db.upgrade(app.config["DATABASE_URL"])
     yield app
     app.extensions[db.ENGINE_KEY].dispose()
+
+
+def issued_card(app: Flask, **fields: Any) -> CardState:
+    """A fresh card issued with the module's SCP03 keys (as the card issuer would personalise it)."""
+    return CardState(scp03_keys=cardops.card_keys(app.config).to_hex(), **fields)
+
+
+@pytest.fixture
+def card_stack(card_stack: PcscStack, apdl_app: Flask) -> PcscStack:
+    """The shared stack with a fresh, empty card that holds the module's SCP03 keys."""
+    card_stack.card.load_state(issued_card(apdl_app))
+    return card_stack
 
 
 @contextmanager

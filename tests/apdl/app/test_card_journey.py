@@ -1,6 +1,7 @@
 """An operator logged in through opauth registers a 利用者, creates the regional area, loads three APs
-through pyscard → pcscd → vpcd → the emulated card, sees them in GET STATUS and deletes one; the rules
-refuse before the card is touched, and a refused INSTALL leaves nothing recorded as installed."""
+through pyscard → pcscd → vpcd → the emulated card (management under SCP03 with the module's keys), sees
+them in GET STATUS and deletes one; the rules refuse before the card is touched, and a refused INSTALL
+leaves nothing recorded as installed."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from apdl import db, oplog
 from apdl.card.adapter import GlobalPlatformCardSession
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport
+from apdl.card.scp03 import StaticKeys
 from apdl.emulator.card import CardState
 from apdl.emulator.stack import PcscStack
 from apdl.models import Installation, InstallState, OperationLog
-from tests.apdl.app.conftest import Opauth, login, submit
+from tests.apdl.app.conftest import Opauth, issued_card, login, submit
 from tests.apdl.app.world import APS, build_registry, register_resident
 
 pytestmark = pytest.mark.pcsc
@@ -28,8 +30,9 @@ STANDARD_AIDS = {"A000000151000000", "D392F0000101", "D392F0000102"}  # card man
 def _card_aps(stack: PcscStack) -> set[str]:
     """GET STATUS through a second, independent pyscard session: the APs on the card."""
     transport = PcscTransport(stack.reader)
+    keys = stack.card.state.scp03_keys
     try:
-        entries = GlobalPlatformCardSession(transport).list_apps()
+        entries = GlobalPlatformCardSession(transport, keys=StaticKeys.from_hex(keys) if keys else None).list_apps()
     finally:
         transport.close()
     return {e.aid.hex().upper() for e in entries} - STANDARD_AIDS
@@ -94,7 +97,7 @@ def test_a_municipality_where_the_holder_does_not_live_may_not_touch_the_regiona
     page = f"/residents/{resident}"
     refused = submit(kita, page, f"{page}/card/regional-area", {})
     assert refused.status_code == 403 and "住所地の市町村" in refused.get_data(as_text=True)
-    card_stack.card.load_state(CardState(regional_created=True))  # created by the residence municipality
+    card_stack.card.load_state(issued_card(apdl_app, regional_created=True))  # created by the residence municipality
     offered = submit(kita, page, f"{page}/card/read", {}).get_data(as_text=True)
     assert APS["E1"][1] in offered and APS["R1"][1] not in offered  # the table offers only what it may load
     refused = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["R1"])]})
@@ -123,7 +126,7 @@ def test_not_enough_memory_from_the_card_records_nothing_as_installed(opauth: Op
 def test_a_selection_that_does_not_fit_the_free_space_is_refused_before_any_install(
         opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
     registry = build_registry(opauth, apdl_app)
-    card_stack.card.load_state(CardState(extended_quota=3000))
+    card_stack.card.load_state(issued_card(apdl_app, extended_quota=3000))
     client = login(opauth, apdl_app, "minami")
     page = f"/residents/{register_resident(client)}"
     response = submit(client, page, f"{page}/card/download",
@@ -169,3 +172,16 @@ def test_an_automatic_preset_skips_the_selection_and_loads_its_aps(opauth: Opaut
     assert standard is not None and re.fullmatch(r"131016[0-9]{10}", standard)
     assert rows[registry.ids["E1"]].standard_id is None
     assert standard in client.get(page).get_data(as_text=True)
+
+
+def test_a_card_with_other_scp03_keys_is_not_managed(opauth: Opauth, apdl_app: Flask,
+                                                      card_stack: PcscStack) -> None:
+    """The module's keys open the secure channel only with cards issued with them: another card's
+    cryptogram does not verify, so nothing is installed (a 502, not a crash)."""
+    registry = build_registry(opauth, apdl_app)
+    card_stack.card.load_state(CardState(scp03_keys=StaticKeys.generate().to_hex()))
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    response = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+    assert response.status_code == 502
+    assert card_stack.card.installed() == set() and _installations(apdl_app) == []

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from apdl.card.adapter import GlobalPlatformCardSession
+from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
 from apdl.card.commands import Area
 from apdl.card.pcsc import PcscTransport
+from apdl.card.scp03 import StaticKeys
 from apdl.emulator.stack import SECOND_READER_NAME, PcscStack
 from tests.apdl.helpers import aid, type_c
 
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.pcsc
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _serve(stack: PcscStack, state: Path) -> subprocess.Popen[bytes]:
+def _serve(stack: PcscStack, state: Path, *options: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-m", "apdl.emulator", "--port", str(stack.port + 1),
-                                "--state", str(state), "--card-identifier", "9876543210987"], cwd=ROOT)
+                                "--state", str(state), "--card-identifier", "9876543210987", *options], cwd=ROOT)
     stack.wait_card(present=True, reader=SECOND_READER_NAME)
     return process
 
@@ -52,3 +53,20 @@ def test_the_emulator_process_keeps_the_card_across_restarts(pcsc_stack: PcscSta
         transport.close()
     finally:
         _stop(pcsc_stack, process)
+
+
+def test_a_card_issued_with_the_modules_keys_is_managed_only_under_scp03(pcsc_stack: PcscStack,
+                                                                        tmp_path: Path) -> None:
+    keys = StaticKeys.generate()
+    (tmp_path / "card-keys").write_text(keys.to_hex() + "\n")
+    process = _serve(pcsc_stack, tmp_path / "card.json", "--keys-file", str(tmp_path / "card-keys"))
+    try:
+        transport = PcscTransport(SECOND_READER_NAME)
+        with pytest.raises(CardStatusError) as refused:
+            GlobalPlatformCardSession(transport).install(type_c(1), area=Area.EXTENDED)
+        assert refused.value.sw == 0x6982
+        GlobalPlatformCardSession(transport, keys=keys).install(type_c(1), area=Area.EXTENDED)
+        transport.close()
+    finally:
+        _stop(pcsc_stack, process)
+    assert list(json.loads((tmp_path / "card.json").read_text())["apps"]) == [aid(1).hex().upper()]

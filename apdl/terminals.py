@@ -1,0 +1,260 @@
+"""Terminals and their card agents: the one place that checks a terminal's client certificate, pairs an
+agent with an operator's session, and relays APDUs through it.
+
+**Client certificate (mutual TLS).** gunicorn terminates TLS (apdl/gunicorn_conf.py asks for a client
+certificate, optional at the TLS layer, chained to APDL_TERMINAL_CA); :func:`authenticate_terminal`
+decides on every agent request: the certificate must chain to APDL_TERMINAL_CA, be within validity,
+carry the clientAuth EKU and not be revoked according to the CRL at its own CRL distribution point
+(opauth's ``/pki/crl/...``, fetched on every check: a revocation stops the agent at its next poll).
+Failing any of these is a 403 and the agent stops.
+
+**Pairing.** The agent asks for a one-time code, which it shows on the terminal's screen. The operator
+types it into the module (端末の組付け); the code is single-use and short-lived, and binds that browser
+session to that terminal's certificate. A session is paired with at most one terminal; an agent only
+ever receives APDUs of sessions paired with its own certificate.
+
+**Relay.** :class:`AgentTransport` is an adapter :class:`~apdl.card.adapter.Transport`: each APDU becomes
+an :class:`~apdl.models.AgentExchange` row the agent picks up with a long poll and answers. With SCP03 on,
+the rows hold only protected APDUs; the keys never leave the server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+import ssl
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from flask import current_app, request
+from flask_babel import gettext as _
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from apdl import oplog
+from apdl.db import utcnow
+from apdl.errors import ApdlError, CardUnavailable, InvalidInput
+from apdl.models import AgentExchange, TerminalPairing
+
+CODE_DIGITS = 8
+CODE_MINUTES = 5
+POLL_STEP = 0.01  # seconds between looks at the exchange table
+
+
+class TerminalRefused(ApdlError):
+    """The client certificate is missing, not from the trusted CA, expired or revoked: HTTP 403."""
+
+    status = 403
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A terminal as its certificate shows it."""
+
+    fingerprint: str  # SHA-256 of the DER certificate, hex
+    name: str  # the certificate's CN
+    serial: int
+
+
+def _trusted_cas() -> list[x509.Certificate]:
+    path = current_app.config["TERMINAL_CA"] or current_app.config["CA_BUNDLE"]
+    if not path:
+        raise TerminalRefused(_("端末証明書を確認するCAが設定されていません。"))
+    return x509.load_pem_x509_certificates(Path(path).read_bytes())
+
+
+def _presented() -> bytes | None:
+    """DER of the TLS client certificate of this request (gunicorn's socket), or None."""
+    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    der = getpeercert(binary_form=True) if getpeercert is not None else None
+    return bytes(der) if der else None
+
+
+def _revoked(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether the CRL at the certificate's distribution point lists it; an unreachable CRL refuses."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return False
+    urls = [n.value for p in points for n in (p.full_name or []) if isinstance(n, x509.UniformResourceIdentifier)]
+    ca_bundle = current_app.config["CA_BUNDLE"] or None
+    context = ssl.create_default_context(cafile=ca_bundle)
+    for url in urls:
+        if not url.startswith(("https://", "http://")):
+            continue
+        try:
+            with urllib.request.urlopen(url, timeout=current_app.config["HTTP_TIMEOUT"],  # noqa: S310 - http(s) only
+                                        context=context) as answer:
+                body = answer.read(10 * 1024 * 1024)
+        except OSError:
+            continue
+        try:
+            crl = x509.load_der_x509_crl(body)
+        except ValueError:
+            crl = x509.load_pem_x509_crl(body)
+        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            continue
+        return crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    raise TerminalRefused(_("端末証明書の失効情報を確認できません。"))
+
+
+def authenticate_terminal(*, check_revocation: bool = True) -> Terminal:
+    """The terminal behind this request's client certificate; TerminalRefused (403) otherwise.
+
+    ``check_revocation=False`` only for an answer to a command the same certificate collected in a poll
+    that did check it (saves a CRL fetch per APDU).
+    """
+    der = _presented()
+    if der is None:
+        raise TerminalRefused(_("端末のSSL通信証明書が必要です。"))
+    cert = x509.load_der_x509_certificate(der)
+    issuer = next((ca for ca in _trusted_cas() if ca.subject == cert.issuer), None)
+    if issuer is None:
+        raise TerminalRefused(_("端末証明書は信頼するCAが発行したものではありません。"))
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        raise TerminalRefused(_("端末証明書は信頼するCAが発行したものではありません。")) from None
+    now = datetime.datetime.now(datetime.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise TerminalRefused(_("端末証明書の有効期間外です。"))
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        raise TerminalRefused(_("端末証明書はクライアント認証に使えません。"))
+    if check_revocation and _revoked(cert, issuer):
+        raise TerminalRefused(_("端末証明書は失効しています。"))
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return Terminal(hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+                    str(names[0].value) if names else "", cert.serial_number)
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def new_pairing_code(db: Session, terminal: Terminal) -> str:
+    """A one-time code for the agent to show; pending codes of this terminal are withdrawn."""
+    db.execute(update(TerminalPairing).where(TerminalPairing.terminal_fingerprint == terminal.fingerprint,
+                                             TerminalPairing.paired_at.is_(None))
+               .values(expires_at=utcnow()))
+    code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    db.add(TerminalPairing(terminal_fingerprint=terminal.fingerprint, terminal_name=terminal.name[:200],
+                           code_hash=_code_hash(code), expires_at=utcnow() + datetime.timedelta(minutes=CODE_MINUTES)))
+    oplog.record(db, tenant_code="", actor=f"terminal:{terminal.name}", action=oplog.Action.TERMINAL_CODE,
+                 target=f"terminal:{terminal.fingerprint[:16]}")
+    db.commit()
+    return code
+
+
+def pair(db: Session, code: str, *, session_id: str, tenant_code: str, actor: str) -> TerminalPairing:
+    """端末の組付け: bind this operator session to the terminal whose agent shows ``code``."""
+    code = code.strip()
+    row = None
+    if code.isascii() and code.isdigit() and len(code) == CODE_DIGITS:
+        row = db.scalars(select(TerminalPairing).where(TerminalPairing.code_hash == _code_hash(code))).first()
+    if row is None or row.paired_at is not None or _aware(row.expires_at) <= utcnow():
+        oplog.record(db, tenant_code=tenant_code, actor=actor, action=oplog.Action.REFUSED, target="terminal",
+                     detail={"reason": "pairing code unknown, used or expired"})
+        db.commit()
+        raise InvalidInput(_("組付けコードが正しくないか、期限が切れています。"))
+    db.execute(update(TerminalPairing).where(TerminalPairing.operator_session_id == session_id)
+               .values(operator_session_id=None))  # a session serves one terminal at a time
+    row.operator_session_id, row.paired_at = session_id, utcnow()
+    oplog.record(db, tenant_code=tenant_code, actor=actor, action=oplog.Action.TERMINAL_PAIRED,
+                 target=f"terminal:{row.terminal_fingerprint[:16]}", detail={"terminal": row.terminal_name})
+    db.commit()
+    return row
+
+
+def paired_terminal(db: Session, session_id: str) -> TerminalPairing | None:
+    """The terminal this operator session is paired with, if any."""
+    return db.scalars(select(TerminalPairing).where(TerminalPairing.operator_session_id == session_id)
+                      .order_by(TerminalPairing.id.desc())).first()
+
+
+def _aware(value: datetime.datetime) -> datetime.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+def next_command(db: Session, terminal: Terminal, *, wait: float) -> AgentExchange | None:
+    """The oldest queued APDU for this terminal (marked sent), waiting up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        row = db.scalars(select(AgentExchange).where(AgentExchange.terminal_fingerprint == terminal.fingerprint,
+                                                     AgentExchange.state == "queued")
+                         .order_by(AgentExchange.id)).first()
+        if row is not None:
+            row.state = "sent"
+            db.commit()
+            return row
+        db.rollback()  # end the read transaction so the next look sees new rows
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(POLL_STEP)
+
+
+def answer(db: Session, terminal: Terminal, exchange_id: int, response: str | None) -> None:
+    """Record the card's answer (hex) to one exchange of this terminal; None: the agent could not reach the card."""
+    row = db.get(AgentExchange, exchange_id)
+    if row is None or row.terminal_fingerprint != terminal.fingerprint or row.state != "sent":
+        raise InvalidInput(_("この端末への命令ではありません。"))
+    if response is not None:
+        try:
+            raw = bytes.fromhex(response)
+        except ValueError:
+            raise InvalidInput(_("応答の形式が正しくありません。")) from None
+        if not 2 <= len(raw) <= 258:
+            raise InvalidInput(_("応答の形式が正しくありません。"))
+        row.response, row.state = raw.hex().upper(), "answered"
+    else:
+        row.state = "failed"
+    db.commit()
+
+
+class AgentTransport:
+    """An adapter Transport that hands each APDU to the terminal's card agent and waits for its answer."""
+
+    def __init__(self, db: Session, terminal_fingerprint: str, *, timeout: float) -> None:
+        """``db`` is a session of its own (the request's session commits at its own pace)."""
+        self._db = db
+        self._terminal = terminal_fingerprint
+        self._timeout = timeout
+        self.close()  # stale commands of an earlier, abandoned operation are not sent any more
+
+    def transmit(self, apdu: bytes) -> bytes:
+        """Queue ``apdu`` for the agent, wait for the card's answer (CardUnavailable on timeout)."""
+        row = AgentExchange(terminal_fingerprint=self._terminal, command=apdu.hex().upper(), state="queued")
+        self._db.add(row)
+        self._db.commit()
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            self._db.refresh(row)
+            if row.state == "answered" and row.response is not None:
+                answered = bytes.fromhex(row.response)
+                self._db.delete(row)  # nothing of the dialogue stays behind
+                self._db.commit()
+                return answered
+            if row.state == "failed":
+                raise CardUnavailable("the card agent could not reach the card")
+            self._db.rollback()
+            time.sleep(POLL_STEP)
+        row.state = "failed"
+        self._db.commit()
+        raise CardUnavailable("the terminal's card agent did not answer in time")
+
+    def close(self) -> None:
+        """Withdraw anything still queued for this terminal."""
+        self._db.execute(update(AgentExchange).where(AgentExchange.terminal_fingerprint == self._terminal,
+                                                     AgentExchange.state == "queued").values(state="failed"))
+        self._db.commit()

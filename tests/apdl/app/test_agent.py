@@ -1,0 +1,226 @@
+"""The terminal card agent: the full download runs through it (agent process → the module's gunicorn over
+mutual TLS → pyscard → pcscd → vpcd → the emulated card), with SCP03 on. The test reads everything the
+agent received and proves that no static or session key, PIN or AP key was in it; a browser paired with
+another terminal cannot drive this one; a revoked terminal certificate stops the agent at its next poll.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+
+from apdl import cardops
+from apdl.card import scp03
+from apdl.card.apdu import CommandApdu
+from apdl.emulator.stack import PcscStack
+from tests.apdl.app.conftest import ROOT, Opauth, _key, login, served_apdl, submit
+from tests.apdl.app.test_card_journey import _card_aps, _installations
+from tests.apdl.app.world import APS, build_registry, register_resident
+from tests.helpers import make_csr
+from tests.servers import flask_cli
+
+pytestmark = pytest.mark.pcsc
+
+
+@dataclass
+class TerminalCert:
+    cert: Path
+    key: Path
+    serial: str
+
+
+def _terminal_cert(opauth: Opauth, tmp: Path, name: str) -> TerminalCert:
+    """An SSL通信証明書 bound to a terminal (端末名), issued by opauth's own CLI from our CSR."""
+    key_path = tmp / f"{name}.key"
+    key: ec.EllipticCurvePrivateKey = _key(key_path)
+    (tmp / f"{name}.csr").write_bytes(make_csr(key))
+    result = flask_cli(opauth.env, "ssl", "issue", "--tenant", "system", "--terminal", name, "--host",
+                       f"{name}.city.example.jp", "--csr", tmp / f"{name}.csr", "--out", tmp / f"{name}.pem")
+    assert result.returncode == 0, result.stderr
+    return TerminalCert(tmp / f"{name}.pem", key_path, result.stderr.split("issued serial ")[1].split()[0])
+
+
+class Agent:
+    """``python -m apdl.agent`` as its own process; its output is what it received and relayed."""
+
+    def __init__(self, opauth: Opauth, stack: PcscStack, cert: TerminalCert, log: Path) -> None:
+        self.log = log
+        self._out = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apdl.agent", "--url", opauth.apdl_base, "--cert", str(cert.cert),
+             "--key", str(cert.key), "--ca", str(opauth.ca), "--reader", stack.reader, "--wait", "2"],
+            cwd=ROOT, env=stack.env, stdout=self._out, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def code(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(r"PAIRING CODE (\d{8})", self.output())
+            if found:
+                return found.group(1)
+            assert self.proc.poll() is None, self.output()
+            time.sleep(0.05)
+        raise AssertionError(f"no pairing code: {self.output()}")
+
+    def received(self) -> list[tuple[bytes, bytes]]:
+        """Every (command, answer) the agent relayed."""
+        return [(bytes.fromhex(c), bytes.fromhex(r)) for c, r in re.findall(r"APDU ([0-9A-F]+) -> ([0-9A-F]+)",
+                                                                                 self.output())]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self._out.close()
+
+
+@pytest.fixture
+def agent_world(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, tmp_path: Path) -> Iterator[Flask]:
+    """The module served by its gunicorn (where agents connect), card operations through agents."""
+    apdl_app.config.update(CARD_TRANSPORT="agent", AGENT_TIMEOUT=10)
+    with served_apdl(opauth, apdl_app):
+        yield apdl_app
+
+
+def _session_keys(received: list[tuple[bytes, bytes]], keys: scp03.StaticKeys) -> list[bytes]:
+    """Rebuild every session's S-ENC, S-MAC and S-RMAC from the challenges the agent saw (the test is the issuer)."""
+    found = []
+    for command, answer in received:
+        if command[1] == scp03.INS_INITIALIZE_UPDATE and answer[-2:] == b"\x90\x00":
+            host_challenge = CommandApdu.parse(command).data
+            context = host_challenge + answer[13:21]
+            session = scp03.SessionKeys.derive(keys, context)
+            assert answer[21:29] == session.cryptogram(scp03.CARD_CRYPTOGRAM, context)
+            found += [session.enc, session.mac, session.rmac]
+    return found
+
+
+def test_the_download_runs_through_the_agent_and_no_key_reaches_it(
+        opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
+    app = agent_world
+    registry = build_registry(opauth, app)
+    agent = Agent(opauth, card_stack, _terminal_cert(opauth, tmp_path, "terminal01"), tmp_path / "agent.log")
+    try:
+        client = login(opauth, app, "minami")
+        resident = register_resident(client)
+        page = f"/residents/{resident}"
+        unpaired = submit(client, page, f"{page}/card/read", {})
+        assert unpaired.status_code == 403 and "組付け" in unpaired.get_data(as_text=True)
+        wrong = submit(client, "/terminal", "/terminal", {"code": "00000000"})
+        assert wrong.status_code == 400
+        assert submit(client, "/terminal", "/terminal", {"code": agent.code()}).status_code == 302
+        assert "terminal01" in client.get("/terminal").get_data(as_text=True)
+
+        read = submit(client, page, f"{page}/card/read", {})
+        assert read.status_code == 200 and 'id="regional">なし<' in read.get_data(as_text=True)
+        assert submit(client, page, f"{page}/card/regional-area", {}).status_code == 302
+        chosen = ["R1", "E1", "E2"]
+        before, started = len(agent.received()), time.perf_counter()
+        response = submit(client, page, f"{page}/card/download",
+                          {"ap_ids": [str(registry.ids[label]) for label in chosen], "pin": "2580"})
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 302, response.get_data(as_text=True)[-500:]
+        relayed = len(agent.received()) - before
+        print(f"\ndownload of 3 APs through the agent: {relayed} APDUs in {elapsed * 1000:.0f} ms "
+              f"({elapsed * 1000 / relayed:.1f} ms per APDU)")
+        assert _card_aps(card_stack) == {APS[label][0] for label in chosen} == card_stack.card.installed()
+        assert [state for state, _ in _installations(app)] == ["installed"] * 3
+    finally:
+        agent.stop()
+
+    received = agent.received()
+    assert len(received) > 20
+    wire = b"".join(c + r for c, r in received)
+    static = cardops.card_keys(app.config)
+    sessions = _session_keys(received, static)
+    assert len(sessions) >= 3 * 4  # a session per SELECT of a security domain, each with three keys
+    for secret in [static.enc, static.mac, static.dek, *sessions]:
+        assert secret not in wire and secret.hex().upper() not in agent.output()
+    assert b"2580" not in wire  # the PIN travels inside INSTALL, enciphered (C-DECRYPTION)
+    installs = [CommandApdu.parse(c) for c, _ in received if c[1] == 0xE6]
+    assert installs and all(c.cla == 0x84 for c in installs)  # each management command carried a C-MAC
+
+
+def _post(opauth: Opauth, cert: TerminalCert, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    context = ssl.create_default_context(cafile=str(opauth.ca))
+    context.load_cert_chain(str(cert.cert), str(cert.key))
+    request = urllib.request.Request(opauth.apdl_base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+            raw = answer.read()
+            return answer.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_a_browser_paired_with_another_terminal_cannot_drive_this_one(
+        opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
+    app = agent_world
+    app.config["AGENT_TIMEOUT"] = 2
+    build_registry(opauth, app)
+    agent = Agent(opauth, card_stack, _terminal_cert(opauth, tmp_path, "terminal02"), tmp_path / "agent.log")
+    other = _terminal_cert(opauth, tmp_path, "terminal03")  # a terminal with no card reader attached here
+    try:
+        status, answer = _post(opauth, other, "/agent/pair", {})
+        assert status == 200
+        kita = login(opauth, app, "kita")
+        assert submit(kita, "/terminal", "/terminal", {"code": str(answer["code"])}).status_code == 302
+        page = f"/residents/{register_resident(kita)}"
+        stalled = submit(kita, page, f"{page}/card/read", {})
+        assert stalled.status_code == 503  # its own terminal's agent never answered
+        assert agent.received() == []  # nothing of kita's session reached terminal02's agent
+        minami = login(opauth, app, "minami")
+        assert submit(minami, "/terminal", "/terminal", {"code": agent.code()}).status_code == 302
+        # the pairing code is single-use: the other browser cannot take over terminal02 with it
+        assert submit(kita, "/terminal", "/terminal", {"code": agent.code()}).status_code == 400
+        minami_page = f"/residents/{register_resident(minami)}"
+        assert submit(minami, minami_page, f"{minami_page}/card/read", {}).status_code == 200
+        relayed = len(agent.received())
+        assert relayed > 0
+        assert submit(kita, page, f"{page}/card/read", {}).status_code == 503  # still only its own terminal
+        assert len(agent.received()) == relayed
+        assert _post(opauth, other, "/agent/poll", {"wait": 0})[0] == 204  # terminal03 sees none of it
+        # bad input from an agent is a clear 400
+        assert _post(opauth, other, "/agent/poll", {"wait": 100})[0] == 400
+        assert _post(opauth, other, "/agent/poll", {"wait": "soon"})[0] == 400
+        assert _post(opauth, other, "/agent/respond", {"exchange": "1", "response": "9000"})[0] == 400
+        assert _post(opauth, other, "/agent/respond", {"exchange": 10**6, "response": "9000"})[0] == 400
+    finally:
+        agent.stop()
+
+
+def test_no_certificate_is_refused_and_a_revoked_one_stops_the_agent(
+        opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
+    context = ssl.create_default_context(cafile=str(opauth.ca))
+    request = urllib.request.Request(opauth.apdl_base + "/agent/poll", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30, context=context)
+    assert refused.value.code == 403  # no client certificate
+    cert = _terminal_cert(opauth, tmp_path, "terminal04")
+    agent = Agent(opauth, card_stack, cert, tmp_path / "agent.log")
+    try:
+        agent.code()
+        opauth.cli("ssl", "delete", cert.serial)  # 削除: revoked at opauth
+        assert agent.proc.wait(timeout=60) == 3, agent.output()
+        assert "STOPPED" in agent.output()
+        status, _ = _post(opauth, cert, "/agent/pair", {})
+        assert status == 403
+    finally:
+        agent.stop()
