@@ -84,6 +84,7 @@ class EmulatedCard:
         self._channel = Channel()
         self._forced: list[_Forced] = []
         self._lock = threading.Lock()
+        self.commands = 0  # command APDUs received since the last load_state (tests: "no APDU was sent")
 
     def power_cycle(self) -> None:
         """Power off/on or reset: forget selection and authentication, keep the card's contents."""
@@ -96,6 +97,7 @@ class EmulatedCard:
             self.state = state
             self._channel = Channel()
             self._forced.clear()
+            self.commands = 0
             self._save()
 
     def force_status(self, sw: int, *, ins: int | None = None, times: int = 1) -> None:
@@ -116,6 +118,7 @@ class EmulatedCard:
     def process(self, raw: bytes) -> bytes:
         """One command APDU in, one response APDU (data + SW) out."""
         with self._lock:
+            self.commands += 1
             try:
                 command = CommandApdu.parse(raw)
             except ValueError:
