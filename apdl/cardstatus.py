@@ -2,7 +2,7 @@
 
 Feed format (one batch; the batch id names it, e.g. ``20261130``; letters, digits, ``._:-``, ≤ 64):
 
-- CSV, UTF-8 (a BOM is allowed), a header row naming the four columns in any order:
+- CSV, UTF-8 (a BOM is allowed), a header row naming the four columns in this order:
   ``card_identifier,status,residence_code,occurred_at``; one row per card.
 - JSON: ``{"batch_id": "20261130", "records": [{"card_identifier": ..., "status": ..., "residence_code": ...,
   "occurred_at": ...}, ...]}`` (``batch_id`` may also be given beside the file).
@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import enum
 import hashlib
-import io
 import json
 import re
 from collections.abc import Iterable
@@ -70,14 +69,14 @@ class FeedFormat(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class FeedRow:
-    """One card's change, validated and normalised (``occurred_at`` in UTC)."""
+class ParsedFeed:
+    """A checked batch. Each row is kept as its canonical line ``card\\tstatus\\tcode\\toccurred-UTC-ISO`` (what
+    PostgreSQL's COPY reads and what the digest covers): a million rows stay a million short strings."""
 
-    card_identifier: str
-    status: FeedStatus
-    residence_code: str
-    occurred_at: datetime
-
+    batch_id: str  # what the document named (JSON), "" otherwise
+    lines: list[str]
+    moved: int
+    digest: str
 
 @dataclass(frozen=True)
 class Problem:
@@ -156,20 +155,60 @@ def _aware(value: datetime) -> datetime:
 # --- parsing -------------------------------------------------------------------------------------------------
 
 
+# The fast path: one regular expression per CSV line; anything it does not take goes through csv and the
+# detailed checks, which produce the messages.
+_FAST_LINE = re.compile(r"([0-9]{8,32}),(active|lost|stolen|suspended|abolished|moved),([0-9]{6}|),"
+                        r"([0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9:.]{5,15}(?:[+-][0-9]{2}:[0-9]{2}|Z))?)\r?")
+
+
 class _Checker:
-    """Validates rows one by one, remembering problems, duplicates and a digest of the normalised rows."""
+    """Validates rows one by one, remembering problems, duplicates and the canonical lines."""
 
     def __init__(self) -> None:
-        self.rows: list[FeedRow] = []
+        self.lines: list[str] = []
         self.problems: list[Problem] = []
         self.total_bad = 0
         self.seen: dict[str, int] = {}
-        self.digest = hashlib.sha256()
+        self.moved = 0
+        self._times: dict[str, str | None] = {}
+        self._codes: dict[str, bool] = {}
 
     def bad(self, position: int, message: str) -> None:
         self.total_bad += 1
         if len(self.problems) < MAX_REPORTED:
             self.problems.append(Problem(position, message))
+
+    def time(self, raw: str) -> str | None:
+        """``raw`` as UTC ISO 8601, or None (cached: a day's feed repeats its times)."""
+        known = self._times.get(raw, "")
+        if known != "":
+            return known
+        at = _parse_time(raw)
+        value = at.isoformat() if at is not None else None
+        if len(self._times) < 100_000:
+            self._times[raw] = value
+        return value
+
+    def code_ok(self, code: str) -> bool:
+        known = self._codes.get(code)
+        if known is None:
+            known = self._codes[code] = municipality_code_valid(code)
+        return known
+
+    def fast(self, position: int, line: str) -> bool:
+        """Take a plain, well-formed line; False sends it to the detailed checks."""
+        match = _FAST_LINE.fullmatch(line)
+        if match is None:
+            return False
+        card, status, code, occurred = match.groups()
+        if (status == "moved") != bool(code) or (code and not self.code_ok(code)):
+            return False
+        at = self.time(occurred)
+        if at is None or self.seen.setdefault(card, position) != position:
+            return False
+        self.moved += code != ""
+        self.lines.append(f"{card}\t{status}\t{code}\t{at}")
+        return True
 
     def add(self, position: int, card: Any, status: Any, code: Any, occurred: Any) -> None:
         if not all(isinstance(v, str) for v in (card, status, code, occurred)):
@@ -186,23 +225,22 @@ class _Checker:
                                  allowed=", ".join(FeedStatus)))
             return
         if state is FeedStatus.MOVED:
-            if not municipality_code_valid(code):
+            if not self.code_ok(code):
                 self.bad(position, _("転出には転出先の全国地方公共団体コード（6桁、検査数字付き）が必要です。"))
                 return
         elif code:
             self.bad(position, _("転出以外では住所地コードを空にしてください。"))
             return
-        at = _parse_time(occurred)
+        at = self.time(occurred)
         if at is None:
             self.bad(position, _("発生日時は ISO 8601（時差付き）または日付で指定してください。"))
             return
-        first = self.seen.get(card)
-        if first is not None:
-            self.bad(position, _("カードFID %(card)s は %(first)d にもあります。", card=card, first=first))
+        first = self.seen.setdefault(card, position)
+        if first != position:
+            self.bad(position, _("カードFID %(card)s が重複しています（最初は %(first)d）。", card=card, first=first))
             return
-        self.seen[card] = position
-        self.rows.append(FeedRow(card, state, code, at))
-        self.digest.update(f"{card}\t{state.value}\t{code}\t{at.isoformat()}\n".encode())
+        self.moved += state is FeedStatus.MOVED
+        self.lines.append(f"{card}\t{state.value}\t{code}\t{at}")
 
 
 def _parse_time(raw: str) -> datetime | None:
@@ -217,8 +255,8 @@ def _parse_time(raw: str) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def parse_feed(data: bytes, fmt: FeedFormat) -> tuple[str, list[FeedRow], str]:
-    """The batch id the document names (JSON; "" for CSV), the rows and their digest; FeedRejected if any is bad."""
+def parse_feed(data: bytes, fmt: FeedFormat) -> ParsedFeed:
+    """The checked batch; FeedRejected listing the bad rows if any is bad."""
     unit = "line" if fmt is FeedFormat.CSV else "record"
     try:
         body = data.decode("utf-8-sig")
@@ -232,33 +270,36 @@ def parse_feed(data: bytes, fmt: FeedFormat) -> tuple[str, list[FeedRow], str]:
         named = _parse_json(body, checker)
     if checker.total_bad:
         raise FeedRejected(checker.problems, checker.total_bad, unit)
-    return named, checker.rows, checker.digest.hexdigest()
+    digest = hashlib.sha256()
+    for start in range(0, len(checker.lines), CHUNK):
+        digest.update("\n".join(checker.lines[start:start + CHUNK]).encode() + b"\n")
+    return ParsedFeed(named, checker.lines, checker.moved, digest.hexdigest())
 
 
 def _parse_csv(body: str, checker: _Checker) -> None:
-    reader = csv.reader(io.StringIO(body, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error:
-        header = None
-    if header is None or sorted(h.strip() for h in header) != sorted(FIELDS):
+    lines = body.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    header = next(csv.reader([lines[0].rstrip("\r")]), []) if lines else []
+    if [h.strip() for h in header] != list(FIELDS):
         checker.bad(1, _("見出し行は %(fields)s です。", fields=",".join(FIELDS)))
         return
-    index = [[h.strip() for h in header].index(name) for name in FIELDS]
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            return
-        except csv.Error:
-            checker.bad(reader.line_num, _("CSV として読めません。"))
-            return
-        if not record:
-            continue  # a blank line
-        if len(record) != len(FIELDS):
-            checker.bad(reader.line_num, _("列の数が %(n)d ではありません。", n=len(FIELDS)))
+    fast = checker.fast
+    for number, line in enumerate(lines[1:], start=2):
+        if fast(number, line):
             continue
-        checker.add(reader.line_num, *(record[i] for i in index))
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue  # a blank line
+        try:
+            record = next(csv.reader([line], strict=True))
+        except csv.Error:
+            checker.bad(number, _("CSV として読めません。"))
+            continue
+        if len(record) != len(FIELDS):
+            checker.bad(number, _("列の数が %(n)d ではありません。", n=len(FIELDS)))
+            continue
+        checker.add(number, *record)
 
 
 def _parse_json(body: str, checker: _Checker) -> str:
@@ -295,9 +336,9 @@ def import_feed(session: Session, data: bytes, *, fmt: FeedFormat, batch_id: str
                 tenant_code: str) -> ImportResult:
     """Parse, check and apply one batch (committed); a rejected batch is logged and nothing else is written."""
     try:
-        named, rows, digest = parse_feed(data, fmt)
-        batch_id = _batch_id(batch_id, named)
-        return _apply(session, batch_id, rows, digest, actor=actor, tenant_code=tenant_code)
+        feed = parse_feed(data, fmt)
+        batch_id = _batch_id(batch_id, feed.batch_id)
+        return _apply(session, batch_id, feed, actor=actor, tenant_code=tenant_code)
     except InvalidInput as exc:
         session.rollback()
         detail: dict[str, Any] = {"batch": batch_id[:64], "error": str(exc)[:200]}
@@ -319,8 +360,8 @@ def _batch_id(given: str, named: str) -> str:
     return batch_id
 
 
-def _apply(session: Session, batch_id: str, rows: list[FeedRow], digest: str, *, actor: str,
-           tenant_code: str) -> ImportResult:
+def _apply(session: Session, batch_id: str, feed: ParsedFeed, *, actor: str, tenant_code: str) -> ImportResult:
+    digest, rows = feed.digest, feed.lines
     earlier = session.get(StatusBatch, batch_id)
     if earlier is not None:
         return _repeated(session, earlier, digest, actor=actor, tenant_code=tenant_code)
@@ -337,7 +378,7 @@ def _apply(session: Session, batch_id: str, rows: list[FeedRow], digest: str, *,
             raise
         return _repeated(session, earlier, digest, actor=actor, tenant_code=tenant_code)
     batch.changed = _upsert(session, batch_id, rows, now)
-    moved = sum(1 for r in rows if r.status is FeedStatus.MOVED)
+    moved = feed.moved
     oplog.record(session, tenant_code=tenant_code, actor=actor, action=oplog.Action.STATUS_FEED_IMPORTED,
                  target=f"status-batch:{batch_id}",
                  detail={"rows": len(rows), "changed": batch.changed, "moved": moved, "digest": digest})
@@ -368,7 +409,7 @@ WHERE excluded.occurred_at >= t.occurred_at
 """
 
 
-def _upsert(session: Session, batch_id: str, rows: list[FeedRow], now: datetime) -> int:
+def _upsert(session: Session, batch_id: str, rows: list[str], now: datetime) -> int:
     """Stage the rows (COPY on PostgreSQL, chunked executemany on SQLite), then one INSERT … ON CONFLICT."""
     connection = session.connection()
     stage = Table("apdl_status_stage", MetaData(), Column("card_identifier", String(32)),
@@ -383,14 +424,14 @@ def _upsert(session: Session, batch_id: str, rows: list[FeedRow], now: datetime)
         with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
                 "COPY apdl_status_stage (card_identifier, status, residence_code, occurred_at) FROM STDIN") as copy:
             for start in range(0, len(rows), CHUNK):
-                copy.write("".join(f"{r.card_identifier}\t{r.status.value}\t{r.residence_code}\t"
-                                   f"{r.occurred_at.isoformat()}\n" for r in rows[start:start + CHUNK]))
+                copy.write("\n".join(rows[start:start + CHUNK]) + "\n")
     else:
         stage.create(connection)
         for start in range(0, len(rows), CHUNK):
             connection.execute(insert(stage), [
-                {"card_identifier": r.card_identifier, "status": r.status.value, "residence_code": r.residence_code,
-                 "occurred_at": r.occurred_at} for r in rows[start:start + CHUNK]])
+                {"card_identifier": card, "status": status, "residence_code": code,
+                 "occurred_at": datetime.fromisoformat(at)}
+                for card, status, code, at in (line.split("\t") for line in rows[start:start + CHUNK])])
     result = connection.execute(text(_UPSERT).bindparams(bindparam("now", now, type_=DateTime(timezone=True)),
                                                          bindparam("batch", batch_id, type_=String())))
     changed = int(getattr(result, "rowcount", 0) or 0)
