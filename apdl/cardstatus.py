@@ -339,7 +339,7 @@ def import_feed(session: Session, data: bytes, *, fmt: FeedFormat, batch_id: str
         feed = parse_feed(data, fmt)
         batch_id = _batch_id(batch_id, feed.batch_id)
         return _apply(session, batch_id, feed, actor=actor, tenant_code=tenant_code)
-    except InvalidInput as exc:
+    except (InvalidInput, Conflict) as exc:
         session.rollback()
         detail: dict[str, Any] = {"batch": batch_id[:64], "error": str(exc)[:200]}
         if isinstance(exc, FeedRejected):
