@@ -426,6 +426,7 @@ def _upsert(session: Session, batch_id: str, rows: list[str], now: datetime) -> 
             for start in range(0, len(rows), CHUNK):
                 copy.write("\n".join(rows[start:start + CHUNK]) + "\n")
     else:
+        stage.drop(connection, checkfirst=True)  # left over only if a connection outlived a failed import
         stage.create(connection)
         for start in range(0, len(rows), CHUNK):
             connection.execute(insert(stage), [
