@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import getpass
 import secrets
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from apdl import db, i18n
+from apdl import cardstatus, db, i18n
 from apdl.errors import ApdlError, CardError, CardUnavailable
 from apdl.settings import load_settings
 
@@ -68,17 +69,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from apdl import auth
-    from apdl.views import agent, aps, cards, diagnosis, main, presets, report, residents, tenants
+    from apdl.views import agent, aps, cards, diagnosis, main, presets, report, residents, status, tenants
 
     for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp, diagnosis.bp,
-                      report.bp, agent.bp):
+                      report.bp, agent.bp, status.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
     for view in (agent.agent_pair, agent.agent_poll, agent.agent_respond):
         csrf.exempt(view)  # the card agent: no browser, no cookie; its client certificate authenticates it
     app.jinja_env.globals["current_operator"] = auth.current_operator
+    app.jinja_env.globals["card_status_of"] = lambda card: cardstatus.status_of(db.get_session(), card)
+    app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
     _error_handlers(app)
     _cli(app)
+    from apdl.diagnosis import STATUS_FEED_HOOK
+
+    app.extensions[STATUS_FEED_HOOK] = cardstatus.diagnosis_view  # the card status feed in fault diagnosis
 
     @app.after_request
     def _headers(response: Any) -> Any:
@@ -123,5 +129,34 @@ def _cli(app: Flask) -> None:
         """Bring the module's database to the newest schema (its own Alembic migrations)."""
         db.upgrade(app.config["DATABASE_URL"])
         click.echo("apdl database is up to date")
+
+    @group.command("import-status")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--batch-id", default="", help="The batch's id (JSON files may name it as batch_id).")
+    @click.option("--format", "fmt", type=click.Choice([f.value for f in cardstatus.FeedFormat]),
+                  help="csv or json (default: from the file name or its first character).")
+    def import_status(path: Path, batch_id: str, fmt: str | None) -> None:
+        """Import one card status feed batch (カードステータス); all rows or none."""
+        data = path.read_bytes()
+        feed_format = cardstatus.FeedFormat(fmt) if fmt else cardstatus.format_of(path.name, data)
+        actor = f"cli:{getpass.getuser()}"
+        try:
+            with app.test_request_context():  # messages in the default locale (Japanese); ?lang is per request
+                result = cardstatus.import_feed(db.get_session(), data, fmt=feed_format, batch_id=batch_id,
+                                                actor=actor, tenant_code=app.config["ADMIN_TENANT"])
+        except cardstatus.FeedRejected as exc:
+            click.echo(str(exc), err=True)
+            for line in exc.lines():
+                click.echo(line, err=True)
+            if exc.total > len(exc.problems):
+                click.echo(f"... {exc.total - len(exc.problems)} more", err=True)
+            raise click.exceptions.Exit(1) from exc
+        except ApdlError as exc:
+            click.echo(str(exc), err=True)
+            raise click.exceptions.Exit(1) from exc
+        if result.repeated:
+            click.echo(f"batch {result.batch_id} was already imported ({result.rows} rows): nothing changed")
+        else:
+            click.echo(f"batch {result.batch_id} imported: {result.rows} rows, {result.changed} changed")
 
     app.cli.add_command(group)

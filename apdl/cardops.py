@@ -21,7 +21,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from apdl import oplog, terminals
+from apdl import cardstatus, oplog, terminals
 from apdl.areas import may_use_area, municipality_code_valid
 from apdl.auth import current_operator
 from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSession, Transport
@@ -32,7 +32,7 @@ from apdl.card.pcsc import PcscTransport
 from apdl.card.scp03 import StaticKeys
 from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
-from apdl.models import Area, CardAp, Installation, InstallState, Resident
+from apdl.models import Area, CardAp, FeedStatus, Installation, InstallState, Resident
 from apdl.tenancy import Operator, TenantScope
 
 KEY_SEED_FILE = "ap-key-seed"
@@ -120,11 +120,24 @@ def _aids(entries: list[AppEntry]) -> list[str]:
 
 def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, *,
             operator: Operator) -> CardView:
-    """Read the card, check it is the holder's, settle pending rows from GET STATUS; logged."""
+    """Read the card, check it is the holder's, settle pending rows from GET STATUS; logged.
+
+    Every card operation starts here, so this is where a card's status is checked, before the first APDU:
+    a 即時停止 or a lost / stolen / suspended / abolished card is refused (and the refusal logged). A move
+    (転出) reported by the feed deletes the card's regional APs at this contact and keeps the extended ones.
+    """
+    status = cardstatus.status_of(scope.session, resident.card_identifier)
+    refused = cardstatus.refusal(status)
+    if refused is not None:
+        raise _refuse(scope, operator, f"card:{resident.card_identifier}", "card stopped", refused)
     info = card.card_info()
     if info.card_identifier != resident.card_identifier:
         raise Conflict(_("読み取ったカードはこの利用者のカードではありません。"))
     aids = _aids(card.list_apps())
+    if status.regional_purge:
+        aids = _purge_regional(scope, card, info.card_identifier, aids, operator=operator)
+    residence_code = (status.residence_code if status.feed_status is FeedStatus.MOVED and status.residence_code
+                      else info.residence_code)
     regional = REGIONAL_AREA_AID.hex().upper() in aids
     free = {Area.EXTENDED.value: card.free_space(CardArea.EXTENDED).free_bytes}
     if regional:
@@ -140,7 +153,27 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_SESSION,
                  target=f"card:{info.card_identifier}", detail={"apps": len(aids), "regional": regional})
     db.commit()
-    return CardView(info.card_identifier, info.residence_code, aids, regional, free)
+    return CardView(info.card_identifier, residence_code, aids, regional, free)
+
+
+def _purge_regional(scope: TenantScope, card: GlobalPlatformCardSession, card_identifier: str, aids: list[str], *,
+                    operator: Operator) -> list[str]:
+    """A move was reported: DELETE the card's regional APs (whoever loaded them), record each deletion."""
+    db = scope.session
+    doomed = cardstatus.regional_aps_on(db, aids)
+    for ap in doomed:
+        try:
+            card.delete(bytes.fromhex(ap.aid))
+        except CardStatusError as exc:
+            if exc.sw != StatusWord.REFERENCED_DATA_NOT_FOUND:
+                raise CardError(f"DELETE refused: SW {exc.sw:04X}") from exc
+    marked = cardstatus.settle_move(db, card_identifier, doomed, actor=operator.actor)
+    for ap in doomed:
+        oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.AP_DELETED,
+                     target=f"ap:{ap.aid}", detail={"card": card_identifier, "reason": "moved", "rows": marked})
+    db.commit()  # also when nothing regional was on the card: the pending purge is settled
+    gone = {ap.aid for ap in doomed}
+    return [aid for aid in aids if aid not in gone]
 
 
 def may_offer(scope: TenantScope, view: CardView, ap: CardAp) -> bool:

@@ -275,3 +275,61 @@ class AgentExchange(Base):
     response: Mapped[str | None] = mapped_column(Text)  # hex, or None until answered
     state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | sent | answered | failed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FeedStatus(enum.StrEnum):
+    """A card's state as the daily card status feed (カードステータス) reports it."""
+
+    ACTIVE = "active"  # 運用中 (e.g. a suspension lifted)
+    LOST = "lost"  # 紛失
+    STOLEN = "stolen"  # 盗難
+    SUSPENDED = "suspended"  # 一時停止
+    ABOLISHED = "abolished"  # 廃止
+    MOVED = "moved"  # 転出: with the new residence municipality code
+
+
+class CardStatus(Base):
+    """One card's latest state from the feed (instance-wide, keyed by カードFID; not tenant-owned).
+
+    ``changed_at`` is when this module applied the change (what ``changes_since`` reads);
+    ``regional_purge`` is set by a move and cleared when the next contact deleted the regional APs.
+    """
+
+    __tablename__ = "apdl_card_status"
+
+    card_identifier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    residence_code: Mapped[str] = mapped_column(String(6), default="")
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    batch_id: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    regional_purge: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class StatusBatch(Base):
+    """One imported card status feed batch: its id and content digest make a re-import a no-op."""
+
+    __tablename__ = "apdl_status_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of the batch's normalised rows
+    rows: Mapped[int] = mapped_column(Integer)
+    changed: Mapped[int] = mapped_column(Integer)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    imported_by: Mapped[str] = mapped_column(String(200))
+
+
+class CardStop(Base):
+    """即時停止: a service provider stopped a card at once; cancelling keeps the row (audited)."""
+
+    __tablename__ = "apdl_card_stops"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    card_identifier: Mapped[str] = mapped_column(String(32), index=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    stopped_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    stopped_by: Mapped[str] = mapped_column(String(200))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    cancelled_by: Mapped[str] = mapped_column(String(200), default="")
+    cancel_reason: Mapped[str] = mapped_column(String(200), default="")

@@ -49,6 +49,11 @@ class Action(enum.StrEnum):
     TERMINAL_CODE = "terminal_code"  # a card agent asked for a pairing code
     TERMINAL_PAIRED = "terminal_paired"
     TERMINAL_REFUSED = "terminal_refused"  # a client certificate was refused (missing, foreign, revoked)
+    STATUS_FEED_IMPORTED = "status_feed_imported"  # one entry per batch, never per row
+    STATUS_FEED_REPEATED = "status_feed_repeated"  # the same batch again: nothing changed
+    STATUS_FEED_REJECTED = "status_feed_rejected"  # bad rows: nothing applied
+    CARD_STOPPED = "card_stopped"  # 即時停止
+    CARD_STOP_CANCELLED = "card_stop_cancelled"
 
 
 def _digest(prev_hash: str, entry: dict[str, Any]) -> str:

@@ -35,6 +35,13 @@ def _int(value: str) -> int:
         raise SettingsError(f"not an integer: {value!r}") from exc
 
 
+def _hours(value: str) -> int:
+    hours = _int(value)
+    if hours < 0:
+        raise SettingsError(f"not a number of hours: {value!r}")
+    return hours
+
+
 def _issuer(value: str) -> str:
     value = value.strip().rstrip("/")
     if value and not value.startswith("https://"):
@@ -89,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AGENT_TIMEOUT", _int, 15, "Seconds the module waits for a card agent's answer to one APDU."),
     Setting("SESSION_HOURS", _int, 8, "Hours a module session lasts at most."),
     Setting("SESSION_COOKIE_SECURE", _bool, True, "Send the session cookie over https only."),
+    Setting("STATUS_FEED_MAX_AGE_HOURS", _hours, 30,
+            "Hours after the last card status feed import before the top screen shows a stale-feed alert "
+            "(the feed is daily: 24 plus a margin)."),
     Setting("BIND", str, "127.0.0.1:8444", "gunicorn bind address."),
     Setting("WORKERS", _int, 2, "gunicorn worker processes."),
     Setting("TLS_CERT", str, "", "gunicorn: server certificate (PEM). Empty: plain HTTP behind a proxy."),

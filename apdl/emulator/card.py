@@ -92,6 +92,7 @@ class EmulatedCard:
         self._channel = Channel()
         self._forced: list[_Forced] = []
         self._lock = threading.Lock()
+        self.commands = 0  # command APDUs received since the last load_state (tests: "no APDU was sent")
         self.faults: FaultFile | None = None if fault_path is None else FaultFile(fault_path)
 
     def use_fault_file(self, path: Path) -> None:
@@ -113,6 +114,7 @@ class EmulatedCard:
             self.state = state
             self._channel = Channel()
             self._forced.clear()
+            self.commands = 0
             self._save()
 
     def force_status(self, sw: int, *, ins: int | None = None, times: int = 1) -> None:
@@ -133,6 +135,7 @@ class EmulatedCard:
     def process(self, raw: bytes) -> bytes:
         """One command APDU in, one response APDU (data + SW) out."""
         with self._lock:
+            self.commands += 1
             try:
                 command = CommandApdu.parse(raw)
             except ValueError:

@@ -1,0 +1,135 @@
+"""即時停止 and the feed's card states on the real path (pyscard → pcscd → vpcd → emulated card): a stopped, lost
+or stolen card is refused before the first APDU; a cancel is audited and lets the next operation run; a move
+deletes the regional APs at the card's next contact and keeps the extended ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from apdl import db
+from apdl.card.commands import Area as CardArea
+from apdl.emulator.card import CardState
+from apdl.emulator.stack import PcscStack
+from apdl.models import Installation, InstallState
+from tests.apdl.app.conftest import SAPPORO, Opauth, login, submit
+from tests.apdl.app.status_feed import csv_feed, import_status, log_entries
+from tests.apdl.app.world import APS, CARD, build_registry, register_resident
+
+pytestmark = pytest.mark.pcsc
+
+
+def _installations(app: Flask) -> list[tuple[str, int, str]]:
+    with app.app_context():
+        rows = db.get_session().scalars(select(Installation).order_by(Installation.id))
+        return [(r.tenant_code, r.card_ap_id, r.state) for r in rows]
+
+
+def test_an_immediate_stop_refuses_the_next_operation_before_any_apdu_and_a_cancel_lifts_it(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")  # ap.manage: a service provider
+    resident = register_resident(minami)
+    page = f"/residents/{resident}"
+    e1 = str(registry.ids["E1"])
+    assert submit(minami, page, f"{page}/card/stop", {"reason": ""}).status_code == 400  # a reason is required
+    reader = login(opauth, apdl_app, "reader")  # no ap.manage
+    assert submit(reader, page, f"{page}/card/stop", {"reason": "紛失の申出"}).status_code == 403
+    kita = login(opauth, apdl_app, "kita")  # another tenant: the 利用者 does not exist for it
+    assert submit(kita, "/residents", f"{page}/card/stop", {"reason": "x"}).status_code == 404
+    assert submit(minami, page, f"{page}/card/stop", {"reason": "本人から紛失の申出"}).status_code == 302
+    shown = minami.get(page).get_data(as_text=True)
+    assert "即時停止中（理由: 本人から紛失の申出）" in shown and 'id="cancel-stop"' in shown
+
+    assert card_stack.card.commands == 0
+    refused = submit(minami, page, f"{page}/card/download", {"ap_ids": [e1]})
+    assert refused.status_code == 403 and "即時停止されています" in refused.get_data(as_text=True)
+    english = submit(minami, page, f"{page}/card/download?lang=en", {"ap_ids": [e1]})
+    assert english.status_code == 403 and "has been stopped" in english.get_data(as_text=True)
+    for action in ("read", "regional-area"):
+        assert submit(minami, page, f"{page}/card/{action}", {}).status_code == 403
+    assert card_stack.card.commands == 0  # not one APDU reached the card
+    assert card_stack.card.installed() == set() and _installations(apdl_app) == []
+    actions = [a for a, _, _ in log_entries(apdl_app)]
+    assert actions.count("card_stopped") == 1 and actions.count("refused") >= 4
+
+    assert submit(minami, page, f"{page}/card/stop", {"reason": "二度目"}).status_code == 409  # already stopped
+    assert submit(minami, page, f"{page}/card/stop/cancel", {"reason": ""}).status_code == 400
+    assert submit(minami, page, f"{page}/card/stop/cancel", {"reason": "カードが見つかった"}).status_code == 302
+    assert submit(minami, page, f"{page}/card/stop/cancel", {"reason": "もう一度"}).status_code == 409
+    loaded = submit(minami, page, f"{page}/card/download", {"ap_ids": [e1]})
+    assert loaded.status_code == 302, loaded.get_data(as_text=True)[-400:]
+    assert card_stack.card.installed() == {APS["E1"][0]}
+    entries = log_entries(apdl_app)
+    cancelled = [d for a, _, d in entries if a == "card_stop_cancelled"]
+    assert len(cancelled) == 1 and cancelled[0]["reason"] == "カードが見つかった"
+    assert [a for a, _, _ in entries].count("card_stopped") == 1  # the second stop was refused: already stopped
+
+
+@pytest.mark.parametrize(("status", "word"), [("lost", "紛失"), ("stolen", "盗難"), ("suspended", "一時停止"),
+                                              ("abolished", "廃止")])
+def test_a_card_the_feed_reports_lost_stolen_suspended_or_abolished_is_refused_before_any_apdu(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, tmp_path: Path, status: str, word: str) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(minami)}"
+    result = import_status(apdl_app, tmp_path, csv_feed(f"{CARD},{status},,2026-11-29"), "--batch-id", status)
+    assert result.returncode == 0, result.stderr
+    refused = submit(minami, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+    assert refused.status_code == 403 and f"{word}のため利用できません" in refused.get_data(as_text=True)
+    assert card_stack.card.commands == 0 and card_stack.card.installed() == set()
+    lifted = import_status(apdl_app, tmp_path, csv_feed(f"{CARD},active,,2026-11-30"), "--batch-id", "lifted")
+    assert lifted.returncode == 0
+    assert submit(minami, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]}).status_code == 302
+
+
+def test_a_move_deletes_the_regional_aps_at_the_next_contact_and_keeps_the_extended(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")  # the old municipality (the card's residence code)
+    old_page = f"/residents/{register_resident(minami)}"
+    assert submit(minami, old_page, f"{old_page}/card/regional-area", {}).status_code == 302
+    loaded = submit(minami, old_page, f"{old_page}/card/download",
+                    {"ap_ids": [str(registry.ids["R1"]), str(registry.ids["E1"])]})
+    assert loaded.status_code == 302
+    assert card_stack.card.installed(CardArea.REGIONAL) == {APS["R1"][0]}
+    result = import_status(apdl_app, tmp_path, csv_feed(f"{CARD},moved,{SAPPORO},2026-11-29"), "--batch-id", "mv")
+    assert result.returncode == 0, result.stderr
+    assert card_stack.card.installed() == {APS["R1"][0], APS["E1"][0]}  # nothing happens until the card is seen
+
+    kita = login(opauth, apdl_app, "kita")  # the new municipality reads the card first
+    new_page = f"/residents/{register_resident(kita)}"
+    read = submit(kita, new_page, f"{new_page}/card/read", {})
+    assert read.status_code == 200, read.get_data(as_text=True)[-400:]
+    assert card_stack.card.installed() == {APS["E1"][0]}  # the regional AP is gone, the extended one kept
+    assert card_stack.card.installed(CardArea.REGIONAL) == set()
+    shown = read.get_data(as_text=True)
+    assert f'id="residence">{SAPPORO}<' in shown  # the feed's new residence code rules the area checks
+    assert APS["R1"][1] in shown  # so the new municipality is offered the regional AP
+    rows = {(tenant, ap_id): state for tenant, ap_id, state in _installations(apdl_app)}
+    assert rows == {("minamiedo", registry.ids["R1"]): InstallState.DELETED,
+                    ("minamiedo", registry.ids["E1"]): InstallState.INSTALLED}
+    deletions = [(target, d) for a, target, d in log_entries(apdl_app) if a == "ap_deleted"]
+    assert deletions == [(f"ap:{APS['R1'][0]}", {"card": CARD, "reason": "moved", "rows": 1})]
+    assert submit(kita, new_page, f"{new_page}/card/read", {}).status_code == 200  # settled once, not again
+    assert len([a for a, _, _ in log_entries(apdl_app) if a == "ap_deleted"]) == 1
+    refused = submit(minami, old_page, f"{old_page}/card/regional-area", {})
+    assert refused.status_code == 403  # the old municipality no longer may touch the regional area
+
+
+def test_a_move_settles_on_a_card_with_nothing_regional(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack,
+                                                        tmp_path: Path) -> None:
+    card_stack.card.load_state(CardState())
+    build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(minami)}"
+    assert import_status(apdl_app, tmp_path, csv_feed(f"{CARD},moved,{SAPPORO},2026-11-29"),
+                         "--batch-id", "mv").returncode == 0
+    assert submit(minami, page, f"{page}/card/read", {}).status_code == 200
+    with apdl_app.app_context():
+        from apdl import cardstatus
+
+        assert not cardstatus.status_of(db.get_session(), CARD).regional_purge
