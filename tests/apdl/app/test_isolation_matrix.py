@@ -196,6 +196,36 @@ MATRIX: dict[tuple[str, str], Entry] = {
         Attempt("kita", lambda w: "/report", 403),)),
     ("/report/csv", "GET"): Entry("needs ap.manage, as the screen", (
         Attempt("kita", lambda w: "/report/csv?encoding=cp932", 403),)),
+    ("/card-status", "GET"): Entry("the feed screen is the admin tenant's: 403 without ap.manage, 404 for another "
+                                   "tenant's manager", (
+        Attempt("kita", lambda w: "/card-status", 403), Attempt("minami", lambda w: "/card-status", 404))),
+    ("/card-status/import", "POST"): Entry("the feed import is the admin tenant's", (
+        Attempt("kita", lambda w: "/card-status/import", 403, form=lambda w: {"batch_id": "b1"}),
+        Attempt("minami", lambda w: "/card-status/import", 404, form=lambda w: {"batch_id": "b1"}))),
+    ("/residents/<int:resident_id>/card/stop", "POST"): Entry("南江戸市's 利用者 id: its card cannot be stopped by "
+                                                              "another tenant, with or without ap.manage", (
+        Attempt("kita", lambda w: f"{_resident(w)}/card/stop", 404, form=lambda w: {"reason": "紛失の届出"},
+                missing=lambda w: f"/residents/{MISSING}/card/stop"),
+        Attempt("admin", lambda w: f"{_resident(w)}/card/stop", 404, form=lambda w: {"reason": "紛失の届出"},
+                missing=lambda w: f"/residents/{MISSING}/card/stop"))),
+    ("/residents/<int:resident_id>/card/stop/cancel", "POST"): Entry("南江戸市's 利用者 id", (
+        Attempt("kita", lambda w: f"{_resident(w)}/card/stop/cancel", 404, form=lambda w: {"reason": "発見"},
+                missing=lambda w: f"/residents/{MISSING}/card/stop/cancel"),
+        Attempt("admin", lambda w: f"{_resident(w)}/card/stop/cancel", 404, form=lambda w: {"reason": "発見"},
+                missing=lambda w: f"/residents/{MISSING}/card/stop/cancel"))),
+    ("/agent/pair", "POST"): Entry(NO_OBJECT + ": a card agent's route; without a terminal certificate refused", (
+        Attempt("anonymous", lambda w: "/agent/pair", 403, form=lambda w: {},
+                writes=frozenset({"terminal_refused"})),)),
+    ("/agent/poll", "POST"): Entry("the commands queued for the presenting terminal only; none without one", (
+        Attempt("anonymous", lambda w: "/agent/poll", 403, form=lambda w: {},
+                writes=frozenset({"terminal_refused"})),)),
+    ("/agent/respond", "POST"): Entry("an exchange the presenting terminal collected; none without one", (
+        Attempt("anonymous", lambda w: "/agent/respond", 403, form=lambda w: {},
+                writes=frozenset({"terminal_refused"})),)),
+    ("/terminal", "GET"): Entry("the caller's own session's pairing only",
+                                (Attempt("kita", lambda w: "/terminal", 200),)),
+    ("/terminal", "POST"): Entry("a code shown on a terminal's screen; a wrong one pairs nothing", (
+        Attempt("kita", lambda w: "/terminal", 400, form=lambda w: {"code": "00000000"}),)),
 }
 
 
