@@ -12,10 +12,9 @@ from sqlalchemy import select
 
 from apdl import db
 from apdl.card.commands import Area as CardArea
-from apdl.emulator.card import CardState
 from apdl.emulator.stack import PcscStack
 from apdl.models import Installation, InstallState
-from tests.apdl.app.conftest import SAPPORO, Opauth, login, submit
+from tests.apdl.app.conftest import SAPPORO, Opauth, issued_card, login, submit
 from tests.apdl.app.status_feed import csv_feed, import_status, log_entries
 from tests.apdl.app.world import APS, CARD, build_registry, register_resident
 
@@ -122,7 +121,7 @@ def test_a_move_deletes_the_regional_aps_at_the_next_contact_and_keeps_the_exten
 
 def test_a_move_settles_on_a_card_with_nothing_regional(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack,
                                                         tmp_path: Path) -> None:
-    card_stack.card.load_state(CardState())
+    card_stack.card.load_state(issued_card(apdl_app))
     build_registry(opauth, apdl_app)
     minami = login(opauth, apdl_app, "minami")
     page = f"/residents/{register_resident(minami)}"

@@ -25,11 +25,10 @@ from apdl.card.apdu import StatusWord
 from apdl.card.pcsc import PcscTransport
 from apdl.diagnosis import STATUS_FEED_HOOK, SW_MESSAGES
 from apdl.emulator import faults
-from apdl.emulator.card import CardState
 from apdl.emulator.faults import StatusRule
 from apdl.emulator.stack import SECOND_READER_NAME, PcscStack, StackUnavailable
 from apdl.models import Diagnosis, OperationLog
-from tests.apdl.app.conftest import Opauth, apdl_config, login, submit
+from tests.apdl.app.conftest import Opauth, apdl_config, issued_card, login, submit
 from tests.apdl.app.world import APS, CARD, build_registry, register_resident
 
 pytestmark = pytest.mark.pcsc
@@ -162,7 +161,7 @@ def test_a_full_area_is_6a84_and_a_refused_install_shows_in_the_recent_operation
     page = f"/residents/{resident}"
     refused = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
     assert refused.status_code == 403
-    card_stack.card.load_state(CardState(extended_quota=1000))  # a card whose extended area is nearly full
+    card_stack.card.load_state(issued_card(apdl_app, extended_quota=1000))  # a card whose extended area is nearly full
     run_id, shown = _diagnose(client)
     assert _step(shown, "free")[-1].startswith(
         "warning 6A84 拡張利用領域: 空き 1000 バイト。搭載できるカードAPがありません")
@@ -274,7 +273,7 @@ def test_history_per_card_and_terminal_and_only_in_the_tenant(opauth: Opauth, ap
     kita_run, kita_page = _diagnose(kita)  # the same card, in another 利用機関
     assert _run(apdl_app, kita_run).card_identifier == CARD
     assert "この利用機関の操作記録はありません" in kita_page and "ap_installed" not in kita_page  # minami's, not kita's
-    card_stack.card.load_state(CardState(card_identifier="5555555555555"))
+    card_stack.card.load_state(issued_card(apdl_app, card_identifier="5555555555555"))
     other, _ = _diagnose(minami)
     by_card = minami.get(f"/diagnosis?card={CARD}").get_data(as_text=True)
     assert re.findall(r'href="/diagnosis/(\d+)"', by_card) == [str(second), str(first)]

@@ -15,13 +15,12 @@ from sqlalchemy import select
 
 from apdl import db
 from apdl.emulator import faults
-from apdl.emulator.card import CardState
 from apdl.emulator.faults import StatusRule
 from apdl.emulator.stack import PcscStack
 from apdl.errors import InvalidInput
 from apdl.models import Installation, OperationLog
 from apdl.report import Period, bounds, parse_request
-from tests.apdl.app.conftest import Opauth, login, submit
+from tests.apdl.app.conftest import Opauth, issued_card, login, submit
 from tests.apdl.app.world import APS, build_registry, register_resident
 
 HEADER = ["期間", "利用機関コード", "利用機関名", "AID", "カードAP名", "搭載件数", "削除件数"]
@@ -76,7 +75,7 @@ def test_report_totals_equal_the_operation_log(opauth: Opauth, apdl_app: Flask, 
     assert submit(minami, page, f"{page}/card/installations/{e1}/delete", {"confirm": "yes"}).status_code == 302
     assert submit(minami, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]}).status_code == 302
     faults.write(card_stack.fault_path, status=[StatusRule(0x6A84, ins=0xE6, times=1)])  # a refused load
-    card_stack.card.load_state(CardState(card_identifier="2222222222222"))
+    card_stack.card.load_state(issued_card(apdl_app, card_identifier="2222222222222"))
     kita = login(opauth, apdl_app, "kita")
     kita_page = f"/residents/{register_resident(kita, card='2222222222222')}"
     assert submit(kita, kita_page, f"{kita_page}/card/download",
