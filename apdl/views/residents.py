@@ -20,6 +20,7 @@ from apdl.tenancy import Operator, TenantScope, scope_for
 
 bp = Blueprint("residents", __name__, url_prefix="/residents")
 
+
 @bp.app_template_filter("card_status")
 def card_status_label(value: str) -> str:
     """カード運用状態 in words of the UI's language (an unknown code as it is)."""
