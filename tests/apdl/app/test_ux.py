@@ -18,7 +18,7 @@ from sqlalchemy import select
 from apdl import db, oplog
 from apdl.emulator.stack import PcscStack
 from apdl.models import OperationLog, Resident
-from tests.apdl.app.conftest import Opauth, browser_for, login, submit
+from tests.apdl.app.conftest import Opauth, browser_for, login, served_apdl, submit
 from tests.apdl.app.world import APS, build_registry, register_resident
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -63,8 +63,12 @@ def test_module_logout_also_ends_the_opauth_session_so_the_next_login_asks_for_t
         assert query["post_logout_redirect_uri"] == opauth.apdl_base + "/" and query["client_id"] == "biz-01"
         assert query["id_token_hint"].count(".") == 2  # the login's ID token
         assert client.get("/residents").headers["Location"] == "/login"  # the module's session is over
-        status, back, _page = browser.go(location)
+        with served_apdl(opauth, apdl_app):
+            status, back, _page = browser.go(location)
+            # opauth's logout also queues a back-channel logout for the module: delivered here, not in another test
+            delivered = opauth.cli("oidc", "deliver-logouts", "--timeout", "5")
         assert (status, back) == (302, opauth.apdl_base + "/")  # opauth logged out and sent the browser back
+        assert "1 logout tokens delivered, 0 failed" in delivered, delivered
         authorize = client.get("/login").headers["Location"]
         status, where, _page = browser.go(authorize)
         assert status == 302 and urllib.parse.urlsplit(where).path == "/login", where  # the password form
