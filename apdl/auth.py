@@ -7,6 +7,7 @@ signed cookie, so a back-channel logout from opauth ends it on the very next req
 from __future__ import annotations
 
 import secrets
+import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -14,6 +15,7 @@ from typing import Any, TypeVar, cast
 
 from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select, update
 
@@ -28,6 +30,7 @@ bp = Blueprint("auth", __name__)
 PROVIDER_KEY = "apdl.provider"
 PENDING_KEY = "apdl_login"
 SESSION_KEY = "apdl_session"
+NEXT_KEY = "apdl_next"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -62,12 +65,33 @@ def current_operator() -> Operator | None:
     return operator
 
 
+def safe_next(raw: object) -> str:
+    """``raw`` when it is a path on this module (``/residents/5?x=1``), else "": never another origin."""
+    if not isinstance(raw, str) or not 0 < len(raw) <= 1000 or not raw.startswith("/") or raw.startswith("//"):
+        return ""
+    if "\\" in raw or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
+        return ""  # "/\\evil" is another host to some browsers; controls have no place in a path
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme or parts.netloc or raw.split("?", 1)[0] in ("/login", "/logout", "/auth/callback"):
+        return ""
+    return raw
+
+
+def _to_login() -> ResponseReturnValue:
+    """Send the browser to the login, remembering the page it asked for (GET only: a POST is not replayed)."""
+    if request.method == "GET":
+        target = safe_next(request.full_path.rstrip("?"))
+        if target:
+            session[NEXT_KEY] = target
+    return redirect(url_for("auth.login"))
+
+
 def login_required(view: F) -> F:
     """Send a browser without a live session to the login."""
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if current_operator() is None:
-            return redirect(url_for("auth.login"))
+            return _to_login()
         return view(*args, **kwargs)
     return cast(F, wrapper)
 
@@ -81,7 +105,7 @@ def require(permission: Permission, *alternatives: Permission) -> Callable[[F], 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             operator = current_operator()
             if operator is None:
-                return redirect(url_for("auth.login"))
+                return _to_login()
             if not any(p in operator.permissions for p in accepted):
                 db = get_session()
                 db.rollback()
@@ -98,13 +122,16 @@ def require(permission: Permission, *alternatives: Permission) -> Callable[[F], 
 @bp.get("/login")
 def login() -> ResponseReturnValue:
     """Start the OIDC login at opauth."""
+    remembered = session.pop(NEXT_KEY, None)
+    target = safe_next(request.args.get("next")) or safe_next(remembered)
     try:
-        started = provider().start()
+        started = provider().start(ui_locales=str(get_locale() or "ja"))
     except LoginError as exc:
         current_app.logger.warning("login could not start: %s", exc.reason)
         return render_template("error.html",
                                message=_("opauth に接続できません。しばらくしてからやり直してください。")), 503
-    session[PENDING_KEY] = {"state": started.state, "nonce": started.nonce, "verifier": started.verifier}
+    session[PENDING_KEY] = {"state": started.state, "nonce": started.nonce, "verifier": started.verifier,
+                            "next": target}
     return redirect(started.url)
 
 
@@ -133,6 +160,7 @@ def callback() -> ResponseReturnValue:
     row = OperatorSession(id=secrets.token_urlsafe(32), sid=identity.sid, sub=identity.sub,
                           tenant_code=identity.tenant_code, tenant_name=identity.tenant_name, name=identity.name,
                           in_business_id=identity.in_business_id, permissions=identity.permissions, acr=identity.acr,
+                          id_token=identity.id_token,
                           expires_at=utcnow() + timedelta(hours=current_app.config["SESSION_HOURS"]))
     db.add(row)
     oplog.record(db, tenant_code=identity.tenant_code, actor=f"{identity.in_business_id}@{identity.tenant_code}",
@@ -141,21 +169,37 @@ def callback() -> ResponseReturnValue:
     db.commit()
     session.clear()
     session[SESSION_KEY] = row.id
-    return redirect(url_for("main.top"))
+    return redirect(safe_next(pending.get("next")) or url_for("main.top"))
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
-    """End the module's session (opauth's own session is ended at opauth)."""
+    """End the module's session, then opauth's (RP-initiated logout with ``id_token_hint``), back to the top.
+
+    A counter terminal is shared: without ending opauth's session, the next "login" would need no password.
+    """
     operator = current_operator()
+    id_token = ""
     if operator is not None:
         db = get_session()
+        row = db.get(OperatorSession, operator.session_id)
+        id_token = row.id_token if row is not None else ""
         db.execute(update(OperatorSession).where(OperatorSession.id == operator.session_id)
                    .values(ended_at=utcnow(), end_reason="logout"))
         oplog.record(db, tenant_code=operator.tenant_code, actor=operator.actor, action=oplog.Action.LOGOUT)
         db.commit()
     session.clear()
-    return redirect(url_for("main.top"))
+    if operator is None:
+        return redirect(url_for("main.top"))
+    try:
+        url = provider().end_session_url(id_token_hint=id_token,
+                                         post_logout_redirect_uri=current_app.config["PUBLIC_BASE_URL"] + "/",
+                                         ui_locales=str(get_locale() or "ja"))
+    except LoginError as exc:
+        current_app.logger.warning("opauth logout not reached: %s", exc.reason)
+        message = _("ログアウトしました。opauth に接続できないため、opauth でもログアウトしてください。")
+        return render_template("error.html", message=message), 503
+    return redirect(url)
 
 
 @bp.post("/backchannel-logout")

@@ -59,6 +59,7 @@ class OperatorSession(Base):
     in_business_id: Mapped[str] = mapped_column(String(128))
     permissions: Mapped[list[str]] = mapped_column(JSON)
     acr: Mapped[str] = mapped_column(String(100))
+    id_token: Mapped[str] = mapped_column(Text, default="")  # the login's ID token: id_token_hint at logout
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,7 @@ class Identity:
     in_business_id: str
     permissions: list[str]
     acr: str
+    id_token: str = ""  # kept for RP-initiated logout (``id_token_hint``)
 
 
 @dataclass(frozen=True)
@@ -148,12 +150,25 @@ class Provider:
             client.cert = (self.settings.cert, self.settings.key)
         return client
 
-    def start(self) -> LoginRequest:
-        """A new authorization request (fresh state, nonce and PKCE verifier)."""
+    def start(self, *, ui_locales: str = "") -> LoginRequest:
+        """A new authorization request (fresh state, nonce and PKCE verifier; the UI language as ``ui_locales``)."""
         state, nonce, verifier = (secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48))
+        extra = {"ui_locales": ui_locales} if ui_locales else {}
         url, _ = self._oauth().create_authorization_url(self.metadata()["authorization_endpoint"], state=state,
-                                                        nonce=nonce, code_verifier=verifier)
+                                                        nonce=nonce, code_verifier=verifier, **extra)
         return LoginRequest(url=url, state=state, nonce=nonce, verifier=verifier)
+
+    def end_session_url(self, *, id_token_hint: str, post_logout_redirect_uri: str, ui_locales: str = "") -> str:
+        """OIDC RP-Initiated Logout 1.0: where to send the browser so opauth ends its own session too."""
+        endpoint = self.metadata().get("end_session_endpoint")
+        if not isinstance(endpoint, str) or not endpoint.startswith("https://"):
+            raise LoginError("opauth publishes no end_session_endpoint")
+        params = {"client_id": self.settings.client_id, "post_logout_redirect_uri": post_logout_redirect_uri}
+        if id_token_hint:
+            params["id_token_hint"] = id_token_hint
+        if ui_locales:
+            params["ui_locales"] = ui_locales
+        return endpoint + ("&" if "?" in endpoint else "?") + urllib.parse.urlencode(params)
 
     def finish(self, *, code: str, verifier: str, nonce: str) -> Identity:
         """Exchange ``code`` (mutual TLS) and verify the ID token; LoginError when anything is off."""
@@ -182,7 +197,7 @@ class Provider:
         return Identity(sub=str(claims["sub"]), sid=str(claims.get("sid") or ""), name=str(claims.get("name") or ""),
                         tenant_code=tenant["code"], tenant_name=str(tenant.get("name") or tenant["code"]),
                         in_business_id=str(claims.get(CLAIM_IN_BUSINESS_ID) or ""), permissions=permissions,
-                        acr=str(claims.get("acr") or ""))
+                        acr=str(claims.get("acr") or ""), id_token=id_token)
 
     def verify(self, token: str, *, typ: str | None, nonce: str | None) -> dict[str, Any]:
         """Signature (JWKS), ``iss``, ``aud``, ``exp``/``iat`` and, for ID tokens, ``nonce``."""

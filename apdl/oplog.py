@@ -37,6 +37,7 @@ class Action(enum.StrEnum):
     TENANT_PROFILE_SET = "tenant_profile_set"
     CUSTOM_FIELD_ADDED = "custom_field_added"
     RESIDENT_REGISTERED = "resident_registered"
+    RESIDENT_UPDATED = "resident_updated"
     CARD_SESSION = "card_session"
     CARD_RECONCILED = "card_reconciled"
     REGIONAL_AREA_CREATED = "regional_area_created"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_babel import gettext as _
 from sqlalchemy import update
 
-from apdl import oplog
+from apdl import oplog, validation
 from apdl.errors import Conflict, InvalidInput
 from apdl.models import Preset
 from apdl.tenancy import Operator, TenantScope
@@ -23,9 +23,7 @@ def auto_preset(scope: TenantScope) -> Preset | None:
 
 def save(scope: TenantScope, *, name: str, ap_ids: list[int], auto_load: bool, operator: Operator) -> Preset:
     """Create a preset of APs this tenant may load; marking it automatic unmarks any other."""
-    name = name.strip()
-    if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
-        raise InvalidInput(_("プリセット名を100文字以内で入力してください。"))
+    name = validation.text({"name": name}, "name", _("プリセット名"), max_length=100)
     if not ap_ids:
         raise InvalidInput(_("カードAPを選択してください。"))
     aps = [scope.ap_or_404(ap_id) for ap_id in dict.fromkeys(ap_ids)]

@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from apdl import oplog
+from apdl import oplog, validation
 from apdl.areas import municipality_code_valid
 from apdl.card import commands
 from apdl.db import utcnow
@@ -33,15 +33,6 @@ def normalise_aid(raw: str) -> str:
     return aid
 
 
-def _text(form: Mapping[str, str], name: str, label: str, *, max_length: int, required: bool = True) -> str:
-    value = (form.get(name) or "").strip()
-    if required and not value:
-        raise InvalidInput(_("%(label)sを入力してください。", label=label))
-    if len(value) > max_length or "\x00" in value:
-        raise InvalidInput(_("%(label)sは%(max)d文字以内で入力してください。", label=label, max=max_length))
-    return value
-
-
 def _int(form: Mapping[str, str], name: str, label: str, low: int, high: int) -> int:
     raw = (form.get(name) or "").strip()
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
@@ -61,12 +52,14 @@ def register_ap(session: Session, form: Mapping[str, str], *, operator: Operator
     business_id = (form.get("business_id") or "").strip()
     if not re.fullmatch(r"[0-9]{2}", business_id):
         raise InvalidInput(_("業務IDは2桁の数字で入力してください。"))
-    personalize_url = _text(form, "personalize_url", _("パーソナライズURL"), max_length=2000, required=False)
+    personalize_url = validation.text(form, "personalize_url", _("パーソナライズURL"), max_length=2000,
+                                      required=False)
     if personalize_url and not personalize_url.startswith("https://"):
         raise InvalidInput(_("パーソナライズURLは https:// で始めてください。"))
-    ap = CardAp(aid=aid, name=_text(form, "name", _("カードAP名"), max_length=100),
-                description=_text(form, "description", _("説明"), max_length=1000, required=False),
-                provider_name=_text(form, "provider_name", _("提供者"), max_length=100), area=area, ap_type=ap_type,
+    text = validation.text
+    ap = CardAp(aid=aid, name=text(form, "name", _("カードAP名"), max_length=100),
+                description=text(form, "description", _("説明"), max_length=1000, required=False, multiline=True),
+                provider_name=text(form, "provider_name", _("提供者"), max_length=100), area=area, ap_type=ap_type,
                 size_bytes=_int(form, "size_bytes", _("サイズ"), 1, 65535),
                 pin_policy=PinPolicy.USER.value if ap_type == "A" else PinPolicy.NONE.value,
                 pin_max_tries=_int(form, "pin_max_tries", _("PIN試行回数"), 1, 15) if ap_type == "A" else 0,

@@ -98,7 +98,7 @@ def register_in_opauth(tls: Path) -> str | None:
     _opauth("tenant", "create", "--code", TENANT, "--name", "デモ市", "--kind", "municipality", check=False)
     _opauth("tenant", "joint-use", "01", TENANT)
     _opauth("oidc", "client", "set", "01", "--enable", "--redirect-uri", f"{APDL}/auth/callback",
-            "--backchannel-logout-uri", f"{APDL}/backchannel-logout")
+            "--backchannel-logout-uri", f"{APDL}/backchannel-logout", "--post-logout-redirect-uri", f"{APDL}/")
     if not (tls / "client.pem").exists():
         _opauth("ssl", "issue", "--tenant", "system", "--business-id", "01", "--host", "localhost",
                 "--csr", tls / "client.csr", "--out", tls / "client.pem")

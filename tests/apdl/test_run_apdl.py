@@ -142,6 +142,10 @@ def test_run_apdl_alone_serves_opauth_and_the_registered_module_sigterm_stops_bo
     assert password_file.stat().st_mode & 0o777 == 0o600
     password = password_file.read_text().strip()
     assert len(password) >= 12 and password not in first_log.read_text()
+    # the module's logout ends opauth's session too and comes back to the module's top (RP-initiated logout)
+    client = json.loads(flask_cli(demo_env, "oidc", "client", "show", "01").stdout)
+    module = f"https://localhost:{demo_env['APDL_BIND'].rsplit(':', 1)[1]}"
+    assert client["post_logout_redirect_uris"] == [f"{module}/"], client
     # An administrator lets another municipality use the module too; a restart must keep that.
     for command in (("tenant", "create", "--code", "other-city", "--name", "他市"),
                     ("tenant", "joint-use", "01", "demo-city", "other-city")):

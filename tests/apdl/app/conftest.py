@@ -60,6 +60,7 @@ ACCOUNTS = {
     "leaver": Account("minamiedo", "OP0603", FULL),  # logs out of opauth in the back-channel test
     "chromium": Account("minamiedo", "OP0604", FULL),  # logs in with Chromium (its one-time password)
     "revoked": Account("minamiedo", "OP0605", FULL),  # revoked at opauth (操作者失効) in the back-channel test
+    "counter": Account("minamiedo", "OP0607", FULL),  # logs out at a shared counter terminal (RP-initiated)
 }
 
 
@@ -129,7 +130,8 @@ def opauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opauth]:
         world.cli("tenant", "create", "--code", code, "--name", name, "--kind", kind)
     world.cli("tenant", "joint-use", "01", ADMIN_TENANT, "minamiedo", "kitaedo")
     world.cli("oidc", "client", "set", "01", "--enable", "--redirect-uri", f"{apdl_base}/auth/callback",
-              "--backchannel-logout-uri", f"{apdl_base}/backchannel-logout")
+              "--backchannel-logout-uri", f"{apdl_base}/backchannel-logout",
+              "--post-logout-redirect-uri", f"{apdl_base}/")
     world.cli("ssl", "issue", "--tenant", "system", "--business-id", "01", "--host", "127.0.0.1",
               "--csr", tmp / "client.csr", "--out", world.client_cert)
     for label, account in ACCOUNTS.items():

@@ -196,6 +196,13 @@ MATRIX: dict[tuple[str, str], Entry] = {
         Attempt("kita", lambda w: "/report", 403),)),
     ("/report/csv", "GET"): Entry("needs ap.manage, as the screen", (
         Attempt("kita", lambda w: "/report/csv?encoding=cp932", 403),)),
+    ("/residents/<int:resident_id>/edit", "GET"): Entry("南江戸市's 利用者 id", (
+        Attempt("kita", lambda w: f"{_resident(w)}/edit", 404, missing=lambda w: f"/residents/{MISSING}/edit"),)),
+    ("/residents/<int:resident_id>/edit", "POST"): Entry("南江戸市's 利用者 id: nothing of it changes", (
+        Attempt("kita", lambda w: f"{_resident(w)}/edit", 404, form=lambda w: _resident_form(CARD),
+                missing=lambda w: f"/residents/{MISSING}/edit"),
+        Attempt("admin", lambda w: f"{_resident(w)}/edit", 403, form=lambda w: _resident_form(CARD),
+                missing=lambda w: f"/residents/{MISSING}/edit"))),
     ("/card-status", "GET"): Entry("the feed screen is the admin tenant's: 403 without ap.manage, 404 for another "
                                    "tenant's manager", (
         Attempt("kita", lambda w: "/card-status", 403), Attempt("minami", lambda w: "/card-status", 404))),

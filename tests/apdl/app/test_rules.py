@@ -48,3 +48,40 @@ def test_birth_dates_in_iso_and_era_code_forms(raw: str, expected: date) -> None
 def test_bad_birth_dates_are_refused(raw: str) -> None:
     with pytest.raises(InvalidInput):
         parse_birth_date(raw)
+
+
+TODAY = date(2026, 11, 30)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("1450729", date(1912, 7, 29)), ("2010730", date(1912, 7, 30)), ("2151224", date(1926, 12, 24)),
+    ("3011225", date(1926, 12, 25)), ("3640107", date(1989, 1, 7)), ("4310430", date(2019, 4, 30)),
+    ("5010501", date(2019, 5, 1)), ("5081130", TODAY), ("1868-01-25", date(1868, 1, 25)), ("2026-11-30", TODAY)])
+def test_birth_dates_at_the_edges_of_each_era(raw: str, expected: date) -> None:
+    assert parse_birth_date(raw, today=TODAY) == expected
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("3000602", "昭和00年はありません"), ("5000101", "令和00年はありません"),
+    ("3650101", "昭和は64年まで"), ("4320101", "平成は31年まで"), ("2160101", "大正は15年まで"),
+    ("1460101", "明治は45年まで"),
+    ("5010101", "2019-01-01は令和の期間外です（令和は2019-05-01から）"), ("4310501", "2019-05-01は平成の期間外です"),
+    ("3640108", "1989-01-08は昭和の期間外です"), ("3011224", "1926-12-24は昭和の期間外です"),
+    ("2010729", "1912-07-29は大正の期間外です"), ("1010124", "1868-01-24は明治の期間外です"),
+    ("5081201", "未来の日付"), ("5990101", "未来の日付"), ("2026-12-01", "未来の日付"),
+    ("1868-01-24", "1868-01-25（明治元年）以降"), ("1800-01-01", "以降の日付"), ("3610231", "存在しない日付"),
+    ("1986-02-30", "存在しない日付"), ("0010101", "YYYY-MM-DD")])
+def test_birth_dates_outside_their_era_or_in_the_future_are_refused(raw: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_birth_date(raw, today=TODAY)
+    assert message in str(refused.value)
+
+
+def test_today_is_japans_today() -> None:
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    tomorrow = datetime.now(ZoneInfo("Asia/Tokyo")).date() + timedelta(days=1)
+    with pytest.raises(InvalidInput):
+        parse_birth_date(tomorrow.isoformat())
+    assert parse_birth_date((tomorrow - timedelta(days=1)).isoformat()) == tomorrow - timedelta(days=1)
