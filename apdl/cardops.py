@@ -8,10 +8,12 @@ must be durable before the card is touched). PINs and keys are never stored or l
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import os
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from apdl.tenancy import Operator, TenantScope
 KEY_SEED_FILE = "ap-key-seed"
 RECONCILER = "apdl (card contact)"  # who settles a pending row when another tenant's operator read the card
 CARD_KEYS_FILE = "card-keys"
+CARD_LOCK_SECONDS = 20.0  # how long an operation waits for another one on the same card to finish
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,29 @@ def card_session(transport: Transport) -> GlobalPlatformCardSession:
 
 
 @contextmanager
+def one_at_a_time(reader: str) -> Iterator[None]:
+    """One card session at a time per reader (or terminal), across the module's workers and threads: an
+    operation started while another runs on the same card waits for it, then reads the card afresh."""
+    locks = Path(current_app.config["INSTANCE_DIR"]) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"card-{hashlib.sha256(reader.encode()).hexdigest()[:32]}.lock"
+    with path.open("a+") as handle:  # flock: separate opens conflict, in this process too
+        deadline = time.monotonic() + CARD_LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise Conflict(_("カードは別の操作で使用中です。しばらくしてからやり直してください。")) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def open_card() -> Iterator[GlobalPlatformCardSession]:
     """A card session, released afterwards: on the server's reader (APDL_READER), or with
     APDL_CARD_TRANSPORT=agent through the card agent of the terminal paired with this operator's session."""
@@ -84,20 +110,22 @@ def open_card() -> Iterator[GlobalPlatformCardSession]:
         paired = terminals.paired_terminal(get_session(), operator.session_id) if operator is not None else None
         if paired is None:
             raise Refused(_("端末が組付けられていません。端末の組付けを行ってください。"))
-        relay = current_app.extensions[SESSIONMAKER_KEY]()
-        agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
-                                         timeout=float(current_app.config["AGENT_TIMEOUT"]))
-        try:
-            yield card_session(agent)
-        finally:
-            agent.close()
-            relay.close()
+        with one_at_a_time(f"terminal:{paired.terminal_fingerprint}"):
+            relay = current_app.extensions[SESSIONMAKER_KEY]()
+            agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
+                                             timeout=float(current_app.config["AGENT_TIMEOUT"]))
+            try:
+                yield card_session(agent)
+            finally:
+                agent.close()
+                relay.close()
         return
-    transport = PcscTransport(current_app.config["READER"])
-    try:
-        yield card_session(transport)
-    finally:
-        transport.close()
+    with one_at_a_time(f"reader:{current_app.config['READER']}"):
+        transport = PcscTransport(current_app.config["READER"])
+        try:
+            yield card_session(transport)
+        finally:
+            transport.close()
 
 
 def _key_seed() -> bytes:
@@ -143,17 +171,37 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     if regional:
         free[Area.REGIONAL.value] = card.free_space(CardArea.REGIONAL).free_bytes
     db = scope.session
-    for row, aid in db.execute(scope.pending_on_card(resident.card_identifier)).all():
-        row.state = InstallState.INSTALLED if aid in aids else InstallState.FAILED
-        row.completed_at, row.detail = utcnow(), "reconciled from GET STATUS"
-        own = row.tenant_code == scope.tenant_code  # another tenant's row: its log names no foreign operator
-        oplog.record(db, tenant_code=row.tenant_code, actor=operator.actor if own else RECONCILER,
-                     action=oplog.Action.CARD_RECONCILED, target=f"installation:{row.id}",
-                     detail={"aid": aid, "state": row.state, **({} if own else {"at": "another tenant's contact"})})
+    _reconcile(scope, resident.card_identifier, aids, operator=operator)
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_SESSION,
                  target=f"card:{info.card_identifier}", detail={"apps": len(aids), "regional": regional})
     db.commit()
     return CardView(info.card_identifier, residence_code, aids, regional, free)
+
+
+def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *, operator: Operator) -> None:
+    """The card is the evidence: each AID on it backs one recorded installation. A pending row becomes
+    installed when its AID is on the card and no other row already holds it, failed otherwise; an installed
+    row whose AID is not on the card (the card was replaced, reset or changed elsewhere) or that another row
+    already holds is marked deleted. Every change is logged under the row's own tenant."""
+    db = scope.session
+    held: set[str] = set()
+    for row, aid in db.execute(scope.recorded_on_card(card_identifier)).all():
+        backed = aid in aids and aid not in held
+        if backed:
+            held.add(aid)
+        if row.state == InstallState.INSTALLED:
+            if backed:
+                continue
+            row.state, row.deleted_at, row.deleted_by = InstallState.DELETED, utcnow(), RECONCILER
+            row.detail = "not on the card at contact" if aid not in aids else "recorded twice"
+        else:
+            row.state = InstallState.INSTALLED if backed else InstallState.FAILED
+            row.completed_at, row.detail = utcnow(), "reconciled from GET STATUS"
+        own = row.tenant_code == scope.tenant_code  # another tenant's row: its log names no foreign operator
+        oplog.record(db, tenant_code=row.tenant_code, actor=operator.actor if own else RECONCILER,
+                     action=oplog.Action.CARD_RECONCILED, target=f"installation:{row.id}",
+                     detail={"aid": aid, "state": row.state, "why": row.detail,
+                             **({} if own else {"at": "another tenant's contact"})})
 
 
 def _purge_regional(scope: TenantScope, card: GlobalPlatformCardSession, card_identifier: str, aids: list[str], *,
@@ -239,7 +287,7 @@ def download(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resi
     """Load the selected APs; every rule is checked before the first INSTALL."""
     if not ap_ids:
         raise InvalidInput(_("搭載するカードAPを選択してください。"))
-    aps = [scope.ap_or_404(ap_id) for ap_id in dict.fromkeys(ap_ids)]
+    aps = [scope.ap_or_404(ap_id, loadable=True) for ap_id in dict.fromkeys(ap_ids)]
     _check_resident(scope, resident, operator)
     if any(ap.ap_type == ApType.A for ap in aps) and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 16):
         raise InvalidInput(_("暗証番号（4〜16桁の数字）を入力してください。"))

@@ -589,11 +589,13 @@ def count_rows(session: Session) -> int:
 def diagnosis_view(scope: Any, card_identifier: str) -> dict[str, Any] | None:
     """What カード障害切り分け shows of the feed for one card (the diagnosis's status-feed slot): the card's
     status (a 即時停止 in force shows as ``stopped``), as of when, and whether the feed itself is stale."""
+    from zoneinfo import ZoneInfo
+
     from flask import current_app
 
     session = scope.session
     view = status_of(session, card_identifier)
     feed = feed_state(session, int(current_app.config["STATUS_FEED_MAX_AGE_HOURS"]))
     status = "stopped" if view.stop is not None else (view.feed_status.value if view.feed_status else "")
-    as_of = view.occurred_at.date().isoformat() if view.occurred_at else ""
+    as_of = view.occurred_at.astimezone(ZoneInfo("Asia/Tokyo")).date().isoformat() if view.occurred_at else ""
     return {"status": status, "as_of": as_of, "stale": feed.stale}

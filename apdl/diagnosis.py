@@ -27,7 +27,7 @@ from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport, reader_names, reader_state
-from apdl.cardops import card_session
+from apdl.cardops import card_session, one_at_a_time
 from apdl.errors import CardError, CardUnavailable
 from apdl.models import Area, CardAp, Diagnosis, Installation, InstallState, OperationLog
 from apdl.tenancy import Operator, TenantScope
@@ -208,7 +208,8 @@ def run(scope: TenantScope, *, operator: Operator, reader: str | None = None, te
     terminal = terminal or reader
     started = time.monotonic()
     result = Run()
-    card_identifier = _probe(scope, result, reader)
+    with one_at_a_time(f"reader:{reader}"):  # not while a card operation runs on the same card
+        card_identifier = _probe(scope, result, reader)
     diagnosis = Diagnosis(tenant_code=scope.tenant_code, card_identifier=card_identifier, terminal=terminal[:200],
                           actor=operator.actor, duration_ms=int((time.monotonic() - started) * 1000),
                           outcome=result.outcome.value, summary=result.summary[:64], steps=result.steps)
@@ -363,7 +364,7 @@ def _free_step(scope: TenantScope, result: Run, card: GlobalPlatformCardSession,
             return
         result.status_error("free", exc, area=area)
         return
-    sizes = [ap.size_bytes for ap in scope.session.scalars(scope.visible_aps()) if ap.area == area]
+    sizes = [ap.size_bytes for ap in scope.session.scalars(scope.visible_aps(loadable=True)) if ap.area == area]
     if sizes and min(sizes) > space.free_bytes:
         result.add("free", Outcome.WARNING, "free_short", sw=StatusWord.NOT_ENOUGH_MEMORY, area=area,
                    free=space.free_bytes, apps=space.installed_apps)

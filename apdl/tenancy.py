@@ -73,29 +73,32 @@ class TenantScope:
             abort(404)
         return row
 
-    def pending_on_card(self, card_identifier: str) -> Select[Installation, str]:
-        """Every tenant's ``pending`` installations on the card in the reader, with their AIDs: the one read
-        across tenants, for :func:`apdl.cardops.contact` only. The card just read is the evidence that settles
-        them, whoever reads it; waiting for the recording tenant would let another tenant's INSTALL or DELETE
-        of the same AID change the evidence first. The rows are settled and logged under their own tenant,
-        never shown to this one."""
+    def recorded_on_card(self, card_identifier: str) -> Select[Installation, str]:
+        """Every tenant's ``installed`` and ``pending`` installations on the card in the reader, with their
+        AIDs (installed rows first, then by id): the one read across tenants, for :func:`apdl.cardops.contact`
+        only. The card just read is the evidence that settles them, whoever reads it; waiting for the
+        recording tenant would let another tenant's INSTALL or DELETE of the same AID change the evidence
+        first. The rows are settled and logged under their own tenant, never shown to this one."""
         return (select(Installation, CardAp.aid).join(CardAp, CardAp.id == Installation.card_ap_id)
-                .where(Installation.card_identifier == card_identifier, Installation.state == InstallState.PENDING)
-                .order_by(Installation.id))
+                .where(Installation.card_identifier == card_identifier,
+                       Installation.state.in_((InstallState.INSTALLED, InstallState.PENDING)))
+                .order_by(Installation.state != InstallState.INSTALLED, Installation.id))
 
-    def visible_aps(self, *, include_withdrawn: bool = False) -> Select[CardAp]:
-        """APs this tenant may see: all for the admin tenant, else those available to it."""
+    def visible_aps(self, *, include_withdrawn: bool = False, loadable: bool = False) -> Select[CardAp]:
+        """APs this tenant may see: all for the admin tenant (its registry), else those available to it.
+        ``loadable``: those its terminals may load, by the availability list for every tenant, the admin
+        tenant's too."""
         query = select(CardAp).order_by(CardAp.aid)
         if not include_withdrawn:
             query = query.where(CardAp.withdrawn_at.is_(None))
-        if not self.is_admin_tenant:
+        if loadable or not self.is_admin_tenant:
             query = query.join(TenantApAvailability, TenantApAvailability.card_ap_id == CardAp.id).where(
                 TenantApAvailability.tenant_code == self.tenant_code)
         return query
 
-    def ap_or_404(self, pk: int, *, include_withdrawn: bool = False) -> CardAp:
-        """One visible AP, or 404."""
-        row = self.session.scalars(self.visible_aps(include_withdrawn=include_withdrawn)
+    def ap_or_404(self, pk: int, *, include_withdrawn: bool = False, loadable: bool = False) -> CardAp:
+        """One visible (or loadable) AP, or 404."""
+        row = self.session.scalars(self.visible_aps(include_withdrawn=include_withdrawn, loadable=loadable)
                                    .where(CardAp.id == pk)).first()
         if row is None:
             abort(404)

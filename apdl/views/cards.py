@@ -37,7 +37,7 @@ def read(resident_id: int) -> ResponseReturnValue:
                                                            Installation.state == InstallState.INSTALLED)
                                 .order_by(Installation.id)).all()
     on_card = {ap.id for _row, ap in installed}
-    offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card
+    offered = [ap for ap in session.scalars(scope.visible_aps(loadable=True)) if ap.id not in on_card
                and cardops.may_offer(scope, view, ap)]
     return render_template("resident.html", resident=resident, installed=installed, offered=offered,
                            fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
@@ -65,7 +65,7 @@ def download(resident_id: int) -> ResponseReturnValue:
     ap_ids = [int(v) for v in raw]
     auto = presets.auto_preset(scope)
     if request.form.get("preset") == "auto" and auto is not None:
-        visible = {ap.id for ap in get_session().scalars(scope.visible_aps())}
+        visible = {ap.id for ap in get_session().scalars(scope.visible_aps(loadable=True))}
         ap_ids = [ap_id for ap_id in auto.card_ap_ids if ap_id in visible]
     with cardops.open_card() as card:
         cardops.download(scope, card, resident, ap_ids, pin=request.form.get("pin", ""), operator=operator)

@@ -132,7 +132,7 @@ def show(resident_id: int) -> ResponseReturnValue:
                                                                                    InstallState.PENDING]))
                                 .order_by(Installation.id)).all()
     on_card = {ap.id for _row, ap in installed}
-    offered = [ap for ap in session.scalars(scope.visible_aps()) if ap.id not in on_card]
+    offered = [ap for ap in session.scalars(scope.visible_aps(loadable=True)) if ap.id not in on_card]
     return render_template("resident.html", resident=resident, installed=installed, offered=offered,
                            fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
                            card=None, auto=presets.auto_preset(scope))

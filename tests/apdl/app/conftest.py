@@ -54,6 +54,7 @@ class Account:
 
 ACCOUNTS = {
     "admin": Account(ADMIN_TENANT, "AD0001", "ap.manage"),
+    "center": Account(ADMIN_TENANT, "AD0002", FULL),  # the admin tenant's own counter (loads for itself)
     "minami": Account("minamiedo", "OP0601", FULL + " ap.manage"),  # the holder's municipality (千代田区 code)
     "kita": Account("kitaedo", "OP0701", FULL),  # another municipality
     "reader": Account("minamiedo", "OP0602", "user.register"),  # no download or delete

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from apdl import db
+from apdl import cardops, db
 from apdl.app import create_app
 from apdl.card import commands
 from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
@@ -29,6 +29,7 @@ from apdl.emulator.faults import StatusRule
 from apdl.emulator.stack import SECOND_READER_NAME, PcscStack, StackUnavailable
 from apdl.models import Diagnosis, OperationLog
 from tests.apdl.app.conftest import Opauth, apdl_config, issued_card, login, submit
+from tests.apdl.app.status_feed import csv_feed, import_status
 from tests.apdl.app.world import APS, CARD, build_registry, register_resident
 
 pytestmark = pytest.mark.pcsc
@@ -76,8 +77,11 @@ def _load(client: FlaskClient, resident: int, registry: Any, labels: list[str]) 
     assert response.status_code == 302, response.get_data(as_text=True)[-500:]
 
 
-def test_a_healthy_card_passes_every_step(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+def test_a_healthy_card_passes_every_step(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack,
+                                          tmp_path: Path) -> None:
     registry = build_registry(opauth, apdl_app)
+    imported = import_status(apdl_app, tmp_path, csv_feed(f"{CARD},active,,2026-11-29"), "--batch-id", "daily-1")
+    assert imported.returncode == 0, imported.stderr
     client = login(opauth, apdl_app, "minami")
     _load(client, register_resident(client), registry, ["E1", "E2"])
     run_id, page = _diagnose(client)
@@ -92,7 +96,7 @@ def test_a_healthy_card_passes_every_step(opauth: Opauth, apdl_app: Flask, card_
     assert _step(page, "pin") == [f"ok  窓口予約 ({APS['E2'][0]}) の暗証番号: 残り3回"]
     assert _step(page, "free") == ["info  地域住民向け領域 はまだ設定されていません。",
                                    "ok  拡張利用領域: 空き 36864 バイト、カードAP 2件"]
-    assert _step(page, "status_feed") == ["info  カードステータスは連携されていません。"]
+    assert _step(page, "status_feed") == ["ok  カードステータス: active（2026-11-29 時点）"]  # from today's feed
     assert "この利用機関の操作" in page and page.count("ap_installed") == 2
     english = _english(client, run_id)
     assert "Extended area: 36864 bytes free, 2 card APs" in english and "tries left" in english
@@ -241,8 +245,10 @@ def test_a_separate_emulator_process_told_to_fail_by_the_faults_command(opauth: 
     app = create_app(apdl_config(opauth, tmp_path / "apdl", reader=SECOND_READER_NAME))
     db.upgrade(app.config["DATABASE_URL"])
     fault_file = tmp_path / "faults.json"
+    cardops.card_keys(app.config)  # the module's SCP03 keys; the card is issued with them
     process = subprocess.Popen([sys.executable, "-m", "apdl.emulator", "--port", str(pcsc_stack.port + 1),
-                                "--faults", str(fault_file), "--card-identifier", "9876543210987"], cwd=ROOT)
+                                "--faults", str(fault_file), "--card-identifier", "9876543210987",
+                                "--keys-file", str(tmp_path / "apdl" / cardops.CARD_KEYS_FILE)], cwd=ROOT)
     try:
         pcsc_stack.wait_card(present=True, reader=SECOND_READER_NAME)
         command = [sys.executable, "-m", "apdl.emulator.faults", str(fault_file), "--sw", "6D00", "--ins", "F2"]
