@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 
 from apdl import bizapi, clientcert, oplog
 from apdl.db import get_session
@@ -35,12 +36,12 @@ def _caller() -> tuple[bizapi.BusinessSystem, BusinessScope]:
 
 
 def _reason() -> str:
-    body = request.get_json(silent=True)
+    body = request.get_json(silent=True, force=True)  # curl -d without a Content-Type is JSON too
     if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
-        raise InvalidInput('a JSON object {"reason": "..."} is expected')
+        raise InvalidInput(_("本文は reason（理由）を持つ JSON オブジェクトで指定してください。"))
     reason = str(body["reason"])
     if "\x00" in reason:
-        raise InvalidInput("NUL is not allowed in the reason")
+        raise InvalidInput(_("リクエストに使えない文字が含まれています。"))
     return reason
 
 
