@@ -58,6 +58,9 @@ def authenticate_terminal(*, check_revocation: bool = True) -> Terminal:
     that did check it (saves a CRL fetch per APDU).
     """
     cert = clientcert.verify(clientcert.TERMINAL, check_revocation=check_revocation)
+    units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if len(units) != 1 or not str(units[0].value).startswith("terminal "):  # opauth: OU=terminal <端末名>
+        raise TerminalRefused(_("端末のSSL通信証明書ではありません。"))  # e.g. a business system's
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return Terminal(clientcert.fingerprint(cert), str(names[0].value) if names else "", cert.serial_number)
 

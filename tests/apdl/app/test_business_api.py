@@ -14,6 +14,7 @@ import json
 import re
 import ssl
 import statistics
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -260,6 +261,15 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
                           "--host", "terminal09.city.example.jp")
         status, answer = _call(opauth, terminal, "/api/v1/users")
         assert status == 403 and "業務システムのSSL通信証明書ではありません" in answer["error"]
+        status, answer = _call(opauth, cert05, "/agent/pair", {})  # nor is a business system a terminal
+        assert status == 403 and "端末のSSL通信証明書ではありません" in answer["error"]
+        assert _call(opauth, terminal, "/agent/pair", {})[0] == 200
+        # the README's curl example
+        port = opauth.apdl_base.rsplit(":", 1)[1]
+        curl = subprocess.run(["curl", "-sS", "--cacert", str(opauth.ca), "--cert", str(cert05.cert), "--key",
+                               str(cert05.key), f"https://127.0.0.1:{port}/api/v1/cards/{CARD}/status"],
+                              capture_output=True, text=True, timeout=60)
+        assert curl.returncode == 0 and json.loads(curl.stdout)["card_identifier"] == CARD, curl.stderr
         assert _call(opauth, second05, "/api/v1/users")[0] == 200
         opauth.cli("ssl", "delete", second05.serial)  # 削除: revoked at opauth
         status, answer = _call(opauth, second05, "/api/v1/users")
