@@ -23,6 +23,7 @@ from apdl.errors import ApdlError, CardError, CardUnavailable
 from apdl.settings import load_settings
 
 csrf = CSRFProtect()
+JSON_PATHS = ("/agent/", "/api/")  # machine clients: errors as {"error": ...}
 
 HTTP_MESSAGES = {
     400: lazy_gettext("リクエストが正しくありません。"),
@@ -69,14 +70,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from apdl import auth
-    from apdl.views import agent, aps, cards, diagnosis, main, presets, report, residents, status, tenants
+    from apdl.views import agent, api, aps, cards, diagnosis, main, presets, report, residents, status, tenants
 
     for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp, diagnosis.bp,
-                      report.bp, agent.bp, status.bp):
+                      report.bp, agent.bp, status.bp, api.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
     for view in (agent.agent_pair, agent.agent_poll, agent.agent_respond):
         csrf.exempt(view)  # the card agent: no browser, no cookie; its client certificate authenticates it
+    csrf.exempt(api.bp)  # business systems: no browser, no cookie; their client certificate authenticates them
     app.jinja_env.globals["current_operator"] = auth.current_operator
     app.jinja_env.globals["card_status_of"] = lambda card: cardstatus.status_of(db.get_session(), card)
     app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
@@ -99,7 +101,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _error_handlers(app: Flask) -> None:
     @app.errorhandler(ApdlError)
     def _apdl_error(exc: ApdlError) -> Any:
-        if request.path.startswith("/agent/"):  # the card agent reads JSON
+        if request.path.startswith(JSON_PATHS):  # the card agent and business systems read JSON
             return jsonify(error=str(exc)), getattr(exc, "status", 502 if isinstance(exc, CardError) else 400)
         if isinstance(exc, CardUnavailable):
             return render_template("error.html",
@@ -118,6 +120,8 @@ def _error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         code = exc.code or 500
+        if request.path.startswith("/api/"):
+            return jsonify(error=str(HTTP_MESSAGES.get(code, HTTP_MESSAGES[400]))), code
         return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])), code
 
 

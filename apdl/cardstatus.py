@@ -33,7 +33,20 @@ from typing import Any
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
-from sqlalchemy import Column, DateTime, MetaData, String, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    Select,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -479,14 +492,19 @@ def require_usable(session: Session, card_identifier: str) -> StatusView:
     return view
 
 
-def changes_since(session: Session, since: datetime, *, limit: int = 10_000) -> list[Change]:
-    """Feed changes applied and 即時停止 made or cancelled at or after ``since``, oldest first."""
+def changes_since(session: Session, since: datetime, *, limit: int = 10_000,
+                  cards: Select[str] | None = None) -> list[Change]:
+    """Feed changes applied and 即時停止 made or cancelled at or after ``since``, oldest first; with ``cards``
+    (a query of カードFIDs, e.g. :meth:`apdl.tenancy.BusinessScope.cards`) only those cards' changes."""
     since = _aware(since).astimezone(UTC)
+    feed = select(CardStatus).where(CardStatus.changed_at >= since)
+    stopped = select(CardStop).where((CardStop.stopped_at >= since) | (CardStop.cancelled_at >= since))
+    if cards is not None:
+        feed = feed.where(CardStatus.card_identifier.in_(cards))
+        stopped = stopped.where(CardStop.card_identifier.in_(cards))
     changes = [Change(r.card_identifier, "feed", r.status, r.residence_code, _aware(r.changed_at))
-               for r in session.scalars(select(CardStatus).where(CardStatus.changed_at >= since)
-                                        .order_by(CardStatus.changed_at).limit(limit))]
-    for stop in session.scalars(select(CardStop).where((CardStop.stopped_at >= since)
-                                                       | (CardStop.cancelled_at >= since)).limit(limit)):
+               for r in session.scalars(feed.order_by(CardStatus.changed_at).limit(limit))]
+    for stop in session.scalars(stopped.order_by(CardStop.id).limit(limit)):
         if _aware(stop.stopped_at) >= since:
             changes.append(Change(stop.card_identifier, "stopped", "stopped", "", _aware(stop.stopped_at)))
         if stop.cancelled_at is not None and _aware(stop.cancelled_at) >= since:

@@ -2,7 +2,7 @@
 
 ``gunicorn --config python:apdl.gunicorn_conf``: HTTPS on APDL_BIND when APDL_TLS_CERT/KEY are set
 (the server certificate opauth issued for the module's host), asking for an optional client certificate
-(the card agents'), plain HTTP behind a proxy otherwise.
+(the card agents' and business systems'), plain HTTP behind a proxy otherwise.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ threads = 4
 if _settings["TLS_CERT"]:
     certfile = _settings["TLS_CERT"]
     keyfile = _settings["TLS_KEY"]
-    # Card agents present their terminal's SSL通信証明書; browsers present none. The TLS layer only asks
-    # (and checks the chain when one is presented); apdl.terminals.authenticate_terminal decides per request.
+    # Card agents and business systems present their SSL通信証明書; browsers present none. The TLS layer only
+    # asks (and checks the chain when one is presented); apdl.clientcert.verify decides per request.
     if _settings["TERMINAL_CA"] or _settings["CA_BUNDLE"]:
         cert_reqs = ssl.CERT_OPTIONAL
         ca_certs = _settings["TERMINAL_CA"] or _settings["CA_BUNDLE"]

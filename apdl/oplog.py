@@ -55,6 +55,7 @@ class Action(enum.StrEnum):
     STATUS_FEED_REJECTED = "status_feed_rejected"  # bad rows: nothing applied
     CARD_STOPPED = "card_stopped"  # 即時停止
     CARD_STOP_CANCELLED = "card_stop_cancelled"
+    BUSINESS_API_REFUSED = "business_api_refused"  # a business system's client certificate was refused
 
 
 def _digest(prev_hash: str, entry: dict[str, Any]) -> str:

@@ -124,3 +124,42 @@ def scope_for(session: Session, operator: Operator) -> TenantScope:
     return TenantScope(session, operator.tenant_code, operator.is_admin_tenant)
 
 
+
+
+@dataclass(frozen=True)
+class BusinessScope:
+    """Queries of one business system (業務ID from its SSL通信証明書, never from the request): only the
+    installed APs whose registered 業務ID is its own, across tenants, and the 利用者 and cards holding them.
+    Another system's APs, their 利用者 and cards that hold none of this system's APs do not exist for it."""
+
+    session: Session
+    business_id: str
+
+    def installations(self) -> Select[Installation, Resident, CardAp]:
+        """This system's installed APs with their 利用者, by installation id."""
+        return (select(Installation, Resident, CardAp)
+                .join(CardAp, CardAp.id == Installation.card_ap_id)
+                .join(Resident, Resident.id == Installation.resident_id)
+                .where(CardAp.business_id == self.business_id, Installation.state == InstallState.INSTALLED)
+                .order_by(Installation.id))
+
+    def cards(self) -> Select[str]:
+        """カードFIDs of the cards holding one of this system's APs."""
+        return (select(Installation.card_identifier).join(CardAp, CardAp.id == Installation.card_ap_id)
+                .where(CardAp.business_id == self.business_id, Installation.state == InstallState.INSTALLED)
+                .distinct())
+
+    def tenant_on_card(self, card_identifier: str) -> str | None:
+        """The 利用機関 that loaded this system's (first) AP on the card, or None when the card holds none of them."""
+        return self.session.scalars(
+            select(Installation.tenant_code).join(CardAp, CardAp.id == Installation.card_ap_id)
+            .where(CardAp.business_id == self.business_id, Installation.state == InstallState.INSTALLED,
+                   Installation.card_identifier == card_identifier)
+            .order_by(Installation.id)).first()
+
+    def field_labels(self, tenant_codes: set[str]) -> dict[str, str]:
+        """The labels of the items these tenants defined, by id (what a 利用者's ``custom`` is keyed by)."""
+        if not tenant_codes:
+            return {}
+        rows = self.session.scalars(select(CustomField).where(CustomField.tenant_code.in_(sorted(tenant_codes))))
+        return {str(f.id): f.label for f in rows}

@@ -1,12 +1,10 @@
 """Terminals and their card agents: the one place that checks a terminal's client certificate, pairs an
 agent with an operator's session, and relays APDUs through it.
 
-**Client certificate (mutual TLS).** gunicorn terminates TLS (apdl/gunicorn_conf.py asks for a client
-certificate, optional at the TLS layer, chained to APDL_TERMINAL_CA); :func:`authenticate_terminal`
-decides on every agent request: the certificate must chain to APDL_TERMINAL_CA, be within validity,
-carry the clientAuth EKU and not be revoked according to the CRL at its own CRL distribution point
-(opauth's ``/pki/crl/...``, fetched on every check: a revocation stops the agent at its next poll).
-Failing any of these is a 403 and the agent stops.
+**Client certificate (mutual TLS).** :func:`authenticate_terminal` runs the module's one client-certificate
+check (:func:`apdl.clientcert.verify`: chain to APDL_TERMINAL_CA, validity, clientAuth EKU, the CRL at the
+certificate's own distribution point, fetched on every check) on every agent request: a revocation stops
+the agent at its next poll. Failing any of these is a 403 and the agent stops.
 
 **Pairing.** The agent asks for a one-time code, which it shows on the terminal's screen. The operator
 types it into the module (端末の組付け); the code is single-use and short-lived, and binds that browser
@@ -23,24 +21,17 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
-import ssl
 import time
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from flask import current_app, request
+from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from apdl import oplog
+from apdl import clientcert, oplog
 from apdl.db import utcnow
-from apdl.errors import ApdlError, CardUnavailable, InvalidInput
+from apdl.errors import CardUnavailable, InvalidInput
 from apdl.models import AgentExchange, TerminalPairing
 
 CODE_DIGITS = 8
@@ -48,10 +39,7 @@ CODE_MINUTES = 5
 POLL_STEP = 0.01  # seconds between looks at the exchange table
 
 
-class TerminalRefused(ApdlError):
-    """The client certificate is missing, not from the trusted CA, expired or revoked: HTTP 403."""
-
-    status = 403
+TerminalRefused = clientcert.CertificateRefused  # the one client-certificate check
 
 
 @dataclass(frozen=True)
@@ -63,80 +51,18 @@ class Terminal:
     serial: int
 
 
-def _trusted_cas() -> list[x509.Certificate]:
-    path = current_app.config["TERMINAL_CA"] or current_app.config["CA_BUNDLE"]
-    if not path:
-        raise TerminalRefused(_("端末証明書を確認するCAが設定されていません。"))
-    return x509.load_pem_x509_certificates(Path(path).read_bytes())
-
-
-def _presented() -> bytes | None:
-    """DER of the TLS client certificate of this request (gunicorn's socket), or None."""
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-    getpeercert = getattr(sock, "getpeercert", None)
-    der = getpeercert(binary_form=True) if getpeercert is not None else None
-    return bytes(der) if der else None
-
-
-def _revoked(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether the CRL at the certificate's distribution point lists it; an unreachable CRL refuses."""
-    try:
-        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return False
-    urls = [n.value for p in points for n in (p.full_name or []) if isinstance(n, x509.UniformResourceIdentifier)]
-    ca_bundle = current_app.config["CA_BUNDLE"] or None
-    context = ssl.create_default_context(cafile=ca_bundle)
-    for url in urls:
-        if not url.startswith(("https://", "http://")):
-            continue
-        try:
-            with urllib.request.urlopen(url, timeout=current_app.config["HTTP_TIMEOUT"],  # noqa: S310 - http(s) only
-                                        context=context) as answer:
-                body = answer.read(10 * 1024 * 1024)
-        except OSError:
-            continue
-        try:
-            crl = x509.load_der_x509_crl(body)
-        except ValueError:
-            crl = x509.load_pem_x509_crl(body)
-        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-            continue
-        return crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
-    raise TerminalRefused(_("端末証明書の失効情報を確認できません。"))
-
-
 def authenticate_terminal(*, check_revocation: bool = True) -> Terminal:
-    """The terminal behind this request's client certificate; TerminalRefused (403) otherwise.
+    """The terminal behind this request's client certificate (:func:`apdl.clientcert.verify`); 403 otherwise.
 
     ``check_revocation=False`` only for an answer to a command the same certificate collected in a poll
     that did check it (saves a CRL fetch per APDU).
     """
-    der = _presented()
-    if der is None:
-        raise TerminalRefused(_("端末のSSL通信証明書が必要です。"))
-    cert = x509.load_der_x509_certificate(der)
-    issuer = next((ca for ca in _trusted_cas() if ca.subject == cert.issuer), None)
-    if issuer is None:
-        raise TerminalRefused(_("端末証明書は信頼するCAが発行したものではありません。"))
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
-        raise TerminalRefused(_("端末証明書は信頼するCAが発行したものではありません。")) from None
-    now = datetime.datetime.now(datetime.UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise TerminalRefused(_("端末証明書の有効期間外です。"))
-    try:
-        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        usages = None
-    if usages is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
-        raise TerminalRefused(_("端末証明書はクライアント認証に使えません。"))
-    if check_revocation and _revoked(cert, issuer):
-        raise TerminalRefused(_("端末証明書は失効しています。"))
+    cert = clientcert.verify(clientcert.TERMINAL, check_revocation=check_revocation)
+    units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if len(units) != 1 or not str(units[0].value).startswith("terminal "):  # opauth: OU=terminal <端末名>
+        raise TerminalRefused(_("端末のSSL通信証明書ではありません。"))  # e.g. a business system's
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return Terminal(hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
-                    str(names[0].value) if names else "", cert.serial_number)
+    return Terminal(clientcert.fingerprint(cert), str(names[0].value) if names else "", cert.serial_number)
 
 
 def _code_hash(code: str) -> str:

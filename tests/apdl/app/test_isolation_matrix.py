@@ -29,7 +29,7 @@ from sqlalchemy import select
 from apdl import db, oplog
 from apdl.app import create_app
 from apdl.emulator.stack import PcscStack
-from apdl.models import OperationLog
+from apdl.models import Installation, OperationLog
 from tests.apdl.app.conftest import ACCOUNTS, Opauth, csrf, login, submit
 from tests.apdl.app.world import APS, CARD, Registry, build_registry, register_resident
 
@@ -80,6 +80,14 @@ class Entry:
 
 def _resident(w: World) -> str:
     return f"/residents/{w.resident}"
+
+
+def _user_id(w: World) -> str:
+    """The 利用者ID numbered into 南江戸市's E1 installation."""
+    with w.app.app_context():
+        row = db.get_session().get(Installation, w.installation)
+        assert row is not None
+        return row.user_id_in_ap
 
 
 def _diagnosis_link(w: World) -> tuple[str, ...]:
@@ -229,6 +237,30 @@ MATRIX: dict[tuple[str, str], Entry] = {
     ("/agent/respond", "POST"): Entry("an exchange the presenting terminal collected; none without one", (
         Attempt("anonymous", lambda w: "/agent/respond", 403, form=lambda w: {},
                 writes=frozenset({"terminal_refused"})),)),
+    ("/api/v1/users", "GET"): Entry(NO_OBJECT + ": a business system's 利用者 through its own APs (業務ID from its "
+                                    "SSL通信証明書); without a certificate refused", (
+        Attempt("anonymous", lambda w: "/api/v1/users", 403, writes=frozenset({"business_api_refused"})),
+    )),
+    ("/api/v1/users/<user_id>", "GET"): Entry("南江戸市's 利用者ID in an AP: refused without a business system's "
+                                              "certificate", (
+        Attempt("anonymous", lambda w: f"/api/v1/users/{_user_id(w)}", 403,
+                missing=lambda w: "/api/v1/users/00000000000000FF", writes=frozenset({"business_api_refused"})),
+    )),
+    ("/api/v1/card-status", "GET"): Entry(NO_OBJECT + ": status changes of the calling system's cards", (
+        Attempt("anonymous", lambda w: "/api/v1/card-status?since=2000-01-01T00:00:00Z", 403,
+                writes=frozenset({"business_api_refused"})),)),
+    ("/api/v1/cards/<card>/status", "GET"): Entry("南江戸市's card (E1 loaded)", (
+        Attempt("anonymous", lambda w: f"/api/v1/cards/{CARD}/status", 403,
+                missing=lambda w: "/api/v1/cards/9999999999999/status", writes=frozenset({"business_api_refused"})),
+    )),
+    ("/api/v1/cards/<card>/stop", "POST"): Entry("南江戸市's card: not stopped without a business system's "
+                                                 "certificate", (
+        Attempt("anonymous", lambda w: f"/api/v1/cards/{CARD}/stop", 403, form=lambda w: {"reason": "紛失"},
+                missing=lambda w: "/api/v1/cards/9999999999999/stop", writes=frozenset({"business_api_refused"})),)),
+    ("/api/v1/cards/<card>/stop/cancel", "POST"): Entry("南江戸市's card", (
+        Attempt("anonymous", lambda w: f"/api/v1/cards/{CARD}/stop/cancel", 403, form=lambda w: {"reason": "発見"},
+                missing=lambda w: "/api/v1/cards/9999999999999/stop/cancel",
+                writes=frozenset({"business_api_refused"})),)),
     ("/terminal", "GET"): Entry("the caller's own session's pairing only",
                                 (Attempt("kita", lambda w: "/terminal", 200),)),
     ("/terminal", "POST"): Entry("a code shown on a terminal's screen; a wrong one pairs nothing", (
