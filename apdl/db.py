@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,9 +26,24 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _private_sqlite_file(url: str) -> None:
+    """A SQLite database holds personal data: its file (and so SQLite's journals) readable by the owner only.
+    A new file is created 0600; an existing one loses any access for other users."""
+    path = url.split("///", 1)[1].split("?", 1)[0] if "///" in url else ""
+    if not path or path == ":memory:":
+        return
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    if not file.exists():
+        os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
+    elif file.stat().st_mode & 0o007:
+        file.chmod(file.stat().st_mode & 0o770)
+
+
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

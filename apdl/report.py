@@ -63,6 +63,13 @@ class Report:
         return f"{self.year}年度" if self.period is Period.FISCAL else f"{self.year}年"
 
     @property
+    def screen_label(self) -> str:
+        """The period on screen, in the viewer's language."""
+        if self.period is Period.FISCAL:
+            return str(lazy_gettext("%(year)s年度", year=self.year))
+        return str(lazy_gettext("%(year)s年", year=self.year))
+
+    @property
     def loads(self) -> int:
         return sum(r.loads for r in self.rows)
 

@@ -69,7 +69,7 @@ def _today() -> date:
 def parse_birth_date(raw: str, *, today: date | None = None) -> date:
     """``YYYY-MM-DD`` or the era-code form ``EYYMMDD`` (e.g. 3610602 = 昭和61年6月2日), within the era and not
     in the future (``today`` in Japan unless given)."""
-    raw = raw.strip()
+    raw = unicodedata.normalize("NFKC", raw).strip()  # full-width digits from a Japanese input method
     today = today or _today()
     if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
         try:
@@ -204,7 +204,7 @@ def register(scope: TenantScope, form: Mapping[str, str], *, operator: Operator)
         raise InvalidInput(_("カード運用状態を選択してください。"))
     card_identifier = _field(form, "card_identifier", _("カードFID"), max_length=32)
     if not re.fullmatch(r"[0-9]{8,32}", card_identifier):
-        raise InvalidInput(_("カードFIDは半角数字で入力してください。"))
+        raise InvalidInput(_("カードFIDは8〜32桁の数字で入力してください。"))
     resident = Resident(tenant_code=scope.tenant_code, card_status=card_status, card_identifier=card_identifier,
                         created_by=operator.actor, **_details(scope, form))
     if form.get("holder_request") == "on":

@@ -25,6 +25,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from ca.authority import CaSettings
 from db import get_session, new_session
 from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
+from kernel.i18n import LANGUAGES
 from oidc.claims import refusal_for, subject_for
 from oidc.logout import SID_KEY
 from oidc.pairwise import pairwise_key
@@ -92,7 +93,9 @@ def _to_login(operator: Operator | None) -> Any:
     """Send the browser to opauth's login (or the forced password change) and remember this request."""
     target = url_for("auth.change_password") if operator is not None and _must_change_password(operator) \
         else url_for("auth.login")
-    response = redirect(target)
+    wanted = [tag.split("-")[0].lower() for tag in str(request.values.get("ui_locales", "")).split()]
+    language = next((tag for tag in wanted if tag in LANGUAGES), None)  # OIDC ui_locales: the first we have
+    response = redirect(f"{target}?lang={language}" if language else target)
     marker = secrets.token_urlsafe(16)
     session[LOGIN_ASKED_KEY] = marker  # a login clears the session, and with it this marker
     cookie = _serializer().dumps({"url": _request_url(), "asked": marker})

@@ -231,6 +231,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def main() -> int:
     """opauth (started or reused), register, seed, the card stack and the module; wait for Ctrl-C/SIGTERM."""
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops everything as Ctrl-C does, even while starting
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background, where SIGINT is inherited ignored
     ca_bundle = OPAUTH_INSTANCE / "tls" / "ca-bundle.pem"
     if not ca_bundle.exists():
         initialised = subprocess.run([str(BIN / "flask"), "--app", "app", "init"], cwd=ROOT, check=False)

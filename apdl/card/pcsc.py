@@ -8,6 +8,7 @@ from typing import Any
 
 from smartcard import scard
 from smartcard.Exceptions import CardConnectionException, NoCardException
+from smartcard.pcsc.PCSCExceptions import EstablishContextException, ListReadersException
 from smartcard.System import readers
 
 from apdl.errors import CardUnavailable
@@ -53,7 +54,10 @@ class PcscTransport:
     """A :class:`apdl.card.adapter.Transport` over one PC/SC reader (the server holds the reader)."""
 
     def __init__(self, reader_name: str) -> None:
-        matches = [r for r in readers() if str(r) == reader_name]
+        try:
+            matches = [r for r in readers() if str(r) == reader_name]
+        except (EstablishContextException, ListReadersException) as exc:  # pcscd is not running
+            raise CardUnavailable(f"the PC/SC service is not available: {exc}") from None
         if not matches:
             raise CardUnavailable(f"no PC/SC reader named {reader_name!r}")
         self._connection: Any = matches[0].createConnection()

@@ -200,6 +200,7 @@ class EmulatedCard:
     def _save(self) -> None:
         if self.state_path is None:
             return
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state.to_json(), indent=1))
+        tmp = self.state_path.with_suffix(".tmp")  # the card's keys and PINs: readable by the owner only
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(json.dumps(self.state.to_json(), indent=1))
         os.replace(tmp, self.state_path)

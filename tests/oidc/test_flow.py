@@ -66,3 +66,15 @@ def test_posted_request_without_a_session_resumes_after_the_login(world: World) 
     assert resumed.startswith("/oidc/authorize?")
     params = redirect_params(browser.get(resumed).headers["Location"])
     assert params["state"] == req.state and "code" in params
+
+
+def test_ui_locales_chooses_the_language_of_opauths_login_page(world: World) -> None:
+    """OIDC ``ui_locales``: the first language opauth has (en) for the login page a business system sends to."""
+    browser = world.app.test_client()
+    response = browser.get("/oidc/authorize", query_string={**AuthRequest("05").params(), "ui_locales": "fr en-GB"})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login?lang=en")
+    page = browser.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Log in" in page and "ログイン" not in page.split("<main", 1)[-1]
+    plain = world.app.test_client().get("/oidc/authorize", query_string={**AuthRequest("05").params(),
+                                                                          "ui_locales": "fr"})
+    assert plain.headers["Location"].endswith("/login")  # none of them: the page's own default

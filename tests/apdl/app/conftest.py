@@ -216,8 +216,12 @@ def served_apdl(opauth: Opauth, app: Flask) -> Iterator[subprocess.Popen[str]]:
         _wait_for_port(proc, port, "apdl gunicorn", log_path)
         yield proc
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.terminate()  # gunicorn's graceful stop waits up to 30 s for its workers; a loaded machine takes longer
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
         log.close()
 
 
