@@ -142,6 +142,10 @@ def test_run_apdl_alone_serves_opauth_and_the_registered_module_sigterm_stops_bo
     assert password_file.stat().st_mode & 0o777 == 0o600
     password = password_file.read_text().strip()
     assert len(password) >= 12 and password not in first_log.read_text()
+    opauth_db, apdl_db = (Path(demo_env[k]) / f for k, f in (("OPAUTH_INSTANCE_DIR", "opauth.db"),
+                                                             ("APDL_INSTANCE_DIR", "apdl.db")))
+    for database in (opauth_db, apdl_db):
+        assert database.stat().st_mode & 0o077 == 0, database  # personal data: the owner's only
     # the module's logout ends opauth's session too and comes back to the module's top (RP-initiated logout)
     client = json.loads(flask_cli(demo_env, "oidc", "client", "show", "01").stdout)
     module = f"https://localhost:{demo_env['APDL_BIND'].rsplit(':', 1)[1]}"
