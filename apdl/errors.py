@@ -31,3 +31,9 @@ class Refused(ApdlError):
     """A rule forbids the operation for this operator or tenant (area rules, card state): HTTP 403."""
 
     status = 403
+
+
+class TooManyAttempts(ApdlError):
+    """Too many failed attempts in a short time (pairing codes): HTTP 429."""
+
+    status = 429

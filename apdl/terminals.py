@@ -26,16 +26,18 @@ from dataclasses import dataclass
 
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from apdl import clientcert, oplog
 from apdl.db import utcnow
-from apdl.errors import CardUnavailable, InvalidInput
-from apdl.models import AgentExchange, TerminalPairing
+from apdl.errors import CardUnavailable, InvalidInput, TooManyAttempts
+from apdl.models import AgentExchange, OperationLog, TerminalPairing
 
 CODE_DIGITS = 8
 CODE_MINUTES = 5
+PAIRING_MAX_FAILURES = 5  # wrong codes per operator within the window before pairing is refused
+PAIRING_WINDOW_MINUTES = 15
 POLL_STEP = 0.01  # seconds between looks at the exchange table
 
 
@@ -86,6 +88,15 @@ def new_pairing_code(db: Session, terminal: Terminal) -> str:
 def pair(db: Session, code: str, *, session_id: str, tenant_code: str, actor: str) -> TerminalPairing:
     """端末の組付け: bind this operator session to the terminal whose agent shows ``code``."""
     code = code.strip()
+    since = utcnow() - datetime.timedelta(minutes=PAIRING_WINDOW_MINUTES)
+    failures = db.scalar(select(func.count()).select_from(OperationLog).where(
+        OperationLog.tenant_code == tenant_code, OperationLog.actor == actor, OperationLog.target == "terminal",
+        OperationLog.action == oplog.Action.REFUSED, OperationLog.at >= since)) or 0
+    if failures >= PAIRING_MAX_FAILURES:  # 8-digit codes must not be guessable by trying
+        oplog.record(db, tenant_code=tenant_code, actor=actor, action=oplog.Action.REFUSED, target="terminal",
+                     detail={"reason": "too many wrong pairing codes"})
+        db.commit()
+        raise TooManyAttempts(_("組付けコードの誤りが続いたため、しばらく組付けできません。"))
     row = None
     if code.isascii() and code.isdigit() and len(code) == CODE_DIGITS:
         row = db.scalars(select(TerminalPairing).where(TerminalPairing.code_hash == _code_hash(code))).first()

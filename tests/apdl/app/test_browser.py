@@ -76,7 +76,7 @@ def test_operator_loads_three_aps_in_chromium(opauth: Opauth, apdl_app: Flask, c
         page = context.new_page()
         page.goto(opauth.apdl_base + "/")
         page.click("#login")
-        page.wait_for_url(opauth.base + "/login")
+        page.wait_for_url(opauth.base + "/login?lang=ja")  # the module asked with ui_locales=ja
         page.select_option("#tenant", "minamiedo")
         page.fill("#operator_id", "OP0604")
         page.fill("#password", opauth.passwords["chromium"])
@@ -110,7 +110,7 @@ def test_biometric_operator_with_certificate_loads_three_aps_in_chromium(
         _enrol_fingerprint(page, opauth)
         page.goto(opauth.apdl_base + "/")
         page.click("#login")
-        page.wait_for_url(opauth.base + "/login")  # no session at opauth: the module's request waits for it
+        page.wait_for_url(opauth.base + "/login?lang=ja")  # no session: waits (in ui_locales=ja)
         page.goto(opauth.base + "/bio/login")
         page.select_option("#tenant", "minamiedo")
         page.fill("#operator_id", "BIO0606")

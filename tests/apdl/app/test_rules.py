@@ -39,12 +39,14 @@ def test_a_valid_individual_number_is_recognised_anywhere_in_a_text() -> None:
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("1986-06-02", date(1986, 6, 2)), ("3610602", date(1986, 6, 2)),
-                                               ("4010108", date(1989, 1, 8)), ("5060401", date(2024, 4, 1))])
+                                               ("4010108", date(1989, 1, 8)), ("5060401", date(2024, 4, 1)),
+                                               ("３６１０６０２", date(1986, 6, 2)),  # full-width, from an IME
+                                               ("１９８６－０６－０２", date(1986, 6, 2))])
 def test_birth_dates_in_iso_and_era_code_forms(raw: str, expected: date) -> None:
     assert parse_birth_date(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["1986-13-01", "3611302", "6010101", "86-06-02", "", "３６１０６０２"])
+@pytest.mark.parametrize("raw", ["1986-13-01", "3611302", "6010101", "86-06-02", "", "３６１０６０２Ｘ"])
 def test_bad_birth_dates_are_refused(raw: str) -> None:
     with pytest.raises(InvalidInput):
         parse_birth_date(raw)
