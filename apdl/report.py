@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -79,18 +80,17 @@ class Report:
 
     def by_tenant(self) -> dict[str, tuple[int, int]]:
         """(loads, deletions) per 利用機関 code."""
-        out: dict[str, tuple[int, int]] = {}
-        for r in self.rows:
-            loads, deletions = out.get(r.tenant_code, (0, 0))
-            out[r.tenant_code] = (loads + r.loads, deletions + r.deletions)
-        return out
+        return self._totals(lambda r: r.tenant_code)
 
     def by_ap(self) -> dict[str, tuple[int, int]]:
         """(loads, deletions) per AID."""
+        return self._totals(lambda r: r.aid)
+
+    def _totals(self, key: Callable[[Row], str]) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
         for r in self.rows:
-            loads, deletions = out.get(r.aid, (0, 0))
-            out[r.aid] = (loads + r.loads, deletions + r.deletions)
+            loads, deletions = out.get(key(r), (0, 0))
+            out[key(r)] = (loads + r.loads, deletions + r.deletions)
         return out
 
 

@@ -123,7 +123,7 @@ def apdl_env(tls: Path) -> dict[str, str]:
 
 
 def seed_module(env: dict[str, str]) -> None:
-    """Migrate, then the demo tenant's profile and APs through the module's services (once)."""
+    """The demo tenant's profile and APs through the module's services (once)."""
     from sqlalchemy import select
 
     from apdl import db, registry
@@ -132,8 +132,7 @@ def seed_module(env: dict[str, str]) -> None:
     from apdl.permissions import Permission
     from apdl.tenancy import Operator
 
-    app = create_app({"INSTANCE_DIR": env["APDL_INSTANCE_DIR"], "ADMIN_TENANT": TENANT})
-    db.upgrade(app.config["DATABASE_URL"])
+    app = create_app({"INSTANCE_DIR": env["APDL_INSTANCE_DIR"], "ADMIN_TENANT": TENANT})  # migrated by main()
     setup = Operator(session_id="-", sub="make run-apdl", sid="-", name="make run-apdl", tenant_code=TENANT,
                      tenant_name="デモ市", in_business_id="setup", permissions=frozenset(Permission),
                      is_admin_tenant=True)
@@ -245,13 +244,13 @@ def main() -> int:
         tls = APDL_INSTANCE / "tls"
         APDL_INSTANCE.mkdir(parents=True, exist_ok=True)
         env = apdl_env(tls)
-        password = set_up_once(ca_bundle, tls, env)
         from apdl import db
         from apdl.app import create_app
 
         app = create_app({"INSTANCE_DIR": env["APDL_INSTANCE_DIR"], "ADMIN_TENANT": TENANT})
-        db.upgrade(app.config["DATABASE_URL"])  # a newer checkout's migrations, on every start
+        db.upgrade(app.config["DATABASE_URL"])  # a newer checkout's migrations, on every start, before seeding
         app.extensions[db.ENGINE_KEY].dispose()
+        password = set_up_once(ca_bundle, tls, env)
 
         from apdl.cardops import card_keys
         from apdl.emulator.card import CardState, EmulatedCard

@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 import db
+from tests.browser.terminal import first_password_login
 from tests.conftest import ADMIN_PASSWORD, initialise, make_app
 from tests.helpers import BUSINESS, business_payload, make_csr
 from tests.servers import flask_cli, free_port, gunicorn, instance_env
@@ -62,16 +63,7 @@ def test_administrator_changes_settings_and_the_next_certificates_carry_the_new_
         context = browser.new_context(base_url=base)
         context.set_default_timeout(20000)
         page = context.new_page()
-        page.goto("/login")
-        page.select_option("#tenant", "system")
-        page.fill("#operator_id", "admin")
-        page.fill("#password", one_time_password)
-        page.click("#login")
-        page.wait_for_url(re.compile(r"/password$"))
-        page.fill("#current_password", one_time_password)
-        page.fill("#new_password", ADMIN_PASSWORD)
-        page.fill("#confirm_password", ADMIN_PASSWORD)
-        page.click("#change")
+        first_password_login(page, "", "system", "admin", one_time_password, ADMIN_PASSWORD)
         page.goto("/top")
         page.click("text=運用環境設定")
         page.wait_for_url(re.compile(r"/admin/settings$"))
