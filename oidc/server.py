@@ -24,7 +24,7 @@ from authlib.oidc.core import OpenIDCode
 from flask import Flask, current_app, g, request
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ca.authority import CaSettings
@@ -208,7 +208,12 @@ class CodeGrant(AuthorizationCodeGrant):
         get_session().flush()
 
     def query_authorization_code(self, code: str, client: Client) -> Code | None:
-        """The code if it is this client's, unexpired and unused; claimed here so it cannot be used twice."""
+        """The code if it is this client's, unexpired and unused.
+
+        Reading it takes no lock: the single-use claim (:func:`finish_token_request`) is the last write before
+        the commit, so the database's write lock (SQLite) or row lock (PostgreSQL) is held for the claim, the
+        audit entry and the token row only, not for the checks and signatures in between.
+        """
         session = get_session()
         row = session.scalar(_CODE, {"code_sha256": sha256_hex(code)})
         if row is None:
@@ -219,20 +224,11 @@ class CodeGrant(AuthorizationCodeGrant):
                          result=AuditResult.FAILURE, target=target,
                          detail={"reason": "code issued to another client", "code_id": row.id})
             return None
-        now = utcnow()
-        # The conditional update is the claim: of two concurrent requests only one changes the row.
-        claimed = session.connection().execute(_CLAIM_CODE, {"code_id": row.id, "now": now})
-        if getattr(claimed, "rowcount", 0) == 1:
-            set_committed_value(row, "used_at", now)  # what the database now holds
-        else:
-            revoked = session.execute(update(OidcToken).where(OidcToken.code_id == row.id,
-                                                              OidcToken.revoked_at.is_(None))
-                                      .values(revoked_at=now))
-            record_event(session, action=AuditAction.OIDC_CODE_REPLAY, actor=_audit_actor(),
-                         result=AuditResult.FAILURE, target=target,
-                         detail={"code_id": row.id, "tokens_revoked": getattr(revoked, "rowcount", 0)})
+        if row.used_at is not None:
+            _code_replayed(session, row, target)
             return None
-        if row.expires_at <= now:
+        g.oidc_code_to_claim = (row, target)  # used up whatever the outcome (finish_token_request)
+        if row.expires_at <= utcnow():
             record_event(session, action=AuditAction.OIDC_TOKEN_REFUSED, actor=_audit_actor(),
                          result=AuditResult.FAILURE, target=target,
                          detail={"reason": "code expired", "code_id": row.id})
@@ -354,20 +350,49 @@ def authenticate_tls_client(query: Any, oauth_request: OAuth2Request) -> Client 
 
 
 def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
-    """Record the issued access token (by jti) with its certificate binding and audit the issue."""
-    session = get_session()
-    subject: Subject = oauth_request.user
-    code: Code = oauth_request.authorization_code
-    identity: ClientIdentity = g.oidc_client_identity
-    now = utcnow()
-    # The audit entry first: the token row is then written in the same flush as the entry.
-    record_event(session, action=AuditAction.OIDC_TOKEN_ISSUED, actor=_audit_actor(),
-                 target=f"business_system:{subject.system.business_id}",
-                 detail={"operator": f"{subject.operator.tenant.code}/{subject.operator.operator_id}",
-                         "client_certificate": identity.serial, "sid": subject.sid})
-    session.add(OidcToken(jti=g.oidc_jti, code_id=code.row.id, business_system_id=subject.system.id,
-                          operator_pk=subject.operator.id, client_cert_sha256=identity.fingerprint_sha256,
-                          issued_at=now, expires_at=now + timedelta(seconds=ACCESS_TOKEN_SECONDS)))
+    """Note the issued access token; :func:`finish_token_request` writes it once the code is claimed."""
+    g.oidc_token_to_save = (oauth_request.user, oauth_request.authorization_code)
+
+
+def _code_replayed(session: Session, row: OidcAuthorizationCode, target: str) -> None:
+    """A used code came back: revoke what it produced and audit the replay (in ``session``'s transaction)."""
+    revoked = session.execute(update(OidcToken).where(OidcToken.code_id == row.id, OidcToken.revoked_at.is_(None))
+                              .values(revoked_at=utcnow()))
+    record_event(session, action=AuditAction.OIDC_CODE_REPLAY, actor=_audit_actor(), result=AuditResult.FAILURE,
+                 target=target, detail={"code_id": row.id, "tokens_revoked": getattr(revoked, "rowcount", 0)})
+
+
+def finish_token_request(session: Session, succeeded: bool) -> bool:
+    """The token endpoint's writes, last before its commit: claim the code, then record the token.
+
+    The claim is a conditional update: of two requests with one code only one changes the row. The other
+    (False) has its work rolled back and is handled as a replay: what the first produced is revoked.
+    A request that failed after finding its code (wrong verifier, refused operator) still uses the code up.
+    """
+    to_claim: tuple[OidcAuthorizationCode, str] | None = g.pop("oidc_code_to_claim", None)
+    if to_claim is not None:
+        row, target = to_claim
+        now = utcnow()
+        claimed = session.connection().execute(_CLAIM_CODE, {"code_id": row.id, "now": now})
+        if getattr(claimed, "rowcount", 0) != 1:
+            session.rollback()
+            _code_replayed(session, row, target)
+            return False
+        set_committed_value(row, "used_at", now)  # what the database now holds
+    pending = g.pop("oidc_token_to_save", None)
+    if succeeded and pending is not None:
+        subject, code = cast(tuple[Subject, Code], pending)
+        identity: ClientIdentity = g.oidc_client_identity
+        now = utcnow()
+        # The audit entry first: the token row is then written in the same flush as the entry.
+        record_event(session, action=AuditAction.OIDC_TOKEN_ISSUED, actor=_audit_actor(),
+                     target=f"business_system:{subject.system.business_id}",
+                     detail={"operator": f"{subject.operator.tenant.code}/{subject.operator.operator_id}",
+                             "client_certificate": identity.serial, "sid": subject.sid})
+        session.add(OidcToken(jti=g.oidc_jti, code_id=code.row.id, business_system_id=subject.system.id,
+                              operator_pk=subject.operator.id, client_cert_sha256=identity.fingerprint_sha256,
+                              issued_at=now, expires_at=now + timedelta(seconds=ACCESS_TOKEN_SECONDS)))
+    return True
 
 
 class Issuer(IssuerParameter):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749 import InvalidGrantError
 from flask import Blueprint, Flask, current_app, jsonify, request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -29,7 +30,15 @@ from oidc.claims import (
 from oidc.keys import ALGORITHM, ensure_signing_keys, forget_published_keys, jwks, verification_keys
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex
-from oidc.server import EXTENSION_KEY, SCOPES, build_server, get_server, issuer, subject_of_code
+from oidc.server import (
+    EXTENSION_KEY,
+    SCOPES,
+    build_server,
+    finish_token_request,
+    get_server,
+    issuer,
+    subject_of_code,
+)
 from operators.login.mtls import ClientCertRefused, Purpose, authenticate_client
 from operators.models import BusinessSystem
 
@@ -105,8 +114,11 @@ def jwks_document() -> Any:
 @bp.route("/token", methods=["POST"])
 def token() -> Any:
     """Token endpoint: code + PKCE verifier, client authenticated by its certificate (tls_client_auth)."""
-    response = get_server().create_token_response()
+    server = get_server()
+    response = server.create_token_response()
     session = get_session()
+    if not finish_token_request(session, succeeded=response.status_code < 400):  # the code's claim, last
+        response = server.handle_error_response(None, InvalidGrantError("Invalid 'code' in request."))
     if response.status_code >= 400:
         session.commit()  # a claimed code and a replay's revocations stand even though the request failed
         body = response.get_json(silent=True) or {}
