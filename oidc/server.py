@@ -37,6 +37,7 @@ from oidc.logout import schedule_timeout_logout
 from oidc.models import OidcAuthorizationCode, OidcClient, OidcToken
 from oidc.pairwise import b64url_sha256_from_hex, pairwise_key
 from oidc.rules import OpauthRules, S256Required
+from operators.login.models import OperatorLoginState
 from operators.login.mtls import ClientCertRefused, ClientIdentity, Purpose, authenticate_client
 from operators.models import BusinessSystem, Operator
 
@@ -124,7 +125,10 @@ def query_client(client_id: str | None) -> Client | None:
 _CLIENT = (select(BusinessSystem, OidcClient)
            .join(OidcClient, OidcClient.business_system_id == BusinessSystem.id)
            .where(BusinessSystem.business_id == bindparam("business_id")))
-_OPERATOR_WITH_TENANT = select(Operator).options(joinedload(Operator.tenant)).where(Operator.id == bindparam("pk"))
+# The operator with its tenant (a claim) and its login state (the lock check reads it from the identity map).
+_OPERATOR_WITH_TENANT = (select(Operator, OperatorLoginState).options(joinedload(Operator.tenant))
+                         .outerjoin(OperatorLoginState, OperatorLoginState.operator_pk == Operator.id)
+                         .where(Operator.id == bindparam("pk")))
 _CODE = select(OidcAuthorizationCode).where(OidcAuthorizationCode.code_sha256 == bindparam("code_sha256"))
 _CODE_TABLE = cast(Table, OidcAuthorizationCode.__table__)
 _CODES = _CODE_TABLE.c
@@ -174,7 +178,9 @@ class Code:
 def subject_of_code(row: OidcAuthorizationCode) -> Subject | None:
     """The subject a code was issued for, or None when the operator or system is gone."""
     session = get_session()
-    operator = session.scalars(_OPERATOR_WITH_TENANT, {"pk": row.operator_pk}).first()  # the tenant is a claim
+    found = session.execute(_OPERATOR_WITH_TENANT, {"pk": row.operator_pk}).first()
+    operator = found[0] if found is not None else None
+    g.oidc_login_state = found[1] if found is not None else None  # held: the identity map keeps weak references
     system = session.get(BusinessSystem, row.business_system_id)
     if operator is None or system is None:
         return None
