@@ -30,8 +30,8 @@ from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSessi
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
 from apdl.card.commands import Area as CardArea
+from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
-from apdl.card.scp03 import StaticKeys
 from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
 from apdl.models import Area, CardAp, FeedStatus, Installation, InstallState, Resident
@@ -54,8 +54,9 @@ class CardView:
     free: dict[str, int]  # area → free bytes
 
 
-def card_keys(config: Mapping[str, object]) -> StaticKeys:
-    """The cards' SCP03 static keys: the APDL_CARD_KEYS file, or INSTANCE_DIR/card-keys generated once (0600).
+def card_keys(config: Mapping[str, object]) -> MasterKeys:
+    """The SCP03 master key set each card's static keys are diversified from (KDF3, per the card's
+    diversification data): the APDL_CARD_KEYS file, or INSTANCE_DIR/card-keys generated once (0600).
 
     The emulator is given the same file when a card is issued (``python -m apdl.emulator --keys-file``).
     """
@@ -65,15 +66,16 @@ def card_keys(config: Mapping[str, object]) -> StaticKeys:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(StaticKeys.generate().to_hex() + "\n")
+            out.write(MasterKeys.generate().to_hex() + "\n")
     try:
-        return StaticKeys.from_hex(path.read_text())
+        return MasterKeys.from_hex(path.read_text())
     except (OSError, ValueError) as exc:
         raise CardError(f"SCP03 card keys unusable ({path}): {type(exc).__name__}") from None
 
 
 def card_session(transport: Transport) -> GlobalPlatformCardSession:
-    """The reference adapter over ``transport``, with the SCP03 keys when APDL_SCP03 is on."""
+    """The reference adapter over ``transport``, with the SCP03 master keys when APDL_SCP03 is on (the
+    highest security level: C-MAC, C-DECRYPTION, R-MAC, R-ENCRYPTION)."""
     keys = card_keys(current_app.config) if current_app.config["SCP03"] else None
     return GlobalPlatformCardSession(transport, keys=keys)
 

@@ -7,9 +7,11 @@ This models the public-standard stand-in that apdl's reference adapter speaks, n
 - the regional area (地域住民向け領域) exists only after 地域住民向け領域設定 (INSTALL of a supplementary
   security domain); the extended area (拡張利用領域) exists from issuance; each has a byte quota
   (defaults: ten and twenty APs of the default size, as seed 003 assumes);
-- with SCP03 keys in its state, the card manager and the areas demand a GlobalPlatform SCP03 secure
-  channel (at least C-MAC) for GET STATUS, INSTALL, LOAD and DELETE and answer ``6982`` to a wrong
-  C-MAC (:mod:`apdl.card.scp03`); without keys they are open, as before;
+- with SCP03 keys in its state (its own, diversified from the issuer's master key set and the card's
+  diversification data, :meth:`CardState.issued`), the card manager and the areas demand a GlobalPlatform
+  SCP03 secure channel (at least C-MAC) for GET STATUS, INSTALL, LOAD and DELETE, answer ``6982`` to a
+  wrong C-MAC or host cryptogram, and encipher and MAC their answers at the level the host chose, up to
+  R-ENCRYPTION (:mod:`apdl.card.scp03`); without keys they are open, as before;
 - type A APs hold a record behind mutual authentication and a PIN with a retry counter; type C APs
   can be read without authentication (:mod:`apdl.emulator.applet`).
 
@@ -162,7 +164,7 @@ class EmulatedCard:
         if not keys or command.ins == commands.INS_SELECT or channel.selected.startswith("app:"):
             return command
         if command.ins == scp03.INS_INITIALIZE_UPDATE and command.cla & 0xF0 == 0x80:
-            channel.secure = scp03.CardChannel(scp03.StaticKeys.from_hex(keys))
+            channel.secure = scp03.CardChannel(scp03.StaticKeys.from_hex(keys), kdd=self.state.kdd_bytes())
             answer = channel.secure.initialize_update(command)
             raise CardReply(answer.sw, answer.data)
         if channel.secure is not None and channel.secure.level == 0 and command.ins == scp03.INS_EXTERNAL_AUTHENTICATE:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from apdl import db, oplog
 from apdl.card.adapter import GlobalPlatformCardSession
 from apdl.card.commands import Area as CardArea
+from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
 from apdl.card.scp03 import StaticKeys
 from apdl.emulator.card import CardState
@@ -176,10 +177,10 @@ def test_an_automatic_preset_skips_the_selection_and_loads_its_aps(opauth: Opaut
 
 def test_a_card_with_other_scp03_keys_is_not_managed(opauth: Opauth, apdl_app: Flask,
                                                       card_stack: PcscStack) -> None:
-    """The module's keys open the secure channel only with cards issued with them: another card's
-    cryptogram does not verify, so nothing is installed (a 502, not a crash)."""
+    """The module's master keys open the secure channel only with cards issued from them: another issuer's
+    card's cryptogram does not verify, so nothing is installed (a 502, not a crash)."""
     registry = build_registry(opauth, apdl_app)
-    card_stack.card.load_state(CardState(scp03_keys=StaticKeys.generate().to_hex()))
+    card_stack.card.load_state(CardState.issued(MasterKeys.generate()))
     client = login(opauth, apdl_app, "minami")
     page = f"/residents/{register_resident(client)}"
     response = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
