@@ -32,6 +32,7 @@ from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
 from apdl.card.commands import Area as CardArea
 from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
+from apdl.card.scp03 import SecureChannelError
 from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
 from apdl.models import Area, CardAp, FeedStatus, Installation, InstallState, Resident
@@ -350,6 +351,14 @@ def _install_one(scope: TenantScope, card: GlobalPlatformCardSession, resident: 
         if exc.sw == StatusWord.NOT_ENOUGH_MEMORY:
             raise Refused(_("カードの空き容量が足りません。")) from exc
         raise CardError(f"INSTALL refused: SW {exc.sw:04X}") from exc
+    except SecureChannelError as exc:
+        # The card's answer failed its R-MAC or R-ENCRYPTION check: not recorded as installed. The row stays
+        # pending (the card may have acted); the next contact settles it from an authenticated GET STATUS.
+        row.detail = f"secure channel: {exc}"[:200]
+        oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.REFUSED,
+                     target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "reason": row.detail})
+        db.commit()
+        raise
     row.state, row.completed_at = InstallState.INSTALLED, utcnow()
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.AP_INSTALLED,
                  target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "installation": row.id,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from apdl import db, oplog
 from apdl.card.adapter import GlobalPlatformCardSession
+from apdl.card.commands import INS_INSTALL
 from apdl.card.commands import Area as CardArea
 from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
@@ -186,3 +187,23 @@ def test_a_card_with_other_scp03_keys_is_not_managed(opauth: Opauth, apdl_app: F
     response = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
     assert response.status_code == 502
     assert card_stack.card.installed() == set() and _installations(apdl_app) == []
+
+
+def test_an_install_whose_answer_fails_its_r_mac_is_not_recorded_as_installed(opauth: Opauth, apdl_app: Flask,
+                                                                              card_stack: PcscStack) -> None:
+    """Under R-MAC + R-ENCRYPTION an altered answer to INSTALL is a clear card error (502): the row stays
+    pending, never installed, and the refusal is in the operation log; the next contact settles the row
+    from an authenticated GET STATUS."""
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    card_stack.card.alter_answers(ins=INS_INSTALL)
+    response = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+    assert response.status_code == 502
+    assert [state for state, _ in _installations(apdl_app)] == ["pending"]
+    assert "ap_installed" not in _actions(apdl_app) and "refused" in _actions(apdl_app)
+    with apdl_app.app_context():
+        refusal = db.get_session().scalars(select(OperationLog).where(OperationLog.action == "refused")).all()[-1]
+    assert "wrong R-MAC" in refusal.detail["reason"]
+    assert submit(client, page, f"{page}/card/read", {}).status_code == 200  # a fresh, good session settles it
+    assert [state for state, _ in _installations(apdl_app)] == ["installed"]
