@@ -30,8 +30,9 @@ from apdl.card.adapter import AppEntry, CardStatusError, GlobalPlatformCardSessi
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import REGIONAL_AREA_AID, ApSpec, ApType
 from apdl.card.commands import Area as CardArea
+from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
-from apdl.card.scp03 import StaticKeys
+from apdl.card.scp03 import SecureChannelError
 from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
 from apdl.models import Area, CardAp, FeedStatus, Installation, InstallState, Resident
@@ -54,8 +55,9 @@ class CardView:
     free: dict[str, int]  # area → free bytes
 
 
-def card_keys(config: Mapping[str, object]) -> StaticKeys:
-    """The cards' SCP03 static keys: the APDL_CARD_KEYS file, or INSTANCE_DIR/card-keys generated once (0600).
+def card_keys(config: Mapping[str, object]) -> MasterKeys:
+    """The SCP03 master key set each card's static keys are diversified from (KDF3, per the card's
+    diversification data): the APDL_CARD_KEYS file, or INSTANCE_DIR/card-keys generated once (0600).
 
     The emulator is given the same file when a card is issued (``python -m apdl.emulator --keys-file``).
     """
@@ -65,15 +67,16 @@ def card_keys(config: Mapping[str, object]) -> StaticKeys:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(StaticKeys.generate().to_hex() + "\n")
+            out.write(MasterKeys.generate().to_hex() + "\n")
     try:
-        return StaticKeys.from_hex(path.read_text())
+        return MasterKeys.from_hex(path.read_text())
     except (OSError, ValueError) as exc:
         raise CardError(f"SCP03 card keys unusable ({path}): {type(exc).__name__}") from None
 
 
 def card_session(transport: Transport) -> GlobalPlatformCardSession:
-    """The reference adapter over ``transport``, with the SCP03 keys when APDL_SCP03 is on."""
+    """The reference adapter over ``transport``, with the SCP03 master keys when APDL_SCP03 is on (the
+    highest security level: C-MAC, C-DECRYPTION, R-MAC, R-ENCRYPTION)."""
     keys = card_keys(current_app.config) if current_app.config["SCP03"] else None
     return GlobalPlatformCardSession(transport, keys=keys)
 
@@ -348,6 +351,14 @@ def _install_one(scope: TenantScope, card: GlobalPlatformCardSession, resident: 
         if exc.sw == StatusWord.NOT_ENOUGH_MEMORY:
             raise Refused(_("カードの空き容量が足りません。")) from exc
         raise CardError(f"INSTALL refused: SW {exc.sw:04X}") from exc
+    except SecureChannelError as exc:
+        # The card's answer failed its R-MAC or R-ENCRYPTION check: not recorded as installed. The row stays
+        # pending (the card may have acted); the next contact settles it from an authenticated GET STATUS.
+        row.detail = f"secure channel: {exc}"[:200]
+        oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.REFUSED,
+                     target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "reason": row.detail})
+        db.commit()
+        raise
     row.state, row.completed_at = InstallState.INSTALLED, utcnow()
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.AP_INSTALLED,
                  target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "installation": row.id,

@@ -83,10 +83,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGOUT_TOKEN_MAX_AGE", _int, 120,
             "Seconds a back-channel logout token is accepted after its iat (opauth signs each delivery afresh)."),
     Setting("SCP03", _bool, True,
-            "Run card management under a GlobalPlatform SCP03 secure channel (C-MAC, C-DECRYPTION, R-MAC)."),
+            "Run card management under a GlobalPlatform SCP03 secure channel (C-MAC, C-DECRYPTION, R-MAC, "
+            "R-ENCRYPTION)."),
     Setting("CARD_KEYS", str, "",
-            "File holding the cards' SCP03 static keys (VV:ENC:MAC:DEK, hex). Empty: INSTANCE_DIR/card-keys, "
-            "generated once. Never logged, stored in the database or sent to a terminal."),
+            "File holding the SCP03 master key set (VV:ENC:MAC:DEK, hex) each card's keys are diversified from "
+            "(KDF3). Empty: INSTANCE_DIR/card-keys, generated once. Never logged, stored in the database or sent "
+            "to a terminal."),
     Setting("CARD_TRANSPORT", str, "local",
             "Where the card is: `local` (the server's PC/SC reader, APDL_READER) or `agent` (the card agent of "
             "the terminal paired with the operator's session)."),

@@ -260,8 +260,8 @@ def main() -> int:
         # The emulated card keeps its contents in card.json; a new one is issued with the module's SCP03 keys
         # (APDL_CARD_KEYS or the instance's card-keys file).
         card_file = APDL_INSTANCE / "card.json"
-        issued = None if card_file.exists() else CardState(
-            scp03_keys=card_keys(load_settings(environ={**os.environ, **env})).to_hex())
+        issued = None if card_file.exists() else CardState.issued(
+            card_keys(load_settings(environ={**os.environ, **env})))
         try:
             stack = start_stack(APDL_INSTANCE / "pcsc", EmulatedCard(issued, state_path=card_file))
         except StackUnavailable as exc:

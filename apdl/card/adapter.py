@@ -7,8 +7,8 @@ INSTALL, LOAD, DELETE, GET DATA), plus CHANGE REFERENCE DATA and RESET RETRY COU
 
 It is a **stand-in for the real chip protocol**: the My Number Card's card-manager commands, keys and
 AIDs are disclosed only under agreement with J-LIS and are not used here. A real adapter is a second
-class with the same methods. Management commands run without a GlobalPlatform secure channel (SCP03)
-for now.
+class with the same methods. Given keys, management commands run under a GlobalPlatform SCP03 secure
+channel (:mod:`apdl.card.scp03`).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class GlobalPlatformCardSession:
     A stand-in for the real chip protocol, which is not public (see the module docstring).
     """
 
-    def __init__(self, transport: Transport, *, keys: scp03.StaticKeys | None = None,
+    def __init__(self, transport: Transport, *, keys: scp03.KeySource | None = None,
                  level: scp03.SecurityLevel = scp03.DEFAULT_LEVEL) -> None:
         self._transport = transport
         self._secure = scp03.HostChannel(transport, keys, level=level) if keys is not None else None

@@ -2,22 +2,28 @@
 
 Both ends live here, because they share the data derivation scheme:
 
-- :class:`HostChannel` is the off-card entity (the module's server): it sends INITIALIZE UPDATE, checks
-  the card cryptogram, sends EXTERNAL AUTHENTICATE with the host cryptogram, then wraps each command
-  (C-DECRYPTION of the data field, then the C-MAC over the MAC chaining value and the header) and checks
-  the R-MAC of each answer. It wraps any :class:`~apdl.card.adapter.Transport`: the local PC/SC reader
-  or a terminal's card agent, which then only ever sees ciphertext and MACs.
+- :class:`HostChannel` is the off-card entity (the module's server): it sends INITIALIZE UPDATE, takes the
+  card's static keys from its key source and the key diversification data in the answer, checks the card
+  cryptogram, sends EXTERNAL AUTHENTICATE with the host cryptogram, then wraps each command (C-DECRYPTION
+  of the data field, then the C-MAC over the MAC chaining value and the header) and checks the R-MAC of
+  each answer and deciphers its data (R-ENCRYPTION). It wraps any :class:`~apdl.card.adapter.Transport`:
+  the local PC/SC reader or a terminal's card agent, which then only ever sees ciphertext and MACs.
 - :class:`CardChannel` is the card's side, used by the emulator: it answers INITIALIZE UPDATE, verifies
-  the host cryptogram and every C-MAC (a wrong one aborts the session: ``6982``), decrypts the data and
-  adds the R-MAC.
+  the host cryptogram and every C-MAC (a wrong one aborts the session: ``6982``), decrypts the data,
+  enciphers the answer's data and adds the R-MAC.
 
 Data derivation (§4.1.5): NIST SP 800-108 KDF in counter mode with AES-CMAC as PRF; fixed input =
 11 bytes ``00`` + derivation constant, separation indicator ``00``, L (2 bytes, bits), counter i (1 byte),
 context (host challenge ‖ card challenge). AES and CMAC come from ``cryptography``.
 
-Supported: AES-128/192/256 static keys; random card challenges ("i" = ``20``: R-MAC supported, no
-R-ENCRYPTION); security levels C-MAC, C-DECRYPTION + C-MAC, and either with R-MAC. Not implemented:
-R-ENCRYPTION, pseudo-random challenges, BEGIN/END R-MAC SESSION, PUT KEY (key rotation).
+R-ENCRYPTION (§6.2.7): the answer's data, padded with ``80 00…``, is enciphered with S-ENC in AES-CBC;
+the ICV is AES(S-ENC, the command's encryption counter block with its first byte set to ``80``); the
+R-MAC is then computed over the ciphered data (as GlobalPlatformPro's ``SCP03Wrapper`` checks it).
+
+Supported: AES-128/192/256 static keys; random card challenges ("i" = ``60``: R-MAC and R-ENCRYPTION
+supported); security levels C-MAC, C-DECRYPTION + C-MAC, either with R-MAC, and all four (``33``, the
+default). Per-card static keys from a master key set: :mod:`apdl.card.diversification`. Not implemented:
+pseudo-random challenges, S16 mode, BEGIN/END R-MAC SESSION, PUT KEY (key rotation on the card).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import enum
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
@@ -39,7 +46,7 @@ INS_INITIALIZE_UPDATE = 0x50
 INS_EXTERNAL_AUTHENTICATE = 0x82
 CLA_SECURE_MESSAGING = 0x04  # the secure messaging indicator in a GP or ISO class byte
 SCP_ID = 0x03
-I_PARAMETER = 0x20  # random card challenge, R-MAC supported, no R-ENCRYPTION (Table 5-1)
+I_PARAMETER = 0x60  # random card challenge, R-MAC and R-ENCRYPTION supported (Table 5-1)
 MAC_LENGTH = 8
 BLOCK = 16
 
@@ -61,10 +68,12 @@ class SecurityLevel(enum.IntFlag):
     R_ENCRYPTION = 0x20
 
 
+FULL_LEVEL = SecurityLevel.C_MAC | SecurityLevel.C_DECRYPTION | SecurityLevel.R_MAC | SecurityLevel.R_ENCRYPTION
+# Table 7-3: R-ENCRYPTION only together with all the others.
 SUPPORTED_LEVELS = {SecurityLevel.C_MAC, SecurityLevel.C_MAC | SecurityLevel.C_DECRYPTION,
                     SecurityLevel.C_MAC | SecurityLevel.R_MAC,
-                    SecurityLevel.C_MAC | SecurityLevel.C_DECRYPTION | SecurityLevel.R_MAC}
-DEFAULT_LEVEL = SecurityLevel.C_MAC | SecurityLevel.C_DECRYPTION | SecurityLevel.R_MAC
+                    SecurityLevel.C_MAC | SecurityLevel.C_DECRYPTION | SecurityLevel.R_MAC, FULL_LEVEL}
+DEFAULT_LEVEL = FULL_LEVEL
 
 
 class SecureChannelError(CardError):
@@ -141,6 +150,24 @@ class StaticKeys:
         """The key check values, safe to show: ``ENC/MAC/DEK``."""
         return "/".join(kcv(k).hex().upper() for k in (self.enc, self.mac, self.dek))
 
+    def for_card(self, kdd: bytes) -> StaticKeys:
+        """These keys, whatever the card's diversification data (a card personalised with exactly them)."""
+        return self
+
+
+class KeySource(Protocol):
+    """Where the host takes a card's static keys from: the card's own key set, or a master key set that
+    derives them from the key diversification data the card gives in its INITIALIZE UPDATE answer."""
+
+    @property
+    def version(self) -> int:
+        """The key version number to ask the card for."""
+        ...
+
+    def for_card(self, kdd: bytes) -> StaticKeys:
+        """The static keys of the card that answered with diversification data ``kdd`` (10 bytes)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SessionKeys:
@@ -190,6 +217,14 @@ def _unpad80(data: bytes) -> bytes:
     return stripped[:-1]
 
 
+def _response_cipher(session: _Session, data: bytes, *, decrypt: bool) -> bytes:
+    """R-ENCRYPTION (§6.2.7): AES-CBC with S-ENC; ICV from the command's counter block with '80' in front.
+    ValueError when ``data`` to decipher is not whole blocks."""
+    if decrypt and len(data) % BLOCK:
+        raise ValueError("not whole blocks")
+    return _aes_cbc(session.keys.enc, _icv(session.keys.enc, session.counter, response=True), data, decrypt=decrypt)
+
+
 def _mac_input(chaining: bytes, command: CommandApdu, data: bytes) -> bytes:
     """MAC chaining value ‖ CLA' INS P1 P2 Lc' ‖ data (Lc' counts the C-MAC, §6.2.4)."""
     return chaining + bytes((command.cla | CLA_SECURE_MESSAGING, command.ins, command.p1, command.p2,
@@ -217,7 +252,7 @@ class HostChannel:
     Use :meth:`open` after SELECTing the security domain; then :meth:`transmit` wraps and unwraps.
     """
 
-    def __init__(self, transport: object, keys: StaticKeys, *, level: SecurityLevel = DEFAULT_LEVEL) -> None:
+    def __init__(self, transport: object, keys: KeySource, *, level: SecurityLevel = DEFAULT_LEVEL) -> None:
         if level not in SUPPORTED_LEVELS:
             raise ValueError(f"unsupported security level {int(level):02X}")
         self._transport = transport
@@ -243,9 +278,11 @@ class HostChannel:
             raise SecureChannelError(f"the card has key version {data[10]:02X}, expected {self._keys.version:02X}")
         if self._level & SecurityLevel.R_MAC and not data[12] & 0x20:
             raise SecureChannelError("the card does not support R-MAC")
+        if self._level & SecurityLevel.R_ENCRYPTION and not data[12] & 0x40:
+            raise SecureChannelError("the card does not support R-ENCRYPTION")
         card_challenge, card_cryptogram = data[13:21], data[21:29]
         context = host_challenge + card_challenge
-        keys = SessionKeys.derive(self._keys, context)
+        keys = SessionKeys.derive(self._keys.for_card(data[:10]), context)
         if not hmac.compare_digest(keys.cryptogram(CARD_CRYPTOGRAM, context), card_cryptogram):
             raise SecureChannelError("wrong card cryptogram: the card does not hold this key set")
         session = _Session(keys, SecurityLevel.C_MAC)  # EXTERNAL AUTHENTICATE itself is C-MAC only
@@ -299,6 +336,12 @@ class HostChannel:
             if not hmac.compare_digest(expected[:MAC_LENGTH], mac):
                 self._session = None
                 raise SecureChannelError("wrong R-MAC: the answer was altered on its way")
+            if session.level & SecurityLevel.R_ENCRYPTION and body:
+                try:
+                    body = _unpad80(_response_cipher(session, body, decrypt=True))
+                except ValueError:
+                    self._session = None
+                    raise SecureChannelError("R-ENCRYPTION: the answer does not decipher to padded data") from None
             response = ResponseApdu(body, response.sw)
         if response.sw == StatusWord.SECURITY_STATUS_NOT_SATISFIED:
             self._session = None  # the card aborted the session
@@ -308,8 +351,11 @@ class HostChannel:
 class CardChannel:
     """The card's end of SCP03 (for the emulator): one instance per logical channel and selection."""
 
-    def __init__(self, keys: StaticKeys) -> None:
+    def __init__(self, keys: StaticKeys, *, kdd: bytes = bytes(10)) -> None:
+        if len(kdd) != 10:
+            raise ValueError("key diversification data is 10 bytes")
         self._keys = keys
+        self._kdd = kdd
         self._pending: tuple[bytes, SessionKeys] | None = None  # after INITIALIZE UPDATE
         self._session: _Session | None = None
         self.aborted = False
@@ -330,7 +376,7 @@ class CardChannel:
         context = command.data + card_challenge
         keys = SessionKeys.derive(self._keys, context)
         self._pending = (context, keys)
-        data = (bytes(10) + bytes((self._keys.version, SCP_ID, I_PARAMETER)) + card_challenge
+        data = (self._kdd + bytes((self._keys.version, SCP_ID, I_PARAMETER)) + card_challenge
                 + keys.cryptogram(CARD_CRYPTOGRAM, context))
         return ResponseApdu(data, StatusWord.OK)
 
@@ -394,9 +440,11 @@ class CardChannel:
         return clear
 
     def wrap_response(self, data: bytes, sw: int) -> bytes:
-        """Data + SW, with the R-MAC when the session asks for it."""
+        """Data + SW: the data enciphered (R-ENCRYPTION) and the R-MAC added when the session asks for them."""
         session = self._session
         if session is not None and session.level & SecurityLevel.R_MAC and _response_mac_applies(sw):
+            if session.level & SecurityLevel.R_ENCRYPTION and data:
+                data = _response_cipher(session, _pad80(data), decrypt=False)
             mac = cmac(session.keys.rmac, session.chaining + data + sw.to_bytes(2, "big"))[:MAC_LENGTH]
             data += mac
         return data + sw.to_bytes(2, "big")

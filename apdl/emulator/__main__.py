@@ -6,7 +6,7 @@ import argparse
 import threading
 from pathlib import Path
 
-from apdl.card.scp03 import StaticKeys
+from apdl.card.diversification import MasterKeys
 from apdl.emulator.card import CardState, EmulatedCard
 from apdl.emulator.vpcd import DEFAULT_PORT, VpcdLink
 
@@ -22,13 +22,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--card-identifier", default=CardState.card_identifier)
     parser.add_argument("--residence-code", default=CardState.residence_code)
     parser.add_argument("--keys-file", type=Path,
-                        help="issue the card with these SCP03 keys (the module's APDL_CARD_KEYS or instance card-keys "
-                             "file); without it a new card's management is open")
+                        help="issue the card with SCP03 keys diversified from this master key set (the module's "
+                             "APDL_CARD_KEYS or instance card-keys file); without it a new card's management is open")
+    parser.add_argument("--kdd", type=bytes.fromhex,
+                        help="the new card's key diversification data (10 bytes, hex); default: random")
     args = parser.parse_args(argv)
     state = None
     if args.state is None or not args.state.exists():
-        keys = StaticKeys.from_hex(args.keys_file.read_text()).to_hex() if args.keys_file else ""
-        state = CardState(card_identifier=args.card_identifier, residence_code=args.residence_code, scp03_keys=keys)
+        fields = {"card_identifier": args.card_identifier, "residence_code": args.residence_code}
+        if args.keys_file:
+            state = CardState.issued(MasterKeys.from_hex(args.keys_file.read_text()), kdd=args.kdd, **fields)
+        else:
+            state = CardState(**fields)
     card = EmulatedCard(state, state_path=args.state, fault_path=args.faults)
     link = VpcdLink(card, host=args.host, port=args.port).start()
     print(f"emulated card for vpcd at {args.host}:{args.port}; Ctrl-C to stop", flush=True)

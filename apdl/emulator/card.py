@@ -7,9 +7,11 @@ This models the public-standard stand-in that apdl's reference adapter speaks, n
 - the regional area (地域住民向け領域) exists only after 地域住民向け領域設定 (INSTALL of a supplementary
   security domain); the extended area (拡張利用領域) exists from issuance; each has a byte quota
   (defaults: ten and twenty APs of the default size, as seed 003 assumes);
-- with SCP03 keys in its state, the card manager and the areas demand a GlobalPlatform SCP03 secure
-  channel (at least C-MAC) for GET STATUS, INSTALL, LOAD and DELETE and answer ``6982`` to a wrong
-  C-MAC (:mod:`apdl.card.scp03`); without keys they are open, as before;
+- with SCP03 keys in its state (its own, diversified from the issuer's master key set and the card's
+  diversification data, :meth:`CardState.issued`), the card manager and the areas demand a GlobalPlatform
+  SCP03 secure channel (at least C-MAC) for GET STATUS, INSTALL, LOAD and DELETE, answer ``6982`` to a
+  wrong C-MAC or host cryptogram, and encipher and MAC their answers at the level the host chose, up to
+  R-ENCRYPTION (:mod:`apdl.card.scp03`); without keys they are open, as before;
 - type A APs hold a record behind mutual authentication and a PIN with a retry counter; type C APs
   can be read without authentication (:mod:`apdl.emulator.applet`).
 
@@ -91,6 +93,7 @@ class EmulatedCard:
         self.state_path = state_path
         self._channel = Channel()
         self._forced: list[_Forced] = []
+        self._altered: list[_Forced] = []  # answers whose R-MAC is spoilt on purpose (sw unused)
         self._lock = threading.Lock()
         self.commands = 0  # command APDUs received since the last load_state (tests: "no APDU was sent")
         self.faults: FaultFile | None = None if fault_path is None else FaultFile(fault_path)
@@ -114,6 +117,7 @@ class EmulatedCard:
             self.state = state
             self._channel = Channel()
             self._forced.clear()
+            self._altered.clear()
             self.commands = 0
             self._save()
 
@@ -121,6 +125,12 @@ class EmulatedCard:
         """Answer the next ``times`` commands (with instruction ``ins``, or any) with ``sw`` and do nothing."""
         with self._lock:
             self._forced.append(_Forced(sw, ins, times))
+
+    def alter_answers(self, *, ins: int | None = None, times: int = 1) -> None:
+        """Flip a bit of the R-MAC of the next ``times`` secure-channel answers (to instruction ``ins``, or any),
+        after the command took effect: what a relay that tampers with answers delivers."""
+        with self._lock:
+            self._altered.append(_Forced(0, ins, times))
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the persistent state (AIDs as upper-case hex)."""
@@ -151,8 +161,17 @@ class EmulatedCard:
             if command.ins in _CHANGES_STATE:
                 self._save()  # also after a refusal: a wrong PIN spends a try
             if secure is not None and secure is self._channel.secure:
-                return secure.wrap_response(data, sw)
+                return self._maybe_altered(command.ins, secure.wrap_response(data, sw))
             return data + sw.to_bytes(2, "big")
+
+    def _maybe_altered(self, ins: int, answer: bytes) -> bytes:
+        for rule in self._altered:
+            if (rule.ins is None or rule.ins == ins) and len(answer) >= 2 + scp03.MAC_LENGTH:
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._altered.remove(rule)
+                return answer[:-3] + bytes((answer[-3] ^ 0x01,)) + answer[-2:]
+        return answer
 
     def _secure_messaging(self, command: CommandApdu) -> CommandApdu:
         """SCP03 at a security domain of a card that has keys: open a session, or check and strip a
@@ -162,7 +181,7 @@ class EmulatedCard:
         if not keys or command.ins == commands.INS_SELECT or channel.selected.startswith("app:"):
             return command
         if command.ins == scp03.INS_INITIALIZE_UPDATE and command.cla & 0xF0 == 0x80:
-            channel.secure = scp03.CardChannel(scp03.StaticKeys.from_hex(keys))
+            channel.secure = scp03.CardChannel(scp03.StaticKeys.from_hex(keys), kdd=self.state.kdd_bytes())
             answer = channel.secure.initialize_update(command)
             raise CardReply(answer.sw, answer.data)
         if channel.secure is not None and channel.secure.level == 0 and command.ins == scp03.INS_EXTERNAL_AUTHENTICATE:

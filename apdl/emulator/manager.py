@@ -23,7 +23,7 @@ from apdl.emulator.state import (
 LIFE_CYCLE_SELECTABLE = 0x07
 LIFE_CYCLE_SD_PERSONALIZED = 0x0F
 LIFE_CYCLE_LOADED = 0x01
-STATUS_PAGE_BYTES = 240  # GET STATUS answers fit a short APDU; the rest follows after 6310
+STATUS_PAGE_BYTES = 232  # GET STATUS answers fit a short APDU even enciphered (+ padding to 240 + R-MAC 8); 6310 pages
 
 
 def select(state: CardState, channel: Channel, command: CommandApdu) -> bytes:

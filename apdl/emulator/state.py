@@ -8,6 +8,7 @@ from typing import Any
 from apdl.card import commands, tlv
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import ApType, Area
+from apdl.card.diversification import MasterKeys, new_kdd
 from apdl.card.scp03 import CardChannel
 
 DEFAULT_AP_SIZE = 2048
@@ -62,8 +63,20 @@ class CardState:
     extended_quota: int = DEFAULT_EXTENDED_QUOTA
     regional_created: bool = False
     scp03_keys: str = ""  # the card's SCP03 key set as VV:ENC:MAC:DEK hex; empty: no secure channel (open card manager)
+    kdd: str = ""  # key diversification data (10 bytes hex) the card gives in INITIALIZE UPDATE; empty: zeros
     apps: dict[str, AppState] = field(default_factory=dict)
     load_files: dict[str, LoadFileState] = field(default_factory=dict)
+
+    @classmethod
+    def issued(cls, master: MasterKeys, *, kdd: bytes | None = None, **fields: Any) -> CardState:
+        """A new card personalised as the card issuer would: fresh diversification data (or ``kdd``) and the
+        static keys derived from ``master`` and it. The card holds only its own keys, never the master."""
+        kdd = new_kdd() if kdd is None else kdd
+        return cls(scp03_keys=master.for_card(kdd).to_hex(), kdd=kdd.hex().upper(), **fields)
+
+    def kdd_bytes(self) -> bytes:
+        """The diversification data as bytes (zeros when the card was issued without)."""
+        return bytes.fromhex(self.kdd) if self.kdd else bytes(10)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CardState:

@@ -186,8 +186,9 @@ def apdl_app(opauth: Opauth, tmp_path: Path) -> Iterator[Flask]:
 
 
 def issued_card(app: Flask, **fields: Any) -> CardState:
-    """A fresh card issued with the module's SCP03 keys (as the card issuer would personalise it)."""
-    return CardState(scp03_keys=cardops.card_keys(app.config).to_hex(), **fields)
+    """A fresh card issued with SCP03 keys diversified from the module's master keys (as the card issuer
+    would personalise it: the card holds its own keys only)."""
+    return CardState.issued(cardops.card_keys(app.config), **fields)
 
 
 @pytest.fixture

@@ -97,14 +97,15 @@ def agent_world(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, tmp_path
         yield apdl_app
 
 
-def _session_keys(received: list[tuple[bytes, bytes]], keys: scp03.StaticKeys) -> list[bytes]:
-    """Rebuild every session's S-ENC, S-MAC and S-RMAC from the challenges the agent saw (the test is the issuer)."""
+def _session_keys(received: list[tuple[bytes, bytes]], keys: scp03.KeySource) -> list[bytes]:
+    """Rebuild every session's S-ENC, S-MAC and S-RMAC from the diversification data and challenges the agent
+    saw (the test is the issuer: it holds the master keys)."""
     found = []
     for command, answer in received:
         if command[1] == scp03.INS_INITIALIZE_UPDATE and answer[-2:] == b"\x90\x00":
             host_challenge = CommandApdu.parse(command).data
             context = host_challenge + answer[13:21]
-            session = scp03.SessionKeys.derive(keys, context)
+            session = scp03.SessionKeys.derive(keys.for_card(answer[:10]), context)
             assert answer[21:29] == session.cryptogram(scp03.CARD_CRYPTOGRAM, context)
             found += [session.enc, session.mac, session.rmac]
     return found
@@ -146,11 +147,15 @@ def test_the_download_runs_through_the_agent_and_no_key_reaches_it(
     received = agent.received()
     assert len(received) > 20
     wire = b"".join(c + r for c, r in received)
-    static = cardops.card_keys(app.config)
-    sessions = _session_keys(received, static)
+    master = cardops.card_keys(app.config)
+    card = scp03.StaticKeys.from_hex(card_stack.card.state.scp03_keys)  # the card's own, diversified keys
+    sessions = _session_keys(received, master)
     assert len(sessions) >= 3 * 4  # a session per SELECT of a security domain, each with three keys
-    for secret in [static.enc, static.mac, static.dek, *sessions]:
+    for secret in [master.master.enc, master.master.mac, master.master.dek, card.enc, card.mac, card.dek, *sessions]:
         assert secret not in wire and secret.hex().upper() not in agent.output()
+    # R-ENCRYPTION: what the card answered (its identifier, the installed APs' AIDs) crossed the relay enciphered
+    assert card_stack.card.state.card_identifier.encode() not in b"".join(r for _, r in received)
+    assert not any(bytes.fromhex(a) in r for a in card_stack.card.installed() for _, r in received)
     assert b"2580" not in wire  # the PIN travels inside INSTALL, enciphered (C-DECRYPTION)
     installs = [CommandApdu.parse(c) for c, _ in received if c[1] == 0xE6]
     assert installs and all(c.cla == 0x84 for c in installs)  # each management command carried a C-MAC

@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from apdl import db, oplog
 from apdl.card.adapter import GlobalPlatformCardSession
+from apdl.card.commands import INS_INSTALL
 from apdl.card.commands import Area as CardArea
+from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
 from apdl.card.scp03 import StaticKeys
 from apdl.emulator.card import CardState
@@ -176,12 +178,32 @@ def test_an_automatic_preset_skips_the_selection_and_loads_its_aps(opauth: Opaut
 
 def test_a_card_with_other_scp03_keys_is_not_managed(opauth: Opauth, apdl_app: Flask,
                                                       card_stack: PcscStack) -> None:
-    """The module's keys open the secure channel only with cards issued with them: another card's
-    cryptogram does not verify, so nothing is installed (a 502, not a crash)."""
+    """The module's master keys open the secure channel only with cards issued from them: another issuer's
+    card's cryptogram does not verify, so nothing is installed (a 502, not a crash)."""
     registry = build_registry(opauth, apdl_app)
-    card_stack.card.load_state(CardState(scp03_keys=StaticKeys.generate().to_hex()))
+    card_stack.card.load_state(CardState.issued(MasterKeys.generate()))
     client = login(opauth, apdl_app, "minami")
     page = f"/residents/{register_resident(client)}"
     response = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
     assert response.status_code == 502
     assert card_stack.card.installed() == set() and _installations(apdl_app) == []
+
+
+def test_an_install_whose_answer_fails_its_r_mac_is_not_recorded_as_installed(opauth: Opauth, apdl_app: Flask,
+                                                                              card_stack: PcscStack) -> None:
+    """Under R-MAC + R-ENCRYPTION an altered answer to INSTALL is a clear card error (502): the row stays
+    pending, never installed, and the refusal is in the operation log; the next contact settles the row
+    from an authenticated GET STATUS."""
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    card_stack.card.alter_answers(ins=INS_INSTALL)
+    response = submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
+    assert response.status_code == 502
+    assert [state for state, _ in _installations(apdl_app)] == ["pending"]
+    assert "ap_installed" not in _actions(apdl_app) and "refused" in _actions(apdl_app)
+    with apdl_app.app_context():
+        refusal = db.get_session().scalars(select(OperationLog).where(OperationLog.action == "refused")).all()[-1]
+    assert "wrong R-MAC" in refusal.detail["reason"]
+    assert submit(client, page, f"{page}/card/read", {}).status_code == 200  # a fresh, good session settles it
+    assert [state for state, _ in _installations(apdl_app)] == ["installed"]

@@ -11,6 +11,7 @@ import pytest
 
 from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
 from apdl.card.commands import Area
+from apdl.card.diversification import MasterKeys
 from apdl.card.pcsc import PcscTransport
 from apdl.card.scp03 import StaticKeys
 from apdl.emulator.stack import SECOND_READER_NAME, PcscStack
@@ -57,16 +58,22 @@ def test_the_emulator_process_keeps_the_card_across_restarts(pcsc_stack: PcscSta
 
 def test_a_card_issued_with_the_modules_keys_is_managed_only_under_scp03(pcsc_stack: PcscStack,
                                                                         tmp_path: Path) -> None:
-    keys = StaticKeys.generate()
-    (tmp_path / "card-keys").write_text(keys.to_hex() + "\n")
-    process = _serve(pcsc_stack, tmp_path / "card.json", "--keys-file", str(tmp_path / "card-keys"))
+    master = MasterKeys.generate()
+    kdd = bytes.fromhex("0102030405060708090A")
+    (tmp_path / "card-keys").write_text(master.to_hex() + "\n")
+    process = _serve(pcsc_stack, tmp_path / "card.json", "--keys-file", str(tmp_path / "card-keys"),
+                     "--kdd", kdd.hex())
     try:
         transport = PcscTransport(SECOND_READER_NAME)
         with pytest.raises(CardStatusError) as refused:
             GlobalPlatformCardSession(transport).install(type_c(1), area=Area.EXTENDED)
         assert refused.value.sw == 0x6982
-        GlobalPlatformCardSession(transport, keys=keys).install(type_c(1), area=Area.EXTENDED)
+        GlobalPlatformCardSession(transport, keys=master).install(type_c(1), area=Area.EXTENDED)
         transport.close()
     finally:
         _stop(pcsc_stack, process)
-    assert list(json.loads((tmp_path / "card.json").read_text())["apps"]) == [aid(1).hex().upper()]
+    state = json.loads((tmp_path / "card.json").read_text())
+    assert list(state["apps"]) == [aid(1).hex().upper()]
+    # the card holds its own diversified keys and its diversification data, never the master
+    assert state["kdd"] == kdd.hex().upper()
+    assert StaticKeys.from_hex(state["scp03_keys"]) == master.for_card(kdd) != master.master
