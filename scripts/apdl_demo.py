@@ -24,6 +24,7 @@ Ctrl-C (SIGINT) or SIGTERM stops the module, the card stack and the opauth this 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -260,8 +261,14 @@ def main() -> int:
         # The emulated card keeps its contents in card.json; a new one is issued with the module's SCP03 keys
         # (APDL_CARD_KEYS or the instance's card-keys file).
         card_file = APDL_INSTANCE / "card.json"
-        issued = None if card_file.exists() else CardState.issued(
-            card_keys(load_settings(environ={**os.environ, **env})))
+        master = card_keys(load_settings(environ={**os.environ, **env}))
+        issued = None if card_file.exists() else CardState.issued(master)
+        if issued is None:
+            kept = CardState.from_json(json.loads(card_file.read_text()))
+            if not kept.kdd:  # a card of a demo before per-card keys: personalised again, its contents kept
+                fresh = CardState.issued(master)
+                kept.kdd, kept.scp03_keys = fresh.kdd, fresh.scp03_keys
+                issued = kept
         try:
             stack = start_stack(APDL_INSTANCE / "pcsc", EmulatedCard(issued, state_path=card_file))
         except StackUnavailable as exc:
