@@ -15,11 +15,13 @@ import click
 from flask import Flask, jsonify, render_template, request
 from flask_babel import lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from apdl import cardstatus, db, i18n
-from apdl.errors import ApdlError, CardError, CardUnavailable
+from apdl import cardstatus, db, i18n, registry
+from apdl.errors import ApdlError, CardError, CardUnavailable, InvalidInput
 from apdl.settings import load_settings
 
 csrf = CSRFProtect()
@@ -70,10 +72,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from apdl import auth
-    from apdl.views import agent, api, aps, cards, diagnosis, main, presets, report, residents, status, tenants
+    from apdl.views import (
+        agent,
+        api,
+        aps,
+        cards,
+        diagnosis,
+        main,
+        presets,
+        report,
+        residents,
+        status,
+        tenants,
+        terminals,
+    )
 
     for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp, diagnosis.bp,
-                      report.bp, agent.bp, status.bp, api.bp):
+                      report.bp, agent.bp, terminals.bp, status.bp, api.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
     for view in (agent.agent_pair, agent.agent_poll, agent.agent_respond):
@@ -163,4 +178,109 @@ def _cli(app: Flask) -> None:
         else:
             click.echo(f"batch {result.batch_id} imported: {result.rows} rows, {result.changed} changed")
 
+    group.add_command(_terminal_cli(app))
     app.cli.add_command(group)
+
+
+def _terminal_cli(app: Flask) -> click.Group:
+    """``flask --app apdl.app apdl terminal ...``: 端末管理 from the command line (as the admin tenant's tool)."""
+    from cryptography import x509
+
+    from apdl import terminal_registry
+    from apdl.models import RegisteredTerminal
+
+    terminal = click.Group("terminal", help="端末管理: the terminals whose card agents may connect.")
+
+    def run(work: Any) -> Any:
+        actor = f"cli:{getpass.getuser()}"
+        with app.test_request_context():  # messages in the default locale (Japanese)
+            session = db.get_session()
+            try:
+                result = work(session, actor)
+                session.commit()
+                return result
+            except ApdlError as exc:
+                session.rollback()
+                click.echo(str(exc), err=True)
+                raise click.exceptions.Exit(1) from exc
+
+    def one(session: Session, tenant: str, name: str) -> RegisteredTerminal:
+        row = session.scalars(select(RegisteredTerminal).where(RegisteredTerminal.tenant_code == tenant,
+                                                               RegisteredTerminal.name == name)).first()
+        if row is None:
+            raise InvalidInput(f"no terminal {name!r} is registered to tenant {tenant!r}")
+        return row
+
+    @terminal.command("register")
+    @click.option("--tenant", required=True, help="The 利用機関's code (the terminal belongs to it).")
+    @click.option("--name", default="", help="端末名 (OU=terminal <name>); with --cert, taken from the certificate.")
+    @click.option("--organization", default="", help="O= of its certificate (the tenant's name at opauth); "
+                                                     "with --cert, taken from the certificate.")
+    @click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="The terminal's SSL通信証明書 (PEM): its subject gives the name and organization.")
+    @click.option("--pin/--no-pin", default=False, help="Accept only the certificate given with --cert.")
+    @click.option("--pin-fingerprint", default="", help="Accept only the certificate with this SHA-256 fingerprint.")
+    def register(tenant: str, name: str, organization: str, cert_path: Path | None, pin: bool,
+                 pin_fingerprint: str) -> None:
+        """Register a terminal of a tenant (enabled)."""
+        if not registry.TENANT_CODE.match(tenant):
+            raise click.BadParameter("not a tenant code", param_hint="--tenant")
+        if cert_path is not None:
+            from apdl import clientcert
+
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            subject = terminal_registry.subject_of(cert)
+            if subject is None:
+                raise click.BadParameter("not a terminal's certificate (OU=terminal <name>)", param_hint="--cert")
+            organization, name = organization or subject[0], name or subject[1]
+            if pin:
+                pin_fingerprint = clientcert.fingerprint(cert)
+        elif pin:
+            raise click.BadParameter("--pin needs --cert", param_hint="--pin")
+        form = {"name": name, "organization": organization, "pinned_fingerprint": pin_fingerprint}
+        row = run(lambda session, actor: terminal_registry.register(session, form, tenant_code=tenant, actor=actor))
+        click.echo(f"terminal {row.name} of {tenant} registered (O={row.organization}"
+                   f"{', pinned' if row.pinned_fingerprint else ''})")
+
+    @terminal.command("disable")
+    @click.option("--tenant", required=True)
+    @click.option("--name", required=True)
+    def disable(tenant: str, name: str) -> None:
+        """Disable a terminal: its agent is refused from its next request on, its pairings end."""
+        run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), False,
+                                                                 actor=actor))
+        click.echo(f"terminal {name} of {tenant} disabled")
+
+    @terminal.command("enable")
+    @click.option("--tenant", required=True)
+    @click.option("--name", required=True)
+    def enable(tenant: str, name: str) -> None:
+        """Enable a disabled terminal again."""
+        run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), True,
+                                                                 actor=actor))
+        click.echo(f"terminal {name} of {tenant} enabled")
+
+    @terminal.command("pin")
+    @click.option("--tenant", required=True)
+    @click.option("--name", required=True)
+    @click.option("--fingerprint", default="", help="SHA-256 of the certificate to accept; empty: any of its subject.")
+    def pin_command(tenant: str, name: str, fingerprint: str) -> None:
+        """Pin a terminal to one certificate (a renewal of a pinned terminal), or unpin it."""
+        run(lambda session, actor: terminal_registry.set_pin(session, one(session, tenant, name), fingerprint,
+                                                             actor=actor))
+        click.echo(f"terminal {name} of {tenant} {'pinned' if fingerprint.strip() else 'unpinned'}")
+
+    @terminal.command("list")
+    @click.option("--tenant", default="", help="Only this tenant's terminals.")
+    def list_command(tenant: str) -> None:
+        """The registered terminals (tenant, name, O, state, pin)."""
+        def rows(session: Any, _actor: str) -> list[RegisteredTerminal]:
+            query = select(RegisteredTerminal).order_by(RegisteredTerminal.tenant_code, RegisteredTerminal.name)
+            if tenant:
+                query = query.where(RegisteredTerminal.tenant_code == tenant)
+            return list(session.scalars(query))
+        for row in run(rows):
+            state = "enabled" if row.enabled else "disabled"
+            click.echo(f"{row.tenant_code}\t{row.name}\t{row.organization}\t{state}\t{row.pinned_fingerprint or '-'}")
+
+    return terminal

@@ -243,6 +243,29 @@ class Diagnosis(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
+class RegisteredTerminal(Base):
+    """端末管理: a terminal a 利用機関 allows to run a card agent (tenant-owned; read through :mod:`apdl.tenancy`).
+
+    Its agent must present an SSL通信証明書 from the trusted CA whose subject is ``O=<organization>,
+    OU=terminal <name>`` (what opauth issues for a terminal of that tenant); a renewed certificate with the
+    same subject keeps working. With ``pinned_fingerprint`` only that one certificate is accepted.
+    """
+
+    __tablename__ = "apdl_terminals"
+    __table_args__ = (UniqueConstraint("tenant_code", "name"), UniqueConstraint("organization", "name"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_code: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(63))  # 端末名 (OU=terminal <name>)
+    organization: Mapped[str] = mapped_column(String(200))  # O= of the certificate: the tenant's name at opauth
+    pinned_fingerprint: Mapped[str] = mapped_column(String(64), default="")  # SHA-256 of the DER, hex; "" = any
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    registered_by: Mapped[str] = mapped_column(String(200))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    changed_by: Mapped[str] = mapped_column(String(200), default="")  # who disabled or enabled it last
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class TerminalPairing(Base):
     """端末の組付け: a terminal's card agent (known by its SSL通信証明書) and the one operator session it serves.
 
@@ -255,6 +278,7 @@ class TerminalPairing(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     terminal_fingerprint: Mapped[str] = mapped_column(String(64), index=True)  # SHA-256 of the certificate
     terminal_name: Mapped[str] = mapped_column(String(200))
+    terminal_id: Mapped[int | None] = mapped_column(ForeignKey("apdl_terminals.id"), index=True)  # the registry's
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the one-time code
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

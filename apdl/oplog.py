@@ -49,7 +49,11 @@ class Action(enum.StrEnum):
     REPORT_EXPORTED = "report_exported"
     TERMINAL_CODE = "terminal_code"  # a card agent asked for a pairing code
     TERMINAL_PAIRED = "terminal_paired"
-    TERMINAL_REFUSED = "terminal_refused"  # a client certificate was refused (missing, foreign, revoked)
+    TERMINAL_REFUSED = "terminal_refused"  # a client certificate was refused (missing, foreign, revoked, unregistered)
+    TERMINAL_REGISTERED = "terminal_registered"  # 端末管理
+    TERMINAL_DISABLED = "terminal_disabled"
+    TERMINAL_ENABLED = "terminal_enabled"
+    TERMINAL_PINNED = "terminal_pinned"  # the one certificate it accepts changed (or any again)
     STATUS_FEED_IMPORTED = "status_feed_imported"  # one entry per batch, never per row
     STATUS_FEED_REPEATED = "status_feed_repeated"  # the same batch again: nothing changed
     STATUS_FEED_REJECTED = "status_feed_rejected"  # bad rows: nothing applied

@@ -22,6 +22,7 @@ from apdl.models import (
     InstallState,
     OperationLog,
     Preset,
+    RegisteredTerminal,
     Resident,
     TenantApAvailability,
     TenantProfile,
@@ -112,6 +113,24 @@ class TenantScope:
         """Operation log entries a report may count: every tenant's for the admin tenant, else this tenant's."""
         query = select(OperationLog)
         return query if self.is_admin_tenant else query.where(OperationLog.tenant_code == self.tenant_code)
+
+    def terminals(self) -> Select[RegisteredTerminal]:
+        """端末管理: this tenant's registered terminals; every tenant's for the admin tenant."""
+        query = select(RegisteredTerminal).order_by(RegisteredTerminal.tenant_code, RegisteredTerminal.name,
+                                                    RegisteredTerminal.id)
+        return query if self.is_admin_tenant else query.where(RegisteredTerminal.tenant_code == self.tenant_code)
+
+    def terminal_or_404(self, pk: int) -> RegisteredTerminal:
+        """One terminal this tenant manages, or 404 (another tenant's is as missing as none)."""
+        row = self.session.scalars(self.terminals().where(RegisteredTerminal.id == pk)).first()
+        if row is None:
+            abort(404)
+        return row
+
+    def require_terminals_of(self, tenant_code: str) -> None:
+        """A tenant registers terminals for itself only, the admin tenant for any: 404 otherwise."""
+        if tenant_code != self.tenant_code and not self.is_admin_tenant:
+            abort(404)
 
     def require_admin_tenant(self) -> None:
         """Registry screens exist only for the admin tenant: 404 for everyone else."""

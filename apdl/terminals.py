@@ -3,12 +3,15 @@ agent with an operator's session, and relays APDUs through it.
 
 **Client certificate (mutual TLS).** :func:`authenticate_terminal` runs the module's one client-certificate
 check (:func:`apdl.clientcert.verify`: chain to APDL_TERMINAL_CA, validity, clientAuth EKU, the CRL at the
-certificate's own distribution point, fetched on every check) on every agent request: a revocation stops
-the agent at its next poll. Failing any of these is a 403 and the agent stops.
+certificate's own distribution point, fetched on every check) on every agent request, then asks the terminal
+registry (:mod:`apdl.terminal_registry`, 端末管理): the subject's ``O`` and ``OU=terminal <端末名>`` must name a
+registered, enabled terminal (and match its pinned fingerprint, if any). A revocation or a disabling stops the
+agent at its next poll. Failing any of these is a 403 and the agent stops.
 
 **Pairing.** The agent asks for a one-time code, which it shows on the terminal's screen. The operator
 types it into the module (端末の組付け); the code is single-use and short-lived, and binds that browser
-session to that terminal's certificate. A session is paired with at most one terminal; an agent only
+session to that terminal's certificate. Only an operator of the terminal's own tenant can pair with it; to
+anyone else its code is as wrong as an unknown one. A session is paired with at most one terminal; an agent only
 ever receives APDUs of sessions paired with its own certificate.
 
 **Relay.** :class:`AgentTransport` is an adapter :class:`~apdl.card.adapter.Transport`: each APDU becomes
@@ -24,15 +27,14 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from apdl import clientcert, oplog
+from apdl import clientcert, oplog, terminal_registry
 from apdl.db import utcnow
 from apdl.errors import CardUnavailable, InvalidInput, TooManyAttempts
-from apdl.models import AgentExchange, OperationLog, TerminalPairing
+from apdl.models import AgentExchange, OperationLog, RegisteredTerminal, TerminalPairing
 
 CODE_DIGITS = 8
 CODE_MINUTES = 5
@@ -44,27 +46,49 @@ POLL_STEP = 0.01  # seconds between looks at the exchange table
 TerminalRefused = clientcert.CertificateRefused  # the one client-certificate check
 
 
+class UnregisteredTerminal(TerminalRefused):
+    """A terminal certificate the registry does not accept (unknown, disabled, not the pinned one): 403."""
+
+    def __init__(self, message: str, *, reason: str, terminal: str, tenant_code: str = "") -> None:
+        super().__init__(message)
+        self.reason, self.terminal, self.tenant_code = reason, terminal, tenant_code
+
+
 @dataclass(frozen=True)
 class Terminal:
-    """A terminal as its certificate shows it."""
+    """A registered terminal as its certificate shows it."""
 
     fingerprint: str  # SHA-256 of the DER certificate, hex
-    name: str  # the certificate's CN
+    name: str  # the 端末名 (OU=terminal <name>)
     serial: int
+    tenant_code: str = ""  # the 利用機関 it is registered to
+    registry_id: int = 0  # RegisteredTerminal.id
 
 
-def authenticate_terminal(*, check_revocation: bool = True) -> Terminal:
-    """The terminal behind this request's client certificate (:func:`apdl.clientcert.verify`); 403 otherwise.
+def authenticate_terminal(db: Session, *, check_revocation: bool = True) -> Terminal:
+    """The registered, enabled terminal behind this request's client certificate; 403 otherwise.
 
+    The certificate passes :func:`apdl.clientcert.verify`; its subject (``O``, ``OU=terminal <端末名>``) must
+    name a registered terminal that is enabled and, when pinned, this very certificate.
     ``check_revocation=False`` only for an answer to a command the same certificate collected in a poll
     that did check it (saves a CRL fetch per APDU).
     """
     cert = clientcert.verify(clientcert.TERMINAL, check_revocation=check_revocation)
-    units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    if len(units) != 1 or not str(units[0].value).startswith("terminal "):  # opauth: OU=terminal <端末名>
+    subject = terminal_registry.subject_of(cert)  # opauth: O=<tenant name>, OU=terminal <端末名>
+    if subject is None:
         raise TerminalRefused(_("端末のSSL通信証明書ではありません。"))  # e.g. a business system's
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return Terminal(clientcert.fingerprint(cert), str(names[0].value) if names else "", cert.serial_number)
+    fingerprint = clientcert.fingerprint(cert)
+    shown = f"{subject[0]} / {subject[1]}"
+    row = terminal_registry.find(db, *subject)
+    if row is None:
+        raise UnregisteredTerminal(_("登録されていない端末です。"), reason="not registered", terminal=shown)
+    if not row.enabled:
+        raise UnregisteredTerminal(_("この端末は無効にされています。"), reason="disabled", terminal=shown,
+                                   tenant_code=row.tenant_code)
+    if row.pinned_fingerprint and row.pinned_fingerprint != fingerprint:
+        raise UnregisteredTerminal(_("この端末に登録された証明書ではありません。"), reason="not the pinned certificate",
+                                   terminal=shown, tenant_code=row.tenant_code)
+    return Terminal(fingerprint, row.name, cert.serial_number, tenant_code=row.tenant_code, registry_id=row.id)
 
 
 def _code_hash(code: str) -> str:
@@ -78,8 +102,10 @@ def new_pairing_code(db: Session, terminal: Terminal) -> str:
                .values(expires_at=utcnow()))
     code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
     db.add(TerminalPairing(terminal_fingerprint=terminal.fingerprint, terminal_name=terminal.name[:200],
-                           code_hash=_code_hash(code), expires_at=utcnow() + datetime.timedelta(minutes=CODE_MINUTES)))
-    oplog.record(db, tenant_code="", actor=f"terminal:{terminal.name}", action=oplog.Action.TERMINAL_CODE,
+                           terminal_id=terminal.registry_id or None, code_hash=_code_hash(code),
+                           expires_at=utcnow() + datetime.timedelta(minutes=CODE_MINUTES)))
+    oplog.record(db, tenant_code=terminal.tenant_code, actor=f"terminal:{terminal.name}",
+                 action=oplog.Action.TERMINAL_CODE,
                  target=f"terminal:{terminal.fingerprint[:16]}")
     db.commit()
     return code
@@ -105,6 +131,13 @@ def pair(db: Session, code: str, *, session_id: str, tenant_code: str, actor: st
                      detail={"reason": "pairing code unknown, used or expired"})
         db.commit()
         raise InvalidInput(_("組付けコードが正しくないか、期限が切れています。"))
+    registered = db.get(RegisteredTerminal, row.terminal_id) if row.terminal_id is not None else None
+    if registered is None or not registered.enabled or registered.tenant_code != tenant_code:
+        # Another tenant's terminal (or one disabled since): the same answer as a wrong code, counted as one.
+        oplog.record(db, tenant_code=tenant_code, actor=actor, action=oplog.Action.REFUSED, target="terminal",
+                     detail={"reason": "pairing code of a terminal not registered to this tenant"})
+        db.commit()
+        raise InvalidInput(_("組付けコードが正しくないか、期限が切れています。"))
     db.execute(update(TerminalPairing).where(TerminalPairing.operator_session_id == session_id)
                .values(operator_session_id=None))  # a session serves one terminal at a time
     row.operator_session_id, row.paired_at = session_id, utcnow()
@@ -115,8 +148,10 @@ def pair(db: Session, code: str, *, session_id: str, tenant_code: str, actor: st
 
 
 def paired_terminal(db: Session, session_id: str) -> TerminalPairing | None:
-    """The terminal this operator session is paired with, if any."""
-    return db.scalars(select(TerminalPairing).where(TerminalPairing.operator_session_id == session_id)
+    """The enabled terminal this operator session is paired with, if any."""
+    return db.scalars(select(TerminalPairing)
+                      .join(RegisteredTerminal, RegisteredTerminal.id == TerminalPairing.terminal_id)
+                      .where(TerminalPairing.operator_session_id == session_id, RegisteredTerminal.enabled.is_(True))
                       .order_by(TerminalPairing.id.desc())).first()
 
 

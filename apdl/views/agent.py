@@ -11,7 +11,7 @@ from apdl import oplog, terminals
 from apdl.auth import current_operator, login_required
 from apdl.db import get_session
 from apdl.errors import InvalidInput
-from apdl.terminals import Terminal, TerminalRefused
+from apdl.terminals import Terminal, TerminalRefused, UnregisteredTerminal
 
 bp = Blueprint("agent", __name__)
 MAX_WAIT = 25.0
@@ -19,13 +19,17 @@ MAX_WAIT = 25.0
 
 def _terminal(*, check_revocation: bool = True) -> Terminal:
     """Every agent route passes here first: the client certificate decides (refusals are logged)."""
+    db = get_session()
     try:
-        return terminals.authenticate_terminal(check_revocation=check_revocation)
+        return terminals.authenticate_terminal(db, check_revocation=check_revocation)
     except TerminalRefused as exc:
-        db = get_session()
         db.rollback()
-        oplog.record(db, tenant_code="", actor="terminal", action=oplog.Action.TERMINAL_REFUSED,
-                     target=request.path, detail={"reason": str(exc)})
+        detail, tenant_code = {"reason": str(exc)}, ""
+        if isinstance(exc, UnregisteredTerminal):  # its tenant sees the refusal (a disabled terminal, say)
+            detail.update(reason=exc.reason, terminal=exc.terminal)
+            tenant_code = exc.tenant_code
+        oplog.record(db, tenant_code=tenant_code, actor="terminal", action=oplog.Action.TERMINAL_REFUSED,
+                     target=request.path, detail=detail)
         db.commit()
         raise
 

@@ -42,15 +42,30 @@ class TerminalCert:
     serial: str
 
 
-def _terminal_cert(opauth: Opauth, tmp: Path, name: str) -> TerminalCert:
-    """An SSL通信証明書 bound to a terminal (端末名), issued by opauth's own CLI from our CSR."""
+def _terminal_cert(opauth: Opauth, tmp: Path, name: str, tenant: str = "minamiedo") -> TerminalCert:
+    """An SSL通信証明書 bound to a terminal (端末名) of ``tenant``, issued by opauth's own CLI from our CSR."""
     key_path = tmp / f"{name}.key"
     key: ec.EllipticCurvePrivateKey = _key(key_path)
     (tmp / f"{name}.csr").write_bytes(make_csr(key))
-    result = flask_cli(opauth.env, "ssl", "issue", "--tenant", "system", "--terminal", name, "--host",
+    result = flask_cli(opauth.env, "ssl", "issue", "--tenant", tenant, "--terminal", name, "--host",
                        f"{name}.city.example.jp", "--csr", tmp / f"{name}.csr", "--out", tmp / f"{name}.pem")
     assert result.returncode == 0, result.stderr
     return TerminalCert(tmp / f"{name}.pem", key_path, result.stderr.split("issued serial ")[1].split()[0])
+
+
+def register_terminal(app: Flask, cert: TerminalCert, tenant: str = "minamiedo", *options: str) -> str:
+    """端末管理 through the module's CLI: the terminal of ``cert`` (its subject) registered to ``tenant``."""
+    result = app.test_cli_runner().invoke(args=["apdl", "terminal", "register", "--tenant", tenant,
+                                                "--cert", str(cert.cert), *options])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def registered_cert(opauth: Opauth, app: Flask, tmp: Path, name: str, tenant: str = "minamiedo") -> TerminalCert:
+    """A terminal certificate of ``tenant``, its terminal registered to that tenant."""
+    cert = _terminal_cert(opauth, tmp, name, tenant)
+    register_terminal(app, cert, tenant)
+    return cert
 
 
 class Agent:
@@ -115,7 +130,7 @@ def test_the_download_runs_through_the_agent_and_no_key_reaches_it(
         opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
     app = agent_world
     registry = build_registry(opauth, app)
-    agent = Agent(opauth, card_stack, _terminal_cert(opauth, tmp_path, "terminal01"), tmp_path / "agent.log")
+    agent = Agent(opauth, card_stack, registered_cert(opauth, app, tmp_path, "terminal01"), tmp_path / "agent.log")
     try:
         client = login(opauth, app, "minami")
         resident = register_resident(client)
@@ -179,8 +194,8 @@ def test_a_browser_paired_with_another_terminal_cannot_drive_this_one(
     app = agent_world
     app.config["AGENT_TIMEOUT"] = 2
     build_registry(opauth, app)
-    agent = Agent(opauth, card_stack, _terminal_cert(opauth, tmp_path, "terminal02"), tmp_path / "agent.log")
-    other = _terminal_cert(opauth, tmp_path, "terminal03")  # a terminal with no card reader attached here
+    agent = Agent(opauth, card_stack, registered_cert(opauth, app, tmp_path, "terminal02"), tmp_path / "agent.log")
+    other = registered_cert(opauth, app, tmp_path, "terminal03", "kitaedo")  # no card reader attached here
     try:
         status, answer = _post(opauth, other, "/agent/pair", {})
         assert status == 200
@@ -218,7 +233,7 @@ def test_no_certificate_is_refused_and_a_revoked_one_stops_the_agent(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30, context=context)
     assert refused.value.code == 403  # no client certificate
-    cert = _terminal_cert(opauth, tmp_path, "terminal04")
+    cert = registered_cert(opauth, agent_world, tmp_path, "terminal04")
     agent = Agent(opauth, card_stack, cert, tmp_path / "agent.log")
     try:
         agent.code()

@@ -257,12 +257,16 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
             pass  # refused in the TLS handshake
         else:
             assert status == 403, answer
-        terminal = _issue(opauth, tmp_path, "terminal09", "--tenant", "system", "--terminal", "terminal09",
+        terminal = _issue(opauth, tmp_path, "terminal09", "--tenant", "minamiedo", "--terminal", "terminal09",
                           "--host", "terminal09.city.example.jp")
         status, answer = _call(opauth, terminal, "/api/v1/users")
         assert status == 403 and "業務システムのSSL通信証明書ではありません" in answer["error"]
         status, answer = _call(opauth, cert05, "/agent/pair", {})  # nor is a business system a terminal
         assert status == 403 and "端末のSSL通信証明書ではありません" in answer["error"]
+        assert _call(opauth, terminal, "/agent/pair", {})[0] == 403  # a terminal must be registered (端末管理)
+        registered = app.test_cli_runner().invoke(args=["apdl", "terminal", "register", "--tenant", "minamiedo",
+                                                        "--cert", str(terminal.cert)])
+        assert registered.exit_code == 0, registered.output
         assert _call(opauth, terminal, "/agent/pair", {})[0] == 200
         # the README's curl example
         port = opauth.apdl_base.rsplit(":", 1)[1]

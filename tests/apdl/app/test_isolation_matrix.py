@@ -54,6 +54,8 @@ class World:
     field_id: int
     minami_sid: str
     diagnosis: int  # 南江戸市's カード障害切り分け run on the card in the reader
+    terminal: int  # 南江戸市's registered terminal (端末管理)
+    kita_terminal: int  # 北江戸市's registered terminal (registered by the admin tenant)
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,32 @@ MATRIX: dict[tuple[str, str], Entry] = {
         Attempt("anonymous", lambda w: f"/api/v1/cards/{CARD}/stop/cancel", 403, form=lambda w: {"reason": "発見"},
                 missing=lambda w: "/api/v1/cards/9999999999999/stop/cancel",
                 writes=frozenset({"business_api_refused"})),)),
+    ("/terminals", "GET"): Entry("lists only the tenant's own terminals (the admin tenant's: all); 403 without "
+                                 "ap.manage", (
+        Attempt("kita", lambda w: "/terminals", 403),
+        Attempt("minami", lambda w: "/terminals", 200, absent=lambda w: ("kita-desk", "北江戸市")))),
+    ("/terminals", "POST"): Entry("registers for the caller's own tenant only: another tenant's code is as missing as "
+                                  "no tenant (the admin tenant may name any)", (
+        Attempt("kita", lambda w: "/terminals", 403, form=lambda w: {"name": "x", "organization": "北江戸市"}),
+        Attempt("minami", lambda w: "/terminals", 404,
+                form=lambda w: {"tenant_code": "kitaedo", "name": "x", "organization": "北江戸市"}),
+        Attempt("minami", lambda w: "/terminals", 404,
+                form=lambda w: {"tenant_code": "nosuchtenant", "name": "x", "organization": "北江戸市"}))),
+    ("/terminals/<int:terminal_id>/disable", "GET"): Entry("another tenant's terminal id", (
+        Attempt("kita", lambda w: f"/terminals/{w.terminal}/disable", 403,
+                missing=lambda w: f"/terminals/{MISSING}/disable"),
+        Attempt("minami", lambda w: f"/terminals/{w.kita_terminal}/disable", 404,
+                missing=lambda w: f"/terminals/{MISSING}/disable"))),
+    ("/terminals/<int:terminal_id>/disable", "POST"): Entry("another tenant's terminal id: it stays enabled", (
+        Attempt("kita", lambda w: f"/terminals/{w.terminal}/disable", 403, form=lambda w: {"confirm": "yes"},
+                missing=lambda w: f"/terminals/{MISSING}/disable"),
+        Attempt("minami", lambda w: f"/terminals/{w.kita_terminal}/disable", 404, form=lambda w: {"confirm": "yes"},
+                missing=lambda w: f"/terminals/{MISSING}/disable"))),
+    ("/terminals/<int:terminal_id>/enable", "POST"): Entry("another tenant's terminal id", (
+        Attempt("kita", lambda w: f"/terminals/{w.terminal}/enable", 403, form=lambda w: {},
+                missing=lambda w: f"/terminals/{MISSING}/enable"),
+        Attempt("minami", lambda w: f"/terminals/{w.kita_terminal}/enable", 404, form=lambda w: {},
+                missing=lambda w: f"/terminals/{MISSING}/enable"))),
     ("/terminal", "GET"): Entry("the caller's own session's pairing only",
                                 (Attempt("kita", lambda w: "/terminal", 200),)),
     ("/terminal", "POST"): Entry("a code shown on a terminal's screen; a wrong one pairs nothing", (
@@ -324,9 +352,10 @@ def _screens(w: World) -> dict[str, tuple[int, str]]:
     """What 南江戸市 and the admin tenant see on their read screens."""
     minami, admin = w.clients["minami"], w.clients["admin"]
     pages = {("minami", p): minami for p in ("/", "/residents", _resident(w), f"/residents/{w.other_resident}",
-                                            "/residents/fields", "/presets", "/aps", f"/aps/{w.registry.ids['E1']}")}
+                                            "/residents/fields", "/presets", "/aps", f"/aps/{w.registry.ids['E1']}",
+                                            "/terminals")}
     pages.update({("admin", p): admin for p in ("/aps", "/tenants", "/tenants/minamiedo", "/tenants/kitaedo",
-                                               f"/aps/{w.registry.ids['E3']}")})
+                                               f"/aps/{w.registry.ids['E3']}", "/terminals")})
     seen = {}
     for (who, path), client in pages.items():
         response = client.get(path)
@@ -385,9 +414,17 @@ def _build(opauth: Opauth, app: Flask, stack: PcscStack) -> World:
             OperationLog.action == "login", OperationLog.tenant_code == "minamiedo")).first()
         assert entry is not None
         sid = str(entry.detail["sid"])
-    clients = {"minami": minami, "kita": kita, "admin": login(opauth, app, "admin"), "anonymous": app.test_client()}
+    admin = login(opauth, app, "admin")
+    assert submit(minami, "/terminals", "/terminals", {"name": "minami-desk", "organization": "南江戸市"}
+                  ).status_code == 302  # 端末管理: its own terminal
+    assert submit(admin, "/terminals", "/terminals", {"tenant_code": "kitaedo", "name": "kita-desk",
+                                                      "organization": "北江戸市"}).status_code == 302
+    terminal = int(re.findall(r'/terminals/(\d+)/disable', minami.get("/terminals").get_data(as_text=True))[0])
+    kita_terminal = max(int(i) for i in re.findall(r'/terminals/(\d+)/disable',
+                                                   admin.get("/terminals").get_data(as_text=True)))
+    clients = {"minami": minami, "kita": kita, "admin": admin, "anonymous": app.test_client()}
     return World(app, registry, clients, resident, other, kita_resident, installation, preset, field_id, sid,
-                 diagnosis)
+                 diagnosis, terminal, kita_terminal)
 
 
 @pytest.mark.pcsc
