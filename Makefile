@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run run-apdl test lint typecheck init bench bench-peers bench-own bench-apdl system-deps clean translations compile-translations lock
+.PHONY: run run-apdl test lint typecheck init bench bench-peers bench-own bench-apdl bench-apdl-agent system-deps clean translations compile-translations lock
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -87,6 +87,10 @@ bench-own: $(STAMP)
 # apdl card path: APDU round trips through a private pcscd + vsmartcard-vpcd + the emulated card (root).
 bench-apdl: $(STAMP) system-deps
 	$(BIN)/python -m bench.apdl
+
+# apdl card agent relay: ms per APDU through a real agent process (mutual TLS, CRL per poll) beside the reader.
+bench-apdl-agent: $(STAMP) system-deps
+	$(BIN)/python -m bench.apdl_agent
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,10 @@ identity (GET DATA), what GET STATUS lists, SELECT of each AP the tenant recorde
 
 Steps are stored as codes and parameters (never sentences), so the history reads in the viewer's language.
 A run is kept per card and terminal (:class:`apdl.models.Diagnosis`) and logged in the operation log.
+
+Where it runs: on the module's own reader (APDL_READER), or, when the operator's session is paired with a
+terminal (端末の組付け), on that terminal's reader through its card agent (:func:`run_on_terminal`), which
+reports no reader, no card, no ATR and a mute card apart, and the ATR itself.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ from flask import current_app
 from flask_babel import lazy_gettext
 from sqlalchemy import or_
 
-from apdl import oplog
+from apdl import oplog, terminals
 from apdl.card import commands
-from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession
+from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession, Transport
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport, reader_names, reader_state
 from apdl.cardops import card_session, one_at_a_time
+from apdl.db import SESSIONMAKER_KEY
 from apdl.errors import CardError, CardUnavailable
-from apdl.models import Area, CardAp, Diagnosis, Installation, InstallState, OperationLog
+from apdl.models import Area, CardAp, Diagnosis, Installation, InstallState, OperationLog, TerminalPairing
 from apdl.tenancy import Operator, TenantScope
 
 # app.extensions[STATUS_FEED_HOOK]: a callable (scope, card_identifier) -> dict | None that reports the card
@@ -92,6 +97,8 @@ STEP_TITLES: dict[str, Any] = {
 }
 
 MESSAGES: dict[str, Any] = {
+    "agent_silent": lazy_gettext(
+        "端末のカードエージェントが応答しません。端末でカードエージェントが動いているか確認してください。"),
     "pcsc_unavailable": lazy_gettext(
         "PC/SCサービスに接続できません。サービス（pcscd）が動いているか確認してください。"),
     "reader_missing": lazy_gettext(
@@ -205,11 +212,34 @@ CARD_STEPS = ("atr", "manager", "card_info", "apps", "ap", "free", "status_feed"
 def run(scope: TenantScope, *, operator: Operator, reader: str | None = None, terminal: str | None = None) -> Diagnosis:
     """Diagnose the card in ``reader`` (default APDL_READER), store the run and log it; committed."""
     reader = reader or current_app.config["READER"]
-    terminal = terminal or reader
     started = time.monotonic()
     result = Run()
     with one_at_a_time(f"reader:{reader}"):  # not while a card operation runs on the same card
         card_identifier = _probe(scope, result, reader)
+    return _store(scope, operator, result, card_identifier, terminal=terminal or reader, target=f"reader:{reader}",
+                  started=started)
+
+
+def run_on_terminal(scope: TenantScope, *, operator: Operator, paired: TerminalPairing) -> Diagnosis:
+    """Diagnose the card in the reader of the terminal this session is paired with, through its card agent (the
+    same relay and per-terminal lock as the card operations); the run names that terminal. Committed."""
+    started = time.monotonic()
+    result = Run()
+    with one_at_a_time(f"terminal:{paired.terminal_fingerprint}"):
+        relay = current_app.extensions[SESSIONMAKER_KEY]()
+        agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
+                                         timeout=float(current_app.config["AGENT_TIMEOUT"]))
+        try:
+            card_identifier = _probe_agent(scope, result, agent)
+        finally:
+            agent.close()
+            relay.close()
+    return _store(scope, operator, result, card_identifier, terminal=paired.terminal_name,
+                  target=f"terminal:{paired.terminal_fingerprint[:16]}", started=started)
+
+
+def _store(scope: TenantScope, operator: Operator, result: Run, card_identifier: str, *, terminal: str, target: str,
+           started: float) -> Diagnosis:
     diagnosis = Diagnosis(tenant_code=scope.tenant_code, card_identifier=card_identifier, terminal=terminal[:200],
                           actor=operator.actor, duration_ms=int((time.monotonic() - started) * 1000),
                           outcome=result.outcome.value, summary=result.summary[:64], steps=result.steps)
@@ -217,7 +247,7 @@ def run(scope: TenantScope, *, operator: Operator, reader: str | None = None, te
     db.add(diagnosis)
     db.flush()
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_DIAGNOSED,
-                 target=f"card:{card_identifier}" if card_identifier else f"reader:{reader}",
+                 target=f"card:{card_identifier}" if card_identifier else target,
                  detail={"diagnosis": diagnosis.id, "outcome": diagnosis.outcome, "summary": diagnosis.summary,
                          "terminal": diagnosis.terminal})
     db.commit()
@@ -258,19 +288,47 @@ def _probe(scope: TenantScope, result: Run, reader: str) -> str:
         result.add("atr", Outcome.FAULT, "no_atr")
         result.skip(*CARD_STEPS[1:])
         return ""
+    try:
+        return _on_card(scope, result, transport, transport.atr, transport.protocol)
+    finally:
+        transport.close()
+
+
+def _probe_agent(scope: TenantScope, result: Run, agent: terminals.AgentTransport) -> str:
+    """The same steps through the terminal's card agent: its reader and the card's ATR first, then the APDUs."""
+    status = agent.card_status()
+    if status.error == "timeout":
+        result.add("reader", Outcome.FAULT, "agent_silent")
+        result.skip("card", *CARD_STEPS)
+        return ""
+    if status.error == "no_reader":
+        result.add("reader", Outcome.FAULT, "reader_missing", reader=status.reader)
+        result.skip("card", *CARD_STEPS)
+        return ""
+    result.add("reader", Outcome.OK, "reader_ok", reader=status.reader)
+    if status.error or len(status.data) < 2 or status.data[0] not in (0x3B, 0x3F):
+        result.add("card", Outcome.FAULT, "no_card" if status.error == "no_card" else
+                   "no_atr" if status.error in ("no_atr", "") else "card_error")
+        result.skip(*CARD_STEPS)
+        return ""
+    result.add("card", Outcome.OK, "card_ok")
+    return _on_card(scope, result, agent, status.data, status.protocol)
+
+
+def _on_card(scope: TenantScope, result: Run, transport: Transport, atr: bytes, protocol: str) -> str:
+    """The steps from the ATR on, through ``transport``; the card's identifier when it could be read."""
     card_identifier = ""
     try:
         result.current = "atr"
-        result.add("atr", Outcome.OK, "atr", atr=transport.atr.hex(" ").upper(), protocol=transport.protocol)
+        result.add("atr", Outcome.OK, "atr", atr=atr.hex(" ").upper(), protocol=protocol)
         card_identifier = _card_steps(scope, result, card_session(transport))  # SCP03 when on
-    except CardUnavailable:
-        result.add(result.current, Outcome.FAULT, "mute")
+    except CardUnavailable as exc:
+        gone = isinstance(exc, terminals.AgentCardUnavailable) and exc.kind == "no_card"
+        result.add(result.current, Outcome.FAULT, "no_card" if gone else "mute")
         done = {s["key"] for s in result.steps}
         result.skip(*[k for k in CARD_STEPS if k not in done and k not in ("pin", "status_feed", "recent")])
     except CardError:
         result.add(result.current, Outcome.FAULT, "card_error")
-    finally:
-        transport.close()
     if card_identifier:
         _status_feed(scope, result, card_identifier)
         _recent(scope, result, card_identifier)

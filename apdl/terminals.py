@@ -16,17 +16,26 @@ ever receives APDUs of sessions paired with its own certificate.
 
 **Relay.** :class:`AgentTransport` is an adapter :class:`~apdl.card.adapter.Transport`: each APDU becomes
 an :class:`~apdl.models.AgentExchange` row the agent picks up with a long poll and answers. With SCP03 on,
-the rows hold only protected APDUs; the keys never leave the server.
+the rows hold only protected APDUs; the keys never leave the server. The table is the truth between the
+module's workers; both sides look at it in short, growing steps (0.5 ms doubling to 10 ms), and a change
+committed in the same process wakes the waiter at once. An agent answers and asks for the next APDU in one
+request (``/agent/respond`` with ``wait``), which, being a poll, checks the certificate's revocation. Besides
+APDUs the agent answers one control request (:data:`CONTROL_ATR`: its reader, the card's ATR and protocol)
+and says why it could not reach a card (no reader, no card, no ATR, mute), for カード障害切り分け.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography import x509
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -40,7 +49,9 @@ CODE_DIGITS = 8
 CODE_MINUTES = 5
 PAIRING_MAX_FAILURES = 5  # wrong codes per operator within the window before pairing is refused
 PAIRING_WINDOW_MINUTES = 15
-POLL_STEP = 0.01  # seconds between looks at the exchange table
+POLL_STEP = 0.01  # longest pause, in seconds, between looks at the exchange table
+FIRST_STEP = 0.0005  # the first pause; each next one doubles up to POLL_STEP (an answer comes within milliseconds)
+_CHANGED = threading.Condition()  # notified when this process queues or answers an exchange
 
 
 TerminalRefused = clientcert.CertificateRefused  # the one client-certificate check
@@ -159,9 +170,40 @@ def _aware(value: datetime.datetime) -> datetime.datetime:
     return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
+def revocation_pending() -> Callable[[], None]:
+    """For an agent's answer that is also its next poll, after :func:`authenticate_terminal` without the
+    revocation check: that check, started in the background; the callable waits for it (403 if revoked). The
+    caller confirms it before it hands out the next command, so a revoked terminal gets none."""
+    der = clientcert.presented()
+    assert der is not None  # authenticate_terminal has seen it
+    return clientcert.revocation_later(x509.load_der_x509_certificate(der), clientcert.TERMINAL)
+
+
+def withdraw(db: Session, row: AgentExchange) -> None:
+    """A command collected but not handed out (its poll was refused): failed, so the operation stops at once."""
+    row.state = "failed"
+    row.response = "unavailable"
+    db.commit()
+    _notify()
+
+
+def _notify() -> None:
+    """Wake this process's waiters (the fast path; other processes see the change at their next look)."""
+    with _CHANGED:
+        _CHANGED.notify_all()
+
+
+def _pause(step: float) -> float:
+    """Wait ``step`` seconds or until this process commits a change; the next, longer step."""
+    with _CHANGED:
+        _CHANGED.wait(step)
+    return min(step * 2, POLL_STEP)
+
+
 def next_command(db: Session, terminal: Terminal, *, wait: float) -> AgentExchange | None:
     """The oldest queued APDU for this terminal (marked sent), waiting up to ``wait`` seconds."""
     deadline = time.monotonic() + wait
+    step = FIRST_STEP
     while True:
         row = db.scalars(select(AgentExchange).where(AgentExchange.terminal_fingerprint == terminal.fingerprint,
                                                      AgentExchange.state == "queued")
@@ -173,25 +215,65 @@ def next_command(db: Session, terminal: Terminal, *, wait: float) -> AgentExchan
         db.rollback()  # end the read transaction so the next look sees new rows
         if time.monotonic() >= deadline:
             return None
-        time.sleep(POLL_STEP)
+        step = _pause(step)
 
 
-def answer(db: Session, terminal: Terminal, exchange_id: int, response: str | None) -> None:
-    """Record the card's answer (hex) to one exchange of this terminal; None: the agent could not reach the card."""
+def answer(db: Session, terminal: Terminal, exchange_id: int, response: str | None, *, error: str | None = None,
+           protocol: str | None = None, reader: str | None = None) -> None:
+    """Record the card's answer (hex) to one exchange of this terminal; None: the agent could not reach the card,
+    ``error`` saying why (:data:`AGENT_ERRORS`). To a :data:`CONTROL_ATR` request the answer is the ATR, with
+    the ``protocol`` and the ``reader``'s name."""
     row = db.get(AgentExchange, exchange_id)
     if row is None or row.terminal_fingerprint != terminal.fingerprint or row.state != "sent":
         raise InvalidInput(_("この端末への命令ではありません。"))
+    if error is not None and (error not in AGENT_ERRORS or response is not None):
+        raise InvalidInput(_("応答の形式が正しくありません。"))
+    if row.command == CONTROL_ATR:
+        for value, limit in ((protocol, 16), (reader, 200)):
+            if value is not None and not (len(value) <= limit and value.isprintable()):
+                raise InvalidInput(_("応答の形式が正しくありません。"))
     if response is not None:
         try:
             raw = bytes.fromhex(response)
         except ValueError:
             raise InvalidInput(_("応答の形式が正しくありません。")) from None
-        if not 2 <= len(raw) <= 258:
+        if not 2 <= len(raw) <= (33 if row.command == CONTROL_ATR else 258):
             raise InvalidInput(_("応答の形式が正しくありません。"))
         row.response, row.state = raw.hex().upper(), "answered"
     else:
-        row.state = "failed"
+        row.response, row.state = error or "unavailable", "failed"  # an older agent says only None
+    if row.command == CONTROL_ATR:
+        row.response = json.dumps({"atr": row.response if response is not None else "", "protocol": protocol or "",
+                                   "reader": reader or "", "error": error or ("" if response else "unavailable")})
     db.commit()
+    _notify()
+
+
+AGENT_ERRORS = ("no_reader", "no_card", "no_atr", "mute")  # what an agent says when it could not reach the card
+CONTROL_ATR = "ATR"  # an exchange that asks the agent for the reader's state and the card's ATR, not an APDU
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """What the agent said: the card's answer, or why there is none.
+
+    ``error``: "" (answered), one of :data:`AGENT_ERRORS`, "unavailable" (an agent that does not say why) or
+    "timeout" (no agent answered in time). To :meth:`AgentTransport.card_status`: ``data`` is the ATR.
+    """
+
+    error: str = ""
+    data: bytes = b""
+    protocol: str = ""
+    reader: str = ""
+
+
+class AgentCardUnavailable(CardUnavailable):
+    """The agent could not reach the card; ``kind`` says why (an :class:`AgentReply` error)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__("the terminal's card agent did not answer in time" if kind == "timeout"
+                         else f"the card agent could not reach the card ({kind})")
+        self.kind = kind
 
 
 class AgentTransport:
@@ -205,28 +287,48 @@ class AgentTransport:
         self.close()  # stale commands of an earlier, abandoned operation are not sent any more
 
     def transmit(self, apdu: bytes) -> bytes:
-        """Queue ``apdu`` for the agent, wait for the card's answer (CardUnavailable on timeout)."""
-        row = AgentExchange(terminal_fingerprint=self._terminal, command=apdu.hex().upper(), state="queued")
+        """Queue ``apdu`` for the agent, wait for the card's answer (CardUnavailable on timeout or failure)."""
+        reply = self._exchange(apdu.hex().upper())
+        if reply.error:
+            raise AgentCardUnavailable(reply.error)
+        return reply.data
+
+    def card_status(self) -> AgentReply:
+        """Ask the agent for its reader and the card's ATR (and protocol); the error when it has none."""
+        return self._exchange(CONTROL_ATR)
+
+    def _exchange(self, command: str) -> AgentReply:
+        row = AgentExchange(terminal_fingerprint=self._terminal, command=command, state="queued")
         self._db.add(row)
         self._db.commit()
+        _notify()
         deadline = time.monotonic() + self._timeout
+        step = FIRST_STEP
         while time.monotonic() < deadline:
             self._db.refresh(row)
-            if row.state == "answered" and row.response is not None:
-                answered = bytes.fromhex(row.response)
+            if row.state in ("answered", "failed") and row.response is not None:
+                reply = _reply(command, row.state, row.response)
                 self._db.delete(row)  # nothing of the dialogue stays behind
                 self._db.commit()
-                return answered
-            if row.state == "failed":
-                raise CardUnavailable("the card agent could not reach the card")
+                return reply
             self._db.rollback()
-            time.sleep(POLL_STEP)
+            step = _pause(step)
         row.state = "failed"
         self._db.commit()
-        raise CardUnavailable("the terminal's card agent did not answer in time")
+        return AgentReply(error="timeout")
 
     def close(self) -> None:
         """Withdraw anything still queued for this terminal."""
         self._db.execute(update(AgentExchange).where(AgentExchange.terminal_fingerprint == self._terminal,
                                                      AgentExchange.state == "queued").values(state="failed"))
         self._db.commit()
+
+
+def _reply(command: str, state: str, response: str) -> AgentReply:
+    if command == CONTROL_ATR:
+        said = json.loads(response)
+        return AgentReply(error=said["error"], data=bytes.fromhex(said["atr"]), protocol=said["protocol"],
+                          reader=said["reader"])
+    if state == "failed":
+        return AgentReply(error=response)
+    return AgentReply(data=bytes.fromhex(response))

@@ -2,7 +2,9 @@
 
 It connects to the AP download module over HTTPS with the terminal's SSL通信証明書 (mutual TLS), asks for a
 one-time pairing code and shows it on screen, then long-polls the module for APDUs, sends each to the
-card in the local reader (pyscard → pcscd) and posts the answer back. It never sees a key: under SCP03
+card in the local reader (pyscard → pcscd) and posts the answer back, which is also the next poll. Asked for
+it (カード障害切り分け) it reports its reader and the card's ATR, and says why it could not reach a card: no
+reader, no card, no answer to reset (no_atr) or no answer to a command (mute). It never sees a key: under SCP03
 the module sends only protected commands. A 403 (certificate missing, foreign, expired or revoked) stops
 it; so does Ctrl-C.
 """
@@ -34,24 +36,72 @@ class Reader:
         self.name = name
         self._connection: Any = None
 
-    def transmit(self, apdu: bytes) -> bytes | None:
-        """The card's answer, or None when there is no reader, no card or no answer."""
+    def _connect(self) -> str:
+        """Connect to the card: "" or why not (no_reader, no_card, no_atr)."""
+        try:
+            match = [r for r in readers() if str(r) == self.name]
+        except Exception:  # pyscard raises its own types for "no service"
+            return "no_reader"
+        if not match:
+            return "no_reader"
+        connection = match[0].createConnection()
+        try:
+            connection.connect()
+        except Exception:  # no card, one without a usable answer to reset, or taken out meanwhile
+            with contextlib.suppress(Exception):
+                connection.release()
+            return self._absent_or_no_atr()
+        self._connection = connection
+        return ""
+
+    def _absent_or_no_atr(self) -> str:
+        from apdl.card.pcsc import reader_state  # pyscard's SCardGetStatusChange, without connecting
+
+        try:
+            state = reader_state(self.name)
+        except Exception:
+            return "no_reader"
+        return "no_atr" if state.present else "no_card"
+
+    def exchange(self, apdu: bytes) -> tuple[bytes | None, str]:
+        """The card's answer, or None and why not: no_reader, no_card, no_atr or mute (no answer)."""
+        error = ""
         for _attempt in range(2):
+            if self._connection is None:
+                connected = self._connect()
+                if connected:  # after a command went unanswered the card is mute, even if it drops off meanwhile
+                    return None, "mute" if error == "mute" and connected != "no_reader" else connected
             try:
-                if self._connection is None:
-                    match = [r for r in readers() if str(r) == self.name]
-                    if not match:
-                        return None
-                    self._connection = match[0].createConnection()
-                    self._connection.connect()
                 data, sw1, sw2 = self._connection.transmit(list(apdu))
-                return bytes(data) + bytes((sw1, sw2))
+                return bytes(data) + bytes((sw1, sw2)), ""
             except (NoCardException, CardConnectionException):
                 self.close()
+                error = "mute"
             except Exception:  # pyscard raises its own types for "no service"
                 self.close()
-                return None
-        return None
+                return None, "no_reader"
+        return None, error
+
+    def transmit(self, apdu: bytes) -> bytes | None:
+        """The card's answer, or None when there is no reader, no card or no answer."""
+        return self.exchange(apdu)[0]
+
+    def status(self) -> dict[str, str]:
+        """The reader's name, the card's ATR and protocol (connected afresh), or the error why there is none."""
+        self.close()
+        error = self._connect()
+        said = {"reader": self.name, "protocol": "", "atr": "", "error": error}
+        if not error:
+            try:
+                said["atr"] = bytes(self._connection.getATR()).hex().upper()
+                protocol = int(self._connection.getProtocol())
+                said["protocol"] = {1: "T=0", 2: "T=1", 4: "RAW"}.get(protocol, f"0x{protocol:X}")
+            except Exception:
+                self.close()
+                said["error"] = "no_atr"
+        if said["error"] == "" and len(said["atr"]) < 4:
+            said["error"] = "no_atr"
+        return said
 
     def close(self) -> None:
         """Let go of the card."""
@@ -101,15 +151,34 @@ class Module:
         return None
 
 
+def _answer(reader: Reader, job: dict[str, Any]) -> dict[str, Any]:
+    """The answer to one job: an APDU's response (or why there is none), or the reader's state."""
+    if job.get("control") == "atr":
+        said = reader.status()
+        print(f"ATR {said['atr'] or said['error']} ({said['reader']})", flush=True)
+        return {"exchange": job["exchange"], "response": said["atr"] or None, "error": said["error"] or None,
+                "protocol": said["protocol"], "reader": said["reader"]}
+    apdu = bytes.fromhex(str(job["apdu"]))
+    answer, error = reader.exchange(apdu)
+    print(f"APDU {apdu.hex().upper()} -> {answer.hex().upper() if answer else error}", flush=True)
+    return {"exchange": job["exchange"], "response": answer.hex().upper() if answer is not None else None,
+            "error": error or None}
+
+
 def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False) -> None:
-    """Pair (print the code), then relay until refused."""
+    """Pair (print the code), then relay until refused.
+
+    Each answer also asks for the next job (one request per APDU; the module checks revocation on it, as on
+    every poll).
+    """
     paired = module.post("/agent/pair", {})
     assert paired is not None
     print(f"PAIRING CODE {paired['code']} (terminal {paired['terminal']}; enter it in the module within "
           f"{paired['expires_in'] // 60} minutes)", flush=True)
+    job: dict[str, Any] | None = None
     while True:
         try:
-            job = module.post("/agent/poll", {"wait": wait})
+            job = module.post("/agent/poll", {"wait": wait}) if job is None else job
         except OSError as exc:
             print(f"module unreachable ({exc}); retrying", file=sys.stderr, flush=True)
             time.sleep(1)
@@ -118,11 +187,12 @@ def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False) -
             if once:
                 return
             continue
-        apdu = bytes.fromhex(str(job["apdu"]))
-        answer = reader.transmit(apdu)
-        print(f"APDU {apdu.hex().upper()} -> {answer.hex().upper() if answer else 'no card'}", flush=True)
-        module.post("/agent/respond", {"exchange": job["exchange"],
-                                        "response": answer.hex().upper() if answer is not None else None})
+        answer = _answer(reader, job)
+        try:
+            job = module.post("/agent/respond", {**answer, "wait": wait})
+        except OSError as exc:
+            print(f"answer not taken ({exc}); polling", file=sys.stderr, flush=True)
+            job = None  # e.g. the module gave up waiting for it; the next poll retries an unreachable module
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from apdl import oplog, terminals
 from apdl.auth import current_operator, login_required
 from apdl.db import get_session
 from apdl.errors import InvalidInput
+from apdl.models import AgentExchange
 from apdl.terminals import Terminal, TerminalRefused, UnregisteredTerminal
 
 bp = Blueprint("agent", __name__)
@@ -23,15 +26,20 @@ def _terminal(*, check_revocation: bool = True) -> Terminal:
     try:
         return terminals.authenticate_terminal(db, check_revocation=check_revocation)
     except TerminalRefused as exc:
-        db.rollback()
-        detail, tenant_code = {"reason": str(exc)}, ""
-        if isinstance(exc, UnregisteredTerminal):  # its tenant sees the refusal (a disabled terminal, say)
-            detail.update(reason=exc.reason, terminal=exc.terminal)
-            tenant_code = exc.tenant_code
-        oplog.record(db, tenant_code=tenant_code, actor="terminal", action=oplog.Action.TERMINAL_REFUSED,
-                     target=request.path, detail=detail)
-        db.commit()
+        _log_refusal(exc)
         raise
+
+
+def _log_refusal(exc: TerminalRefused) -> None:
+    db = get_session()
+    db.rollback()
+    detail, tenant_code = {"reason": str(exc)}, ""
+    if isinstance(exc, UnregisteredTerminal):  # its tenant sees the refusal (a disabled terminal, say)
+        detail.update(reason=exc.reason, terminal=exc.terminal)
+        tenant_code = exc.tenant_code
+    oplog.record(db, tenant_code=tenant_code, actor="terminal", action=oplog.Action.TERMINAL_REFUSED,
+                 target=request.path, detail=detail)
+    db.commit()
 
 
 def _json() -> dict[str, Any]:
@@ -49,29 +57,80 @@ def agent_pair() -> ResponseReturnValue:
     return jsonify(code=code, terminal=terminal.name, expires_in=terminals.CODE_MINUTES * 60)
 
 
-@bp.post("/agent/poll")
-def agent_poll() -> ResponseReturnValue:
-    """Long poll: the next APDU the server built for this terminal, or 204 after ``wait`` seconds."""
-    terminal = _terminal()
-    wait = _json().get("wait", 20)
-    if not isinstance(wait, int | float) or not 0 <= wait <= MAX_WAIT:
+def _wait(body: dict[str, Any]) -> float:
+    wait = body.get("wait", 20)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
         raise InvalidInput("wait must be 0..25 seconds")
-    row = terminals.next_command(get_session(), terminal, wait=float(wait))
+    return float(wait)
+
+
+def _confirm(confirm: Callable[[], None], db: Session | None = None, row: AgentExchange | None = None) -> None:
+    """Wait for the pending revocation check; refused: ``row`` (collected, not handed out) fails, logged, 403."""
+    try:
+        confirm()
+    except TerminalRefused as exc:
+        if db is not None and row is not None:
+            terminals.withdraw(db, row)
+        _log_refusal(exc)
+        raise
+
+
+def _job(terminal: Terminal, wait: float, confirm: Callable[[], None] | None = None) -> ResponseReturnValue:
+    """The next command for the agent, or 204; ``confirm`` (a pending revocation check) is waited for before
+    anything is handed out."""
+    db = get_session()
+    row = terminals.next_command(db, terminal, wait=wait)
+    if confirm is not None:
+        _confirm(confirm, db, row)
     if row is None:
         return "", 204
+    if row.command == terminals.CONTROL_ATR:
+        return jsonify(exchange=row.id, control="atr")
     return jsonify(exchange=row.id, apdu=row.command)
+
+
+@bp.post("/agent/poll")
+def agent_poll() -> ResponseReturnValue:
+    """Long poll: the next APDU the server built for this terminal, or 204 after ``wait`` seconds.
+
+    ``{"exchange": id, "apdu": hex}``, or ``{"exchange": id, "control": "atr"}``: report the reader and the
+    card's ATR (カード障害切り分け).
+    """
+    terminal = _terminal()
+    return _job(terminal, _wait(_json()))
 
 
 @bp.post("/agent/respond")
 def agent_respond() -> ResponseReturnValue:
-    """The card's answer to one APDU (hex), or null when the agent could not reach the card. The exchange
-    must have been collected by this certificate in a poll, which checked revocation."""
+    """The card's answer to one APDU (hex), or null when the agent could not reach the card, with ``error``
+    saying why (no_reader, no_card, no_atr, mute); to a control request the ATR, ``protocol`` and ``reader``.
+
+    Without ``wait``: 204. The exchange must have been collected by this certificate in a poll, which checked
+    revocation. With ``wait``, the request is also the next poll (answer and ask in one round trip): revocation
+    is checked as on every poll (in the background while the answer is recorded and the next command awaited,
+    and confirmed before that command is handed out: a revoked terminal gets a 403 and the command fails), and
+    the answer is the next job or 204.
+    """
+    sent = request.get_json(silent=True)
+    polling = isinstance(sent, dict) and "wait" in sent
     terminal = _terminal(check_revocation=False)
+    confirm = terminals.revocation_pending() if polling else None  # checked while the answer is recorded
     body = _json()
+    wait = _wait(body) if polling else 0.0
     exchange, response = body.get("exchange"), body.get("response")
-    if not isinstance(exchange, int) or not (response is None or isinstance(response, str)):
+    error, protocol, reader = body.get("error"), body.get("protocol"), body.get("reader")
+    if type(exchange) is not int or not (response is None or isinstance(response, str)):
         raise InvalidInput("exchange (integer) and response (hex string or null) are expected")
-    terminals.answer(get_session(), terminal, exchange, response)
+    if not all(value is None or isinstance(value, str) for value in (error, protocol, reader)):
+        raise InvalidInput("error, protocol and reader are strings when given")
+    try:
+        terminals.answer(get_session(), terminal, exchange, response, error=error, protocol=protocol, reader=reader)
+    except InvalidInput:
+        if confirm is not None:  # a revoked terminal hears that first
+            _confirm(confirm)
+        raise
+    if polling:
+        return _job(terminal, wait, confirm)
     return "", 204
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from apdl import diagnosis
+from apdl import diagnosis, terminals
 from apdl.auth import current_operator, require
 from apdl.db import get_session
 from apdl.models import Diagnosis
@@ -34,16 +34,22 @@ def index() -> ResponseReturnValue:
     operator, scope = _scope()
     card, terminal = _filter(request.args.get("card"), 32), _filter(request.args.get("terminal"), 200)
     runs = diagnosis.history(scope, card=card, terminal=terminal)
+    paired = terminals.paired_terminal(get_session(), operator.session_id)
     return render_template("diagnosis_index.html", runs=runs, card=card, terminal=terminal, operator=operator,
-                           reader=current_app.config["READER"])
+                           reader=current_app.config["READER"], paired=paired)
 
 
 @bp.post("")
 @require(*CARD_PERMISSIONS)
 def run() -> ResponseReturnValue:
-    """Diagnose the card in the module's reader."""
+    """Diagnose the card in the reader of the terminal this session is paired with (through its card agent), or,
+    unpaired, in the module's own reader."""
     operator, scope = _scope()
-    result = diagnosis.run(scope, operator=operator)
+    paired = terminals.paired_terminal(get_session(), operator.session_id)
+    if paired is not None:
+        result = diagnosis.run_on_terminal(scope, operator=operator, paired=paired)
+    else:
+        result = diagnosis.run(scope, operator=operator)
     return redirect(url_for("diagnosis.show", diagnosis_id=result.id))
 
 

@@ -242,5 +242,7 @@ def test_no_certificate_is_refused_and_a_revoked_one_stops_the_agent(
         assert "STOPPED" in agent.output()
         status, _ = _post(opauth, cert, "/agent/pair", {})
         assert status == 403
+        # an answer that also asks for the next command is a poll: revocation is checked before anything else
+        assert _post(opauth, cert, "/agent/respond", {"exchange": 1, "response": "9000", "wait": 0})[0] == 403
     finally:
         agent.stop()
