@@ -16,7 +16,7 @@ from typing import Any
 
 from flask_babel import gettext as _
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from bio.models import ChallengePurpose, EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from bio.webauthn import (
@@ -32,7 +32,7 @@ from bio.webauthn import (
 from db import utcnow
 from kernel.audit import Actor, AuditAction, AuditResult, record_event
 from kernel.errors import Conflict, NotFound
-from operators.login.models import LoginMethod
+from operators.login.models import LoginMethod, OperatorLoginState
 from operators.login.service import (
     LoginRefusal,
     LoginResult,
@@ -113,15 +113,14 @@ def consume_challenge(session: Session, *, challenge_id: Any, purpose: Challenge
     if not isinstance(challenge_id, int):
         raise WebAuthnFailure("no ceremony in progress: start again")
     now = utcnow()
-    spent = session.execute(update(WebAuthnChallenge)
-                            .where(WebAuthnChallenge.id == challenge_id, WebAuthnChallenge.purpose == purpose,
-                                   WebAuthnChallenge.used_at.is_(None), WebAuthnChallenge.expires_at > now)
-                            .values(used_at=now))
-    if getattr(spent, "rowcount", 0) != 1:
+    # One statement spends the challenge and reads it back (RETURNING: SQLite >= 3.35 and PostgreSQL).
+    row = session.scalar(update(WebAuthnChallenge)
+                         .where(WebAuthnChallenge.id == challenge_id, WebAuthnChallenge.purpose == purpose,
+                                WebAuthnChallenge.used_at.is_(None), WebAuthnChallenge.expires_at > now)
+                         .values(used_at=now).returning(WebAuthnChallenge)
+                         .execution_options(populate_existing=True))
+    if row is None:
         raise WebAuthnFailure("the challenge was already used or has expired: start again")
-    row = session.get(WebAuthnChallenge, challenge_id)
-    assert row is not None
-    session.refresh(row)
     return row
 
 
@@ -271,10 +270,12 @@ def challenge_operator(session: Session, *, challenge_id: Any) -> Operator | Non
     """The operator a login challenge was issued for (without spending it), or None."""
     if not isinstance(challenge_id, int):
         return None
-    row = session.get(WebAuthnChallenge, challenge_id)
-    if row is None or row.purpose is not ChallengePurpose.AUTHENTICATION:
-        return None
-    return session.get(Operator, row.operator_pk)
+    # One query for the operator and its tenant (the audit target names it); the caller keeps the operator,
+    # so finish_login's session.get of it is an identity-map hit in the same request.
+    return session.scalar(select(Operator).join(WebAuthnChallenge, WebAuthnChallenge.operator_pk == Operator.id)
+                          .where(WebAuthnChallenge.id == challenge_id,
+                                 WebAuthnChallenge.purpose == ChallengePurpose.AUTHENTICATION)
+                          .options(joinedload(Operator.tenant)))
 
 
 def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: RelyingParty,
@@ -295,9 +296,12 @@ def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: Re
         note_source_failure(session, source=source, settings=settings)
         record_unknown(session, actor=actor, method=method, reason=LoginRefusal.BAD_CREDENTIALS, note=exc.message)
         return LoginResult(None, LoginRefusal.BAD_CREDENTIALS)
-    operator = session.get(Operator, challenge.operator_pk)
+    operator = session.get(Operator, challenge.operator_pk, options=[joinedload(Operator.tenant)])
     if expected_operator is not None and (operator is None or operator.id != expected_operator.id):
         operator = None
+    # Read once here and held: the identity map keeps rows only while referenced, and both the lock check
+    # (precheck) and the success or failure bookkeeping read this row.
+    _held_state = session.get(OperatorLoginState, operator.id) if operator is not None else None
     refusal = precheck(session, operator=operator, source=source, settings=settings, actor=actor, method=method,
                        expected_method=AuthMethod.BIOMETRIC)
     if refusal is LoginRefusal.THROTTLED:

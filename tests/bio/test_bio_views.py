@@ -458,3 +458,46 @@ def test_code_issued_before_the_revocation_cannot_be_redeemed(
     _revoke(api, "BIO11")
     assert _redeem(app.test_client(), "BIO11", code) == 400
     assert audit_events(app, AuditAction.BIO_ENROLMENT_CODE_REDEEMED)[-1].result == "failure"
+
+
+# --- statements per verification (issue 13) -------------------------------------------------------
+
+def test_one_biometric_verification_reads_each_row_once_and_commits_once(
+        app: Flask, enrolled: SoftAuthenticator) -> None:
+    """A regression guard on the verification request's SQL, not a timing: the challenge is spent and read
+    back in one statement, the operator comes with its tenant in one query, the login state is read once,
+    and the whole login (counter, login state, audit entry) is one commit."""
+    from sqlalchemy import event
+
+    assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 200  # the login state row exists now
+    client = app.test_client()
+    token, options = bio_login_options(client, "BIO01")
+    credential = enrolled.get(options)
+    statements: list[str] = []
+    commits: list[bool] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    def committed(_conn: object) -> None:
+        commits.append(True)
+
+    engine = app.extensions["opauth.engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", committed)
+    try:
+        response = client.post("/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", committed)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    [cred] = _credentials(app)
+    assert cred.sign_count == 2  # the counter was checked and kept
+    reads = [s for s in statements if s.upper().startswith("SELECT") and "instance_setting" not in s]
+    assert not [s for s in reads if s.split(" FROM ")[1].startswith("webauthn_challenge")], reads
+    assert len([s for s in reads if " FROM operator_login_state" in s]) == 1, reads
+    assert not [s for s in reads if " FROM tenant WHERE" in s], reads  # the tenant came with the operator
+    # settings probe, operator+tenant, challenge spent (UPDATE ... RETURNING), throttle, login state,
+    # credential, counter, login state update, the audit entry (head, entry, head): 11 (16 before issue 13).
+    assert len(statements) <= 11, statements
+    assert len(commits) == 1
