@@ -22,7 +22,7 @@ from apdl.emulator.stack import PcscStack
 from apdl.models import Diagnosis
 from tests.apdl.app import test_agent
 from tests.apdl.app.conftest import Opauth, login, submit
-from tests.apdl.app.test_agent import Agent, _post, _terminal_cert
+from tests.apdl.app.test_agent import Agent, _post, registered_cert
 from tests.apdl.app.world import CARD
 
 pytestmark = pytest.mark.pcsc
@@ -64,7 +64,7 @@ def _card_mode(stack: PcscStack, mode: str) -> None:
 def test_the_diagnosis_runs_on_the_paired_terminal_through_its_agent(
         opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
     app = agent_world
-    agent = Agent(opauth, card_stack, _terminal_cert(opauth, tmp_path, "terminal11"), tmp_path / "agent.log")
+    agent = Agent(opauth, card_stack, registered_cert(opauth, app, tmp_path, "terminal11"), tmp_path / "agent.log")
     try:
         client = login(opauth, app, "minami")
         assert submit(client, "/terminal", "/terminal", {"code": agent.code()}).status_code == 302
@@ -72,7 +72,7 @@ def test_the_diagnosis_runs_on_the_paired_terminal_through_its_agent(
 
         healthy, page = _diagnose(client)
         run = _run(app, healthy)
-        assert (run.card_identifier, run.terminal) == (CARD, "terminal11.city.example.jp")
+        assert (run.card_identifier, run.terminal) == (CARD, "terminal11")
         assert run.outcome != "fault" and "fault" not in {s["outcome"] for s in run.steps}, run.steps
         assert _step(page, "reader") == ["ok  カードリーダー「Virtual PCD 00 00」を検出しました。"]  # the agent's
         assert _step(page, "atr")[0].startswith("ok  ATR 3B 8A 80 01") and "プロトコル T=" in page
@@ -96,7 +96,7 @@ def test_the_diagnosis_runs_on_the_paired_terminal_through_its_agent(
             run = _run(app, run_id)
             assert (run.outcome, run.summary, run.card_identifier) == ("fault", code, ""), (mode, run.steps)
             assert japanese in page and english in _english(client, run_id)
-            assert run.terminal == "terminal11.city.example.jp"
+            assert run.terminal == "terminal11"
             if mode == "mute":  # the ATR came, the first command did not answer
                 assert _step(page, "atr")[0].startswith("ok  ATR 3B")
                 faulty = [s for s in _step(page, "atr") + _step(page, "manager") if s.startswith("fault")]
@@ -106,7 +106,7 @@ def test_the_diagnosis_runs_on_the_paired_terminal_through_its_agent(
                     "skipped  前の段階で失敗したため実施していません。"]
         _card_mode(card_stack, "present")
 
-        by_terminal = client.get("/diagnosis?terminal=terminal11.city.example.jp").get_data(as_text=True)
+        by_terminal = client.get("/diagnosis?terminal=terminal11").get_data(as_text=True)
         assert len(re.findall(r'href="/diagnosis/(\d+)"', by_terminal)) == 5
         assert client.get("/diagnosis?terminal=Virtual PCD 00 00").get_data(as_text=True).count(
             'href="/diagnosis/') == 0  # nothing ran on the module's own reader
@@ -118,8 +118,8 @@ def test_a_browser_paired_with_another_terminal_cannot_diagnose_this_one(
         opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
     app = agent_world
     app.config["AGENT_TIMEOUT"] = 2
-    agent = Agent(opauth, card_stack, _terminal_cert(opauth, tmp_path, "terminal12"), tmp_path / "agent.log")
-    other = _terminal_cert(opauth, tmp_path, "terminal13")  # its agent is not running
+    agent = Agent(opauth, card_stack, registered_cert(opauth, app, tmp_path, "terminal12"), tmp_path / "agent.log")
+    other = registered_cert(opauth, app, tmp_path, "terminal13", "kitaedo")  # kita's; its agent is not running
     try:
         status, answer = _post(opauth, other, "/agent/pair", {})
         assert status == 200
@@ -130,13 +130,13 @@ def test_a_browser_paired_with_another_terminal_cannot_diagnose_this_one(
 
         silent, page = _diagnose(kita)
         run = _run(app, silent)
-        assert (run.terminal, run.summary) == ("terminal13.city.example.jp", "agent_silent")
+        assert (run.terminal, run.summary) == ("terminal13", "agent_silent")
         assert "端末のカードエージェントが応答しません" in page
         assert "card agent does not answer" in _english(kita, silent)
         assert "ATR" not in agent.output() and agent.received() == []  # terminal12 saw nothing of it
 
         mine, _ = _diagnose(minami)
-        assert (_run(app, mine).terminal, _run(app, mine).card_identifier) == ("terminal12.city.example.jp", CARD)
+        assert (_run(app, mine).terminal, _run(app, mine).card_identifier) == ("terminal12", CARD)
         assert kita.get(f"/diagnosis/{mine}").status_code == 404  # another 利用機関's run
         # the answer's error kinds are checked: a clear 400
         assert _post(opauth, other, "/agent/respond", {"exchange": 1, "response": None, "error": "on fire"})[0] == 400
