@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from smartcard import scard
 from smartcard.Exceptions import CardConnectionException, NoCardException
 from smartcard.System import readers
 
@@ -55,13 +56,20 @@ class Reader:
         return ""
 
     def _absent_or_no_atr(self) -> str:
-        from apdl.card.pcsc import reader_state  # pyscard's SCardGetStatusChange, without connecting
-
+        """Why connecting failed, asked of pcscd without connecting (SCardGetStatusChange, no wait)."""
         try:
-            state = reader_state(self.name)
-        except Exception:
+            hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+            if hresult != scard.SCARD_S_SUCCESS:
+                return "no_reader"
+            try:
+                hresult, states = scard.SCardGetStatusChange(context, 0, [(self.name, scard.SCARD_STATE_UNAWARE)])
+            finally:
+                scard.SCardReleaseContext(context)
+        except Exception:  # pyscard raises its own types for "no service"
             return "no_reader"
-        return "no_atr" if state.present else "no_card"
+        if hresult not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
+            return "no_reader"
+        return "no_atr" if states[0][1] & scard.SCARD_STATE_PRESENT else "no_card"
 
     def exchange(self, apdu: bytes) -> tuple[bytes | None, str]:
         """The card's answer, or None and why not: no_reader, no_card, no_atr or mute (no answer)."""
