@@ -95,7 +95,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         csrf.exempt(view)  # the card agent: no browser, no cookie; its client certificate authenticates it
     csrf.exempt(api.bp)  # business systems: no browser, no cookie; their client certificate authenticates them
     app.jinja_env.globals["current_operator"] = auth.current_operator
-    app.jinja_env.globals["card_status_of"] = lambda card: cardstatus.status_of(db.get_session(), card)
+    app.jinja_env.globals["card_status_of"] = _card_status_for_the_operator
     app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
     _error_handlers(app)
     _cli(app)
@@ -111,6 +111,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+def _card_status_for_the_operator(card_identifier: str) -> cardstatus.StatusView:
+    """A card's status as the logged-in operator's 利用機関 may see it (templates: ``card_status_of``)."""
+    from apdl.auth import current_operator
+    from apdl.tenancy import scope_for
+
+    operator = current_operator()
+    if operator is None:
+        raise RuntimeError("card_status_of needs a logged-in operator")
+    return cardstatus.status_of(db.get_session(), card_identifier, viewer=scope_for(db.get_session(), operator).viewer)
 
 
 def _error_handlers(app: Flask) -> None:

@@ -164,9 +164,10 @@ def changes(scope: BusinessScope, since: datetime, *, limit: int) -> dict[str, A
 
 def card_status(scope: BusinessScope, card_identifier: str) -> dict[str, Any] | None:
     """One card's status, or None when the card holds none of this system's APs."""
-    if not card_identifier or scope.tenant_on_card(card_identifier) is None:
+    tenant = scope.tenant_on_card(card_identifier) if card_identifier else None
+    if tenant is None:
         return None
-    view = cardstatus.status_of(scope.session, card_identifier)
+    view = cardstatus.status_of(scope.session, card_identifier, viewer=tenant)  # another 利用機関's reason: null
     return {"card_identifier": card_identifier,
             "status": view.feed_status.value if view.feed_status else None,
             "residence_code": view.residence_code, "occurred_at": _at(view.occurred_at),

@@ -157,7 +157,7 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     a 即時停止 or a lost / stolen / suspended / abolished card is refused (and the refusal logged). A move
     (転出) reported by the feed deletes the card's regional APs at this contact and keeps the extended ones.
     """
-    status = cardstatus.status_of(scope.session, resident.card_identifier)
+    status = cardstatus.status_of(scope.session, resident.card_identifier, viewer=scope.viewer)
     refused = cardstatus.refusal(status)
     if refused is not None:
         raise _refuse(scope, operator, f"card:{resident.card_identifier}", "card stopped", refused)

@@ -125,6 +125,16 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
+class StopSeen:
+    """A 即時停止 in force as one viewer may see it. Its reason is the stopping 利用機関's own record: another
+    利用機関 that registered the same card sees only that the card is stopped, never why or by whom."""
+
+    own: bool  # the viewer's 利用機関 made it (or the viewer is the system administrator's tenant)
+    reason: str | None  # None unless ``own``
+    stopped_at: datetime
+
+
+@dataclass(frozen=True)
 class StatusView:
     """One card's status as card operations and an API see it."""
 
@@ -132,7 +142,7 @@ class StatusView:
     feed_status: FeedStatus | None
     residence_code: str
     occurred_at: datetime | None
-    stop: CardStop | None  # the 即時停止 in force, if any
+    stop: StopSeen | None  # the 即時停止 in force, if any, as the viewer may see it
     regional_purge: bool
 
     @property
@@ -464,32 +474,30 @@ def active_stop(session: Session, card_identifier: str) -> CardStop | None:
                            .order_by(CardStop.id.desc())).first()
 
 
-def status_of(session: Session, card_identifier: str) -> StatusView:
-    """The card's feed status and any 即時停止 in force."""
+def status_of(session: Session, card_identifier: str, *, viewer: str | None) -> StatusView:
+    """The card's feed status and any 即時停止 in force, as the 利用機関 ``viewer`` may see them (``None``: the
+    system administrator's tenant, which sees every reason). The one place a stop's reason is read for display."""
     row = session.get(CardStatus, card_identifier)
+    stop = active_stop(session, card_identifier)
+    seen = None
+    if stop is not None:
+        own = viewer is None or stop.tenant_code == viewer
+        seen = StopSeen(own=own, reason=stop.reason if own else None, stopped_at=_aware(stop.stopped_at))
     return StatusView(card_identifier, FeedStatus(row.status) if row else None, row.residence_code if row else "",
-                      _aware(row.occurred_at) if row else None, active_stop(session, card_identifier),
-                      bool(row and row.regional_purge))
+                      _aware(row.occurred_at) if row else None, seen, bool(row and row.regional_purge))
 
 
 def refusal(view: StatusView) -> str | None:
     """Why no card operation may start on this card (Japanese msgid, translated), or None."""
-    if view.stop is not None:
+    if view.stop is not None and view.stop.own:
         return str(_("このカードは即時停止されています（理由: %(reason)s）。カードの操作はできません。",
                      reason=view.stop.reason))
+    if view.stop is not None:
+        return str(_("このカードは他の利用機関により即時停止されています。カードの操作はできません。"))
     if view.feed_status in BLOCKING:
         return str(_("このカードは%(status)sのため利用できません。カードの操作はできません。",
                      status=STATUS_LABELS[view.feed_status]))
     return None
-
-
-def require_usable(session: Session, card_identifier: str) -> StatusView:
-    """The card's status, or Refused when it is stopped, lost, stolen, suspended or abolished."""
-    view = status_of(session, card_identifier)
-    message = refusal(view)
-    if message is not None:
-        raise Refused(message)
-    return view
 
 
 def changes_since(session: Session, since: datetime, *, limit: int = 10_000,
@@ -612,7 +620,7 @@ def diagnosis_view(scope: Any, card_identifier: str) -> dict[str, Any] | None:
     from flask import current_app
 
     session = scope.session
-    view = status_of(session, card_identifier)
+    view = status_of(session, card_identifier, viewer=scope.viewer)
     feed = feed_state(session, int(current_app.config["STATUS_FEED_MAX_AGE_HOURS"]))
     status = "stopped" if view.stop is not None else (view.feed_status.value if view.feed_status else "")
     as_of = view.occurred_at.astimezone(ZoneInfo("Asia/Tokyo")).date().isoformat() if view.occurred_at else ""

@@ -61,6 +61,12 @@ class TenantScope:
     tenant_code: str
     is_admin_tenant: bool = False
 
+    @property
+    def viewer(self) -> str | None:
+        """Whose eyes a card's 即時停止 is shown to (:func:`apdl.cardstatus.status_of`): this 利用機関's, or
+        ``None`` for the system administrator's tenant, which sees every reason."""
+        return None if self.is_admin_tenant else self.tenant_code
+
     def select(self, model: type[T]) -> Select[T]:
         """``SELECT model`` limited to this tenant."""
         if model not in TENANT_OWNED:

@@ -57,6 +57,7 @@ ACCOUNTS = {
     "center": Account(ADMIN_TENANT, "AD0002", FULL),  # the admin tenant's own counter (loads for itself)
     "minami": Account("minamiedo", "OP0601", FULL + " ap.manage"),  # the holder's municipality (千代田区 code)
     "kita": Account("kitaedo", "OP0701", FULL),  # another municipality
+    "kitamgr": Account("kitaedo", "OP0702", FULL + " ap.manage"),  # 北江戸市's service provider (即時停止)
     "reader": Account("minamiedo", "OP0602", "user.register"),  # no download or delete
     "leaver": Account("minamiedo", "OP0603", FULL),  # logs out of opauth in the back-channel test
     "chromium": Account("minamiedo", "OP0604", FULL),  # logs in with Chromium (its one-time password)

@@ -30,7 +30,7 @@ def _app(tmp_path: Path) -> Flask:
 def _statuses(app: Flask, *cards: str) -> dict[str, str | None]:
     with app.app_context():
         session = db.get_session()
-        return {card: (lambda v: v.feed_status.value if v.feed_status else None)(cardstatus.status_of(session, card))
+        return {card: (lambda v: v.feed_status.value if v.feed_status else None)(cardstatus.status_of(session, card, viewer=None))
                 for card in cards}
 
 
@@ -73,9 +73,9 @@ def test_a_batch_is_imported_once_and_a_repeat_changes_nothing(tmp_path: Path) -
         "1000000000001": "lost", "1000000000002": "moved", "1000000000003": "suspended"}
     with app.app_context():
         session = db.get_session()
-        moved = cardstatus.status_of(session, "1000000000002")
+        moved = cardstatus.status_of(session, "1000000000002", viewer=None)
         assert moved.residence_code == SAPPORO and moved.regional_purge and not moved.blocked
-        assert cardstatus.status_of(session, "1000000000001").blocked
+        assert cardstatus.status_of(session, "1000000000001", viewer=None).blocked
         applied = {c.card_identifier: c.at for c in cardstatus.changes_since(session, before)}
     assert set(applied) == {"1000000000001", "1000000000002", "1000000000003"}
 
@@ -128,8 +128,8 @@ def test_the_feed_upserts_on_postgresql(pg_database: str, tmp_path: Path) -> Non
         with app.app_context():
             session = db.get_session()
             assert cardstatus.count_rows(session) == 3000
-            assert cardstatus.status_of(session, "2000000000001").feed_status is FeedStatus.ABOLISHED
-            assert cardstatus.status_of(session, "2000000000003").residence_code == SAPPORO
+            assert cardstatus.status_of(session, "2000000000001", viewer=None).feed_status is FeedStatus.ABOLISHED
+            assert cardstatus.status_of(session, "2000000000003", viewer=None).residence_code == SAPPORO
         assert [a for a, _, _ in log_entries(app)] == ["status_feed_imported", "status_feed_repeated",
                                                        "status_feed_rejected", "status_feed_imported"]
     finally:

@@ -68,6 +68,38 @@ def test_an_immediate_stop_refuses_the_next_operation_before_any_apdu_and_a_canc
     assert [a for a, _, _ in entries].count("card_stopped") == 1  # the second stop was refused: already stopped
 
 
+def test_another_municipalitys_stop_shows_only_that_the_card_is_stopped_never_why(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+    """Two 利用機関 registered the same card. The reason one typed for its 即時停止 is its own record: the other
+    sees 「他の利用機関により即時停止中」 on the 利用者 page and in the refusal, cannot lift it, and learns
+    neither the reason nor who stopped it — in Japanese or English."""
+    build_registry(opauth, apdl_app)
+    secret = "北江戸市福祉課への相談内容に基づく停止"
+    kita = login(opauth, apdl_app, "kitamgr")
+    kita_page = f"/residents/{register_resident(kita)}"
+    minami = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(minami)}"
+    assert submit(kita, kita_page, f"{kita_page}/card/stop", {"reason": secret}).status_code == 302
+    assert f"即時停止中（理由: {secret}）" in kita.get(kita_page).get_data(as_text=True)  # its own: in full
+
+    shown = minami.get(page).get_data(as_text=True)
+    assert "他の利用機関により即時停止中" in shown and 'id="stopped-elsewhere"' in shown
+    assert 'id="cancel-stop"' not in shown and 'id="stop"' not in shown
+    answers = [submit(minami, page, f"{page}/card/{action}", {}) for action in ("read", "regional-area")]
+    answers.append(submit(minami, page, f"{page}/card/stop/cancel", {"reason": "見つかった"}))
+    answers.append(submit(minami, page, f"{page}/card/stop", {"reason": "重ねて"}))
+    answers.append(submit(minami, page, f"{page}/card/read?lang=en", {}))
+    assert [a.status_code for a in answers] == [403, 403, 409, 409, 403]
+    assert "他の利用機関により即時停止されています" in answers[0].get_data(as_text=True)
+    assert "stopped by another organisation" in answers[-1].get_data(as_text=True)
+    assert "Stopped by another organisation" in minami.get(f"{page}?lang=en").get_data(as_text=True)
+    for answer in answers:
+        assert secret not in answer.get_data(as_text=True) and "kita" not in answer.get_data(as_text=True)
+    assert card_stack.card.commands == 0  # not one APDU reached the card
+    refusals = [d for a, _, d in log_entries(apdl_app) if a == "refused"]
+    assert len(refusals) >= 3 and secret not in str(refusals)  # nor do 南江戸市's logged refusals carry it
+
+
 @pytest.mark.parametrize(("status", "word"), [("lost", "紛失"), ("stolen", "盗難"), ("suspended", "一時停止"),
                                               ("abolished", "廃止")])
 def test_a_card_the_feed_reports_lost_stolen_suspended_or_abolished_is_refused_before_any_apdu(
@@ -131,4 +163,4 @@ def test_a_move_settles_on_a_card_with_nothing_regional(opauth: Opauth, apdl_app
     with apdl_app.app_context():
         from apdl import cardstatus
 
-        assert not cardstatus.status_of(db.get_session(), CARD).regional_purge
+        assert not cardstatus.status_of(db.get_session(), CARD, viewer=None).regional_purge
