@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session
 from apdl import oplog
 from apdl.areas import municipality_code_valid
 from apdl.db import utcnow
-from apdl.errors import Conflict, InvalidInput, Refused
+from apdl.errors import Conflict, InvalidInput
 from apdl.models import CardAp, CardStatus, CardStop, FeedStatus, Installation, InstallState, StatusBatch
 from apdl.residents import is_my_number
 

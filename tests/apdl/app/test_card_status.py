@@ -30,8 +30,8 @@ def _app(tmp_path: Path) -> Flask:
 def _statuses(app: Flask, *cards: str) -> dict[str, str | None]:
     with app.app_context():
         session = db.get_session()
-        return {card: (lambda v: v.feed_status.value if v.feed_status else None)(cardstatus.status_of(session, card, viewer=None))
-                for card in cards}
+        views = {card: cardstatus.status_of(session, card, viewer=None) for card in cards}
+        return {card: v.feed_status.value if v.feed_status else None for card, v in views.items()}
 
 
 def test_bad_rows_are_reported_by_line_and_nothing_is_applied(tmp_path: Path) -> None:
