@@ -253,23 +253,19 @@ def _terminal_cli(app: Flask) -> click.Group:
         click.echo(f"terminal {row.name} of {tenant} registered (O={row.organization}"
                    f"{', pinned' if row.pinned_fingerprint else ''})")
 
-    @terminal.command("disable")
-    @click.option("--tenant", required=True)
-    @click.option("--name", required=True)
-    def disable(tenant: str, name: str) -> None:
-        """Disable a terminal: its agent is refused from its next request on, its pairings end."""
-        run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), False,
-                                                                 actor=actor))
-        click.echo(f"terminal {name} of {tenant} disabled")
+    def switch(verb: str, enabled: bool, doc: str) -> click.Command:
+        @click.option("--tenant", required=True)
+        @click.option("--name", required=True)
+        def command(tenant: str, name: str) -> None:
+            run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), enabled,
+                                                                     actor=actor))
+            click.echo(f"terminal {name} of {tenant} {verb}d")
 
-    @terminal.command("enable")
-    @click.option("--tenant", required=True)
-    @click.option("--name", required=True)
-    def enable(tenant: str, name: str) -> None:
-        """Enable a disabled terminal again."""
-        run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), True,
-                                                                 actor=actor))
-        click.echo(f"terminal {name} of {tenant} enabled")
+        return click.command(verb, help=doc)(command)
+
+    terminal.add_command(switch("disable", False, "Disable a terminal: its agent is refused from its next "
+                                                  "request on, its pairings end."))
+    terminal.add_command(switch("enable", True, "Enable a disabled terminal again."))
 
     @terminal.command("pin")
     @click.option("--tenant", required=True)
