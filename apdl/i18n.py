@@ -1,6 +1,7 @@
 """Languages of apdl's UI: Japanese message ids, English from apdl/translations (Flask-Babel).
 
-``?lang=en`` or ``?lang=ja`` switches and is remembered in a cookie; otherwise Japanese.
+``?lang=en`` or ``?lang=ja`` switches and is remembered in a cookie; otherwise Japanese (the business-system
+API also follows ``Accept-Language``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ babel = Babel()
 
 
 def select_locale() -> str:
-    """``?lang=``, then the cookie, then Japanese."""
+    """``?lang=``, then the cookie, then Japanese; a machine caller of ``/api/`` (no cookie) may also ask with
+    ``Accept-Language`` (a browser's is not followed: the screens are Japanese unless the operator switches)."""
     for candidate in (request.args.get("lang"), request.cookies.get(LANG_COOKIE)):
         if candidate in LANGUAGES:
             return candidate
+    if request.path.startswith("/api/"):
+        return request.accept_languages.best_match(LANGUAGES, default="ja") or "ja"
     return "ja"
 
 

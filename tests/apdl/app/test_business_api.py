@@ -79,13 +79,14 @@ def system05(opauth: Opauth, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _call(opauth: Opauth, cert: ClientCert | None, path: str, body: Any = None,
-          raw: bytes | None = None) -> tuple[int, Any]:
+          raw: bytes | None = None, language: str = "") -> tuple[int, Any]:
     context = ssl.create_default_context(cafile=str(opauth.ca))
     if cert is not None:
         context.load_cert_chain(str(cert.cert), str(cert.key))
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(opauth.apdl_base + path, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **({"Accept-Language": language} if language else {})})
     try:
         with urllib.request.urlopen(request, timeout=30, context=context) as answer:
             assert answer.headers["Content-Type"] == "application/json"
@@ -260,6 +261,11 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
         # refusals: no certificate, another CA, a terminal's certificate, a revoked certificate
         status, answer = _call(opauth, None, "/api/v1/users")
         assert status == 403 and "SSL通信証明書が必要です" in answer["error"]
+        english = _call(opauth, None, "/api/v1/users", language="en-GB,en;q=0.9,ja;q=0.5")
+        assert english[0] == 403 and english[1]["error"].isascii() and "certificate" in english[1]["error"]
+        status, answer = _call(opauth, cert05, f"/api/v1/cards/{CARD}/stop", raw=b"[]", language="en")
+        assert status == 400 and answer["error"].isascii() and "reason" in answer["error"], answer
+        assert _call(opauth, cert05, "/api/v1/users/00FF", language="en")[1]["error"].isascii()
         try:
             status, answer = _call(opauth, _foreign_cert(tmp_path), "/api/v1/users")
         except (ssl.SSLError, urllib.error.URLError, ConnectionError):
