@@ -57,6 +57,22 @@ def presented() -> bytes | None:
     return bytes(der) if der else None
 
 
+def presented_summary() -> dict[str, str]:
+    """For the operation log of a refusal: the presented certificate's subject, issuer, serial and SHA-256
+    (``{}`` without one; only ``sha256`` when it does not parse). Public parts only: never a key."""
+    der = presented()
+    if der is None:
+        return {}
+    summary = {"sha256": hashlib.sha256(der).hexdigest()}
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        summary.update(subject=cert.subject.rfc4514_string()[:300], issuer=cert.issuer.rfc4514_string()[:300],
+                       serial=format(cert.serial_number, "X"))
+    except ValueError:
+        pass
+    return summary
+
+
 class _CrlSource(threading.local):
     """Per thread: one kept-alive HTTPS connection per CRL host, and per URL the last CRL with its ETag."""
 

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, url_fo
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from apdl import oplog, terminals
+from apdl import clientcert, oplog, terminals
 from apdl.auth import current_operator, login_required
 from apdl.db import get_session
 from apdl.errors import InvalidInput
@@ -33,7 +33,8 @@ def _terminal(*, check_revocation: bool = True) -> Terminal:
 def _log_refusal(exc: TerminalRefused) -> None:
     db = get_session()
     db.rollback()
-    detail, tenant_code = {"reason": str(exc)}, ""
+    detail: dict[str, Any] = {"reason": str(exc), "certificate": clientcert.presented_summary()}
+    tenant_code = ""
     if isinstance(exc, UnregisteredTerminal):  # its tenant sees the refusal (a disabled terminal, say)
         detail.update(reason=exc.reason, terminal=exc.terminal)
         tenant_code = exc.tenant_code

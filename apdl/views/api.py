@@ -29,7 +29,8 @@ def _caller() -> tuple[bizapi.BusinessSystem, BusinessScope]:
         db = get_session()
         db.rollback()
         oplog.record(db, tenant_code="", actor="business-system", action=oplog.Action.BUSINESS_API_REFUSED,
-                     target=request.path[:200], detail={"reason": str(exc)})
+                     target=request.path[:200], detail={"reason": str(exc),
+                                                        "certificate": clientcert.presented_summary()})
         db.commit()
         raise
     return system, BusinessScope(get_session(), system.business_id)

@@ -307,4 +307,8 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
         actors = [e.actor for e in db.get_session().scalars(select(OperationLog).where(
             OperationLog.action.in_(["card_stopped", "card_stop_cancelled"])))]
     assert actors[:2] == ["business:05 (図書館システム)"] * 2 and actors[2].startswith("U-OP0702@kitaedo")
-    assert sum(a == "business_api_refused" for a, _, _ in entries) >= 3
+    refusals = [d for a, _, d in entries if a == "business_api_refused"]
+    assert len(refusals) >= 3 and refusals[0]["certificate"] == {}  # the first: no certificate at all
+    revoked = [d["certificate"] for d in refusals if "失効" in d["reason"]]  # names the certificate refused
+    assert revoked and int(revoked[0]["serial"], 16) == int(second05.serial, 16)
+    assert "OU=05 " in revoked[0]["subject"] and len(revoked[0]["sha256"]) == 64

@@ -68,6 +68,7 @@ def test_only_a_registered_terminal_of_the_operators_tenant_serves_it(
     assert status == 403 and "登録されていない端末です" in str(answer["error"])
     refused = _log(app, "terminal_refused")[-1]
     assert refused.detail["reason"] == "not registered" and refused.detail["terminal"] == "南江戸市 / terminal21"
+    assert "OU=terminal terminal21" in refused.detail["certificate"]["subject"]  # which certificate was refused
     assert _post(opauth, cert, "/agent/poll", {"wait": 0})[0] == 403
     assert _post(opauth, cert, "/agent/respond", {"exchange": 1, "response": "9000"})[0] == 403
 
