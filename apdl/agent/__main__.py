@@ -159,7 +159,16 @@ class Module:
         return None
 
 
-def _answer(reader: Reader, job: dict[str, Any]) -> dict[str, Any]:
+def _shown(apdu: bytes, answer: bytes | None, error: str, *, trace: bool) -> str:
+    """One relayed exchange for the terminal's console: the command header, lengths and status word only
+    (card data, e.g. a 利用者ID read from an AP, stays off the screen and out of logs); ``trace``: all of it."""
+    if trace:
+        return f"APDU {apdu.hex().upper()} -> {answer.hex().upper() if answer else error}"
+    said = f"SW {answer[-2:].hex().upper()}, {len(answer) - 2} bytes" if answer and len(answer) >= 2 else error
+    return f"APDU {apdu[:4].hex(' ').upper()} ({max(len(apdu) - 5, 0)} bytes) -> {said}"
+
+
+def _answer(reader: Reader, job: dict[str, Any], *, trace: bool = False) -> dict[str, Any]:
     """The answer to one job: an APDU's response (or why there is none), or the reader's state."""
     if job.get("control") == "atr":
         said = reader.status()
@@ -168,12 +177,12 @@ def _answer(reader: Reader, job: dict[str, Any]) -> dict[str, Any]:
                 "protocol": said["protocol"], "reader": said["reader"]}
     apdu = bytes.fromhex(str(job["apdu"]))
     answer, error = reader.exchange(apdu)
-    print(f"APDU {apdu.hex().upper()} -> {answer.hex().upper() if answer else error}", flush=True)
+    print(_shown(apdu, answer, error, trace=trace), flush=True)
     return {"exchange": job["exchange"], "response": answer.hex().upper() if answer is not None else None,
             "error": error or None}
 
 
-def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False) -> None:
+def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False, trace: bool = False) -> None:
     """Pair (print the code), then relay until refused.
 
     Each answer also asks for the next job (one request per APDU; the module checks revocation on it, as on
@@ -195,7 +204,7 @@ def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False) -
             if once:
                 return
             continue
-        answer = _answer(reader, job)
+        answer = _answer(reader, job, trace=trace)
         try:
             job = module.post("/agent/respond", {**answer, "wait": wait})
         except OSError as exc:
@@ -212,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca", required=True, help="CA bundle that signs the module's server certificate")
     parser.add_argument("--reader", default="Virtual PCD 00 00", help="PC/SC reader name")
     parser.add_argument("--wait", type=int, default=20, help="long-poll seconds (default 20)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each APDU and answer in full (card data included: for fault finding only)")
     args = parser.parse_args(argv)
     reader = Reader(args.reader)
     try:
-        run(Module(args.url, cert=args.cert, key=args.key, ca=args.ca), reader, wait=args.wait)
+        run(Module(args.url, cert=args.cert, key=args.key, ca=args.ca), reader, wait=args.wait, trace=args.trace)
     except Stopped as exc:
         print(f"STOPPED: the module refused this terminal: {exc}", flush=True)
         return 3

@@ -76,7 +76,8 @@ class Agent:
         self._out = log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "apdl.agent", "--url", opauth.apdl_base, "--cert", str(cert.cert),
-             "--key", str(cert.key), "--ca", str(opauth.ca), "--reader", stack.reader, "--wait", "2"],
+             "--key", str(cert.key), "--ca", str(opauth.ca), "--reader", stack.reader, "--wait", "2",
+             "--trace"],  # every APDU in full: what the tests inspect
             cwd=ROOT, env=stack.env, stdout=self._out, stderr=subprocess.STDOUT, text=True)
 
     def output(self) -> str:
