@@ -184,10 +184,11 @@ def _cli(app: Flask) -> None:
         except ApdlError as exc:
             click.echo(str(exc), err=True)
             raise click.exceptions.Exit(1) from exc
+        rows = f"{result.rows} {'row' if result.rows == 1 else 'rows'}"  # the command speaks English only
         if result.repeated:
-            click.echo(f"batch {result.batch_id} was already imported ({result.rows} rows): nothing changed")
+            click.echo(f"batch {result.batch_id} was already imported ({rows}): nothing changed")
         else:
-            click.echo(f"batch {result.batch_id} imported: {result.rows} rows, {result.changed} changed")
+            click.echo(f"batch {result.batch_id} imported: {rows}, {result.changed} changed")
 
     group.add_command(_terminal_cli(app))
     app.cli.add_command(group)

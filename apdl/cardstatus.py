@@ -10,10 +10,13 @@ Feed format (one batch; the batch id names it, e.g. ``20261130``; letters, digit
 ``card_identifier`` is the カードFID (8–32 digits); ``status`` one of ``active`` (運用中, e.g. a suspension lifted),
 ``lost`` (紛失), ``stolen`` (盗難), ``suspended`` (一時停止), ``abolished`` (廃止), ``moved`` (転出);
 ``residence_code`` the new municipality's 全国地方公共団体コード (check digit verified), required for ``moved`` and
-empty otherwise; ``occurred_at`` ISO 8601 with an offset (``2026-11-29T10:00:00+09:00``) or a date (00:00 JST).
+empty otherwise; ``occurred_at`` ISO 8601 with an offset (``2026-11-29T10:00:00+09:00``) or a date (00:00 JST),
+not later than the import's time plus ``FUTURE_SKEW`` (a row from the future would hold the card's status until
+that time passed, since an older change never replaces a newer one).
 
 A batch is applied whole or not at all: any bad row rejects it, every bad row is reported with its line
-(CSV; the header is line 1) or record number (JSON). Re-importing a batch id with the same content changes
+(CSV; the header is line 1) or record number (JSON); a file that cannot be read at all (not UTF-8, not JSON) is
+reported as such, with no line. Re-importing a batch id with the same content changes
 nothing and says so; the same id with other content is refused. A card's row is replaced only by a change
 that is not older than the one it holds; ``changed_at`` is when this module applied it (``changes_since``).
 One operation-log entry per batch, never per row.
@@ -32,7 +35,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext
+from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import (
     Column,
     DateTime,
@@ -62,6 +65,7 @@ BLOCKING = frozenset({FeedStatus.LOST, FeedStatus.STOLEN, FeedStatus.SUSPENDED, 
 BATCH_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CARD_ID = re.compile(r"[0-9]{8,32}")
 JST = timezone(timedelta(hours=9))
+FUTURE_SKEW = timedelta(minutes=10)  # clock skew allowed between the feed's source and this module
 MAX_REPORTED = 100  # bad rows listed at most (the count is always complete)
 CHUNK = 50_000
 STATUS_LABELS = {
@@ -91,6 +95,8 @@ class ParsedFeed:
     moved: int
     digest: str
 
+
+
 @dataclass(frozen=True)
 class Problem:
     """One bad row: where (CSV line or JSON record number) and what."""
@@ -99,12 +105,18 @@ class Problem:
     message: str
 
 
+class FeedUnreadable(InvalidInput):
+    """The file as a whole cannot be read (not UTF-8, not a JSON document of the expected shape): nothing
+    was applied, and there is no line to point at."""
+
+
 class FeedRejected(InvalidInput):
     """A batch with bad rows: nothing was applied."""
 
     def __init__(self, problems: list[Problem], total: int, unit: str) -> None:
-        super().__init__(_("カードステータスの取込データに誤りがあります（%(count)d件）。何も反映していません。",
-                           count=total))
+        super().__init__(ngettext("カードステータスの取込データに誤りがあります（%(num)d件）。何も反映していません。",
+                                  "カードステータスの取込データに誤りがあります（%(num)d件）。何も反映していません。",
+                                  total))
         self.problems, self.total, self.unit = problems, total, unit
 
     def lines(self) -> list[str]:
@@ -184,10 +196,14 @@ _FAST_LINE = re.compile(r"([0-9]{8,32}),(active|lost|stolen|suspended|abolished|
                         r"([0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9:.]{5,15}(?:[+-][0-9]{2}:[0-9]{2}|Z))?)\r?")
 
 
+FUTURE = "future"  # _Checker.time's answer for a time beyond the allowed skew
+
+
 class _Checker:
     """Validates rows one by one, remembering problems, duplicates and the canonical lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: datetime) -> None:
+        self.latest = now + FUTURE_SKEW
         self.lines: list[str] = []
         self.problems: list[Problem] = []
         self.total_bad = 0
@@ -202,12 +218,13 @@ class _Checker:
             self.problems.append(Problem(position, message))
 
     def time(self, raw: str) -> str | None:
-        """``raw`` as UTC ISO 8601, or None (cached: a day's feed repeats its times)."""
+        """``raw`` as UTC ISO 8601, ``FUTURE`` when later than the allowed skew, or None when not a time (cached:
+        a day's feed repeats its times)."""
         known = self._times.get(raw, "")
         if known != "":
             return known
         at = _parse_time(raw)
-        value = at.isoformat() if at is not None else None
+        value = None if at is None else FUTURE if at > self.latest else at.isoformat()
         if len(self._times) < 100_000:
             self._times[raw] = value
         return value
@@ -227,7 +244,7 @@ class _Checker:
         if (status == "moved") != bool(code) or (code and not self.code_ok(code)):
             return False
         at = self.time(occurred)
-        if at is None or self.seen.setdefault(card, position) != position:
+        if at is None or at == FUTURE or self.seen.setdefault(card, position) != position:
             return False
         self.moved += code != ""
         self.lines.append(f"{card}\t{status}\t{code}\t{at}")
@@ -258,6 +275,10 @@ class _Checker:
         if at is None:
             self.bad(position, _("発生日時は ISO 8601（時差付き）または日付で指定してください。"))
             return
+        if at == FUTURE:
+            self.bad(position, _("発生日時 %(at)s が未来です（取込時刻より%(minutes)d分以上後）。",
+                                 at=occurred[:40], minutes=FUTURE_SKEW.seconds // 60))
+            return
         first = self.seen.setdefault(card, position)
         if first != position:
             self.bad(position, _("カードFID %(card)s が重複しています（最初は %(first)d）。", card=card, first=first))
@@ -278,14 +299,16 @@ def _parse_time(raw: str) -> datetime | None:
     return value.astimezone(UTC)
 
 
-def parse_feed(data: bytes, fmt: FeedFormat) -> ParsedFeed:
-    """The checked batch; FeedRejected listing the bad rows if any is bad."""
+def parse_feed(data: bytes, fmt: FeedFormat, *, now: datetime | None = None) -> ParsedFeed:
+    """The checked batch; FeedRejected listing the bad rows if any is bad (a row later than ``now`` plus
+    ``FUTURE_SKEW`` is bad), FeedUnreadable if the file cannot be read at all."""
     unit = "line" if fmt is FeedFormat.CSV else "record"
     try:
         body = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FeedRejected([Problem(0, _("UTF-8 ではありません。"))], 1, unit) from exc
-    checker = _Checker()
+        raise FeedUnreadable(_("ファイルが UTF-8 ではないため読めません。CP932（Shift_JIS）などで保存したファイルは "
+                               "UTF-8 で保存し直してください。")) from exc
+    checker = _Checker(now or utcnow())
     named = ""
     if fmt is FeedFormat.CSV:
         _parse_csv(body, checker)
@@ -328,12 +351,10 @@ def _parse_csv(body: str, checker: _Checker) -> None:
 def _parse_json(body: str, checker: _Checker) -> str:
     try:
         document = json.loads(body)
-    except ValueError:
-        checker.bad(0, _("JSON として読めません。"))
-        return ""
+    except ValueError as exc:
+        raise FeedUnreadable(_("ファイルを JSON として読めません。")) from exc
     if not isinstance(document, dict) or not isinstance(document.get("records"), list):
-        checker.bad(0, _("JSON は {\"batch_id\": …, \"records\": […]} の形です。"))
-        return ""
+        raise FeedUnreadable(_("JSON は {\"batch_id\": …, \"records\": […]} の形です。"))
     named = document.get("batch_id", "")
     for number, record in enumerate(document["records"], start=1):
         if not isinstance(record, dict) or set(record) - set(FIELDS) or not {"card_identifier", "status",

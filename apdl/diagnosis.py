@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
-from flask_babel import lazy_gettext
+from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import or_
 
 from apdl import oplog, terminals
@@ -79,7 +79,6 @@ SW_MESSAGES: dict[int, Any] = {
     0x6E00: lazy_gettext("カードがこの命令クラスに対応していません。カードの種類が違う可能性があります。"),
     0x6F00: lazy_gettext("カード内部でエラーが発生しました。カードの故障が考えられます。"),
 }
-SW_RETRIES = lazy_gettext("暗証番号が違います。残り%(n)s回です。")
 SW_UNKNOWN = lazy_gettext("カードがエラーを返しました（SW %(sw)s）。")
 
 STEP_TITLES: dict[str, Any] = {
@@ -115,24 +114,31 @@ MESSAGES: dict[str, Any] = {
     "sw": lazy_gettext("%(command)s: %(explanation)s"),
     "manager_ok": lazy_gettext("カードマネージャを選択できました。"),
     "card_info": lazy_gettext("カードFID %(card)s、住所地コード %(residence)s"),
-    "apps": lazy_gettext("カードAP %(count)s件（%(aids)s）"),
     "ap_ok": lazy_gettext("%(name)s を選択できました。"),
     "ap_missing": lazy_gettext("%(name)s は搭載済みと記録されていますが、カードにありません（6A82）。"
                                "カードAPが見つかりません。"),
     "ap_not_recorded": lazy_gettext("%(name)s はカードにありますが、この利用機関の搭載記録にありません。"),
-    "pin_left": lazy_gettext("%(name)s の暗証番号: 残り%(n)s回"),
     "pin_blocked": lazy_gettext("%(name)s の暗証番号: %(explanation)s"),
     "pin_verified": lazy_gettext("%(name)s の暗証番号は照合済みです。"),
-    "free": lazy_gettext("%(area)s: 空き %(free)s バイト、カードAP %(apps)s件"),
     "free_short": lazy_gettext("%(area)s: 空き %(free)s バイト。搭載できるカードAPがありません（6A84）。"
                                "カードの空き容量が足りません。"),
     "area_absent": lazy_gettext("%(area)s はまだ設定されていません。"),
     "feed_unavailable": lazy_gettext("カードステータスは連携されていません。"),
     "feed": lazy_gettext("カードステータス: %(status)s（%(as_of)s 時点）"),
     "feed_stale": lazy_gettext("カードステータス: %(status)s（%(as_of)s 時点、情報が古くなっています）"),
-    "recent": lazy_gettext("この利用機関の操作 %(count)s件"),
     "recent_none": lazy_gettext("この利用機関の操作記録はありません。"),
     "skipped": lazy_gettext("前の段階で失敗したため実施していません。"),
+}
+# The messages that count something: the count picks the plural form (English "1 card AP", "2 card APs").
+COUNTED: dict[str, Callable[[dict[str, Any]], str]] = {
+    "apps": lambda p: ngettext("カードAP %(num)d件（%(aids)s）", "カードAP %(num)d件（%(aids)s）", int(p["count"]),
+                               aids=p["aids"]),
+    "pin_left": lambda p: ngettext("%(name)s の暗証番号: 残り%(num)d回", "%(name)s の暗証番号: 残り%(num)d回",
+                                   int(p["n"]), name=p["name"]),
+    "free": lambda p: ngettext("%(area)s: 空き %(free)s バイト、カードAP %(num)d件",
+                               "%(area)s: 空き %(free)s バイト、カードAP %(num)d件", int(p["apps"]), area=p["area"],
+                               free=p["free"]),
+    "recent": lambda p: ngettext("この利用機関の操作 %(num)d件", "この利用機関の操作 %(num)d件", int(p["count"])),
 }
 AREA_NAMES: dict[str, Any] = {Area.REGIONAL.value: lazy_gettext("地域住民向け領域"),
                               Area.EXTENDED.value: lazy_gettext("拡張利用領域")}
@@ -141,7 +147,8 @@ AREA_NAMES: dict[str, Any] = {Area.REGIONAL.value: lazy_gettext("地域住民向
 def explain_sw(sw: int) -> str:
     """The plain explanation of a status word in the current language, with the code."""
     if sw & 0xFFF0 == 0x63C0:
-        return f"{sw:04X}: " + str(SW_RETRIES % {"n": sw & 0x0F})
+        left = ngettext("暗証番号が違います。残り%(num)d回です。", "暗証番号が違います。残り%(num)d回です。", sw & 0x0F)
+        return f"{sw:04X}: {left}"
     message = SW_MESSAGES.get(sw)
     if message is None:
         return str(SW_UNKNOWN % {"sw": f"{sw:04X}"})
@@ -155,6 +162,12 @@ def describe(step: dict[str, Any]) -> str:
         params["area"] = str(AREA_NAMES.get(params["area"], params["area"]))
     if step.get("sw"):
         params.setdefault("explanation", explain_sw(int(step["sw"], 16)))
+    counted = COUNTED.get(step["code"])
+    if counted is not None:
+        try:
+            return counted(params)
+        except (KeyError, TypeError, ValueError):
+            return str(step["code"])
     message = MESSAGES.get(step["code"])
     if message is None:
         return str(step["code"])

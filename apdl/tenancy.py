@@ -7,10 +7,12 @@ sees only the APs made available to it, the admin tenant (``APDL_ADMIN_TENANT``)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeVar
 
 from flask import abort
+from flask_babel import gettext as _
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
@@ -51,6 +53,20 @@ class Operator:
     def actor(self) -> str:
         """How the operation log names this operator (pairwise sub and 業務内ID, never a personal ID)."""
         return f"{self.in_business_id}@{self.tenant_code} ({self.sub[:16]})"
+
+
+ACTOR = re.compile(r"([^\s@()]{1,128}@[^\s@()]{1,64})(?: \([^()]*\))?")
+
+
+def actor_label(actor: str) -> str:
+    """A recorded actor as a person reads it: an operator as 業務内ID@利用機関 (as :attr:`Operator.actor` writes it,
+    without the pairwise sub), the command line as ``コマンド（user）``; anything else (an opaque id) as ``-``."""
+    match = ACTOR.fullmatch(actor)
+    if match is not None:
+        return match.group(1)
+    if actor.startswith("cli:") and 0 < len(actor) - 4 <= 64:
+        return str(_("コマンド（%(user)s）", user=actor[4:]))
+    return "-"
 
 
 @dataclass(frozen=True)

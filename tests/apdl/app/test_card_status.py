@@ -56,7 +56,7 @@ def test_bad_rows_are_reported_by_line_and_nothing_is_applied(tmp_path: Path) ->
     entries = log_entries(app)
     assert [a for a, _, _ in entries] == ["status_feed_rejected"] and entries[0][2]["bad_rows"] == 8
     not_utf8 = import_status(app, tmp_path, GOOD.encode("utf-16"), "--batch-id", "x1")
-    assert not_utf8.returncode == 1 and "UTF-8" in not_utf8.stderr
+    assert not_utf8.returncode == 1 and "UTF-8 ではない" in not_utf8.stderr and "0行目" not in not_utf8.stderr
     no_header = import_status(app, tmp_path, "1000000000001,lost,,2026-11-29\n", "--batch-id", "x2")
     assert no_header.returncode == 1 and "1行目: 見出し行" in no_header.stderr
     assert import_status(app, tmp_path, GOOD, "--batch-id", "bad id!").returncode == 1
@@ -98,7 +98,7 @@ def test_a_batch_is_imported_once_and_a_repeat_changes_nothing(tmp_path: Path) -
     assert import_status(app, tmp_path, json_feed("j1", records), "--batch-id", "j2",
                          name="feed.json").returncode == 1
     result = import_status(app, tmp_path, json_feed("j1", records), name="feed.json")
-    assert result.returncode == 0 and "batch j1 imported: 1 rows, 1 changed" in result.stdout, result.stderr
+    assert result.returncode == 0 and "batch j1 imported: 1 row, 1 changed" in result.stdout, result.stderr
     bad_json = import_status(app, tmp_path, json_feed("j3", [*records, {"card_identifier": 5, "status": "lost",
                                                                          "occurred_at": "2026-11-30"}]), name="f.json")
     assert bad_json.returncode == 1 and "2件目" in bad_json.stderr and "1件目" not in bad_json.stderr
@@ -156,9 +156,10 @@ def test_upload_screen_and_the_stale_feed_alert(opauth: Opauth, apdl_app: Flask)
     assert status == 400 and "3行目" in body and "2行目" not in body and "何も反映していません" in body
     assert 'id="feed-stale"' in admin.get("/").get_data(as_text=True)
     status, body = upload(GOOD, "u1")
-    assert status == 200 and "バッチ u1 を取り込みました（3件、変更 3件）" in body
+    assert status == 302
+    assert "バッチ u1 を取り込みました（3件、変更 3件）" in admin.get("/card-status").get_data(as_text=True)
     status, body = upload(GOOD, "u1")
-    assert status == 200 and "取込済みです。何も変更していません" in body
+    assert status == 302 and "取込済みです。何も変更していません" in admin.get("/card-status").get_data(as_text=True)
     assert upload(csv_feed("1000000000001,stolen,,2026-11-30"), "u1")[0] == 409
     assert 'id="feed-stale"' not in admin.get("/").get_data(as_text=True)  # imported a moment ago
     minami = login(opauth, apdl_app, "minami")  # ap.manage, but not the admin tenant
@@ -184,3 +185,38 @@ def test_the_stale_feed_setting_is_checked(value: str) -> None:
 
     with pytest.raises(SettingsError, match="APDL_STATUS_FEED_MAX_AGE_HOURS"):
         load_settings(environ={"APDL_STATUS_FEED_MAX_AGE_HOURS": value})
+
+
+def test_a_row_from_the_future_is_a_bad_row_and_nothing_of_its_batch_is_applied(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    soon = (utcnow() + timedelta(minutes=5)).isoformat(timespec="seconds")  # within the clock skew allowed
+    later = (utcnow() + timedelta(minutes=30)).isoformat(timespec="seconds")
+    tomorrow = (utcnow() + timedelta(days=2)).date().isoformat()
+    feed = csv_feed("1000000000001,lost,,2026-11-29", f"1000000000002,stolen,,{later}",
+                    f"1000000000003,suspended,,{soon}", f"1000000000004,lost,,{tomorrow}")
+    result = import_status(app, tmp_path, feed, "--batch-id", "f1")
+    assert result.returncode == 1 and "（2件）" in result.stderr, result.stderr
+    assert [int(n) for n in re.findall(r"^(\d+)行目: 発生日時 .* が未来です", result.stderr, re.M)] == [3, 5]
+    assert _statuses(app, "1000000000001", "1000000000003") == {"1000000000001": None, "1000000000003": None}
+    records = [{"card_identifier": "1000000000005", "status": "lost", "occurred_at": "2026-11-29"},
+               {"card_identifier": "1000000000006", "status": "stolen", "occurred_at": later}]
+    bad_json = import_status(app, tmp_path, json_feed("f2", records), name="feed.json")
+    assert bad_json.returncode == 1 and "2件目: 発生日時" in bad_json.stderr and "1件目" not in bad_json.stderr
+    # The future row would otherwise have frozen the card: a true change the next day must still apply.
+    assert import_status(app, tmp_path, csv_feed(f"1000000000002,lost,,{soon}"), "--batch-id", "f3").returncode == 0
+    assert import_status(app, tmp_path, csv_feed("1000000000002,active,,2099-01-01"),
+                         "--batch-id", "f4").returncode == 1
+    assert _statuses(app, "1000000000002") == {"1000000000002": "lost"}
+    assert [a for a, _, _ in log_entries(app)] == ["status_feed_rejected", "status_feed_rejected",
+                                                   "status_feed_imported", "status_feed_rejected"]
+
+
+def test_a_file_that_cannot_be_read_is_reported_as_the_file_not_line_zero(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    cp932 = csv_feed("1000000000001,lost,,2026-11-29").replace("card_identifier", "カードFID").encode("cp932")
+    result = import_status(app, tmp_path, cp932, "--batch-id", "e1")
+    assert result.returncode == 1 and "UTF-8 ではないため読めません" in result.stderr and "行目" not in result.stderr
+    for content in ("{not json", '{"records": 5}'):
+        result = import_status(app, tmp_path, content, "--batch-id", "e2", name="feed.json")
+        assert result.returncode == 1 and "JSON" in result.stderr and "0件目" not in result.stderr, result.stderr
+    assert [a for a, _, _ in log_entries(app)] == ["status_feed_rejected"] * 3
