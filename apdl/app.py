@@ -121,7 +121,8 @@ def _card_status_for_the_operator(card_identifier: str) -> cardstatus.StatusView
     operator = current_operator()
     if operator is None:
         raise RuntimeError("card_status_of needs a logged-in operator")
-    return cardstatus.status_of(db.get_session(), card_identifier, viewer=scope_for(db.get_session(), operator).viewer)
+    session = db.get_session()
+    return cardstatus.status_of(session, card_identifier, viewer=scope_for(session, operator).viewer)
 
 
 def _error_handlers(app: Flask) -> None:
