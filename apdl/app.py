@@ -15,14 +15,16 @@ import click
 from flask import Flask, jsonify, render_template, request
 from flask_babel import lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from apdl import cardstatus, db, i18n, registry
 from apdl.errors import ApdlError, CardError, CardUnavailable, InvalidInput
+from apdl.models import OperationLog
 from apdl.settings import load_settings
+from apdl.tenancy import actor_label
 
 csrf = CSRFProtect()
 JSON_PATHS = ("/agent/", "/api/")  # machine clients: errors as {"error": ...}
@@ -79,6 +81,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cards,
         diagnosis,
         main,
+        oplog,
         presets,
         report,
         residents,
@@ -88,7 +91,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
 
     for blueprint in (auth.bp, main.bp, aps.bp, tenants.bp, presets.bp, residents.bp, cards.bp, diagnosis.bp,
-                      report.bp, agent.bp, terminals.bp, status.bp, api.bp):
+                      report.bp, oplog.bp, agent.bp, terminals.bp, status.bp, api.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(auth.backchannel_logout)  # a server-to-server POST carrying a signed logout token
     for view in (agent.agent_pair, agent.agent_poll, agent.agent_respond):
@@ -97,6 +100,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["current_operator"] = auth.current_operator
     app.jinja_env.globals["card_status_of"] = _card_status_for_the_operator
     app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
+    app.jinja_env.globals["actor_label"] = actor_label  # 業務内ID@利用機関, never a session id or sub
     _error_handlers(app)
     _cli(app)
     from apdl.diagnosis import STATUS_FEED_HOOK
@@ -192,6 +196,7 @@ def _cli(app: Flask) -> None:
             click.echo(f"batch {result.batch_id} imported: {rows}, {result.changed} changed")
 
     group.add_command(_terminal_cli(app))
+    group.add_command(_oplog_cli(app))
     app.cli.add_command(group)
 
 
@@ -293,3 +298,38 @@ def _terminal_cli(app: Flask) -> click.Group:
             click.echo(f"{row.tenant_code}\t{row.name}\t{row.organization}\t{state}\t{row.pinned_fingerprint or '-'}")
 
     return terminal
+
+
+def _oplog_cli(app: Flask) -> click.Group:
+    """``flask --app apdl.app apdl oplog ...``: the operation log from the command line (every tenant's)."""
+    from apdl import oplog, oplog_search
+
+    group = click.Group("oplog", help="操作ログ: the hash-chained operation log.")
+
+    @group.command("list")
+    @click.option("--tenant", default="", help="Only this tenant's entries.")
+    @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
+                  help="How many of the newest entries.")
+    def list_command(tenant: str, limit: int) -> None:
+        """The newest entries, newest first (id, time UTC, tenant, actor, action, target, detail)."""
+        if tenant and not registry.TENANT_CODE.match(tenant):
+            raise click.BadParameter("not a tenant code", param_hint="--tenant")
+        with app.test_request_context("/?lang=en"):  # the command speaks English (actor and action labels)
+            entries = oplog_search.latest(db.get_session(), tenant=tenant, limit=limit)
+            for e in entries:
+                at = e.at.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+                click.echo(f"{e.id}\t{at}Z\t{e.tenant_code}\t{e.actor}\t{e.action}\t{e.target}\t{e.detail}")
+
+    @group.command("verify")
+    def verify_command() -> None:
+        """Check the hash chain: exit 0 when intact, 1 with the id of the first entry that does not match."""
+        with app.app_context():
+            session = db.get_session()
+            broken = oplog.verify_chain(session)
+            count = session.scalar(select(func.count()).select_from(OperationLog)) or 0
+        if broken is not None:
+            click.echo(f"operation log chain broken at entry {broken}", err=True)
+            raise click.exceptions.Exit(1)
+        click.echo(f"operation log chain intact ({count} {'entry' if count == 1 else 'entries'})")
+
+    return group

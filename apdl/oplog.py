@@ -10,6 +10,7 @@ import hashlib
 import json
 from typing import Any
 
+from flask_babel import lazy_gettext
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -60,6 +61,54 @@ class Action(enum.StrEnum):
     CARD_STOPPED = "card_stopped"  # 即時停止
     CARD_STOP_CANCELLED = "card_stop_cancelled"
     BUSINESS_API_REFUSED = "business_api_refused"  # a business system's client certificate was refused
+
+
+# How the 操作ログ screen names each action (Japanese source, English in the catalogue).
+ACTION_LABELS: dict[str, Any] = {
+    Action.LOGIN: lazy_gettext("ログイン"),
+    Action.LOGIN_FAILED: lazy_gettext("ログイン失敗"),
+    Action.LOGOUT: lazy_gettext("ログアウト（操作者による）"),
+    Action.BACKCHANNEL_LOGOUT: lazy_gettext("ログアウト（opauthからの通知）"),
+    Action.LOGOUT_TOKEN_REFUSED: lazy_gettext("ログアウト通知の拒否"),
+    Action.AP_REGISTERED: lazy_gettext("カードAP登録"),
+    Action.AP_REJECTED: lazy_gettext("カードAP登録の拒否"),
+    Action.AP_WITHDRAWN: lazy_gettext("カードAP廃止"),
+    Action.AVAILABILITY_CHANGED: lazy_gettext("利用可能なカードAPの変更"),
+    Action.PRESET_SAVED: lazy_gettext("プリセット保存"),
+    Action.PRESET_REMOVED: lazy_gettext("プリセット削除"),
+    Action.TENANT_PROFILE_SET: lazy_gettext("利用機関の設定"),
+    Action.CUSTOM_FIELD_ADDED: lazy_gettext("独自項目の追加"),
+    Action.RESIDENT_REGISTERED: lazy_gettext("利用者登録"),
+    Action.RESIDENT_UPDATED: lazy_gettext("利用者情報の変更"),
+    Action.CARD_SESSION: lazy_gettext("カード読取"),
+    Action.CARD_RECONCILED: lazy_gettext("カードとの突合"),
+    Action.REGIONAL_AREA_CREATED: lazy_gettext("地域住民向け領域の作成"),
+    Action.AP_INSTALLED: lazy_gettext("カードAPの搭載"),
+    Action.AP_INSTALL_FAILED: lazy_gettext("カードAP搭載の失敗"),
+    Action.AP_DELETED: lazy_gettext("カードAPの削除"),
+    Action.REFUSED: lazy_gettext("操作の拒否"),
+    Action.CARD_DIAGNOSED: lazy_gettext("カード障害切り分け"),
+    Action.REPORT_EXPORTED: lazy_gettext("報告の出力"),
+    Action.TERMINAL_CODE: lazy_gettext("組付けコードの発行"),
+    Action.TERMINAL_PAIRED: lazy_gettext("端末の組付け"),
+    Action.TERMINAL_REFUSED: lazy_gettext("端末の接続拒否"),
+    Action.TERMINAL_REGISTERED: lazy_gettext("端末登録"),
+    Action.TERMINAL_DISABLED: lazy_gettext("端末の無効化"),
+    Action.TERMINAL_ENABLED: lazy_gettext("端末の有効化"),
+    Action.TERMINAL_PINNED: lazy_gettext("端末の証明書固定の変更"),
+    Action.STATUS_FEED_IMPORTED: lazy_gettext("カードステータス取込"),
+    Action.STATUS_FEED_REPEATED: lazy_gettext("カードステータス取込（取込済み）"),
+    Action.STATUS_FEED_REJECTED: lazy_gettext("カードステータス取込の拒否"),
+    Action.CARD_STOPPED: lazy_gettext("カードの即時停止"),
+    Action.CARD_STOP_CANCELLED: lazy_gettext("カードの即時停止の解除"),
+    Action.BUSINESS_API_REFUSED: lazy_gettext("業務システムからの要求の拒否"),
+}
+
+
+def action_label(action: str) -> str:
+    """An action in the viewer's language (an action no longer known as it was recorded)."""
+    label = ACTION_LABELS.get(action)
+    return action if label is None else str(label)
 
 
 def _digest(prev_hash: str, entry: dict[str, Any]) -> str:

@@ -120,7 +120,7 @@ def yearly(scope: TenantScope, year: int, period: Period = Period.FISCAL) -> Rep
     """Loads and deletions per 利用機関 and AP in the year, from the operation log."""
     start, end = bounds(year, period)
     db = scope.session
-    log = scope.reported_log().subquery()
+    log = scope.operation_log().subquery()
     counted = db.execute(
         select(log.c.tenant_code, log.c.target, log.c.action, func.count())
         .where(log.c.action.in_((Action.AP_INSTALLED.value, Action.AP_DELETED.value)),

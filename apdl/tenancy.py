@@ -131,8 +131,9 @@ class TenantScope:
         """This tenant's own profile (kind, 全国地方公共団体コード)."""
         return self.session.get(TenantProfile, self.tenant_code)
 
-    def reported_log(self) -> Select[OperationLog]:
-        """Operation log entries a report may count: every tenant's for the admin tenant, else this tenant's."""
+    def operation_log(self) -> Select[OperationLog]:
+        """Operation log entries this tenant may read and count (the 操作ログ screen, the report): every
+        tenant's for the admin tenant, else this tenant's."""
         query = select(OperationLog)
         return query if self.is_admin_tenant else query.where(OperationLog.tenant_code == self.tenant_code)
 

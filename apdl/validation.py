@@ -20,6 +20,7 @@ REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co"})
 LINE_BREAKS = frozenset("\n")
 PHONE = re.compile(r"^\+?(?:[0-9]+|\([0-9]+\))(?:-?(?:[0-9]+|\([0-9]+\)))*$")
 PHONE_DIGITS = (6, 15)  # a Japanese number has 10 or 11 digits; E.164 allows 15
+MAX_PAGE = 100_000
 
 
 def refused_character(value: str, *, multiline: bool = False) -> str | None:
@@ -56,3 +57,11 @@ def phone(form: Mapping[str, str], name: str, label: str, *, required: bool = Fa
         raise InvalidInput(_("%(label)sは電話番号（半角数字、ハイフン、括弧、先頭の+）で入力してください。",
                              label=label))
     return value
+
+
+def page_number(raw: str | None) -> int:
+    """A list's page number from the query (1 when absent): InvalidInput unless a number from 1 to MAX_PAGE."""
+    raw = raw or "1"
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= MAX_PAGE):
+        raise InvalidInput(_("ページの指定が正しくありません。"))
+    return int(raw)

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 
-from apdl import registry, terminal_registry
+from apdl import registry, terminal_registry, validation
 from apdl.auth import current_operator, require
 from apdl.db import get_session
 from apdl.errors import InvalidInput
@@ -20,7 +20,6 @@ from apdl.tenancy import Operator, TenantScope, scope_for
 
 bp = Blueprint("terminals", __name__, url_prefix="/terminals")
 PAGE_SIZE = 50
-MAX_PAGE = 100_000
 
 
 def _context() -> tuple[Operator, TenantScope]:
@@ -29,19 +28,12 @@ def _context() -> tuple[Operator, TenantScope]:
     return operator, scope_for(get_session(), operator)
 
 
-def _page() -> int:
-    raw = request.args.get("page", "1")
-    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 6) or not 1 <= int(raw) <= MAX_PAGE:
-        raise InvalidInput(_("ページの指定が正しくありません。"))
-    return int(raw)
-
-
 @bp.get("")
 @require(Permission.AP_MANAGE)
 def index() -> ResponseReturnValue:
     """The terminals this operator's tenant manages, a page at a time, and the form for a new one."""
     operator, scope = _context()
-    page = _page()
+    page = validation.page_number(request.args.get("page"))
     db = get_session()
     total = db.scalar(select(func.count()).select_from(scope.terminals().subquery())) or 0
     rows = list(db.scalars(scope.terminals().offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))

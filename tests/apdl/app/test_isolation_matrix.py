@@ -62,7 +62,7 @@ class World:
 class Attempt:
     """One request by a foreign operator."""
 
-    actor: str  # "kita", "admin", "minami" (at the admin tenant's screens) or "anonymous"
+    actor: str  # "kita", "kitamgr", "admin", "minami" (at the admin tenant's screens) or "anonymous"
     path: Callable[[World], str]
     expect: int
     form: Callable[[World], dict[str, object]] | None = None  # POST with these fields (and the CSRF token)
@@ -94,6 +94,11 @@ def _user_id(w: World) -> str:
 
 def _diagnosis_link(w: World) -> tuple[str, ...]:
     return (f"/diagnosis/{w.diagnosis}\"",)
+
+
+def _minami_log(w: World) -> tuple[str, ...]:
+    """What only 南江戸市's operation log entries show: its operator, its terminal, its 利用者."""
+    return ("U-OP0601@minamiedo", f"terminal:{w.terminal}<", f"resident:{w.resident}<", "minamiedo")
 
 
 NO_OBJECT = "names no tenant-owned object"
@@ -204,6 +209,12 @@ MATRIX: dict[tuple[str, str], Entry] = {
         Attempt("kita", lambda w: f"/diagnosis/{w.diagnosis}", 404, missing=lambda w: f"/diagnosis/{MISSING}"),)),
     ("/report", "GET"): Entry("needs ap.manage; a manager outside the admin tenant sees its own figures only", (
         Attempt("kita", lambda w: "/report", 403),)),
+    ("/oplog", "GET"): Entry("needs ap.manage; a manager outside the admin tenant reads its own 利用機関's entries "
+                             "only, also when it searches for 南江戸市's card or filters by 南江戸市's code", (
+        Attempt("kita", lambda w: "/oplog", 403),
+        Attempt("kitamgr", lambda w: "/oplog", 200, absent=_minami_log),
+        Attempt("kitamgr", lambda w: f"/oplog?q={CARD}", 200, absent=_minami_log),
+        Attempt("kitamgr", lambda w: "/oplog?tenant=minamiedo&page=1", 200, absent=_minami_log))),
     ("/report/csv", "GET"): Entry("needs ap.manage, as the screen", (
         Attempt("kita", lambda w: "/report/csv?encoding=cp932", 403),)),
     ("/residents/<int:resident_id>/edit", "GET"): Entry("南江戸市's 利用者 id", (
@@ -422,7 +433,8 @@ def _build(opauth: Opauth, app: Flask, stack: PcscStack) -> World:
     terminal = int(re.findall(r'/terminals/(\d+)/disable', minami.get("/terminals").get_data(as_text=True))[0])
     kita_terminal = max(int(i) for i in re.findall(r'/terminals/(\d+)/disable',
                                                    admin.get("/terminals").get_data(as_text=True)))
-    clients = {"minami": minami, "kita": kita, "admin": admin, "anonymous": app.test_client()}
+    clients = {"minami": minami, "kita": kita, "admin": admin, "kitamgr": login(opauth, app, "kitamgr"),
+               "anonymous": app.test_client()}
     return World(app, registry, clients, resident, other, kita_resident, installation, preset, field_id, sid,
                  diagnosis, terminal, kita_terminal)
 
