@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from apdl import db
+from apdl import db, oplog
 from apdl.emulator.stack import PcscStack
 from apdl.models import OperationLog
 from apdl.oplog_search import PAGE_SIZE
@@ -40,6 +40,11 @@ def _ids(page: str) -> list[int]:
 def _register_terminal(client: FlaskClient, name: str, organization: str, tenant: str = "") -> None:
     form = {"name": name, "organization": organization, **({"tenant_code": tenant} if tenant else {})}
     assert submit(client, "/terminals", "/terminals", form).status_code == 302
+
+
+def test_every_action_has_words_on_the_screen() -> None:
+    assert set(oplog.Action) == set(oplog.ACTION_LABELS)
+    assert oplog.action_label("no_longer_known") == "no_longer_known"
 
 
 def test_a_tenant_reads_its_own_entries_and_the_admin_tenant_all_with_the_chain(opauth: Opauth,
