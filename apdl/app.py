@@ -23,6 +23,7 @@ from werkzeug.routing import IntegerConverter
 from apdl import cardstatus, db, i18n, registry
 from apdl.errors import ApdlError, CardError, CardUnavailable, InvalidInput
 from apdl.models import OperationLog
+from apdl.oplog import action_label
 from apdl.settings import load_settings
 from apdl.tenancy import actor_label
 
@@ -100,6 +101,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["current_operator"] = auth.current_operator
     app.jinja_env.globals["card_status_of"] = _card_status_for_the_operator
     app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
+    app.jinja_env.globals["action_label"] = action_label
     app.jinja_env.globals["actor_label"] = actor_label  # 業務内ID@利用機関, never a session id or sub
     _error_handlers(app)
     _cli(app)

@@ -169,9 +169,11 @@ def test_a_full_area_is_6a84_and_a_refused_install_shows_in_the_recent_operation
     run_id, shown = _diagnose(client)
     assert _step(shown, "free")[-1].startswith(
         "warning 6A84 拡張利用領域: 空き 1000 バイト。搭載できるカードAPがありません")
-    assert "ap_install_failed" in shown and f"6A84: {SW_MESSAGES[0x6A84]}" in shown
+    assert "カードAP搭載の失敗" in shown and f"6A84: {SW_MESSAGES[0x6A84]}" in shown
+    assert "ap_install_failed" not in shown  # the operation in words, not the log's code
     assert _run(apdl_app, run_id).summary == "sw:6A84"
-    assert NAMED[0x6A84][1] in _english(client, run_id)
+    english = _english(client, run_id)
+    assert NAMED[0x6A84][1] in english and "Card AP load failed" in english
 
 
 @pytest.mark.parametrize(("sw", "ins", "step"), [(0x6982, commands.INS_GET_STATUS, "apps"),
