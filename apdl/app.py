@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, jsonify, render_template, request
-from flask_babel import lazy_gettext
+from flask import Flask, abort, jsonify, render_template, request
+from flask_babel import force_locale, lazy_gettext, ngettext
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +27,7 @@ from apdl.settings import load_settings
 
 csrf = CSRFProtect()
 JSON_PATHS = ("/agent/", "/api/")  # machine clients: errors as {"error": ...}
+MAX_URL_LENGTH = 4096  # longer request targets get the 414 page; gunicorn's own limit (8190) is above it
 
 HTTP_MESSAGES = {
     400: lazy_gettext("リクエストが正しくありません。"),
@@ -33,6 +35,7 @@ HTTP_MESSAGES = {
     404: lazy_gettext("指定されたものは見つかりません。"),
     405: lazy_gettext("このメソッドは使用できません。"),
     413: lazy_gettext("リクエストが大きすぎます。"),
+    414: lazy_gettext("URLが長すぎます。"),
     500: lazy_gettext("内部エラーが発生しました。"),
 }
 
@@ -144,6 +147,11 @@ def _error_handlers(app: Flask) -> None:
         return render_template("error.html",
                                message=lazy_gettext("画面の有効期限が切れました。やり直してください。")), 400
 
+    @app.before_request
+    def _url_length() -> None:
+        if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_LENGTH:
+            abort(414)
+
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         code = exc.code or 500
@@ -152,14 +160,36 @@ def _error_handlers(app: Flask) -> None:
         return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])), code
 
 
+def uri_too_long_page(app: Flask) -> bytes:
+    """The 414 page for a request line even gunicorn would not read (apdl.gunicorn_worker): the path is unknown,
+    so the module's error page with the message in Japanese and English."""
+    with app.test_request_context("/"):
+        with force_locale("en"):
+            english = str(HTTP_MESSAGES[414])
+        return render_template("error.html", message=f"{HTTP_MESSAGES[414]} / {english}").encode()
+
+
+class _Commands(click.Group):
+    """The ``apdl`` command group: every command runs in one request context whose language is the shell's
+    (``LANG=en_US.UTF-8`` for English, Japanese otherwise), as opauth's commands choose theirs."""
+
+    def __init__(self, app: Flask, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with self.app.test_request_context("/", query_string={"lang": i18n.shell_language()}):
+            return super().invoke(ctx)
+
+
 def _cli(app: Flask) -> None:
-    group = click.Group("apdl", help="AP download module administration.")
+    group = _Commands(app, "apdl", help="AP download module administration.")
 
     @group.command("migrate")
     def migrate() -> None:
         """Bring the module's database to the newest schema (its own Alembic migrations)."""
         db.upgrade(app.config["DATABASE_URL"])
-        click.echo("apdl database is up to date")
+        click.echo(_("apdlのデータベースは最新です。"))
 
     @group.command("import-status")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -172,24 +202,26 @@ def _cli(app: Flask) -> None:
         feed_format = cardstatus.FeedFormat(fmt) if fmt else cardstatus.format_of(path.name, data)
         actor = f"cli:{getpass.getuser()}"
         try:
-            with app.test_request_context():  # messages in the default locale (Japanese); ?lang is per request
-                result = cardstatus.import_feed(db.get_session(), data, fmt=feed_format, batch_id=batch_id,
-                                                actor=actor, tenant_code=app.config["ADMIN_TENANT"])
+            result = cardstatus.import_feed(db.get_session(), data, fmt=feed_format, batch_id=batch_id,
+                                            actor=actor, tenant_code=app.config["ADMIN_TENANT"])
         except cardstatus.FeedRejected as exc:
             click.echo(str(exc), err=True)
             for line in exc.lines():
                 click.echo(line, err=True)
             if exc.total > len(exc.problems):
-                click.echo(f"... {exc.total - len(exc.problems)} more", err=True)
+                click.echo(_("…ほか%(num)d件", num=exc.total - len(exc.problems)), err=True)
             raise click.exceptions.Exit(1) from exc
         except ApdlError as exc:
             click.echo(str(exc), err=True)
             raise click.exceptions.Exit(1) from exc
-        rows = f"{result.rows} {'row' if result.rows == 1 else 'rows'}"  # the command speaks English only
         if result.repeated:
-            click.echo(f"batch {result.batch_id} was already imported ({rows}): nothing changed")
+            click.echo(ngettext("バッチ %(batch)s は取込済みです（%(num)d件）。何も変更していません。",
+                                "バッチ %(batch)s は取込済みです（%(num)d件）。何も変更していません。",
+                                result.rows, batch=result.batch_id))
         else:
-            click.echo(f"batch {result.batch_id} imported: {rows}, {result.changed} changed")
+            click.echo(ngettext("バッチ %(batch)s を取り込みました: %(num)d件、うち変更 %(changed)d件。",
+                                "バッチ %(batch)s を取り込みました: %(num)d件、うち変更 %(changed)d件。",
+                                result.rows, batch=result.batch_id, changed=result.changed))
 
     group.add_command(_terminal_cli(app))
     app.cli.add_command(group)
@@ -206,22 +238,22 @@ def _terminal_cli(app: Flask) -> click.Group:
 
     def run(work: Any) -> Any:
         actor = f"cli:{getpass.getuser()}"
-        with app.test_request_context():  # messages in the default locale (Japanese)
-            session = db.get_session()
-            try:
-                result = work(session, actor)
-                session.commit()
-                return result
-            except ApdlError as exc:
-                session.rollback()
-                click.echo(str(exc), err=True)
-                raise click.exceptions.Exit(1) from exc
+        session = db.get_session()  # in the command's request context (apdl's _Commands), in its language
+        try:
+            result = work(session, actor)
+            session.commit()
+            return result
+        except ApdlError as exc:
+            session.rollback()
+            click.echo(str(exc), err=True)
+            raise click.exceptions.Exit(1) from exc
 
     def one(session: Session, tenant: str, name: str) -> RegisteredTerminal:
         row = session.scalars(select(RegisteredTerminal).where(RegisteredTerminal.tenant_code == tenant,
                                                                RegisteredTerminal.name == name)).first()
         if row is None:
-            raise InvalidInput(f"no terminal {name!r} is registered to tenant {tenant!r}")
+            raise InvalidInput(_("利用機関 %(tenant)s に端末 %(name)s は登録されていません。",
+                                 tenant=tenant, name=name))
         return row
 
     @terminal.command("register")
@@ -237,23 +269,29 @@ def _terminal_cli(app: Flask) -> click.Group:
                  pin_fingerprint: str) -> None:
         """Register a terminal of a tenant (enabled)."""
         if not registry.TENANT_CODE.match(tenant):
-            raise click.BadParameter("not a tenant code", param_hint="--tenant")
+            raise click.BadParameter(_("利用機関コードではありません。"), param_hint="--tenant")
         if cert_path is not None:
             from apdl import clientcert
 
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             subject = terminal_registry.subject_of(cert)
             if subject is None:
-                raise click.BadParameter("not a terminal's certificate (OU=terminal <name>)", param_hint="--cert")
+                raise click.BadParameter(_("端末のSSL通信証明書（OU=terminal <端末名>）ではありません。"),
+                                         param_hint="--cert")
             organization, name = organization or subject[0], name or subject[1]
             if pin:
                 pin_fingerprint = clientcert.fingerprint(cert)
         elif pin:
-            raise click.BadParameter("--pin needs --cert", param_hint="--pin")
+            raise click.BadParameter(_("--pin には --cert が必要です。"), param_hint="--pin")
         form = {"name": name, "organization": organization, "pinned_fingerprint": pin_fingerprint}
         row = run(lambda session, actor: terminal_registry.register(session, form, tenant_code=tenant, actor=actor))
-        click.echo(f"terminal {row.name} of {tenant} registered (O={row.organization}"
-                   f"{', pinned' if row.pinned_fingerprint else ''})")
+        if row.pinned_fingerprint:
+            said = _("利用機関 %(tenant)s の端末 %(name)s を登録しました（O=%(organization)s、証明書を固定）。",
+                     tenant=tenant, name=row.name, organization=row.organization)
+        else:
+            said = _("利用機関 %(tenant)s の端末 %(name)s を登録しました（O=%(organization)s）。",
+                     tenant=tenant, name=row.name, organization=row.organization)
+        click.echo(said)
 
     def switch(verb: str, enabled: bool, doc: str) -> click.Command:
         @click.option("--tenant", required=True)
@@ -261,7 +299,10 @@ def _terminal_cli(app: Flask) -> click.Group:
         def command(tenant: str, name: str) -> None:
             run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), enabled,
                                                                      actor=actor))
-            click.echo(f"terminal {name} of {tenant} {verb}d")
+            if enabled:
+                click.echo(_("利用機関 %(tenant)s の端末 %(name)s を有効にしました。", tenant=tenant, name=name))
+            else:
+                click.echo(_("利用機関 %(tenant)s の端末 %(name)s を無効にしました。", tenant=tenant, name=name))
 
         return click.command(verb, help=doc)(command)
 
@@ -277,7 +318,11 @@ def _terminal_cli(app: Flask) -> click.Group:
         """Pin a terminal to one certificate (a renewal of a pinned terminal), or unpin it."""
         run(lambda session, actor: terminal_registry.set_pin(session, one(session, tenant, name), fingerprint,
                                                              actor=actor))
-        click.echo(f"terminal {name} of {tenant} {'pinned' if fingerprint.strip() else 'unpinned'}")
+        if fingerprint.strip():
+            click.echo(_("利用機関 %(tenant)s の端末 %(name)s を証明書に固定しました。", tenant=tenant, name=name))
+        else:
+            click.echo(_("利用機関 %(tenant)s の端末 %(name)s の証明書の固定を解除しました。",
+                         tenant=tenant, name=name))
 
     @terminal.command("list")
     @click.option("--tenant", default="", help="Only this tenant's terminals.")
