@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run run-apdl test lint typecheck init bench bench-peers bench-own bench-apdl bench-apdl-agent system-deps clean translations compile-translations lock
+.PHONY: run run-apdl run-apdl-agent test lint typecheck init bench bench-peers bench-own bench-apdl bench-apdl-agent system-deps clean translations compile-translations lock
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -44,6 +44,13 @@ run: init
 run-apdl: init
 	./scripts/system-deps.sh nginx pcscd vsmartcard-vpcd
 	$(BIN)/python scripts/apdl_demo.py
+
+# The terminal card agent beside `APDL_CARD_TRANSPORT=agent make run-apdl` (root, a second terminal): the demo
+# terminal's certificate from opauth and its registration (once), its own pcscd + vpcd + emulated card, then the
+# agent, printing the pairing code to type in at 端末の組付け. Ctrl-C stops the agent and its card stack.
+run-apdl-agent: $(STAMP) compile-translations
+	./scripts/system-deps.sh pcscd vsmartcard-vpcd
+	$(BIN)/python scripts/apdl_agent_demo.py
 
 system-deps:
 	./scripts/system-deps.sh

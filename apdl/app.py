@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, jsonify, render_template, request
-from flask_babel import lazy_gettext
+from flask import Flask, abort, jsonify, render_template, request
+from flask_babel import force_locale, lazy_gettext, ngettext
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,6 +30,7 @@ from apdl.tenancy import actor_label
 
 csrf = CSRFProtect()
 JSON_PATHS = ("/agent/", "/api/")  # machine clients: errors as {"error": ...}
+MAX_URL_LENGTH = 4096  # longer request targets get the 414 page; gunicorn's own limit (8190) is above it
 
 HTTP_MESSAGES = {
     400: lazy_gettext("リクエストが正しくありません。"),
@@ -36,6 +38,7 @@ HTTP_MESSAGES = {
     404: lazy_gettext("指定されたものは見つかりません。"),
     405: lazy_gettext("このメソッドは使用できません。"),
     413: lazy_gettext("リクエストが大きすぎます。"),
+    414: lazy_gettext("URLが長すぎます。"),
     500: lazy_gettext("内部エラーが発生しました。"),
 }
 
@@ -150,6 +153,11 @@ def _error_handlers(app: Flask) -> None:
         return render_template("error.html",
                                message=lazy_gettext("画面の有効期限が切れました。やり直してください。")), 400
 
+    @app.before_request
+    def _url_length() -> None:
+        if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_LENGTH:
+            abort(414)
+
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         code = exc.code or 500
@@ -158,14 +166,36 @@ def _error_handlers(app: Flask) -> None:
         return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])), code
 
 
+def uri_too_long_page(app: Flask) -> bytes:
+    """The 414 page for a request line even gunicorn would not read (apdl.gunicorn_worker): the path is unknown,
+    so the module's error page with the message in Japanese and English."""
+    with app.test_request_context("/"):
+        with force_locale("en"):
+            english = str(HTTP_MESSAGES[414])
+        return render_template("error.html", message=f"{HTTP_MESSAGES[414]} / {english}").encode()
+
+
+class _Commands(click.Group):
+    """The ``apdl`` command group: every command runs in one request context whose language is the shell's
+    (``LANG=en_US.UTF-8`` for English, Japanese otherwise), as opauth's commands choose theirs."""
+
+    def __init__(self, app: Flask, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with self.app.test_request_context("/", query_string={"lang": i18n.shell_language()}):
+            return super().invoke(ctx)
+
+
 def _cli(app: Flask) -> None:
-    group = click.Group("apdl", help="AP download module administration.")
+    group = _Commands(app, "apdl", help="AP download module administration.")
 
     @group.command("migrate")
     def migrate() -> None:
         """Bring the module's database to the newest schema (its own Alembic migrations)."""
         db.upgrade(app.config["DATABASE_URL"])
-        click.echo("apdl database is up to date")
+        click.echo(_("apdlのデータベースは最新です。"))
 
     @group.command("import-status")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -178,24 +208,26 @@ def _cli(app: Flask) -> None:
         feed_format = cardstatus.FeedFormat(fmt) if fmt else cardstatus.format_of(path.name, data)
         actor = f"cli:{getpass.getuser()}"
         try:
-            with app.test_request_context():  # messages in the default locale (Japanese); ?lang is per request
-                result = cardstatus.import_feed(db.get_session(), data, fmt=feed_format, batch_id=batch_id,
-                                                actor=actor, tenant_code=app.config["ADMIN_TENANT"])
+            result = cardstatus.import_feed(db.get_session(), data, fmt=feed_format, batch_id=batch_id,
+                                            actor=actor, tenant_code=app.config["ADMIN_TENANT"])
         except cardstatus.FeedRejected as exc:
             click.echo(str(exc), err=True)
             for line in exc.lines():
                 click.echo(line, err=True)
             if exc.total > len(exc.problems):
-                click.echo(f"... {exc.total - len(exc.problems)} more", err=True)
+                click.echo(_("…ほか%(num)d件", num=exc.total - len(exc.problems)), err=True)
             raise click.exceptions.Exit(1) from exc
         except ApdlError as exc:
             click.echo(str(exc), err=True)
             raise click.exceptions.Exit(1) from exc
-        rows = f"{result.rows} {'row' if result.rows == 1 else 'rows'}"  # the command speaks English only
         if result.repeated:
-            click.echo(f"batch {result.batch_id} was already imported ({rows}): nothing changed")
+            click.echo(ngettext("バッチ %(batch)s は取込済みです（%(num)d件）。何も変更していません。",
+                                "バッチ %(batch)s は取込済みです（%(num)d件）。何も変更していません。",
+                                result.rows, batch=result.batch_id))
         else:
-            click.echo(f"batch {result.batch_id} imported: {rows}, {result.changed} changed")
+            click.echo(ngettext("バッチ %(batch)s を取り込みました: %(num)d件、うち変更 %(changed)d件。",
+                                "バッチ %(batch)s を取り込みました: %(num)d件、うち変更 %(changed)d件。",
+                                result.rows, batch=result.batch_id, changed=result.changed))
 
     group.add_command(_terminal_cli(app))
     group.add_command(_oplog_cli(app))
@@ -213,22 +245,22 @@ def _terminal_cli(app: Flask) -> click.Group:
 
     def run(work: Any) -> Any:
         actor = f"cli:{getpass.getuser()}"
-        with app.test_request_context():  # messages in the default locale (Japanese)
-            session = db.get_session()
-            try:
-                result = work(session, actor)
-                session.commit()
-                return result
-            except ApdlError as exc:
-                session.rollback()
-                click.echo(str(exc), err=True)
-                raise click.exceptions.Exit(1) from exc
+        session = db.get_session()  # in the command's request context (apdl's _Commands), in its language
+        try:
+            result = work(session, actor)
+            session.commit()
+            return result
+        except ApdlError as exc:
+            session.rollback()
+            click.echo(str(exc), err=True)
+            raise click.exceptions.Exit(1) from exc
 
     def one(session: Session, tenant: str, name: str) -> RegisteredTerminal:
         row = session.scalars(select(RegisteredTerminal).where(RegisteredTerminal.tenant_code == tenant,
                                                                RegisteredTerminal.name == name)).first()
         if row is None:
-            raise InvalidInput(f"no terminal {name!r} is registered to tenant {tenant!r}")
+            raise InvalidInput(_("利用機関 %(tenant)s に端末 %(name)s は登録されていません。",
+                                 tenant=tenant, name=name))
         return row
 
     @terminal.command("register")
@@ -244,23 +276,29 @@ def _terminal_cli(app: Flask) -> click.Group:
                  pin_fingerprint: str) -> None:
         """Register a terminal of a tenant (enabled)."""
         if not registry.TENANT_CODE.match(tenant):
-            raise click.BadParameter("not a tenant code", param_hint="--tenant")
+            raise click.BadParameter(_("利用機関コードではありません。"), param_hint="--tenant")
         if cert_path is not None:
             from apdl import clientcert
 
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             subject = terminal_registry.subject_of(cert)
             if subject is None:
-                raise click.BadParameter("not a terminal's certificate (OU=terminal <name>)", param_hint="--cert")
+                raise click.BadParameter(_("端末のSSL通信証明書（OU=terminal <端末名>）ではありません。"),
+                                         param_hint="--cert")
             organization, name = organization or subject[0], name or subject[1]
             if pin:
                 pin_fingerprint = clientcert.fingerprint(cert)
         elif pin:
-            raise click.BadParameter("--pin needs --cert", param_hint="--pin")
+            raise click.BadParameter(_("--pin には --cert が必要です。"), param_hint="--pin")
         form = {"name": name, "organization": organization, "pinned_fingerprint": pin_fingerprint}
         row = run(lambda session, actor: terminal_registry.register(session, form, tenant_code=tenant, actor=actor))
-        click.echo(f"terminal {row.name} of {tenant} registered (O={row.organization}"
-                   f"{', pinned' if row.pinned_fingerprint else ''})")
+        if row.pinned_fingerprint:
+            said = _("利用機関 %(tenant)s の端末 %(name)s を登録しました（O=%(organization)s、証明書を固定）。",
+                     tenant=tenant, name=row.name, organization=row.organization)
+        else:
+            said = _("利用機関 %(tenant)s の端末 %(name)s を登録しました（O=%(organization)s）。",
+                     tenant=tenant, name=row.name, organization=row.organization)
+        click.echo(said)
 
     def switch(verb: str, enabled: bool, doc: str) -> click.Command:
         @click.option("--tenant", required=True)
@@ -268,7 +306,10 @@ def _terminal_cli(app: Flask) -> click.Group:
         def command(tenant: str, name: str) -> None:
             run(lambda session, actor: terminal_registry.set_enabled(session, one(session, tenant, name), enabled,
                                                                      actor=actor))
-            click.echo(f"terminal {name} of {tenant} {verb}d")
+            if enabled:
+                click.echo(_("利用機関 %(tenant)s の端末 %(name)s を有効にしました。", tenant=tenant, name=name))
+            else:
+                click.echo(_("利用機関 %(tenant)s の端末 %(name)s を無効にしました。", tenant=tenant, name=name))
 
         return click.command(verb, help=doc)(command)
 
@@ -284,7 +325,11 @@ def _terminal_cli(app: Flask) -> click.Group:
         """Pin a terminal to one certificate (a renewal of a pinned terminal), or unpin it."""
         run(lambda session, actor: terminal_registry.set_pin(session, one(session, tenant, name), fingerprint,
                                                              actor=actor))
-        click.echo(f"terminal {name} of {tenant} {'pinned' if fingerprint.strip() else 'unpinned'}")
+        if fingerprint.strip():
+            click.echo(_("利用機関 %(tenant)s の端末 %(name)s を証明書に固定しました。", tenant=tenant, name=name))
+        else:
+            click.echo(_("利用機関 %(tenant)s の端末 %(name)s の証明書の固定を解除しました。",
+                         tenant=tenant, name=name))
 
     @terminal.command("list")
     @click.option("--tenant", default="", help="Only this tenant's terminals.")
@@ -315,23 +360,21 @@ def _oplog_cli(app: Flask) -> click.Group:
     def list_command(tenant: str, limit: int) -> None:
         """The newest entries, newest first (id, time UTC, tenant, actor, action, target, detail)."""
         if tenant and not registry.TENANT_CODE.match(tenant):
-            raise click.BadParameter("not a tenant code", param_hint="--tenant")
-        with app.test_request_context("/?lang=en"):  # the command speaks English (actor and action labels)
-            entries = oplog_search.latest(db.get_session(), tenant=tenant, limit=limit)
-            for e in entries:
-                at = e.at.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
-                click.echo(f"{e.id}\t{at}Z\t{e.tenant_code}\t{e.actor}\t{e.action}\t{e.target}\t{e.detail}")
+            raise click.BadParameter(_("利用機関コードではありません。"), param_hint="--tenant")
+        for e in oplog_search.latest(db.get_session(), tenant=tenant, limit=limit):  # machine values, tab-separated
+            at = e.at.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+            click.echo(f"{e.id}\t{at}Z\t{e.tenant_code}\t{e.actor}\t{e.action}\t{e.target}\t{e.detail}")
 
     @group.command("verify")
     def verify_command() -> None:
         """Check the hash chain: exit 0 when intact, 1 with the id of the first entry that does not match."""
-        with app.app_context():
-            session = db.get_session()
-            broken = oplog.verify_chain(session)
-            count = session.scalar(select(func.count()).select_from(OperationLog)) or 0
+        session = db.get_session()  # in the command's request context (apdl's _Commands), in its language
+        broken = oplog.verify_chain(session)
+        count = session.scalar(select(func.count()).select_from(OperationLog)) or 0
         if broken is not None:
-            click.echo(f"operation log chain broken at entry {broken}", err=True)
+            click.echo(_("操作ログの連鎖が ID %(id)s の記録で一致しません。", id=broken), err=True)
             raise click.exceptions.Exit(1)
-        click.echo(f"operation log chain intact ({count} {'entry' if count == 1 else 'entries'})")
+        click.echo(ngettext("操作ログの連鎖は正常です（%(num)d件）。",
+                            "操作ログの連鎖は正常です（%(num)d件）。", count))
 
     return group

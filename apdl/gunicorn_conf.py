@@ -16,8 +16,9 @@ _settings = load_settings()
 wsgi_app = "apdl.app:create_app()"
 bind = [_settings["BIND"]]
 workers = _settings["WORKERS"]
-worker_class = "gthread"
+worker_class = "apdl.gunicorn_worker.Worker"  # gthread, with the module's own 414 page
 threads = 4
+limit_request_line = 8190  # gunicorn's most; the application answers 414 above MAX_URL_LENGTH (4096)
 if _settings["TLS_CERT"]:
     certfile = _settings["TLS_CERT"]
     keyfile = _settings["TLS_KEY"]

@@ -1,11 +1,13 @@
 """Languages of apdl's UI: Japanese message ids, English from apdl/translations (Flask-Babel).
 
 ``?lang=en`` or ``?lang=ja`` switches and is remembered in a cookie; otherwise Japanese (the business-system
-API also follows ``Accept-Language``).
+API also follows ``Accept-Language``). Commands (``flask --app apdl.app apdl ...``) follow the shell's locale, as
+opauth's do (``LANG=en_US.UTF-8``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask, Response, request
@@ -26,6 +28,16 @@ def select_locale() -> str:
             return candidate
     if request.path.startswith("/api/"):
         return request.accept_languages.best_match(LANGUAGES, default="ja") or "ja"
+    return "ja"
+
+
+def shell_language() -> str:
+    """The language of a command: the shell's locale (LC_ALL, LC_MESSAGES, LANG), Japanese unless English."""
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(variable, "")
+        if value:
+            language = value.split("_")[0].split(".")[0].lower()
+            return language if language in LANGUAGES else "ja"
     return "ja"
 
 

@@ -42,6 +42,13 @@ def _hours(value: str) -> int:
     return hours
 
 
+def _seconds(value: str) -> int:
+    seconds = _int(value)
+    if seconds < 1:
+        raise SettingsError(f"not a positive number of seconds: {value!r}")
+    return seconds
+
+
 def _issuer(value: str) -> str:
     value = value.strip().rstrip("/")
     if value and not value.startswith("https://"):
@@ -95,6 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TERMINAL_CA", str, "",
             "PEM file of the CAs that issue terminals' SSL通信証明書 (card agents' client certificates). "
             "Empty: CA_BUNDLE."),
+    Setting("PAIRING_CODE_SECONDS", _seconds, 300,
+            "Seconds a terminal's pairing code (組付けコード) is valid; the card agent shows a fresh one when it "
+            "expires or has been used."),
     Setting("AGENT_TIMEOUT", _int, 15, "Seconds the module waits for a card agent's answer to one APDU."),
     Setting("SESSION_HOURS", _int, 8, "Hours a module session lasts at most."),
     Setting("SESSION_COOKIE_SECURE", _bool, True, "Send the session cookie over https only."),

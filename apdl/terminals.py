@@ -46,7 +46,6 @@ from apdl.errors import CardUnavailable, InvalidInput, TooManyAttempts
 from apdl.models import AgentExchange, OperationLog, RegisteredTerminal, TerminalPairing
 
 CODE_DIGITS = 8
-CODE_MINUTES = 5
 PAIRING_MAX_FAILURES = 5  # wrong codes per operator within the window before pairing is refused
 PAIRING_WINDOW_MINUTES = 15
 POLL_STEP = 0.01  # longest pause, in seconds, between looks at the exchange table
@@ -106,20 +105,30 @@ def _code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def new_pairing_code(db: Session, terminal: Terminal) -> str:
-    """A one-time code for the agent to show; pending codes of this terminal are withdrawn."""
+def new_pairing_code(db: Session, terminal: Terminal, *, lifetime: int) -> str:
+    """A one-time code for the agent to show, valid ``lifetime`` seconds; pending codes of this terminal are
+    withdrawn. The operation log notes its expiry, never the code."""
     db.execute(update(TerminalPairing).where(TerminalPairing.terminal_fingerprint == terminal.fingerprint,
                                              TerminalPairing.paired_at.is_(None))
                .values(expires_at=utcnow()))
     code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    expires = utcnow() + datetime.timedelta(seconds=lifetime)
     db.add(TerminalPairing(terminal_fingerprint=terminal.fingerprint, terminal_name=terminal.name[:200],
                            terminal_id=terminal.registry_id or None, code_hash=_code_hash(code),
-                           expires_at=utcnow() + datetime.timedelta(minutes=CODE_MINUTES)))
+                           expires_at=expires))
     oplog.record(db, tenant_code=terminal.tenant_code, actor=f"terminal:{terminal.name}",
-                 action=oplog.Action.TERMINAL_CODE,
-                 target=f"terminal:{terminal.fingerprint[:16]}")
+                 action=oplog.Action.TERMINAL_CODE, target=f"terminal:{terminal.fingerprint[:16]}",
+                 detail={"expires_at": expires.isoformat(timespec="seconds")})
     db.commit()
     return code
+
+
+def code_pending(db: Session, terminal: Terminal) -> bool:
+    """Whether this terminal has a pairing code that is neither used nor expired (its agent shows one)."""
+    found = db.scalar(select(TerminalPairing.id).where(TerminalPairing.terminal_fingerprint == terminal.fingerprint,
+                                                       TerminalPairing.paired_at.is_(None),
+                                                       TerminalPairing.expires_at > utcnow()).limit(1))
+    return found is not None
 
 
 def pair(db: Session, code: str, *, session_id: str, tenant_code: str, actor: str) -> TerminalPairing:

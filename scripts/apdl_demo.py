@@ -120,7 +120,9 @@ def apdl_env(tls: Path) -> dict[str, str]:
             "APDL_CLIENT_CERT": str(tls / "client.pem"), "APDL_CLIENT_KEY": str(tls / "client.key"),
             "APDL_CA_BUNDLE": str(OPAUTH_INSTANCE / "tls" / "ca-bundle.pem"), "APDL_ADMIN_TENANT": TENANT,
             "APDL_BIND": APDL_BIND, "APDL_WORKERS": "1", "APDL_TLS_CERT": str(tls / "server.pem"),
-            "APDL_TLS_KEY": str(tls / "server.key")}
+            "APDL_TLS_KEY": str(tls / "server.key"),
+            # `agent`: card operations through the card agent of the paired terminal (make run-apdl-agent)
+            "APDL_CARD_TRANSPORT": os.environ.get("APDL_CARD_TRANSPORT", "local")}
 
 
 def seed_module(env: dict[str, str]) -> None:
@@ -281,7 +283,12 @@ def main() -> int:
         print(f"operator: tenant {TENANT}, ID {OPERATOR}")
         if password:
             show_password(password)
-        print(f"emulated card in '{stack.reader}': card FID {stack.card.state.card_identifier}, residence 131016")
+        if env["APDL_CARD_TRANSPORT"] == "agent":
+            print("card operations go through the card agent of the terminal paired with the session "
+                  "(`make run-apdl-agent` in another terminal)")
+        else:
+            print(f"emulated card in '{stack.reader}': card FID {stack.card.state.card_identifier}, "
+                  "residence 131016")
         print("Ctrl-C stops " + ("the module and opauth" if serve else "the module (opauth keeps running)") + "\n",
               flush=True)
         while gunicorn.poll() is None and (serve is None or serve.poll() is None):

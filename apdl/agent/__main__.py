@@ -1,7 +1,8 @@
 """``python -m apdl.agent``: the terminal card agent.
 
 It connects to the AP download module over HTTPS with the terminal's SSL通信証明書 (mutual TLS), asks for a
-one-time pairing code and shows it on screen, then long-polls the module for APDUs, sends each to the
+one-time pairing code and shows it on screen (a fresh one whenever the shown one expires or has been used, so an
+operator arriving later finds a valid code without a restart), then long-polls the module for APDUs, sends each to the
 card in the local reader (pyscard → pcscd) and posts the answer back, which is also the next poll. Asked for
 it (カード障害切り分け) it reports its reader and the card's ATR, and says why it could not reach a card: no
 reader, no card, no answer to reset (no_atr) or no answer to a command (mute). It never sees a key: under SCP03
@@ -133,6 +134,7 @@ class Module:
         self.context = ssl.create_default_context(cafile=ca)
         self.context.load_cert_chain(cert, key)
         self._connection: http.client.HTTPSConnection | None = None
+        self.code_state = ""  # the last idle poll's X-Pairing-Code: "pending", "none" or "" (not said)
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """POST JSON; the JSON answer, or None for 204. A 403 raises Stopped; other errors raise OSError."""
@@ -155,6 +157,8 @@ class Module:
                 raise Stopped(raw.decode(errors="replace"))
             if answer.status >= 400:
                 raise OSError(f"HTTP {answer.status}: {raw[:200].decode(errors='replace')}")
+            if answer.status == 204:
+                self.code_state = answer.getheader("X-Pairing-Code", "")
             return json.loads(raw) if raw else None
         return None
 
@@ -182,20 +186,53 @@ def _answer(reader: Reader, job: dict[str, Any], *, trace: bool = False) -> dict
             "error": error or None}
 
 
+class PairingCode:
+    """The code on screen: asked for at start-up and again once it has expired or been used."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.expires = 0.0  # time.monotonic() when the shown code expires; 0: none shown yet
+
+    def refresh(self) -> None:
+        """Ask for a fresh code and print it (an unreachable module: tried again at the next look)."""
+        try:
+            paired = self.module.post("/agent/pair", {})
+        except OSError as exc:
+            print(f"no pairing code: module unreachable ({exc}); retrying", file=sys.stderr, flush=True)
+            self.expires = time.monotonic() + 1
+            return
+        assert paired is not None
+        lifetime = int(paired["expires_in"])
+        self.expires = time.monotonic() + lifetime
+        until = time.strftime("%H:%M:%S", time.localtime(time.time() + lifetime))
+        print(f"PAIRING CODE {paired['code']} (terminal {paired['terminal']}; enter it in the module before "
+              f"{until})", flush=True)
+
+    def due(self) -> bool:
+        """Whether the code on screen is no good any more: expired, or used (the module said so)."""
+        return time.monotonic() >= self.expires or self.module.code_state == "none"
+
+    def wait(self, wait: int) -> int:
+        """The long-poll seconds: at most until the code expires, so the fresh one shows at once."""
+        return max(1, min(wait, int(self.expires - time.monotonic()) + 1))
+
+
 def run(module: Module, reader: Reader, *, wait: int = 20, once: bool = False, trace: bool = False) -> None:
-    """Pair (print the code), then relay until refused.
+    """Pair (print the code), then relay until refused; a fresh code is printed whenever the one shown has
+    expired or been used.
 
     Each answer also asks for the next job (one request per APDU; the module checks revocation on it, as on
     every poll).
     """
-    paired = module.post("/agent/pair", {})
-    assert paired is not None
-    print(f"PAIRING CODE {paired['code']} (terminal {paired['terminal']}; enter it in the module within "
-          f"{paired['expires_in'] // 60} minutes)", flush=True)
+    code = PairingCode(module)
+    code.refresh()
     job: dict[str, Any] | None = None
     while True:
+        if job is None and code.due():
+            module.code_state = ""
+            code.refresh()
         try:
-            job = module.post("/agent/poll", {"wait": wait}) if job is None else job
+            job = module.post("/agent/poll", {"wait": code.wait(wait)}) if job is None else job
         except OSError as exc:
             print(f"module unreachable ({exc}); retrying", file=sys.stderr, flush=True)
             time.sleep(1)

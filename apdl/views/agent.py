@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from apdl.terminals import Terminal, TerminalRefused, UnregisteredTerminal
 
 bp = Blueprint("agent", __name__)
 MAX_WAIT = 25.0
+CODE_HEADER = "X-Pairing-Code"  # on an idle poll's 204: "pending" while the terminal's code is valid, else "none"
 
 
 def _terminal(*, check_revocation: bool = True) -> Terminal:
@@ -54,8 +55,9 @@ def _json() -> dict[str, Any]:
 def agent_pair() -> ResponseReturnValue:
     """A one-time pairing code for the agent to show on the terminal's screen."""
     terminal = _terminal()
-    code = terminals.new_pairing_code(get_session(), terminal)
-    return jsonify(code=code, terminal=terminal.name, expires_in=terminals.CODE_MINUTES * 60)
+    lifetime = int(current_app.config["PAIRING_CODE_SECONDS"])
+    code = terminals.new_pairing_code(get_session(), terminal, lifetime=lifetime)
+    return jsonify(code=code, terminal=terminal.name, expires_in=lifetime)
 
 
 def _wait(body: dict[str, Any]) -> float:
@@ -77,14 +79,14 @@ def _confirm(confirm: Callable[[], None], db: Session | None = None, row: AgentE
 
 
 def _job(terminal: Terminal, wait: float, confirm: Callable[[], None] | None = None) -> ResponseReturnValue:
-    """The next command for the agent, or 204; ``confirm`` (a pending revocation check) is waited for before
-    anything is handed out."""
+    """The next command for the agent, or 204 saying whether its pairing code is still valid (the agent asks for
+    a fresh one when not); ``confirm`` (a pending revocation check) is waited for before anything is handed out."""
     db = get_session()
     row = terminals.next_command(db, terminal, wait=wait)
     if confirm is not None:
         _confirm(confirm, db, row)
     if row is None:
-        return "", 204
+        return "", 204, {CODE_HEADER: "pending" if terminals.code_pending(db, terminal) else "none"}
     if row.command == terminals.CONTROL_ATR:
         return jsonify(exchange=row.id, control="atr")
     return jsonify(exchange=row.id, apdu=row.command)

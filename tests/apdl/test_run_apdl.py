@@ -164,3 +164,43 @@ def test_run_apdl_alone_serves_opauth_and_the_registered_module_sigterm_stops_bo
     assert {t["code"]: t["joint_use"] for t in listed}["other-city"] == ["01"]  # kept, not reset by the setup
     assert (Path(demo_env["OPAUTH_INSTANCE_DIR"]) / "tls" / "ca-bundle.pem").read_bytes() == ca_bundle
     assert (Path(demo_env["APDL_INSTANCE_DIR"]) / "tls" / "server.pem").read_bytes() == module_cert
+
+
+def _agent_demo(env: dict[str, str], log: Path, started: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Start `make run-apdl-agent`'s script (output to ``log``) and wait until the agent prints a pairing code."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "apdl_agent_demo.py")], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    started.append(proc)
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline and "PAIRING CODE" not in log.read_text():
+        assert proc.poll() is None, f"apdl_agent_demo.py exited early ({proc.returncode}):\n{log.read_text()}"
+        time.sleep(0.5)
+    assert "PAIRING CODE" in log.read_text(), log.read_text()
+    return proc
+
+
+def test_run_apdl_agent_runs_the_agent_of_a_registered_demo_terminal_beside_run_apdl(
+        demo_env: dict[str, str], started: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    env = {**demo_env, "APDL_CARD_TRANSPORT": "agent"}
+    alone = subprocess.run([sys.executable, str(ROOT / "scripts" / "apdl_agent_demo.py")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert alone.returncode == 1 and "make run-apdl" in alone.stderr  # no module to talk to: says what to start
+    demo_log = tmp_path / "demo.log"
+    demo = _run(env, demo_log, started)
+    assert "through the card agent" in demo_log.read_text()
+    for run in (1, 2):  # the second run reuses the terminal's certificate and registration
+        log = tmp_path / f"agent{run}.log"
+        agent = _agent_demo(env, log, started)
+        listed = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "apdl.app", "apdl", "terminal",
+                                 "list"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert listed.stdout.count("demo-city\tdemo-terminal\tデモ市\tenabled") == 1, listed.stdout + listed.stderr
+        family = _descendants(agent.pid)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=60) == 0, log.read_text()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in family):
+            time.sleep(0.5)
+        assert not [pid for pid in family if _alive(pid)]  # the agent and the terminal's pcscd are gone
+    assert demo.poll() is None  # the module keeps running
+    _stop(env, demo, demo_log)

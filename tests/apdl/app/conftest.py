@@ -200,8 +200,9 @@ def card_stack(card_stack: PcscStack, apdl_app: Flask) -> PcscStack:
 
 
 @contextmanager
-def served_apdl(opauth: Opauth, app: Flask) -> Iterator[subprocess.Popen[str]]:
-    """The module's own gunicorn (TLS, the server certificate opauth issued) on ``app``'s instance.
+def served_apdl(opauth: Opauth, app: Flask, **settings: Any) -> Iterator[subprocess.Popen[str]]:
+    """The module's own gunicorn (TLS, the server certificate opauth issued) on ``app``'s instance; ``settings``
+    (e.g. ``PAIRING_CODE_SECONDS=6``) as its APDL_* environment.
 
     It inherits this process's PCSCLITE_CSOCK_NAME, so it reaches the private pcscd when one runs.
     """
@@ -210,6 +211,7 @@ def served_apdl(opauth: Opauth, app: Flask) -> Iterator[subprocess.Popen[str]]:
     env.update({f"APDL_{k}": str(v) for k, v in apdl_config(opauth, Path(app.config["INSTANCE_DIR"])).items()})
     env.update(APDL_BIND=f"127.0.0.1:{port}", APDL_WORKERS="1", APDL_TLS_CERT=str(opauth.server_cert),
                APDL_TLS_KEY=str(opauth.server_key), APDL_SECRET_KEY=app.config["SECRET_KEY"])
+    env.update({f"APDL_{k}": str(v) for k, v in settings.items()})
     log_path = Path(app.config["INSTANCE_DIR"]) / "gunicorn.log"
     log = log_path.open("a")
     proc = subprocess.Popen([str(BIN / "gunicorn"), "--config", "python:apdl.gunicorn_conf"], cwd=ROOT, env=env,

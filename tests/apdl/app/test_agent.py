@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
+from sqlalchemy import select
 
-from apdl import cardops
+from apdl import cardops, db, oplog
 from apdl.card import scp03
 from apdl.card.apdu import CommandApdu
 from apdl.emulator.stack import PcscStack
+from apdl.models import OperationLog
 from tests.apdl.app.conftest import ROOT, Opauth, _key, login, served_apdl, submit
 from tests.apdl.app.test_card_journey import _card_aps, _installations
 from tests.apdl.app.world import APS, build_registry, register_resident
@@ -83,15 +85,16 @@ class Agent:
     def output(self) -> str:
         return self.log.read_text()
 
-    def code(self) -> str:
+    def code(self, number: int = 1) -> str:
+        """The ``number``-th pairing code the agent printed (waiting for it)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            found = re.search(r"PAIRING CODE (\d{8})", self.output())
-            if found:
-                return found.group(1)
+            found = re.findall(r"PAIRING CODE (\d{8})", self.output())
+            if len(found) >= number:
+                return found[number - 1]
             assert self.proc.poll() is None, self.output()
             time.sleep(0.05)
-        raise AssertionError(f"no pairing code: {self.output()}")
+        raise AssertionError(f"no pairing code #{number}: {self.output()}")
 
     def received(self) -> list[tuple[bytes, bytes]]:
         """Every (command, answer) the agent relayed."""
@@ -111,6 +114,32 @@ def agent_world(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, tmp_path
     apdl_app.config.update(CARD_TRANSPORT="agent", AGENT_TIMEOUT=10)
     with served_apdl(opauth, apdl_app):
         yield apdl_app
+
+
+def test_the_agent_shows_a_fresh_code_when_its_code_expires_or_is_used(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
+    lifetime = 6
+    client = login(opauth, apdl_app, "minami")
+    cert = registered_cert(opauth, apdl_app, tmp_path, "terminal05")
+    with served_apdl(opauth, apdl_app, PAIRING_CODE_SECONDS=lifetime):
+        agent = Agent(opauth, card_stack, cert, tmp_path / "agent.log")
+        try:
+            first = agent.code()
+            started = time.monotonic()
+            second = agent.code(2)  # printed without a restart once the first expired
+            assert second != first and time.monotonic() - started >= lifetime - 1
+            assert submit(client, "/terminal", "/terminal", {"code": first}).status_code == 400  # expired
+            assert submit(client, "/terminal", "/terminal", {"code": second}).status_code == 302
+            assert "terminal05" in client.get("/terminal").get_data(as_text=True)
+            third = agent.code(3)  # the second was used: the next operator gets a fresh one at once
+            assert time.monotonic() - started < 2 * lifetime
+            assert third not in (first, second)
+        finally:
+            agent.stop()
+    with apdl_app.app_context():
+        issued = [e for e in db.get_session().scalars(select(OperationLog)) if e.action == oplog.Action.TERMINAL_CODE]
+    assert len(issued) >= 3 and all(set(e.detail) == {"expires_at"} for e in issued)
+    assert not any(code in json.dumps(e.detail) for e in issued for code in (first, second, third))
 
 
 def _session_keys(received: list[tuple[bytes, bytes]], keys: scp03.KeySource) -> list[bytes]:

@@ -68,7 +68,7 @@ def test_a_batch_is_imported_once_and_a_repeat_changes_nothing(tmp_path: Path) -
     before = utcnow() - timedelta(seconds=1)
     first = import_status(app, tmp_path, GOOD, "--batch-id", "20261129")
     assert first.returncode == 0, first.stderr
-    assert "batch 20261129 imported: 3 rows, 3 changed" in first.stdout
+    assert "バッチ 20261129 を取り込みました: 3件、うち変更 3件。" in first.stdout
     assert _statuses(app, "1000000000001", "1000000000002", "1000000000003") == {
         "1000000000001": "lost", "1000000000002": "moved", "1000000000003": "suspended"}
     with app.app_context():
@@ -80,7 +80,7 @@ def test_a_batch_is_imported_once_and_a_repeat_changes_nothing(tmp_path: Path) -
     assert set(applied) == {"1000000000001", "1000000000002", "1000000000003"}
 
     again = import_status(app, tmp_path, GOOD, "--batch-id", "20261129")
-    assert again.returncode == 0 and "already imported (3 rows): nothing changed" in again.stdout
+    assert again.returncode == 0 and "取込済みです（3件）。何も変更していません。" in again.stdout
     with app.app_context():
         session = db.get_session()
         assert {c.card_identifier: c.at for c in cardstatus.changes_since(session, before)} == applied
@@ -91,14 +91,14 @@ def test_a_batch_is_imported_once_and_a_repeat_changes_nothing(tmp_path: Path) -
     later = csv_feed("1000000000001,active,,2026-11-28", "1000000000002,moved,011002,2026-11-29T10:00:00+09:00",
                      "1000000000003,active,,2026-11-30")
     result = import_status(app, tmp_path, later, "--batch-id", "20261130")
-    assert result.returncode == 0 and "3 rows, 1 changed" in result.stdout, result.stdout
+    assert result.returncode == 0 and "3件、うち変更 1件。" in result.stdout, result.stdout
     assert _statuses(app, "1000000000001", "1000000000003") == {"1000000000001": "lost", "1000000000003": "active"}
     # JSON: the batch id in the document; another id beside it is refused.
     records = [{"card_identifier": "1000000000009", "status": "stolen", "occurred_at": "2026-11-30T09:00:00+09:00"}]
     assert import_status(app, tmp_path, json_feed("j1", records), "--batch-id", "j2",
                          name="feed.json").returncode == 1
     result = import_status(app, tmp_path, json_feed("j1", records), name="feed.json")
-    assert result.returncode == 0 and "batch j1 imported: 1 row, 1 changed" in result.stdout, result.stderr
+    assert result.returncode == 0 and "バッチ j1 を取り込みました: 1件、うち変更 1件。" in result.stdout, result.stderr
     bad_json = import_status(app, tmp_path, json_feed("j3", [*records, {"card_identifier": 5, "status": "lost",
                                                                          "occurred_at": "2026-11-30"}]), name="f.json")
     assert bad_json.returncode == 1 and "2件目" in bad_json.stderr and "1件目" not in bad_json.stderr
@@ -116,15 +116,15 @@ def test_the_feed_upserts_on_postgresql(pg_database: str, tmp_path: Path) -> Non
         rows = [f"2{n:012d},{'moved' if n % 3 == 0 else 'lost'},{'011002' if n % 3 == 0 else ''},2026-11-29"
                 for n in range(3000)]
         first = import_status(app, tmp_path, csv_feed(*rows), "--batch-id", "pg-1", database_url=pg_database)
-        assert first.returncode == 0 and "3000 rows, 3000 changed" in first.stdout, first.stderr
+        assert first.returncode == 0 and "3000件、うち変更 3000件。" in first.stdout, first.stderr
         again = import_status(app, tmp_path, csv_feed(*rows), "--batch-id", "pg-1", database_url=pg_database)
-        assert "nothing changed" in again.stdout
+        assert "何も変更していません" in again.stdout
         changed = [r.replace(",lost,,2026-11-29", ",abolished,,2026-11-30") for r in rows[:10]]
         second = import_status(app, tmp_path, csv_feed(*changed, "1000000000001,x,,2026-11-30"), "--batch-id",
                                "pg-2", database_url=pg_database)
         assert second.returncode == 1 and "2026" not in second.stdout
         assert import_status(app, tmp_path, csv_feed(*changed), "--batch-id", "pg-2",
-                             database_url=pg_database).stdout.strip().endswith("10 rows, 6 changed")
+                             database_url=pg_database).stdout.strip().endswith("10件、うち変更 6件。")
         with app.app_context():
             session = db.get_session()
             assert cardstatus.count_rows(session) == 3000

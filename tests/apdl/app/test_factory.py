@@ -25,7 +25,8 @@ def test_settings_come_from_apdl_variables_with_an_embedded_default_database(tmp
 
 
 @pytest.mark.parametrize(("name", "value"), [("APDL_WORKERS", "many"), ("APDL_OPAUTH_ISSUER", "http://op/oidc"),
-                                             ("APDL_SESSION_COOKIE_SECURE", "perhaps")])
+                                             ("APDL_SESSION_COOKIE_SECURE", "perhaps"),
+                                             ("APDL_PAIRING_CODE_SECONDS", "0")])
 def test_a_bad_setting_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(environ={name: value})

@@ -23,6 +23,9 @@ from tests.apdl.app.conftest import Opauth, login, submit
 MINAMI, KITAMGR, ADMIN = "U-OP0601@minamiedo", "U-OP0702@kitaedo", "U-AD0001@apdlcenter"
 
 
+ENGLISH = {"LC_ALL": "", "LC_MESSAGES": "", "LANG": "en_US.UTF-8"}  # the commands speak the shell's language
+JAPANESE = {"LC_ALL": "", "LC_MESSAGES": "", "LANG": "ja_JP.UTF-8"}
+
 def _page(client: FlaskClient, query: str = "") -> str:
     response = client.get(f"/oplog{query}")
     assert response.status_code == 200, (query, response.status_code, response.get_data(as_text=True)[-400:])
@@ -87,8 +90,10 @@ def test_a_tenant_reads_its_own_entries_and_the_admin_tenant_all_with_the_chain(
     assert f"ID {victim} の記録で一致しません" in broken and 'class="error chain-broken"' in broken
     assert 'id="chain"' not in _page(minami)  # a tenant still sees no chain status
     cli = apdl_app.test_cli_runner()
-    verified = cli.invoke(args=["apdl", "oplog", "verify"])
+    verified = cli.invoke(args=["apdl", "oplog", "verify"], env=ENGLISH)
     assert verified.exit_code == 1 and f"broken at entry {victim}" in verified.output
+    japanese = cli.invoke(args=["apdl", "oplog", "verify"], env=JAPANESE)
+    assert japanese.exit_code == 1 and f"ID {victim} の記録で一致しません" in japanese.output
 
 
 def test_filters_pages_and_the_command_line(opauth: Opauth, apdl_app: Flask) -> None:
@@ -136,8 +141,9 @@ def test_filters_pages_and_the_command_line(opauth: Opauth, apdl_app: Flask) -> 
     assert len(everyone) == PAGE_SIZE
     assert cli.invoke(args=["apdl", "oplog", "list", "--tenant", "Bad Code"]).exit_code == 2
     assert cli.invoke(args=["apdl", "oplog", "list", "--limit", "0"]).exit_code == 2
-    verified = cli.invoke(args=["apdl", "oplog", "verify"])
+    verified = cli.invoke(args=["apdl", "oplog", "verify"], env=ENGLISH)
     assert verified.exit_code == 0 and "intact (52 entries)" in verified.output, verified.output
+    assert "正常です（52件）" in cli.invoke(args=["apdl", "oplog", "verify"], env=JAPANESE).output
 
 
 def test_only_ap_manage_reads_the_log_and_hostile_queries_are_a_400(opauth: Opauth, apdl_app: Flask) -> None:

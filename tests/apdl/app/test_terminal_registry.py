@@ -194,4 +194,4 @@ def test_the_terminal_screen_is_per_tenant_and_refuses_bad_input(opauth: Opauth,
 def test_register_terminal_reads_the_certificate(opauth: Opauth, apdl_app: Flask, tmp_path: Path) -> None:
     cert = _terminal_cert(opauth, tmp_path, "terminal22", "kitaedo")
     output = register_terminal(apdl_app, cert, "kitaedo", "--pin")
-    assert "terminal terminal22 of kitaedo registered (O=北江戸市, pinned)" in output
+    assert "利用機関 kitaedo の端末 terminal22 を登録しました（O=北江戸市、証明書を固定）。" in output
