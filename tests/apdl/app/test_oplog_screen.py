@@ -131,12 +131,14 @@ def test_filters_pages_and_the_command_line(opauth: Opauth, apdl_app: Flask) -> 
     assert _page(minami, f"?to={today - timedelta(days=1)}").count('class="entry"') == 0
     assert _page(minami, f"?from={today + timedelta(days=1)}").count('class="entry"') == 0
 
-    listed = cli.invoke(args=["apdl", "oplog", "list", "--tenant", "minamiedo", "--limit", "3"])
+    listed = cli.invoke(args=["apdl", "oplog", "list", "--tenant", "minamiedo", "--limit", "3"], env=ENGLISH)
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
     assert len(lines) == 3 and all(line.split("\t")[2] == "minamiedo" for line in lines)
     assert [int(line.split("\t")[0]) for line in lines] == _ids(first)[:3]
     assert lines[0].split("\t")[3].startswith("command line (") and lines[0].split("\t")[4] == "terminal_registered"
+    in_japanese = cli.invoke(args=["apdl", "oplog", "list", "--limit", "1"], env=JAPANESE).output.split("\t")
+    assert in_japanese[3].startswith("コマンド（") and in_japanese[4] == "terminal_registered"
     everyone = cli.invoke(args=["apdl", "oplog", "list"]).output.splitlines()
     assert len(everyone) == PAGE_SIZE
     assert cli.invoke(args=["apdl", "oplog", "list", "--tenant", "Bad Code"]).exit_code == 2
