@@ -97,6 +97,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["current_operator"] = auth.current_operator
     app.jinja_env.globals["card_status_of"] = _card_status_for_the_operator
     app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
+    app.jinja_env.globals["card_refusal"] = cardstatus.refusal  # the card operations' own refusal decision
     _error_handlers(app)
     _cli(app)
     from apdl.diagnosis import STATUS_FEED_HOOK
