@@ -139,6 +139,8 @@ def test_a_card_the_feed_reports_lost_stolen_suspended_or_abolished_is_refused_b
     page = f"/residents/{register_resident(minami)}"
     result = import_status(apdl_app, tmp_path, csv_feed(f"{CARD},{status},,2026-11-29"), "--batch-id", status)
     assert result.returncode == 0, result.stderr
+    shown = minami.get(page).get_data(as_text=True)  # the page offers no card button, and says why
+    assert 'id="card-blocked"' in shown and f"{word}のため利用できません" in shown and 'id="reload"' not in shown
     refused = submit(minami, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]})
     assert refused.status_code == 403 and f"{word}のため利用できません" in refused.get_data(as_text=True)
     assert card_stack.card.commands == 0 and card_stack.card.installed() == set()
