@@ -106,6 +106,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals["status_labels"] = cardstatus.STATUS_LABELS
     app.jinja_env.globals["action_label"] = action_label
     app.jinja_env.globals["actor_label"] = actor_label  # 業務内ID@利用機関, never a session id or sub
+    app.jinja_env.globals["card_refusal"] = cardstatus.refusal  # the card operations' own refusal decision
     _error_handlers(app)
     _cli(app)
     from apdl.diagnosis import STATUS_FEED_HOOK

@@ -53,6 +53,7 @@ class CardView:
     aids: list[str]  # every application and security domain GET STATUS listed
     regional_created: bool
     free: dict[str, int]  # area → free bytes
+    purged: tuple[str, ...] = ()  # names of the regional APs a reported move deleted at this contact
 
 
 def card_keys(config: Mapping[str, object]) -> MasterKeys:
@@ -157,16 +158,14 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     a 即時停止 or a lost / stolen / suspended / abolished card is refused (and the refusal logged). A move
     (転出) reported by the feed deletes the card's regional APs at this contact and keeps the extended ones.
     """
-    status = cardstatus.status_of(scope.session, resident.card_identifier, viewer=scope.viewer)
-    refused = cardstatus.refusal(status)
-    if refused is not None:
-        raise _refuse(scope, operator, f"card:{resident.card_identifier}", "card stopped", refused)
+    status = check_card(scope, resident, operator=operator)
     info = card.card_info()
     if info.card_identifier != resident.card_identifier:
         raise Conflict(_("読み取ったカードはこの利用者のカードではありません。"))
     aids = _aids(card.list_apps())
+    purged: tuple[str, ...] = ()
     if status.regional_purge:
-        aids = _purge_regional(scope, card, info.card_identifier, aids, operator=operator)
+        aids, purged = _purge_regional(scope, card, info.card_identifier, aids, operator=operator)
     residence_code = (status.residence_code if status.feed_status is FeedStatus.MOVED and status.residence_code
                       else info.residence_code)
     regional = REGIONAL_AREA_AID.hex().upper() in aids
@@ -178,7 +177,27 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_SESSION,
                  target=f"card:{info.card_identifier}", detail={"apps": len(aids), "regional": regional})
     db.commit()
-    return CardView(info.card_identifier, residence_code, aids, regional, free)
+    return CardView(info.card_identifier, residence_code, aids, regional, free, purged)
+
+
+def check_card(scope: TenantScope, resident: Resident, *, operator: Operator) -> cardstatus.StatusView:
+    """The card's status, or the refusal (logged) when a 即時停止 or the feed forbids any operation on it: the
+    same :func:`apdl.cardstatus.refusal` the 利用者 page uses to hide its card buttons. No APDU."""
+    status = cardstatus.status_of(scope.session, resident.card_identifier, viewer=scope.viewer)
+    refused = cardstatus.refusal(status)
+    if refused is not None:
+        raise _refuse(scope, operator, f"card:{resident.card_identifier}", "card stopped", refused)
+    return status
+
+
+def moved_away(scope: TenantScope, resident: Resident) -> str:
+    """The new residence code when the feed reports the card moved (転出) to a municipality whose regional area
+    this tenant may not use (the old municipality after a move), else ""."""
+    status = cardstatus.status_of(scope.session, resident.card_identifier, viewer=scope.viewer)
+    if status.feed_status is not FeedStatus.MOVED or not status.residence_code:
+        return ""
+    allowed = may_use_area(scope.profile(), Area.REGIONAL, residence_code=status.residence_code)
+    return "" if allowed else status.residence_code
 
 
 def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *, operator: Operator) -> None:
@@ -208,8 +227,9 @@ def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *, ope
 
 
 def _purge_regional(scope: TenantScope, card: GlobalPlatformCardSession, card_identifier: str, aids: list[str], *,
-                    operator: Operator) -> list[str]:
-    """A move was reported: DELETE the card's regional APs (whoever loaded them), record each deletion."""
+                    operator: Operator) -> tuple[list[str], tuple[str, ...]]:
+    """A move was reported: DELETE the card's regional APs (whoever loaded them), record each deletion. Returns
+    the AIDs left on the card and the names of the APs deleted."""
     db = scope.session
     doomed = cardstatus.regional_aps_on(db, aids)
     for ap in doomed:
@@ -221,10 +241,11 @@ def _purge_regional(scope: TenantScope, card: GlobalPlatformCardSession, card_id
     marked = cardstatus.settle_move(db, card_identifier, doomed, actor=operator.actor)
     for ap in doomed:
         oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.AP_DELETED,
-                     target=f"ap:{ap.aid}", detail={"card": card_identifier, "reason": "moved", "rows": marked})
+                     target=f"ap:{ap.aid}", detail={"card": card_identifier, "reason": "moved", "rows": marked,
+                                                    "name": ap.name})
     db.commit()  # also when nothing regional was on the card: the pending purge is settled
     gone = {ap.aid for ap in doomed}
-    return [aid for aid in aids if aid not in gone]
+    return [aid for aid in aids if aid not in gone], tuple(ap.name for ap in doomed)
 
 
 def may_offer(scope: TenantScope, view: CardView, ap: CardAp) -> bool:
@@ -245,18 +266,20 @@ def _refuse(scope: TenantScope, operator: Operator, target: str, reason: str, me
 
 
 def create_regional_area(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, *,
-                         operator: Operator) -> None:
-    """地域住民向け領域設定: only the residence municipality."""
+                         operator: Operator) -> tuple[CardView, bool]:
+    """地域住民向け領域設定: only the residence municipality. Returns the contact and whether it was created (False:
+    it was there already)."""
     view = contact(scope, card, resident, operator=operator)
     if not may_use_area(scope.profile(), Area.REGIONAL, residence_code=view.residence_code):
         raise _refuse(scope, operator, f"card:{view.card_identifier}", "not the residence municipality",
                       _("地域住民向け領域は住所地の市町村だけが設定できます。"))
     if view.regional_created:
-        return
+        return view, False
     card.create_regional_area()
     oplog.record(scope.session, tenant_code=scope.tenant_code, actor=operator.actor,
                  action=oplog.Action.REGIONAL_AREA_CREATED, target=f"card:{view.card_identifier}")
     scope.session.commit()
+    return view, True
 
 
 def _new_user_id(scope: TenantScope, ap: CardAp) -> str:
@@ -286,12 +309,19 @@ def _check_resident(scope: TenantScope, resident: Resident, operator: Operator) 
 
 
 def download(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, ap_ids: list[int], *,
-             pin: str, operator: Operator) -> list[Installation]:
-    """Load the selected APs; every rule is checked before the first INSTALL."""
+             pin: str, operator: Operator) -> tuple[CardView, list[Installation]]:
+    """Load the selected APs; every rule is checked before the first INSTALL (and, for what the database already
+    knows — a move reported by the feed — before the first APDU). Returns the contact and the rows loaded."""
     if not ap_ids:
         raise InvalidInput(_("搭載するカードAPを選択してください。"))
     aps = [scope.ap_or_404(ap_id, loadable=True) for ap_id in dict.fromkeys(ap_ids)]
     _check_resident(scope, resident, operator)
+    moved_to = moved_away(scope, resident) if any(ap.area == Area.REGIONAL.value for ap in aps) else ""
+    if moved_to:
+        ap = next(ap for ap in aps if ap.area == Area.REGIONAL.value)
+        raise _refuse(scope, operator, f"ap:{ap.aid}", "moved: regional area of the former municipality",
+                      _("この利用者は転出しています（転出先 %(code)s）。転出前の市町村の地域住民向け領域のカードAP"
+                        "「%(name)s」は搭載できません。", code=moved_to, name=ap.name))
     if any(ap.ap_type == ApType.A for ap in aps) and not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 16):
         raise InvalidInput(_("暗証番号（4〜16桁の数字）を入力してください。"))
     view = contact(scope, card, resident, operator=operator)
@@ -316,7 +346,7 @@ def download(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resi
     done: list[Installation] = []
     for ap in aps:
         done.append(_install_one(scope, card, resident, ap, pin=pin, operator=operator))
-    return done
+    return view, done
 
 
 def _municipality_code(scope: TenantScope) -> str:
@@ -368,11 +398,9 @@ def _install_one(scope: TenantScope, card: GlobalPlatformCardSession, resident: 
 
 
 def delete(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resident, installation: Installation, *,
-           operator: Operator) -> None:
+           operator: Operator) -> tuple[CardView, CardAp]:
     """カードAP削除 on the holder's request; regional APs only by the residence municipality."""
-    ap = scope.session.get(CardAp, installation.card_ap_id)
-    if ap is None or installation.state != InstallState.INSTALLED or installation.resident_id != resident.id:
-        raise Conflict(_("このカードAPは搭載されていません。"))
+    ap = check_delete(scope, resident, installation, operator=operator)
     view = contact(scope, card, resident, operator=operator)
     if not may_use_area(scope.profile(), Area(ap.area), residence_code=view.residence_code):
         raise _refuse(scope, operator, f"ap:{ap.aid}", "regional area of another municipality",
@@ -388,3 +416,14 @@ def delete(scope: TenantScope, card: GlobalPlatformCardSession, resident: Reside
                  target=f"ap:{ap.aid}", detail={"card": resident.card_identifier, "installation": installation.id,
                                                 "reason": "holder_request"})
     scope.session.commit()
+    return view, ap
+
+
+def check_delete(scope: TenantScope, resident: Resident, installation: Installation, *,
+                 operator: Operator) -> CardAp:
+    """Whether :func:`delete` may start (its confirmation asks first): the AP, or the refusal. No APDU."""
+    ap = scope.session.get(CardAp, installation.card_ap_id)
+    if ap is None or installation.state != InstallState.INSTALLED or installation.resident_id != resident.id:
+        raise Conflict(_("このカードAPは搭載されていません。"))
+    check_card(scope, resident, operator=operator)
+    return ap

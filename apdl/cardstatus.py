@@ -575,11 +575,17 @@ def _reason(raw: str) -> str:
     return reason
 
 
-def stop(session: Session, card_identifier: str, reason: str, *, actor: str, tenant_code: str) -> CardStop:
-    """即時停止 of the card (flushed and logged; the caller commits): the very next card operation is refused."""
+def check_stop(session: Session, card_identifier: str, reason: str) -> str:
+    """Whether :func:`stop` would stop the card (its confirmation asks first): the cleaned reason, or the refusal."""
     reason = _reason(reason)
     if active_stop(session, card_identifier) is not None:
         raise Conflict(_("このカードは既に即時停止されています。"))
+    return reason
+
+
+def stop(session: Session, card_identifier: str, reason: str, *, actor: str, tenant_code: str) -> CardStop:
+    """即時停止 of the card (flushed and logged; the caller commits): the very next card operation is refused."""
+    reason = check_stop(session, card_identifier, reason)
     row = CardStop(card_identifier=card_identifier, tenant_code=tenant_code, reason=reason, stopped_at=utcnow(),
                    stopped_by=actor[:200])
     session.add(row)
@@ -589,13 +595,20 @@ def stop(session: Session, card_identifier: str, reason: str, *, actor: str, ten
     return row
 
 
-def cancel_stop(session: Session, card_identifier: str, reason: str, *, actor: str, tenant_code: str,
-                any_tenant: bool = False) -> CardStop:
-    """Lift the card's 即時停止 (only its own tenant's, unless ``any_tenant``); logged, the caller commits."""
+def check_cancel(session: Session, card_identifier: str, reason: str, *, tenant_code: str,
+                 any_tenant: bool = False) -> tuple[str, CardStop]:
+    """Whether :func:`cancel_stop` would lift a stop (its confirmation asks first): the cleaned reason and the stop."""
     reason = _reason(reason)
     row = active_stop(session, card_identifier)
     if row is None or not (any_tenant or row.tenant_code == tenant_code):
         raise Conflict(_("このカードに解除できる即時停止はありません。"))
+    return reason, row
+
+
+def cancel_stop(session: Session, card_identifier: str, reason: str, *, actor: str, tenant_code: str,
+                any_tenant: bool = False) -> CardStop:
+    """Lift the card's 即時停止 (only its own tenant's, unless ``any_tenant``); logged, the caller commits."""
+    reason, row = check_cancel(session, card_identifier, reason, tenant_code=tenant_code, any_tenant=any_tenant)
     row.cancelled_at, row.cancelled_by, row.cancel_reason = utcnow(), actor[:200], reason
     oplog.record(session, tenant_code=tenant_code, actor=actor, action=oplog.Action.CARD_STOP_CANCELLED,
                  target=f"card:{card_identifier}", detail={"stop": row.id, "reason": reason})

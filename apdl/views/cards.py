@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
@@ -15,6 +15,13 @@ from apdl.permissions import Permission
 from apdl.tenancy import Operator, TenantScope, scope_for
 
 bp = Blueprint("cards", __name__, url_prefix="/residents/<int:resident_id>/card")
+
+
+def _flash_purged(view: cardops.CardView) -> None:
+    """A move's regional APs deleted at this contact, by name."""
+    if view.purged:
+        flash(_("転出のため、地域住民向け領域のカードAPを削除しました: %(names)s", names="、".join(view.purged)),
+              "moved")
 
 
 def _context(resident_id: int) -> tuple[Operator, TenantScope, Resident]:
@@ -31,6 +38,8 @@ def read(resident_id: int) -> ResponseReturnValue:
     operator, scope, resident = _context(resident_id)
     with cardops.open_card() as card:
         view = cardops.contact(scope, card, resident, operator=operator)
+    _flash_purged(view)
+    flash(_("カードを読み取りました。"), "done")
     session = get_session()
     installed = session.execute(scope.select(Installation).join(CardAp, CardAp.id == Installation.card_ap_id)
                                 .add_columns(CardAp).where(Installation.resident_id == resident.id,
@@ -50,7 +59,9 @@ def regional_area(resident_id: int) -> ResponseReturnValue:
     """地域住民向け領域設定."""
     operator, scope, resident = _context(resident_id)
     with cardops.open_card() as card:
-        cardops.create_regional_area(scope, card, resident, operator=operator)
+        view, created = cardops.create_regional_area(scope, card, resident, operator=operator)
+    _flash_purged(view)
+    flash(_("地域住民向け領域を設定しました。") if created else _("地域住民向け領域は設定済みです。"), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
 
 
@@ -68,18 +79,37 @@ def download(resident_id: int) -> ResponseReturnValue:
         visible = {ap.id for ap in get_session().scalars(scope.visible_aps(loadable=True))}
         ap_ids = [ap_id for ap_id in auto.card_ap_ids if ap_id in visible]
     with cardops.open_card() as card:
-        cardops.download(scope, card, resident, ap_ids, pin=request.form.get("pin", ""), operator=operator)
+        view, done = cardops.download(scope, card, resident, ap_ids, pin=request.form.get("pin", ""),
+                                      operator=operator)
+    _flash_purged(view)
+    loaded = [ap.name for ap in (get_session().get(CardAp, row.card_ap_id) for row in done) if ap is not None]
+    flash(_("カードAPを搭載しました: %(names)s", names="、".join(loaded)), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
 
 
 @bp.post("/installations/<int:installation_id>/delete")
 @require(Permission.AP_DELETE)
 def delete(resident_id: int, installation_id: int) -> ResponseReturnValue:
-    """カードAP削除, once the operator confirms the holder asked for it."""
+    """カードAP削除 on the holder's request: the first POST shows what will be deleted, one carrying
+    ``confirm=yes`` deletes it."""
     operator, scope, resident = _context(resident_id)
     installation = scope.get_or_404(Installation, installation_id)
     if request.form.get("confirm") != "yes":
-        raise InvalidInput(_("削除の確認にチェックを入れてください。"))
+        ap = cardops.check_delete(scope, resident, installation, operator=operator)
+        return confirm_page(resident, title=_("カードAP削除の確認"),
+                            items=[(_("カードAP名"), ap.name), ("AID", ap.aid)],
+                            message=_("本人の申出により、このカードAPをカードから削除します。"),
+                            action=url_for("cards.delete", resident_id=resident.id, installation_id=installation.id))
     with cardops.open_card() as card:
-        cardops.delete(scope, card, resident, installation, operator=operator)
+        view, ap = cardops.delete(scope, card, resident, installation, operator=operator)
+    _flash_purged(view)
+    flash(_("カードAP「%(name)s」を削除しました。", name=ap.name), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
+
+
+def confirm_page(resident: Resident, *, title: str, items: list[tuple[str, str]], message: str, action: str,
+                 fields: dict[str, str] | None = None) -> str:
+    """The shared confirmation of a destructive card action: what will happen to whose card; 「実行する」 posts
+    ``action`` again with ``confirm=yes`` (and ``fields``), 「戻る」 returns to the 利用者 without a change."""
+    return render_template("confirm.html", resident=resident, title=title, items=items, message=message,
+                           action=action, fields=fields or {})

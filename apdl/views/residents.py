@@ -10,11 +10,11 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import pgettext
 
-from apdl import presets, residents
+from apdl import cardops, presets, residents
 from apdl.auth import current_operator, login_required, require
 from apdl.db import get_session
 from apdl.errors import Conflict, InvalidInput
-from apdl.models import CardAp, Installation, InstallState, Resident
+from apdl.models import Area, CardAp, Installation, InstallState, Resident
 from apdl.permissions import Permission
 from apdl.tenancy import Operator, TenantScope, scope_for
 
@@ -132,7 +132,9 @@ def show(resident_id: int) -> ResponseReturnValue:
                                                                                    InstallState.PENDING]))
                                 .order_by(Installation.id)).all()
     on_card = {ap.id for _row, ap in installed}
-    offered = [ap for ap in session.scalars(scope.visible_aps(loadable=True)) if ap.id not in on_card]
+    moved = cardops.moved_away(scope, resident)  # the former municipality's regional area is not offered
+    offered = [ap for ap in session.scalars(scope.visible_aps(loadable=True)) if ap.id not in on_card
+               and not (moved and ap.area == Area.REGIONAL.value)]
     return render_template("resident.html", resident=resident, installed=installed, offered=offered,
                            fields=residents.custom_fields(scope), operator=operator, Permission=Permission,
                            card=None, auto=presets.auto_preset(scope))

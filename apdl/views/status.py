@@ -17,6 +17,7 @@ from apdl.errors import Conflict, InvalidInput
 from apdl.models import Resident
 from apdl.permissions import Permission
 from apdl.tenancy import Operator, TenantScope, actor_label, scope_for
+from apdl.views.cards import confirm_page
 
 bp = Blueprint("status", __name__)
 
@@ -87,15 +88,24 @@ def too_large(_exc: RequestEntityTooLarge) -> ResponseReturnValue:
     return render_template("error.html", message=message), 413
 
 
-def _resident_then_manage(resident_id: int, action: Callable[[Operator, Resident], object]) -> ResponseReturnValue:
-    """The 利用者 first (another tenant's is a 404, as on every per-利用者 route), then ``ap.manage`` (403)."""
+def _resident_then_manage(resident_id: int, check: Callable[[Operator, Resident, str], object],
+                          action: Callable[[Operator, Resident, str], object], *, confirm: dict[str, str],
+                          done: str) -> ResponseReturnValue:
+    """The 利用者 first (another tenant's is a 404, as on every per-利用者 route), then ``ap.manage`` (403), then
+    ``check`` (400/409); a POST without ``confirm=yes`` shows the confirmation, one with it runs ``action``."""
     operator, scope = _context()
     resident = scope.get_or_404(Resident, resident_id)
 
     @require(Permission.AP_MANAGE)
     def permitted() -> ResponseReturnValue:
-        action(operator, resident)
+        reason = request.form.get("reason", "")
+        check(operator, resident, reason)
+        if request.form.get("confirm") != "yes":
+            return confirm_page(resident, title=confirm["title"], message=confirm["message"], action=request.path,
+                                items=[(confirm["reason_label"], reason.strip())], fields={"reason": reason})
+        action(operator, resident, reason)
         get_session().commit()
+        flash(done, "done")
         return redirect(url_for("residents.show", resident_id=resident.id))
 
     return permitted()
@@ -104,16 +114,29 @@ def _resident_then_manage(resident_id: int, action: Callable[[Operator, Resident
 @bp.post("/residents/<int:resident_id>/card/stop")
 @login_required
 def stop(resident_id: int) -> ResponseReturnValue:
-    """即時停止 of the 利用者's card (``ap.manage``): the next card operation on it is refused."""
-    return _resident_then_manage(resident_id, lambda operator, resident: cardstatus.stop(
-        get_session(), resident.card_identifier, request.form.get("reason", ""), actor=operator.actor,
-        tenant_code=operator.tenant_code))
+    """即時停止 of the 利用者's card (``ap.manage``), once confirmed: the next card operation on it is refused."""
+    return _resident_then_manage(
+        resident_id,
+        lambda _operator, resident, reason: cardstatus.check_stop(get_session(), resident.card_identifier, reason),
+        lambda operator, resident, reason: cardstatus.stop(
+            get_session(), resident.card_identifier, reason, actor=operator.actor, tenant_code=operator.tenant_code),
+        confirm={"title": _("即時停止の確認"), "reason_label": _("停止の理由"),
+                 "message": _("このカードを即時停止します。解除するまで、どの利用機関もこのカードを操作できません。")},
+        done=_("カードを即時停止しました。"))
 
 
 @bp.post("/residents/<int:resident_id>/card/stop/cancel")
 @login_required
 def cancel(resident_id: int) -> ResponseReturnValue:
-    """Lift this tenant's 即時停止 of the 利用者's card (``ap.manage``; audited)."""
-    return _resident_then_manage(resident_id, lambda operator, resident: cardstatus.cancel_stop(
-        get_session(), resident.card_identifier, request.form.get("reason", ""), actor=operator.actor,
-        tenant_code=operator.tenant_code, any_tenant=operator.is_admin_tenant))
+    """Lift this tenant's 即時停止 of the 利用者's card (``ap.manage``; audited), once confirmed."""
+    return _resident_then_manage(
+        resident_id,
+        lambda operator, resident, reason: cardstatus.check_cancel(
+            get_session(), resident.card_identifier, reason, tenant_code=operator.tenant_code,
+            any_tenant=operator.is_admin_tenant),
+        lambda operator, resident, reason: cardstatus.cancel_stop(
+            get_session(), resident.card_identifier, reason, actor=operator.actor,
+            tenant_code=operator.tenant_code, any_tenant=operator.is_admin_tenant),
+        confirm={"title": _("即時停止解除の確認"), "reason_label": _("解除の理由"),
+                 "message": _("このカードの即時停止を解除します。解除すると、カードの操作ができるようになります。")},
+        done=_("即時停止を解除しました。"))

@@ -61,10 +61,14 @@ def _journey(page: Any, opauth: Opauth, registry: Registry, card_stack: PcscStac
     assert _card_aps(card_stack) == {APS[label][0] for label in ("R1", "E1", "E2")}
 
     row = page.locator("#installed tr", has_text=APS["E1"][0])
-    row.locator("[name=confirm]").check()
     row.locator("button[type=submit]").click()
-    page.wait_for_url("**/residents/*")
+    page.wait_for_selector("#confirm-yes")  # the confirmation names the AP; nothing deleted yet
+    assert APS["E1"][1] in page.text_content("#confirm-what")
+    assert APS["E1"][0] in _card_aps(card_stack)
+    page.click("#confirm-yes")
+    page.wait_for_selector("#installed")
     assert APS["E1"][0] not in page.text_content("#installed")
+    assert f"カードAP「{APS['E1'][1]}」を削除しました。" in page.text_content("#flashes")
 
 
 def test_operator_loads_three_aps_in_chromium(opauth: Opauth, apdl_app: Flask, card_stack: PcscStack,

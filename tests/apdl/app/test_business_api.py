@@ -237,12 +237,14 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
         # another 利用機関 that registered the same card stops it: the system sees that, never why
         kita = login(opauth, app, "kitamgr")
         kita_page = f"/residents/{register_resident(kita)}"
-        assert submit(kita, kita_page, f"{kita_page}/card/stop", {"reason": "北江戸市の相談記録"}).status_code == 302
+        assert submit(kita, kita_page, f"{kita_page}/card/stop",
+                      {"reason": "北江戸市の相談記録", "confirm": "yes"}).status_code == 302
         status, foreign = _call(opauth, cert05, f"/api/v1/cards/{CARD}/status")
         assert status == 200 and foreign["stopped"] is True and foreign["usable"] is False
         assert foreign["stop_reason"] is None and "北江戸" not in json.dumps(foreign, ensure_ascii=False)
         assert _call(opauth, cert05, f"/api/v1/cards/{CARD}/stop/cancel", {"reason": "x"})[0] == 409
-        assert submit(kita, kita_page, f"{kita_page}/card/stop/cancel", {"reason": "解除"}).status_code == 302
+        assert submit(kita, kita_page, f"{kita_page}/card/stop/cancel",
+                      {"reason": "解除", "confirm": "yes"}).status_code == 302
 
         # bad input: 400 JSON, never a 500
         for path in ("/api/v1/card-status", "/api/v1/card-status?since=yesterday",

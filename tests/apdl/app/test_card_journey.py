@@ -61,7 +61,9 @@ def test_register_create_area_load_three_list_and_delete(opauth: Opauth, apdl_ap
     page = f"/residents/{resident}"
     read = submit(client, page, f"{page}/card/read", {})
     assert read.status_code == 200 and 'id="regional">なし<' in read.get_data(as_text=True)
+    assert "カードを読み取りました。" in read.get_data(as_text=True)
     assert submit(client, page, f"{page}/card/regional-area", {}).status_code == 302
+    assert "地域住民向け領域を設定しました。" in client.get(page).get_data(as_text=True)
     chosen = ["R1", "E1", "E2"]
     response = submit(client, page, f"{page}/card/download",
                       {"ap_ids": [str(registry.ids[label]) for label in chosen], "pin": "2580"})
@@ -82,11 +84,17 @@ def test_register_create_area_load_three_list_and_delete(opauth: Opauth, apdl_ap
     with apdl_app.app_context():
         e1 = db.get_session().scalars(select(Installation).where(
             Installation.card_ap_id == registry.ids["E1"])).one().id
-    unconfirmed = submit(client, page, f"{page}/card/installations/{e1}/delete", {})
-    assert unconfirmed.status_code == 400 and APS["E1"][0] in _card_aps(card_stack)
+    commands = card_stack.card.commands
+    unconfirmed = submit(client, page, f"{page}/card/installations/{e1}/delete", {})  # the 利用者 page's button
+    question = unconfirmed.get_data(as_text=True)
+    assert unconfirmed.status_code == 200 and "カードAP削除の確認" in question and APS["E1"][1] in question
+    assert 'name="confirm" value="yes"' in question and 'id="confirm-back"' in question
+    assert card_stack.card.commands == commands  # asking sent no APDU
+    assert APS["E1"][0] in _card_aps(card_stack) and "ap_deleted" not in _actions(apdl_app)
     deleted = submit(client, page, f"{page}/card/installations/{e1}/delete", {"confirm": "yes"})
     assert deleted.status_code == 302
     assert _card_aps(card_stack) == {APS["R1"][0], APS["E2"][0]}
+    assert f"カードAP「{APS['E1'][1]}」を削除しました。" in client.get(page).get_data(as_text=True)
     actions = _actions(apdl_app)
     assert actions.count("ap_installed") == 3 and "regional_area_created" in actions and "ap_deleted" in actions
 
