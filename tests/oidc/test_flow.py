@@ -121,3 +121,18 @@ def test_one_token_exchange_reads_each_row_once_and_commits_once(world: World) -
     counted = [s for s in statements if " FROM oidc_signing_key" not in s]
     assert len(counted) <= 14, "\n".join(statements)
     assert len(commits) == 1
+
+
+def test_machine_endpoints_neither_read_nor_set_the_cookie_session(world: World) -> None:
+    """Token and discovery are served by the lean app: an operator's session cookie is ignored, none is set."""
+    req = AuthRequest("05")
+    code = get_code(world.browser, req)
+    response = world.browser.post("/oidc/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": req.redirect_uri,
+        "client_id": req.client_id, "code_verifier": req.verifier}, headers=world.certs["05"].header)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["X-Frame-Options"] == "DENY"  # the security headers still come
+    discovery = world.browser.get("/oidc/.well-known/openid-configuration")
+    assert discovery.status_code == 200 and "Set-Cookie" not in discovery.headers
+    assert world.browser.get(req.url()).status_code == 302  # authorize stays on the main app, with the session
