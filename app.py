@@ -117,6 +117,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # /pki/ (CA certificates, CRLs, OCSP) is served by a lean app of its own: no cookie session, login hooks
     # or per-request settings probe on the path relying parties hit on every certificate check.
     pki_app.mount(app, error_handlers=_register_error_handlers, after_request=security_headers)
+    # Likewise the OIDC endpoints business systems call (token, userinfo, discovery, JWKS, revoke, introspect).
+    oidc_views.mount(app, error_handlers=_register_error_handlers, after_request=security_headers)
     return app
 
 

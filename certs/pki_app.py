@@ -17,38 +17,23 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, g
-from flask.sessions import SessionInterface, SessionMixin
+from flask import Flask
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 from werkzeug.http import http_date
 
 from ca import ocsp
 from ca.authority import CaSettings
 from certs import pki_views
-from config import instance as instance_settings
 from config.serving import app_socket_path
 from db import utcnow
-from kernel import i18n, webinput
+from kernel import lean_app
 from operators.login.mtls import TrustedProxyMiddleware
 
 PREFIX = "/pki"
 SETTINGS_PROBE_SECONDS = 1.0
-
-
-class _NoSession(SessionInterface):
-    """No cookie session under /pki/: nothing is read from a cookie, nothing is ever set."""
-
-    def open_session(self, app: Flask, request: Any) -> SessionMixin | None:
-        return self.make_null_session(app)
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Any) -> None:
-        return None
 
 
 _GET_PREFIX = PREFIX + "/ocsp/"
@@ -155,48 +140,11 @@ class _Dispatch:
         return self.main(environ, start_response)
 
 
-def _settings_probe(main: Flask) -> Callable[[], None]:
-    lock = threading.Lock()
-    last = [time.monotonic()]
-
-    def probe() -> None:
-        now = time.monotonic()
-        if now - last[0] < SETTINGS_PROBE_SECONDS or not lock.acquire(blocking=False):
-            return
-        try:
-            last[0] = now
-            instance_settings.refresh(main)
-        finally:
-            lock.release()
-
-    return probe
-
-
-def _close_session(exc: BaseException | None) -> None:
-    session: Session | None = g.pop("db_session", None)
-    if session is not None:
-        if exc is not None:
-            session.rollback()
-        session.close()
-
-
 def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request: Callable[[Any], Any]) -> Flask:
     """Serve /pki/ of ``main`` from a lean app sharing its config, database engine and settings."""
-    pki = Flask(main.import_name, instance_path=main.instance_path, static_folder=None,
-                template_folder=main.template_folder)
-    pki.config = main.config  # one dict: a settings change applied by either app is seen by both
-    pki.json.ensure_ascii = False  # type: ignore[attr-defined]
-    pki.session_interface = _NoSession()
-    for key in ("opauth.engine", "opauth.sessionmaker", "opauth.trusted_proxies"):
-        pki.extensions[key] = main.extensions[key]
-    webinput.init_app(pki)  # first, as in the main app: the request guard runs before anything reads the request
-    probe = _settings_probe(main)
-    pki.before_request(probe)
-    pki.teardown_appcontext(_close_session)
-    i18n.init_app(pki)
-    pki.register_blueprint(pki_views.bp)
-    error_handlers(pki)
-    pki.after_request(after_request)
+    probe = lean_app.settings_probe(main, lambda: SETTINGS_PROBE_SECONDS)
+    pki = lean_app.lean_app(main, blueprints=[pki_views.bp], probe=probe, error_handlers=error_handlers,
+                            after_request=after_request)
     pki_wsgi = TrustedProxyMiddleware(pki.wsgi_app, main.extensions["opauth.trusted_proxies"],
                                       str(app_socket_path(main.config).resolve()))
     main.wsgi_app = _Dispatch(main.wsgi_app, pki_wsgi, _PreSigned(pki, probe))  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from flask import Flask, current_app, g, request
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -135,6 +135,7 @@ _CODES = _CODE_TABLE.c
 _CLAIM_CODE = (update(_CODE_TABLE)  # on the connection: the row object is set below
                .where(_CODES.id == bindparam("code_id"), _CODES.used_at.is_(None))
                .values(used_at=bindparam("now")))
+_RECORD_TOKEN = insert(cast(Table, OidcToken.__table__))  # a plain INSERT: no unit-of-work flush at the commit
 
 
 def _load_client(business_id: str) -> Client | None:
@@ -390,14 +391,14 @@ def finish_token_request(session: Session, succeeded: bool) -> bool:
         subject, code = cast(tuple[Subject, Code], pending)
         identity: ClientIdentity = g.oidc_client_identity
         now = utcnow()
-        # The audit entry first: the token row is then written in the same flush as the entry.
         record_event(session, action=AuditAction.OIDC_TOKEN_ISSUED, actor=_audit_actor(),
                      target=f"business_system:{subject.system.business_id}",
                      detail={"operator": f"{subject.operator.tenant.code}/{subject.operator.operator_id}",
                              "client_certificate": identity.serial, "sid": subject.sid})
-        session.add(OidcToken(jti=g.oidc_jti, code_id=code.row.id, business_system_id=subject.system.id,
-                              operator_pk=subject.operator.id, client_cert_sha256=identity.fingerprint_sha256,
-                              issued_at=now, expires_at=now + timedelta(seconds=ACCESS_TOKEN_SECONDS)))
+        session.connection().execute(_RECORD_TOKEN, {
+            "jti": g.oidc_jti, "code_id": code.row.id, "business_system_id": subject.system.id,
+            "operator_pk": subject.operator.id, "client_cert_sha256": identity.fingerprint_sha256,
+            "issued_at": now, "expires_at": now + timedelta(seconds=ACCESS_TOKEN_SECONDS), "revoked_at": None})
     return True
 
 

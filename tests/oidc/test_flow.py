@@ -78,3 +78,61 @@ def test_ui_locales_chooses_the_language_of_opauths_login_page(world: World) -> 
     plain = world.app.test_client().get("/oidc/authorize", query_string={**AuthRequest("05").params(),
                                                                           "ui_locales": "fr"})
     assert plain.headers["Location"].endswith("/login")  # none of them: the page's own default
+
+
+def test_one_token_exchange_reads_each_row_once_and_commits_once(world: World) -> None:
+    """The hot path stays lean: the certificate's revocation read fresh, the token row and its audit entry
+    written in the request's one transaction."""
+    from sqlalchemy import event
+
+    req = AuthRequest("05")
+    assert exchange(world.app, req, get_code(world.browser, req), world.certs["05"]).status_code == 200  # warm
+    req = AuthRequest("05")
+    code = get_code(world.browser, req)
+    statements: list[str] = []
+    commits: list[bool] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    def committed(_conn: object) -> None:
+        commits.append(True)
+
+    engine = world.app.extensions["opauth.engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", committed)
+    try:
+        response = exchange(world.app, req, code, world.certs["05"])
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", committed)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    writes = [s.split(" ")[0] + " " + s.split(" ")[1 if s.startswith("UPDATE") else 2] for s in statements
+              if not s.upper().startswith("SELECT")]
+    # the code's claim, the audit entry (head, entry, head) and the token row, in that order
+    assert writes == ["UPDATE oidc_authorization_code", "UPDATE audit_head", "INSERT audit_event",
+                      "UPDATE audit_head", "INSERT oidc_token"], statements
+    # the presented certificate's revocation is read from the database on every request (never cached)
+    assert [s for s in statements if s.startswith("SELECT certificate.id") and "certificate.revoked_at" in s
+            and "WHERE certificate.fingerprint_sha256 = " in s], statements
+    # settings probe, client, certificate, CAs and CRLs, the path's status, code, operator (tenant, login state),
+    # joint use, in-business ID: 9 reads, 5 writes
+    # (the signing keys are read once per process every few seconds, not counted)
+    counted = [s for s in statements if " FROM oidc_signing_key" not in s]
+    assert len(counted) <= 14, "\n".join(statements)
+    assert len(commits) == 1
+
+
+def test_machine_endpoints_neither_read_nor_set_the_cookie_session(world: World) -> None:
+    """Token and discovery are served by the lean app: an operator's session cookie is ignored, none is set."""
+    req = AuthRequest("05")
+    code = get_code(world.browser, req)
+    response = world.browser.post("/oidc/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": req.redirect_uri,
+        "client_id": req.client_id, "code_verifier": req.verifier}, headers=world.certs["05"].header)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    assert response.headers["X-Frame-Options"] == "DENY"  # the security headers still come
+    discovery = world.browser.get("/oidc/.well-known/openid-configuration")
+    assert discovery.status_code == 200 and "Set-Cookie" not in discovery.headers
+    assert world.browser.get(req.url()).status_code == 302  # authorize stays on the main app, with the session

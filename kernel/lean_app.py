@@ -1,0 +1,81 @@
+"""Lean Flask apps for machine endpoints, sharing the main app's config, database engine and settings.
+
+Relying parties and business systems call some paths on every certificate check or login (OCSP, the
+OIDC token endpoint). A lean app serves them without what only the operator-facing app needs: the cookie
+session (nothing read from a cookie, no ``Set-Cookie``), flask-login and its session timeouts, the
+certificate-bound session check, the OIDC login resume, the form-token check, and the per-request probe of
+the stored settings (re-read at most once per interval; a change made in this process applies at once,
+because the apps share one config dict). It keeps the request guard (control characters, bounded IDs),
+the JSON error answers in the request's language, the security headers and the database session per request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Blueprint, Flask, g
+from flask.sessions import SessionInterface, SessionMixin
+from sqlalchemy.orm import Session
+
+from config import instance as instance_settings
+from kernel import i18n, webinput
+
+
+class NoSession(SessionInterface):
+    """No cookie session: nothing is read from a cookie, nothing is ever set."""
+
+    def open_session(self, app: Flask, request: Any) -> SessionMixin | None:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Any) -> None:
+        return None
+
+
+def settings_probe(main: Flask, interval: Callable[[], float]) -> Callable[[], None]:
+    """A ``before_request`` that re-reads the stored settings at most once per ``interval()`` seconds."""
+    lock = threading.Lock()
+    last = [time.monotonic()]
+
+    def probe() -> None:
+        now = time.monotonic()
+        if now - last[0] < interval() or not lock.acquire(blocking=False):
+            return
+        try:
+            last[0] = now
+            instance_settings.refresh(main)
+        finally:
+            lock.release()
+
+    return probe
+
+
+def _close_session(exc: BaseException | None) -> None:
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        if exc is not None:
+            session.rollback()
+        session.close()
+
+
+def lean_app(main: Flask, *, blueprints: Iterable[Blueprint], probe: Callable[[], None],
+             error_handlers: Callable[[Flask], None], after_request: Callable[[Any], Any]) -> Flask:
+    """A Flask app serving ``blueprints`` with ``main``'s config, engine and error answers, and nothing else."""
+    lean = Flask(main.import_name, instance_path=main.instance_path, static_folder=None,
+                 template_folder=main.template_folder)
+    lean.config = main.config  # one dict: a settings change applied by either app is seen by both
+    lean.json.ensure_ascii = False  # type: ignore[attr-defined]
+    lean.session_interface = NoSession()
+    for key in ("opauth.engine", "opauth.sessionmaker", "opauth.trusted_proxies"):
+        lean.extensions[key] = main.extensions[key]
+    webinput.init_app(lean)  # first, as in the main app: the request guard runs before anything reads the request
+    lean.before_request(probe)
+    lean.teardown_appcontext(_close_session)
+    i18n.init_app(lean)
+    for blueprint in blueprints:
+        lean.register_blueprint(blueprint)
+    error_handlers(lean)
+    lean.after_request(after_request)
+    return lean
