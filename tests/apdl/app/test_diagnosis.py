@@ -97,7 +97,7 @@ def test_a_healthy_card_passes_every_step(opauth: Opauth, apdl_app: Flask, card_
     assert _step(page, "free") == ["info  地域住民向け領域 はまだ設定されていません。",
                                    "ok  拡張利用領域: 空き 36864 バイト、カードAP 2件"]
     assert _step(page, "status_feed") == ["ok  カードステータス: active（2026-11-29 時点）"]  # from today's feed
-    assert "この利用機関の操作" in page and page.count("ap_installed") == 2
+    assert "この利用機関の操作" in page and page.count("<td>カードAPの搭載</td>") == 2
     english = _english(client, run_id)
     assert "Extended area: 36864 bytes free, 2 card APs" in english and "tries left" in english
     with apdl_app.app_context():
@@ -275,12 +275,12 @@ def test_history_per_card_and_terminal_and_only_in_the_tenant(opauth: Opauth, ap
     minami = login(opauth, apdl_app, "minami")
     _load(minami, register_resident(minami), registry, ["E1"])
     first, page = _diagnose(minami)
-    assert "ap_installed" in page and "この利用機関の操作 " in page
+    assert "<td>カードAPの搭載</td>" in page and "この利用機関の操作 " in page
     second, _ = _diagnose(minami)
     kita = login(opauth, apdl_app, "kita")
     kita_run, kita_page = _diagnose(kita)  # the same card, in another 利用機関
     assert _run(apdl_app, kita_run).card_identifier == CARD
-    assert "この利用機関の操作記録はありません" in kita_page and "ap_installed" not in kita_page  # minami's, not kita's
+    assert "この利用機関の操作記録はありません" in kita_page and "<td>カードAPの搭載</td>" not in kita_page  # minami's, not kita's
     card_stack.card.load_state(issued_card(apdl_app, card_identifier="5555555555555"))
     other, _ = _diagnose(minami)
     by_card = minami.get(f"/diagnosis?card={CARD}").get_data(as_text=True)
