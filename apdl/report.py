@@ -160,9 +160,20 @@ def to_csv(report: Report, encoding: str) -> tuple[bytes, str]:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for r in report.rows:
-        writer.writerow((report.label, r.tenant_code, r.tenant_name, r.aid, r.ap_name, r.loads, r.deletions))
+        writer.writerow((report.label, r.tenant_code, _inert(r.tenant_name), r.aid, _inert(r.ap_name), r.loads,
+                         r.deletions))
     writer.writerow((report.label, "合計", "", "", "", report.loads, report.deletions))
     return out.getvalue().encode(codec, errors="replace"), charset
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(text: str) -> str:
+    """A name as a spreadsheet shows it, never runs it: a leading = + - @ (or tab, CR) would make Excel read the
+    cell as a formula (CSV injection), so such a cell starts with an apostrophe (OWASP's advice). AP names are
+    typed by the system administrator, 利用機関 names come from opauth; the file goes to the ministry."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
 def filename(report: Report) -> str:

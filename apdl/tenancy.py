@@ -56,16 +56,23 @@ class Operator:
 
 
 ACTOR = re.compile(r"([^\s@()]{1,128}@[^\s@()]{1,64})(?: \([^()]*\))?")
+BUSINESS_ACTOR = re.compile(r"business:(\w{1,32}) \((.{0,60})\)")
 
 
 def actor_label(actor: str) -> str:
     """A recorded actor as a person reads it: an operator as 業務内ID@利用機関 (as :attr:`Operator.actor` writes it,
-    without the pairwise sub), the command line as ``コマンド（user）``; anything else (an opaque id) as ``-``."""
+    without the pairwise sub), the command line as ``コマンド（user）``, a business system through the API as
+    ``業務システム ID（名前）``, a terminal's card agent as ``端末 name``; anything else (an opaque id) as ``-``."""
     match = ACTOR.fullmatch(actor)
     if match is not None:
         return match.group(1)
     if actor.startswith("cli:") and 0 < len(actor) - 4 <= 64:
         return str(_("コマンド（%(user)s）", user=actor[4:]))
+    business = BUSINESS_ACTOR.fullmatch(actor)
+    if business is not None:  # as bizapi.BusinessSystem.actor writes it
+        return str(_("業務システム %(id)s（%(name)s）", id=business.group(1), name=business.group(2)))
+    if actor.startswith("terminal:") and 0 < len(actor) - 9 <= 64:  # a card agent, by its registered name
+        return str(_("端末 %(name)s", name=actor[9:]))
     return "-"
 
 

@@ -217,6 +217,11 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
         assert _call(opauth, cert05, f"/api/v1/cards/{CARD}/stop", {"reason": "again"})[0] == 409
         refused = submit(minami, page, f"{page}/card/read", {})  # effective on the very next operation
         assert refused.status_code == 403 and "即時停止されています" in refused.get_data(as_text=True)
+        # the operation log names the business system that stopped it (not "-")
+        logged = minami.get("/oplog?action=card_stopped").get_data(as_text=True)
+        assert "業務システム 05（" in logged, logged[-1500:]
+        assert "business system 05 (" in minami.get("/oplog?action=card_stopped&lang=en").get_data(as_text=True)
+        minami.get("/?lang=ja")
         # the feed: one card of each system changes
         result = import_status(app, tmp_path, csv_feed(f"{OTHER_CARD},lost,,2026-11-30",
                                                        "3333333333333,stolen,,2026-11-30"), "--batch-id", "20261130")

@@ -198,3 +198,15 @@ def test_diagnosis_and_terminal_screens_name_the_operator_not_the_sub(opauth: Op
         actor = db.get_session().scalars(select(OperationLog.actor).where(
             OperationLog.action == "terminal_registered")).one()
     assert actor.startswith(MINAMI + " (") and actor not in listing + confirm + run + history
+
+
+def test_actors_other_than_operators_are_named_never_raw(apdl_app: Flask) -> None:
+    from apdl.tenancy import actor_label
+
+    with apdl_app.test_request_context("/?lang=ja"):
+        assert actor_label("business:05 (図書館システム)") == "業務システム 05（図書館システム）"
+        assert actor_label("terminal:desk-1") == "端末 desk-1"
+        assert actor_label("terminal:") == actor_label("business:05") == actor_label("0f3a9c") == "-"
+    with apdl_app.test_request_context("/?lang=en"):
+        assert actor_label("business:05 (図書館システム)") == "business system 05 (図書館システム)"
+        assert actor_label("terminal:desk-1") == "terminal desk-1"

@@ -149,3 +149,27 @@ def test_the_report_is_only_for_the_manage_permission_and_refuses_bad_input(opau
         assert session.scalars(select(OperationLog).where(OperationLog.action == "report_exported")).all() == []
         refused = session.scalars(select(OperationLog).where(OperationLog.action == "refused")).all()
     assert {r.target for r in refused} >= {"/report", "/report/csv"}
+
+
+def test_a_name_excel_would_run_as_a_formula_is_inert_in_the_csv(opauth: Opauth, apdl_app: Flask,
+                                                                  card_stack: PcscStack) -> None:
+    registry = build_registry(opauth, apdl_app)
+    admin = login(opauth, apdl_app, "admin")
+    formula = '=HYPERLINK("http://attacker.example/","c")'
+    fields = {"aid": "D392F000030009", "name": formula, "description": "説明", "provider_name": "南江戸市",
+              "area": "extended", "ap_type": "C", "size_bytes": "2048", "pin_max_tries": "3", "business_id": "05",
+              "personalize_url": "https://perso.example.jp/p"}
+    assert submit(admin, "/aps", "/aps", fields).status_code == 302
+    ap_id = admin.get("/aps").get_data(as_text=True).split('">D392F000030009<')[0].rsplit("/aps/", 1)[1]
+    assert submit(admin, "/tenants/minamiedo", "/tenants/minamiedo/availability",
+                  {"action": "add", "add_ids": [ap_id]}).status_code == 302
+    minami = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(minami)}"
+    assert submit(minami, page, f"{page}/card/download",
+                  {"ap_ids": [ap_id, str(registry.ids["E1"])]}).status_code == 302
+    query = f"year={parse_request('', '')[0]}&period=fiscal"
+    for encoding in ("utf-8", "cp932"):
+        rows, _body, _headers = _csv(admin, query, encoding)
+        names = [row[4] for row in rows[1:-1]]
+        assert f"'{formula}" in names and APS["E1"][1] in names  # the formula shown as text, other names untouched
+        assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
