@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -46,10 +47,15 @@ def _operator() -> Operator:
 
 def _index(operator: Operator, scope: TenantScope, *, values: Mapping[str, str] | None = None,
            error: str = "", status: int = 200) -> ResponseReturnValue:
-    people = residents.search(scope, request.args.get("card", ""))
+    card = request.args.get("card", "").strip()
+    search_error = ""
+    if card and not re.fullmatch(r"[0-9]{1,32}", card):  # never "no search" (everyone) for a mistyped FID
+        search_error, status = str(_("カードFIDは半角数字で入力してください。")), 400
+    people = [] if search_error else residents.search(scope, card)
     return render_template("residents.html", residents=people, fields=residents.custom_fields(scope),
                            operator=operator, Permission=Permission, statuses=residents.CARD_STATUSES,
-                           genders=residents.GENDERS, values=values or {}, error=error), status
+                           genders=residents.GENDERS, values=values or {}, error=error,
+                           search_error=search_error), status
 
 
 @bp.get("")

@@ -159,7 +159,12 @@ def test_nul_bytes_and_oversized_values_get_a_4xx_never_a_500(opauth: Opauth, ap
                                           "area": "extended", "ap_type": "C", "size_bytes": "9" * 50,
                                           "business_id": "05"}).status_code == 400
     minami = login(opauth, apdl_app, "minami")
-    assert minami.get("/residents?card=%00").status_code == 200
+    register_resident(minami)
+    assert "/residents/" in minami.get("/residents").get_data(as_text=True).split('id="residents"')[1]
+    for mistyped in ("%00", "abc", "%ED%A0%80", "12-34", "9" * 40):  # a search that cannot match lists no one
+        answer = minami.get(f"/residents?card={mistyped}")
+        assert answer.status_code == 400 and 'id="search-error"' in answer.get_data(as_text=True)
+        assert "/residents/" not in answer.get_data(as_text=True).split('id="residents"')[1].split("</table>")[0]
     assert minami.get("/residents/99999999999999999999").status_code == 404
     assert submit(minami, "/presets", "/presets", {"name": "a\x00b", "ap_ids": ["1"]}).status_code == 400
     assert submit(minami, "/presets", "/presets", {"name": "a", "ap_ids": ["9" * 40]}).status_code == 400
@@ -182,4 +187,5 @@ def test_the_resident_search_finds_one_card_of_this_tenant_only(opauth: Opauth, 
     assert listed(minami, "?card=3333333333331") == [first]
     assert listed(minami, "?card=3333333333333") == []  # another tenant's card
     assert listed(kita, "?card=3333333333333") == [other]
-    assert listed(minami, "?card=%27%20OR%201%3D1") == everyone  # not digits: the plain list, no error
+    assert listed(minami, "?card=%27%20OR%201%3D1") == []  # not digits: no one (400), never the plain list
+    assert minami.get("/residents?card=%27%20OR%201%3D1").status_code == 400
