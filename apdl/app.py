@@ -39,7 +39,10 @@ HTTP_MESSAGES = {
     405: lazy_gettext("このメソッドは使用できません。"),
     413: lazy_gettext("リクエストが大きすぎます。"),
     414: lazy_gettext("URLが長すぎます。"),
+    417: lazy_gettext("Expectヘッダーの要求には応じられません。"),
+    431: lazy_gettext("リクエストのヘッダーが大きすぎます。"),
     500: lazy_gettext("内部エラーが発生しました。"),
+    501: lazy_gettext("この転送符号化には対応していません。"),
 }
 
 
@@ -167,13 +170,17 @@ def _error_handlers(app: Flask) -> None:
         return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])), code
 
 
-def uri_too_long_page(app: Flask) -> bytes:
-    """The 414 page for a request line even gunicorn would not read (apdl.gunicorn_worker): the path is unknown,
-    so the module's error page with the message in Japanese and English."""
+def unreadable_request_answer(app: Flask, code: int, api: bool) -> tuple[bytes, str]:
+    """Body and Content-Type for a request gunicorn itself refused to read (apdl.gunicorn_worker): JSON under
+    /api/, as the application answers there; otherwise the module's error page, the message in Japanese and
+    English (the request's language is unknown). Nothing of the request is repeated."""
+    message = HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])
     with app.test_request_context("/"):
+        if api:
+            return app.json.dumps({"error": str(message)}).encode(), "application/json"
         with force_locale("en"):
-            english = str(HTTP_MESSAGES[414])
-        return render_template("error.html", message=f"{HTTP_MESSAGES[414]} / {english}").encode()
+            english = str(message)
+        return render_template("error.html", message=f"{message} / {english}").encode(), "text/html; charset=utf-8"
 
 
 class _Commands(click.Group):

@@ -16,7 +16,7 @@ _settings = load_settings()
 wsgi_app = "apdl.app:create_app()"
 bind = [_settings["BIND"]]
 workers = _settings["WORKERS"]
-worker_class = "apdl.gunicorn_worker.Worker"  # gthread, with the module's own 414 page
+worker_class = "apdl.gunicorn_worker.Worker"  # gthread, with the module's own pages for requests it cannot read
 threads = 4
 limit_request_line = 8190  # gunicorn's most; the application answers 414 above MAX_URL_LENGTH (4096)
 if _settings["TLS_CERT"]:

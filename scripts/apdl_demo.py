@@ -33,6 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -113,16 +114,22 @@ def register_in_opauth(tls: Path) -> str | None:
     return password
 
 
-def apdl_env(tls: Path) -> dict[str, str]:
-    """The module's settings for this demo."""
-    return {"APDL_INSTANCE_DIR": str(APDL_INSTANCE), "APDL_PUBLIC_BASE_URL": APDL,
+def apdl_env(tls: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The module's settings for this demo: the user's own APDL_* settings that apdl/settings.py knows (e.g.
+    ``APDL_PAIRING_CODE_SECONDS=20 make run-apdl``), under the demo's wiring (URLs, certificates, tenant), which
+    stays the demo's."""
+    from apdl.settings import SETTINGS
+
+    known = {setting.env for setting in SETTINGS}
+    return {**{k: v for k, v in environ.items() if k in known},
+            "APDL_INSTANCE_DIR": str(APDL_INSTANCE), "APDL_PUBLIC_BASE_URL": APDL,
             "APDL_OPAUTH_ISSUER": OPAUTH + "/oidc", "APDL_CLIENT_ID": "biz-01",
             "APDL_CLIENT_CERT": str(tls / "client.pem"), "APDL_CLIENT_KEY": str(tls / "client.key"),
             "APDL_CA_BUNDLE": str(OPAUTH_INSTANCE / "tls" / "ca-bundle.pem"), "APDL_ADMIN_TENANT": TENANT,
             "APDL_BIND": APDL_BIND, "APDL_WORKERS": "1", "APDL_TLS_CERT": str(tls / "server.pem"),
             "APDL_TLS_KEY": str(tls / "server.key"),
             # `agent`: card operations through the card agent of the paired terminal (make run-apdl-agent)
-            "APDL_CARD_TRANSPORT": os.environ.get("APDL_CARD_TRANSPORT", "local")}
+            "APDL_CARD_TRANSPORT": environ.get("APDL_CARD_TRANSPORT", "local")}
 
 
 def seed_module(env: dict[str, str]) -> None:

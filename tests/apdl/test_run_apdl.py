@@ -8,6 +8,7 @@ it honours); its output goes to a file, read only when something fails.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -58,6 +59,23 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_run_apdl_passes_the_users_apdl_settings_to_the_module_under_its_own_wiring(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("apdl_demo_env", ROOT / "scripts" / "apdl_demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    given = {"APDL_PAIRING_CODE_SECONDS": "20", "APDL_STATUS_FEED_MAX_AGE_HOURS": "48", "APDL_SESSION_HOURS": "2",
+             "APDL_CLIENT_ID": "biz-99", "APDL_NOT_A_SETTING": "x", "PATH": "/bin"}
+    env = demo.apdl_env(tmp_path, given)
+    assert {k: env[k] for k in ("APDL_PAIRING_CODE_SECONDS", "APDL_STATUS_FEED_MAX_AGE_HOURS",
+                                "APDL_SESSION_HOURS")} == {"APDL_PAIRING_CODE_SECONDS": "20",
+                                                           "APDL_STATUS_FEED_MAX_AGE_HOURS": "48",
+                                                           "APDL_SESSION_HOURS": "2"}
+    assert env["APDL_CLIENT_ID"] == "biz-01"  # the demo's registration wins
+    assert env["APDL_CLIENT_CERT"] == str(tmp_path / "client.pem")
+    assert "APDL_NOT_A_SETTING" not in env and "PATH" not in env
 
 
 @pytest.fixture
