@@ -116,7 +116,7 @@ def _user(installation: Installation, resident: Resident, ap: CardAp, labels: di
         "ap": {"aid": ap.aid, "name": ap.name},
         "card_identifier": installation.card_identifier,
         "tenant": installation.tenant_code,
-        "installed_at": (installation.completed_at or installation.created_at).isoformat(),
+        "installed_at": _at(installation.completed_at or installation.created_at),
         "card_status": resident.card_status,
         "kana_family": resident.kana_family, "kana_given": resident.kana_given,
         "kanji_family": resident.kanji_family, "kanji_given": resident.kanji_given,
@@ -151,7 +151,11 @@ def user(scope: BusinessScope, user_id: str) -> dict[str, Any] | None:
 
 
 def _at(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value is not None else None
+    """A time as every answer writes it: ISO 8601 in UTC with its offset (the database keeps UTC; a value read
+    back without a zone is UTC, never the server's local time)."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
 
 
 def changes(scope: BusinessScope, since: datetime, *, limit: int) -> dict[str, Any]:

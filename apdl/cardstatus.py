@@ -568,7 +568,9 @@ def stops(session: Session, tenant_code: str | None) -> list[CardStop]:
 
 def _reason(raw: str) -> str:
     reason = (raw or "").strip()
-    if not reason or len(reason) > 200 or any(ord(c) < 32 for c in reason):
+    if not reason:
+        raise InvalidInput(_("理由を入力してください。"))
+    if len(reason) > 200 or any(ord(c) < 32 for c in reason):
         raise InvalidInput(_("理由を200文字以内で入力してください。"))
     if is_my_number(reason):
         raise InvalidInput(_("個人番号は登録できません（%(label)s）。", label=_("理由")))

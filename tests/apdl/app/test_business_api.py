@@ -178,6 +178,7 @@ def test_each_business_system_sees_and_stops_only_its_own_and_refusals_hold(
         first = seen05["users"][0]
         assert (first["kanji_family"], first["card_identifier"], first["tenant"]) == ("山田", CARD, "minamiedo")
         assert first["custom"] == {"図書館番号": "L-0042"} and first["standard_id"] is None
+        assert first["installed_at"].endswith("+00:00")  # every time in the API carries its offset
         assert seen05["users"][1]["standard_id"].startswith(CHIYODA)  # E3 numbers a 標準ID
         assert "別府" not in json.dumps(seen05, ensure_ascii=False) and x1_user not in json.dumps(seen05)
         status, seen01 = _call(opauth, cert01, "/api/v1/users")

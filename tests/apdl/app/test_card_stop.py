@@ -46,7 +46,8 @@ def test_an_immediate_stop_refuses_the_next_operation_before_any_apdu_and_a_canc
     resident = register_resident(minami)
     page = f"/residents/{resident}"
     e1 = str(registry.ids["E1"])
-    assert submit(minami, page, f"{page}/card/stop", {"reason": ""}).status_code == 400  # a reason is required
+    empty = submit(minami, page, f"{page}/card/stop", {"reason": ""})  # a reason is required, and said so
+    assert empty.status_code == 400 and "理由を入力してください。" in empty.get_data(as_text=True)
     reader = login(opauth, apdl_app, "reader")  # no ap.manage
     assert submit(reader, page, f"{page}/card/stop", {"reason": "紛失の申出"}).status_code == 403
     kita = login(opauth, apdl_app, "kita")  # another tenant: the 利用者 does not exist for it

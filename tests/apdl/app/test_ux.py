@@ -307,3 +307,11 @@ def test_after_the_holder_request_is_added_by_an_edit_the_download_goes_through(
     loaded = submit(client, page, f"{page}/card/download", ap)
     assert loaded.status_code == 302, _text(loaded)[-500:]
     assert card_stack.card.installed() == {APS["E1"][0]}
+
+
+def test_the_menu_offers_pairing_a_terminal_only_when_cards_go_through_agents(opauth: Opauth,
+                                                                             apdl_app: Flask) -> None:
+    client = login(opauth, apdl_app, "minami")
+    assert 'id="nav-terminal"' not in client.get("/").get_data(as_text=True)  # the server's own reader
+    apdl_app.config.update(CARD_TRANSPORT="agent")
+    assert 'id="nav-terminal" href="/terminal"' in client.get("/").get_data(as_text=True)
