@@ -27,6 +27,7 @@ from apdl.models import OperationLog
 from apdl.oplog import action_label
 from apdl.settings import load_settings
 from apdl.tenancy import actor_label
+from apdl.terminals import AgentCardUnavailable
 
 csrf = CSRFProtect()
 JSON_PATHS = ("/agent/", "/api/")  # machine clients: errors as {"error": ...}
@@ -143,6 +144,10 @@ def _error_handlers(app: Flask) -> None:
     def _apdl_error(exc: ApdlError) -> Any:
         if request.path.startswith(JSON_PATHS):  # the card agent and business systems read JSON
             return jsonify(error=str(exc)), getattr(exc, "status", 502 if isinstance(exc, CardError) else 400)
+        if isinstance(exc, AgentCardUnavailable) and exc.kind == "timeout":  # the cause is known: say it
+            silent = lazy_gettext(
+                "端末のカードエージェントが応答しません。端末でカードエージェントが動いているか確認してください。")
+            return render_template("error.html", message=silent), 503
         if isinstance(exc, CardUnavailable):
             return render_template("error.html",
                                message=lazy_gettext("カードを読み取れません。カードを確認してください。")), 503

@@ -35,7 +35,7 @@ from apdl.card.pcsc import PcscTransport
 from apdl.card.scp03 import SecureChannelError
 from apdl.db import SESSIONMAKER_KEY, get_session, utcnow
 from apdl.errors import CardError, Conflict, InvalidInput, Refused
-from apdl.models import Area, CardAp, FeedStatus, Installation, InstallState, Resident
+from apdl.models import Area, CardAp, FeedStatus, Installation, InstallState, Resident, TerminalPairing
 from apdl.tenancy import Operator, TenantScope
 
 KEY_SEED_FILE = "ap-key-seed"
@@ -105,24 +105,45 @@ def one_at_a_time(reader: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def session_terminal(operator: Operator | None) -> TerminalPairing | None:
+    """The terminal this operator's session is paired with (its card agent carries the card's APDUs), or None. With
+    APDL_CARD_TRANSPORT=agent an unpaired session is refused (403, logged) before any reader is touched: the module's
+    own reader is never used for it."""
+    db = get_session()
+    paired = terminals.paired_terminal(db, operator.session_id) if operator is not None else None
+    if paired is None and current_app.config["CARD_TRANSPORT"] == "agent":
+        if operator is not None:
+            db.rollback()
+            oplog.record(db, tenant_code=operator.tenant_code, actor=operator.actor, action=oplog.Action.REFUSED,
+                         target="terminal", detail={"reason": "session not paired with a terminal"})
+            db.commit()
+        raise Refused(_("端末が組付けられていません。端末の組付けを行ってください。"))
+    return paired
+
+
+@contextmanager
+def agent_transport(paired: TerminalPairing) -> Iterator[terminals.AgentTransport]:
+    """The paired terminal's card agent as a Transport, one card session at a time per terminal, released after."""
+    with one_at_a_time(f"terminal:{paired.terminal_fingerprint}"):
+        relay = current_app.extensions[SESSIONMAKER_KEY]()
+        agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
+                                         timeout=float(current_app.config["AGENT_TIMEOUT"]))
+        try:
+            yield agent
+        finally:
+            agent.close()
+            relay.close()
+
+
 @contextmanager
 def open_card() -> Iterator[GlobalPlatformCardSession]:
     """A card session, released afterwards: on the server's reader (APDL_READER), or with
     APDL_CARD_TRANSPORT=agent through the card agent of the terminal paired with this operator's session."""
     if current_app.config["CARD_TRANSPORT"] == "agent":
-        operator = current_operator()
-        paired = terminals.paired_terminal(get_session(), operator.session_id) if operator is not None else None
-        if paired is None:
-            raise Refused(_("端末が組付けられていません。端末の組付けを行ってください。"))
-        with one_at_a_time(f"terminal:{paired.terminal_fingerprint}"):
-            relay = current_app.extensions[SESSIONMAKER_KEY]()
-            agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
-                                             timeout=float(current_app.config["AGENT_TIMEOUT"]))
-            try:
-                yield card_session(agent)
-            finally:
-                agent.close()
-                relay.close()
+        paired = session_terminal(current_operator())
+        assert paired is not None  # refused otherwise
+        with agent_transport(paired) as agent:
+            yield card_session(agent)
         return
     with one_at_a_time(f"reader:{current_app.config['READER']}"):
         transport = PcscTransport(current_app.config["READER"])

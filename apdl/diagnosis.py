@@ -31,8 +31,7 @@ from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession, Transp
 from apdl.card.apdu import StatusWord
 from apdl.card.commands import Area as CardArea
 from apdl.card.pcsc import PcscTransport, reader_names, reader_state
-from apdl.cardops import card_session, one_at_a_time
-from apdl.db import SESSIONMAKER_KEY
+from apdl.cardops import agent_transport, card_session, one_at_a_time
 from apdl.errors import CardError, CardUnavailable
 from apdl.models import Area, CardAp, Diagnosis, Installation, InstallState, OperationLog, TerminalPairing
 from apdl.tenancy import Operator, TenantScope
@@ -238,15 +237,8 @@ def run_on_terminal(scope: TenantScope, *, operator: Operator, paired: TerminalP
     same relay and per-terminal lock as the card operations); the run names that terminal. Committed."""
     started = time.monotonic()
     result = Run()
-    with one_at_a_time(f"terminal:{paired.terminal_fingerprint}"):
-        relay = current_app.extensions[SESSIONMAKER_KEY]()
-        agent = terminals.AgentTransport(relay, paired.terminal_fingerprint,
-                                         timeout=float(current_app.config["AGENT_TIMEOUT"]))
-        try:
-            card_identifier = _probe_agent(scope, result, agent)
-        finally:
-            agent.close()
-            relay.close()
+    with agent_transport(paired) as agent:
+        card_identifier = _probe_agent(scope, result, agent)
     return _store(scope, operator, result, card_identifier, terminal=paired.terminal_name,
                   target=f"terminal:{paired.terminal_fingerprint[:16]}", started=started)
 

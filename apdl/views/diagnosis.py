@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from apdl import diagnosis, terminals
+from apdl import cardops, diagnosis, terminals
 from apdl.auth import current_operator, require
 from apdl.db import get_session
 from apdl.models import Diagnosis
@@ -43,9 +43,10 @@ def index() -> ResponseReturnValue:
 @require(*CARD_PERMISSIONS)
 def run() -> ResponseReturnValue:
     """Diagnose the card in the reader of the terminal this session is paired with (through its card agent), or,
-    unpaired, in the module's own reader."""
+    unpaired, in the module's own reader; with APDL_CARD_TRANSPORT=agent an unpaired session is refused (403,
+    logged), like the card operations."""
     operator, scope = _scope()
-    paired = terminals.paired_terminal(get_session(), operator.session_id)
+    paired = cardops.session_terminal(operator)
     if paired is not None:
         result = diagnosis.run_on_terminal(scope, operator=operator, paired=paired)
     else:

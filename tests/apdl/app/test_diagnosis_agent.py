@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
-from apdl import db
+from apdl import db, oplog
 from apdl.card import commands
 from apdl.emulator import faults
 from apdl.emulator.faults import StatusRule
 from apdl.emulator.stack import PcscStack
-from apdl.models import Diagnosis
+from apdl.models import Diagnosis, OperationLog
 from tests.apdl.app import test_agent
 from tests.apdl.app.conftest import Opauth, login, submit
 from tests.apdl.app.test_agent import Agent, _post, registered_cert
-from tests.apdl.app.world import CARD
+from tests.apdl.app.world import CARD, register_resident
 
 pytestmark = pytest.mark.pcsc
 agent_world = test_agent.agent_world  # the module served by its gunicorn, card operations through agents
@@ -144,3 +145,40 @@ def test_a_browser_paired_with_another_terminal_cannot_diagnose_this_one(
         assert _post(opauth, other, "/agent/respond", {"exchange": 1, "response": None, "wait": 99})[0] == 400
     finally:
         agent.stop()
+
+
+def test_an_unpaired_session_is_refused_and_never_reaches_the_module_reader(
+        opauth: Opauth, agent_world: Flask, card_stack: PcscStack, tmp_path: Path) -> None:
+    """APDL_CARD_TRANSPORT=agent: the module's own reader (which holds a card here) is not used for a session without
+    a terminal; it is refused like a card operation, and logged. A stopped agent is named as the cause of a failed
+    card read."""
+    app = agent_world
+    app.config["AGENT_TIMEOUT"] = 2
+    agent = Agent(opauth, card_stack, registered_cert(opauth, app, tmp_path, "terminal14"), tmp_path / "agent.log")
+    try:
+        kita = login(opauth, app, "kita")
+        refused = submit(kita, "/diagnosis", "/diagnosis", {})
+        answer = html.unescape(refused.get_data(as_text=True))
+        assert refused.status_code == 403 and "端末が組付けられていません" in answer
+        assert CARD not in answer and "ATR" not in answer and "Virtual PCD" not in answer
+        with app.app_context():
+            session = db.get_session()
+            assert session.scalar(select(func.count()).select_from(Diagnosis)) == 0
+            (entry,) = [e for e in session.scalars(select(OperationLog)) if e.action == oplog.Action.REFUSED]
+            assert (entry.tenant_code, entry.target) == ("kitaedo", "terminal")
+        assert agent.received() == []
+
+        minami = login(opauth, app, "minami")
+        assert submit(minami, "/terminal", "/terminal", {"code": agent.code()}).status_code == 302
+        mine, _ = _diagnose(minami)
+        assert (_run(app, mine).terminal, _run(app, mine).card_identifier) == ("terminal14", CARD)
+    finally:
+        agent.stop()
+
+    page = f"/residents/{register_resident(minami)}"  # terminal14's agent is stopped now
+    silent = submit(minami, page, f"{page}/card/read", {})
+    assert silent.status_code == 503 and "端末のカードエージェントが応答しません" in html.unescape(
+        silent.get_data(as_text=True))
+    minami.get("/?lang=en")
+    silent = submit(minami, page, f"{page}/card/read", {})
+    assert silent.status_code == 503 and "card agent does not answer" in html.unescape(silent.get_data(as_text=True))
