@@ -54,6 +54,7 @@ class CardView:
     regional_created: bool
     free: dict[str, int]  # area → free bytes
     purged: tuple[str, ...] = ()  # names of the regional APs a reported move deleted at this contact
+    closed: tuple[str, ...] = ()  # names of this tenant's installed APs the card no longer held (records closed)
 
 
 def card_keys(config: Mapping[str, object]) -> MasterKeys:
@@ -194,11 +195,11 @@ def contact(scope: TenantScope, card: GlobalPlatformCardSession, resident: Resid
     if regional:
         free[Area.REGIONAL.value] = card.free_space(CardArea.REGIONAL).free_bytes
     db = scope.session
-    _reconcile(scope, resident.card_identifier, aids, operator=operator)
+    closed = _reconcile(scope, resident.card_identifier, aids, operator=operator)
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.CARD_SESSION,
                  target=f"card:{info.card_identifier}", detail={"apps": len(aids), "regional": regional})
     db.commit()
-    return CardView(info.card_identifier, residence_code, aids, regional, free, purged)
+    return CardView(info.card_identifier, residence_code, aids, regional, free, purged, closed)
 
 
 def check_card(scope: TenantScope, resident: Resident, *, operator: Operator) -> cardstatus.StatusView:
@@ -221,13 +222,16 @@ def moved_away(scope: TenantScope, resident: Resident) -> str:
     return "" if allowed else status.residence_code
 
 
-def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *, operator: Operator) -> None:
+def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *,
+               operator: Operator) -> tuple[str, ...]:
     """The card is the evidence: each AID on it backs one recorded installation. A pending row becomes
     installed when its AID is on the card and no other row already holds it, failed otherwise; an installed
     row whose AID is not on the card (the card was replaced, reset or changed elsewhere) or that another row
-    already holds is marked deleted. Every change is logged under the row's own tenant."""
+    already holds is marked deleted. Every change is logged under the row's own tenant. Returns the names of
+    this tenant's installed APs closed because the card no longer holds them (another tenant's stay unnamed)."""
     db = scope.session
     held: set[str] = set()
+    closed: list[str] = []
     for row, aid in db.execute(scope.recorded_on_card(card_identifier)).all():
         backed = aid in aids and aid not in held
         if backed:
@@ -237,6 +241,9 @@ def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *, ope
                 continue
             row.state, row.deleted_at, row.deleted_by = InstallState.DELETED, utcnow(), RECONCILER
             row.detail = "not on the card at contact" if aid not in aids else "recorded twice"
+            ap = db.get(CardAp, row.card_ap_id) if aid not in aids and row.tenant_code == scope.tenant_code else None
+            if ap is not None:
+                closed.append(ap.name)
         else:
             row.state = InstallState.INSTALLED if backed else InstallState.FAILED
             row.completed_at, row.detail = utcnow(), "reconciled from GET STATUS"
@@ -245,6 +252,7 @@ def _reconcile(scope: TenantScope, card_identifier: str, aids: list[str], *, ope
                      action=oplog.Action.CARD_RECONCILED, target=f"installation:{row.id}",
                      detail={"aid": aid, "state": row.state, "why": row.detail,
                              **({} if own else {"at": "another tenant's contact"})})
+    return tuple(closed)
 
 
 def _purge_regional(scope: TenantScope, card: GlobalPlatformCardSession, card_identifier: str, aids: list[str], *,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
 from apdl import clientcert, oplog, terminals
@@ -145,7 +146,8 @@ def pair_terminal() -> ResponseReturnValue:
     assert operator is not None
     db = get_session()
     if request.method == "POST":
-        terminals.pair(db, str(request.form.get("code", ""))[:32], session_id=operator.session_id,
-                       tenant_code=operator.tenant_code, actor=operator.actor)
+        paired = terminals.pair(db, str(request.form.get("code", ""))[:32], session_id=operator.session_id,
+                                tenant_code=operator.tenant_code, actor=operator.actor)
+        flash(_("端末「%(name)s」と組付けました。", name=paired.terminal_name), "done")
         return redirect(url_for("agent.pair_terminal"))
     return render_template("terminal.html", paired=terminals.paired_terminal(db, operator.session_id))

@@ -17,11 +17,15 @@ from apdl.tenancy import Operator, TenantScope, scope_for
 bp = Blueprint("cards", __name__, url_prefix="/residents/<int:resident_id>/card")
 
 
-def _flash_purged(view: cardops.CardView) -> None:
-    """A move's regional APs deleted at this contact, by name."""
+def _flash_contact(view: cardops.CardView) -> None:
+    """What this contact changed besides the operation asked for, by name: a move's regional APs deleted, and
+    this tenant's records closed because the card no longer holds their APs (reset, replaced, changed elsewhere)."""
     if view.purged:
         flash(_("転出のため、地域住民向け領域のカードAPを削除しました: %(names)s", names="、".join(view.purged)),
               "moved")
+    if view.closed:
+        flash(_("次のカードAPはカードにないため、搭載記録を削除済みにしました: %(names)s",
+                names="、".join(view.closed)), "warning")
 
 
 def _context(resident_id: int) -> tuple[Operator, TenantScope, Resident]:
@@ -38,7 +42,7 @@ def read(resident_id: int) -> ResponseReturnValue:
     operator, scope, resident = _context(resident_id)
     with cardops.open_card() as card:
         view = cardops.contact(scope, card, resident, operator=operator)
-    _flash_purged(view)
+    _flash_contact(view)
     flash(_("カードを読み取りました。"), "done")
     session = get_session()
     installed = session.execute(scope.select(Installation).join(CardAp, CardAp.id == Installation.card_ap_id)
@@ -60,7 +64,7 @@ def regional_area(resident_id: int) -> ResponseReturnValue:
     operator, scope, resident = _context(resident_id)
     with cardops.open_card() as card:
         view, created = cardops.create_regional_area(scope, card, resident, operator=operator)
-    _flash_purged(view)
+    _flash_contact(view)
     flash(_("地域住民向け領域を設定しました。") if created else _("地域住民向け領域は設定済みです。"), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
 
@@ -81,7 +85,7 @@ def download(resident_id: int) -> ResponseReturnValue:
     with cardops.open_card() as card:
         view, done = cardops.download(scope, card, resident, ap_ids, pin=request.form.get("pin", ""),
                                       operator=operator)
-    _flash_purged(view)
+    _flash_contact(view)
     loaded = [ap.name for ap in (get_session().get(CardAp, row.card_ap_id) for row in done) if ap is not None]
     flash(_("カードAPを搭載しました: %(names)s", names="、".join(loaded)), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
@@ -102,7 +106,7 @@ def delete(resident_id: int, installation_id: int) -> ResponseReturnValue:
                             action=url_for("cards.delete", resident_id=resident.id, installation_id=installation.id))
     with cardops.open_card() as card:
         view, ap = cardops.delete(scope, card, resident, installation, operator=operator)
-    _flash_purged(view)
+    _flash_contact(view)
     flash(_("カードAP「%(name)s」を削除しました。", name=ap.name), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import pgettext
@@ -79,6 +79,7 @@ def create() -> ResponseReturnValue:
         session.rollback()
         return _index(operator, scope, values=request.form, error=str(exc), status=exc.status)
     session.commit()
+    flash(_("利用者を登録しました（カードFID: %(card)s）。", card=resident.card_identifier), "done")
     return redirect(url_for("residents.show", resident_id=resident.id))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from sqlalchemy import select
@@ -72,10 +72,19 @@ def availability(tenant_code: str) -> ResponseReturnValue:
     session = get_session()
     if session.get(TenantProfile, tenant_code) is None:
         abort(404)
-    add = request.form.get("action") == "add"
+    action = request.form.get("action")
+    if action not in ("add", "remove"):
+        raise InvalidInput(_("「選択>>>」か「<<<取消」を押してください。"))
+    add = action == "add"
     raw = request.form.getlist("add_ids" if add else "remove_ids")
     if not all(v.isascii() and v.isdigit() and len(v) < 10 for v in raw):
         raise InvalidInput(_("カードAPを選択してください。"))
     registry.change_availability(session, tenant_code, [int(v) for v in raw], add=add, operator=operator)
     session.commit()
+    if not raw:
+        flash(_("カードAPが選択されていないため、変更はありません。"), "done")
+    elif add:
+        flash(_("選択したカードAPをダウンロード可能にしました。"), "done")
+    else:
+        flash(_("選択したカードAPをダウンロード可能APから外しました。"), "done")
     return redirect(url_for("tenants.show", tenant_code=tenant_code))

@@ -170,7 +170,7 @@ def test_the_download_runs_through_the_agent_and_no_key_reaches_it(
         wrong = submit(client, "/terminal", "/terminal", {"code": "00000000"})
         assert wrong.status_code == 400
         assert submit(client, "/terminal", "/terminal", {"code": agent.code()}).status_code == 302
-        assert "terminal01" in client.get("/terminal").get_data(as_text=True)
+        assert "端末「terminal01」と組付けました。" in client.get("/terminal").get_data(as_text=True)
 
         read = submit(client, page, f"{page}/card/read", {})
         assert read.status_code == 200 and 'id="regional">なし<' in read.get_data(as_text=True)

@@ -17,7 +17,7 @@ from apdl import db, oplog
 from apdl.card.commands import INS_INSTALL, INSTALL_FOR_INSTALL_AND_MAKE_SELECTABLE
 from apdl.emulator.stack import PcscStack
 from apdl.models import Installation, InstallState, OperationLog
-from tests.apdl.app.conftest import Opauth, browser_for, login, served_apdl, submit
+from tests.apdl.app.conftest import Opauth, browser_for, issued_card, login, served_apdl, submit
 from tests.apdl.app.world import APS, build_registry, register_resident
 from tests.oidc.browser import FormBrowser
 
@@ -156,3 +156,37 @@ def test_another_tenants_contact_settles_a_pending_row_without_showing_it(
     with apdl_app.app_context():
         states = {(r.tenant_code, r.state) for r in db.get_session().scalars(select(Installation))}
         assert states == {("minamiedo", InstallState.FAILED), ("kitaedo", InstallState.INSTALLED)}
+
+
+def _warning(page: str) -> str:
+    """The warning flash of a read, "" when there is none."""
+    found = re.search(r'<p class="flash flash-warning">([^<]*)</p>', page)
+    return found.group(1) if found else ""
+
+
+def test_a_read_names_the_aps_whose_records_it_closed_because_the_card_no_longer_holds_them(
+        opauth: Opauth, apdl_app: Flask, card_stack: PcscStack) -> None:
+    """The card was reset (or replaced) since the APs were loaded: the read settles their records as deleted
+    and says which, in Japanese and in English; a read that changes nothing says only that it read."""
+    registry = build_registry(opauth, apdl_app)
+    client = login(opauth, apdl_app, "minami")
+    page = f"/residents/{register_resident(client)}"
+    loaded = submit(client, page, f"{page}/card/download",
+                    {"ap_ids": [str(registry.ids["E1"]), str(registry.ids["E3"])]})
+    assert loaded.status_code == 302
+    unchanged = submit(client, page, f"{page}/card/read", {}).get_data(as_text=True)
+    assert "カードを読み取りました。" in unchanged and _warning(unchanged) == ""
+
+    card_stack.card.load_state(issued_card(apdl_app))  # the card was reset
+    read = submit(client, page, f"{page}/card/read", {})
+    warning = _warning(read.get_data(as_text=True))
+    assert read.status_code == 200 and "カードにないため" in warning, read.get_data(as_text=True)[-1500:]
+    assert APS["E1"][1] in warning and APS["E3"][1] in warning
+    again = submit(client, page, f"{page}/card/read", {}).get_data(as_text=True)
+    assert _warning(again) == ""  # closed once, named once
+
+    client.get("/?lang=en")
+    assert submit(client, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E1"])]}).status_code == 302
+    card_stack.card.load_state(issued_card(apdl_app))
+    english = _warning(submit(client, page, f"{page}/card/read", {}).get_data(as_text=True))
+    assert "no longer on the card" in english and APS["E1"][1] in english and APS["E3"][1] not in english

@@ -189,3 +189,42 @@ def test_the_resident_search_finds_one_card_of_this_tenant_only(opauth: Opauth, 
     assert listed(kita, "?card=3333333333333") == [other]
     assert listed(minami, "?card=%27%20OR%201%3D1") == []  # not digits: no one (400), never the plain list
     assert minami.get("/residents?card=%27%20OR%201%3D1").status_code == 400
+
+
+def _flashes(page: str) -> str:
+    found = re.search(r'<div id="flashes">(.*?)</div>', page, re.S)
+    assert found, page[:500]
+    return found.group(1)
+
+
+def test_registering_a_resident_and_changing_availability_say_what_was_done(opauth: Opauth,
+                                                                             apdl_app: Flask) -> None:
+    registry = build_registry(opauth, apdl_app)
+    minami = login(opauth, apdl_app, "minami")
+    resident = register_resident(minami)
+    assert "利用者を登録しました（カードFID: " in _flashes(minami.get(f"/residents/{resident}").get_data(as_text=True))
+    minami.get("/?lang=en")
+    other = register_resident(minami, card="1234567890124")
+    assert "Registered the card holder (card FID: 1234567890124)." in _flashes(
+        minami.get(f"/residents/{other}").get_data(as_text=True))
+
+    admin = login(opauth, apdl_app, "admin")
+    page, action = "/tenants/kitaedo", "/tenants/kitaedo/availability"
+    e3 = str(registry.ids["E3"])
+    added = submit(admin, page, action, {"action": "add", "add_ids": [e3]})
+    assert added.status_code == 302
+    shown = admin.get(page).get_data(as_text=True)
+    assert "選択したカードAPをダウンロード可能にしました。" in _flashes(shown)
+    removed = submit(admin, page, action, {"action": "remove", "remove_ids": [e3]})
+    assert removed.status_code == 302
+    assert "ダウンロード可能APから外しました" in _flashes(admin.get(page).get_data(as_text=True))
+    for form in ({"add_ids": [e3]}, {"action": "both", "add_ids": [e3]}, {"action": ""}):
+        refused = submit(admin, page, action, form)
+        assert refused.status_code == 400 and "を押してください" in refused.get_data(as_text=True), form
+    available = re.search(r'id="available">(.*?)</select>', admin.get(page).get_data(as_text=True), re.S)
+    assert available and APS["E3"][0] not in available.group(1)  # the refused posts changed nothing
+    admin.get("/?lang=en")
+    refused = submit(admin, page, action, {})
+    assert refused.status_code == 400 and "Press" in refused.get_data(as_text=True)
+    assert submit(admin, page, action, {"action": "add"}).status_code == 302
+    assert "No card AP was selected" in _flashes(admin.get(page).get_data(as_text=True))
