@@ -25,7 +25,7 @@ from flask import current_app
 from flask_babel import lazy_gettext, ngettext
 from sqlalchemy import or_
 
-from apdl import oplog, terminals
+from apdl import cardstatus, oplog, terminals
 from apdl.card import commands
 from apdl.card.adapter import CardStatusError, GlobalPlatformCardSession, Transport
 from apdl.card.apdu import StatusWord
@@ -56,6 +56,15 @@ class Outcome(enum.StrEnum):
     FAULT = "fault"
     SKIPPED = "skipped"
 
+
+# The outcomes in words (the stored code stays the CSS class: outcome-ok, outcome-fault, ...).
+OUTCOME_LABELS: dict[str, Any] = {
+    Outcome.OK.value: lazy_gettext("正常"),
+    Outcome.INFO.value: lazy_gettext("情報"),
+    Outcome.WARNING.value: lazy_gettext("注意"),
+    Outcome.FAULT.value: lazy_gettext("異常"),
+    Outcome.SKIPPED.value: lazy_gettext("未実施"),
+}
 
 # Plain explanations of the status words, for operators: what it means and what to do.
 SW_MESSAGES: dict[int, Any] = {
@@ -125,6 +134,8 @@ MESSAGES: dict[str, Any] = {
     "feed_unavailable": lazy_gettext("カードステータスは連携されていません。"),
     "feed": lazy_gettext("カードステータス: %(status)s（%(as_of)s 時点）"),
     "feed_stale": lazy_gettext("カードステータス: %(status)s（%(as_of)s 時点、情報が古くなっています）"),
+    "feed_stopped": lazy_gettext("このカードは即時停止中です。"),
+    "feed_stopped_stale": lazy_gettext("このカードは即時停止中です。なお、カードステータスの取込が古くなっています。"),
     "recent_none": lazy_gettext("この利用機関の操作記録はありません。"),
     "skipped": lazy_gettext("前の段階で失敗したため実施していません。"),
 }
@@ -139,6 +150,23 @@ COUNTED: dict[str, Callable[[dict[str, Any]], str]] = {
                                free=p["free"]),
     "recent": lambda p: ngettext("この利用機関の操作 %(num)d件", "この利用機関の操作 %(num)d件", int(p["count"])),
 }
+# A run's 要約 (the code of its first fault or warning) in words; an SW is shown with its explanation.
+SUMMARY_LABELS: dict[str, Any] = {
+    "agent_silent": lazy_gettext("カードエージェントが応答しない"),
+    "pcsc_unavailable": lazy_gettext("PC/SCサービスに接続できない"),
+    "reader_missing": lazy_gettext("カードリーダーが見つからない"),
+    "no_card": lazy_gettext("カード未挿入"),
+    "no_atr": lazy_gettext("カードの応答（ATR）なし"),
+    "mute": lazy_gettext("カードが応答しない"),
+    "card_error": lazy_gettext("カードとの通信失敗"),
+    "feed": lazy_gettext("カードステータスが運用中ではない"),
+    "feed_stale": lazy_gettext("カードステータスの情報が古い"),
+    "feed_stopped": lazy_gettext("即時停止中"),
+    "feed_stopped_stale": lazy_gettext("即時停止中"),
+}
+# The card status feed's statuses in words (a 即時停止 in force is "stopped").
+FEED_STATUS_LABELS: dict[str, Any] = {**{k.value: v for k, v in cardstatus.STATUS_LABELS.items()},
+                                      "stopped": lazy_gettext("即時停止中")}
 AREA_NAMES: dict[str, Any] = {Area.REGIONAL.value: lazy_gettext("地域住民向け領域"),
                               Area.EXTENDED.value: lazy_gettext("拡張利用領域")}
 
@@ -154,22 +182,45 @@ def explain_sw(sw: int) -> str:
     return f"{sw:04X}: {message}"
 
 
+def outcome_label(outcome: str) -> str:
+    """An outcome (ok, warning, ...) in words of the current language (an unknown code as it is)."""
+    return str(OUTCOME_LABELS.get(outcome, outcome))
+
+
+def summary_label(summary: str) -> str:
+    """A run's stored 要約 in words: ``ok`` as 正常, ``sw:6A84`` as the SW and its explanation, a step's code as
+    a short phrase (an unknown code as it is)."""
+    if summary == Outcome.OK.value:
+        return outcome_label(summary)
+    if summary.startswith("sw:"):
+        try:
+            return explain_sw(int(summary[3:], 16))
+        except ValueError:
+            return summary
+    return str(SUMMARY_LABELS.get(summary, summary))
+
+
 def describe(step: dict[str, Any]) -> str:
     """One stored step as a sentence in the current language."""
     params = dict(step.get("params", {}))
+    code = step["code"]
+    if code in ("feed", "feed_stale") and params.get("status") == "stopped":  # runs stored before feed_stopped
+        code = "feed_stopped_stale" if code == "feed_stale" else "feed_stopped"
+    if "status" in params:
+        params["status"] = str(FEED_STATUS_LABELS.get(params["status"], params["status"]))
     if "area" in params:
         params["area"] = str(AREA_NAMES.get(params["area"], params["area"]))
     if step.get("sw"):
         params.setdefault("explanation", explain_sw(int(step["sw"], 16)))
-    counted = COUNTED.get(step["code"])
+    counted = COUNTED.get(code)
     if counted is not None:
         try:
             return counted(params)
         except (KeyError, TypeError, ValueError):
-            return str(step["code"])
-    message = MESSAGES.get(step["code"])
+            return str(code)
+    message = MESSAGES.get(code)
     if message is None:
-        return str(step["code"])
+        return str(code)
     try:
         return str(message % params) if params else str(message)
     except (KeyError, TypeError, ValueError):
@@ -444,8 +495,11 @@ def _status_feed(scope: TenantScope, result: Run, card_identifier: str) -> None:
         return
     status, as_of, stale = str(state.get("status", "")), str(state.get("as_of", "")), bool(state.get("stale"))
     bad = status not in ("", "active")
-    result.add("status_feed", Outcome.WARNING if bad or stale else Outcome.OK, "feed_stale" if stale else "feed",
-               status=status, as_of=as_of)
+    if status == "stopped":  # a 即時停止 in force is live, whatever the feed's age
+        code = "feed_stopped_stale" if stale else "feed_stopped"
+    else:
+        code = "feed_stale" if stale else "feed"
+    result.add("status_feed", Outcome.WARNING if bad or stale else Outcome.OK, code, status=status, as_of=as_of)
 
 
 def _recent(scope: TenantScope, result: Run, card_identifier: str) -> None:

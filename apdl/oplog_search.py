@@ -125,7 +125,8 @@ def _target_text(target: str) -> str:
 
 
 def search(scope: TenantScope, filters: Filters, page: int = 1, *, page_size: int = PAGE_SIZE) -> Page:
-    """One page of the entries ``scope`` may read that match ``filters``, newest first."""
+    """One page of the entries ``scope`` may read that match ``filters``, newest first (a page past the end is the
+    last page)."""
     query = scope.operation_log()
     if filters.action:
         query = query.where(OperationLog.action == filters.action)
@@ -141,11 +142,13 @@ def search(scope: TenantScope, filters: Filters, page: int = 1, *, page_size: in
         query = query.where(OperationLog.at < _start_of(filters.date_to + timedelta(days=1)))
     session = scope.session
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    pages = max(1, -(-total // page_size))
+    page = min(page, pages)  # past the end: the last page
     rows = session.scalars(query.order_by(OperationLog.id.desc()).offset((page - 1) * page_size).limit(page_size))
     entries = [Entry(row.id, row.at, row.tenant_code, actor_label(row.actor), row.action,
                      oplog.action_label(row.action), _target_text(row.target), _detail_text(row.detail))
                for row in rows]
-    return Page(entries, page, max(1, -(-total // page_size)), total)
+    return Page(entries, page, pages, total)
 
 
 def latest(session: Session, *, tenant: str = "", limit: int = PAGE_SIZE) -> list[Entry]:

@@ -147,12 +147,18 @@ def _tenant_names(scope: TenantScope, codes: set[str]) -> dict[str, str]:
     return {code: name for code, name in rows}  # the newest session's name wins
 
 
+def encoding_name(raw: str) -> str:
+    """A requested CSV encoding's name as ENCODINGS spells it (names are case-insensitive)."""
+    return raw.strip().lower()
+
+
 def to_csv(report: Report, encoding: str) -> tuple[bytes, str]:
     """The report as CSV (header, one line per 利用機関 and AP, a total line) and its HTTP charset.
 
     ``utf-8`` is written with a byte order mark (spreadsheet programs then read it as UTF-8); ``cp932``
-    replaces the few characters CP932 lacks with ``?``.
+    replaces the few characters CP932 lacks with ``?``. The name is case-insensitive (``CP932``, ``UTF-8``).
     """
+    encoding = encoding_name(encoding)
     if encoding not in ENCODINGS:
         raise InvalidInput(lazy_gettext("文字コードは utf-8 または cp932 を指定してください。"))
     codec, charset = ENCODINGS[encoding]

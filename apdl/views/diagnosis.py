@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
@@ -11,6 +13,7 @@ from apdl.db import get_session
 from apdl.models import Diagnosis
 from apdl.permissions import Permission
 from apdl.tenancy import Operator, TenantScope, scope_for
+from apdl.views.residents import local_datetime
 
 bp = Blueprint("diagnosis", __name__, url_prefix="/diagnosis")
 CARD_PERMISSIONS = (Permission.AP_DOWNLOAD, Permission.AP_DELETE, Permission.AP_MANAGE)
@@ -27,6 +30,14 @@ def _filter(value: str | None, limit: int) -> str:
     return value[:limit] if value.isprintable() else ""
 
 
+def _recorded_at(value: str) -> str:
+    """A recent operation's stored time (ISO, UTC) in Japan's time like every other screen (unreadable: as is)."""
+    try:
+        return local_datetime(datetime.fromisoformat(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
 @bp.get("")
 @require(*CARD_PERMISSIONS)
 def index() -> ResponseReturnValue:
@@ -36,7 +47,8 @@ def index() -> ResponseReturnValue:
     runs = diagnosis.history(scope, card=card, terminal=terminal)
     paired = terminals.paired_terminal(get_session(), operator.session_id)
     return render_template("diagnosis_index.html", runs=runs, card=card, terminal=terminal, operator=operator,
-                           reader=current_app.config["READER"], paired=paired)
+                           reader=current_app.config["READER"], paired=paired,
+                           outcome_label=diagnosis.outcome_label, summary_label=diagnosis.summary_label)
 
 
 @bp.post("")
@@ -61,4 +73,5 @@ def show(diagnosis_id: int) -> ResponseReturnValue:
     operator, scope = _scope()
     row = scope.get_or_404(Diagnosis, diagnosis_id)
     return render_template("diagnosis.html", run=row, describe=diagnosis.describe, title=diagnosis.step_title,
-                           explain_sw=diagnosis.explain_sw, operator=operator)
+                           explain_sw=diagnosis.explain_sw, operator=operator, outcome_label=diagnosis.outcome_label,
+                           recorded_at=_recorded_at)

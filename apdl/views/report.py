@@ -39,7 +39,8 @@ def download() -> ResponseReturnValue:
     db = scope.session
     oplog.record(db, tenant_code=scope.tenant_code, actor=operator.actor, action=oplog.Action.REPORT_EXPORTED,
                  target=f"report:{result.period.value}:{result.year}",
-                 detail={"encoding": request.args.get("encoding", "utf-8"), "rows": len(result.rows)})
+                 detail={"encoding": report.encoding_name(request.args.get("encoding", "utf-8")),
+                         "rows": len(result.rows)})
     db.commit()
     return Response(body, content_type=f"text/csv; charset={charset}",
                     headers={"Content-Disposition": f'attachment; filename="{report.filename(result)}"'})

@@ -58,11 +58,16 @@ def _english(client: FlaskClient, run_id: int) -> str:
     return page
 
 
+# The outcomes in words on the Japanese screen (the row's class keeps the code).
+OUTCOMES = {"ok": "正常", "info": "情報", "warning": "注意", "fault": "異常", "skipped": "未実施"}
+
+
 def _step(page: str, key: str) -> list[str]:
-    """The rows of one step: outcome, SW and message."""
-    rows = re.findall(rf'<tr class="step-{key} outcome-(\w+)">.*?<td>(\w*)</td>\s*<td class="message">(.*?)</td></tr>',
-                      page, re.S)
-    return [f"{outcome} {sw} {re.sub(r'<[^>]+>', ' ', message).strip()}" for outcome, sw, message in rows]
+    """The rows of one step: outcome in words (checked against the row's class), SW and message."""
+    rows = re.findall(rf'<tr class="step-{key} outcome-(\w+)">.*?<td class="outcome">(.*?)</td>\s*<td>(\w*)</td>\s*'
+                      r'<td class="message">(.*?)</td></tr>', page, re.S)
+    assert all(OUTCOMES[outcome] == shown for outcome, shown, _sw, _message in rows), rows
+    return [f"{shown} {sw} {re.sub(r'<[^>]+>', ' ', message).strip()}" for _outcome, shown, sw, message in rows]
 
 
 def _run(app: Flask, run_id: int) -> Diagnosis:
@@ -89,15 +94,22 @@ def test_a_healthy_card_passes_every_step(opauth: Opauth, apdl_app: Flask, card_
     assert run.outcome == "ok" and run.summary == "ok" and run.card_identifier == CARD
     assert run.terminal == "Virtual PCD 00 00"
     assert "カードリーダー「Virtual PCD 00 00」を検出しました" in _step(page, "reader")[0]
-    assert _step(page, "atr")[0].startswith("ok  ATR 3B 8A 80 01") and "プロトコル T=" in page
+    assert _step(page, "atr")[0].startswith("正常  ATR 3B 8A 80 01") and "プロトコル T=" in page
     assert "カードFID 1234567890123、住所地コード 131016" in page
     assert f"カードAP 2件（{APS['E1'][0]}, {APS['E2'][0]}）" in page
-    assert [s.split()[0] for s in _step(page, "ap")] == ["ok", "ok"]
-    assert _step(page, "pin") == [f"ok  窓口予約 ({APS['E2'][0]}) の暗証番号: 残り3回"]
-    assert _step(page, "free") == ["info  地域住民向け領域 はまだ設定されていません。",
-                                   "ok  拡張利用領域: 空き 36864 バイト、カードAP 2件"]
-    assert _step(page, "status_feed") == ["ok  カードステータス: active（2026-11-29 時点）"]  # from today's feed
+    assert [s.split()[0] for s in _step(page, "ap")] == ["正常", "正常"]
+    assert _step(page, "pin") == [f"正常  窓口予約 ({APS['E2'][0]}) の暗証番号: 残り3回"]
+    assert _step(page, "free") == ["情報  地域住民向け領域 はまだ設定されていません。",
+                                   "正常  拡張利用領域: 空き 36864 バイト、カードAP 2件"]
+    assert _step(page, "status_feed") == ["正常  カードステータス: 運用中（2026-11-29 時点）"]  # from today's feed
     assert "この利用機関の操作" in page and page.count("<td>カードAPの搭載</td>") == 2
+    jst = r"\d{4}-\d\d-\d\d \d\d:\d\d JST"  # Japan time, like every other screen (not UTC, not ISO)
+    assert re.search(rf'<span id="started-at">{jst}</span>', page) and " UTC" not in page
+    recent = re.findall(r'<td class="at">(.*?)</td>', page)
+    assert recent and all(re.fullmatch(jst, at) for at in recent), recent
+    history = html.unescape(client.get("/diagnosis").get_data(as_text=True))
+    assert '<td class="outcome-ok">正常</td><td class="summary">正常</td>' in history
+    assert re.search(rf'href="/diagnosis/{run_id}">{jst}</a>', history)
     english = _english(client, run_id)
     assert "Extended area: 36864 bytes free, 2 card APs" in english and "tries left" in english
     with apdl_app.app_context():
@@ -117,8 +129,20 @@ def test_the_status_feed_slot_shows_what_a_registered_feed_says(opauth: Opauth, 
     client = login(opauth, apdl_app, "minami")
     run_id, page = _diagnose(client)
     assert seen == [CARD]
-    assert _step(page, "status_feed") == ["warning  カードステータス: lost（2026-11-30 時点）"]
+    assert _step(page, "status_feed") == ["注意  カードステータス: 紛失（2026-11-30 時点）"]
     assert _run(apdl_app, run_id).outcome == "warning"
+
+    def stopped(_scope: Any, _card: str) -> dict[str, Any]:
+        return {"status": "stopped", "as_of": "2026-11-29", "stale": True}
+
+    apdl_app.extensions[STATUS_FEED_HOOK] = stopped  # a live 即時停止 while the feed is stale: stopped, then the note
+    stop_id, stop_page = _diagnose(client)
+    assert _step(stop_page, "status_feed") == [
+        "注意  このカードは即時停止中です。なお、カードステータスの取込が古くなっています。"]
+    assert "This card has been stopped immediately. Note:" in _english(client, stop_id)
+    history = html.unescape(client.get("/diagnosis").get_data(as_text=True))
+    summaries = re.findall(r'<td class="outcome-(\w+)">(.*?)</td><td class="summary">(.*?)</td>', history)
+    assert summaries == [("warning", "注意", "即時停止中"), ("warning", "注意", "カードステータスが運用中ではない")]
 
 
 def test_an_ap_recorded_on_the_card_that_the_card_does_not_find_is_6a82(opauth: Opauth, apdl_app: Flask,
@@ -129,7 +153,7 @@ def test_an_ap_recorded_on_the_card_that_the_card_does_not_find_is_6a82(opauth: 
     e1 = APS["E1"][0]
     faults.write(card_stack.fault_path, status=[StatusRule(0x6A82, ins=commands.INS_SELECT, data=bytes.fromhex(e1))])
     run_id, page = _diagnose(client)
-    assert _step(page, "ap") == [f"fault 6A82 健康ポイント ({e1}) は搭載済みと記録されていますが、"
+    assert _step(page, "ap") == [f"異常 6A82 健康ポイント ({e1}) は搭載済みと記録されていますが、"
                                  "カードにありません（6A82）。カードAPが見つかりません。"]
     run = _run(apdl_app, run_id)
     assert run.outcome == "fault" and run.summary == "sw:6A82"
@@ -151,7 +175,7 @@ def test_a_blocked_pin_is_6983(opauth: Opauth, apdl_app: Flask, card_stack: Pcsc
         transport.close()
     run_id, page = _diagnose(client)
     (pin,) = _step(page, "pin")
-    assert pin == f"fault 6983 窓口予約 ({APS['E2'][0]}) の暗証番号: 6983: {SW_MESSAGES[0x6983]}"
+    assert pin == f"異常 6983 窓口予約 ({APS['E2'][0]}) の暗証番号: 6983: {SW_MESSAGES[0x6983]}"
     assert _run(apdl_app, run_id).summary == "sw:6983"
     assert NAMED[0x6983][1] in _english(client, run_id)
 
@@ -168,10 +192,12 @@ def test_a_full_area_is_6a84_and_a_refused_install_shows_in_the_recent_operation
     card_stack.card.load_state(issued_card(apdl_app, extended_quota=1000))  # a card whose extended area is nearly full
     run_id, shown = _diagnose(client)
     assert _step(shown, "free")[-1].startswith(
-        "warning 6A84 拡張利用領域: 空き 1000 バイト。搭載できるカードAPがありません")
+        "注意 6A84 拡張利用領域: 空き 1000 バイト。搭載できるカードAPがありません")
     assert "カードAP搭載の失敗" in shown and f"6A84: {SW_MESSAGES[0x6A84]}" in shown
     assert "ap_install_failed" not in shown  # the operation in words, not the log's code
     assert _run(apdl_app, run_id).summary == "sw:6A84"
+    history = html.unescape(client.get("/diagnosis").get_data(as_text=True))
+    assert f'<td class="outcome-warning">注意</td><td class="summary">6A84: {SW_MESSAGES[0x6A84]}</td>' in history
     english = _english(client, run_id)
     assert NAMED[0x6A84][1] in english and "Card AP load failed" in english
 
@@ -184,7 +210,7 @@ def test_security_status_and_unsupported_instructions(opauth: Opauth, apdl_app: 
     faults.write(card_stack.fault_path, status=[StatusRule(sw, ins=ins)])
     run_id, page = _diagnose(client)
     (row,) = _step(page, step)
-    assert row.startswith(f"fault {sw:04X} ") and NAMED[sw][0] in row
+    assert row.startswith(f"異常 {sw:04X} ") and NAMED[sw][0] in row
     assert _run(apdl_app, run_id).summary == f"sw:{sw:04X}"
     assert NAMED[sw][1] in _english(client, run_id)
 
@@ -259,7 +285,7 @@ def test_a_separate_emulator_process_told_to_fail_by_the_faults_command(opauth: 
         run_id, page = _diagnose(client)
         assert _run(app, run_id).card_identifier == "9876543210987"
         (row,) = _step(page, "apps")
-        assert row.startswith("fault 6D00 GET STATUS: 6D00: ") and NAMED[0x6D00][0] in row
+        assert row.startswith("異常 6D00 GET STATUS: 6D00: ") and NAMED[0x6D00][0] in row
         assert _run(app, run_id).terminal == SECOND_READER_NAME
     finally:
         process.terminate()

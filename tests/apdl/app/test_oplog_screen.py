@@ -112,6 +112,9 @@ def test_filters_pages_and_the_command_line(opauth: Opauth, apdl_app: Flask) -> 
     second = _page(minami, older.group(1).replace("&amp;", "&").removeprefix("/oplog"))
     assert second.count('class="entry"') == 2 and "（2 / 2ページ）" in second  # the 51st terminal and the login
     assert not set(_ids(first)) & set(_ids(second)) and min(_ids(first)) > max(_ids(second))
+    past = _page(minami, "?page=99")  # past the end: the last page, its 前へ link to the page before it
+    assert _ids(past) == _ids(second) and "（2 / 2ページ）" in past and 'id="older"' not in past
+    assert 'id="newer" href="/oplog?page=1"' in past
     assert _column(second, "action")[-1] == "ログイン"
     assert "コマンド（" in "".join(_column(first, "actor"))  # the CLI as コマンド（user）
 
@@ -170,7 +173,7 @@ def test_only_ap_manage_reads_the_log_and_hostile_queries_are_a_400(opauth: Opau
         message = re.search(r'<p class="error" id="message">(.*?)</p>', response.get_data(as_text=True))
         assert message is not None and any(w in message.group(1) for w in (
             "正しくありません", "指定してください", "終了日より後")), (query, message)
-    assert minami.get("/oplog?page=99999").status_code == 200  # past the last page: an empty page
+    assert minami.get("/oplog?page=99999").status_code == 200  # past the last page: the last page
     assert minami.get("/oplog?unknown=1&q=").status_code == 200
 
 

@@ -115,6 +115,8 @@ def test_report_totals_equal_the_operation_log(opauth: Opauth, apdl_app: Flask, 
     cp932, body, headers = _csv(admin, query, "cp932")
     assert cp932 == utf8 and headers["Content-Type"] == "text/csv; charset=Shift_JIS"
     assert "南江戸市".encode("cp932") in body and "南江戸市".encode() not in body
+    upper, _body, headers = _csv(admin, query, "CP932")  # the name in any case
+    assert upper == utf8 and headers["Content-Type"] == "text/csv; charset=Shift_JIS"
 
     own, _body, _headers = _csv(minami, query, "utf-8")  # ap.manage in a municipality: its own lines only
     assert {row[1] for row in own[1:-1]} == {"minamiedo"}
@@ -127,7 +129,7 @@ def test_report_totals_equal_the_operation_log(opauth: Opauth, apdl_app: Flask, 
     assert calendar[-1][5:] == [str(installs), str(deletions)]
     with apdl_app.app_context():
         exported = db.get_session().scalars(select(OperationLog).where(OperationLog.action == "report_exported")).all()
-    assert len(exported) == 5
+    assert len(exported) == 6
 
 
 def test_the_report_is_only_for_the_manage_permission_and_refuses_bad_input(opauth: Opauth,
