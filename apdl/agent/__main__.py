@@ -204,7 +204,7 @@ class PairingCode:
         assert paired is not None
         lifetime = int(paired["expires_in"])
         self.expires = time.monotonic() + lifetime
-        until = time.strftime("%H:%M:%S", time.localtime(time.time() + lifetime))
+        until = time.strftime("%H:%M:%S %Z", time.localtime(time.time() + lifetime))
         print(f"PAIRING CODE {paired['code']} (terminal {paired['terminal']}; enter it in the module before "
               f"{until})", flush=True)
 
