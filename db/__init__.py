@@ -89,18 +89,21 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def close_request_session(exc: BaseException | None) -> None:
+    """At the end of a request (or app context): roll back on an error, then close its database session."""
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        if exc is not None:
+            session.rollback()
+        session.close()
+
+
 def init_app(app: Flask) -> None:
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["opauth.engine"] = engine
     app.extensions["opauth.sessionmaker"] = sessionmaker(bind=engine, expire_on_commit=False)
 
-    @app.teardown_appcontext
-    def _close_session(exc: BaseException | None) -> None:
-        session: Session | None = g.pop("db_session", None)
-        if session is not None:
-            if exc is not None:
-                session.rollback()
-            session.close()
+    app.teardown_appcontext(close_request_session)
 
 
 def get_session() -> Session:

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Blueprint, Flask, g
+from flask import Blueprint, Flask
 from flask.sessions import SessionInterface, SessionMixin
-from sqlalchemy.orm import Session
 
 from config import instance as instance_settings
+from db import close_request_session
 from kernel import i18n, webinput
 
 
@@ -52,14 +52,6 @@ def settings_probe(main: Flask, interval: Callable[[], float]) -> Callable[[], N
     return probe
 
 
-def _close_session(exc: BaseException | None) -> None:
-    session: Session | None = g.pop("db_session", None)
-    if session is not None:
-        if exc is not None:
-            session.rollback()
-        session.close()
-
-
 def lean_app(main: Flask, *, blueprints: Iterable[Blueprint], probe: Callable[[], None],
              error_handlers: Callable[[Flask], None], after_request: Callable[[Any], Any]) -> Flask:
     """A Flask app serving ``blueprints`` with ``main``'s config, engine and error answers, and nothing else."""
@@ -72,7 +64,7 @@ def lean_app(main: Flask, *, blueprints: Iterable[Blueprint], probe: Callable[[]
         lean.extensions[key] = main.extensions[key]
     webinput.init_app(lean)  # first, as in the main app: the request guard runs before anything reads the request
     lean.before_request(probe)
-    lean.teardown_appcontext(_close_session)
+    lean.teardown_appcontext(close_request_session)
     i18n.init_app(lean)
     for blueprint in blueprints:
         lean.register_blueprint(blueprint)
