@@ -277,7 +277,8 @@ def _terminal_cli(app: Flask) -> click.Group:
         return row
 
     @terminal.command("register")
-    @click.option("--tenant", required=True, help="The 利用機関's code (the terminal belongs to it).")
+    @click.option("--tenant", required=True, callback=_tenant_code,
+                  help="The 利用機関's code (the terminal belongs to it).")
     @click.option("--name", default="", help="端末名 (OU=terminal <name>); with --cert, taken from the certificate.")
     @click.option("--organization", default="", help="O= of its certificate (the tenant's name at opauth); "
                                                      "with --cert, taken from the certificate.")
@@ -288,8 +289,6 @@ def _terminal_cli(app: Flask) -> click.Group:
     def register(tenant: str, name: str, organization: str, cert_path: Path | None, pin: bool,
                  pin_fingerprint: str) -> None:
         """Register a terminal of a tenant (enabled)."""
-        if not registry.TENANT_CODE.match(tenant):
-            raise click.BadParameter(_("利用機関コードではありません。"), param_hint="--tenant")
         if cert_path is not None:
             from apdl import clientcert
 
@@ -360,6 +359,13 @@ def _terminal_cli(app: Flask) -> click.Group:
     return terminal
 
 
+def _tenant_code(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A ``--tenant`` option's check: a 利用機関 code, or empty where the option may be left out."""
+    if value and not registry.TENANT_CODE.match(value):
+        raise click.BadParameter(_("利用機関コードではありません。"))
+    return value
+
+
 def _oplog_cli(app: Flask) -> click.Group:
     """``flask --app apdl.app apdl oplog ...``: the operation log from the command line (every tenant's)."""
     from apdl import oplog, oplog_search
@@ -367,13 +373,11 @@ def _oplog_cli(app: Flask) -> click.Group:
     group = click.Group("oplog", help="操作ログ: the hash-chained operation log.")
 
     @group.command("list")
-    @click.option("--tenant", default="", help="Only this tenant's entries.")
+    @click.option("--tenant", default="", callback=_tenant_code, help="Only this tenant's entries.")
     @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True,
                   help="How many of the newest entries.")
     def list_command(tenant: str, limit: int) -> None:
         """The newest entries, newest first (id, time UTC, tenant, actor, action, target, detail)."""
-        if tenant and not registry.TENANT_CODE.match(tenant):
-            raise click.BadParameter(_("利用機関コードではありません。"), param_hint="--tenant")
         for e in oplog_search.latest(db.get_session(), tenant=tenant, limit=limit):  # machine values, tab-separated
             at = e.at.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
             click.echo(f"{e.id}\t{at}Z\t{e.tenant_code}\t{e.actor}\t{e.action}\t{e.target}\t{e.detail}")
