@@ -16,14 +16,13 @@ from flask import Flask, abort, jsonify, render_template, request
 from flask_babel import force_locale, lazy_gettext, ngettext
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
 from apdl import cardstatus, db, i18n, registry
 from apdl.errors import ApdlError, CardError, CardUnavailable, InvalidInput
-from apdl.models import OperationLog
 from apdl.oplog import action_label
 from apdl.settings import load_settings
 from apdl.tenancy import actor_label
@@ -386,12 +385,15 @@ def _oplog_cli(app: Flask) -> click.Group:
     def verify_command() -> None:
         """Check the hash chain: exit 0 when intact, 1 with the id of the first entry that does not match."""
         session = db.get_session()  # in the command's request context (apdl's _Commands), in its language
-        broken = oplog.verify_chain(session)
-        count = session.scalar(select(func.count()).select_from(OperationLog)) or 0
-        if broken is not None:
-            click.echo(_("操作ログの連鎖が ID %(id)s の記録で一致しません。", id=broken), err=True)
+        result = oplog.check_chain(session)
+        if result.broken is not None:
+            click.echo(_("操作ログの連鎖が ID %(id)s の記録で一致しません。", id=result.broken), err=True)
+            raise click.exceptions.Exit(1)
+        if result.truncated:
+            click.echo(_("操作ログの最新の記録が連鎖の先頭と一致しません。最新の記録が削除された可能性があります。"),
+                       err=True)
             raise click.exceptions.Exit(1)
         click.echo(ngettext("操作ログの連鎖は正常です（%(num)d件）。",
-                            "操作ログの連鎖は正常です（%(num)d件）。", count))
+                            "操作ログの連鎖は正常です（%(num)d件）。", result.checked))
 
     return group

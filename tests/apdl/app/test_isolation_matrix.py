@@ -215,6 +215,9 @@ MATRIX: dict[tuple[str, str], Entry] = {
         Attempt("kitamgr", lambda w: "/oplog", 200, absent=_minami_log),
         Attempt("kitamgr", lambda w: f"/oplog?q={CARD}", 200, absent=_minami_log),
         Attempt("kitamgr", lambda w: "/oplog?tenant=minamiedo&page=1", 200, absent=_minami_log))),
+    ("/oplog/chain", "GET"): Entry("the hash chain spans every tenant's entries: the admin tenant's check only", (
+        Attempt("kita", lambda w: "/oplog/chain", 403),
+        Attempt("kitamgr", lambda w: "/oplog/chain", 403))),
     ("/report/csv", "GET"): Entry("needs ap.manage, as the screen", (
         Attempt("kita", lambda w: "/report/csv?encoding=cp932", 403),)),
     ("/residents/<int:resident_id>/edit", "GET"): Entry("南江戸市's 利用者 id", (

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 
 from apdl import db, oplog
 from apdl.emulator.stack import PcscStack
@@ -73,11 +73,19 @@ def test_a_tenant_reads_its_own_entries_and_the_admin_tenant_all_with_the_chain(
     everything = _page(admin)
     assert {MINAMI, KITAMGR, ADMIN} <= set(_column(everything, "actor"))
     assert {"minamiedo", "kitaedo", "apdlcenter"} <= set(_column(everything, "tenant"))
-    assert "操作ログの連鎖（ハッシュ）は正常です" in everything
+    assert 'id="chain"' not in everything and 'id="chain-check"' in everything  # checked when asked, not per view
+    assert 'id="chain-check"' not in own
     assert set(_column(_page(admin, "?tenant=kitaedo"), "actor")) == {KITAMGR}
+    with apdl_app.app_context():
+        entries = db.get_session().scalar(select(func.count()).select_from(OperationLog))
+    intact = _page(admin, "/chain")
+    assert "操作ログの連鎖（ハッシュ）は正常です" in intact and f"{entries} 件の記録を検証しました" in intact
     english = _page(admin, "?lang=en")
-    assert "Terminal registered" in english and "The operation log's hash chain is intact" in english
+    assert "Terminal registered" in english and "Check the operation log's hash chain" in english
+    assert "The operation log's hash chain is intact" in _page(admin, "/chain?lang=en")
     assert all(not re.search(r"\(|[0-9a-f]{16}", actor) for actor in _column(english, "actor"))  # no sub
+    for tenant_manager in (minami, kitamgr):
+        assert tenant_manager.get("/oplog/chain").status_code == 403  # the chain spans every tenant
 
     # the chain broken in the database (the one direct write: nothing in the product may change an entry)
     with apdl_app.app_context():
@@ -86,14 +94,32 @@ def test_a_tenant_reads_its_own_entries_and_the_admin_tenant_all_with_the_chain(
                                                                OperationLog.tenant_code == "kitaedo")).one()
         session.execute(update(OperationLog).where(OperationLog.id == victim).values(target="terminal:999"))
         session.commit()
-    broken = _page(admin, "?lang=ja")
+    broken = _page(admin, "/chain?lang=ja")
     assert f"ID {victim} の記録で一致しません" in broken and 'class="error chain-broken"' in broken
-    assert 'id="chain"' not in _page(minami)  # a tenant still sees no chain status
+    assert 'id="chain"' not in _page(admin)  # the log itself still reads
     cli = apdl_app.test_cli_runner()
     verified = cli.invoke(args=["apdl", "oplog", "verify"], env=ENGLISH)
     assert verified.exit_code == 1 and f"broken at entry {victim}" in verified.output
     japanese = cli.invoke(args=["apdl", "oplog", "verify"], env=JAPANESE)
     assert japanese.exit_code == 1 and f"ID {victim} の記録で一致しません" in japanese.output
+
+
+def test_removing_the_newest_entries_is_detected(opauth: Opauth, apdl_app: Flask) -> None:
+    """Every entry links to the one before, so cutting the newest off leaves a chain that still links: only
+    the head, written with each entry, shows the end is missing."""
+    admin = login(opauth, apdl_app, "admin")
+    cli = apdl_app.test_cli_runner()
+    assert cli.invoke(args=["apdl", "oplog", "verify"], env=ENGLISH).exit_code == 0
+    with apdl_app.app_context():  # the tamper: the newest entry deleted in the database
+        session = db.get_session()
+        newest = session.scalar(select(func.max(OperationLog.id)))
+        session.execute(delete(OperationLog).where(OperationLog.id == newest))
+        session.commit()
+    page = _page(admin, "/chain")
+    assert 'class="error chain-broken"' in page and "最新の記録が削除された可能性があります" in page
+    assert "may have been removed" in _page(admin, "/chain?lang=en")
+    verified = cli.invoke(args=["apdl", "oplog", "verify"], env=ENGLISH)
+    assert verified.exit_code == 1 and "may have been removed" in verified.output
 
 
 def test_filters_pages_and_the_command_line(opauth: Opauth, apdl_app: Flask) -> None:
