@@ -157,9 +157,17 @@ def _error_handlers(app: Flask) -> None:
         return render_template("error.html", message=str(exc)), getattr(exc, "status", 400)
 
     @app.errorhandler(CSRFError)
-    def _csrf(_exc: CSRFError) -> Any:
-        return render_template("error.html",
-                               message=lazy_gettext("画面の有効期限が切れました。やり直してください。")), 400
+    def _csrf(exc: CSRFError) -> Any:
+        # Say which check failed: a browser or proxy that drops the Referer needs other advice than a stale page.
+        reasons = {
+            "The referrer header is missing.": lazy_gettext(
+                "送信元のページ（Referer ヘッダ）がわからないため、受け付けませんでした。ブラウザやプロキシが"
+                " Referer を送らない設定になっていないか確認してください。"),
+            "The referrer does not match the host.": lazy_gettext(
+                "他のサイトのページからの送信は受け付けません。このサイトの画面から操作してください。"),
+        }
+        message = reasons.get(exc.description or "", lazy_gettext("画面の有効期限が切れました。やり直してください。"))
+        return render_template("error.html", message=message), 400
 
     @app.before_request
     def _url_length() -> None:

@@ -315,3 +315,29 @@ def test_the_menu_offers_pairing_a_terminal_only_when_cards_go_through_agents(op
     assert 'id="nav-terminal"' not in client.get("/").get_data(as_text=True)  # the server's own reader
     apdl_app.config.update(CARD_TRANSPORT="agent")
     assert 'id="nav-terminal" href="/terminal"' in client.get("/").get_data(as_text=True)
+
+
+def test_a_refused_form_post_says_which_check_failed(opauth: Opauth, apdl_app: Flask) -> None:
+    """Over HTTPS the form check also wants the Referer: a browser or proxy that drops it is told so, not that
+    the page expired; a post from another site is named as such; a missing token is the expired page."""
+    client = login(opauth, apdl_app, "admin")
+    page = client.get("/terminals", base_url="https://localhost").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    form = {"csrf_token": token.group(1), "name": "desk", "organization": "センター"}
+
+    def refused(**headers: str) -> str:
+        response = client.post("/terminals", data=form, base_url="https://localhost", headers=headers)
+        assert response.status_code == 400
+        return html.unescape(response.get_data(as_text=True))
+
+    assert "Referer ヘッダ" in refused() and "有効期限" not in refused()
+    assert "他のサイトのページからの送信" in refused(Referer="https://evil.example/terminals")
+    response = client.post("/terminals", data={"name": "desk"}, base_url="https://localhost",
+                           headers={"Referer": "https://localhost/terminals"})
+    assert response.status_code == 400 and "有効期限が切れました" in html.unescape(response.get_data(as_text=True))
+    english = client.post("/terminals?lang=en", data=form, base_url="https://localhost")
+    assert english.status_code == 400 and "Referer" in english.get_data(as_text=True)
+    with apdl_app.app_context():
+        assert db.get_session().scalars(select(OperationLog).where(
+            OperationLog.action == "terminal_registered")).first() is None  # nothing was written
