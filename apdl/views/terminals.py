@@ -36,8 +36,9 @@ def index() -> ResponseReturnValue:
     page = validation.page_number(request.args.get("page"))
     db = get_session()
     total = db.scalar(select(func.count()).select_from(scope.terminals().subquery())) or 0
-    rows = list(db.scalars(scope.terminals().offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
     pages = max(1, -(-total // PAGE_SIZE))
+    page = min(page, pages)  # past the end: the last page, as the operation log does
+    rows = list(db.scalars(scope.terminals().offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)))
     return render_template("terminals.html", terminals=rows, page=page, pages=pages, total=total,
                            values={"tenant_code": operator.tenant_code, "organization": operator.tenant_name})
 

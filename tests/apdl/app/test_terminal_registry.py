@@ -177,6 +177,8 @@ def test_the_terminal_screen_is_per_tenant_and_refuses_bad_input(opauth: Opauth,
     assert first.count('class="terminal"') == PAGE_SIZE and "?page=2" in first
     assert second.get_data(as_text=True).count('class="terminal"') == 1  # 51 terminals: desk-1, t000..t049
     assert "（2 / 2ページ）" in second.get_data(as_text=True)
+    past = minami.get("/terminals?page=7").get_data(as_text=True)  # past the end: the last page, not an empty one
+    assert past.count('class="terminal"') == 1 and "（2 / 2ページ）" in past
     assert cli.invoke(args=["apdl", "terminal", "disable", "--tenant", "minamiedo", "--name", "t001"]).exit_code == 0
     listing = cli.invoke(args=["apdl", "terminal", "list", "--tenant", "minamiedo"]).output
     assert "t001\t南江戸市\tdisabled" in listing and "t002\t南江戸市\tenabled" in listing
