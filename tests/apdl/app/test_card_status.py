@@ -140,6 +140,7 @@ def test_upload_screen_and_the_stale_feed_alert(opauth: Opauth, apdl_app: Flask)
     admin = login(opauth, apdl_app, "admin")
     top = admin.get("/").get_data(as_text=True)
     assert 'id="feed-stale"' in top and "一度も取り込まれていません" in top  # never imported
+    assert 'id="feed-import"' in top and 'id="feed-ask"' not in top  # who can import gets the way there
     page = admin.get("/card-status")
     assert page.status_code == 200
     token = csrf(page.get_data(as_text=True))
@@ -173,6 +174,7 @@ def test_upload_screen_and_the_stale_feed_alert(opauth: Opauth, apdl_app: Flask)
     try:
         stale = login(opauth, strict, "minami").get("/").get_data(as_text=True)
         assert 'id="feed-stale"' in stale and "0 時間以上取り込まれていません" in stale
+        assert 'id="feed-import"' not in stale and "システム管理者へ確認してください" in stale  # minami cannot import
         english = login(opauth, strict, "minami").get("/?lang=en").get_data(as_text=True)
         assert "has not been imported for 0 hours or more" in english, english[-800:]
     finally:
