@@ -107,6 +107,7 @@ def test_a_municipality_where_the_holder_does_not_live_may_not_touch_the_regiona
     page = f"/residents/{resident}"
     refused = submit(kita, page, f"{page}/card/regional-area", {})
     assert refused.status_code == 403 and "住所地の市町村" in refused.get_data(as_text=True)
+    assert f'id="back-resident" href="{page}"' in refused.get_data(as_text=True)  # back to the 利用者, not the top
     card_stack.card.load_state(issued_card(apdl_app, regional_created=True))  # created by the residence municipality
     offered = submit(kita, page, f"{page}/card/read", {}).get_data(as_text=True)
     assert APS["E1"][1] in offered and APS["R1"][1] not in offered  # the table offers only what it may load
@@ -117,6 +118,7 @@ def test_a_municipality_where_the_holder_does_not_live_may_not_touch_the_regiona
     assert allowed.status_code == 302 and _card_aps(card_stack) == {APS["E1"][0]}
     not_offered = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E3"])]})
     assert not_offered.status_code == 404  # an AP not available to this tenant does not exist for it
+    assert 'id="back-resident"' not in not_offered.get_data(as_text=True)  # a 404 offers no way to a 利用者
 
 
 def test_not_enough_memory_from_the_card_records_nothing_as_installed(opauth: Opauth, apdl_app: Flask,
