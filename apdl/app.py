@@ -10,6 +10,7 @@ import getpass
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import click
 from flask import Flask, abort, jsonify, render_template, request
@@ -173,6 +174,12 @@ def _error_handlers(app: Flask) -> None:
     def _url_length() -> None:
         if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_LENGTH:
             abort(414)
+        raw = request.query_string
+        if not (raw.isascii() and b"%" not in raw):
+            try:  # werkzeug would read bad bytes as U+FFFD: a search would run for something nobody typed
+                unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(_("クエリ文字列が正しい UTF-8 ではありません。")) from None
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

@@ -7,7 +7,7 @@
 - **Text fields** follow one rule, ``text``: a string, no control characters (line breaks only
   where a field is multi-line), the length checked and refused, never silently cut.
 - **Path, query string and form fields** are refused before any view when they carry control
-  characters (``guard_request``; 404 for the path, 400 otherwise); a NUL would otherwise reach
+  characters (a query string also when it is not UTF-8) (``guard_request``; 404 for the path, 400 otherwise); a NUL would otherwise reach
   the database (PostgreSQL refuses it, SQLite stores it). HTTP Basic credentials are judged by
   the login rules (a NUL is a failed, audited login: 401).
 - **Integer path segments** use ``IdConverter``: out of the database's range is 404, not an
@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import flask
 from flask import Flask, current_app, request
@@ -189,6 +190,17 @@ def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: Any, multilin
                 raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=str(where)))
 
 
+def utf8_query(raw: bytes) -> bool:
+    """Whether a raw query string decodes (percent escapes included) as UTF-8."""
+    if raw.isascii() and b"%" not in raw:
+        return True  # the common case, without a copy
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def guard_request() -> None:
     """``before_request``: refuse control characters in the path, query and form fields; decode JSON bodies.
 
@@ -197,6 +209,9 @@ def guard_request() -> None:
     if has_control_characters(request.path):
         # Like any other malformed identifier: nothing by that name exists.
         raise NotFound(_("URL に使用できない文字(制御文字)が含まれています。"))
+    if not utf8_query(request.query_string):
+        # werkzeug would read the bad bytes as U+FFFD: a search would run for something nobody typed.
+        raise InvalidInput(_("クエリ文字列が正しい UTF-8 ではありません。"))
     # Lazy labels: every request passes here, and the words are needed only for a refusal.
     _check_pairs(request.args.lists(), where=lazy_gettext("クエリ文字列"), multiline=False)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):

@@ -199,6 +199,10 @@ def test_only_ap_manage_reads_the_log_and_hostile_queries_are_a_400(opauth: Opau
         message = re.search(r'<p class="error" id="message">(.*?)</p>', response.get_data(as_text=True))
         assert message is not None and any(w in message.group(1) for w in (
             "正しくありません", "指定してください", "終了日より後")), (query, message)
+    for query in ("q=%FF", "q=%C3%28", "action=%E3%81", "tenant=%C0%AF"):  # not UTF-8: never searched as U+FFFD
+        response = minami.get(f"/oplog?{query}")
+        assert response.status_code == 400 and "UTF-8" in response.get_data(as_text=True), query
+    assert minami.get("/oplog?q=%E5%8D%97").status_code == 200  # 南, percent-encoded UTF-8
     assert minami.get("/oplog?page=99999").status_code == 200  # past the last page: the last page
     assert minami.get("/oplog?unknown=1&q=").status_code == 200
 
