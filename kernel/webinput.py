@@ -7,7 +7,8 @@
 - **Text fields** follow one rule, ``text``: a string, no control characters (line breaks only
   where a field is multi-line), the length checked and refused, never silently cut.
 - **Path, query string and form fields** are refused before any view when they carry control
-  characters (a query string also when it is not UTF-8) (``guard_request``; 404 for the path, 400 otherwise); a NUL would otherwise reach
+  characters, a query string also when it is not UTF-8 (``guard_request``; 404 for the path, 400
+  otherwise); a NUL would otherwise reach
   the database (PostgreSQL refuses it, SQLite stores it). HTTP Basic credentials are judged by
   the login rules (a NUL is a failed, audited login: 401).
 - **Integer path segments** use ``IdConverter``: out of the database's range is 404, not an

@@ -140,7 +140,8 @@ def test_control_characters_in_path_query_and_credentials_are_refused(app: Flask
     # An over-long query text is refused, not cut.
     assert api.get("/api/v1/tenants/system/operators?q=" + "x" * 101).status_code == 400
     # A query string that is not UTF-8 is refused, never searched for U+FFFD; percent-encoded UTF-8 is text.
-    for url in ("/api/v1/certificates?q=%FF", "/api/v1/tenants/system/operators?q=%C3%28", "/api/v1/certificates?%E3=1"):
+    for url in ("/api/v1/certificates?q=%FF", "/api/v1/tenants/system/operators?q=%C3%28",
+                "/api/v1/certificates?%E3=1"):
         response = api.get(url)
         assert response.status_code == 400 and "UTF-8" in response.get_json()["message"], url
     assert api.get("/api/v1/tenants/system/operators?q=%E5%8D%97").status_code == 200
