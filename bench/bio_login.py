@@ -181,12 +181,15 @@ HTTP_SECONDS = float(os.environ.get("BIO_SECONDS", "15"))
 
 def _authenticator(state: dict[str, Any]) -> Any:
     """A software authenticator rebuilt in a client process from ``_state``."""
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from tests.bio.softauthn import SoftAuthenticator
 
     authn = SoftAuthenticator(rp_id=state["rp_id"], origin=state["origin"])
-    authn.key = load_pem_private_key(state["key"], None)
+    key = load_pem_private_key(state["key"], None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    authn.key = key
     authn.credential_id, authn.counter = state["credential_id"], state["counter"]
     return authn
 
