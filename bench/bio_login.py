@@ -297,7 +297,7 @@ def bench_http(work: Path, clients: int = CLIENTS, seconds: float = HTTP_SECONDS
         terminals.append((operator_id, str(cert_path), str(key_path), _state(authn)))
     env = dict(_env(instance), OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="2",
                OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED=os.environ["OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED"])
-    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config", "config/gunicorn.conf.py",
+    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config", os.environ.get("BIO_GUNICORN_CONFIG", "config/gunicorn.conf.py"),
                                "--log-level", "warning", "--access-logfile", "/dev/null"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
