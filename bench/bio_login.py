@@ -297,7 +297,8 @@ def bench_http(work: Path, clients: int = CLIENTS, seconds: float = HTTP_SECONDS
         terminals.append((operator_id, str(cert_path), str(key_path), _state(authn)))
     env = dict(_env(instance), OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="2",
                OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED=os.environ["OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED"])
-    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config", os.environ.get("BIO_GUNICORN_CONFIG", "config/gunicorn.conf.py"),
+    config = os.environ.get("BIO_GUNICORN_CONFIG", "config/gunicorn.conf.py")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config", config,
                                "--log-level", "warning", "--access-logfile", "/dev/null"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -351,6 +352,14 @@ def main() -> None:
         figures = bench_http(work, seconds=3.0 if "--quick" in sys.argv else HTTP_SECONDS,
                              cert_required="--no-client-cert" not in sys.argv)
         for key, value in figures.items():
+            print(f"{key}: {value:,.2f}")
+        print(f"load average: {os.getloadavg()[0]:.2f}")
+        return
+    if "--split" in sys.argv:  # CPU and statements per request only (quick, for comparing two versions)
+        os.environ["OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED"] = "false"
+        app, [(operator_id, authn, _registered)] = _setup(work)
+        per_request(app, operator_id, authn, 20)  # warm
+        for key, value in per_request(app, operator_id, authn, LOGINS).items():
             print(f"{key}: {value:,.2f}")
         print(f"load average: {os.getloadavg()[0]:.2f}")
         return
