@@ -59,12 +59,13 @@ def raw_verifications_per_second(seconds: float = 2.0) -> float:
     return count / elapsed
 
 
-def _setup(work: Path, operators: int = 1, *, base_url: str | None = None) -> tuple[Any, list[tuple[str, Any, Any]]]:
+def _setup(work: Path, operators: int = 1, *, base_url: str | None = None,
+           name: str = "bio-instance") -> tuple[Any, list[tuple[str, Any, Any]]]:
     """An instance with ``operators`` biometric operators (BIO01...), each with an enrolled software
     authenticator, set up through the CLI and the screens' JSON calls; (app, [(operator_id, authn, registered)])."""
     from bench import run as own
 
-    instance = work / "bio-instance"
+    instance = work / name
     if base_url is not None:  # pinned at init: the WebAuthn origin and RP ID follow it
         os.environ["OPAUTH_PUBLIC_BASE_URL"] = base_url
     own._prepare_instance(instance)
@@ -281,10 +282,18 @@ def bench_http(work: Path, clients: int = CLIENTS, seconds: float = HTTP_SECONDS
     from bench.run import _env, _free_port
 
     port = _free_port()
+    saved = {key: os.environ.get(key) for key in ("OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED", "OPAUTH_PUBLIC_BASE_URL")}
     os.environ["OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED"] = "true" if cert_required else "false"
-    app, made = _setup(work, clients, base_url=f"https://localhost:{port}")
+    try:
+        app, made = _setup(work, clients, base_url=f"https://localhost:{port}", name="bio-http-instance")
+    finally:  # the rest of a bench run (bench.peers) keeps its own settings
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     app.extensions["opauth.engine"].dispose()
-    instance = work / "bio-instance"
+    instance = work / "bio-http-instance"
     terminals = []
     for operator_id, authn, registered in made:
         key, cert, _chain = pkcs12.load_key_and_certificates(registered.p12.read_bytes(),
@@ -296,7 +305,7 @@ def bench_http(work: Path, clients: int = CLIENTS, seconds: float = HTTP_SECONDS
                                                serialization.NoEncryption()))
         terminals.append((operator_id, str(cert_path), str(key_path), _state(authn)))
     env = dict(_env(instance), OPAUTH_BIND=f"127.0.0.1:{port}", OPAUTH_WORKERS="2",
-               OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED=os.environ["OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED"])
+               OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED="true" if cert_required else "false")
     config = os.environ.get("BIO_GUNICORN_CONFIG", "config/gunicorn.conf.py")
     server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config", config,
                                "--log-level", "warning", "--access-logfile", "/dev/null"],
