@@ -12,11 +12,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from flask_babel import gettext as _
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bio.models import ChallengePurpose, EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from bio.webauthn import (
@@ -74,9 +75,32 @@ def user_handle(session: Session, operator: Operator) -> bytes:
     return row.user_handle
 
 
+# The statements of a login, built once (a login runs each of them; building one costs as much as running it).
+_CREDENTIALS_OF = (select(WebAuthnCredential).where(WebAuthnCredential.operator_pk == bindparam("operator_pk"))
+                   .order_by(WebAuthnCredential.id))
+_CREDENTIAL = select(WebAuthnCredential).where(WebAuthnCredential.operator_pk == bindparam("operator_pk"),
+                                               WebAuthnCredential.credential_id == bindparam("credential_id"))
+_CHALLENGES = cast(Table, WebAuthnChallenge.__table__)
+_INSERT_CHALLENGE = insert(_CHALLENGES).returning(_CHALLENGES.c.id)
+_DELETE_STALE = delete(_CHALLENGES).where(_CHALLENGES.c.expires_at < bindparam("stale_before"))
+# One statement spends the challenge and reads back what the verification needs (RETURNING: SQLite >= 3.35
+# and PostgreSQL); a plain statement on the table, so no ORM object is made or synchronised.
+_SPEND = (update(_CHALLENGES)
+          .where(_CHALLENGES.c.id == bindparam("challenge_id"), _CHALLENGES.c.purpose == bindparam("wanted_purpose"),
+                 _CHALLENGES.c.used_at.is_(None), _CHALLENGES.c.expires_at > bindparam("now"))
+          .values(used_at=bindparam("now")).returning(_CHALLENGES.c.operator_pk, _CHALLENGES.c.challenge))
+_CREDENTIALS = cast(Table, WebAuthnCredential.__table__)
+_COUNTED = (update(_CREDENTIALS).where(_CREDENTIALS.c.id == bindparam("credential_pk"))
+            .values(sign_count=bindparam("new_count"), last_used_at=bindparam("used_at")))
+# The operator a login challenge names, with its tenant (the audit target names it).
+_CHALLENGE_OPERATOR = (select(Operator).join(WebAuthnChallenge, WebAuthnChallenge.operator_pk == Operator.id)
+                       .where(WebAuthnChallenge.id == bindparam("challenge_id"),
+                              WebAuthnChallenge.purpose == ChallengePurpose.AUTHENTICATION)
+                       .options(joinedload(Operator.tenant)))
+
+
 def credentials_of(session: Session, operator: Operator) -> list[WebAuthnCredential]:
-    return list(session.scalars(select(WebAuthnCredential).where(WebAuthnCredential.operator_pk == operator.id)
-                                .order_by(WebAuthnCredential.id)))
+    return list(session.scalars(_CREDENTIALS_OF, {"operator_pk": operator.id}))
 
 
 def credential_counts(session: Session, operator_pks: list[int]) -> dict[int, int]:
@@ -100,28 +124,29 @@ def _store_challenge(session: Session, *, operator: Operator, purpose: Challenge
                      rp: RelyingParty) -> int:
     now = utcnow()
     # Spent and expired challenges are worthless; keep the table small (indexed on expires_at).
-    session.execute(delete(WebAuthnChallenge).where(WebAuthnChallenge.expires_at < now - STALE_AFTER))
-    row = WebAuthnChallenge(challenge=challenge, purpose=purpose, operator_pk=operator.id, created_at=now,
-                            expires_at=now + timedelta(seconds=rp.challenge_seconds))
-    session.add(row)
-    session.flush()
-    return row.id
+    session.execute(_DELETE_STALE, {"stale_before": now - STALE_AFTER})
+    # A plain INSERT ... RETURNING: the row is not needed as an object, only its id for the Flask session.
+    challenge_id: int = session.execute(_INSERT_CHALLENGE, {
+        "challenge": challenge, "purpose": purpose, "operator_pk": operator.id, "created_at": now,
+        "expires_at": now + timedelta(seconds=rp.challenge_seconds)}).scalar_one()
+    return challenge_id
 
 
-def consume_challenge(session: Session, *, challenge_id: Any, purpose: ChallengePurpose) -> WebAuthnChallenge:
+class SpentChallenge(Protocol):
+    """What a spent challenge tells the verification: whose it was and its bytes."""
+
+    operator_pk: int
+    challenge: bytes
+
+
+def consume_challenge(session: Session, *, challenge_id: Any, purpose: ChallengePurpose) -> SpentChallenge:
     """Spend a challenge: it must exist, have this purpose, be unused and unexpired. Atomic (one UPDATE)."""
     if not isinstance(challenge_id, int):
         raise WebAuthnFailure("no ceremony in progress: start again")
-    now = utcnow()
-    # One statement spends the challenge and reads it back (RETURNING: SQLite >= 3.35 and PostgreSQL).
-    row = session.scalar(update(WebAuthnChallenge)
-                         .where(WebAuthnChallenge.id == challenge_id, WebAuthnChallenge.purpose == purpose,
-                                WebAuthnChallenge.used_at.is_(None), WebAuthnChallenge.expires_at > now)
-                         .values(used_at=now).returning(WebAuthnChallenge)
-                         .execution_options(populate_existing=True))
+    row = session.execute(_SPEND, {"challenge_id": challenge_id, "wanted_purpose": purpose, "now": utcnow()}).first()
     if row is None:
         raise WebAuthnFailure("the challenge was already used or has expired: start again")
-    return row
+    return cast(SpentChallenge, row)
 
 
 # --- enrolment -----------------------------------------------------------------------------------
@@ -272,10 +297,7 @@ def challenge_operator(session: Session, *, challenge_id: Any) -> Operator | Non
         return None
     # One query for the operator and its tenant (the audit target names it); the caller keeps the operator,
     # so finish_login's session.get of it is an identity-map hit in the same request.
-    return session.scalar(select(Operator).join(WebAuthnChallenge, WebAuthnChallenge.operator_pk == Operator.id)
-                          .where(WebAuthnChallenge.id == challenge_id,
-                                 WebAuthnChallenge.purpose == ChallengePurpose.AUTHENTICATION)
-                          .options(joinedload(Operator.tenant)))
+    return session.scalar(_CHALLENGE_OPERATOR, {"challenge_id": challenge_id})
 
 
 def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: RelyingParty,
@@ -300,10 +322,11 @@ def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: Re
     if expected_operator is not None and (operator is None or operator.id != expected_operator.id):
         operator = None
     # Read once here and held: the identity map keeps rows only while referenced, and both the lock check
-    # (precheck) and the success or failure bookkeeping read this row.
-    _held_state = session.get(OperatorLoginState, operator.id) if operator is not None else None
+    # (precheck) and the failure bookkeeping read this row; an absent row (the operator's first login) is
+    # handed to the lock check as None rather than read again.
+    held_state = session.get(OperatorLoginState, operator.id) if operator is not None else None
     refusal = precheck(session, operator=operator, source=source, settings=settings, actor=actor, method=method,
-                       expected_method=AuthMethod.BIOMETRIC)
+                       expected_method=AuthMethod.BIOMETRIC, state=held_state)
     if refusal is LoginRefusal.THROTTLED:
         return LoginResult(None, refusal)
     if operator is None or refusal is LoginRefusal.REVOKED:
@@ -315,8 +338,7 @@ def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: Re
     if refusal is None:
         try:
             raw_id = credential_id_of(credential)
-            stored = session.scalar(select(WebAuthnCredential).where(WebAuthnCredential.operator_pk == operator.id,
-                                                                     WebAuthnCredential.credential_id == raw_id))
+            stored = session.scalar(_CREDENTIAL, {"operator_pk": operator.id, "credential_id": raw_id})
             if stored is None:
                 raise WebAuthnFailure("the credential is not registered for this operator")
             if stored.clone_suspected_at is not None:
@@ -333,8 +355,11 @@ def finish_login(session: Session, *, challenge_id: Any, credential: Any, rp: Re
         except WebAuthnFailure as exc:
             reason = exc.message
         else:
-            stored.sign_count = new  # the authenticator did sign: keep its counter for clone detection
-            stored.last_used_at = utcnow()
+            # The authenticator did sign: keep its counter for clone detection (a plain UPDATE, no flush).
+            used_at = utcnow()
+            session.execute(_COUNTED, {"credential_pk": stored.id, "new_count": new, "used_at": used_at})
+            set_committed_value(stored, "sign_count", new)
+            set_committed_value(stored, "last_used_at", used_at)
             if client_refusal is not None:
                 refusal, reason = LoginRefusal.CLIENT_CERTIFICATE, client_refusal
     if refusal is not None or reason is not None:

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, has_request_context, request
-from flask_babel import Babel, get_locale
+from flask import Flask, current_app, g, has_request_context, request
+from flask_babel import Babel, get_locale, get_translations
 
 LANGUAGES = ("ja", "en")
 DEFAULT_LANGUAGE = "ja"
@@ -63,9 +63,31 @@ def _remember_language(response: Any) -> Any:
     return response
 
 
+def _catalog() -> Any:
+    """The translations of the request's language, found once per request (and again only if the language
+    changes, e.g. under ``force_locale``); Flask-Babel finds them anew for every string a template shows."""
+    locale = get_locale()
+    held = g.get("_opauth_catalog")
+    if held is None or held[0] is not locale:
+        held = (locale, get_translations())
+        g._opauth_catalog = held
+    return held[1]
+
+
+def _template_gettext(message: str) -> str:
+    return str(_catalog().ugettext(message))
+
+
+def _template_ngettext(singular: str, plural: str, n: int) -> str:
+    return str(_catalog().ungettext(singular, plural, n))
+
+
 def init_app(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale, default_locale=DEFAULT_LANGUAGE,
                    default_translation_directories=str(TRANSLATIONS_DIR))
+    # The templates' _() and ngettext(): the same catalogue as Flask-Babel's, looked up once per request.
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=_template_gettext, ngettext=_template_ngettext, newstyle=True)
     app.jinja_env.globals["current_language"] = current_language
     app.jinja_env.globals["LANGUAGES"] = LANGUAGES
     app.after_request(_remember_language)

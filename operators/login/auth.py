@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,7 +37,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from flask_login import LoginManager, current_user, login_user, logout_user
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from db import get_session, new_session
@@ -354,9 +354,13 @@ def _bearer_operator(secret: str) -> Operator:
     return check.token.operator
 
 
-def tenants(db_session: Session) -> list[Tenant]:
-    """Tenants in display order (the login screens' 市町村・任意団体 list)."""
-    return list(db_session.scalars(select(Tenant).order_by(Tenant.display_order, Tenant.code)))
+# Built once: every login page shows the list.
+_LOGIN_TENANTS = select(Tenant.code, Tenant.name).order_by(Tenant.display_order, Tenant.code)
+
+
+def tenants(db_session: Session) -> Sequence[Row[str, str]]:
+    """Tenants in display order (the login screens' 市町村・任意団体 list): code and name, read as rows."""
+    return db_session.execute(_LOGIN_TENANTS).all()
 
 
 def after_login_url(operator: Operator) -> str:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask_babel import gettext as _
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from db import utcnow
 from kernel.audit import Actor, AuditAction, AuditResult, record_event
@@ -87,12 +88,16 @@ class LoginResult:
         return self.operator is not None and self.refusal is None
 
 
+# Built once: every login attempt (password, biometric options, API Basic) runs it.
+_FIND_OPERATOR = select(Operator).join(Tenant).where(Tenant.code == bindparam("tenant_code"),
+                                                     Operator.operator_id == bindparam("operator_id"))
+
+
 def find_operator(session: Session, *, tenant_code: str, operator_id: str) -> Operator | None:
     """The operator with this ID in this tenant (revoked ones included), or None."""
     if "\x00" in tenant_code or "\x00" in operator_id:
         return None  # no such identifier can exist (and PostgreSQL text cannot hold NUL)
-    return session.scalar(
-        select(Operator).join(Tenant).where(Tenant.code == tenant_code, Operator.operator_id == operator_id))
+    return session.scalar(_FIND_OPERATOR, {"tenant_code": tenant_code, "operator_id": operator_id})
 
 
 def login_state(session: Session, operator: Operator) -> OperatorLoginState:
@@ -105,9 +110,22 @@ def login_state(session: Session, operator: Operator) -> OperatorLoginState:
     return state
 
 
-def locked_until(session: Session, operator: Operator, *, now: datetime | None = None) -> datetime | None:
-    """When the operator's lock ends, or None if they are not locked."""
-    state = session.get(OperatorLoginState, operator.id)
+class _Unread:
+    """``state=`` not given: read the login state row."""
+
+
+UNREAD = _Unread()
+
+
+def locked_until(session: Session, operator: Operator, *, now: datetime | None = None,
+                 state: OperatorLoginState | _Unread | None = UNREAD) -> datetime | None:
+    """When the operator's lock ends, or None if they are not locked.
+
+    ``state``: the operator's login state row (or None: it has none) read earlier in this request, so an
+    absent row is not read again (the identity map keeps only rows that exist).
+    """
+    if isinstance(state, _Unread):
+        state = session.get(OperatorLoginState, operator.id)
     now = now or utcnow()
     if state is None or state.locked_until is None or state.locked_until <= now:
         return None
@@ -119,13 +137,17 @@ def end_all_sessions(operator: Operator) -> None:
     operator.session_version = (operator.session_version or 0) + 1
 
 
+# Read from the database on every login request (never the identity map), as a row: no ORM object.
+_THROTTLE = select(LoginThrottle.window_start, LoginThrottle.failures).where(LoginThrottle.source == bindparam("key"))
+
+
 def is_throttled(session: Session, *, source: str, settings: LoginSettings, now: datetime | None = None) -> bool:
     """True when ``source`` has had too many failed logins in the current window."""
     now = now or utcnow()
-    row = session.get(LoginThrottle, source[:64])
+    row = session.execute(_THROTTLE, {"key": source[:64]}).first()
     if row is None or now - row.window_start > timedelta(seconds=settings.throttle_window_seconds):
         return False
-    return row.failures >= settings.throttle_failures
+    return bool(row.failures >= settings.throttle_failures)
 
 
 def note_source_failure(session: Session, *, source: str, settings: LoginSettings,
@@ -178,16 +200,31 @@ def record_failure(session: Session, *, operator: Operator, settings: LoginSetti
     return False
 
 
+# Plain statements on the table (no unit of work, no ORM synchronisation): the login's writes to its state.
+_STATE_TABLE = cast(Table, OperatorLoginState.__table__)
+_RESET_STATE = (update(_STATE_TABLE).where(_STATE_TABLE.c.operator_pk == bindparam("pk"))
+                .values({name: bindparam(f"new_{name}") for name in ("failed_count", "locked_at", "locked_until",
+                                                                      "last_login_at", "last_login_method")}))
+_FIRST_STATE = insert(_STATE_TABLE)
+
+
 def record_success(session: Session, *, operator: Operator, actor: Actor, method: LoginMethod,
                    now: datetime | None = None) -> None:
-    """Reset the failure count and audit the login."""
+    """Reset the failure count and audit the login.
+
+    Written with one UPDATE (an INSERT for the operator's first login) rather than through the unit of work;
+    a copy of the row loaded earlier in this session is brought up to date.
+    """
     now = now or utcnow()
-    state = login_state(session, operator)
-    state.failed_count = 0
-    state.locked_at = None
-    state.locked_until = None
-    state.last_login_at = now
-    state.last_login_method = str(method)
+    values = {"failed_count": 0, "locked_at": None, "locked_until": None, "last_login_at": now,
+              "last_login_method": str(method)}
+    updated = session.execute(_RESET_STATE, {"pk": operator.id, **{f"new_{k}": v for k, v in values.items()}})
+    if not getattr(updated, "rowcount", 0):
+        session.execute(_FIRST_STATE, {"operator_pk": operator.id, "last_failure_at": None, **values})
+    loaded = session.identity_map.get(session.identity_key(OperatorLoginState, operator.id))
+    if isinstance(loaded, OperatorLoginState):
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
     record_event(session, action=AuditAction.LOGIN_SUCCESS, actor=actor, target=_target(operator),
                  detail={"method": str(method)})
 
@@ -200,10 +237,12 @@ def record_unknown(session: Session, *, actor: Actor, method: LoginMethod, reaso
 
 
 def precheck(session: Session, *, operator: Operator | None, source: str, settings: LoginSettings,
-             actor: Actor, method: LoginMethod, expected_method: AuthMethod) -> LoginRefusal | None:
+             actor: Actor, method: LoginMethod, expected_method: AuthMethod,
+             state: OperatorLoginState | _Unread | None = UNREAD) -> LoginRefusal | None:
     """Refusals that do not depend on the credential: throttled source, unknown/revoked/locked/wrong mode.
 
     Records the refusal (audit, throttle counter) except for the throttle itself, which is audited only.
+    ``state``: the operator's login state as read earlier in this request (see ``locked_until``).
     """
     if is_throttled(session, source=source, settings=settings):
         record_event(session, action=AuditAction.LOGIN_THROTTLED, actor=actor, result=AuditResult.FAILURE,
@@ -214,7 +253,7 @@ def precheck(session: Session, *, operator: Operator | None, source: str, settin
         refusal = LoginRefusal.UNKNOWN_OPERATOR
     elif operator.revoked_at is not None:
         refusal = LoginRefusal.REVOKED
-    elif locked_until(session, operator) is not None:
+    elif locked_until(session, operator, state=state) is not None:
         refusal = LoginRefusal.LOCKED
     elif operator.auth_method != expected_method:
         refusal = LoginRefusal.WRONG_METHOD

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -17,11 +18,13 @@ from sqlalchemy import select, update
 import db
 from bio.models import EnrolmentCode, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from kernel.audit import AuditAction
-from operators.models import Role
+from operators.login.models import OperatorLoginState
+from operators.models import Operator, Role
 from tests.bio.helpers import (
     OPERATOR_PASSWORD,
     add_operator,
     add_tenant,
+    audit_actions,
     audit_events,
     bio_login,
     bio_login_options,
@@ -461,6 +464,50 @@ def test_code_issued_before_the_revocation_cannot_be_redeemed(
 
 
 # --- statements per verification (issue 13) -------------------------------------------------------
+
+def _statements_of(app: Flask, send: Any) -> tuple[Any, list[str], int]:
+    """The response of ``send()``, the SQL statements it ran and how many commits."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    commits: list[bool] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    def committed(_conn: object) -> None:
+        commits.append(True)
+
+    engine = app.extensions["opauth.engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", committed)
+    try:
+        response = send()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", committed)
+    return response, statements, len(commits)
+
+
+def test_first_biometric_login_reads_the_absent_login_state_once(app: Flask, enrolled: SoftAuthenticator) -> None:
+    """An operator's first login has no login-state row yet: it is read once (the lock check is told it is
+    absent, the success writes it), not three times (issue 13); the row then records the login."""
+    client = app.test_client()
+    token, options = bio_login_options(client, "BIO01")
+    credential = enrolled.get(options)
+    response, statements, commits = _statements_of(app, lambda: client.post(
+        "/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token}))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len([s for s in statements if s.startswith("SELECT") and " FROM operator_login_state" in s]) == 1, \
+        statements
+    assert len([s for s in statements if s.startswith("INSERT INTO operator_login_state")]) == 1, statements
+    assert commits == 1
+    with app.app_context():
+        state = db.get_session().scalar(select(OperatorLoginState).join(
+            Operator, Operator.id == OperatorLoginState.operator_pk).where(Operator.operator_id == "BIO01"))
+        assert state is not None and state.failed_count == 0 and state.last_login_method == "biometric"
+    assert audit_actions(app)[-1] == AuditAction.LOGIN_SUCCESS
+
 
 def test_one_biometric_verification_reads_each_row_once_and_commits_once(
         app: Flask, enrolled: SoftAuthenticator) -> None:
