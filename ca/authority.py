@@ -7,13 +7,13 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from flask_babel import lazy_gettext
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from ca.issuance import Issuer, issue_certificate
@@ -129,15 +129,17 @@ def _issuer(settings: CaSettings, *, authority_id: int, cert_der: bytes, key_uri
 
 
 # The active issuing CA as three columns, read on every issuance (a rotation applies to the next certificate);
-# built once.
-_ACTIVE_ISSUING = (select(CertificateAuthority.id, CertificateAuthority.cert_der, CertificateAuthority.key_uri)
-                   .where(CertificateAuthority.kind == CaKind.ISSUING, CertificateAuthority.active.is_(True))
-                   .order_by(CertificateAuthority.id.desc()).limit(1))
+# built once from the table's columns (a plain statement, no ORM loading).
+_AUTHORITIES = cast(Table, CertificateAuthority.__table__)
+_ACTIVE_ISSUING = (select(_AUTHORITIES.c.id, _AUTHORITIES.c.cert_der, _AUTHORITIES.c.key_uri)
+                   .where(_AUTHORITIES.c.kind == CaKind.ISSUING, _AUTHORITIES.c.active.is_(True))
+                   .order_by(_AUTHORITIES.c.id.desc()).limit(1))
 
 
 def current_issuer(session: Session, settings: CaSettings) -> Issuer:
     """The active issuing CA, ready to sign."""
-    row = session.execute(_ACTIVE_ISSUING).first()
+    session.flush()  # a CA added or retired in this transaction counts
+    row = session.connection().execute(_ACTIVE_ISSUING).first()
     if row is None:
         raise _not_initialised()
     return _issuer(settings, authority_id=row.id, cert_der=row.cert_der, key_uri=row.key_uri)

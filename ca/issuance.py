@@ -52,14 +52,16 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-# Built once: issuance runs it for every certificate.
-_SERIAL_TAKEN = select(Certificate.id).where(Certificate.serial == bindparam("serial"))
+# Built once from the table's columns: issuance runs it for every certificate, on the session's connection
+# (the caller's work is flushed first, in issue_certificate).
+_CERTIFICATES = cast(Table, Certificate.__table__)
+_SERIAL_TAKEN = select(_CERTIFICATES.c.id).where(_CERTIFICATES.c.serial == bindparam("serial"))
 
 
 def _unused_serial(session: Session) -> int:
     for _ in range(5):
         serial = new_serial()
-        taken = session.scalar(_SERIAL_TAKEN, {"serial": serial_hex(serial)})
+        taken = session.connection().execute(_SERIAL_TAKEN, {"serial": serial_hex(serial)}).scalar()
         if taken is None:
             return serial
     raise RuntimeError("could not find an unused serial number")  # pragma: no cover - 2^-159 odds
@@ -96,6 +98,7 @@ def issue_certificate(
     """Sign a certificate of ``profile`` and write its row in ``session``'s transaction (not committed)."""
     if issuer.refusal:
         raise SettingsConflict(issuer.refusal)
+    session.flush()  # the caller's pending work is written first, as with any other statement
     now = utcnow()
     not_before = now - BACKDATE
     not_after = now + timedelta(days=days)
@@ -145,13 +148,11 @@ def issue_certificate(
 
 # The row is written as one plain INSERT on the session's connection (an ORM flush of a new object costs more
 # than the statement), then handed back as the persistent ``Certificate`` it is, without reading it again.
-_CERTIFICATES = cast(Table, Certificate.__table__)
 _INSERT_CERTIFICATE = insert(_CERTIFICATES).returning(_CERTIFICATES.c.id)
 
 
 def _recorded(session: Session, values: dict[str, Any]) -> Certificate:
     """Insert the certificate's row in ``session``'s transaction (unique serial/fingerprint checked here)."""
-    session.flush()  # the caller's pending work is written first, as with any other statement
     certificate_id = session.connection().execute(_INSERT_CERTIFICATE, values).scalar_one()
     row = Certificate(id=certificate_id, **values)
     make_transient_to_detached(row)  # every column as written: loaded, nothing pending
