@@ -125,6 +125,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 API_PREFIX = "/api/"
+# A settings change made in another process reaches API calls with a token within this many seconds.
+API_SETTINGS_PROBE_SECONDS = 1.0
 
 
 def _mount_bearer_api(main: Flask) -> Flask:
@@ -154,10 +156,6 @@ def _mount_bearer_api(main: Flask) -> Flask:
     main.wsgi_app = lean_app.BearerDispatch(main.wsgi_app, machine_wsgi, API_PREFIX)  # type: ignore[method-assign]
     main.extensions["opauth.bearer_api_app"] = machine
     return machine
-
-
-# A settings change made in another process reaches API calls with a token within this many seconds.
-API_SETTINGS_PROBE_SECONDS = 1.0
 
 
 def security_headers(response: Any) -> Any:

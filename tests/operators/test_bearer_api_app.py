@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
+from config import instance as store
+from db import get_session
+from kernel.audit import SYSTEM_ACTOR
+from operators.instance_settings import apply_changes
 from tests.helpers import business_payload, make_csr
 from tests.operators.test_api_tokens import ISSUE, audit_actions, bearer, new_token
 
@@ -88,6 +93,27 @@ def test_settings_changed_with_a_token_apply_to_the_whole_process(api: FlaskClie
     assert changed.status_code == 200, changed.get_json()
     assert app.config["PKI_CACHE_MAX_AGE_SECONDS"] == 30
     assert "max-age=30," in api.get("/pki/crl/2.crl").headers["Cache-Control"]
+
+
+def test_a_setting_changed_by_another_process_reaches_token_calls(
+        api: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    import app as app_module
+
+    monkeypatch.setattr(app_module, "API_SETTINGS_PROBE_SECONDS", 0.0)
+    app = api.application
+    machine = bearer(app, new_token(api, "settings.manage")["token"])
+    assert machine.get("/api/v1/settings/PKI_CACHE_MAX_AGE_SECONDS").get_json()["value"] == 60
+    config = {key: app.config[key] for key in ("INSTANCE_DIR", "DATABASE_URL", "KEY_PASSPHRASE")}
+    other = app_module.create_app(dict(config, SESSION_COOKIE_SECURE=False, TESTING=True))
+    try:
+        with other.app_context():
+            session = get_session()
+            apply_changes(session, config=other.config, given=other.extensions[store.GIVEN],
+                          proposed={"PKI_CACHE_MAX_AGE_SECONDS": "30"}, actor=SYSTEM_ACTOR)
+            session.commit()
+    finally:
+        other.extensions["opauth.engine"].dispose()
+    assert machine.get("/api/v1/settings/PKI_CACHE_MAX_AGE_SECONDS").get_json()["value"] == 30
 
 
 def test_one_token_issuance_reads_each_row_once_and_commits_once(api: FlaskClient) -> None:
