@@ -83,6 +83,23 @@ def test_bad_input_with_a_token_is_a_clear_4xx_in_the_callers_language(api: Flas
                         content_type="application/json").status_code == 400
 
 
+def test_hostile_json_with_a_token_on_every_api_route_is_a_400(api: FlaskClient) -> None:
+    from tests.test_hostile_input import HOSTILE_JSON, _json_routes
+
+    app = api.application
+    machine = bearer(app, new_token(api, ISSUE)["token"])
+    failures = []
+    for url, method in _json_routes(app):
+        for name, body in HOSTILE_JSON.items():
+            if name == "deep_inside_string_ok_but_outside_deep":
+                continue
+            response = machine.open(url, method=method, data=body, content_type="application/json")
+            payload = response.get_json(silent=True) or {}
+            if response.status_code != 400 or not payload.get("message") or "Set-Cookie" in response.headers:
+                failures.append(f"{method} {url} {name}: {response.status_code} {payload}")
+    assert failures == []
+
+
 def test_settings_changed_with_a_token_apply_to_the_whole_process(api: FlaskClient) -> None:
     app = api.application
     machine = bearer(app, new_token(api, "settings.manage")["token"])
