@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 from flask_babel import gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import escape
@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 import db
 from config import environment_values, load_settings
 from config import instance as instance_settings
-from kernel import i18n, webinput
+from kernel import i18n, lean_app, webinput
 from kernel.errors import OpauthError
 
 csrf = CSRFProtect()
@@ -119,7 +119,43 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     pki_app.mount(app, error_handlers=_register_error_handlers, after_request=security_headers)
     # Likewise the OIDC endpoints business systems call (token, userinfo, discovery, JWKS, revoke, introspect).
     oidc_views.mount(app, error_handlers=_register_error_handlers, after_request=security_headers)
+    # And /api/ calls that carry an API token (Authorization: Bearer): scripts and business servers.
+    _mount_bearer_api(app)
     return app
+
+
+API_PREFIX = "/api/"
+# A settings change made in another process reaches API calls with a token within this many seconds.
+API_SETTINGS_PROBE_SECONDS = 1.0
+
+
+def _mount_bearer_api(main: Flask) -> Flask:
+    """Serve /api/ calls with a bearer token from a lean app with every API blueprint of ``main``.
+
+    The token authenticates each call (validity, expiry, revocation and the owner's lock read from the
+    database every time), so the lean app leaves out the cookie session, flask-login and its timeouts, the
+    certificate-bound session check, the OIDC login resume, the form-token check and the per-request probe of
+    the stored settings (``kernel.lean_app``). It keeps the refusal of calls a browser marks as cross-site.
+    HTTP Basic and session-cookie calls stay on the main app.
+    """
+    from config.serving import app_socket_path
+    from operators.login.mtls import TrustedProxyMiddleware
+    from operators.web import refuse_ambient_api_calls
+
+    served = {rule.endpoint.rpartition(".")[0] for rule in main.url_map.iter_rules()
+              if rule.rule.startswith(API_PREFIX)}
+    machine = lean_app.lean_app(main, blueprints=[cast(Blueprint, main.blueprints[name]) for name in sorted(served)],
+                                probe=lean_app.settings_probe(main, lambda: API_SETTINGS_PROBE_SECONDS),
+                                error_handlers=_register_error_handlers, after_request=security_headers)
+    machine.before_request(refuse_ambient_api_calls)
+    strays = [rule.rule for rule in machine.url_map.iter_rules() if not rule.rule.startswith(API_PREFIX)]
+    if strays:  # a blueprint mixing pages with API routes would serve its pages without the login hooks
+        raise RuntimeError(f"API blueprints must serve only {API_PREFIX} paths: {strays}")
+    machine_wsgi = TrustedProxyMiddleware(machine.wsgi_app, main.extensions["opauth.trusted_proxies"],
+                                          str(app_socket_path(main.config).resolve()))
+    main.wsgi_app = lean_app.BearerDispatch(main.wsgi_app, machine_wsgi, API_PREFIX)  # type: ignore[method-assign]
+    main.extensions["opauth.bearer_api_app"] = machine
+    return machine
 
 
 def security_headers(response: Any) -> Any:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from flask_babel import lazy_gettext
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from ca.issuance import Issuer, issue_certificate
@@ -75,28 +76,73 @@ def active_authority(session: Session, kind: CaKind = CaKind.ISSUING) -> Certifi
         .order_by(CertificateAuthority.id.desc())
     )
     if ca is None:
-        raise CaNotInitialised(lazy_gettext(
-            "認証局が初期化されていません。`flask --app app init` を実行してください。"))
+        raise _not_initialised()
     return ca
+
+
+def _not_initialised() -> CaNotInitialised:
+    return CaNotInitialised(lazy_gettext("認証局が初期化されていません。`flask --app app init` を実行してください。"))
 
 
 def issuer_for(settings: CaSettings, ca: CertificateAuthority, signer: Signer | None = None) -> Issuer:
     """An ``Issuer`` that signs with ``ca``'s key (loaded from its key URI unless given)."""
-    cert = x509.load_der_x509_certificate(ca.cert_der)
+    return _issuer(settings, authority_id=ca.id, cert_der=ca.cert_der, key_uri=ca.key_uri, signer=signer)
+
+
+@dataclass(frozen=True)
+class _CaCertificate:
+    """What signing needs from a CA's own certificate."""
+
+    name: x509.Name
+    not_after: datetime
+
+
+# A CA's certificate never changes once made, so it is parsed once per process, keyed by its bytes (the same
+# id in another database, or a new CA, is another key). Bounded: a process sees a handful of CAs.
+_parsed_ca_certificates: dict[bytes, _CaCertificate] = {}
+_PARSED_LIMIT = 64
+
+
+def _ca_certificate(der: bytes) -> _CaCertificate:
+    parsed = _parsed_ca_certificates.get(der)
+    if parsed is None:
+        cert = x509.load_der_x509_certificate(der)
+        parsed = _CaCertificate(name=cert.subject, not_after=cert.not_valid_after_utc)
+        if len(_parsed_ca_certificates) >= _PARSED_LIMIT:
+            _parsed_ca_certificates.clear()
+        _parsed_ca_certificates[der] = parsed
+    return parsed
+
+
+def _issuer(settings: CaSettings, *, authority_id: int, cert_der: bytes, key_uri: str,
+            signer: Signer | None = None) -> Issuer:
+    parsed = _ca_certificate(cert_der)
     return Issuer(
-        authority_id=ca.id,
-        name=cert.subject,
-        signer=signer or signer_for(settings, ca.key_uri),
-        urls=pki_urls(settings.pki_base_url, ca.id),
-        not_after=cert.not_valid_after_utc,
+        authority_id=authority_id,
+        name=parsed.name,
+        signer=signer or signer_for(settings, key_uri),
+        urls=pki_urls(settings.pki_base_url, authority_id),
+        not_after=parsed.not_after,
         policy_oid=str(settings.config.get("CERTIFICATE_POLICY_OID") or "") or None,
         refusal=" ".join(settings.conflicts),
     )
 
 
+# The active issuing CA as three columns, read on every issuance (a rotation applies to the next certificate);
+# built once from the table's columns (a plain statement, no ORM loading).
+_AUTHORITIES = cast(Table, CertificateAuthority.__table__)
+_ACTIVE_ISSUING = (select(_AUTHORITIES.c.id, _AUTHORITIES.c.cert_der, _AUTHORITIES.c.key_uri)
+                   .where(_AUTHORITIES.c.kind == CaKind.ISSUING, _AUTHORITIES.c.active.is_(True))
+                   .order_by(_AUTHORITIES.c.id.desc()).limit(1))
+
+
 def current_issuer(session: Session, settings: CaSettings) -> Issuer:
     """The active issuing CA, ready to sign."""
-    return issuer_for(settings, active_authority(session))
+    session.flush()  # a CA added or retired in this transaction counts
+    row = session.connection().execute(_ACTIVE_ISSUING).first()
+    if row is None:
+        raise _not_initialised()
+    return _issuer(settings, authority_id=row.id, cert_der=row.cert_der, key_uri=row.key_uri)
 
 
 def authorities(session: Session) -> list[CertificateAuthority]:

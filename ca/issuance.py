@@ -1,7 +1,7 @@
 """Signing certificates: the signature and the database row happen in one transaction.
 
-``issue_certificate`` signs and adds the row, then flushes so the unique
-constraints (serial, fingerprint) are checked before anything is returned. It
+``issue_certificate`` signs and writes the row in the session's transaction, so
+the unique constraints (serial, fingerprint) are checked before anything is returned. It
 never commits: the caller commits once and only then hands the certificate
 out. If the commit fails, the signed bytes die with the session.
 """
@@ -12,13 +12,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from ca.keys import Signer
 from ca.models import Certificate, CertificateProfile
@@ -52,14 +52,16 @@ def serial_hex(serial: int) -> str:
     return format(serial, "x")
 
 
-# Built once: issuance runs it for every certificate.
-_SERIAL_TAKEN = select(Certificate.id).where(Certificate.serial == bindparam("serial"))
+# Built once from the table's columns: issuance runs it for every certificate, on the session's connection
+# (the caller's work is flushed first, in issue_certificate).
+_CERTIFICATES = cast(Table, Certificate.__table__)
+_SERIAL_TAKEN = select(_CERTIFICATES.c.id).where(_CERTIFICATES.c.serial == bindparam("serial"))
 
 
 def _unused_serial(session: Session) -> int:
     for _ in range(5):
         serial = new_serial()
-        taken = session.scalar(_SERIAL_TAKEN, {"serial": serial_hex(serial)})
+        taken = session.connection().execute(_SERIAL_TAKEN, {"serial": serial_hex(serial)}).scalar()
         if taken is None:
             return serial
     raise RuntimeError("could not find an unused serial number")  # pragma: no cover - 2^-159 odds
@@ -93,9 +95,10 @@ def issue_certificate(
     details: dict[str, Any] | None = None,
     self_signed: bool = False,
 ) -> Certificate:
-    """Sign a certificate of ``profile`` and add its row to ``session`` (flushed, not committed)."""
+    """Sign a certificate of ``profile`` and write its row in ``session``'s transaction (not committed)."""
     if issuer.refusal:
         raise SettingsConflict(issuer.refusal)
+    session.flush()  # the caller's pending work is written first, as with any other statement
     now = utcnow()
     not_before = now - BACKDATE
     not_after = now + timedelta(days=days)
@@ -118,26 +121,42 @@ def issue_certificate(
         builder = builder.add_extension(extension, critical)
     cert = builder.sign(issuer.signer.private_key, issuer.signer.hash_algorithm)
     der = cert.public_bytes(serialization.Encoding.DER)
-    row = Certificate(
-        serial=serial_hex(serial),
-        authority_id=issuer.authority_id,
-        profile=profile,
-        subject=cert.subject.rfc4514_string(),
-        common_name=_common_name(cert.subject),
-        sans=[describe_general_name(n) for n in sans],
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        der=der,
-        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-        spki_sha256=spki_sha256(public_key),
-        business_system_id=business_system_id,
-        tenant_id=tenant_id,
-        issued_by=issued_by,
-        replaces_id=replaces_id,
-        details=dict(details or {}, business_ids=list(business_ids)) if business_ids else dict(details or {}),
-    )
+    values: dict[str, Any] = {
+        "serial": serial_hex(serial),
+        "authority_id": issuer.authority_id,
+        "profile": profile,
+        "subject": cert.subject.rfc4514_string(),
+        "common_name": _common_name(cert.subject),
+        "sans": [describe_general_name(n) for n in sans],
+        "not_before": cert.not_valid_before_utc,
+        "not_after": cert.not_valid_after_utc,
+        "der": der,
+        "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
+        "spki_sha256": spki_sha256(public_key),
+        "business_system_id": business_system_id,
+        "tenant_id": tenant_id,
+        "issued_by": issued_by,
+        "created_at": now,
+        "replaces_id": replaces_id,
+        "revoked_at": None,
+        "revocation_reason": None,
+        "invalidity_date": None,
+        "details": dict(details or {}, business_ids=list(business_ids)) if business_ids else dict(details or {}),
+    }
+    return _recorded(session, values)
+
+
+# The row is written as one plain INSERT on the session's connection (an ORM flush of a new object costs more
+# than the statement), then handed back as the persistent ``Certificate`` it is, without reading it again.
+_INSERT_CERTIFICATE = insert(_CERTIFICATES).returning(_CERTIFICATES.c.id)
+
+
+def _recorded(session: Session, values: dict[str, Any]) -> Certificate:
+    """Insert the certificate's row in ``session``'s transaction (unique serial/fingerprint checked here)."""
+    certificate_id = session.connection().execute(_INSERT_CERTIFICATE, values).scalar_one()
+    row = Certificate(id=certificate_id, **values)
+    make_transient_to_detached(row)  # every column as written: loaded, nothing pending
     session.add(row)
-    session.flush()  # unique serial/fingerprint checked here, inside the caller's transaction
     return row
 
 

@@ -11,6 +11,8 @@ when too long or when they hold control characters.
 
 from __future__ import annotations
 
+import enum
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -48,24 +50,30 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 
-def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
-    """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
-    label = label or field
-    if not url:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は必須です。", label=label, field=field))
-    if len(url) > 2000:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。", label=label,
-                                        field=field, limit=2000))
+class _UrlFault(enum.Enum):
+    """Why a URL names no host we accept (the message is made only when one is refused)."""
+
+    MISSING = enum.auto()
+    TOO_LONG = enum.auto()
+    MALFORMED = enum.auto()
+    NOT_HTTPS = enum.auto()
+    BAD_HOST = enum.auto()
+
+
+_URL_LIMIT = 2000
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_or_fault(url: str) -> str | _UrlFault:
+    """The host of an https URL, lower-cased and IDNA-encoded, or why not; pure, so kept per URL string."""
     try:
         parts = urlsplit(url)
         hostname = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL が正しくありません。", label=label,
-                                        field=field)) from None
+        return _UrlFault.MALFORMED
     if parts.scheme != "https" or not hostname:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
-                                        label=label, field=field))
+        return _UrlFault.NOT_HTTPS
     try:
         ipaddress.ip_address(hostname)
         return hostname
@@ -74,12 +82,35 @@ def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
     try:
         ascii_host = hostname.encode("idna").decode("ascii")
     except UnicodeError:
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
-                                        field=field)) from None
+        return _UrlFault.BAD_HOST
     if not _HOSTNAME.match(ascii_host):
-        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label,
-                                        field=field))
+        return _UrlFault.BAD_HOST
     return ascii_host.lower()
+
+
+def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
+    """The host of an https URL, lower-cased and IDNA-encoded; ``InvalidInput`` otherwise."""
+    if not url:
+        found: str | _UrlFault = _UrlFault.MISSING
+    elif len(url) > _URL_LIMIT:
+        found = _UrlFault.TOO_LONG
+    else:
+        found = _host_or_fault(url)
+    if isinstance(found, str):
+        return found
+    label = field if label is None else label  # a lazy label is translated only here, for the message
+    if found is _UrlFault.MISSING:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は必須です。", label=label, field=field))
+    if found is _UrlFault.TOO_LONG:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) は%(limit)s文字以内で指定してください。", label=label,
+                                        field=field, limit=_URL_LIMIT))
+    if found is _UrlFault.MALFORMED:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL が正しくありません。", label=label,
+                                        field=field))
+    if found is _UrlFault.NOT_HTTPS:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
+                                        label=label, field=field))
+    raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label, field=field))
 
 
 def general_name_for_host(host: str) -> x509.GeneralName:

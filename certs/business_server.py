@@ -8,12 +8,13 @@ for the confirmation screen, with the same code.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -106,16 +107,19 @@ class LatestCertificate:
     serial: str
 
 
-# Built once; reads two columns through ix_certificate_business_system_latest, never the DER.
-_LATEST = (select(Certificate.id, Certificate.serial)
-           .where(Certificate.business_system_id == bindparam("system_id"),
-                  Certificate.profile == CertificateProfile.BUSINESS_SERVER)
-           .order_by(Certificate.id.desc()).limit(1))
+# Built once from the table's columns (a plain statement, no ORM loading); reads two columns through
+# ix_certificate_business_system_latest, never the DER.
+_CERTIFICATES = cast(Table, Certificate.__table__)
+_LATEST = (select(_CERTIFICATES.c.id, _CERTIFICATES.c.serial)
+           .where(_CERTIFICATES.c.business_system_id == bindparam("system_id"),
+                  _CERTIFICATES.c.profile == CertificateProfile.BUSINESS_SERVER)
+           .order_by(_CERTIFICATES.c.id.desc()).limit(1))
 
 
 def latest_certificate(session: Session, business_system_id: int) -> LatestCertificate | None:
     """The newest business server certificate of a business system."""
-    row = session.execute(_LATEST, {"system_id": business_system_id}).first()
+    session.flush()  # certificates added through the ORM in this transaction count too
+    row = session.connection().execute(_LATEST, {"system_id": business_system_id}).first()
     return LatestCertificate(id=row.id, serial=row.serial) if row is not None else None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Flask
 from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.datastructures import Authorization
 
 from config import instance as instance_settings
 from db import close_request_session
@@ -60,7 +61,7 @@ def lean_app(main: Flask, *, blueprints: Iterable[Blueprint], probe: Callable[[]
     lean.config = main.config  # one dict: a settings change applied by either app is seen by both
     lean.json.ensure_ascii = False  # type: ignore[attr-defined]
     lean.session_interface = NoSession()
-    for key in ("opauth.engine", "opauth.sessionmaker", "opauth.trusted_proxies"):
+    for key in ("opauth.engine", "opauth.sessionmaker", "opauth.trusted_proxies", instance_settings.GIVEN):
         lean.extensions[key] = main.extensions[key]
     webinput.init_app(lean)  # first, as in the main app: the request guard runs before anything reads the request
     lean.before_request(probe)
@@ -71,3 +72,28 @@ def lean_app(main: Flask, *, blueprints: Iterable[Blueprint], probe: Callable[[]
     error_handlers(lean)
     lean.after_request(after_request)
     return lean
+
+
+def carries_bearer_token(environ: dict[str, Any]) -> bool:
+    """True when the request's ``Authorization`` is a bearer token, read as ``request.authorization`` reads it."""
+    auth = Authorization.from_header(environ.get("HTTP_AUTHORIZATION"))
+    return auth is not None and auth.type == "bearer"
+
+
+class BearerDispatch:
+    """WSGI: calls under ``prefix`` that carry a bearer token go to ``machine``, everything else to ``main``.
+
+    A bearer token authenticates the call by itself, so nothing of the browser's session (cookie, login,
+    timeouts, form token) can take part in it; other credentials (HTTP Basic, a session cookie) stay on ``main``.
+    """
+
+    def __init__(self, main: Callable[..., Iterable[bytes]], machine: Callable[..., Iterable[bytes]],
+                 prefix: str) -> None:
+        self.main = main
+        self.machine = machine
+        self.prefix = prefix
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith(self.prefix) and carries_bearer_token(environ):
+            return self.machine(environ, start_response)
+        return self.main(environ, start_response)

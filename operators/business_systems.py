@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext
 from flask_babel.speaklater import LazyString
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,15 +100,19 @@ def host_of(url: str, field: str = "url") -> str:
 
 
 
+# Built once: issuance looks the system up on every certificate.
+_BY_BUSINESS_ID = select(BusinessSystem).where(BusinessSystem.business_id == bindparam("business_id"))
+
+
 def get_by_business_id(session: Session, business_id: str) -> BusinessSystem:
-    system = session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
+    system = find_by_business_id(session, business_id)
     if system is None:
         raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=business_id))
     return system
 
 
 def find_by_business_id(session: Session, business_id: str) -> BusinessSystem | None:
-    return session.scalar(select(BusinessSystem).where(BusinessSystem.business_id == business_id))
+    return session.scalar(_BY_BUSINESS_ID, {"business_id": business_id})
 
 
 def save_business_system(session: Session, data: BusinessSystemData) -> tuple[BusinessSystem, bool]:

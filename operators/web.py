@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from flask import Response, current_app, jsonify, request
 from flask_babel import gettext as _
-from flask_login import current_user
 from flask_wtf.csrf import validate_csrf
 from sqlalchemy.orm import Session
 from wtforms import ValidationError
@@ -23,7 +22,7 @@ from kernel.errors import NotFound
 from kernel.web import attachment
 from kernel.webinput import query_text
 from operators import csv_io
-from operators.login.auth import current_actor, current_operator
+from operators.login.auth import current_actor, current_operator, session_operator
 from operators.models import Tenant
 from operators.tenancy import Scope, scope_of
 
@@ -83,7 +82,7 @@ def refuse_ambient_api_calls() -> Any:
     auth = request.authorization
     if auth is not None and (auth.type == "bearer" or (auth.type == "basic" and auth.username and auth.password)):
         return None  # the API authenticates these credentials themselves (operators.login.auth)
-    if not current_user.is_authenticated:
+    if session_operator() is None:
         return None  # no ambient credential: the view answers 401
     try:
         validate_csrf(request.headers.get("X-CSRFToken"))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask_babel import lazy_gettext
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 
 from db import utcnow
@@ -188,17 +188,18 @@ class BearerCheck:
         return self.token is not None and self.refusal is None
 
 
-# One statement per request: the token, its owner and tenant, and the owner's lock.
+# One statement per request: the token, its owner and tenant, and the owner's lock (built once).
 _BY_HASH = (select(ApiToken, OperatorLoginState.locked_until)
             .outerjoin(OperatorLoginState, OperatorLoginState.operator_pk == ApiToken.operator_pk)
-            .options(joinedload(ApiToken.operator).joinedload(Operator.tenant)))
+            .options(joinedload(ApiToken.operator).joinedload(Operator.tenant))
+            .where(ApiToken.token_sha256 == bindparam("token_sha256")))
 
 
 def check_bearer(session: Session, *, secret: str, source: str, now: datetime | None = None) -> BearerCheck:
     """Resolve a presented bearer token (nothing is audited here: see ``record_refusal``)."""
     if not _TOKEN.match(secret):
         return BearerCheck(None, TokenRefusal.MALFORMED)
-    row = session.execute(_BY_HASH.where(ApiToken.token_sha256 == token_sha256(secret))).first()
+    row = session.execute(_BY_HASH, {"token_sha256": token_sha256(secret)}).first()
     if row is None:
         return BearerCheck(None, TokenRefusal.UNKNOWN)
     token, owner_locked_until = row

@@ -104,13 +104,18 @@ def login_settings() -> LoginSettings:
     return LoginSettings.from_config(current_app.config)
 
 
+def session_operator() -> Operator | None:
+    """The operator logged in with the browser's session; None, too, in an app without sessions (API tokens)."""
+    if getattr(current_app, "login_manager", None) is None or not current_user.is_authenticated:
+        return None
+    return current_user.operator  # type: ignore[no-any-return]
+
+
 def current_operator() -> Operator | None:
     operator = g.get("api_operator")
     if operator is not None:
         return operator  # type: ignore[no-any-return]
-    if current_user.is_authenticated:
-        return current_user.operator  # type: ignore[no-any-return]
-    return None
+    return session_operator()
 
 
 def current_actor() -> Actor:
@@ -319,8 +324,8 @@ def _api_operator() -> Operator | None:
         if result.refusal is LoginRefusal.THROTTLED:
             raise _ApiThrottled()
         operator = result.operator
-    elif current_user.is_authenticated:
-        operator = current_user.operator
+    else:
+        operator = session_operator()
     g.api_operator = operator
     return operator
 
