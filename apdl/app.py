@@ -186,8 +186,7 @@ def _error_handlers(app: Flask) -> None:
         code = exc.code or 500
         if request.path.startswith("/api/"):
             return jsonify(error=str(HTTP_MESSAGES.get(code, HTTP_MESSAGES[400]))), code
-        return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400]),
-                               hide_resident=code == 404), code  # no way back to a 利用者 that is not there
+        return render_template("error.html", message=HTTP_MESSAGES.get(code, HTTP_MESSAGES[400])), code
 
 
 def unreadable_request_answer(app: Flask, code: int, api: bool) -> tuple[bytes, str]:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeVar
 
-from flask import abort
+from flask import abort, g
 from flask_babel import gettext as _
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -101,6 +101,8 @@ class TenantScope:
         row = self.session.scalars(self.select(model).where(model.id == pk)).first()
         if row is None:
             abort(404)
+        # What this request found in its tenant: an error page may offer the way back to it (error.html).
+        g.setdefault("apdl_found", {})[model.__name__] = pk
         return row
 
     def recorded_on_card(self, card_identifier: str) -> Select[Installation, str]:

@@ -118,7 +118,9 @@ def test_a_municipality_where_the_holder_does_not_live_may_not_touch_the_regiona
     assert allowed.status_code == 302 and _card_aps(card_stack) == {APS["E1"][0]}
     not_offered = submit(kita, page, f"{page}/card/download", {"ap_ids": [str(registry.ids["E3"])]})
     assert not_offered.status_code == 404  # an AP not available to this tenant does not exist for it
-    assert 'id="back-resident"' not in not_offered.get_data(as_text=True)  # a 404 offers no way to a 利用者
+    assert f'id="back-resident" href="{page}"' in not_offered.get_data(as_text=True)  # the 利用者 is its own
+    missing = submit(kita, page, "/residents/999999/card/read", {})  # another tenant's id reads the same
+    assert missing.status_code == 404 and 'id="back-resident"' not in missing.get_data(as_text=True)
 
 
 def test_not_enough_memory_from_the_card_records_nothing_as_installed(opauth: Opauth, apdl_app: Flask,
