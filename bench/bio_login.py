@@ -272,14 +272,13 @@ def bench_http(work: Path, clients: int = CLIENTS, seconds: float = HTTP_SECONDS
     credential's signature counter orders its logins, so one terminal per credential, as in an office), and
     the server's CPU per login (gunicorn master and workers, from /proc)."""
     import multiprocessing
-    import socket
     import subprocess
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
     from bench.peers import _children, _cpu_ticks
-    from bench.run import _env, _free_port
+    from bench.run import _env, _free_port, wait_for_port
 
     port = _free_port()
     saved = {key: os.environ.get(key) for key in ("OPAUTH_BIOMETRIC_CLIENT_CERT_REQUIRED", "OPAUTH_PUBLIC_BASE_URL")}
@@ -311,14 +310,7 @@ def bench_http(work: Path, clients: int = CLIENTS, seconds: float = HTTP_SECONDS
                                "--log-level", "warning", "--access-logfile", "/dev/null"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError("gunicorn exited") from None
-                time.sleep(0.2)
+        wait_for_port(port, server)
         ca = str(instance / "tls" / "ca-bundle.pem")
         context = multiprocessing.get_context("spawn")
         queue: Any = context.Queue()

@@ -147,6 +147,20 @@ def _business(csr: str) -> dict[str, str]:
             "personalize_url": "https://perso.city.itozaki.nagano.jp/BizSys/", "csr": csr}
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[Any], seconds: float = 60) -> None:
+    """Wait until ``proc`` (a server just started) accepts connections on the loopback ``port``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}") from None
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
 class Gunicorn:
     """A real gunicorn serving the instance over plain HTTP on a loopback port."""
 
@@ -157,16 +171,7 @@ class Gunicorn:
              "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", "--log-level", "warning",
              "app:create_app()"],
             cwd=ROOT, env=_env(instance), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start")
+        wait_for_port(self.port, self.proc)
 
     def stop(self) -> None:
         self.proc.terminate()

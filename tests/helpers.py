@@ -62,3 +62,34 @@ def pkilint(tool: str, path: Path, *extra: str) -> list[dict[str, Any]]:
     assert out or result.returncode == 0, result.stderr
     findings: list[dict[str, Any]] = json.loads(out)["results"] if out else []
     return findings
+
+
+def statements_of(app: Any, send: Any) -> tuple[Any, list[str], int]:
+    """The response of ``send()``, the SQL statements it ran (whitespace folded) and how many commits: for the
+    regression guards on a hot path's SQL (counted, never timed)."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    commits: list[bool] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    def committed(_conn: object) -> None:
+        commits.append(True)
+
+    engine = app.extensions["opauth.engine"]
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", committed)
+    try:
+        response = send()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", committed)
+    return response, statements, len(commits)
+
+
+def writes_of(statements: list[str]) -> list[str]:
+    """The writes among ``statements`` as "INSERT table" / "UPDATE table", in order."""
+    return [s.split(" ")[0] + " " + s.split(" ")[1 if s.startswith("UPDATE") else 2] for s in statements
+            if not s.upper().startswith("SELECT")]

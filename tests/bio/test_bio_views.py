@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -35,6 +34,7 @@ from tests.bio.helpers import (
     register_biometric,
 )
 from tests.bio.softauthn import SoftAuthenticator, b64url
+from tests.helpers import statements_of
 
 
 @pytest.fixture(autouse=True)
@@ -465,37 +465,13 @@ def test_code_issued_before_the_revocation_cannot_be_redeemed(
 
 # --- statements per verification (issue 13) -------------------------------------------------------
 
-def _statements_of(app: Flask, send: Any) -> tuple[Any, list[str], int]:
-    """The response of ``send()``, the SQL statements it ran and how many commits."""
-    from sqlalchemy import event
-
-    statements: list[str] = []
-    commits: list[bool] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    def committed(_conn: object) -> None:
-        commits.append(True)
-
-    engine = app.extensions["opauth.engine"]
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", committed)
-    try:
-        response = send()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine, "commit", committed)
-    return response, statements, len(commits)
-
-
 def test_first_biometric_login_reads_the_absent_login_state_once(app: Flask, enrolled: SoftAuthenticator) -> None:
     """An operator's first login has no login-state row yet: it is read once (the lock check is told it is
     absent, the success writes it), not three times (issue 13); the row then records the login."""
     client = app.test_client()
     token, options = bio_login_options(client, "BIO01")
     credential = enrolled.get(options)
-    response, statements, commits = _statements_of(app, lambda: client.post(
+    response, statements, commits = statements_of(app, lambda: client.post(
         "/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token}))
     assert response.status_code == 200, response.get_data(as_text=True)
     assert len([s for s in statements if s.startswith("SELECT") and " FROM operator_login_state" in s]) == 1, \
@@ -514,29 +490,12 @@ def test_one_biometric_verification_reads_each_row_once_and_commits_once(
     """A regression guard on the verification request's SQL, not a timing: the challenge is spent and read
     back in one statement, the operator comes with its tenant in one query, the login state is read once,
     and the whole login (counter, login state, audit entry) is one commit."""
-    from sqlalchemy import event
-
     assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 200  # the login state row exists now
     client = app.test_client()
     token, options = bio_login_options(client, "BIO01")
     credential = enrolled.get(options)
-    statements: list[str] = []
-    commits: list[bool] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    def committed(_conn: object) -> None:
-        commits.append(True)
-
-    engine = app.extensions["opauth.engine"]
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", committed)
-    try:
-        response = client.post("/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token})
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine, "commit", committed)
+    response, statements, commits = statements_of(app, lambda: client.post(
+        "/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token}))
     assert response.status_code == 200, response.get_data(as_text=True)
     [cred] = _credentials(app)
     assert cred.sign_count == 2  # the counter was checked and kept
@@ -547,4 +506,4 @@ def test_one_biometric_verification_reads_each_row_once_and_commits_once(
     # settings probe, operator+tenant, challenge spent (UPDATE ... RETURNING), throttle, login state,
     # credential, counter, login state update, the audit entry (head, entry, head): 11 (16 before issue 13).
     assert len(statements) <= 11, statements
-    assert len(commits) == 1
+    assert commits == 1

@@ -6,6 +6,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.conftest import csrf_token
+from tests.helpers import statements_of, writes_of
 from tests.oidc.conftest import (
     BASE,
     OPERATOR_PASSWORD,
@@ -83,32 +84,14 @@ def test_ui_locales_chooses_the_language_of_opauths_login_page(world: World) -> 
 def test_one_token_exchange_reads_each_row_once_and_commits_once(world: World) -> None:
     """The hot path stays lean: the certificate's revocation read fresh, the token row and its audit entry
     written in the request's one transaction."""
-    from sqlalchemy import event
-
     req = AuthRequest("05")
     assert exchange(world.app, req, get_code(world.browser, req), world.certs["05"]).status_code == 200  # warm
     req = AuthRequest("05")
     code = get_code(world.browser, req)
-    statements: list[str] = []
-    commits: list[bool] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(" ".join(statement.split()))
-
-    def committed(_conn: object) -> None:
-        commits.append(True)
-
-    engine = world.app.extensions["opauth.engine"]
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", committed)
-    try:
-        response = exchange(world.app, req, code, world.certs["05"])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine, "commit", committed)
+    response, statements, commits = statements_of(world.app, lambda: exchange(world.app, req, code,
+                                                                              world.certs["05"]))
     assert response.status_code == 200, response.get_data(as_text=True)
-    writes = [s.split(" ")[0] + " " + s.split(" ")[1 if s.startswith("UPDATE") else 2] for s in statements
-              if not s.upper().startswith("SELECT")]
+    writes = writes_of(statements)
     # the code's claim, the audit entry (head, entry, head) and the token row, in that order
     assert writes == ["UPDATE oidc_authorization_code", "UPDATE audit_head", "INSERT audit_event",
                       "UPDATE audit_head", "INSERT oidc_token"], statements
@@ -120,7 +103,7 @@ def test_one_token_exchange_reads_each_row_once_and_commits_once(world: World) -
     # (the signing keys are read once per process every few seconds, not counted)
     counted = [s for s in statements if " FROM oidc_signing_key" not in s]
     assert len(counted) <= 14, "\n".join(statements)
-    assert len(commits) == 1
+    assert commits == 1
 
 
 def test_machine_endpoints_neither_read_nor_set_the_cookie_session(world: World) -> None:

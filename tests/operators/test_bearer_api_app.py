@@ -6,18 +6,15 @@ refusal of calls a browser marks as cross-site still applies, and one issuance s
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 
 from config import instance as store
 from db import get_session
 from kernel.audit import SYSTEM_ACTOR
 from operators.instance_settings import apply_changes
-from tests.helpers import business_payload, make_csr
+from tests.helpers import business_payload, make_csr, statements_of, writes_of
 from tests.operators.test_api_tokens import ISSUE, audit_actions, bearer, new_token
 
 
@@ -84,20 +81,10 @@ def test_bad_input_with_a_token_is_a_clear_4xx_in_the_callers_language(api: Flas
 
 
 def test_hostile_json_with_a_token_on_every_api_route_is_a_400(api: FlaskClient) -> None:
-    from tests.test_hostile_input import HOSTILE_JSON, _json_routes
+    from tests.test_hostile_input import hostile_json_failures
 
     app = api.application
-    machine = bearer(app, new_token(api, ISSUE)["token"])
-    failures = []
-    for url, method in _json_routes(app):
-        for name, body in HOSTILE_JSON.items():
-            if name == "deep_inside_string_ok_but_outside_deep":
-                continue
-            response = machine.open(url, method=method, data=body, content_type="application/json")
-            payload = response.get_json(silent=True) or {}
-            if response.status_code != 400 or not payload.get("message") or "Set-Cookie" in response.headers:
-                failures.append(f"{method} {url} {name}: {response.status_code} {payload}")
-    assert failures == []
+    assert hostile_json_failures(app, bearer(app, new_token(api, ISSUE)["token"]), no_cookie=True) == []
 
 
 def test_settings_changed_with_a_token_apply_to_the_whole_process(api: FlaskClient) -> None:
@@ -140,30 +127,14 @@ def test_one_token_issuance_reads_each_row_once_and_commits_once(api: FlaskClien
     for _ in range(2):  # warm: the business system exists, the token's last use is recorded
         assert machine.post("/api/v1/business-server-certificates",
                             json=business_payload(make_csr())).status_code == 201
-    statements: list[str] = []
-    commits: list[bool] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(" ".join(statement.split()))
-
-    def committed(_conn: Any) -> None:
-        commits.append(True)
-
-    engine = app.extensions["opauth.engine"]
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", committed)
-    try:
-        response = machine.post("/api/v1/business-server-certificates", json=business_payload(make_csr()))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine, "commit", committed)
+    response, statements, commits = statements_of(app, lambda: machine.post(
+        "/api/v1/business-server-certificates", json=business_payload(make_csr())))
     assert response.status_code == 201, response.get_json()
     assert [s for s in statements if s.startswith("SELECT api_token.") and "api_token.revoked_at" in s
             and "operator_login_state" in s], statements
-    writes = [s.split(" ")[0] + " " + s.split(" ")[1 if s.startswith("UPDATE") else 2] for s in statements
-              if not s.upper().startswith("SELECT")]
-    assert writes == ["INSERT certificate", "UPDATE audit_head", "INSERT audit_event", "UPDATE audit_head"], statements
+    assert writes_of(statements) == ["INSERT certificate", "UPDATE audit_head", "INSERT audit_event",
+                                     "UPDATE audit_head"], statements
     # token, business system, its latest certificate, the active CA, the serial's freedom: 5 reads, 4 writes
     # (no per-request probe of the stored settings)
     assert len(statements) <= 9, "\n".join(statements)
-    assert len(commits) == 1
+    assert commits == 1
