@@ -138,8 +138,7 @@ def _mount_bearer_api(main: Flask) -> Flask:
     the stored settings (``kernel.lean_app``). It keeps the refusal of calls a browser marks as cross-site.
     HTTP Basic and session-cookie calls stay on the main app.
     """
-    from config.serving import app_socket_path
-    from operators.login.mtls import TrustedProxyMiddleware
+    from operators.login.mtls import behind_trusted_proxies
     from operators.web import refuse_ambient_api_calls
 
     served = {rule.endpoint.rpartition(".")[0] for rule in main.url_map.iter_rules()
@@ -151,9 +150,8 @@ def _mount_bearer_api(main: Flask) -> Flask:
     strays = [rule.rule for rule in machine.url_map.iter_rules() if not rule.rule.startswith(API_PREFIX)]
     if strays:  # a blueprint mixing pages with API routes would serve its pages without the login hooks
         raise RuntimeError(f"API blueprints must serve only {API_PREFIX} paths: {strays}")
-    machine_wsgi = TrustedProxyMiddleware(machine.wsgi_app, main.extensions["opauth.trusted_proxies"],
-                                          str(app_socket_path(main.config).resolve()))
-    main.wsgi_app = lean_app.BearerDispatch(main.wsgi_app, machine_wsgi, API_PREFIX)  # type: ignore[method-assign]
+    main.wsgi_app = lean_app.Dispatch(main.wsgi_app, behind_trusted_proxies(main, machine.wsgi_app),  # type: ignore[method-assign]
+                                      lean_app.bearer_calls_under(API_PREFIX))
     main.extensions["opauth.bearer_api_app"] = machine
     return machine
 

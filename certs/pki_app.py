@@ -27,10 +27,9 @@ from werkzeug.http import http_date
 from ca import ocsp
 from ca.authority import CaSettings
 from certs import pki_views
-from config.serving import app_socket_path
 from db import utcnow
 from kernel import lean_app
-from operators.login.mtls import TrustedProxyMiddleware
+from operators.login.mtls import behind_trusted_proxies
 
 PREFIX = "/pki"
 SETTINGS_PROBE_SECONDS = 1.0
@@ -145,8 +144,6 @@ def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request
     probe = lean_app.settings_probe(main, lambda: SETTINGS_PROBE_SECONDS)
     pki = lean_app.lean_app(main, blueprints=[pki_views.bp], probe=probe, error_handlers=error_handlers,
                             after_request=after_request)
-    pki_wsgi = TrustedProxyMiddleware(pki.wsgi_app, main.extensions["opauth.trusted_proxies"],
-                                      str(app_socket_path(main.config).resolve()))
-    main.wsgi_app = _Dispatch(main.wsgi_app, pki_wsgi, _PreSigned(pki, probe))  # type: ignore[method-assign]
+    main.wsgi_app = _Dispatch(main.wsgi_app, behind_trusted_proxies(main, pki.wsgi_app), _PreSigned(pki, probe))  # type: ignore[method-assign]
     main.extensions["opauth.pki_app"] = pki
     return pki

@@ -80,20 +80,28 @@ def carries_bearer_token(environ: dict[str, Any]) -> bool:
     return auth is not None and auth.type == "bearer"
 
 
-class BearerDispatch:
-    """WSGI: calls under ``prefix`` that carry a bearer token go to ``machine``, everything else to ``main``.
+class Dispatch:
+    """WSGI: the requests ``wants(environ)`` picks go to ``lean``, everything else to ``main``."""
 
-    A bearer token authenticates the call by itself, so nothing of the browser's session (cookie, login,
-    timeouts, form token) can take part in it; other credentials (HTTP Basic, a session cookie) stay on ``main``.
-    """
-
-    def __init__(self, main: Callable[..., Iterable[bytes]], machine: Callable[..., Iterable[bytes]],
-                 prefix: str) -> None:
+    def __init__(self, main: Callable[..., Iterable[bytes]], lean: Callable[..., Iterable[bytes]],
+                 wants: Callable[[dict[str, Any]], bool]) -> None:
         self.main = main
-        self.machine = machine
-        self.prefix = prefix
+        self.lean = lean
+        self.wants = wants
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith(self.prefix) and carries_bearer_token(environ):
-            return self.machine(environ, start_response)
+        if self.wants(environ):
+            return self.lean(environ, start_response)
         return self.main(environ, start_response)
+
+
+def bearer_calls_under(prefix: str) -> Callable[[dict[str, Any]], bool]:
+    """Calls under ``prefix`` that carry a bearer token. A bearer token authenticates the call by itself, so
+    nothing of the browser's session (cookie, login, timeouts, form token) takes part in it; other credentials
+    (HTTP Basic, a session cookie) stay on the main app."""
+    return lambda environ: environ.get("PATH_INFO", "").startswith(prefix) and carries_bearer_token(environ)
+
+
+def exact_paths(paths: frozenset[str]) -> Callable[[dict[str, Any]], bool]:
+    """Requests for exactly one of ``paths``."""
+    return lambda environ: environ.get("PATH_INFO", "") in paths

@@ -8,7 +8,7 @@ no certificate, no answer).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
@@ -18,7 +18,6 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from ca.authority import CaSettings
-from config.serving import app_socket_path
 from db import get_session, new_session
 from kernel import lean_app
 from kernel.audit import Actor, AuditAction, AuditResult, record_event_separately
@@ -42,7 +41,7 @@ from oidc.server import (
     issuer,
     subject_of_code,
 )
-from operators.login.mtls import ClientCertRefused, Purpose, TrustedProxyMiddleware, authenticate_client
+from operators.login.mtls import ClientCertRefused, Purpose, authenticate_client, behind_trusted_proxies
 from operators.models import BusinessSystem
 
 bp = Blueprint("oidc", __name__, url_prefix="/oidc")
@@ -237,21 +236,6 @@ def business_link(system: BusinessSystem) -> str:
 SETTINGS_PROBE_SECONDS = 1.0
 
 
-class _MachineDispatch:
-    """WSGI: the machine endpoints (exact paths) go to the lean OIDC app, everything else to the main app."""
-
-    def __init__(self, main: Callable[..., Iterable[bytes]], machine: Callable[..., Iterable[bytes]],
-                 paths: frozenset[str]) -> None:
-        self.main = main
-        self.machine = machine
-        self.paths = paths
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "") in self.paths:
-            return self.machine(environ, start_response)
-        return self.main(environ, start_response)
-
-
 def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request: Callable[[Any], Any]) -> Flask:
     """Serve discovery, JWKS, token, userinfo, revocation and introspection from a lean app.
 
@@ -263,9 +247,8 @@ def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request
                                 probe=lean_app.settings_probe(main, lambda: SETTINGS_PROBE_SECONDS))
     machine.extensions[EXTENSION_KEY] = main.extensions[EXTENSION_KEY]
     paths = frozenset(rule.rule for rule in machine.url_map.iter_rules() if rule.endpoint.startswith(f"{bp.name}."))
-    machine_wsgi = TrustedProxyMiddleware(machine.wsgi_app, main.extensions["opauth.trusted_proxies"],
-                                          str(app_socket_path(main.config).resolve()))
-    main.wsgi_app = _MachineDispatch(main.wsgi_app, machine_wsgi, paths)  # type: ignore[method-assign]
+    main.wsgi_app = lean_app.Dispatch(main.wsgi_app, behind_trusted_proxies(main, machine.wsgi_app),  # type: ignore[method-assign]
+                                      lean_app.exact_paths(paths))
     main.extensions["opauth.oidc_machine_app"] = machine
     return machine
 

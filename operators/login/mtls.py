@@ -273,11 +273,17 @@ def _end_unbound_session() -> Any:
     return redirect(url_for("auth.login"))
 
 
+def behind_trusted_proxies(main: Flask, wsgi: Any) -> TrustedProxyMiddleware:
+    """``wsgi`` (``main``'s own or a lean app's) reading client addresses and certificates from trusted proxies only
+    (``OPAUTH_TRUSTED_PROXIES`` and the app socket scripts/serve.py binds)."""
+    return TrustedProxyMiddleware(wsgi, main.extensions["opauth.trusted_proxies"],
+                                  str(app_socket_path(main.config).resolve()))
+
+
 def init_app(app: Flask) -> None:
     networks = trusted_proxies(app.config)  # parsed once
     app.extensions["opauth.trusted_proxies"] = networks
-    app.wsgi_app = TrustedProxyMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, networks, str(app_socket_path(app.config).resolve()))  # as scripts/serve.py binds it
+    app.wsgi_app = behind_trusted_proxies(app, app.wsgi_app)  # type: ignore[method-assign]
     app.before_request(_end_unbound_session)
 
 
