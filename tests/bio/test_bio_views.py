@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -465,14 +466,19 @@ def test_code_issued_before_the_revocation_cannot_be_redeemed(
 
 # --- statements per verification (issue 13) -------------------------------------------------------
 
+def _verification_statements(app: Flask, authn: SoftAuthenticator) -> tuple[Any, list[str], int]:
+    """A fresh browser's login up to the verification; the verification's response, SQL and commits."""
+    client = app.test_client()
+    token, options = bio_login_options(client, "BIO01")
+    credential = authn.get(options)
+    return statements_of(app, lambda: client.post("/bio/login/verify", json={"credential": credential},
+                                                  headers={"X-CSRFToken": token}))
+
+
 def test_first_biometric_login_reads_the_absent_login_state_once(app: Flask, enrolled: SoftAuthenticator) -> None:
     """An operator's first login has no login-state row yet: it is read once (the lock check is told it is
     absent, the success writes it), not three times (issue 13); the row then records the login."""
-    client = app.test_client()
-    token, options = bio_login_options(client, "BIO01")
-    credential = enrolled.get(options)
-    response, statements, commits = statements_of(app, lambda: client.post(
-        "/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token}))
+    response, statements, commits = _verification_statements(app, enrolled)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert len([s for s in statements if s.startswith("SELECT") and " FROM operator_login_state" in s]) == 1, \
         statements
@@ -491,11 +497,7 @@ def test_one_biometric_verification_reads_each_row_once_and_commits_once(
     back in one statement, the operator comes with its tenant in one query, the login state is read once,
     and the whole login (counter, login state, audit entry) is one commit."""
     assert bio_login(app.test_client(), "BIO01", enrolled).status_code == 200  # the login state row exists now
-    client = app.test_client()
-    token, options = bio_login_options(client, "BIO01")
-    credential = enrolled.get(options)
-    response, statements, commits = statements_of(app, lambda: client.post(
-        "/bio/login/verify", json={"credential": credential}, headers={"X-CSRFToken": token}))
+    response, statements, commits = _verification_statements(app, enrolled)
     assert response.status_code == 200, response.get_data(as_text=True)
     [cred] = _credentials(app)
     assert cred.sign_count == 2  # the counter was checked and kept
