@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
 from ca.inquiry import export_certificate, get_certificate
@@ -27,7 +27,7 @@ from certs.business_server import issue_business_server_certificate
 from certs.inquiry import find_certificates
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work, verify_chain
-from kernel.cli import cli_actor, echo_rows, fail, json_option
+from kernel.cli import cli_actor, echo_rows, fail, json_option, run_rounds
 from kernel.errors import OpauthError
 from operators.business_systems import BusinessSystemData, list_business_systems
 
@@ -195,22 +195,13 @@ def pki_refresh() -> None:
 @click.option("--rounds", type=click.IntRange(min=0), default=0, help="Stop after this many rounds (0: never).")
 def pki_worker(interval: int, rounds: int) -> None:
     """Keep CRLs and OCSP answers current: `pki refresh` every INTERVAL seconds (run it beside the web server)."""
-    done = 0
-    while True:
-        session = new_session()
-        try:
-            report = refresh(session, CaSettings.from_config(current_app.config))
-            session.commit()
-            click.echo(f"CRL numbers {dict(report.crls)}; OCSP responses re-signed: {report.ocsp_resigned}")
-        except Exception as exc:  # a database hiccup must not end the worker: the next round retries
-            session.rollback()
-            click.echo(f"pki refresh failed: {exc}", err=True)
-        finally:
-            session.close()
-        done += 1
-        if rounds and done >= rounds:
-            return
-        time.sleep(interval)
+
+    def round_(session: Session) -> None:
+        report = refresh(session, CaSettings.from_config(current_app.config))
+        session.commit()
+        click.echo(f"CRL numbers {dict(report.crls)}; OCSP responses re-signed: {report.ocsp_resigned}")
+
+    run_rounds(round_, interval=interval, rounds=rounds, what="pki refresh")
 
 
 @click.group("audit", cls=AppGroup)

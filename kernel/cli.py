@@ -1,16 +1,20 @@
-"""Helpers every CLI command shares: the audit actor of a shell user, ``--json`` and tab-separated output."""
+"""Helpers every CLI command shares: the audit actor of a shell user, ``--json`` and tab-separated output,
+and the loop of the background workers."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
+from db import new_session
 from kernel.audit import Actor
 from kernel.errors import OpauthError
 
@@ -61,3 +65,23 @@ def fail(exc: OpauthError) -> None:
     """End a command with the error's message on stderr and exit status 2."""
     click.echo(f"error: {exc.message}", err=True)
     sys.exit(2)
+
+
+def run_rounds(work: Callable[[Session], None], *, interval: int, rounds: int, what: str) -> None:
+    """A background worker's loop: ``work`` on a session of its own every ``interval`` seconds, ``rounds``
+    times (0: until stopped). A failed round is rolled back and reported on stderr; a database hiccup must
+    not end the worker, so the next round retries."""
+    done = 0
+    while True:
+        session = new_session()
+        try:
+            work(session)
+        except Exception as exc:
+            session.rollback()
+            click.echo(f"{what} failed: {exc}", err=True)
+        finally:
+            session.close()
+        done += 1
+        if rounds and done >= rounds:
+            return
+        time.sleep(interval)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 from ca.authority import CaSettings
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
-from kernel.cli import cli_actor
+from kernel.cli import cli_actor, run_rounds
 from kernel.errors import OpauthError
 from oidc.clients import client_for_business_id, client_settings_json, configured_clients, save_client_settings
 from oidc.keys import key_listing, rotate
@@ -140,22 +139,13 @@ def deliver_logouts(timeout: float) -> None:
 @click.option("--timeout", default=TIMEOUT_SECONDS, show_default=True, help="Seconds to wait for each business system.")
 def logout_worker(interval: int, rounds: int, timeout: float) -> None:
     """`deliver-logouts` every INTERVAL seconds (run it beside the web server; `make run` does)."""
-    done = 0
-    while True:
-        session = new_session()
-        try:
-            report = _deliver_round(session, timeout)
-            if report.sent or report.failed:
-                click.echo(f"{report.sent} logout tokens delivered, {len(report.failed)} failed")
-        except Exception as exc:  # a database hiccup must not end the worker: the next round retries
-            session.rollback()
-            click.echo(f"logout delivery failed: {exc}", err=True)
-        finally:
-            session.close()
-        done += 1
-        if rounds and done >= rounds:
-            return
-        time.sleep(interval)
+
+    def round_(session: Session) -> None:
+        report = _deliver_round(session, timeout)
+        if report.sent or report.failed:
+            click.echo(f"{report.sent} logout tokens delivered, {len(report.failed)} failed")
+
+    run_rounds(round_, interval=interval, rounds=rounds, what="logout delivery")
 
 
 def init_app(app: Flask) -> None:

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import RevokedError
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings, authorities
 from ca.crl import build_crl, issue_crl
@@ -336,3 +337,23 @@ def test_a_revocation_by_another_module_republishes_after_its_commit(
         session.commit()  # outside a request: published right after the commit
     crl = x509.load_der_x509_crl(api.get(_cdp(leaf.cert)).data)
     assert crl.get_revoked_certificate_by_serial_number(int(leaf.serial, 16)) is not None
+
+
+
+def test_a_failed_worker_round_is_reported_and_the_next_round_runs(
+        app: Flask, capsys: pytest.CaptureFixture[str]) -> None:
+    """The loop both background workers (`pki worker`, `oidc logout-worker`) run: a round that fails
+    (a database hiccup) is reported and does not end the worker; each round has a session of its own."""
+    from kernel.cli import run_rounds
+
+    sessions: list[Session] = []
+
+    def round_(session: Session) -> None:
+        sessions.append(session)
+        if len(sessions) == 1:
+            raise RuntimeError("database is locked")
+
+    with app.app_context():
+        run_rounds(round_, interval=0, rounds=2, what="test round")
+    assert len(sessions) == 2 and sessions[0] is not sessions[1]
+    assert "test round failed: database is locked" in capsys.readouterr().err
