@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_babel import lazy_gettext
+from sqlalchemy.orm import Session
 
 from ca.inquiry import export_certificate, get_certificate
 from ca.models import Certificate
@@ -17,17 +18,18 @@ from certs.inquiry import find_certificates
 from certs.views import read_upload
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
-from kernel.errors import InvalidCsr
+from kernel.errors import InvalidCsr, NotFound
 from kernel.web import attachment, int_arg, json_body
 from operators.business_systems import (
     LABELS,
     BusinessSystemData,
+    find_by_business_id,
     get_by_business_id,
     list_business_systems,
     save_and_audit,
     system_of,
 )
-from operators.login.auth import current_actor, requires
+from operators.login.auth import current_actor, may, requires
 from operators.models import BusinessSystem
 from operators.permissions import Permission
 from operators.tenancy import well_formed_business_id
@@ -122,8 +124,8 @@ def issue_business_server() -> Any:
                 raise InvalidCsr(lazy_gettext("csr には証明書発行要求 (CSR) の PEM テキストを指定してください。"))
             csr_bytes = csr_text.encode("utf-8", errors="replace")
         return issue_business_server_certificate(
-            session, settings=ca_settings(), data=BusinessSystemData.from_mapping(fields),
-            csr_bytes=csr_bytes, actor=actor)
+            session, settings=ca_settings(), data=BusinessSystemData.from_mapping(_with_stored(session, fields)),
+            csr_bytes=csr_bytes, actor=actor, may_change_system=may(Permission.MANAGE_BUSINESS_SYSTEMS))
 
     cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
                                 actor=actor, target=f"business_system:{str(fields.get('business_id', ''))[:3]}")
@@ -131,6 +133,24 @@ def issue_business_server() -> Any:
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/certificates/{cert.serial}"
     return response
+
+
+def _with_stored(session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    """The business system's fields for an issuance: those the request sends, the stored ones for the rest.
+
+    A renewal sends ``business_id`` and the CSR alone and gets a certificate for the system as registered;
+    a field it sends replaces the stored one (which needs 業務システム管理, see ``_saved``).
+    """
+    business_id = fields.get("business_id")
+    if not isinstance(business_id, str) or all(field in fields for field in LABELS):
+        return fields  # refused by the validation that follows, or nothing to fill in (no lookup)
+    try:
+        stored = find_by_business_id(session, well_formed_business_id(business_id.strip()))
+    except NotFound:
+        return fields
+    if stored is None:
+        return fields
+    return {**{field: getattr(stored, field) for field in LABELS}, **fields}
 
 
 @bp.route("/certificates")

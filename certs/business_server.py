@@ -32,7 +32,7 @@ from ca.names import (
 )
 from ca.profiles import validity_days
 from kernel.audit import Actor, AuditAction, record_event
-from kernel.errors import InvalidCsr
+from kernel.errors import Forbidden, InvalidCsr
 from operators.business_systems import (
     BusinessSystemData,
     find_by_business_id,
@@ -123,15 +123,23 @@ def latest_certificate(session: Session, business_system_id: int) -> LatestCerti
     return LatestCertificate(id=row.id, serial=row.serial) if row is not None else None
 
 
-def _saved(session: Session, data: BusinessSystemData, actor: Actor) -> tuple[BusinessSystem, bool]:
-    """The business system as ``data`` describes it: saved and audited only when it is new or changed.
-
-    Re-issuing for an unchanged system (the common case, e.g. a renewal script) is then one lookup.
-    """
+def _registered(session: Session, data: BusinessSystemData, *, may_change_system: bool) -> BusinessSystem | None:
+    """The business system as registered when ``data`` describes it unchanged (the common case, e.g. a
+    renewal script: one lookup); None when it is new or changed, which needs ``may_change_system``
+    (業務システム管理): the certificate's names come from the system's URLs, so whoever may only issue must
+    not choose them. Checked before anything else of the request."""
     system = find_by_business_id(session, data.business_id)
     if system is not None and all(getattr(system, name) == value for name, value in asdict(data).items()):
-        return system, False
-    return save_and_audit(session, data, actor)
+        return system
+    if may_change_system:
+        return None
+    if system is None:
+        raise Forbidden(_("業務ID %(business_id)s の業務システムは登録されていません。登録には業務システム管理の"
+                          "権限 (business_systems.manage) が必要です。", business_id=data.business_id))
+    changed = ", ".join(name for name, value in asdict(data).items() if getattr(system, name) != value)
+    raise Forbidden(_("業務システムの登録内容 (%(fields)s) の変更には業務システム管理の権限 "
+                      "(business_systems.manage) が必要です。登録内容のまま発行するには、変更しない項目を"
+                      "送らないでください。", fields=changed))
 
 
 def issue_business_server_certificate(
@@ -141,10 +149,13 @@ def issue_business_server_certificate(
     data: BusinessSystemData,
     csr_bytes: bytes,
     actor: Actor,
+    may_change_system: bool,
 ) -> Certificate:
-    """Save the business system and issue its server certificate, in the caller's transaction."""
+    """Save the business system (``may_change_system``: the caller may register or change it) and issue its
+    server certificate, in the caller's transaction."""
+    registered = _registered(session, data, may_change_system=may_change_system)
     planned = preview(data, csr_bytes, max_csr_bytes=settings.config["MAX_CSR_BYTES"])
-    system, created = _saved(session, data, actor)
+    system, created = (registered, False) if registered is not None else save_and_audit(session, data, actor)
     previous = None if created else latest_certificate(session, system.id)
     public_key = planned.csr.public_key()
     cert = issue_certificate(

@@ -76,7 +76,8 @@ def issue_business_server(csr_path: Path, out: Path | None, fmt: str, **fields: 
             with csr_path.open("rb") as fh:
                 csr_bytes = fh.read(limit + 1)
             return issue_business_server_certificate(session, settings=CaSettings.from_config(current_app.config),
-                                                     data=data, csr_bytes=csr_bytes, actor=actor)
+                                                     data=data, csr_bytes=csr_bytes, actor=actor,
+                                                     may_change_system=True)
 
         cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
                                     actor=actor, target=f"business_system:{fields['business_id'][:3]}")

@@ -33,7 +33,7 @@ from operators.business_systems import (
     list_business_systems,
     save_and_audit,
 )
-from operators.login.auth import current_actor, current_operator, requires, requires_recent_auth
+from operators.login.auth import current_actor, current_operator, may, requires, requires_recent_auth
 from operators.permissions import Permission, has_permission
 from operators.tenancy import well_formed_business_id
 from operators.web import ca_settings
@@ -118,7 +118,7 @@ def issue_business_server() -> Any:
                     "確認した証明書発行要求ファイル (CSR) が変更されています。最初からやり直してください。")) from None
             return issue_business_server_certificate(
                 session, settings=ca_settings(), data=BusinessSystemData.from_mapping(values),
-                csr_bytes=csr_bytes, actor=actor)
+                csr_bytes=csr_bytes, actor=actor, may_change_system=may(Permission.MANAGE_BUSINESS_SYSTEMS))
 
         cert = audited_unit_of_work(session, new_session, work=work,
                                     failure_action=AuditAction.ISSUANCE_REJECTED, actor=actor,

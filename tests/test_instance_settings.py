@@ -167,7 +167,7 @@ def test_an_environment_that_disagrees_about_pinned_urls_cannot_issue(app: Flask
             issue_business_server_certificate(
                 get_session(), settings=CaSettings.from_config(rogue.config),
                 data=BusinessSystemData.from_mapping(payload), csr_bytes=payload["csr"].encode(),
-                actor=SYSTEM_ACTOR)
+                actor=SYSTEM_ACTOR, may_change_system=True)
         # Revocation information keeps flowing from such a process.
         assert rogue.test_client().get("/pki/crl/2.crl").status_code == 200
     finally:

@@ -236,3 +236,9 @@ def record_refusal(session: Session, check: BearerCheck, *, source: str) -> None
 def token_permits(token: ApiToken, permission: Permission) -> bool:
     """True when ``permission`` is in the token's scopes (the owner's role is checked separately)."""
     return str(permission) in token.scopes
+
+
+def permits(operator: Operator, token: ApiToken | None, permission: Permission) -> bool:
+    """True when ``operator`` may do ``permission`` now: their role grants it and the token they call with,
+    if any, has it in its scopes. The one rule for a caller's permissions (``requires`` and ``may``)."""
+    return has_permission(operator, permission) and (token is None or token_permits(token, permission))

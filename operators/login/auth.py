@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from db import get_session, new_session
 from kernel.audit import Actor, AuditAction, AuditResult, record_event, record_event_separately
 from kernel.errors import OpauthError
-from operators.login.api_tokens import REFUSAL_MESSAGES, TokenRefusal, check_bearer, record_refusal, token_permits
+from operators.login.api_tokens import REFUSAL_MESSAGES, TokenRefusal, check_bearer, permits, record_refusal
 from operators.login.models import LoginMethod
 from operators.login.service import (
     LoginRefusal,
@@ -56,7 +56,7 @@ from operators.login.service import (
 )
 from operators.login.service import change_password as change_password_service
 from operators.models import AuthMethod, Operator, Tenant, TenantKind
-from operators.permissions import Permission, has_permission
+from operators.permissions import Permission
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -116,6 +116,14 @@ def current_operator() -> Operator | None:
     if operator is not None:
         return operator  # type: ignore[no-any-return]
     return session_operator()
+
+
+def may(permission: Permission) -> bool:
+    """Whether this request's caller may also do ``permission`` (for a view guarded by another one): the
+    operator's role grants it and, for a call with an API token, the token's scopes hold it."""
+    operator = current_operator()
+    token = g.get("api_token") if request.path.startswith("/api/") else None
+    return operator is not None and permits(operator, token, permission)
 
 
 def current_actor() -> Actor:
@@ -272,7 +280,7 @@ def requires(permission: Permission) -> Callable[[F], F]:
                                    message="change the one-time password in the web UI first"), 403
                 return redirect(url_for("auth.change_password"))
             token = g.get("api_token") if is_api else None
-            if not has_permission(operator, permission) or (token is not None and not token_permits(token, permission)):
+            if not permits(operator, token, permission):
                 record_event_separately(new_session, action=AuditAction.ACCESS_DENIED, actor=current_actor(),
                                         result=AuditResult.FAILURE, target=request.path,
                                         detail={"permission": str(permission)})

@@ -78,7 +78,8 @@ def test_business_server_certificate_passes_pkix_and_cabf_lints(sqlite_app: Flas
         cert = issue_business_server_certificate(
             session, settings=CaSettings.from_config(sqlite_app.config),
             data=BusinessSystemData.from_mapping(BUSINESS),
-            csr_bytes=make_csr(rsa_key() if key == "rsa" else None), actor=SYSTEM_ACTOR)
+            csr_bytes=make_csr(rsa_key() if key == "rsa" else None), actor=SYSTEM_ACTOR,
+            may_change_system=True)
         session.commit()
         path = _write(tmp_path, "business", cert.der)
     assert pkilint("lint_pkix_cert", path) == []
@@ -94,7 +95,8 @@ def test_business_server_certificate_without_ou_has_only_the_reserved_policy_dev
         session = get_session()
         cert = issue_business_server_certificate(
             session, settings=CaSettings.from_config(sqlite_app.config),
-            data=BusinessSystemData.from_mapping(BUSINESS), csr_bytes=make_csr(subject=no_ou), actor=SYSTEM_ACTOR)
+            data=BusinessSystemData.from_mapping(BUSINESS), csr_bytes=make_csr(subject=no_ou), actor=SYSTEM_ACTOR,
+            may_change_system=True)
         session.commit()
         path = _write(tmp_path, "business", cert.der)
     assert _cabf_codes(path) == {"cabf.serverauth.subscriber_missing_reserved_policy_oid"}

@@ -22,7 +22,7 @@ def _issue(app: Flask) -> Certificate:
     session = get_session()
     cert = issue_business_server_certificate(
         session, settings=CaSettings.from_config(app.config), data=BusinessSystemData.from_mapping(BUSINESS),
-        csr_bytes=make_csr(), actor=SYSTEM_ACTOR)
+        csr_bytes=make_csr(), actor=SYSTEM_ACTOR, may_change_system=True)
     session.commit()
     return cert
 
@@ -71,7 +71,8 @@ def test_failed_recording_leaves_no_certificate(app: Flask, monkeypatch: pytest.
         with pytest.raises(IntegrityError):
             issue_business_server_certificate(
                 session, settings=CaSettings.from_config(app.config),
-                data=BusinessSystemData.from_mapping(BUSINESS), csr_bytes=make_csr(), actor=SYSTEM_ACTOR)
+                data=BusinessSystemData.from_mapping(BUSINESS), csr_bytes=make_csr(), actor=SYSTEM_ACTOR,
+                may_change_system=True)
         session.rollback()
         assert session.scalar(select(func.count()).select_from(Certificate)) == before
 

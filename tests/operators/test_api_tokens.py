@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -16,9 +18,11 @@ from kernel.audit import AuditEvent
 from operators.login.api_token_models import ApiToken
 from operators.login.api_tokens import check_bearer
 from tests.conftest import csrf_token
-from tests.helpers import business_payload, make_csr
+from tests.helpers import BUSINESS, business_payload, make_csr
 
 ISSUE = "business_server_certificates.issue"
+EVIL_CN = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                     x509.NameAttribute(NameOID.COMMON_NAME, "evil.example.com")])
 MANAGER_PASSWORD = "Manager-Password-2026"
 
 
@@ -40,6 +44,11 @@ def new_token(client: FlaskClient, *scopes: str, name: str = "renewal script", *
     assert response.headers["Cache-Control"] == "no-store"
     body: dict[str, Any] = response.get_json()
     return body
+
+
+def register_system(admin_api: FlaskClient) -> None:
+    """Business system 05, registered by the administrator (a token that may only issue cannot)."""
+    assert admin_api.put("/api/v1/business-systems/05", json=dict(BUSINESS)).status_code == 201
 
 
 def audit_actions(app: Flask, action: str) -> list[AuditEvent]:
@@ -79,12 +88,16 @@ def test_token_issues_business_server_certificates_and_is_kept_only_as_a_hash(ad
     assert secret.startswith("opa_") and len(secret) == 47
     assert created["scopes"] == [ISSUE] and created["status"] == "active" and created["prefix"] == secret[:12]
     machine = bearer(app, secret)
+    register_system(admin_api)  # by the administrator; the token renews the system's certificate
 
     first = machine.post("/api/v1/business-server-certificates", json=business_payload(make_csr()))
     assert first.status_code == 201, first.get_json()
     assert first.get_json()["issued_by"] == "admin"
-    again = machine.post("/api/v1/business-server-certificates", json=business_payload(make_csr()))
+    # A renewal names the system and sends the CSR: the certificate is for the system as registered.
+    again = machine.post("/api/v1/business-server-certificates",
+                         json={"business_id": "05", "csr": make_csr().decode()})
     assert again.status_code == 201 and again.get_json()["replaces_id"] == first.get_json()["id"]
+    assert again.get_json()["sans"] == first.get_json()["sans"]
 
     # Out of scope: the token may issue, nothing else, although its owner may do everything.
     denied = machine.get("/api/v1/business-systems")
@@ -197,6 +210,7 @@ def test_token_never_carries_more_than_its_owner_and_never_reaches_another_tenan
     assert [t["id"] for t in manager_a.get("/api/v1/api-tokens").get_json()["items"]] == [token_a["id"]]
     assert manager_a.post(f"/api/v1/api-tokens/{admin_token['id']}/revoke").status_code == 404
     assert manager_a.get(f"/api/v1/api-tokens/{admin_token['id']}").status_code == 404
+    register_system(admin_api)
     assert bearer(app, admin_token["token"]).post(
         "/api/v1/business-server-certificates", json=business_payload(make_csr())).status_code == 201
     # The system administrator sees every tenant's tokens.
@@ -233,6 +247,7 @@ def test_cli_creates_lists_and_revokes_tokens(admin_api: FlaskClient) -> None:
     assert made.exit_code == 0, made.output
     secret = made.stdout.strip().splitlines()[-1]
     assert secret.startswith("opa_")
+    register_system(admin_api)
     assert bearer(app, secret).post("/api/v1/business-server-certificates",
                                     json=business_payload(make_csr())).status_code == 201
     listed = runner.invoke(args=["tokens", "list"])
@@ -278,6 +293,7 @@ def test_guessing_tokens_is_throttled_like_failed_logins_and_the_audit_chain_hol
     app = admin_api.application
     app.config["LOGIN_THROTTLE_FAILURES"] = 3
     valid = new_token(admin_api, ISSUE)["token"]
+    register_system(admin_api)  # before the guesses: then the administrator's address is throttled too
     guesser = bearer(app, "opa_" + "B" * 43)
     for _attempt in range(3):
         assert guesser.get("/api/v1/certificates").status_code == 401
@@ -289,3 +305,46 @@ def test_guessing_tokens_is_throttled_like_failed_logins_and_the_audit_chain_hol
                                    json=business_payload(make_csr())).status_code == 201
     verified = app.test_cli_runner().invoke(args=["audit", "verify"])
     assert verified.exit_code == 0, verified.output
+
+
+def test_a_token_that_may_only_issue_cannot_register_or_change_the_business_system(admin_api: FlaskClient) -> None:
+    """The certificate's names come from the business system's URLs: a renewal token (scope: issue) must not
+    choose them. Registering a system or changing it through issuance needs business_systems.manage."""
+    app = admin_api.application
+    register_system(admin_api)
+    machine = bearer(app, new_token(admin_api, ISSUE)["token"])
+    evil = "https://evil.example.com/BizSys/"
+    attempts = [
+        business_payload(make_csr(subject=EVIL_CN), top_url=evil, operator_admin_url=evil,
+                         personalize_url=evil),  # re-pointed at another host, with a CSR for it
+        business_payload(make_csr(), admin_org=""),  # any other field changed
+        business_payload(make_csr(), business_id="42"),  # a new system
+    ]
+    for body in attempts:
+        before = admin_api.get("/api/v1/certificates").get_json()["total"]
+        refused = machine.post("/api/v1/business-server-certificates", json=body)
+        assert refused.status_code == 403, refused.get_json()
+        assert "business_systems.manage" in refused.get_json()["message"]
+        assert admin_api.get("/api/v1/certificates").get_json()["total"] == before
+    assert admin_api.get("/api/v1/business-systems/05").get_json()["top_url"] == BUSINESS["top_url"]
+    assert admin_api.get("/api/v1/business-systems/42").status_code == 404
+    refusals = [e for e in audit_actions(app, "certificate.csr_rejected") if e.detail.get("error") == "forbidden"]
+    assert len(refusals) == 3
+
+    # With both scopes the same token owner's script may change the system while issuing.
+    both = bearer(app, new_token(admin_api, ISSUE, "business_systems.manage", name="both")["token"])
+    changed = both.post("/api/v1/business-server-certificates",
+                        json=business_payload(make_csr(), admin_org="情報政策課"))
+    assert changed.status_code == 201, changed.get_json()
+    assert admin_api.get("/api/v1/business-systems/05").get_json()["admin_org"] == "情報政策課"
+
+
+def test_fields_an_issuance_leaves_out_keep_their_registered_values(admin_api: FlaskClient) -> None:
+    register_system(admin_api)
+    issued = admin_api.post("/api/v1/business-server-certificates",
+                            json={"business_id": "05", "name": "利用環境設定(新)", "csr": make_csr().decode()})
+    assert issued.status_code == 201, issued.get_json()
+    system = admin_api.get("/api/v1/business-systems/05").get_json()
+    assert system["name"] == "利用環境設定(新)"
+    assert {k: system[k] for k in ("admin_org", "phone", "email", "top_url")} == \
+        {k: BUSINESS[k] for k in ("admin_org", "phone", "email", "top_url")}

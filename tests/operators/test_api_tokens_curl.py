@@ -41,6 +41,12 @@ def test_script_issues_with_a_token_over_https_until_it_is_revoked(tmp_path: Pat
                               "-H", "Content-Type: application/json",
                               "-d", json.dumps({"new_password": NEW_PASSWORD}))
         assert status == 200
+        # The administrator registers the business system; the renewal token only issues for it.
+        system = {k: v for k, v in json.loads(request.read_text()).items() if k != "csr"}
+        status, _body = _curl(instance, f"{base}/business-systems/05", "-X", "PUT",
+                              "-u", f"admin@system:{NEW_PASSWORD}", "-H", "Content-Type: application/json",
+                              "-d", json.dumps(system))
+        assert status == 201, _body
         made = flask_cli(env, "tokens", "create", "system", "admin", "--name", "renewal",
                          "--scope", "business_server_certificates.issue", "--days", "7")
         assert made.returncode == 0, made.stderr

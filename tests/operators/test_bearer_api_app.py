@@ -15,7 +15,7 @@ from db import get_session
 from kernel.audit import SYSTEM_ACTOR
 from operators.instance_settings import apply_changes
 from tests.helpers import business_payload, make_csr, statements_of, writes_of
-from tests.operators.test_api_tokens import ISSUE, audit_actions, bearer, new_token
+from tests.operators.test_api_tokens import ISSUE, audit_actions, bearer, new_token, register_system
 
 
 def test_every_api_path_is_served_for_tokens_by_the_lean_app_and_nothing_else(app: Flask) -> None:
@@ -32,6 +32,7 @@ def test_every_api_path_is_served_for_tokens_by_the_lean_app_and_nothing_else(ap
 def test_a_token_call_with_a_browser_session_neither_uses_nor_touches_the_session(
         admin_client: FlaskClient, api: FlaskClient) -> None:
     app = admin_client.application
+    register_system(api)
     created = new_token(api, ISSUE)
     secret, token_id = created["token"], created["id"]
 
@@ -69,6 +70,7 @@ def test_a_token_call_a_browser_marks_cross_site_is_refused_and_audited(api: Fla
 
 def test_bad_input_with_a_token_is_a_clear_4xx_in_the_callers_language(api: FlaskClient) -> None:
     app = api.application
+    register_system(api)
     machine = bearer(app, new_token(api, ISSUE)["token"])
     bad = machine.post("/api/v1/business-server-certificates", json=dict(business_payload(make_csr()), top_url="x"),
                        headers={"Accept-Language": "en"})
@@ -123,6 +125,7 @@ def test_a_setting_changed_by_another_process_reaches_token_calls(
 def test_one_token_issuance_reads_each_row_once_and_commits_once(api: FlaskClient) -> None:
     """The token (its revocation, expiry and owner's lock) read fresh; certificate and audit entry in one commit."""
     app = api.application
+    register_system(api)
     machine = bearer(app, new_token(api, ISSUE)["token"])
     for _ in range(2):  # warm: the business system exists, the token's last use is recorded
         assert machine.post("/api/v1/business-server-certificates",
