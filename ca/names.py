@@ -57,6 +57,7 @@ class _UrlFault(enum.Enum):
     TOO_LONG = enum.auto()
     MALFORMED = enum.auto()
     NOT_HTTPS = enum.auto()
+    CREDENTIALS = enum.auto()
     BAD_HOST = enum.auto()
 
 
@@ -74,6 +75,8 @@ def _host_or_fault(url: str) -> str | _UrlFault:
         return _UrlFault.MALFORMED
     if parts.scheme != "https" or not hostname:
         return _UrlFault.NOT_HTTPS
+    if "@" in parts.netloc:  # user:password@ would be shown to operators and kept in the audit log
+        return _UrlFault.CREDENTIALS
     try:
         ipaddress.ip_address(hostname)
         return hostname
@@ -109,6 +112,9 @@ def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
                                         field=field))
     if found is _UrlFault.NOT_HTTPS:
         raise InvalidInput(lazy_gettext("%(label)s (%(field)s) はホスト名を含む https:// の URL で指定してください。",
+                                        label=label, field=field))
+    if found is _UrlFault.CREDENTIALS:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL にユーザ名やパスワードを含めないでください。",
                                         label=label, field=field))
     raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label, field=field))
 

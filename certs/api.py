@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
@@ -129,7 +131,10 @@ def issue_business_server() -> Any:
 
     cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
                                 actor=actor, target=f"business_system:{str(fields.get('business_id', ''))[:3]}")
-    response = jsonify(certificate_json(cert))
+    # The certificate itself comes with the answer: a renewal script needs nothing else (its token need not
+    # hold certificates.view); the CA certificates are public at /pki/ca-bundle.pem.
+    pem = x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM).decode()
+    response = jsonify(dict(certificate_json(cert), pem=pem))
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/certificates/{cert.serial}"
     return response

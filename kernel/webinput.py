@@ -37,10 +37,12 @@ MAX_JSON_INT = 2**53 - 1
 # PostgreSQL INTEGER, the type of every primary key and CRL number.
 MAX_DB_INT = 2**31 - 1
 
-# C0 controls except TAB, LF and CR, plus DEL: never part of text a person typed.
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 controls except TAB, LF and CR, plus DEL: never part of text a person typed. Also the bidirectional
+# embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): Japanese text never needs them, and
+# they make a name display as something else ("Trojan Source").
+_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 # Single-line text: TAB, LF and CR are refused too.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # JSON strings (possessive, so a long string costs one pass) and the brackets outside them.
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)

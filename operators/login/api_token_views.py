@@ -122,6 +122,15 @@ def create() -> Any:
     return response
 
 
+@bp.route("/admin/api-tokens/<id:token_id>/revoke")
+@requires(Permission.MANAGE_API_TOKENS)
+@requires_recent_auth
+def revoke_confirm(token_id: int) -> Any:
+    """Confirmation before a token is revoked: it cannot be undone, and the script using it stops working."""
+    token = get_visible_token(get_session(), _me(), token_id)
+    return render_template("operators/api_token_revoke.html", token=token, status=token_status(token))
+
+
 @bp.route("/admin/api-tokens/<id:token_id>/revoke", methods=["POST"])
 @requires(Permission.MANAGE_API_TOKENS)
 @requires_recent_auth

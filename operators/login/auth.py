@@ -257,7 +257,7 @@ def requires(permission: Permission) -> Callable[[F], F]:
                 try:
                     operator = _api_operator()
                 except _ApiThrottled:
-                    return jsonify(error="throttled", message="too many failed logins from this address"), 429
+                    return jsonify(error="throttled", message=str(THROTTLED)), 429
                 except _TokenRefused as refused:
                     response = jsonify(error="invalid_token", reason=str(refused.refusal),
                                        message=str(REFUSAL_MESSAGES[refused.refusal]))
@@ -268,16 +268,16 @@ def requires(permission: Permission) -> Callable[[F], F]:
                 operator = current_operator()
             if operator is None:
                 if is_api:
-                    response = jsonify(error="unauthorized", message="authentication required "
-                                       "(Authorization: Bearer opa_... or HTTP Basic: operator_id@tenant)")
+                    response = jsonify(error="unauthorized", message=_(
+                        "認証が必要です(Authorization: Bearer opa_... 又は HTTP Basic: 操作者ID@市町村コード)。"))
                     response.status_code = 401
                     response.headers["WWW-Authenticate"] = 'Basic realm="opauth", charset="UTF-8"'
                     return response
                 return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
             if password_change_required(operator):
                 if is_api:
-                    return jsonify(error="password_change_required",
-                                   message="change the one-time password in the web UI first"), 403
+                    return jsonify(error="password_change_required", message=_(
+                        "先に初期パスワードを変更してください(画面、又は POST /api/v1/me/password)。")), 403
                 return redirect(url_for("auth.change_password"))
             token = g.get("api_token") if is_api else None
             if not permits(operator, token, permission):
@@ -285,7 +285,8 @@ def requires(permission: Permission) -> Callable[[F], F]:
                                         result=AuditResult.FAILURE, target=request.path,
                                         detail={"permission": str(permission)})
                 if is_api:
-                    return jsonify(error="forbidden", message="you are not allowed to do this"), 403
+                    return jsonify(error="forbidden", permission=str(permission), message=_(
+                        "この操作の権限 (%(permission)s) がありません。", permission=str(permission))), 403
                 abort(403)
             return view(*args, **kwargs)
 

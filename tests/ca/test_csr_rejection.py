@@ -76,17 +76,18 @@ def _sha1_csr() -> bytes:
         return out.read_bytes()
 
 
+NOT_A_CSR = "証明書発行要求 (CSR) ではありません"
 BAD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
-    "garbage": (lambda: b"this is not a certificate request at all", "not a CSR"),
-    "empty": (lambda: b"   \n", "empty"),
-    "wrong_pem_label": (_certificate_pem, "found 'CERTIFICATE'"),
-    "bad_signature": (_bad_signature, "signature does not verify"),
-    "rsa_1024": (lambda: make_csr(rsa_key(1024)), "at least 2048 bits"),
-    "truncated_der": (lambda: make_csr(encoding=serialization.Encoding.DER)[:-20], "not a CSR"),
-    "truncated_pem": (lambda: make_csr()[:200], "damaged or truncated"),
-    "secp256k1": (lambda: make_csr(ec.generate_private_key(ec.SECP256K1())), "curve secp256k1 is not accepted"),
-    "sha1": (_sha1_csr, "too weak"),
-    "huge": (lambda: b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 70_000, "too large"),
+    "garbage": (lambda: b"this is not a certificate request at all", NOT_A_CSR),
+    "empty": (lambda: b"   \n", "空です"),
+    "wrong_pem_label": (_certificate_pem, "'CERTIFICATE' が指定されました"),
+    "bad_signature": (_bad_signature, "署名を検証できません"),
+    "rsa_1024": (lambda: make_csr(rsa_key(1024)), "2048 ビット以上"),
+    "truncated_der": (lambda: make_csr(encoding=serialization.Encoding.DER)[:-20], NOT_A_CSR),
+    "truncated_pem": (lambda: make_csr()[:200], "壊れているか"),
+    "secp256k1": (lambda: make_csr(ec.generate_private_key(ec.SECP256K1())), "楕円曲線 secp256k1 は受け付けません"),
+    "sha1": (_sha1_csr, "弱すぎます"),
+    "huge": (lambda: b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 70_000, "大きすぎます"),
 }
 
 
@@ -308,3 +309,30 @@ def test_a_registered_host_too_long_for_a_cn_is_named_in_the_san_only(api: Flask
     # Asking for it as the CN is refused as too long, not cut.
     refused = api.post("/api/v1/business-server-certificates", json=dict(system, csr=_csr_for(long_host).decode()))
     assert refused.status_code == 400 and "71" in refused.get_json()["message"]
+
+
+def test_csr_refusals_speak_the_callers_language(api: FlaskClient) -> None:
+    """The CSR's checks answer in Japanese by default and in English when asked, like every other message."""
+    payload = dict(BUSINESS, csr="this is not a certificate request at all")
+    japanese = api.post("/api/v1/business-server-certificates", json=payload).get_json()["message"]
+    english = api.post("/api/v1/business-server-certificates", json=payload,
+                       headers={"Accept-Language": "en"}).get_json()["message"]
+    assert "証明書発行要求 (CSR) ではありません" in japanese
+    assert english.startswith("Not a CSR: expected PEM") and not any("\u3040" <= ch <= "\u30ff" for ch in english)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", "利用環境設定\u202eexe.gpj"),  # a right-to-left override: displays as something else
+    ("admin_org", "BCS\u2066"),
+    ("top_url", "https://user:secret@biz.example.jp/top"),  # credentials in a URL
+    ("personalize_url", "https://user@biz.example.jp/perso"),
+])
+def test_business_system_fields_refuse_bidi_controls_and_url_credentials(api: FlaskClient, field: str,
+                                                                          value: str) -> None:
+    payload = dict(BUSINESS, csr=make_csr().decode())
+    payload[field] = value
+    response = api.post("/api/v1/business-server-certificates", json=payload)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"] == "invalid_input"
+    assert "secret" not in response.get_json()["message"]
+    assert api.get("/api/v1/business-systems/05").status_code == 404  # nothing written

@@ -63,7 +63,8 @@ def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) 
              ({"tenant": "system", "terminal": "bad name!", "hosts": "a.example.jp"}, 400, "terminal"),
              ({"tenant": "nowhere", "terminal": "t1", "hosts": "a.example.jp"}, 404, "市町村・任意団体"),
              ({"tenant": "system", "business_id": "77", "hosts": "a.example.jp"}, 404, "業務ID"),
-             ({"tenant": "system", "terminal": "t1", "hosts": "a.example.jp", "csr": "junk"}, 400, "not a CSR")]
+             ({"tenant": "system", "terminal": "t1", "hosts": "a.example.jp", "csr": "junk"}, 400,
+              "証明書発行要求 (CSR) ではありません")]
     before = len(api.get("/api/v1/ssl-certificates?all=1").get_json()["items"])
     for payload, status, message in cases:
         response = api.post("/api/v1/ssl-certificates", json=payload)

@@ -63,7 +63,7 @@ def test_confirmation_does_not_issue(app: Flask, admin_client: FlaskClient) -> N
 
 def test_bad_csr_re_renders_the_form_with_the_reason(admin_client: FlaskClient) -> None:
     status, html = _confirm(admin_client, b"garbage")
-    assert status == 400 and "not a CSR" in html and 'value="利用環境設定"' in html
+    assert status == 400 and "証明書発行要求 (CSR) ではありません" in html and 'value="利用環境設定"' in html
 
 
 def test_tampered_confirmation_is_refused(app: Flask, admin_client: FlaskClient) -> None:

@@ -98,6 +98,9 @@ def test_token_issues_business_server_certificates_and_is_kept_only_as_a_hash(ad
                          json={"business_id": "05", "csr": make_csr().decode()})
     assert again.status_code == 201 and again.get_json()["replaces_id"] == first.get_json()["id"]
     assert again.get_json()["sans"] == first.get_json()["sans"]
+    # The answer carries the certificate: the token needs no scope to fetch it.
+    issued_cert = x509.load_pem_x509_certificate(again.get_json()["pem"].encode())
+    assert format(issued_cert.serial_number, "x") == again.get_json()["serial"]
 
     # Out of scope: the token may issue, nothing else, although its owner may do everything.
     denied = machine.get("/api/v1/business-systems")
@@ -282,6 +285,13 @@ def test_web_screen_creates_shows_once_and_revokes(admin_client: FlaskClient) ->
     assert bearer(app, secret).get("/api/v1/certificates").status_code == 403  # scope: issue only
     with app.app_context():
         token_id = get_session().scalars(select(ApiToken.id)).one()
+    # Revoking asks first: the list links to a confirmation naming the token; nothing changes on the GET.
+    assert f"/admin/api-tokens/{token_id}/revoke" in listing
+    confirm = admin_client.get(f"/admin/api-tokens/{token_id}/revoke").get_data(as_text=True)
+    assert "夜間更新" in confirm and "失効は取り消せません" in confirm
+    assert bearer(app, secret).get("/api/v1/certificates").get_json()["error"] == "forbidden"  # still valid
+    english = admin_client.get("/admin/api-tokens?lang=en").get_data(as_text=True)
+    assert ">Revoke<" in english and ">Revoked<" not in english
     done = admin_client.post(f"/admin/api-tokens/{token_id}/revoke", data={"csrf_token": token})
     assert done.status_code == 303
     assert bearer(app, secret).post("/api/v1/business-server-certificates",
