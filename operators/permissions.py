@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
+
+from flask_babel import lazy_gettext
 
 from operators.models import Operator, Role
 
@@ -29,6 +32,26 @@ class Permission(enum.StrEnum):
     MANAGE_SETTINGS = "settings.manage"  # 環境基本設定: the instance's settings
     MANAGE_API_TOKENS = "api_tokens.manage"  # API トークン: make and revoke one's own machine credentials
 
+
+# What each permission lets one do, in words (the API token screen shows them beside the scope names).
+PERMISSION_LABELS: dict[Permission, Any] = {
+    Permission.VIEW_CERTIFICATES: lazy_gettext("証明書照会"),
+    Permission.ISSUE_BUSINESS_SERVER_CERTIFICATES: lazy_gettext("業務サーバ証明書発行"),
+    Permission.MANAGE_BUSINESS_SYSTEMS: lazy_gettext("業務システム管理"),
+    Permission.VIEW_AUDIT: lazy_gettext("監査ログ照会"),
+    Permission.MANAGE_TENANTS: lazy_gettext("市町村・任意団体設定"),
+    Permission.MANAGE_JOINT_USE: lazy_gettext("共同利用業務設定"),
+    Permission.ALL_TENANTS: lazy_gettext("すべての市町村・任意団体のデータ"),
+    Permission.MANAGE_OPERATORS: lazy_gettext("操作者・オペレータ証明書の管理"),
+    Permission.MANAGE_IN_BUSINESS_IDS: lazy_gettext("業務内ID管理"),
+    Permission.MANAGE_BIOMETRICS: lazy_gettext("生体情報管理"),
+    Permission.UNLOCK_OPERATORS: lazy_gettext("ロック解除"),
+    Permission.REVOKE_CERTIFICATES: lazy_gettext("証明書の失効・保留解除"),
+    Permission.MANAGE_TLS_CERTIFICATES: lazy_gettext("SSL通信証明書"),
+    Permission.VIEW_CERTIFICATE_EXPIRY: lazy_gettext("証明書の有効期限照会"),
+    Permission.MANAGE_SETTINGS: lazy_gettext("環境基本設定"),
+    Permission.MANAGE_API_TOKENS: lazy_gettext("API トークン"),
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SYSTEM_ADMIN: frozenset(Permission),

@@ -35,7 +35,7 @@ from operators.login.api_tokens import (
 from operators.login.auth import current_actor, current_operator, requires, requires_recent_auth
 from operators.login.service import find_operator
 from operators.models import Operator
-from operators.permissions import Permission
+from operators.permissions import PERMISSION_LABELS, Permission
 from operators.web import unit_of_work
 
 bp = Blueprint("api_tokens", __name__)
@@ -96,7 +96,8 @@ def _revoke(token_id: int) -> tuple[ApiToken, bool]:
 def _screen(error: str | None = None, status: int = 200) -> Any:
     operator = _me()
     return render_template("operators/api_tokens.html", tokens=visible_tokens(get_session(), operator),
-                           grantable=grantable_permissions(operator), status_of=token_status,
+                           grantable=grantable_permissions(operator), labels=PERMISSION_LABELS,
+                           status_of=token_status,
                            default_days=DEFAULT_DAYS, max_days=MAX_DAYS, error=error,
                            form=request.form), status
 

@@ -292,6 +292,9 @@ def test_web_screen_creates_shows_once_and_revokes(admin_client: FlaskClient) ->
     assert bearer(app, secret).get("/api/v1/certificates").get_json()["error"] == "forbidden"  # still valid
     english = admin_client.get("/admin/api-tokens?lang=en").get_data(as_text=True)
     assert ">Revoke<" in english and ">Revoked<" not in english
+    # The scopes are offered in words beside their names.
+    assert "Issue business server certificate <code>business_server_certificates.issue</code>" in english
+    assert "業務サーバ証明書発行 <code>business_server_certificates.issue</code>" in listing
     done = admin_client.post(f"/admin/api-tokens/{token_id}/revoke", data={"csrf_token": token})
     assert done.status_code == 303
     assert bearer(app, secret).post("/api/v1/business-server-certificates",
