@@ -46,6 +46,7 @@ ADMIN_MENU: tuple[MenuEntry, ...] = (
     MenuEntry(lazy_gettext("運用環境設定"), Permission.MANAGE_TENANTS,
               ("settings_admin.index", "tenants_admin.tenant_list", "tenants_admin.joint_use", "ca_admin.index")),
     MenuEntry(lazy_gettext("ロック解除"), Permission.UNLOCK_OPERATORS, ("login_admin.locked",)),
+    MenuEntry(lazy_gettext("監査ログ"), Permission.VIEW_AUDIT, ("ca_admin.audit_log",)),
 )
 
 
