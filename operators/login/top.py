@@ -2,7 +2,8 @@
 
 It lists the business systems the operator may use and, for administrators,
 the administration menus their role grants (seed 001: オペレータ証明書,
-オペレータ管理, 生体情報管理, 業務サーバ証明書, SSL通信証明書, 運用環境設定).
+オペレータ管理, 生体情報管理, 業務サーバ証明書, SSL通信証明書, 運用環境設定), plus
+ロック解除 and 監査ログ.
 """
 
 from __future__ import annotations
