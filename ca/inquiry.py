@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,20 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from ca.models import Certificate, CertificateAuthority, CertificateProfile, RevocationReason
 from db import utcnow
 from kernel.errors import InvalidInput, NotFound
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    items: list[T]
-    page: int
-    per_page: int
-    total: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
+from kernel.pagination import Page
 
 
 class StatusFilter(enum.StrEnum):

@@ -20,6 +20,7 @@ from certs.inquiry import find_certificates
 from certs.views import read_upload
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.audit_log import MAX_PER_PAGE, AuditFilters, event_json, list_events
 from kernel.errors import InvalidCsr, NotFound
 from kernel.web import attachment, int_arg, json_body
 from operators.business_systems import (
@@ -167,6 +168,16 @@ def certificates() -> Any:
         status=request.args.get("status"), text=request.args.get("q"),
         page=int_arg("page", 1), per_page=int_arg("per_page", current_app.config["PAGE_SIZE"]))
     return jsonify(items=[certificate_json(c) for c in page.items], page=page.page,
+                   per_page=page.per_page, total=page.total, pages=page.pages)
+
+
+@bp.route("/audit-events")
+@requires(Permission.VIEW_AUDIT)
+def audit_events() -> Any:
+    """監査ログ, newest first (filters as the 監査ログ screen)."""
+    page = list_events(get_session(), AuditFilters.from_request(), page=int_arg("page", 1),
+                       per_page=int_arg("per_page", current_app.config["PAGE_SIZE"], high=MAX_PER_PAGE))
+    return jsonify(items=[event_json(e) for e in page.items], page=page.page,
                    per_page=page.per_page, total=page.total, pages=page.pages)
 
 

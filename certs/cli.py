@@ -26,7 +26,8 @@ from certs.audit_checkpoints import default_directory, record_checkpoint, sign_c
 from certs.business_server import issue_business_server_certificate
 from certs.inquiry import find_certificates
 from db import get_session, new_session
-from kernel.audit import AuditAction, audited_unit_of_work, verify_chain
+from kernel.audit import AuditAction, AuditResult, audited_unit_of_work, verify_chain
+from kernel.audit_log import MAX_PER_PAGE, AuditFilters, compact_detail, event_json, list_events
 from kernel.cli import cli_actor, echo_rows, fail, json_option, run_rounds
 from kernel.errors import OpauthError
 from operators.business_systems import BusinessSystemData, list_business_systems
@@ -268,6 +269,29 @@ def audit_checkpoint(directory: Path | None) -> None:
         fail(exc)
         return
     click.echo(f"checkpoint signed: entry {checkpoint.sequence} {checkpoint.entry_hash} -> {target}")
+
+
+@audit_group.command("list")
+@click.option("--action", help="exact action, or every action under a prefix ending in a dot (certificate.)")
+@click.option("--actor", help="part of the actor's name")
+@click.option("--tenant", help="the actor's tenant code (exact)")
+@click.option("--result", type=click.Choice([r.value for r in AuditResult]))
+@click.option("--since", help="first UTC day, YYYY-MM-DD (inclusive)")
+@click.option("--until", help="last UTC day, YYYY-MM-DD (inclusive)")
+@click.option("--target", "q", help="part of the target")
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_PER_PAGE), default=50, show_default=True,
+              help="the newest this many entries")
+@json_option
+def audit_list(limit: int, as_json: bool, **values: str | None) -> None:
+    """The newest audit entries, filtered (as the 監査ログ screen and GET /api/v1/audit-events)."""
+    try:
+        page = list_events(get_session(), AuditFilters.of(**values), per_page=limit)
+    except OpauthError as exc:
+        fail(exc)
+        return
+    columns = ("id", "created_at", "actor", "tenant", "source", "action", "target", "result", "detail")
+    rows = [event_json(e) if as_json else {**event_json(e), "detail": compact_detail(e.detail)} for e in page.items]
+    echo_rows(columns, rows, as_json=as_json)
 
 
 def init_app(app: Flask) -> None:

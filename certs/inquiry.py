@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from ca.inquiry import Page, list_certificates
+from ca.inquiry import list_certificates
 from ca.models import Certificate
+from kernel.pagination import Page
 from operators.business_systems import system_ids
 
 

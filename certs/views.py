@@ -21,7 +21,8 @@ from ca.revocation import parse_invalidity_date, parse_reason, publish, revoke_b
 from certs.business_server import issue_business_server_certificate, preview
 from certs.inquiry import find_certificates
 from db import get_session, new_session
-from kernel.audit import AuditAction, audited_unit_of_work
+from kernel.audit import AuditAction, AuditResult, audited_unit_of_work
+from kernel.audit_log import AuditFilters, compact_detail, list_events
 from kernel.errors import InvalidCsr, OpauthError
 from kernel.web import attachment, page_arg
 from kernel.webinput import query_text
@@ -61,7 +62,9 @@ def root() -> Any:
 @requires(Permission.VIEW_CERTIFICATES)
 def index() -> Any:
     """システム管理 menu."""
-    return render_template("ca/index.html", authorities=authorities(get_session()))
+    operator = current_operator()
+    return render_template("ca/index.html", authorities=authorities(get_session()),
+                           can_view_audit=operator is not None and has_permission(operator, Permission.VIEW_AUDIT))
 
 
 @bp.route("/admin/business-server-certificates/new")
@@ -212,6 +215,16 @@ def revoke_certificate(cert_id: int) -> Any:
 def certificate_download(cert_id: int, fmt: str) -> Any:
     session = get_session()
     return attachment(*export_certificate(session, get_certificate(session, cert_id=cert_id), fmt))
+
+
+@bp.route("/admin/audit")
+@requires(Permission.VIEW_AUDIT)
+def audit_log() -> Any:
+    """監査ログ: entries newest first, filtered and paginated."""
+    filters = AuditFilters.from_request()
+    page = list_events(get_session(), filters, page=page_arg(), per_page=current_app.config["PAGE_SIZE"])
+    return render_template("ca/audit_log.html", page=page, filters=filters, args=filters.as_args(),
+                           actions=sorted(AuditAction), results=list(AuditResult), compact_detail=compact_detail)
 
 
 @bp.route("/admin/business-systems")

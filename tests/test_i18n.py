@@ -79,9 +79,14 @@ def test_every_message_has_an_english_translation(tmp_path: Path) -> None:
 
 # --- the pages -------------------------------------------------------------------------------------
 
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                   "wbr"})
+
+
 class _VisibleText(HTMLParser):
     """Text a person sees: text nodes, placeholder/title/alt/aria-label, and the JSON blocks of words that
-    the page's script shows (the WebAuthn messages); never code or styles."""
+    the page's script shows (the WebAuthn messages); never code or styles, nor records kept as they were
+    written (``translate="no"``: an audit entry's detail is in the language of the request it records)."""
 
     SHOWN_ATTRIBUTES = ("placeholder", "title", "alt", "aria-label")
 
@@ -89,10 +94,15 @@ class _VisibleText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self._hidden: list[bool] = []
+        self._verbatim: list[str] = []  # the open elements inside a translate="no" one
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._hidden.append(tag == "style" or ("type", "application/json") not in attrs)
+        if self._verbatim or ("translate", "no") in attrs:
+            if tag not in _VOID:
+                self._verbatim.append(tag)
+            return
         for name, value in attrs:
             if value and (name in self.SHOWN_ATTRIBUTES or name.startswith("data-msg")):
                 self.parts.append(value)
@@ -102,9 +112,11 @@ class _VisibleText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style") and self._hidden:
             self._hidden.pop()
+        if self._verbatim and self._verbatim[-1] == tag:
+            self._verbatim.pop()
 
     def handle_data(self, data: str) -> None:
-        if not any(self._hidden) and data.strip():
+        if not any(self._hidden) and not self._verbatim and data.strip():
             self.parts.append(data.strip())
 
 

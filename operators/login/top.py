@@ -2,7 +2,8 @@
 
 It lists the business systems the operator may use and, for administrators,
 the administration menus their role grants (seed 001: オペレータ証明書,
-オペレータ管理, 生体情報管理, 業務サーバ証明書, SSL通信証明書, 運用環境設定).
+オペレータ管理, 生体情報管理, 業務サーバ証明書, SSL通信証明書, 運用環境設定), plus
+ロック解除 and 監査ログ.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ADMIN_MENU: tuple[MenuEntry, ...] = (
     MenuEntry(lazy_gettext("運用環境設定"), Permission.MANAGE_TENANTS,
               ("settings_admin.index", "tenants_admin.tenant_list", "tenants_admin.joint_use", "ca_admin.index")),
     MenuEntry(lazy_gettext("ロック解除"), Permission.UNLOCK_OPERATORS, ("login_admin.locked",)),
+    MenuEntry(lazy_gettext("監査ログ"), Permission.VIEW_AUDIT, ("ca_admin.audit_log",)),
 )
 
 
