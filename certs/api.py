@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_babel import lazy_gettext
 from sqlalchemy.orm import Session
@@ -134,7 +132,7 @@ def issue_business_server() -> Any:
                                 actor=actor, target=f"business_system:{str(fields.get('business_id', ''))[:3]}")
     # The certificate itself comes with the answer: a renewal script needs nothing else (its token need not
     # hold certificates.view); the CA certificates are public at /pki/ca-bundle.pem.
-    pem = x509.load_der_x509_certificate(cert.der).public_bytes(serialization.Encoding.PEM).decode()
+    pem = export_certificate(session, cert, "pem")[0].decode()
     response = jsonify(dict(certificate_json(cert), pem=pem))
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/certificates/{cert.serial}"
@@ -145,7 +143,8 @@ def _with_stored(session: Session, fields: dict[str, Any]) -> dict[str, Any]:
     """The business system's fields for an issuance: those the request sends, the stored ones for the rest.
 
     A renewal sends ``business_id`` and the CSR alone and gets a certificate for the system as registered;
-    a field it sends replaces the stored one (which needs 業務システム管理, see ``_saved``).
+    a field it sends replaces the stored one (which needs 業務システム管理, see
+    ``certs.business_server._registered``).
     """
     business_id = fields.get("business_id")
     if not isinstance(business_id, str) or all(field in fields for field in LABELS):
@@ -153,10 +152,8 @@ def _with_stored(session: Session, fields: dict[str, Any]) -> dict[str, Any]:
     try:
         stored = find_by_business_id(session, well_formed_business_id(business_id.strip()))
     except NotFound:
-        return fields
-    if stored is None:
-        return fields
-    return {**{field: getattr(stored, field) for field in LABELS}, **fields}
+        stored = None  # a malformed 業務ID: the validation that follows names it
+    return fields if stored is None else {**{field: getattr(stored, field) for field in LABELS}, **fields}
 
 
 @bp.route("/certificates")

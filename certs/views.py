@@ -62,9 +62,8 @@ def root() -> Any:
 @requires(Permission.VIEW_CERTIFICATES)
 def index() -> Any:
     """システム管理 menu."""
-    operator = current_operator()
     return render_template("ca/index.html", authorities=authorities(get_session()),
-                           can_view_audit=operator is not None and has_permission(operator, Permission.VIEW_AUDIT))
+                           can_view_audit=may(Permission.VIEW_AUDIT))
 
 
 @bp.route("/admin/business-server-certificates/new")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from flask import request
 from flask_babel import lazy_gettext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 from kernel.audit import AuditEvent, AuditResult
 from kernel.errors import InvalidInput
 from kernel.pagination import Page
-from kernel.webinput import query_text, text
+from kernel.webinput import text
 
 MAX_PER_PAGE = 500
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -53,7 +54,7 @@ class AuditFilters:
     @classmethod
     def from_request(cls) -> AuditFilters:
         """The filters of the current request's query string (``q`` is the free text over the target)."""
-        return cls.of(**{name: query_text(name, max_length=limit) for name, limit in LIMITS.items()})
+        return cls.of(**{name: request.args.get(name) for name in LIMITS})
 
     def as_args(self) -> dict[str, str]:
         """The filters set, as query arguments (for the pager's links)."""
