@@ -128,3 +128,20 @@ def test_wrong_password_and_unknown_operator_get_the_same_answer(app: Flask) -> 
                                                "operator_id": operator_id, "password": password})
         answers.append((response.status_code, re.sub(r'value="[^"]*"', "", response.get_data(as_text=True))))
     assert answers[0] == answers[1] and answers[0][0] == 401
+
+
+def test_certificate_lists_page_with_their_filters(app: Flask, admin_client: FlaskClient) -> None:
+    """The certificate list and a business system's certificates share the pager; its links keep the filters."""
+    for _ in range(3):
+        _status, html = _confirm(admin_client, make_csr())
+        assert admin_client.post("/admin/business-server-certificates/issue", data=_hidden(html)).status_code == 302
+    app.config["PAGE_SIZE"] = 2
+    first = admin_client.get("/admin/certificates?profile=business_server&business_id=05").get_data(as_text=True)
+    assert first.count('href="/admin/certificates/') == 2 and "1 / 2" in first
+    nxt = re.search(r'<p class="pager">.*?href="([^"]+)"', first, re.S)
+    assert nxt is not None and "page=2" in nxt[1] and "profile=business_server" in nxt[1] and "business_id=05" in nxt[1]
+    second = admin_client.get(nxt[1].replace("&amp;", "&")).get_data(as_text=True)
+    assert second.count('href="/admin/certificates/') == 1 and "2 / 2" in second and "前へ" in second
+    own = admin_client.get("/admin/business-systems/05/certificates").get_data(as_text=True)
+    assert "1 / 2" in own and 'href="/admin/business-systems/05/certificates?page=2"' in own
+    assert "2 / 2" in admin_client.get("/admin/business-systems/05/certificates?page=2").get_data(as_text=True)
