@@ -54,6 +54,13 @@ class Forbidden(OpauthError):
     code = "forbidden"
 
 
+class UnsupportedMediaType(OpauthError):
+    """A body in a format the endpoint does not take (RFC 9110 15.5.16)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class CaNotInitialised(OpauthError):
     status = 503
     code = "ca_not_initialised"

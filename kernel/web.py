@@ -11,7 +11,7 @@ from typing import Any
 from flask import Response, request
 from flask_babel import gettext as _
 
-from kernel.errors import InvalidInput
+from kernel.errors import InvalidInput, UnsupportedMediaType
 
 
 def page_arg() -> int:
@@ -35,10 +35,14 @@ def no_store(body: str) -> Response:
 
 
 def json_body() -> dict[str, Any]:
-    """The JSON object sent; ``InvalidInput`` for anything else.
+    """The JSON object sent; ``UnsupportedMediaType`` (415) for a body of another type, ``InvalidInput`` for
+    no body or JSON that is not an object.
 
     The body was decoded and checked by the kernel (``kernel.webinput.decode_json``) before the view ran.
     """
+    if not request.is_json and (request.mimetype or request.get_data(cache=True)):
+        raise UnsupportedMediaType(_("Content-Type が application/json ではありません。JSON のオブジェクトを "
+                                     "Content-Type: application/json で送ってください。"))
     body = request.get_json(silent=True) if request.is_json else None
     if not isinstance(body, dict):
         raise InvalidInput(_("JSON のオブジェクトを送ってください(Content-Type: application/json)。"))

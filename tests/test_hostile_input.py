@@ -9,6 +9,7 @@ Data is created through the API, as a client would.
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import Any
 
@@ -183,6 +184,24 @@ def test_multipart_and_wrong_content_types_on_the_api(app: Flask, api: FlaskClie
         **BUSINESS, "name": "a\x00b", "csr": (io.BytesIO(make_csr()), "c.pem")}, content_type="multipart/form-data")
     assert response.status_code == 400
     assert api.get("/api/v1/business-systems/05").status_code == 404
+
+
+
+def test_a_body_that_is_not_json_is_415_and_changes_nothing(api: FlaskClient) -> None:
+    """A JSON endpoint sent another media type says so (415, not a generic 400), in the caller's language."""
+    text = json.dumps(dict(BUSINESS, business_id="07"))
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/xml"):
+        response = api.put("/api/v1/business-systems/07", data=text, content_type=content_type)
+        assert response.status_code == 415, content_type
+        assert response.get_json()["error"] == "unsupported_media_type"
+        assert "application/json" in response.get_json()["message"]
+    english = api.put("/api/v1/business-systems/07", data=text, content_type="text/plain",
+                      headers={"Accept-Language": "en"}).get_json()["message"]
+    assert english.startswith("The Content-Type is not application/json"), english
+    assert api.get("/api/v1/business-systems/07").status_code == 404  # nothing was saved
+    empty = api.put("/api/v1/business-systems/07")  # no body at all: what is missing is the JSON object
+    assert empty.status_code == 400 and empty.get_json()["error"] == "invalid_input"
+    assert api.put("/api/v1/business-systems/07", data=text, content_type="application/json").status_code in (200, 201)
 
 
 # --- unauthenticated endpoints: WebAuthn login and /pki -------------------------------------------

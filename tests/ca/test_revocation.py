@@ -73,7 +73,7 @@ def test_bad_input_is_400_and_changes_nothing(app: Flask, api: FlaskClient, tmp_
     response = api.post(f"/api/v1/certificates/{leaf.serial}/revoke", json=body)
     assert response.status_code == 400, response.get_json()
     assert _row(app, leaf.serial) == (None, None, None)
-    assert api.post(f"/api/v1/certificates/{leaf.serial}/revoke", data="x").status_code == 400
+    assert api.post(f"/api/v1/certificates/{leaf.serial}/revoke", data="x").status_code == 415  # not JSON
 
 
 def test_hold_release_and_final_revocation(app: Flask, api: FlaskClient, tmp_path: Path) -> None:
