@@ -135,11 +135,11 @@ def test_plain_http_serves_pki_and_nothing_else(served: Served) -> None:
         assert other.stdout == "404", path
 
 
-def _foreign_client(tmp: Path) -> tuple[Path, Path]:
-    """A clientAuth certificate and key from a CA opauth has never heard of."""
+def _foreign_client(tmp: Path, *, expired: bool = False) -> tuple[Path, Path]:
+    """A clientAuth certificate and key from a CA opauth has never heard of (``expired``: since yesterday)."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2 if expired else 0)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intruder")]))
             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Foreign CA")]))
@@ -147,10 +147,11 @@ def _foreign_client(tmp: Path) -> tuple[Path, Path]:
             .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    (tmp / "foreign.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp / "foreign.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    name = "expired" if expired else "foreign"
+    (tmp / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                         serialization.NoEncryption()))
-    return tmp / "foreign.pem", tmp / "foreign.key"
+    return tmp / f"{name}.pem", tmp / f"{name}.key"
 
 
 def _refusals(instance: Path) -> list[dict[str, Any]]:
@@ -182,6 +183,33 @@ def test_foreign_client_certificate_gets_the_documented_403_and_an_audit_entry(
     # Pages that need no client certificate work with the foreign one offered (no TLS alert).
     for path in ("/login", "/pki/ca-bundle.pem"):
         assert _curl(served, instance, path, "--cert", cert, "--key", key)[0] == 200
+
+
+
+def test_certificates_nginx_itself_would_refuse_reach_the_application(
+        instance: Path, env: dict[str, str], served: Served, tmp_path: Path) -> None:
+    """An expired certificate, or opauth's own business server certificate (serverAuth only), offered by a client:
+    nginx's `optional_no_ca` forgives only an unknown issuer, so these used to get its bare 400 page everywhere."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = tmp_path / "server.csr"
+    csr.write_bytes(make_csr(key))
+    args: list[str | Path] = ["cert", "issue-business-server", "--csr", csr, "--out", tmp_path / "server.pem"]
+    for field, value in BUSINESS.items():
+        args += [f"--{field.replace('_', '-')}", value]
+    assert flask_cli(env, *args).returncode == 0
+    (tmp_path / "server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    expired, expired_key = _foreign_client(tmp_path, expired=True)
+    for cert, key_path in ((tmp_path / "server.pem", tmp_path / "server.key"), (expired, expired_key)):
+        before = len(_refusals(instance))
+        status, body = _curl(served, instance, "/api/v1/business/self", "--cert", cert, "--key", key_path)
+        assert status == 403 and json.loads(body)["error"] == "client_certificate_refused", body
+        assert len(_refusals(instance)) == before + 1
+        for path in ("/login", "/pki/ca-bundle.pem"):  # pages that need no certificate work with it offered
+            assert _curl(served, instance, path, "--cert", cert, "--key", key_path)[0] == 200, (cert, path)
+        status, body = _curl(served, instance, "/api/v1/tenants", "--cert", cert, "--key", key_path,
+                             "-H", "Content-Type: application/json", "--data-binary", '{"code": "x"}')
+        assert status in (401, 403) and "error" in json.loads(body), body  # a body is proxied too
 
 
 def test_a_spoofed_certificate_header_through_nginx_is_replaced(instance: Path, served: Served) -> None:
