@@ -121,6 +121,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     oidc_views.mount(app, error_handlers=_register_error_handlers, after_request=security_headers)
     # And /api/ calls that carry an API token (Authorization: Bearer): scripts and business servers.
     _mount_bearer_api(app)
+    # Outermost, whichever app answered: a body left unread (a 413) is taken off the socket before the answer.
+    app.wsgi_app = webinput.DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

@@ -254,3 +254,31 @@ def init_app(app: Flask) -> None:
     app.request_class = Request
     app.url_map.converters["id"] = IdConverter
     app.before_request(guard_request)
+
+
+# Up to this much of a body an app refused unread (413) is read off the socket: nginx accepts 20 MiB.
+DRAIN_LIMIT = 32 * 1024 * 1024
+
+
+class DrainUnreadBody:
+    """WSGI wrapper: what an app left unread of a request body is read off the socket before the answer goes.
+
+    A body over the size limit is refused (413) without being read. gunicorn then closes a socket with data still
+    unread, which resets it, and nginx, still sending the body it buffered, gets a broken pipe and answers 502
+    instead of the application's 413. Reading the rest first lets nginx finish sending and pass the 413 on.
+    A body read to its end costs one empty read.
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        answer = self.wsgi_app(environ, start_response)
+        if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
+            stream, drained = environ["wsgi.input"], 0
+            while drained < DRAIN_LIMIT:
+                chunk = stream.read(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        return answer

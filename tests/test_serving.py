@@ -212,6 +212,19 @@ def test_certificates_nginx_itself_would_refuse_reach_the_application(
         assert status in (401, 403) and "error" in json.loads(body), body  # a body is proxied too
 
 
+
+def test_a_body_over_the_limit_gets_the_applications_413_through_nginx(
+        instance: Path, served: Served, tmp_path: Path) -> None:
+    """The application refuses a large body before reading it; it must still take it off the socket, or nginx,
+    still sending, gets a broken pipe and answers 502 (it did, now and then, for 1-20 MiB)."""
+    for size in (2, 5, 8, 12) * 4:
+        body = tmp_path / "big.json"
+        body.write_bytes(b"a" * size * 1024 * 1024)
+        status, answer = _curl(served, instance, "/api/v1/tenants", "-H", "Content-Type: application/json",
+                               "-H", "Authorization: Bearer opauth_x", "--data-binary", f"@{body}")
+        assert status == 413 and json.loads(answer)["error"] == "too_large", (size, status, answer[:200])
+
+
 def test_a_spoofed_certificate_header_through_nginx_is_replaced(instance: Path, served: Served) -> None:
     bundle = (instance / "tls" / "server.pem").read_text()  # an opauth-issued certificate, not presented
     status, body = _curl(served, instance, "/api/v1/business/self",
