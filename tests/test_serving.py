@@ -225,6 +225,21 @@ def test_a_body_over_the_limit_gets_the_applications_413_through_nginx(
         assert status == 413 and json.loads(answer)["error"] == "too_large", (size, status, answer[:200])
 
 
+
+def test_a_request_nginx_refuses_itself_is_answered_in_opauths_forms(instance: Path, served: Served) -> None:
+    """A NUL in the path never reaches opauth (nginx refuses it while reading the request line): JSON under the
+    machine paths, a short bilingual page elsewhere, instead of nginx's own English page."""
+    for path in ("/api/v1/certificates/%00", "/oidc/token%00", "/pki/crl/%00.crl"):
+        result = run("curl", "-sS", "--cacert", instance / "tls" / "ca-bundle.pem", "-o", "-", "-D", "-",
+                     served.https + path)
+        head, _, body = result.stdout.partition("\n\n")
+        assert head.startswith("HTTP/1.1 400") and "content-type: application/json" in head.lower(), head
+        assert json.loads(body)["error"] == "bad_request" and "リクエストが正しくありません" in json.loads(body)["message"]
+    status, body = _curl(served, instance, "/admin/t/x/operators/B1%00")
+    assert status == 400 and "リクエストが正しくありません" in body and "The request is malformed" in body
+    assert "nginx" not in body
+
+
 def test_a_spoofed_certificate_header_through_nginx_is_replaced(instance: Path, served: Served) -> None:
     bundle = (instance / "tls" / "server.pem").read_text()  # an opauth-issued certificate, not presented
     status, body = _curl(served, instance, "/api/v1/business/self",
