@@ -11,7 +11,7 @@ from flask_babel import gettext, lazy_gettext
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from markupsafe import escape
 from sqlalchemy.exc import DataError, IntegrityError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import db
 from config import environment_values, load_settings
@@ -174,9 +174,20 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/pki/") or request.is_json
 
 
+def _oauth_code(status: int) -> str:
+    """The RFC 6749 5.2 error code for an answer the protocol code did not make (the request guard's, say)."""
+    return {401: "invalid_client"}.get(status, "server_error" if status >= 500 else "invalid_request")
+
+
 def _error(status: int, code: str, message: str) -> Any:
-    """One error answer: JSON ``{error: stable code, message: words in the request's language}`` or a page."""
-    if _wants_json():
+    """One error answer: JSON ``{error: stable code, message: words in the request's language}`` or a page.
+
+    A lean app answers JSON whatever the path (it has no pages); the OIDC endpoints' app in RFC 6749's form.
+    """
+    answer = current_app.extensions.get(lean_app.ERROR_FORM)
+    if answer == "oauth":
+        return jsonify(error=_oauth_code(status), error_description=message), status
+    if answer == "json" or _wants_json():
         return jsonify(error=code, message=message), status
     try:
         # The page reads the logged-in operator: a transaction the error left broken must not fail it again.
@@ -247,7 +258,10 @@ def _register_error_handlers(app: Flask) -> None:
                           gettext("アップロードが大きすぎます（最大 %(limit)s バイト）。", limit=limit))
         known = HTTP_MESSAGES.get(status)
         message = str(known) if known is not None else (exc.description or "")
-        return _error(status, exc.name.lower().replace(" ", "_"), message)
+        answer = _error(status, exc.name.lower().replace(" ", "_"), message)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # a 405 names what the URL takes (RFC 9110)
+            return (*answer, {"Allow": ", ".join(exc.valid_methods)})
+        return answer
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

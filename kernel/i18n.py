@@ -20,13 +20,16 @@ DEFAULT_LANGUAGE = "ja"
 LANG_COOKIE = "opauth_lang"
 # Paths used by programs rather than browsers: their clients may ask for a language with Accept-Language.
 MACHINE_PATHS = ("/api/", "/pki/")
+# Set on the lean apps (kernel.lean_app) that serve only machine clients, e.g. the OIDC token endpoint.
+MACHINE_APP = "opauth.machine_app"
 TRANSLATIONS_DIR = Path(__file__).resolve().parent.parent / "translations"
 
 babel = Babel()
 
 
 def select_locale() -> str:
-    """``?lang=``, then the language cookie, then (API and PKI clients) Accept-Language, then Japanese.
+    """``?lang=``, then the language cookie, then (API, PKI and lean machine-app clients) Accept-Language, then
+    Japanese.
 
     Browsers always send Accept-Language, so pages ignore it: the UI is Japanese until the
     user switches. Outside a request (CLI commands) the shell's locale decides (``LANG=en_US.UTF-8``).
@@ -36,7 +39,7 @@ def select_locale() -> str:
     for candidate in (request.args.get("lang"), request.cookies.get(LANG_COOKIE)):
         if candidate in LANGUAGES:
             return candidate
-    if request.path.startswith(MACHINE_PATHS):
+    if request.path.startswith(MACHINE_PATHS) or current_app.extensions.get(MACHINE_APP):
         return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
     return DEFAULT_LANGUAGE
 

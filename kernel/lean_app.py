@@ -24,6 +24,10 @@ from config import instance as instance_settings
 from db import close_request_session
 from kernel import i18n, webinput
 
+# The extension naming how the app's errors are answered: "json" (a lean app has no pages), or "oauth" (the OIDC
+# endpoints: RFC 6749 5.2 ``{error, error_description}``); the main app has none and answers pages or JSON by path.
+ERROR_FORM = "opauth.error_form"
+
 
 class NoSession(SessionInterface):
     """No cookie session: nothing is read from a cookie, nothing is ever set."""
@@ -61,6 +65,8 @@ def lean_app(main: Flask, *, blueprints: Iterable[Blueprint], probe: Callable[[]
     lean.config = main.config  # one dict: a settings change applied by either app is seen by both
     lean.json.ensure_ascii = False  # type: ignore[attr-defined]
     lean.session_interface = NoSession()
+    lean.extensions[ERROR_FORM] = "json"
+    lean.extensions[i18n.MACHINE_APP] = True  # machine clients: Accept-Language chooses the language
     for key in ("opauth.engine", "opauth.sessionmaker", "opauth.trusted_proxies", instance_settings.GIVEN):
         lean.extensions[key] = main.extensions[key]
     webinput.init_app(lean)  # first, as in the main app: the request guard runs before anything reads the request

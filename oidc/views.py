@@ -246,6 +246,7 @@ def mount(main: Flask, *, error_handlers: Callable[[Flask], None], after_request
     machine = lean_app.lean_app(main, blueprints=[bp], error_handlers=error_handlers, after_request=after_request,
                                 probe=lean_app.settings_probe(main, lambda: SETTINGS_PROBE_SECONDS))
     machine.extensions[EXTENSION_KEY] = main.extensions[EXTENSION_KEY]
+    machine.extensions[lean_app.ERROR_FORM] = "oauth"  # even the request guard's refusals, as clients parse them
     paths = frozenset(rule.rule for rule in machine.url_map.iter_rules() if rule.endpoint.startswith(f"{bp.name}."))
     main.wsgi_app = lean_app.Dispatch(main.wsgi_app, behind_trusted_proxies(main, machine.wsgi_app),  # type: ignore[method-assign]
                                       lean_app.exact_paths(paths))

@@ -53,3 +53,23 @@ def test_a_system_cannot_revoke_another_systems_token(world: World) -> None:
     response = _post(world, "/oidc/revoke", token, world.certs["07"], "biz-07")
     assert response.status_code == 400
     assert userinfo(world.app, token, world.certs["05"]).status_code == 200
+
+
+def test_the_request_guards_refusals_are_oauth_json_without_a_logged_traceback(world: World, caplog: Any) -> None:
+    """A NUL, a body over the limit or a wrong method at the machine endpoints: RFC 6749 5.2 JSON, not a page
+    (the page needs the main app's static files: each refusal used to log an "error page failed" traceback)."""
+    client, cert = world.app.test_client(), world.certs["05"]
+    nul = client.post("/oidc/token", data="grant_type=authorization_code&code=%00",
+                      content_type="application/x-www-form-urlencoded", headers=cert.header)
+    assert nul.status_code == 400 and nul.get_json()["error"] == "invalid_request"
+    assert "制御文字" in nul.get_json()["error_description"]
+    english = client.post("/oidc/introspect", data={"token": "a\x00b"}, headers=dict(cert.header,
+                                                                                    **{"Accept-Language": "en"}))
+    assert english.status_code == 400 and "control" in english.get_json()["error_description"]
+    big = client.post("/oidc/revoke", data={"token": "a" * (world.app.config["MAX_CONTENT_LENGTH"] + 1)},
+                      headers=cert.header)
+    assert big.status_code == 413 and big.get_json()["error"] == "invalid_request"
+    wrong = client.get("/oidc/token", headers=cert.header)
+    assert wrong.status_code == 405 and wrong.get_json()["error"] == "invalid_request"
+    assert wrong.headers["Allow"] == "POST" or "POST" in wrong.headers["Allow"]
+    assert "error page failed" not in caplog.text
