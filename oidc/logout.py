@@ -17,12 +17,12 @@ audited. The operator's own request never waits for a business system.
 
 from __future__ import annotations
 
+import http.client
 import secrets
 import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
 from ca.models import Certificate, CertificateProfile
+from ca.validation import validate_chain
 from db import new_session, utcnow
 from kernel.audit import SYSTEM_ACTOR, AuditAction, AuditResult, record_event
 from oidc.clients import client_id_for
@@ -237,30 +238,48 @@ def logout_token(db_session: Session, settings: CaSettings, *, issuer: str, syst
     return jwt.encode({"alg": "ES256", "typ": "logout+jwt", "kid": key.kid or ""}, claims, key)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a logout token goes to the registered URI only
+def _post(uri: str, token: str, *, ca_bundle: Path, timeout: float,
+          judge: Callable[[bytes], str | None] = lambda _der: None) -> str | None:
+    """POST the token; None on 200/204, else why it failed.
 
-
-def _post(uri: str, token: str, *, ca_bundle: Path, timeout: float) -> str | None:
-    """POST the token; None on 200/204, else why it failed."""
-    if not uri.startswith("https://"):  # registered URIs are https (oidc.clients); never file: or others
+    ``judge`` sees the server's certificate (DER) after the handshake and before anything is sent: a reason
+    (a revoked certificate of opauth's own, say) keeps the token from going.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme != "https" or not parts.hostname:  # registered URIs are https (oidc.clients); never file:
         return "the back-channel logout URI is not https"
     context = ssl.create_default_context()
     if ca_bundle.exists():
         context.load_verify_locations(cafile=str(ca_bundle))  # business servers may use opauth's certificates
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirect())
     body = urllib.parse.urlencode({"logout_token": token}).encode()
-    request = urllib.request.Request(uri, data=body, headers={  # noqa: S310 - https only, checked above
-        "Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"})
+    # http.client, not urllib: the certificate is judged between the handshake and the request, and a
+    # redirect is never followed (a logout token goes to the registered URI only).
+    connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=context)
     try:
-        with opener.open(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return f"unreachable: {getattr(exc, 'reason', exc)}"[:400]
+        connection.connect()
+        refused = judge(connection.sock.getpeercert(binary_form=True) or b"")
+        if refused:
+            return f"the business system's server certificate is refused: {refused}"[:400]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("POST", target, body=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"})
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return f"unreachable: {getattr(exc, 'reason', None) or exc}"[:400]
+    finally:
+        connection.close()
     return None if status in (200, 204) else f"answered HTTP {status}"
+
+
+def _server_certificate_judge(db_session: Session, settings: CaSettings) -> Callable[[bytes], str | None]:
+    """A certificate opauth issued is judged by the database (revoked or held: refused at once, as the
+    mutual-TLS enforcement point does); one from another CA has passed the TLS library's chain check."""
+    def judge(der: bytes) -> str | None:
+        result = validate_chain(db_session, settings, leaf_der=der, required_eku={"server_auth"}, key_usage=set())
+        if result.valid or result.reason == "untrusted":
+            return None
+        return f"{result.reason}: {result.message}"
+    return judge
 
 
 @dataclass(frozen=True)
@@ -293,7 +312,7 @@ def deliver(db_session: Session, settings: CaSettings, delivery: OidcLogoutDeliv
     else:
         token = logout_token(db_session, settings, issuer=issuer, system=system, delivery=delivery)
         error = _post(client.backchannel_logout_uri, token, ca_bundle=settings.instance_dir / "tls" / "ca-bundle.pem",
-                      timeout=timeout)
+                      timeout=timeout, judge=_server_certificate_judge(db_session, settings))
     target = f"business_system:{system.business_id if system else delivery.business_system_id}"
     if error is None:
         delivery.delivered_at = now

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from flask import Flask, current_app, g, jsonify, redirect, request, session, url_for
+from flask import Flask, current_app, flash, g, jsonify, redirect, request, session, url_for
 from flask_babel import lazy_gettext
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -268,9 +268,24 @@ def _end_unbound_session() -> Any:
                             result=AuditResult.FAILURE, target=request.path, detail={"reason": violation})
     logout_user()
     session.clear()
+    message = _SESSION_ENDED.get(violation) or lazy_gettext(
+        "クライアント証明書を受け付けられないため、ログアウトしました(%(reason)s)。", reason=violation)
     if request.path.startswith(("/api/", "/bio/")) or request.is_json:
-        return jsonify(error="client_certificate_refused", message=f"session ended: {violation}"), 401
-    return redirect(url_for("auth.login"))
+        return jsonify(error="client_certificate_refused", message=str(message)), 401
+    # A certificate-bound session is a biometric one: back to that login, saying why it ended.
+    flash(str(message))
+    return redirect(url_for("bio.login"))
+
+
+# What the operator is told when the certificate-bound session ends (the audit entry keeps the reason as is).
+_SESSION_ENDED = {
+    "the operator certificate is no longer presented": lazy_gettext(
+        "操作者証明書が提示されなくなったため、ログアウトしました。証明書を選んで生体認証でログインし直してください。"),
+    "a different client certificate was presented": lazy_gettext(
+        "ログインしたときとは別のクライアント証明書が提示されたため、ログアウトしました。"),
+    "the operator certificate is revoked or expired": lazy_gettext(
+        "操作者証明書が失効したか有効期限が切れたため、ログアウトしました。管理者に確認してください。"),
+}
 
 
 def behind_trusted_proxies(main: Flask, wsgi: Any) -> TrustedProxyMiddleware:

@@ -42,6 +42,7 @@ class Receiver:
     port: int
     tokens: list[str] = field(default_factory=list)
     status: int = 200
+    serial: str = ""  # its server certificate's
 
 
 @pytest.fixture
@@ -55,7 +56,8 @@ def receiver(world: World, tmp_path: Path) -> Iterator[Receiver]:
                   csr=make_csr(key, subject=x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP")])).decode())
     response = world.admin.post("/api/v1/business-server-certificates", json=system)
     assert response.status_code == 201, response.get_json()
-    chain = world.admin.get(f"/api/v1/certificates/{response.get_json()['serial']}/chain.pem").get_data()
+    response_serial = response.get_json()["serial"]
+    chain = world.admin.get(f"/api/v1/certificates/{response_serial}/chain.pem").get_data()
     (tmp_path / "rp.pem").write_bytes(chain)
     (tmp_path / "rp.key").write_bytes(key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                         serialization.NoEncryption()))
@@ -66,7 +68,7 @@ def receiver(world: World, tmp_path: Path) -> Iterator[Receiver]:
     response = world.admin.put("/api/v1/business-systems/09/oidc-client", json={
         "enabled": True, "redirect_uris": [f"{base}/cb"], "backchannel_logout_uri": f"{base}/bcl"})
     assert response.status_code == 200, response.get_json()
-    state = Receiver(port=port)
+    state = Receiver(port=port, serial=response_serial)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -162,6 +164,19 @@ def test_an_unreachable_business_system_is_retried_later_and_audited(world: Worl
     assert "0 logout tokens delivered, 0 failed" in _deliver(world), "not retried before its time"
 
 
+
+def test_no_logout_token_goes_to_a_server_whose_certificate_opauth_revoked(world: World, receiver: Receiver) -> None:
+    """The receiver's certificate is opauth's own: its revocation counts at once, as at the mutual-TLS check."""
+    _sign_in_to_09(world, receiver)
+    revoked = world.admin.post(f"/api/v1/certificates/{receiver.serial}/revoke", json={"reason": "keyCompromise"})
+    assert revoked.status_code == 200, revoked.get_json()
+    page = world.browser.get("/top").get_data(as_text=True)
+    assert world.browser.post("/logout", data={"csrf_token": csrf_token(page)}).status_code == 302
+    output = _deliver(world)
+    assert "0 logout tokens delivered, 1 failed" in output and "revoked" in output, output
+    assert receiver.tokens == [], "the token was not sent to the holder of the revoked certificate's key"
+    assert "revoked" in _audit(world, "oidc.logout_failed")[-1].detail["error"]
+
 def test_revoking_the_operator_certificate_of_a_biometric_session_logs_it_out(world: World,
                                                                              receiver: Receiver) -> None:
     app = world.app
@@ -189,6 +204,9 @@ def test_revoking_the_operator_certificate_of_a_biometric_session_logs_it_out(wo
     assert response.status_code == 200, response.get_json()
     _deliver(world)
     assert [jwt.decode(t, keys, algorithms=["ES256"]).claims["sid"] for t in receiver.tokens] == [sid]
+    ended = operator_browser.get("/top")  # the operator's next request: back to the biometric login, told why
+    assert ended.status_code == 302 and ended.headers["Location"].endswith("/bio/login")
+    assert "操作者証明書が失効したか有効期限が切れたため" in operator_browser.get("/bio/login").get_data(as_text=True)
 
 
 def _sid(world: World, token: str) -> str:
