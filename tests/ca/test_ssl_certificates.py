@@ -56,6 +56,26 @@ def test_csr_path_binds_a_terminal(api: FlaskClient) -> None:
     assert "pkcs12" not in body and body["terminal"] == "term-01"
 
 
+def test_issuance_and_reissue_answers_carry_the_certificate_in_pem(api: FlaskClient) -> None:
+    """Like POST /business-server-certificates: the 201 answer has the certificate itself (``pem``), the same
+    bytes a download gives; a script needs no second request (nor certificates.view)."""
+    _system(api)
+    for payload in ({"tenant": "system", "business_id": "05", "hosts": "www1.city.itozaki.nagano.jp",
+                     "csr": make_csr().decode()},
+                    {"tenant": "system", "terminal": "term-02", "hosts": "term02.city.example.jp"}):
+        issued = api.post("/api/v1/ssl-certificates", json=payload)
+        assert issued.status_code == 201, issued.get_json()
+        body = issued.get_json()
+        assert body["pem"] == api.get(f"/api/v1/certificates/{body['serial']}/pem").get_data(as_text=True)
+        cert = x509.load_pem_x509_certificate(body["pem"].encode())
+        assert format(cert.serial_number, "x") == body["serial"].lstrip("0")
+        again = api.post(f"/api/v1/ssl-certificates/{body['serial']}/reissue", json={})
+        assert again.status_code == 201
+        renewed = again.get_json()
+        assert renewed["pem"] == api.get(f"/api/v1/certificates/{renewed['serial']}/pem").get_data(as_text=True)
+    assert "pem" not in api.get(f"/api/v1/ssl-certificates/{renewed['serial']}").get_json()  # answers of issuance only
+
+
 def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) -> None:
     cases = [({"tenant": "system", "hosts": "a.example.jp"}, 400, "どちらか一方だけ"),
              ({"tenant": "system", "terminal": "t1", "business_id": "05", "hosts": "a.example.jp"}, 400, "一方だけ"),
