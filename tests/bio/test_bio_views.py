@@ -188,7 +188,8 @@ def test_delete_asks_for_confirmation_first(app: Flask, admin_client: FlaskClien
     assert "cannot log in with biometrics until" in english
     # with a second credential the page says the others stay usable
     assert manager_enrols(admin_client, "BIO01", SoftAuthenticator(), nickname="予備").status_code == 200
-    assert "他の登録済み生体情報（1件）は引き続き使えます" in admin_client.get(f"{confirm_url}?lang=ja").get_data(as_text=True)
+    again = admin_client.get(f"{confirm_url}?lang=ja").get_data(as_text=True)
+    assert "他の登録済み生体情報（1件）は引き続き使えます" in again
     # the POST without the CSRF token of the page is refused, and deletes nothing
     assert admin_client.post(confirm_url).status_code == 400 and len(_credentials(app)) == 2
     assert admin_client.get("/bio/manage/system/BIO01/credentials/999999/delete").status_code == 404
