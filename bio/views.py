@@ -29,6 +29,7 @@ from bio.service import (
     delete_credential,
     finish_login,
     finish_registration,
+    get_credential,
     issue_enrolment_code,
     record_enrolment_code_refusal,
     record_enrolment_failure,
@@ -283,11 +284,24 @@ def _spend(db_session: Session, challenge_id: Any) -> None:
         consume_challenge(db_session, challenge_id=challenge_id, purpose=ChallengePurpose.REGISTRATION)
 
 
+@bp.route("/manage/<tenant_code>/<operator_id>/credentials/<id:credential_pk>/delete")
+@requires(Permission.MANAGE_BIOMETRICS)
+@requires_recent_auth
+def delete_confirm(tenant_code: str, operator_id: str, credential_pk: int) -> Any:
+    """Confirmation before 生体認証情報削除: what goes, and that the operator may be left unable to log in."""
+    db_session = get_session()
+    target = _managed(db_session, tenant_code, operator_id)
+    credential = get_credential(db_session, operator=target, credential_pk=credential_pk)
+    remaining = [c for c in credentials_of(db_session, target) if c.id != credential.id]
+    return render_template("bio/credential_delete.html", target=target, credential=credential,
+                           remaining=len(remaining))
+
+
 @bp.route("/manage/<tenant_code>/<operator_id>/credentials/<id:credential_pk>/delete", methods=["POST"])
 @requires(Permission.MANAGE_BIOMETRICS)
 @requires_recent_auth
 def delete(tenant_code: str, operator_id: str, credential_pk: int) -> Any:
-    """生体認証情報削除."""
+    """生体認証情報削除 (after the confirmation page)."""
     db_session = get_session()
     target = _managed(db_session, tenant_code, operator_id)
     delete_credential(db_session, operator=target, credential_pk=credential_pk, actor=current_actor())

@@ -63,6 +63,15 @@ def certificate_json(cert: Certificate) -> dict[str, Any]:
     }
 
 
+def issued_certificate_json(session: Session, cert: Certificate) -> dict[str, Any]:
+    """The answer to an issuance: ``certificate_json`` plus the certificate itself as ``pem``.
+
+    A renewal script then needs nothing else (its token need not hold certificates.view); the CA
+    certificates are public at /pki/ca-bundle.pem. The PEM is ``export_certificate``'s, as for downloads.
+    """
+    return dict(certificate_json(cert), pem=export_certificate(session, cert, "pem")[0].decode())
+
+
 def business_system_json(system: BusinessSystem) -> dict[str, Any]:
     data = {field: getattr(system, field) for field in LABELS}
     data.update(image=system.image_name, enabled=system.enabled, updated_at=system.updated_at.isoformat())
@@ -130,10 +139,7 @@ def issue_business_server() -> Any:
 
     cert = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.CSR_REJECTED,
                                 actor=actor, target=f"business_system:{str(fields.get('business_id', ''))[:3]}")
-    # The certificate itself comes with the answer: a renewal script needs nothing else (its token need not
-    # hold certificates.view); the CA certificates are public at /pki/ca-bundle.pem.
-    pem = export_certificate(session, cert, "pem")[0].decode()
-    response = jsonify(dict(certificate_json(cert), pem=pem))
+    response = jsonify(issued_certificate_json(session, cert))
     response.status_code = 201
     response.headers["Location"] = f"/api/v1/certificates/{cert.serial}"
     return response

@@ -28,7 +28,16 @@ from certs.inquiry import find_certificates
 from db import get_session, new_session
 from kernel.audit import AuditAction, AuditResult, audited_unit_of_work, verify_chain
 from kernel.audit_log import MAX_PER_PAGE, AuditFilters, compact_detail, event_json, list_events
-from kernel.cli import cli_actor, echo_rows, fail, json_option, run_rounds
+from kernel.cli import (
+    OutputFile,
+    cli_actor,
+    echo_rows,
+    ensure_output_directory,
+    fail,
+    input_file,
+    json_option,
+    run_rounds,
+)
 from kernel.errors import OpauthError
 from operators.business_systems import BusinessSystemData, list_business_systems
 
@@ -62,9 +71,8 @@ def _business_options(fn: Any) -> Any:
 
 @cert_group.command("issue-business-server")
 @_business_options
-@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="CSR file (PEM or DER)")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write the certificate here")
+@click.option("--csr", "csr_path", type=input_file(), required=True, help="CSR file (PEM or DER)")
+@click.option("--out", type=OutputFile(), help="write the certificate here")
 @click.option("--format", "fmt", default="pem", type=click.Choice(["pem", "der", "chain.pem", "p7b"]))
 def issue_business_server(csr_path: Path, out: Path | None, fmt: str, **fields: str) -> None:
     """業務サーバ証明書発行: save the business system and issue its server certificate from a CSR."""
@@ -117,7 +125,7 @@ def cert_list(profile: str | None, business_id: str | None, status: str | None, 
 @cert_group.command("show")
 @click.argument("serial")
 @click.option("--format", "fmt", default="pem", type=click.Choice(["pem", "der", "chain.pem", "p7b"]))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=OutputFile())
 def cert_show(serial: str, fmt: str, out: Path | None) -> None:
     session = get_session()
     try:
@@ -255,6 +263,7 @@ def audit_verify(directory: Path | None) -> None:
 def audit_checkpoint(directory: Path | None) -> None:
     """Verify the log, then sign its newest entry with the audit key into the checkpoint file (run it by timer)."""
     target = _checkpoint_directory(directory)
+    ensure_output_directory(target, param_hint="'--dir'")  # before the checkpoint entry is committed
     if not _verify(target):
         click.echo("no checkpoint signed: the log does not verify", err=True)
         sys.exit(1)

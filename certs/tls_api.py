@@ -7,9 +7,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from flask_babel import lazy_gettext
+from sqlalchemy.orm import Session
 
 from ca.inquiry import expiring_certificates
-from certs.api import certificate_json
+from certs.api import certificate_json, issued_certificate_json
 from certs.tls_certs import (
     IssuedTlsCertificate,
     TlsCertificateData,
@@ -41,9 +42,10 @@ def _csr_from_json(body: dict[str, Any]) -> bytes | None:
     return csr.encode("utf-8", errors="replace")
 
 
-def issued_json(issued: IssuedTlsCertificate) -> dict[str, Any]:
-    """The certificate, plus the PKCS#12 and its password when the key was generated here (shown once)."""
-    data = certificate_json(issued.certificate)
+def issued_json(session: Session, issued: IssuedTlsCertificate) -> dict[str, Any]:
+    """The certificate (with its PEM), plus the PKCS#12 and its password when the key was generated here (shown
+    once)."""
+    data = issued_certificate_json(session, issued.certificate)
     data["tenant_id"] = issued.certificate.tenant_id
     data["terminal"] = (issued.certificate.details or {}).get("terminal") or None
     if issued.pkcs12 is not None:
@@ -66,7 +68,7 @@ def issue() -> Any:
 
     issued = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.ISSUANCE_REJECTED,
                                   actor=actor, target="ssl_certificate")
-    response = jsonify(issued_json(issued))
+    response = jsonify(issued_json(session, issued))
     response.status_code = 201
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -111,7 +113,7 @@ def reissue(serial: str) -> Any:
 
     issued = audited_unit_of_work(session, new_session, work=work, failure_action=AuditAction.ISSUANCE_REJECTED,
                                   actor=actor, target=f"certificate:{serial[:40]}")
-    response = jsonify(issued_json(issued))
+    response = jsonify(issued_json(session, issued))
     response.status_code = 201
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -30,10 +30,10 @@ from ca.names import allowed_hosts, check_subject_value, common_name_for, genera
 from ca.profiles import validity_days
 from ca.revocation import revoke
 from kernel.audit import Actor, AuditAction, record_event
-from kernel.errors import InvalidInput, NotFound
+from kernel.errors import Conflict, InvalidInput, NotFound
 from operators.business_systems import find_by_business_id, host_of, registered_hosts
-from operators.models import BusinessSystem, Tenant
-from operators.tenancy import Scope, get_tenant
+from operators.models import BusinessSystem, Tenant, TenantKind
+from operators.tenancy import Scope, get_tenant, joint_use_systems
 
 _TERMINAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -101,11 +101,23 @@ def _subject(tenant: Tenant, system: BusinessSystem | None, terminal: str, hosts
                       for oid, value in values])
 
 
+def _ensure_uses(session: Session, tenant: Tenant, system: BusinessSystem) -> None:
+    """A certificate bound to a business system names a tenant that uses it (共同利用業務設定), or the システム管理
+    tenant, which runs the installation and its business servers; anything else is ``Conflict``."""
+    if tenant.kind is TenantKind.SYSTEM or any(s.id == system.id for s in joint_use_systems(session, tenant)):
+        return
+    raise Conflict(lazy_gettext(
+        "%(tenant)s（%(code)s）は業務 %(business_id)s %(name)s を共同利用していません。業務システムの SSL通信証明書は、"
+        "その業務の共同利用許可団体（共同利用業務設定）かシステム管理の団体にだけ発行できます。",
+        tenant=tenant.name, code=tenant.code, business_id=system.business_id, name=system.name))
+
+
 def _sign(session: Session, *, settings: CaSettings, tenant: Tenant, system: BusinessSystem | None,
           terminal: str, hosts: tuple[str, ...], csr_bytes: bytes | None, actor: Actor,
           replaces: Certificate | None) -> IssuedTlsCertificate:
     if system is not None:
-        # Checked here, on issue and on reissue alike: the system's URLs may have changed since.
+        # Checked here, on issue and on reissue alike: the system's URLs and its joint use may have changed since.
+        _ensure_uses(session, tenant, system)
         hosts = tuple(allowed_hosts(hosts, registered=registered_hosts(system), from_csr=False))
     key = None
     if csr_bytes is not None:

@@ -22,7 +22,7 @@ from certs.tls_certs import (
 )
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
-from kernel.cli import cli_actor, echo_rows, json_option
+from kernel.cli import OutputFile, cli_actor, echo_rows, ensure_output_directory, input_file, json_option
 from kernel.errors import OpauthError
 from operators.business_systems import system_of
 from operators.tenancy import CLI_SCOPE
@@ -49,6 +49,13 @@ def _deliver(issued: IssuedTlsCertificate, out: Path | None, p12_out: Path | Non
         click.echo(f"PKCS#12 written to {target}; its password (shown once): {issued.pkcs12.password}", err=True)
 
 
+def _check_default_p12_target(csr_path: Path | None, p12_out: Path | None) -> None:
+    """Without a CSR the key is generated here and its PKCS#12 goes to the current directory unless --p12-out
+    names a file: check it can be written before anything is issued."""
+    if csr_path is None and p12_out is None:
+        ensure_output_directory(Path.cwd(), param_hint="'--p12-out' (default: the current directory)")
+
+
 def _run(work: Callable[[], T], target: str) -> T:
     try:
         return audited_unit_of_work(get_session(), new_session, work=work,
@@ -63,13 +70,14 @@ def _run(work: Callable[[], T], target: str) -> T:
 @click.option("--business-id", default="", help="bind to this business system (業務ID)")
 @click.option("--terminal", default="", help="or bind to this terminal (端末名)")
 @click.option("--host", "hosts", multiple=True, required=True, help="host name or IP for the SAN (repeatable)")
-@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--csr", "csr_path", type=input_file(),
               help="CSR file; without it a key is generated and written as PKCS#12")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="certificate chain (PEM) here")
-@click.option("--p12-out", type=click.Path(dir_okay=False, path_type=Path), help="PKCS#12 here")
+@click.option("--out", type=OutputFile(), help="certificate chain (PEM) here")
+@click.option("--p12-out", type=OutputFile(), help="PKCS#12 here (default: its file name in the current directory)")
 def issue(tenant: str, business_id: str, terminal: str, hosts: tuple[str, ...], csr_path: Path | None,
           out: Path | None, p12_out: Path | None) -> None:
     """SSL通信証明書発行."""
+    _check_default_p12_target(csr_path, p12_out)
     settings = CaSettings.from_config(current_app.config)
     csr = csr_path.read_bytes()[: settings.config["MAX_CSR_BYTES"] + 1] if csr_path else None
     data = {"tenant": tenant, "business_id": business_id, "terminal": terminal, "hosts": list(hosts)}
@@ -104,11 +112,12 @@ def delete(serial: str) -> None:
 
 @ssl_group.command("reissue")
 @click.argument("serial")
-@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--p12-out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--csr", "csr_path", type=input_file())
+@click.option("--out", type=OutputFile())
+@click.option("--p12-out", type=OutputFile())
 def reissue(serial: str, csr_path: Path | None, out: Path | None, p12_out: Path | None) -> None:
     """再発行: new certificate with the same binding; the old one is revoked as superseded."""
+    _check_default_p12_target(csr_path, p12_out)
     settings = CaSettings.from_config(current_app.config)
     csr = csr_path.read_bytes()[: settings.config["MAX_CSR_BYTES"] + 1] if csr_path else None
     issued = _run(lambda: reissue_tls_certificate(get_session(), settings=settings, scope=CLI_SCOPE, serial=serial,

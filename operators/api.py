@@ -14,6 +14,7 @@ from flask_babel import lazy_gettext
 from sqlalchemy import func, or_, select
 
 from ca.models import Certificate, RevocationReason
+from ca.revocation import parse_reason
 from db import get_session
 from kernel.audit import AuditAction
 from kernel.errors import InvalidInput
@@ -27,6 +28,7 @@ from operators.operator_certs import (
     IssuedOperatorCertificate,
     issue_operator_certificate,
     operator_certificates,
+    release_operator_certificate_hold,
     revoke_operator_certificate,
 )
 from operators.operator_data import OperatorData
@@ -186,20 +188,30 @@ def operator_certificate_issue(code: str, operator_id: str) -> Any:
 @bp.route("/tenants/<code>/operators/<operator_id>/certificates/<serial>/revoke", methods=["POST"])
 @requires(Permission.MANAGE_OPERATORS)
 def operator_certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
-    """Revoke one of the operator's certificates (``reason`` optional)."""
+    """Revoke one of the operator's certificates (``reason`` optional); ``removeFromCRL`` releases a hold."""
     session, s = get_session(), scope()
     found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
 
     def work() -> Certificate:
-        raw = optional_json_body().get("reason", "unspecified")
-        try:
-            reason = RevocationReason(raw)
-        except ValueError:
-            raise InvalidInput(lazy_gettext("失効理由が正しくありません。")) from None
+        reason = parse_reason(optional_json_body().get("reason", RevocationReason.UNSPECIFIED.value))
+        if reason is None:
+            return release_operator_certificate_hold(session, operator=found, serial=serial, actor=current_actor())
         return revoke_operator_certificate(session, operator=found, serial=serial, actor=current_actor(),
                                            reason=reason)
 
     cert = unit_of_work(work, failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
+    return jsonify(certificate_json(cert))
+
+
+@bp.route("/tenants/<code>/operators/<operator_id>/certificates/<serial>/release-hold", methods=["POST"])
+@requires(Permission.MANAGE_OPERATORS)
+def operator_certificate_release_hold(code: str, operator_id: str, serial: str) -> Any:
+    """保留解除 of one of the operator's certificates (removeFromCRL): who may put it on hold may release it."""
+    session, s = get_session(), scope()
+    found = managed_operator(session, s, managed_tenant(session, s, code), operator_id)
+    cert = unit_of_work(lambda: release_operator_certificate_hold(session, operator=found, serial=serial,
+                                                                  actor=current_actor()),
+                        failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
     return jsonify(certificate_json(cert))
 
 

@@ -18,7 +18,7 @@ from flask_babel import force_locale
 from ca.authority import CaSettings
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
-from kernel.cli import cli_actor, echo_rows, json_option
+from kernel.cli import OutputDirectory, OutputFile, cli_actor, echo_rows, input_file, json_option
 from kernel.errors import InvalidInput, OpauthError
 from operators import csv_io
 from operators.business_systems import get_by_business_id
@@ -112,11 +112,10 @@ def operator_group() -> None:
 @click.option("--auth-method", default="password", type=click.Choice(["password", "biometric"]))
 @click.option("--role", default="operator", type=click.Choice(["operator", "tenant_manager", "business_admin"]))
 @click.option("--administers", "administers_business_id", default="")
-@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="issue from this CSR instead of generating a key")
-@click.option("--p12-out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--csr", "csr_path", type=input_file(), help="issue from this CSR instead of generating a key")
+@click.option("--p12-out", type=OutputFile(new=True),
               help="where to write the PKCS#12 (created with mode 0600; must not exist)")
-@click.option("--cert-out", type=click.Path(dir_okay=False, path_type=Path), help="write the certificate (PEM)")
+@click.option("--cert-out", type=OutputFile(), help="write the certificate (PEM)")
 def operator_register(tenant_code: str, csr_path: Path | None, p12_out: Path | None, cert_out: Path | None,
                       **fields: Any) -> None:
     """操作者登録 + オペレータ証明書. Prints the one-time password and the PKCS#12 password."""
@@ -150,7 +149,7 @@ def operator_register(tenant_code: str, csr_path: Path | None, p12_out: Path | N
 
 @operator_group.command("issue-pending")
 @click.option("--tenant", "tenant_code", required=True)
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out-dir", type=OutputDirectory(), required=True,
               help="directory for the PKCS#12 files (created 0700; files 0600)")
 def operator_issue_pending(tenant_code: str, out_dir: Path) -> None:
     """オペレータ証明書 for every active operator without a live one (e.g. after import); prints the passwords."""
@@ -182,7 +181,7 @@ def operator_issue_pending(tenant_code: str, out_dir: Path) -> None:
 @operator_group.command("import")
 @click.option("--tenant", "tenant_code", required=True)
 @click.option("--drop-unpermitted", is_flag=True, help="drop 許可業務 the tenant may not use (migration)")
-@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("csv_path", type=input_file())
 def operator_import(tenant_code: str, drop_unpermitted: bool, csv_path: Path) -> None:
     """一括登録 / 移行 from a CSV (UTF-8 or Shift_JIS); all or nothing, progress on stderr."""
     session = get_session()
@@ -207,7 +206,7 @@ def operator_import(tenant_code: str, drop_unpermitted: bool, csv_path: Path) ->
 @operator_group.command("export")
 @click.option("--tenant", "tenant_code", required=True)
 @click.option("--encoding", default="utf-8", type=click.Choice(["utf-8", "cp932"]))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=OutputFile(), required=True)
 @click.option("--operator-id", "operator_id", default="")
 @click.option("--name", default="")
 @click.option("--department", default="")
@@ -227,7 +226,7 @@ def operator_export(tenant_code: str, encoding: str, out: Path, **filters: str) 
 
 @operator_group.command("passwords")
 @click.option("--tenant", "tenant_code", required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputFile(new=True), required=True,
               help="CSV of the new passwords (created with mode 0600; must not exist)")
 @click.argument("operator_ids", nargs=-1, required=True)
 def operator_passwords(tenant_code: str, out: Path, operator_ids: tuple[str, ...]) -> None:

@@ -1,4 +1,4 @@
-"""オペレータ証明書: operator certificates (issue, re-issue on permission change, revoke).
+"""オペレータ証明書: operator certificates (issue, re-issue on permission change, revoke, release a hold).
 
 Subject: C=JP, O=<tenant name>, OU=<tenant code>, CN=<オペレータID>. The
 permitted 業務IDs travel in the extension ``ca.profiles.PERMITTED_BUSINESS_IDS_OID``.
@@ -157,16 +157,36 @@ def reissue_for_permissions(session: Session, *, settings: CaSettings, operator:
     return renewed
 
 
-def revoke_operator_certificate(session: Session, *, operator: Operator, serial: str, actor: Actor,
-                                reason: RevocationReason = RevocationReason.UNSPECIFIED) -> Certificate:
-    """失効: one of the operator's certificates (``NotFound`` for anyone else's)."""
-    from ca.revocation import revoke
+def _certificate_of(session: Session, operator: Operator, serial: str) -> Certificate:
+    """One of the operator's certificates by serial (``NotFound`` for anyone else's)."""
     from kernel.errors import NotFound
 
     for cert in operator_certificates(session, operator):
         if cert.serial == serial.strip().lower():
-            return revoke(session, certificate=cert, reason=reason, actor=actor)
+            return cert
     raise NotFound(lazy_gettext("この操作者の指定された証明書はありません。"))
+
+
+def revoke_operator_certificate(session: Session, *, operator: Operator, serial: str, actor: Actor,
+                                reason: RevocationReason = RevocationReason.UNSPECIFIED) -> Certificate:
+    """失効: one of the operator's certificates (``NotFound`` for anyone else's)."""
+    from ca.revocation import revoke
+
+    return revoke(session, certificate=_certificate_of(session, operator, serial), reason=reason, actor=actor)
+
+
+def release_operator_certificate_hold(session: Session, *, operator: Operator, serial: str,
+                                      actor: Actor) -> Certificate:
+    """保留解除 (removeFromCRL) of one of the operator's certificates: whoever may put it on hold may release it.
+
+    ``NotFound`` for anyone else's certificate, ``Conflict`` when it is not on hold; a revoked operator's
+    certificates stay revoked (操作者失効 is final).
+    """
+    from ca.revocation import release_hold
+
+    cert = _certificate_of(session, operator, serial)
+    ensure_not_revoked(operator, refused=_("証明書の保留解除"))
+    return release_hold(session, certificate=cert, actor=actor)
 
 
 def revoke_all(session: Session, *, operator: Operator, actor: Actor,

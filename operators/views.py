@@ -28,6 +28,7 @@ from operators.models import Operator, Tenant
 from operators.operator_certs import (
     issue_operator_certificate,
     operator_certificates,
+    release_operator_certificate_hold,
     revoke_operator_certificate,
 )
 from operators.operator_data import AUTH_METHOD_NAMES, GENDER_NAMES, LABELS, ROLE_NAMES, OperatorData
@@ -320,6 +321,28 @@ def certificate_revoke(code: str, operator_id: str, serial: str) -> Any:
                  failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
     flash(_("証明書を失効しました。"))
     return redirect(url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id))
+
+
+@bp.route("/t/<code>/operators/<operator_id>/certificates/<serial>/release-hold", methods=["GET", "POST"])
+@requires(Permission.MANAGE_OPERATORS)
+@requires_recent_auth
+def certificate_release_hold(code: str, operator_id: str, serial: str) -> Any:
+    """保留解除 of an operator certificate on hold (with confirmation): it is good again (removeFromCRL)."""
+    session, s = get_session(), scope()
+    tenant = managed_tenant(session, s, code)
+    operator = managed_operator(session, s, tenant, operator_id)
+    back = url_for("operators_admin.operator_detail", code=tenant.code, operator_id=operator.operator_id)
+    if request.method == "GET":
+        return render_template("operators/confirm.html", tenant=tenant, title=_("証明書の保留解除"),
+                               message=_("証明書 %(serial)s の保留（certificateHold）を解除します。解除後、この証明書"
+                                         "は再び有効になります（OCSP は good、次の CRL には載りません）。"
+                                         "よろしいですか。", serial=serial[:40]),
+                               back=back)
+    unit_of_work(lambda: release_operator_certificate_hold(session, operator=operator, serial=serial,
+                                                           actor=current_actor()),
+                 failure=AuditAction.REVOCATION_REJECTED, target=f"certificate:{serial[:40]}")
+    flash(_("証明書の保留を解除しました。"))
+    return redirect(back)
 
 
 @bp.route("/t/<code>/operators/<operator_id>/revoke", methods=["GET", "POST"])

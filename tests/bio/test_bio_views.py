@@ -170,9 +170,34 @@ def test_zero_counters_are_accepted(app: Flask, enrolled: SoftAuthenticator) -> 
     assert bio_login(app.test_client(), "BIO01", enrolled, counter=0).status_code == 200
 
 
+def test_delete_asks_for_confirmation_first(app: Flask, admin_client: FlaskClient,
+                                            enrolled: SoftAuthenticator) -> None:
+    """削除 on the operator's page leads to a confirmation page (nothing deleted yet) that names the credential
+    and the consequence; only its POST deletes."""
+    [cred] = _credentials(app)
+    confirm_url = f"/bio/manage/system/BIO01/credentials/{cred.id}/delete"
+    page = admin_client.get("/bio/manage/system/BIO01").get_data(as_text=True)
+    assert f'href="{confirm_url}"' in page and f'action="{confirm_url}"' not in page
+    confirm = admin_client.get(confirm_url)
+    assert confirm.status_code == 200
+    text = confirm.get_data(as_text=True)
+    assert "窓口端末1" in text and "BIO01" in text and f'action="{confirm_url}"' in text
+    assert "登録し直すまで生体認証でログインできなくなります" in text
+    assert [c.id for c in _credentials(app)] == [cred.id] and not audit_events(app, AuditAction.BIO_CREDENTIAL_DELETED)
+    english = admin_client.get(f"{confirm_url}?lang=en").get_data(as_text=True)
+    assert "cannot log in with biometrics until" in english
+    # with a second credential the page says the others stay usable
+    assert manager_enrols(admin_client, "BIO01", SoftAuthenticator(), nickname="予備").status_code == 200
+    again = admin_client.get(f"{confirm_url}?lang=ja").get_data(as_text=True)
+    assert "他の登録済み生体情報（1件）は引き続き使えます" in again
+    # the POST without the CSRF token of the page is refused, and deletes nothing
+    assert admin_client.post(confirm_url).status_code == 400 and len(_credentials(app)) == 2
+    assert admin_client.get("/bio/manage/system/BIO01/credentials/999999/delete").status_code == 404
+
+
 def test_deleted_credential_is_refused(app: Flask, admin_client: FlaskClient, enrolled: SoftAuthenticator) -> None:
     [cred] = _credentials(app)
-    token = page_csrf(admin_client, "/bio/manage/system/BIO01")
+    token = page_csrf(admin_client, f"/bio/manage/system/BIO01/credentials/{cred.id}/delete")
     response = admin_client.post(f"/bio/manage/system/BIO01/credentials/{cred.id}/delete",
                                  data={"csrf_token": token})
     assert response.status_code == 303 and _credentials(app) == []
@@ -244,6 +269,7 @@ def test_tenant_manager_manages_only_their_own_tenant(app: Flask) -> None:
     assert "OPN01" in listing and "OPM01" not in listing
     assert manager.get("/bio/manage?tenant=minamiedo").status_code == 404
     assert manager.get("/bio/manage/minamiedo/OPM01").status_code == 404
+    assert manager.get("/bio/manage/minamiedo/OPM01/credentials/1/delete").status_code == 404
     token = page_csrf(manager, "/bio/manage/nakatokyo/OPN01")
     for path in ("/bio/manage/minamiedo/OPM01/register/options", "/bio/manage/minamiedo/OPM01/register/verify",
                  "/bio/manage/minamiedo/OPM01/enrolment-code", "/bio/manage/minamiedo/OPM01/credentials/1/delete"):

@@ -182,6 +182,8 @@ def test_deleted_credential_is_refused(terminal: Terminal, second_tab: Any, live
     admin.wait_for_url(re.compile(r"/top$"))
     admin.goto(f"/bio/manage/system/{operator_id}")
     admin.click(".delete-credential")
+    admin.wait_for_selector("#consequence")  # the confirmation page: nothing deleted yet
+    admin.click("#confirm-delete")
     admin.wait_for_selector("#no-credentials")
     assert _post_verify(page, pending) == 401
     _bio_login(page, operator_id)  # the authenticator still holds the key; the server no longer knows it

@@ -56,6 +56,63 @@ def test_csr_path_binds_a_terminal(api: FlaskClient) -> None:
     assert "pkcs12" not in body and body["terminal"] == "term-01"
 
 
+def test_issuance_and_reissue_answers_carry_the_certificate_in_pem(api: FlaskClient) -> None:
+    """Like POST /business-server-certificates: the 201 answer has the certificate itself (``pem``), the same
+    bytes a download gives; a script needs no second request (nor certificates.view)."""
+    _system(api)
+    for payload in ({"tenant": "system", "business_id": "05", "hosts": "www1.city.itozaki.nagano.jp",
+                     "csr": make_csr().decode()},
+                    {"tenant": "system", "terminal": "term-02", "hosts": "term02.city.example.jp"}):
+        issued = api.post("/api/v1/ssl-certificates", json=payload)
+        assert issued.status_code == 201, issued.get_json()
+        body = issued.get_json()
+        assert body["pem"] == api.get(f"/api/v1/certificates/{body['serial']}/pem").get_data(as_text=True)
+        cert = x509.load_pem_x509_certificate(body["pem"].encode())
+        assert format(cert.serial_number, "x") == body["serial"].lstrip("0")
+        again = api.post(f"/api/v1/ssl-certificates/{body['serial']}/reissue", json={})
+        assert again.status_code == 201
+        renewed = again.get_json()
+        assert renewed["pem"] == api.get(f"/api/v1/certificates/{renewed['serial']}/pem").get_data(as_text=True)
+    assert "pem" not in api.get(f"/api/v1/ssl-certificates/{renewed['serial']}").get_json()  # answers of issuance only
+
+
+def test_a_business_systems_certificate_is_for_a_tenant_that_uses_it(app: Flask, api: FlaskClient,
+                                                                     admin_client: FlaskClient) -> None:
+    """Bound to a business system, the tenant must be in its joint use (共同利用) or be システム管理: otherwise 409,
+    audited like the other issuance refusals, nothing written; on API, web form and reissue alike."""
+    _system(api)
+    assert api.post("/api/v1/tenants", json={"code": "city-b", "name": "北江戸市",
+                                             "kind": "municipality"}).status_code == 201
+    payload = {"tenant": "city-b", "business_id": "05", "hosts": "www1.city.itozaki.nagano.jp"}
+    before = len(api.get("/api/v1/ssl-certificates?all=1").get_json()["items"])
+    refused = api.post("/api/v1/ssl-certificates", json=payload)
+    assert refused.status_code == 409, refused.get_json()
+    assert "北江戸市（city-b）は業務 05" in refused.get_json()["message"]
+    assert "共同利用していません" in refused.get_json()["message"]
+    english = api.post("/api/v1/ssl-certificates", json=payload, headers={"Accept-Language": "en"}).get_json()
+    assert "does not use business system 05" in english["message"]
+    page = admin_client.get("/admin/ssl-certificates/new").get_data(as_text=True)
+    form = admin_client.post("/admin/ssl-certificates/new", data={
+        "csrf_token": csrf_token(page), **payload, "terminal": "", "csr": (io.BytesIO(b""), "")},
+        content_type="multipart/form-data")
+    assert form.status_code == 409 and "共同利用していません" in form.get_data(as_text=True)
+    assert len(api.get("/api/v1/ssl-certificates?all=1").get_json()["items"]) == before
+    with app.app_context():
+        audited = get_session().scalars(select(AuditEvent).where(
+            AuditEvent.action == "certificate.issuance_rejected").order_by(AuditEvent.id)).all()
+    assert len(audited) == 3 and all("city-b" in str(e.detail) for e in audited)
+    # once city-b uses 05 it gets one; when it stops, the certificate cannot be reissued for it
+    assert api.put("/api/v1/business-systems/05/joint-use", json={"tenants": ["city-b"]}).status_code == 200
+    issued = api.post("/api/v1/ssl-certificates", json=payload)
+    assert issued.status_code == 201, issued.get_json()
+    assert api.put("/api/v1/business-systems/05/joint-use", json={"tenants": []}).status_code == 200
+    reissue = api.post(f"/api/v1/ssl-certificates/{issued.get_json()['serial']}/reissue", json={})
+    assert reissue.status_code == 409 and "共同利用していません" in reissue.get_json()["message"]
+    assert api.get(f"/api/v1/certificates/{issued.get_json()['serial']}").get_json()["status"] == "valid"
+    # the システム管理 tenant runs the installation's business servers and needs no joint use
+    assert api.post("/api/v1/ssl-certificates", json=dict(payload, tenant="system")).status_code == 201
+
+
 def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) -> None:
     cases = [({"tenant": "system", "hosts": "a.example.jp"}, 400, "どちらか一方だけ"),
              ({"tenant": "system", "terminal": "t1", "business_id": "05", "hosts": "a.example.jp"}, 400, "一方だけ"),

@@ -73,6 +73,52 @@ def test_revoking_one_certificate(world: World, api_a: FlaskClient) -> None:
     assert api_a.post(url.replace(serial, "abcdef"), json={}).status_code == 404
 
 
+def test_tenant_manager_releases_a_hold_they_placed(world: World, api_a: FlaskClient, api_b: FlaskClient,
+                                                    web_a: FlaskClient) -> None:
+    """Who may put an operator certificate on hold (運用管理部門, through the tenancy guard) may release it:
+    release-hold, or removeFromCRL as the reason; another tenant's manager gets 404, a certificate not on hold 409,
+    an unknown reason 400 naming the accepted ones; every refusal audited."""
+    serial = register(api_a)["certificate"]["serial"]
+    base = f"/api/v1/tenants/minamiedo/operators/OP0601/certificates/{serial}"
+    held = api_a.post(f"{base}/revoke", json={"reason": "certificateHold"})
+    assert held.status_code == 200 and held.get_json()["status"] == "on_hold"
+    # another tenant's manager reaches neither the operator nor the certificate
+    assert api_b.post(f"{base}/release-hold").status_code == 404
+    assert api_b.post(f"{base}/revoke", json={"reason": "removeFromCRL"}).status_code == 404
+    released = api_a.post(f"{base}/revoke", json={"reason": "removeFromCRL"})
+    assert released.status_code == 200, released.get_json()
+    assert released.get_json()["status"] == "valid" and _cert(world, serial)[1] == "valid"
+    assert api_a.post(f"{base}/revoke", json={"reason": "certificateHold"}).status_code == 200
+    released = api_a.post(f"{base}/release-hold")
+    assert released.status_code == 200 and released.get_json()["status"] == "valid"
+    not_held = api_a.post(f"{base}/release-hold")
+    assert not_held.status_code == 409 and "保留中ではありません" in not_held.get_json()["message"]
+    bad = api_a.post(f"{base}/revoke", json={"reason": "holdPlease"})
+    assert bad.status_code == 400 and "removeFromCRL" in bad.get_json()["message"]
+    with world.app.app_context():
+        events = get_session().scalars(select(AuditEvent).where(AuditEvent.target == f"certificate:{serial}")
+                                       .order_by(AuditEvent.id)).all()
+    assert [e.action for e in events].count("certificate.hold_released") == 2
+    assert [e.action for e in events].count("certificate.revocation_rejected") >= 2
+    # the web UI: 保留解除 on the operator's page, a confirmation page, then the POST
+    assert api_a.post(f"{base}/revoke", json={"reason": "certificateHold"}).status_code == 200
+    detail = web_a.get("/admin/t/minamiedo/operators/OP0601").get_data(as_text=True)
+    url = f"/admin/t/minamiedo/operators/OP0601/certificates/{serial}/release-hold"
+    assert f'href="{url}"' in detail
+    confirm = web_a.get(url)
+    assert confirm.status_code == 200 and "保留（certificateHold）を解除します" in confirm.get_data(as_text=True)
+    assert _cert(world, serial)[1] == "on_hold"  # the GET changed nothing
+    assert web_a.post(url, data={"csrf_token": csrf_token(confirm.get_data(as_text=True))}).status_code == 302
+    assert _cert(world, serial)[1] == "valid"
+
+
+def test_a_revoked_operators_certificates_are_not_released(world: World, api_a: FlaskClient) -> None:
+    serial = register(api_a)["certificate"]["serial"]
+    assert api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/revoke").status_code == 200
+    refused = api_a.post(f"/api/v1/tenants/minamiedo/operators/OP0601/certificates/{serial}/release-hold")
+    assert refused.status_code == 409 and _cert(world, serial)[1] == "revoked"
+
+
 def test_operator_revocation_cascades_and_keeps_the_record(world: World, api_a: FlaskClient) -> None:
     body = register(api_a, business_ids=["05", "07"], in_business_id="U0601", password="Operator-Password-1")
     second = api_a.post("/api/v1/tenants/minamiedo/operators/OP0601/certificates", json={})
