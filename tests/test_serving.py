@@ -234,7 +234,8 @@ def test_a_request_nginx_refuses_itself_is_answered_in_opauths_forms(instance: P
                      served.https + path)
         head, _, body = result.stdout.partition("\n\n")
         assert head.startswith("HTTP/1.1 400") and "content-type: application/json" in head.lower(), head
-        assert json.loads(body)["error"] == "bad_request" and "リクエストが正しくありません" in json.loads(body)["message"]
+        answer = json.loads(body)
+        assert answer["error"] == "bad_request" and "リクエストが正しくありません" in answer["message"]
     status, body = _curl(served, instance, "/admin/t/x/operators/B1%00")
     assert status == 400 and "リクエストが正しくありません" in body and "The request is malformed" in body
     assert "nginx" not in body
