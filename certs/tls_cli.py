@@ -22,7 +22,15 @@ from certs.tls_certs import (
 )
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
-from kernel.cli import OutputFile, cli_actor, echo_rows, ensure_output_directory, input_file, json_option
+from kernel.cli import (
+    OutputFile,
+    cli_actor,
+    echo_rows,
+    ensure_output_directory,
+    input_file,
+    json_option,
+    write_secret,
+)
 from kernel.errors import OpauthError
 from operators.business_systems import system_of
 from operators.tenancy import CLI_SCOPE
@@ -44,8 +52,7 @@ def _deliver(issued: IssuedTlsCertificate, out: Path | None, p12_out: Path | Non
         click.echo(body.decode())
     if issued.pkcs12 is not None:
         target = p12_out or Path(issued.pkcs12.filename)
-        target.write_bytes(issued.pkcs12.data)
-        target.chmod(0o600)
+        write_secret(target, issued.pkcs12.data, new=False)  # 0600 before the key is in it
         click.echo(f"PKCS#12 written to {target}; its password (shown once): {issued.pkcs12.password}", err=True)
 
 

@@ -107,6 +107,15 @@ def directory_output_problem(directory: Path) -> str | None:
     return _directory_problem(ancestor)
 
 
+def write_secret(path: Path, data: bytes, *, new: bool = True) -> None:
+    """Write a key, a PKCS#12 or passwords readable by the owner only, from the first byte on (``new``: refuse an
+    existing file; otherwise an existing one is made 0600 before anything is written into it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if new else os.O_TRUNC), 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+
+
 class OutputFile(click.Path):
     """A file the command writes: its directory must exist and be writable (``new``: the file must not exist)."""
 

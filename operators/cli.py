@@ -18,7 +18,7 @@ from flask_babel import force_locale
 from ca.authority import CaSettings
 from db import get_session, new_session
 from kernel.audit import AuditAction, audited_unit_of_work
-from kernel.cli import OutputDirectory, OutputFile, cli_actor, echo_rows, input_file, json_option
+from kernel.cli import OutputDirectory, OutputFile, cli_actor, echo_rows, input_file, json_option, write_secret
 from kernel.errors import InvalidInput, OpauthError
 from operators import csv_io
 from operators.business_systems import get_by_business_id
@@ -48,11 +48,6 @@ def _run(work: Callable[[], T], *, failure: AuditAction, target: str) -> T:
     except OpauthError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600, exist_ok=False)
-    path.write_bytes(data)
 
 
 @click.group("tenant", cls=AppGroup)
@@ -135,7 +130,7 @@ def operator_register(tenant_code: str, csr_path: Path | None, p12_out: Path | N
     issued = result.issued
     assert issued is not None
     if issued.pkcs12 is not None and p12_out is not None:
-        _write_secret(p12_out, issued.pkcs12.data)
+        write_secret(p12_out, issued.pkcs12.data)
         click.echo(f"PKCS#12 written to {p12_out}; its password (shown once): {issued.pkcs12.password}")
     if cert_out is not None:
         from cryptography import x509
@@ -173,7 +168,7 @@ def operator_issue_pending(tenant_code: str, out_dir: Path) -> None:
     for item in issued:
         assert item.pkcs12 is not None
         path = out_dir / item.pkcs12.filename
-        _write_secret(path, item.pkcs12.data)
+        write_secret(path, item.pkcs12.data)
         click.echo(f"{item.certificate.common_name}\t{path}\t{item.pkcs12.password}")
     click.echo(f"{len(issued)} certificates issued", err=True)
 
@@ -240,7 +235,7 @@ def operator_passwords(tenant_code: str, out: Path, operator_ids: tuple[str, ...
                                      settings=LoginSettings.from_config(current_app.config))
 
     results = _run(work, failure=AuditAction.OPERATOR_REJECTED, target=f"tenant:{tenant_code[:20]}")
-    _write_secret(out, ("オペレータID,パスワード\r\n" + "".join(f"{o.operator_id},{p}\r\n" for o, p in results))
+    write_secret(out, ("オペレータID,パスワード\r\n" + "".join(f"{o.operator_id},{p}\r\n" for o, p in results))
                   .encode("utf-8"))
     click.echo(f"{len(results)} passwords changed; written to {out}")
 

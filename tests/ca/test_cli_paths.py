@@ -5,6 +5,7 @@ be lost, with its PKCS#12 password or new passwords)."""
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,11 @@ def test_ssl_certificate_paths_are_checked_before_issuing(runner: FlaskCliRunner
     _refused(runner.invoke(args=[*issue, "--out", str(tmp_path / "c.pem"), "--p12-out", missing]),
              "--p12-out", "does not exist")
     assert _count(runner, "ssl", "list") == 0
-    assert runner.invoke(args=[*issue, "--out", str(tmp_path / "c.pem"),
-                               "--p12-out", str(tmp_path / "k.p12")]).exit_code == 0
+    loose = tmp_path / "k.p12"
+    loose.write_bytes(b"an older file anyone may read")
+    loose.chmod(0o644)
+    assert runner.invoke(args=[*issue, "--out", str(tmp_path / "c.pem"), "--p12-out", str(loose)]).exit_code == 0
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o600 and loose.read_bytes().startswith(b"0\x82")  # the new key
     [serial] = [c["serial"] for c in json.loads(runner.invoke(args=["ssl", "list", "--json"]).stdout)]
     _refused(runner.invoke(args=["ssl", "reissue", serial, "--out", missing]), "--out", "does not exist")
     assert _count(runner, "ssl", "list") == 1  # the old one is still the active one
