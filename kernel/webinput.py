@@ -190,7 +190,7 @@ def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: Any, multilin
     for key, values in pairs:
         for value in (key, *values):
             if isinstance(value, str) and has_control_characters(value, multiline=multiline):
-                raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=str(where)))
+                raise UnsafeText(_("%(where)sに使用できない文字(制御文字)が含まれています。", where=str(where)))
 
 
 def utf8_query(raw: bytes) -> bool:

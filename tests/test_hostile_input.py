@@ -322,6 +322,18 @@ def test_form_fields_that_are_not_utf8_are_refused_never_stored_as_escapes(app: 
     assert "市" in admin_client.get("/admin/tenants").get_data(as_text=True)
 
 
+def test_the_control_character_refusal_reads_as_japanese_and_english(app: Flask, api: FlaskClient,
+                                                                     admin_client: FlaskClient) -> None:
+    query = api.get("/api/v1/certificates?q=%00", headers={"Accept-Language": "ja"}).get_json()["message"]
+    assert query == "クエリ文字列に使用できない文字(制御文字)が含まれています。"  # no space before に
+    token = csrf_token(admin_client.get("/admin/tenants").get_data(as_text=True))
+    form = admin_client.post("/admin/tenants", data={"csrf_token": token, "code": "x", "name": "a\x00"})
+    assert form.status_code == 400
+    assert "フォームの入力に使用できない文字(制御文字)が含まれています。" in form.get_data(as_text=True)
+    english = api.get("/api/v1/certificates?q=%00", headers={"Accept-Language": "en"}).get_json()["message"]
+    assert english == "The query string contains characters that are not allowed (control characters)."
+
+
 def test_nul_in_the_business_system_form_is_refused(app: Flask, api: FlaskClient,
                                                     admin_client: FlaskClient) -> None:
     assert _put_business_system(api, "05").status_code == 201
