@@ -321,6 +321,15 @@ def test_expired_or_foreign_enrolment_code_is_refused(app: Flask, admin_client: 
     assert app.test_client().post("/bio/enrol/options", json={}).status_code == 400  # no CSRF token
 
 
+def test_biometric_refusals_are_japanese_with_an_english_translation(app: Flask, admin_client: FlaskClient,
+                                                            enrolled: SoftAuthenticator) -> None:
+    again = manager_enrols(admin_client, "BIO01", enrolled)  # the same authenticator a second time
+    assert again.status_code == 409 and again.get_json()["message"] == "この認証器の生体情報は既に登録されています。"
+    # The operator commands speak English: the message is the translation of the Japanese one.
+    cli = app.test_cli_runner().invoke(args=["operator", "change-password", "BIO01"], input="x\ny\ny\n")
+    assert cli.exit_code == 2 and "This operator logs in with biometrics and has no password." in cli.output
+
+
 def test_biometric_operator_reauthenticates_with_the_authenticator(app: Flask, enrolled: SoftAuthenticator) -> None:
     import time
 
