@@ -10,7 +10,6 @@ import getpass
 import secrets
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import click
 from flask import Flask, abort, jsonify, render_template, request
@@ -28,6 +27,7 @@ from apdl.oplog import action_label
 from apdl.settings import load_settings
 from apdl.tenancy import actor_label
 from apdl.terminals import AgentCardUnavailable
+from apdl.validation import utf8_urlencoded
 
 csrf = CSRFProtect()
 JSON_PATHS = ("/agent/", "/api/")  # machine clients: errors as {"error": ...}
@@ -66,6 +66,29 @@ def _secret_key(instance: Path, configured: str) -> str:
     return path.read_text().strip()
 
 
+def _guard_request() -> None:
+    """``before_request``, ahead of the CSRF check (which reads the form): an over-long URL is 414; a query
+    string or form that is not UTF-8 is 400 before anything reads it.
+
+    werkzeug would read bad bytes in a query as U+FFFD (a search would run for something nobody typed), keep bad
+    escapes in a urlencoded form as literal text ("%ED%A0%80" stored in an address) and read bad bytes in a
+    multipart field as U+FFFD too.
+    """
+    if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_LENGTH:
+        abort(414)
+    if not utf8_urlencoded(request.query_string):
+        raise InvalidInput(_("クエリ文字列が正しい UTF-8 ではありません。"))
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if request.mimetype == "application/x-www-form-urlencoded":
+            valid = utf8_urlencoded(request.get_data(cache=True))  # the form is parsed from this cached copy
+        elif request.mimetype == "multipart/form-data":
+            valid = not any("\ufffd" in value for values in request.form.listvalues() for value in values)
+        else:
+            valid = True
+        if not valid:
+            raise InvalidInput(_("フォームの入力が正しい UTF-8 ではありません。"))
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the module: settings (defaults < APDL_* env < ``config``), database, i18n, blueprints."""
     settings = load_settings(config)
@@ -79,6 +102,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                       WTF_CSRF_TIME_LIMIT=None)
     db.init_app(app)
     i18n.init_app(app)
+    app.before_request(_guard_request)
     csrf.init_app(app)
 
     from apdl import auth
@@ -169,17 +193,6 @@ def _error_handlers(app: Flask) -> None:
         }
         message = reasons.get(exc.description or "", lazy_gettext("画面の有効期限が切れました。やり直してください。"))
         return render_template("error.html", message=message), 400
-
-    @app.before_request
-    def _url_length() -> None:
-        if len(request.environ.get("RAW_URI") or request.full_path) > MAX_URL_LENGTH:
-            abort(414)
-        raw = request.query_string
-        if not (raw.isascii() and b"%" not in raw):
-            try:  # werkzeug would read bad bytes as U+FFFD: a search would run for something nobody typed
-                unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput(_("クエリ文字列が正しい UTF-8 ではありません。")) from None
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+from urllib.parse import unquote_to_bytes
 
 from flask_babel import gettext as _
 
@@ -21,6 +22,17 @@ LINE_BREAKS = frozenset("\n")
 PHONE = re.compile(r"^\+?(?:[0-9]+|\([0-9]+\))(?:-?(?:[0-9]+|\([0-9]+\)))*$")
 PHONE_DIGITS = (6, 15)  # a Japanese number has 10 or 11 digits; E.164 allows 15
 MAX_PAGE = 100_000
+
+
+def utf8_urlencoded(raw: bytes) -> bool:
+    """Whether a raw query string or urlencoded form body decodes (percent escapes included) as UTF-8."""
+    if raw.isascii() and b"%" not in raw:
+        return True  # the common case, without a copy
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def refused_character(value: str, *, multiline: bool = False) -> str | None:

@@ -172,7 +172,7 @@ def finish_registration(session: Session, *, operator: Operator, challenge_id: A
     verified = verify_registration(rp=rp, credential=credential, expected_challenge=challenge.challenge)
     if session.scalar(select(WebAuthnCredential.id)
                       .where(WebAuthnCredential.credential_id == verified.credential_id)) is not None:
-        raise Conflict("this authenticator credential is already registered")
+        raise Conflict(_("この認証器の生体情報は既に登録されています。"))
     row = WebAuthnCredential(operator_pk=operator.id, credential_id=verified.credential_id,
                              public_key=verified.public_key, sign_count=verified.sign_count,
                              transports=list(verified.transports), aaguid=verified.aaguid,
@@ -196,7 +196,7 @@ def get_credential(session: Session, *, operator: Operator, credential_pk: int) 
     row = session.scalar(select(WebAuthnCredential).where(WebAuthnCredential.id == credential_pk,
                                                           WebAuthnCredential.operator_pk == operator.id))
     if row is None:
-        raise NotFound("no such credential for this operator")
+        raise NotFound(_("このオペレータにその生体情報はありません。"))
     return row
 
 

@@ -37,7 +37,9 @@ from bio.service import (
 )
 from bio.webauthn import RelyingParty, WebAuthnFailure
 from db import get_session
+from kernel import webinput
 from kernel.errors import OpauthError
+from kernel.web import json_body
 from operators.login import mtls
 from operators.login.auth import (
     LOGIN_FAILED,
@@ -82,8 +84,8 @@ def _json_body() -> dict[str, Any]:
 
 
 def _text(data: dict[str, Any], key: str, limit: int) -> str:
-    value = data.get(key, "")
-    return value[:limit] if isinstance(value, str) else ""
+    """``data[key]`` under the text rule: a string within ``limit``, refused (400) when longer, never cut."""
+    return webinput.text(data.get(key), field=key, max_length=limit)
 
 
 def _options_response(options_json: str) -> Any:
@@ -114,16 +116,18 @@ def login() -> Any:
 
 @bp.route("/login/options", methods=["POST"])
 def login_options() -> Any:
-    data = _json_body()
+    # Malformed input is 400; an unknown but well-formed operator gets decoy options (who exists stays unsaid).
+    data = json_body()
+    tenant_code, operator_id = _text(data, "tenant", 20), _text(data, "operator_id", 64)
     db_session = get_session()
     if is_throttled(db_session, source=client_address(), settings=login_settings()):
         return _failure(str(THROTTLED), 429)
     secret = hashlib.sha256(b"opauth-bio-decoy\0" + str(current_app.config["SECRET_KEY"]).encode()).digest()
-    ceremony = begin_login(db_session, tenant_code=_text(data, "tenant", 20),
-                           operator_id=_text(data, "operator_id", 64), rp=rp(), decoy_secret=secret)
+    ceremony = begin_login(db_session, tenant_code=tenant_code, operator_id=operator_id, rp=rp(),
+                           decoy_secret=secret)
     db_session.commit()
     session[LOGIN_KEY] = ceremony.challenge_id
-    session["bio_login_claim"] = [_text(data, "tenant", 20), _text(data, "operator_id", 64)]
+    session["bio_login_claim"] = [tenant_code, operator_id]
     return _options_response(ceremony.options_json)
 
 

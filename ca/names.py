@@ -82,13 +82,17 @@ def _host_or_fault(url: str) -> str | _UrlFault:
         return hostname
     except ValueError:
         pass
+    ascii_host = _ascii_host_name(hostname)
+    return _UrlFault.BAD_HOST if ascii_host is None else ascii_host
+
+
+def _ascii_host_name(name: str) -> str | None:
+    """``name`` as a DNS host name, IDNA-encoded and lower-cased, or None when it is not one."""
     try:
-        ascii_host = hostname.encode("idna").decode("ascii")
+        ascii_host = name.encode("idna").decode("ascii")
     except UnicodeError:
-        return _UrlFault.BAD_HOST
-    if not _HOSTNAME.match(ascii_host):
-        return _UrlFault.BAD_HOST
-    return ascii_host.lower()
+        return None
+    return ascii_host.lower() if _HOSTNAME.fullmatch(ascii_host) else None
 
 
 def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
@@ -117,6 +121,32 @@ def host_of(url: str, field: str = "url", *, label: str | None = None) -> str:
         raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の URL にユーザ名やパスワードを含めないでください。",
                                         label=label, field=field))
     raise InvalidInput(lazy_gettext("%(label)s (%(field)s) のホスト名が正しくありません。", label=label, field=field))
+
+
+def check_host(value: str, field: str = "hosts", *, label: str | None = None) -> str:
+    """A host name or IP address as a certificate names it, not a URL (an IPv6 address may be bracketed):
+    lower-cased and IDNA-encoded; ``InvalidInput`` otherwise.
+
+    An IPv6 zone ID (``fe80::1%eth0``) names an interface of one machine and has no place in a certificate.
+    """
+    bracketed = value.startswith("[") and value.endswith("]")
+    candidate = value[1:-1] if bracketed else value
+    label = field if label is None else label
+    if "%" in candidate and ":" in candidate:
+        raise InvalidInput(lazy_gettext(
+            "%(label)s (%(field)s) の「%(host)s」は正しくありません。IPv6 アドレスにゾーンID(%%eth0 など)は"
+            "指定できません。", label=label, field=field, host=_shown(value)))
+    try:
+        address = ipaddress.ip_address(candidate)
+    except ValueError:
+        address = None
+    if address is not None and (address.version == 6 or not bracketed):
+        return candidate.lower()
+    ascii_host = None if bracketed else _ascii_host_name(candidate)  # brackets hold an IPv6 address only
+    if ascii_host is None:
+        raise InvalidInput(lazy_gettext("%(label)s (%(field)s) の「%(host)s」は正しくありません。", label=label,
+                                        field=field, host=_shown(value)))
+    return ascii_host
 
 
 def general_name_for_host(host: str) -> x509.GeneralName:

@@ -26,12 +26,12 @@ from ca.delivery import Pkcs12Bundle, build_pkcs12
 from ca.issuance import issue_certificate
 from ca.keys import generate_private_key
 from ca.models import Certificate, CertificateProfile, RevocationReason
-from ca.names import allowed_hosts, check_subject_value, common_name_for, general_name_for_host
+from ca.names import allowed_hosts, check_host, check_subject_value, common_name_for, general_name_for_host
 from ca.profiles import validity_days
 from ca.revocation import revoke
 from kernel.audit import Actor, AuditAction, record_event
 from kernel.errors import Conflict, InvalidInput, NotFound
-from operators.business_systems import find_by_business_id, host_of, registered_hosts
+from operators.business_systems import find_by_business_id, registered_hosts
 from operators.models import BusinessSystem, Tenant, TenantKind
 from operators.tenancy import Scope, get_tenant, joint_use_systems
 
@@ -71,7 +71,7 @@ class TlsCertificateData:
             if not isinstance(item, str):
                 raise InvalidInput(lazy_gettext("ホスト名 (hosts) にはホスト名を指定してください。"))
             if item.strip():
-                host = host_of(f"https://{item.strip()}/", "hosts")
+                host = check_host(item.strip(), "hosts", label=str(lazy_gettext("ホスト名または IP アドレス")))
                 if host not in hosts:
                     hosts.append(host)
         if not hosts:

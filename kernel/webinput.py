@@ -7,8 +7,8 @@
 - **Text fields** follow one rule, ``text``: a string, no control characters (line breaks only
   where a field is multi-line), the length checked and refused, never silently cut.
 - **Path, query string and form fields** are refused before any view when they carry control
-  characters, a query string also when it is not UTF-8 (``guard_request``; 404 for the path, 400
-  otherwise); a NUL would otherwise reach
+  characters, a query string or form also when it is not UTF-8 (``guard_request``; 404 for the path,
+  400 otherwise); a NUL would otherwise reach
   the database (PostgreSQL refuses it, SQLite stores it). HTTP Basic credentials are judged by
   the login rules (a NUL is a failed, audited login: 401).
 - **Integer path segments** use ``IdConverter``: out of the database's range is 404, not an
@@ -193,11 +193,11 @@ def _check_pairs(pairs: Iterable[tuple[str, list[Any]]], *, where: Any, multilin
     for key, values in pairs:
         for value in (key, *values):
             if isinstance(value, str) and has_control_characters(value, multiline=multiline):
-                raise UnsafeText(_("%(where)s に使用できない文字(制御文字)が含まれています。", where=str(where)))
+                raise UnsafeText(_("%(where)sに使用できない文字(制御文字)が含まれています。", where=str(where)))
 
 
 def utf8_query(raw: bytes) -> bool:
-    """Whether a raw query string decodes (percent escapes included) as UTF-8."""
+    """Whether a raw query string or urlencoded form body decodes (percent escapes included) as UTF-8."""
     if raw.isascii() and b"%" not in raw:
         return True  # the common case, without a copy
     try:
@@ -205,6 +205,20 @@ def utf8_query(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _check_form_encoding() -> None:
+    """Refuse a form whose fields are not UTF-8, as a query string is.
+
+    werkzeug keeps undecodable escapes of a urlencoded body as literal text ("%ED%A0%80" would be stored as a
+    name) and reads bad bytes in a multipart field as U+FFFD, which nobody types.
+    """
+    if request.mimetype == "application/x-www-form-urlencoded":
+        valid = utf8_query(request.get_data(cache=True))  # the form is parsed from this cached copy
+    else:
+        valid = not any("\ufffd" in value for values in request.form.listvalues() for value in values)
+    if not valid:
+        raise InvalidInput(_("フォームの入力が正しい UTF-8 ではありません。"))
 
 
 def guard_request() -> None:
@@ -222,6 +236,7 @@ def guard_request() -> None:
     _check_pairs(request.args.lists(), where=lazy_gettext("クエリ文字列"), multiline=False)
     if request.method in ("POST", "PUT", "PATCH", "DELETE"):
         if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            _check_form_encoding()
             # Text areas (a pasted PEM, notes) keep their line breaks; every other control character is refused.
             _check_pairs(request.form.lists(), where=lazy_gettext("フォームの入力"), multiline=True)
         elif request.is_json and request.content_length != 0 and request.get_data(cache=True):

@@ -19,6 +19,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import LoginRequiredError
 from flask import Blueprint, Flask, current_app, redirect, render_template, request, session, url_for
+from flask_babel import lazy_gettext
 from flask_login import current_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -37,6 +38,16 @@ from operators.models import AuthMethod, Operator
 bp = Blueprint("oidc_authorize", __name__, url_prefix="/oidc")
 
 RESUME_COOKIE = "opauth_oidc_resume"
+# What the person is shown when a refusal cannot go back to the business system (the OAuth error code stays;
+# Authlib's English description goes to the audit log and, with a trusted redirect URI, to the client).
+PAGE_MESSAGES = {
+    "invalid_client": lazy_gettext("この業務システム (client_id) はこのサーバに登録されていないか、業務ログインが"
+                                   "有効になっていません。業務システムの管理者に連絡してください。"),
+    "invalid_request": lazy_gettext("業務システムからのログイン要求が正しくありません（リダイレクト URI などが"
+                                    "登録内容と一致しません）。業務システムの管理者に連絡してください。"),
+}
+PAGE_MESSAGE_OTHER = lazy_gettext("業務システムからのログイン要求を受け付けられませんでした。業務システムの管理者に"
+                                  "連絡してください。")
 RESUME_SECONDS = 600
 LOGIN_ASKED_KEY = "oidc_login_asked"
 
@@ -84,7 +95,7 @@ def _error_response(error: OAuth2Error, *, operator: Operator | None, reason: st
     else:
         response = current_app.make_response((render_template(
             "error.html", status=400,
-            message=f"{error.error}: {error.description or ''}"), 400))
+            message=f"{error.error}: {PAGE_MESSAGES.get(error.error, PAGE_MESSAGE_OTHER)}"), 400))
     response.delete_cookie(RESUME_COOKIE, path="/")
     return response
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from flask_babel import lazy_gettext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,20 +41,25 @@ def business_id_from_client_id(client_id: str) -> str | None:
 def check_client_uri(uri: str, *, hosts: list[str], label: str) -> str:
     """``uri`` if it is an acceptable redirect or logout URI for a system with ``hosts``; else InvalidInput."""
     if not isinstance(uri, str) or not uri or len(uri) > 2000:
-        raise InvalidInput(f"{label}: a URI of at most 2000 characters is required")
+        raise InvalidInput(lazy_gettext("%(field)s: 2000 文字以内の URI を指定してください。", field=label))
     if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in uri) or "\\" in uri:
-        raise InvalidInput(f"{label}: {uri!r} contains spaces, control characters or backslashes")
+        raise InvalidInput(lazy_gettext("%(field)s: URI %(uri)s に空白、制御文字又はバックスラッシュが含まれています。",
+                                        field=label, uri=repr(uri)))
     parts = urlsplit(uri)
     if parts.scheme != "https":
-        raise InvalidInput(f"{label}: {uri!r} must be an https:// URI")
+        raise InvalidInput(lazy_gettext("%(field)s: URI %(uri)s は https:// で始まる URI で指定してください。",
+                                        field=label, uri=repr(uri)))
     if "@" in parts.netloc:
-        raise InvalidInput(f"{label}: {uri!r} must not carry a user name or password")
+        raise InvalidInput(lazy_gettext("%(field)s: URI %(uri)s にユーザ名やパスワードを含めないでください。",
+                                        field=label, uri=repr(uri)))
     if parts.fragment or uri.endswith("#"):
-        raise InvalidInput(f"{label}: {uri!r} must not have a fragment (#...)")
+        raise InvalidInput(lazy_gettext("%(field)s: URI %(uri)s にフラグメント(#…)を含めないでください。",
+                                        field=label, uri=repr(uri)))
     host = host_of(uri, label)
     if host not in hosts:
-        raise InvalidInput(f"{label}: the host {host!r} is not one of the business system's registered hosts "
-                           f"({', '.join(hosts)})")
+        raise InvalidInput(lazy_gettext(
+            "%(field)s: ホスト %(host)s は業務システムに登録されたホスト(%(hosts)s)のいずれでもありません。",
+            field=label, host=repr(host), hosts=", ".join(hosts)))
     return uri
 
 
@@ -62,9 +68,10 @@ def _uri_list(data: Mapping[str, Any], key: str, *, hosts: list[str]) -> list[st
     if isinstance(raw, str):
         raw = [line.strip() for line in raw.splitlines() if line.strip()]
     if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
-        raise InvalidInput(f"{key} must be a list of URIs")
+        raise InvalidInput(lazy_gettext("%(field)s は URI のリストで指定してください。", field=key))
     if len(raw) > MAX_REDIRECT_URIS:
-        raise InvalidInput(f"at most {MAX_REDIRECT_URIS} URIs may be registered in {key}")
+        raise InvalidInput(lazy_gettext("%(field)s に登録できる URI は %(max)d 個までです。", field=key,
+                                        max=MAX_REDIRECT_URIS))
     uris: list[str] = []
     for uri in raw:
         checked = check_client_uri(uri, hosts=hosts, label=key)
@@ -76,7 +83,7 @@ def _uri_list(data: Mapping[str, Any], key: str, *, hosts: list[str]) -> list[st
 def _optional_uri(data: Mapping[str, Any], key: str, *, hosts: list[str]) -> str:
     value = data.get(key) or ""
     if not isinstance(value, str):
-        raise InvalidInput(f"{key} must be a string")
+        raise InvalidInput(lazy_gettext("%(field)s は文字列で指定してください。", field=key))
     value = value.strip()
     if value:
         check_client_uri(value, hosts=hosts, label=key)
@@ -100,11 +107,12 @@ class ClientSettingsData:
         if isinstance(enabled, str):
             enabled = enabled.lower() in ("1", "true", "on", "yes")
         if not isinstance(enabled, bool):
-            raise InvalidInput("enabled must be true or false")
+            raise InvalidInput(lazy_gettext("enabled は true か false で指定してください。"))
         hosts = registered_hosts(system)
         uris = _uri_list(data, "redirect_uris", hosts=hosts)
         if enabled and not uris:
-            raise InvalidInput("business login needs at least one redirect URI")
+            raise InvalidInput(lazy_gettext("業務ログインを有効にするには、リダイレクト URI (redirect_uris) を一つ以上"
+                                            "登録してください。"))
         return cls(enabled=enabled, redirect_uris=tuple(uris),
                    backchannel_logout_uri=_optional_uri(data, "backchannel_logout_uri", hosts=hosts),
                    post_logout_redirect_uris=tuple(_uri_list(data, "post_logout_redirect_uris", hosts=hosts)),
@@ -120,7 +128,7 @@ def client_for_business_id(session: Session, business_id: str) -> tuple[Business
     """The business system with ``business_id`` and its client settings; NotFound for no such system."""
     system = find_by_business_id(session, business_id[:2])
     if system is None or system.business_id != business_id:
-        raise NotFound(f"no business system with 業務ID {business_id[:8]!r}")
+        raise NotFound(lazy_gettext("業務ID %(id)s の業務システムはありません。", id=repr(business_id[:8])))
     return system, find_client(session, system)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import current_app, g, has_app_context
+from flask_babel import gettext as _
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -201,8 +202,9 @@ def rotate(session: Session, settings: CaSettings, *, actor: Actor, force: bool 
     published_for = now - upcoming.created_at
     if published_for < MIN_PUBLISHED_BEFORE_USE and not force:
         hours = published_for.total_seconds() / 3600
-        raise Conflict(f"the next key {upcoming.kid} has been published for only {hours:.1f} hours; relying "
-                       f"parties may not have fetched it yet (wait, or force the rotation)")
+        raise Conflict(_("次の鍵 %(kid)s は公開されてから %(hours).1f 時間しか経っていません。"
+                         "業務システムがまだ取得していない可能性があります（時間を置くか、強制して切り替えてください）。",
+                         kid=upcoming.kid, hours=hours))
     retired = None
     for old in _keys(session, SigningKeyState.ACTIVE):
         old.state = SigningKeyState.RETIRED

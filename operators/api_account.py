@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, jsonify, request
+from flask_babel import gettext as _
 
 from db import get_session
 from kernel.audit import AuditAction
@@ -51,11 +52,11 @@ def change_own_password() -> Any:
 
     def work() -> None:
         if operator.auth_method is AuthMethod.BIOMETRIC:
-            raise InvalidInput("this operator logs in with biometrics and has no password")
+            raise InvalidInput(_("このオペレータは生体認証でログインするため、パスワードはありません。"))
         body = json_body()
         new = body.get("new_password")
         if not isinstance(new, str) or not new:
-            raise InvalidInput("'new_password' must be a non-empty string")
+            raise InvalidInput(_("%(field)s を入力してください。", field="new_password"))
         change_password(session, operator=operator, current=auth.password or "", new=new[:1024], confirm=new[:1024],
                         settings=login_settings(), actor=current_actor())
 

@@ -59,7 +59,8 @@ def certificates_pending(code: str) -> Any:
 
     def work() -> list[RegistrationResult]:
         if not ids or len(ids) > MAX_BATCH_ISSUE:
-            raise InvalidInput(f"select between 1 and {MAX_BATCH_ISSUE} operators")
+            raise InvalidInput(_("証明書を発行するオペレータを 1 人以上 %(max)d 人以下で選択してください。",
+                                 max=MAX_BATCH_ISSUE))
         results = []
         for operator_id in ids:
             operator = managed_operator(session, s, tenant, operator_id)
@@ -96,7 +97,7 @@ def import_csv(code: str) -> Any:
         def validate() -> list[csv_io.ImportRow]:
             upload = request.files.get("file")
             if upload is None or not upload.filename:
-                raise InvalidInput("choose the CSV file to import")
+                raise InvalidInput(_("取り込む CSV ファイルを選択してください。"))
             return csv_io.validate(session, tenant=tenant, text=csv_io.decode(upload.stream.read()),
                                    drop_unpermitted=drop)
 
@@ -165,7 +166,7 @@ def passwords(code: str) -> Any:
     if request.form.get("confirmed") != "1":  # confirmation first: the old passwords stop working
         chosen = [managed_operator(session, s, tenant, i) for i in ids]
         if not chosen:
-            raise InvalidInput("select at least one operator")
+            raise InvalidInput(_("パスワードを変更するオペレータを一人以上選択してください。"))
         return render_template("operators/passwords_confirm.html", tenant=tenant, operators=chosen)
 
     def work() -> bytes:

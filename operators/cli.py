@@ -14,6 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from flask_babel import force_locale
+from flask_babel import gettext as _
 
 from ca.authority import CaSettings
 from db import get_session, new_session
@@ -256,7 +257,7 @@ def operator_change_password(tenant_code: str, operator_id: str) -> None:
         tenant = get_tenant(session, CLI_SCOPE, tenant_code)
         operator = get_operator(session, CLI_SCOPE, tenant, operator_id)
         if operator.auth_method is AuthMethod.BIOMETRIC:
-            raise InvalidInput("this operator logs in with biometrics and has no password")
+            raise InvalidInput(_("このオペレータは生体認証でログインするため、パスワードはありません。"))
         change_password(session, operator=operator, current=current[:1024], new=new[:1024], confirm=new[:1024],
                         settings=LoginSettings.from_config(current_app.config), actor=cli_actor())
 

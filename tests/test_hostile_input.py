@@ -287,6 +287,53 @@ def test_hostile_form_posts_are_never_a_500(app: Flask, admin_client: FlaskClien
     assert failures == []
 
 
+def test_form_fields_that_are_not_utf8_are_refused_never_stored_as_escapes(app: Flask,
+                                                                           admin_client: FlaskClient) -> None:
+    token = csrf_token(admin_client.get("/admin/tenants").get_data(as_text=True))
+    urlencoded = "application/x-www-form-urlencoded"
+    # 市 followed by a surrogate encoded in UTF-8: werkzeug kept the bad escape as the text "%ED%A0%80".
+    response = admin_client.post("/admin/tenants", content_type=urlencoded,
+                                 data=f"csrf_token={token}&code=walk-z&name=%E5%B8%82%ED%A0%80&kind=voluntary")
+    assert response.status_code == 400
+    assert "フォームの入力が正しい UTF-8 ではありません。" in response.get_data(as_text=True)
+    english = admin_client.post("/admin/tenants?lang=en", content_type=urlencoded,
+                                data=f"csrf_token={token}&code=walk-z&name=%E5%B8%82%ED%A0%80&kind=voluntary")
+    assert english.status_code == 400 and "The form input is not valid UTF-8." in english.get_data(as_text=True)
+    assert "walk-z" not in admin_client.get("/admin/tenants").get_data(as_text=True)
+    # Raw bytes that are not UTF-8, and a multipart text field (werkzeug would read it as U+FFFD).
+    multipart = (f'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'.encode()
+                 + b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\na\xffb\r\n--b--\r\n')
+    for body, content_type in ((f"csrf_token={token}&name=a%FFb".encode(), urlencoded),
+                               (f"csrf_token={token}&name=a\xffb".encode("latin-1"), urlencoded),
+                               (multipart, "multipart/form-data; boundary=b")):
+        response = admin_client.post("/admin/t/system/register", data=body, content_type=content_type)
+        assert response.status_code == 400, (body, response.status_code)
+        assert "UTF-8" in response.get_data(as_text=True), body
+    # The login form too: a 400, not a failed login.
+    anonymous = app.test_client()
+    login_token = csrf_token(anonymous.get("/login").get_data(as_text=True))
+    response = anonymous.post("/login", content_type=urlencoded,
+                              data=f"csrf_token={login_token}&tenant=system&operator_id=%ED%A0%80&password=x")
+    assert response.status_code == 400 and "UTF-8" in response.get_data(as_text=True)
+    # Percent-encoded UTF-8 is text as before.
+    created = admin_client.post("/admin/tenants", content_type=urlencoded,
+                                data=f"csrf_token={token}&code=walk-y&name=%E5%B8%82&kind=voluntary")
+    assert created.status_code == 302
+    assert "市" in admin_client.get("/admin/tenants").get_data(as_text=True)
+
+
+def test_the_control_character_refusal_reads_as_japanese_and_english(app: Flask, api: FlaskClient,
+                                                                     admin_client: FlaskClient) -> None:
+    query = api.get("/api/v1/certificates?q=%00", headers={"Accept-Language": "ja"}).get_json()["message"]
+    assert query == "クエリ文字列に使用できない文字(制御文字)が含まれています。"  # no space before に
+    token = csrf_token(admin_client.get("/admin/tenants").get_data(as_text=True))
+    form = admin_client.post("/admin/tenants", data={"csrf_token": token, "code": "x", "name": "a\x00"})
+    assert form.status_code == 400
+    assert "フォームの入力に使用できない文字(制御文字)が含まれています。" in form.get_data(as_text=True)
+    english = api.get("/api/v1/certificates?q=%00", headers={"Accept-Language": "en"}).get_json()["message"]
+    assert english == "The query string contains characters that are not allowed (control characters)."
+
+
 def test_nul_in_the_business_system_form_is_refused(app: Flask, api: FlaskClient,
                                                     admin_client: FlaskClient) -> None:
     assert _put_business_system(api, "05").status_code == 201

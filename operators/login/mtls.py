@@ -35,6 +35,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ca.authority import CaSettings
+from ca.labels import profile_label
 from ca.models import Certificate, CertificateProfile
 from ca.validation import validate_chain
 from config.serving import app_socket_path
@@ -177,7 +178,7 @@ def _check(session: Session, settings: CaSettings, *, der: bytes, purpose: Purpo
     if row.revoked_at is not None:  # the database is the freshest source: no CRL or cache lag
         raise ClientCertRefused(lazy_gettext("クライアント証明書は失効しています。"))
     if row.profile not in _PROFILES[purpose]:
-        raise ClientCertRefused(lazy_gettext("%(profile)s 証明書はここでは使えません。", profile=str(row.profile)))
+        raise ClientCertRefused(lazy_gettext("%(profile)sはここでは使えません。", profile=profile_label(row.profile)))
     result = validate_chain(session, settings, leaf_der=der, required_eku={_EKU[purpose]},
                             key_usage={"digital_signature"})
     if not result.valid:

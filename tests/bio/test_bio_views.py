@@ -216,6 +216,23 @@ def test_password_mode_operator_gets_decoy_options_and_cannot_log_in(app: Flask)
     assert bio_login(client, "PW01", SoftAuthenticator()).status_code == 401
 
 
+def test_malformed_login_options_requests_are_a_400_a_well_formed_unknown_operator_a_decoy(app: Flask) -> None:
+    client = app.test_client()
+    token = page_csrf(client, "/bio/login")
+    malformed: list[object] = [[1, 2], "system", {"tenant": "system", "operator_id": "x" * 100_000},
+                               {"tenant": "s" * 21, "operator_id": "BIO01"}, {"tenant": "system", "operator_id": 5},
+                               {"tenant": ["system"], "operator_id": "BIO01"}]
+    for body in malformed:
+        response = client.post("/bio/login/options", json=body, headers={"X-CSRFToken": token})
+        assert response.status_code == 400 and response.get_json()["message"], str(body)[:80]
+        assert "allowCredentials" not in response.get_json()
+    too_long = client.post("/bio/login/options", json={"tenant": "system", "operator_id": "x" * 65},
+                           headers={"X-CSRFToken": token}).get_json()["message"]
+    assert too_long == "operator_id は 64 文字以内で入力してください。"  # refused, never cut to 64
+    _token, unknown = bio_login_options(app.test_client(), "x" * 64)
+    assert len(unknown["allowCredentials"]) == 1  # well formed but unknown: the decoy, as before
+
+
 def test_biometric_failures_count_towards_the_lock(app: Flask, enrolled: SoftAuthenticator) -> None:
     for _ in range(app.config["LOGIN_MAX_FAILURES"]):
         assert bio_login(app.test_client(), "BIO01", enrolled, uv=False).status_code == 401
@@ -330,6 +347,15 @@ def test_expired_or_foreign_enrolment_code_is_refused(app: Flask, admin_client: 
     assert app.test_client().post("/bio/enrol/options", json={}).status_code == 400  # no CSRF token
 
 
+def test_biometric_refusals_are_japanese_with_an_english_translation(app: Flask, admin_client: FlaskClient,
+                                                            enrolled: SoftAuthenticator) -> None:
+    again = manager_enrols(admin_client, "BIO01", enrolled)  # the same authenticator a second time
+    assert again.status_code == 409 and again.get_json()["message"] == "この認証器の生体情報は既に登録されています。"
+    # The operator commands speak English: the message is the translation of the Japanese one.
+    cli = app.test_cli_runner().invoke(args=["operator", "change-password", "BIO01"], input="x\ny\ny\n")
+    assert cli.exit_code == 2 and "This operator logs in with biometrics and has no password." in cli.output
+
+
 def test_biometric_operator_reauthenticates_with_the_authenticator(app: Flask, enrolled: SoftAuthenticator) -> None:
     import time
 
@@ -385,6 +411,7 @@ def test_nul_bytes_are_a_refusal_not_a_500(app: Flask, admin_client: FlaskClient
     before = len(_credentials(app))
     second = SoftAuthenticator()
     assert manager_enrols(admin_client, "BIO01", second, nickname="窓口\x00端末").status_code == 400
+    assert manager_enrols(admin_client, "BIO01", second, nickname="窓" * 101).status_code == 400  # never cut
     assert len(_credentials(app)) == before  # refused, not stored with the NUL silently removed
 
 

@@ -134,6 +134,26 @@ def test_bad_requests_are_clear_and_write_nothing(app: Flask, api: FlaskClient) 
     assert len(refused) >= len(cases)
 
 
+def test_hosts_are_checked_as_hosts_not_urls(api: FlaskClient) -> None:
+    for hosts, expected in (("fe80::1%eth0", "IPv6 アドレスにゾーンID(%eth0 など)は指定できません。"),
+                            ("[fe80::1%25eth0]", "ゾーンID"),
+                            ("a.example.jp/x", "「a.example.jp/x」は正しくありません。"),
+                            ("a.example.jp:443", "正しくありません"), ("user@a.example.jp", "正しくありません"),
+                            ("-a.example.jp", "正しくありません"), ("[a.example.jp]", "正しくありません"),
+                            ("[192.0.2.1]", "正しくありません")):
+        response = api.post("/api/v1/ssl-certificates", headers={"Accept-Language": "ja"},
+                            json={"tenant": "system", "terminal": "t1", "hosts": [hosts]})
+        message = response.get_json()["message"]
+        assert response.status_code == 400 and expected in message and "URL" not in message, (hosts, message)
+    english = api.post("/api/v1/ssl-certificates", headers={"Accept-Language": "en"},
+                       json={"tenant": "system", "terminal": "t1", "hosts": "fe80::1%eth0"}).get_json()["message"]
+    assert "not a valid host" in english and "zone ID" in english and "URL" not in english, english
+    for hosts in ("2001:db8::1", "[2001:DB8::2]", "192.0.2.1", "Term02.City.Example.JP"):
+        response = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "terminal": "t2", "hosts": [hosts],
+                                                              "csr": make_csr().decode()})
+        assert response.status_code == 201, (hosts, response.get_json())
+
+
 def test_delete_and_reissue(api: FlaskClient) -> None:
     _system(api)
     first = api.post("/api/v1/ssl-certificates", json={"tenant": "system", "business_id": "05",

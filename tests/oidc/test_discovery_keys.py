@@ -61,8 +61,11 @@ def test_rotation_switches_to_the_published_key_and_keeps_the_old_one(world: Wor
     assert stat.S_IMODE(pairwise.stat().st_mode) == 0o600, "the pairwise secret is an instance file, 0600"
     published = {k["kid"] for k in _jwks(world)["keys"]}
     runner = world.app.test_cli_runner()
-    refused = runner.invoke(args=["oidc", "keys", "rotate"])
-    assert refused.exit_code == 2 and "published for only" in refused.output
+    unset = {"LC_ALL": None, "LC_MESSAGES": None}
+    refused = runner.invoke(args=["oidc", "keys", "rotate"], env={"LANG": "ja_JP.UTF-8", **unset})
+    assert refused.exit_code == 2 and "公開されてから" in refused.output and "時間しか経っていません" in refused.output
+    english = runner.invoke(args=["oidc", "keys", "rotate"], env={"LANG": "en_US.UTF-8", **unset})
+    assert english.exit_code == 2 and "published for only" in english.output
     result = runner.invoke(args=["oidc", "keys", "rotate", "--force"])
     assert result.exit_code == 0, result.output
     after = _tokens(world)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from datetime import timedelta
 
 import pytest
@@ -355,3 +356,65 @@ def test_control_characters_in_an_authorization_request_are_refused_where_input_
     # The application-wide input guard answers before any redirect: nothing with a NUL reaches a client.
     response = world.browser.get(AuthRequest("05").url(nonce="a\x00b"))
     assert response.status_code == 400 and "Location" not in response.headers
+
+
+JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def test_client_settings_refusals_speak_the_request_language(world: World) -> None:
+    refusals = [("05", {"enabled": True, "redirect_uris": ["http://www1.city.itozaki.nagano.jp/cb"]}, 400),
+                ("05", {"enabled": 5, "redirect_uris": []}, 400),
+                ("05", {"enabled": True, "redirect_uris": []}, 400),
+                ("05", {"redirect_uris": "https://evil.example.jp/cb"}, 400),
+                ("99", {"enabled": False}, 404)]
+    for business_id, body, status in refusals:
+        url = f"/api/v1/business-systems/{business_id}/oidc-client"
+        japanese = world.admin.put(url, json=body, headers={"Accept-Language": "ja"})
+        english = world.admin.put(url, json=body, headers={"Accept-Language": "en"})
+        assert japanese.status_code == english.status_code == status, body
+        assert JAPANESE.search(japanese.get_json()["message"]), japanese.get_json()
+        assert not JAPANESE.search(english.get_json()["message"].replace("業務ID", "")), english.get_json()
+    message = world.admin.put("/api/v1/business-systems/05/oidc-client", headers={"Accept-Language": "ja"},
+                              json={"redirect_uris": ["http://www1.city.itozaki.nagano.jp/cb"]}).get_json()["message"]
+    assert message == ("redirect_uris: URI 'http://www1.city.itozaki.nagano.jp/cb' は https:// で始まる URI で"
+                       "指定してください。")
+
+
+def test_client_settings_cli_refusals_follow_the_shell_language(world: World) -> None:
+    unset = {"LC_ALL": None, "LC_MESSAGES": None}
+    runner = world.app.test_cli_runner()
+    for args in (["oidc", "client", "set", "99", "--disable"],
+                 ["oidc", "client", "set", "05", "--redirect-uri", "http://www1.city.itozaki.nagano.jp/"]):
+        japanese = runner.invoke(args=args, env={"LANG": "ja_JP.UTF-8", **unset})
+        english = runner.invoke(args=args, env={"LANG": "en_US.UTF-8", **unset})
+        assert japanese.exit_code == english.exit_code == 2, japanese.output
+        assert JAPANESE.search(japanese.output) and not JAPANESE.search(english.output), (japanese.output,
+                                                                                           english.output)
+
+
+def test_an_unknown_client_gets_our_message_with_the_oauth_error_code(world: World) -> None:
+    url = AuthRequest("05").url(client_id="biz-99")
+    page = world.browser.get(url).get_data(as_text=True)
+    assert "invalid_client: この業務システム (client_id) はこのサーバに登録されていない" in page
+    assert "does not exist" not in page
+    english = world.browser.get(url + "&lang=en").get_data(as_text=True)
+    assert "invalid_client: This business system (client_id) is not registered" in english
+    assert _audited(world, "oidc.denied")[-1].detail["error"] == "invalid_client"
+
+
+def test_an_operator_certificate_at_the_machine_api_is_refused_by_its_label(world: World) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.helpers import make_csr
+
+    response = world.admin.post("/api/v1/tenants/minamiedo/operators", json={
+        "operator_id": "OP0603", "name": "証明 次郎", "auth_method": "password", "password": "Kakunin-2026-pass",
+        "business_ids": ["05"], "csr": make_csr(ec.generate_private_key(ec.SECP256R1())).decode()})
+    assert response.status_code == 201, response.get_json()
+    serial = response.get_json()["certificate"]["serial"]
+    pem = world.admin.get(f"/api/v1/certificates/{serial}/pem").get_data(as_text=True)
+    header = {"X-SSL-Client-Cert": urllib.parse.quote(pem)}
+    japanese = world.app.test_client().get("/api/v1/business/self", headers={**header, "Accept-Language": "ja"})
+    assert japanese.status_code == 403 and japanese.get_json()["message"] == "オペレータ証明書はここでは使えません。"
+    english = world.app.test_client().get("/api/v1/business/self", headers={**header, "Accept-Language": "en"})
+    assert english.status_code == 403 and english.get_json()["message"] == "Operator certificates cannot be used here."

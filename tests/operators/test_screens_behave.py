@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from db import get_session
+from kernel.audit import AuditEvent
 from operators.models import Tenant
 from tests.conftest import csrf_token
 from tests.operators.conftest import World, register, web_client
@@ -98,6 +99,29 @@ def test_pending_and_bulk_password_pages_have_select_all(world: World, web_a: Fl
         assert 'data-select-all="operator_ids"' in body, path
         assert "js/select_all.js" in body, path
         assert body.count('name="operator_ids"') >= 2, path
+
+
+def test_posting_the_pending_and_password_lists_with_nothing_selected_says_so_in_the_ui_language(
+        world: World, web_a: FlaskClient) -> None:
+    token = csrf_token(web_a.get("/admin/t/minamiedo/passwords").get_data(as_text=True))
+    pending = "証明書を発行するオペレータを 1 人以上 100 人以下で選択してください。"
+    for path, japanese, english in (
+            ("/admin/t/minamiedo/certificates/pending", pending,
+             "Select between 1 and 100 operators to issue certificates for."),
+            ("/admin/t/minamiedo/passwords", "パスワードを変更するオペレータを一人以上選択してください。",
+             "Select at least one operator whose password is to be changed.")):
+        response = web_a.post(path, data={"csrf_token": token})
+        assert response.status_code == 400 and japanese in response.get_data(as_text=True), path
+        response = web_a.post(path + "?lang=en", data={"csrf_token": token})
+        assert response.status_code == 400 and english in response.get_data(as_text=True), path
+        web_a.get("/admin/t/minamiedo/?lang=ja")  # back to Japanese for the next request
+    no_file = web_a.post("/admin/t/minamiedo/import", data={"csrf_token": token}, content_type="multipart/form-data")
+    assert no_file.status_code == 400 and "取り込む CSV ファイルを選択してください。" in no_file.get_data(as_text=True)
+    with world.app.app_context():
+        rejected = get_session().scalars(select(AuditEvent)
+                                         .where(AuditEvent.action == "certificate.issuance_rejected")).all()
+        reasons = [event.detail.get("reason") for event in rejected]
+    assert pending in reasons, reasons  # the audit detail too
 
 
 def test_tenant_menu_leads_to_biometrics_management(world: World, web_a: FlaskClient) -> None:

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.apdl.app.conftest import Opauth, login, submit
+from tests.apdl.app.conftest import Opauth, csrf, login, submit
 from tests.apdl.app.world import APS, build_registry, register_ap, register_resident
 
 
@@ -173,6 +173,29 @@ def test_nul_bytes_and_oversized_values_get_a_4xx_never_a_500(opauth: Opauth, ap
     assert submit(minami, "/presets", "/presets", {"name": "a", "ap_ids": ["9" * 40]}).status_code == 400
     assert submit(minami, "/residents/fields", "/residents/fields", {"label": "\x00"}).status_code == 400
     assert minami.get("/auth/callback?state=%00&code=%00").status_code == 400
+
+
+def test_form_fields_that_are_not_utf8_are_refused_never_stored_as_escapes(opauth: Opauth,
+                                                                           apdl_app: Flask) -> None:
+    minami = login(opauth, apdl_app, "minami")
+    token = csrf(minami.get("/residents").get_data(as_text=True))
+    fields = (f"csrf_token={token}&card_status=active&card_identifier=1234567890123456&kana_family=%E3%83%A4"
+              "&kana_given=%E3%83%8F&kanji_family=%E5%B1%B1&kanji_given=%E8%8A%B1&birth_date=3610602&gender=female"
+              "&postal_code=100-0001&address2=&phone=03-1234-5678&email=hanako%40example.jp&occupation=")
+    for address in ("%E5%B8%82%ED%A0%80", "a%FFb"):  # werkzeug kept these escapes as the text "%ED%A0%80"
+        response = minami.post("/residents", data=f"{fields}&address1={address}",
+                               content_type="application/x-www-form-urlencoded")
+        assert response.status_code == 400, (address, response.status_code)
+        assert "フォームの入力が正しい UTF-8 ではありません。" in response.get_data(as_text=True)
+    multipart = (f'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'.encode()
+                 + b'--b\r\nContent-Disposition: form-data; name="address1"\r\n\r\na\xffb\r\n--b--\r\n')
+    response = minami.post("/residents", data=multipart, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 400 and "UTF-8" in response.get_data(as_text=True)
+    listed = minami.get("/residents").get_data(as_text=True).split('id="residents"')[1].split("</table>")[0]
+    assert "/residents/" not in listed  # no one was registered
+    accepted = minami.post("/residents", data=f"{fields}&address1=%E5%B8%82",  # 市, percent-encoded UTF-8
+                           content_type="application/x-www-form-urlencoded")
+    assert accepted.status_code == 302, accepted.get_data(as_text=True)[-600:]
 
 
 def test_the_resident_search_finds_one_card_of_this_tenant_only(opauth: Opauth, apdl_app: Flask) -> None:
