@@ -22,6 +22,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from flask import Flask, current_app, g, request
+from flask_babel import lazy_gettext
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, joinedload
@@ -409,9 +410,43 @@ class Issuer(IssuerParameter):
         return issuer()
 
 
+# What a business system is told for each OAuth error code (RFC 6749 5.2), in the request's language, instead of
+# Authlib's English descriptions (one named the allowed methods as a Python list). The refusal's own reason stays in
+# the audit log.
+_DESCRIPTIONS = {
+    "invalid_client": lazy_gettext(
+        "クライアント認証に失敗しました。業務システムの有効な SSL通信証明書をクライアント証明書として提示し、"
+        "client_id はその業務システムのもの (biz-<業務ID>) にしてください。"),
+    "invalid_grant": lazy_gettext(
+        "認可コードが正しくないか、使用済みか、有効期限切れです(redirect_uri と code_verifier も確認してください)。"),
+    "invalid_request": lazy_gettext(
+        "リクエストが正しくありません(必要なパラメータがないか、値が正しくありません)。"),
+    "unsupported_grant_type": lazy_gettext("grant_type は authorization_code だけが使えます。"),
+    "unauthorized_client": lazy_gettext("この業務システムには、この要求は許可されていません。"),
+    "invalid_scope": lazy_gettext("scope が正しくありません(openid を含めてください)。"),
+    "unsupported_token_type": lazy_gettext("この種類のトークンは失効できません。"),
+}
+
+
+class OpauthAuthorizationServer(AuthorizationServer):
+    """Authlib's server; its error answers carry opauth's descriptions (``_DESCRIPTIONS``)."""
+
+    def handle_error_response(self, request: Any, error: Any) -> Any:
+        described = _DESCRIPTIONS.get(getattr(error, "error", ""))
+        if described is not None:
+            g.oauth_refusal_detail = str(error.description or "")  # Authlib's own words, for the audit entry
+            error.description = str(described)
+        return super().handle_error_response(request, error)
+
+
+def refusal_detail(body: dict[str, Any]) -> str:
+    """What the audit entry of a refused OAuth request says: Authlib's specific reason when it gave one."""
+    return (str(g.pop("oauth_refusal_detail", "")) or str(body.get("error_description", "")))[:300]
+
+
 def build_server(app: Flask) -> AuthorizationServer:
     """The Authlib authorization server for ``app``, configured with opauth's rules."""
-    server = AuthorizationServer()
+    server = OpauthAuthorizationServer()
     server.init_app(app, query_client=query_client, save_token=save_token)
     issuer_url = str(app.config["PUBLIC_BASE_URL"]).rstrip("/") + "/oidc"
     server.register_token_generator("default", AccessTokens(issuer_url))

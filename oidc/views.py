@@ -14,6 +14,8 @@ from typing import Any
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import InvalidGrantError
 from flask import Blueprint, Flask, current_app, jsonify, request
+from flask_babel import force_locale
+from flask_babel import lazy_gettext as _
 from joserfc import jwt
 from joserfc.errors import JoseError
 
@@ -39,6 +41,7 @@ from oidc.server import (
     finish_token_request,
     get_server,
     issuer,
+    refusal_detail,
     subject_of_code,
 )
 from operators.login.mtls import ClientCertRefused, Purpose, authenticate_client, behind_trusted_proxies
@@ -129,7 +132,7 @@ def token() -> Any:
                                 result=AuditResult.FAILURE,
                                 target=f"client:{str(request.form.get('client_id', ''))[:40]}",
                                 detail={"error": str(body.get("error", "")),
-                                        "description": str(body.get("error_description", ""))[:300]})
+                                        "description": refusal_detail(body)})
     else:
         session.commit()
     return response
@@ -147,7 +150,7 @@ def _endpoint(name: str) -> Any:
                                 result=AuditResult.FAILURE,
                                 target=f"client:{str(request.form.get('client_id', ''))[:40]}",
                                 detail={"endpoint": name, "error": str(body.get("error", "")),
-                                        "description": str(body.get("error_description", ""))[:300]})
+                                        "description": refusal_detail(body)})
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -164,10 +167,14 @@ def introspect() -> Any:
     return _endpoint("introspection")
 
 
-def _invalid_token(description: str, *, target: str = "") -> Any:
+def _invalid_token(description: Any, *, target: str = "") -> Any:
+    """401 invalid_token: described in the request's language, audited in English (a stable reason)."""
+    with force_locale("en"):
+        reason = str(description)
+    description = str(description)
     record_event_separately(new_session, action=AuditAction.OIDC_USERINFO_REFUSED,
                             actor=Actor(name="oidc-client", source=request.remote_addr or ""),
-                            result=AuditResult.FAILURE, target=target, detail={"reason": description})
+                            result=AuditResult.FAILURE, target=target, detail={"reason": reason})
     response = jsonify(error="invalid_token", error_description=description)
     response.status_code = 401
     # RFC 6750 §3 allows only printable ASCII without '"' and '\\' in the challenge (gunicorn refuses the rest with
@@ -182,39 +189,39 @@ def _invalid_token(description: str, *, target: str = "") -> Any:
 def userinfo() -> Any:
     """UserInfo: the claims of a certificate-bound access token presented with that same certificate."""
     auth = request.headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
+    scheme, _space, value = auth.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
-        return _invalid_token("a bearer access token is required")
+        return _invalid_token(_("Bearer のアクセストークンが必要です。"))
     session = get_session()
     try:
         decoded = jwt.decode(value.strip(), verification_keys(session), algorithms=[ALGORITHM])
     except (JoseError, ValueError):
-        return _invalid_token("the access token is not valid")
+        return _invalid_token(_("アクセストークンが正しくありません。"))
     claims, header = decoded.claims, decoded.header
     now = int(time.time())
     if (header.get("typ") != "at+jwt" or claims.get("iss") != issuer() or not isinstance(claims.get("exp"), int)
             or claims["exp"] <= now or not isinstance(claims.get("jti"), str)):
-        return _invalid_token("the access token is expired or not ours")
+        return _invalid_token(_("アクセストークンが有効期限切れか、このシステムのものではありません。"))
     row = session.get(OidcToken, claims["jti"])
     if row is None or row.revoked_at is not None:
-        return _invalid_token("the access token is revoked")
+        return _invalid_token(_("アクセストークンは失効しています。"))
     bound = (claims.get("cnf") or {}).get("x5t#S256") if isinstance(claims.get("cnf"), dict) else None
     if not bound or bound != b64url_sha256_from_hex(row.client_cert_sha256):
-        return _invalid_token("the access token is not certificate-bound")
+        return _invalid_token(_("アクセストークンが証明書に結び付いていません。"))
     target = f"client:{claims.get('client_id', '')}"
     try:
         identity = authenticate_client(purpose=Purpose.BUSINESS_CLIENT)
     except ClientCertRefused as exc:
-        return _invalid_token(f"the certificate the token is bound to is required: {exc.message}", target=target)
+        return _invalid_token(_("トークンが結び付いた証明書が必要です: %(reason)s", reason=exc), target=target)
     if b64url_sha256_from_hex(identity.fingerprint_sha256) != bound:
-        return _invalid_token("the token is bound to another certificate", target=target)
+        return _invalid_token(_("トークンは別の証明書に結び付いています。"), target=target)
     code = session.get(OidcAuthorizationCode, row.code_id) if row.code_id is not None else None
     subject = subject_of_code(code) if code is not None else None
     if subject is None:
-        return _invalid_token("the operator no longer exists", target=target)
+        return _invalid_token(_("操作者はもう存在しません。"), target=target)
     if refusal_for(session, operator=subject.operator, system=subject.system,
                    client=session.get(OidcClient, subject.system.id)) is not None:
-        return _invalid_token("the operator may no longer use this business system", target=target)
+        return _invalid_token(_("操作者はこの業務システムをもう利用できません。"), target=target)
     response = jsonify(user_claims(session, subject, str(claims.get("scope", ""))))
     response.headers["Cache-Control"] = "no-store"
     return response

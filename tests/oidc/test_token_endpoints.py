@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
+from db import get_session
+from kernel.audit import AuditEvent
 from tests.oidc.conftest import AuthRequest, Cert, World, exchange, get_code, userinfo
 
 
@@ -73,3 +77,26 @@ def test_the_request_guards_refusals_are_oauth_json_without_a_logged_traceback(w
     assert wrong.status_code == 405 and wrong.get_json()["error"] == "invalid_request"
     assert wrong.headers["Allow"] == "POST" or "POST" in wrong.headers["Allow"]
     assert "error page failed" not in caplog.text
+
+
+def test_protocol_refusals_are_described_in_the_callers_language(world: World) -> None:
+    """Authlib's English descriptions (one named the allowed methods as a Python list) are replaced by ours."""
+    client = world.app.test_client()
+    form = {"grant_type": "authorization_code", "code": "abc", "client_id": "biz-05",
+            "redirect_uri": "https://biz05.example.jp/cb"}
+    anonymous = client.post("/oidc/token", data=form)
+    assert anonymous.get_json()["error"] == "invalid_client"
+    assert "クライアント認証に失敗しました" in anonymous.get_json()["error_description"]
+    english = client.post("/oidc/token", data=form, headers={"Accept-Language": "en"}).get_json()
+    assert english["error_description"].startswith("Client authentication failed") and "[" not in english[
+        "error_description"]
+    wrong_code = client.post("/oidc/token", data=form, headers=world.certs["05"].header).get_json()
+    assert wrong_code["error"] == "invalid_grant" and "認可コードが正しくないか" in wrong_code["error_description"]
+    with world.app.app_context():  # the audit entry keeps Authlib's specific reason
+        refused = get_session().scalars(select(AuditEvent).where(AuditEvent.action == "oidc.token_refused")
+                                        .order_by(AuditEvent.id.desc())).first()
+        assert refused is not None and "code" in refused.detail["description"].lower()
+    no_token = client.get("/oidc/userinfo", headers={"Accept-Language": "en"})
+    assert no_token.status_code == 401
+    assert no_token.get_json()["error_description"] == "A bearer access token is required."
+    assert "Bearer のアクセストークンが必要です" in client.get("/oidc/userinfo").get_json()["error_description"]
