@@ -239,6 +239,12 @@ def test_a_request_nginx_refuses_itself_is_answered_in_opauths_forms(instance: P
     status, body = _curl(served, instance, "/admin/t/x/operators/B1%00")
     assert status == 400 and "リクエストが正しくありません" in body and "The request is malformed" in body
     assert "nginx" not in body
+    # Headers too large (nginx's 494), and the plain-HTTP /pki/ listener: the same answer.
+    status, body = _curl(served, instance, "/api/v1/certificates", "-H", "X-Big: " + "a" * 20000)
+    assert status == 400 and json.loads(body)["error"] == "bad_request", body
+    plain = run("curl", "-sS", "-o", "-", "-w", "\n%{http_code}", served.http + "/pki/x%00")
+    body, _, code = plain.stdout.rpartition("\n")
+    assert code == "400" and json.loads(body)["error"] == "bad_request", plain.stdout
 
 
 def test_a_spoofed_certificate_header_through_nginx_is_replaced(instance: Path, served: Served) -> None:
