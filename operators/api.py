@@ -17,7 +17,7 @@ from ca.models import Certificate, RevocationReason
 from ca.revocation import parse_reason
 from db import get_session
 from kernel.audit import AuditAction
-from kernel.errors import InvalidInput
+from kernel.errors import InvalidInput, UnsupportedMediaType
 from kernel.web import int_arg, json_body, optional_json_body
 from kernel.webinput import query_text
 from operators import csv_io
@@ -234,6 +234,9 @@ def operator_import(code: str) -> Any:
     """一括登録 / 移行: the CSV as the body (text/csv) or as multipart ``file``; all or nothing."""
     session, s = get_session(), scope()
     found = managed_tenant(session, s, code)
+    if request.is_json:  # a JSON body would be read as a CSV line ("unknown column {}")
+        raise UnsupportedMediaType(lazy_gettext(
+            "一括登録は CSV を送ってください(Content-Type: text/csv、または multipart の file)。"))
 
     def work() -> int:
         upload = request.files.get("file") if request.mimetype == "multipart/form-data" else None

@@ -92,6 +92,13 @@ def test_unusable_files_are_400_not_500(world: World, api_a: FlaskClient, data: 
     assert status == 400
 
 
+def test_a_json_body_is_415_not_read_as_a_csv_line(world: World, api_a: FlaskClient) -> None:
+    response = api_a.post("/api/v1/tenants/minamiedo/operators/import", json={})
+    assert response.status_code == 415 and response.get_json()["error"] == "unsupported_media_type"
+    assert "text/csv" in response.get_json()["message"]
+    assert count_operators(world, "minamiedo") == 1
+
+
 def test_export_round_trip_migrates_operators_to_another_tenant(world: World, api_a: FlaskClient,
                                                                   api_b: FlaskClient) -> None:
     register(api_a, operator_id="OP3001", business_ids=["05", "07"], in_business_id="U3001", name="斎藤 齋")
