@@ -74,6 +74,7 @@ def system05(opauth: Opauth, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                "--business-id", "05", "--name", "図書館システム", "--admin-org", "南江戸市",
                "--top-url", f"https://{HOST05}/", "--operator-admin-url", f"https://{HOST05}/admin",
                "--personalize-url", f"https://{HOST05}/p", "--phone", "03-1111-2222", "--email", "lib@example.jp")
+    opauth.cli("tenant", "joint-use", "05", "minamiedo")  # a business system's certificate names a tenant using it
     args = ("--tenant", "minamiedo", "--business-id", "05", "--host", HOST05)
     yield _issue(opauth, tmp, "biz05", *args), _issue(opauth, tmp, "biz05-second", *args)
 
