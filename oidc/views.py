@@ -124,18 +124,19 @@ def token() -> Any:
     session = get_session()
     if not finish_token_request(session, succeeded=response.status_code < 400):  # the code's claim, last
         response = server.handle_error_response(None, InvalidGrantError("Invalid 'code' in request."))
+    session.commit()  # on a refusal too: a claimed code and a replay's revocations stand
     if response.status_code >= 400:
-        session.commit()  # a claimed code and a replay's revocations stand even though the request failed
-        body = response.get_json(silent=True) or {}
-        record_event_separately(new_session, action=AuditAction.OIDC_TOKEN_REFUSED,
-                                actor=Actor(name="oidc-client", source=request.remote_addr or ""),
-                                result=AuditResult.FAILURE,
-                                target=f"client:{str(request.form.get('client_id', ''))[:40]}",
-                                detail={"error": str(body.get("error", "")),
-                                        "description": refusal_detail(body)})
-    else:
-        session.commit()
+        _audit_refusal(response)
     return response
+
+
+def _audit_refusal(response: Any, **detail: str) -> None:
+    """The audit entry of a refused token, revocation or introspection request (its own transaction)."""
+    body = response.get_json(silent=True) or {}
+    record_event_separately(new_session, action=AuditAction.OIDC_TOKEN_REFUSED,
+                            actor=Actor(name="oidc-client", source=request.remote_addr or ""),
+                            result=AuditResult.FAILURE, target=f"client:{str(request.form.get('client_id', ''))[:40]}",
+                            detail={**detail, "error": str(body.get("error", "")), "description": refusal_detail(body)})
 
 
 def _endpoint(name: str) -> Any:
@@ -144,13 +145,7 @@ def _endpoint(name: str) -> Any:
     session = get_session()
     session.commit()
     if response.status_code >= 400:
-        body = response.get_json(silent=True) or {}
-        record_event_separately(new_session, action=AuditAction.OIDC_TOKEN_REFUSED,
-                                actor=Actor(name="oidc-client", source=request.remote_addr or ""),
-                                result=AuditResult.FAILURE,
-                                target=f"client:{str(request.form.get('client_id', ''))[:40]}",
-                                detail={"endpoint": name, "error": str(body.get("error", "")),
-                                        "description": refusal_detail(body)})
+        _audit_refusal(response, endpoint=name)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -234,6 +234,12 @@ def bind_session(identity: ClientIdentity) -> None:
     session[SESSION_KEY] = identity.fingerprint_sha256
 
 
+# Why a certificate-bound session ends (the audit entry's reason; ``_SESSION_ENDED`` says it to the operator).
+_NOT_PRESENTED = "the operator certificate is no longer presented"
+_OTHER_CERTIFICATE = "a different client certificate was presented"
+_NO_LONGER_VALID = "the operator certificate is revoked or expired"
+
+
 def bound_session_violation() -> str | None:
     """Why the current request may not continue a certificate-bound session (None: it may).
 
@@ -247,12 +253,12 @@ def bound_session_violation() -> str | None:
     except ClientCertRefused as exc:
         return exc.message
     if der is None:
-        return "the operator certificate is no longer presented"
+        return _NOT_PRESENTED
     if hashlib.sha256(der).hexdigest() != bound:
-        return "a different client certificate was presented"
+        return _OTHER_CERTIFICATE
     row = get_session().scalar(select(Certificate).where(Certificate.fingerprint_sha256 == bound))
     if row is None or row.status != "valid":
-        return "the operator certificate is revoked or expired"
+        return _NO_LONGER_VALID
     return None
 
 
@@ -280,11 +286,11 @@ def _end_unbound_session() -> Any:
 
 # What the operator is told when the certificate-bound session ends (the audit entry keeps the reason as is).
 _SESSION_ENDED = {
-    "the operator certificate is no longer presented": lazy_gettext(
+    _NOT_PRESENTED: lazy_gettext(
         "操作者証明書が提示されなくなったため、ログアウトしました。証明書を選んで生体認証でログインし直してください。"),
-    "a different client certificate was presented": lazy_gettext(
+    _OTHER_CERTIFICATE: lazy_gettext(
         "ログインしたときとは別のクライアント証明書が提示されたため、ログアウトしました。"),
-    "the operator certificate is revoked or expired": lazy_gettext(
+    _NO_LONGER_VALID: lazy_gettext(
         "操作者証明書が失効したか有効期限が切れたため、ログアウトしました。管理者に確認してください。"),
 }
 
